@@ -1,0 +1,125 @@
+# Tycho: a plain Makefile (no autotools, no CMake).
+#   make            build ./tycho
+#   make run        install missing Debian packages, build, serve scripts/ on 127.0.0.1:8080
+#   make test       install missing Debian packages, build, run every test
+#   make asan       every test again under -fsanitize=address,undefined
+#   make valgrind   the integration tests with the server under valgrind
+#   make bench      Tycho against nginx + Lua (installs nginx, its Lua module and wrk)
+#   make clean
+
+# Debian packages: build, runtime, test.
+PKGS := gcc make libc6-dev pkg-config libevent-dev libhttp-parser-dev libluajit2-5.1-dev lua-cjson
+
+BUILD ?= obj
+CC ?= cc
+OPT ?= -O2 -g
+SAN ?=
+WARN := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+        -Wwrite-strings $(if $(CI),-Werror)
+# Deferred (=) so that pkg-config runs after `deps` has installed the packages.
+PKG_CFLAGS = $(shell pkg-config --cflags luajit libevent)
+PKG_LIBS = $(shell pkg-config --libs luajit libevent) -lhttp_parser -lpthread -lm -ldl
+CFLAGS_ALL = $(OPT) $(SAN) $(WARN) -MMD -MP -I$(BUILD) -Iserver $(PKG_CFLAGS) $(CFLAGS)
+LDFLAGS_ALL = $(SAN) $(LDFLAGS)
+
+SRCS := $(wildcard server/*.c)
+OBJS := $(SRCS:server/%.c=$(BUILD)/%.o)
+LIB_OBJS := $(filter-out $(BUILD)/main.o,$(OBJS))
+UNIT_SRCS := $(wildcard tests/unit/test_*.c)
+UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/%)
+INTEGRATION_SRCS := $(wildcard tests/integration/test_*.c)
+INTEGRATION_BINS := $(INTEGRATION_SRCS:tests/integration/%.c=$(BUILD)/%)
+TYCHO := $(if $(filter obj,$(BUILD)),tycho,$(BUILD)/tycho)
+
+.PHONY: all deps build run test check unit integration asan valgrind bench clean install
+
+all: deps
+	@$(MAKE) --no-print-directory build
+
+build: $(TYCHO)
+
+# Installs what is missing (as root), or prints the exact command to run.
+deps:
+	@missing=""; \
+	for p in $(PKGS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian packages:$$missing"; \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing || exit 1; \
+	  else \
+	    echo "missing Debian packages:$$missing"; \
+	    echo "run: sudo apt-get update && sudo apt-get install -y$$missing"; \
+	    exit 1; \
+	  fi; \
+	fi
+
+$(TYCHO): $(OBJS)
+	$(CC) $(LDFLAGS_ALL) -o $@ $(OBJS) $(PKG_LIBS)
+
+$(BUILD)/%.o: server/%.c | $(BUILD)/prelude.h
+	$(CC) $(CFLAGS_ALL) -c -o $@ $<
+
+# The Lua half of the request path, compiled into the binary as a C string.
+$(BUILD)/prelude.h: server/prelude.lua | $(BUILD)
+	{ echo 'static const char tycho_prelude_lua[] ='; \
+	  sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/^/    "/' -e 's/$$/\\n"/' $<; \
+	  echo ';'; } > $@
+
+$(BUILD):
+	mkdir -p $@
+
+$(BUILD)/test_%: tests/unit/test_%.c $(LIB_OBJS) tests/harness.h
+	$(CC) $(CFLAGS_ALL) -Itests $(LDFLAGS_ALL) -o $@ $< $(LIB_OBJS) $(PKG_LIBS)
+
+$(BUILD)/test_%: tests/integration/test_%.c tests/harness.h | $(BUILD)
+	$(CC) $(CFLAGS_ALL) -Itests $(LDFLAGS_ALL) -o $@ $<
+
+run: deps
+	@$(MAKE) --no-print-directory build
+	./tycho scripts/
+
+test: deps
+	@$(MAKE) --no-print-directory check
+
+# Every suite runs even if an earlier one failed; the exit status says whether all passed.
+check: $(TYCHO) $(UNIT_BINS) $(INTEGRATION_BINS)
+	@status=0; \
+	for t in $(UNIT_BINS); do echo "== $$t"; $$t || status=1; done; \
+	for t in $(INTEGRATION_BINS); do \
+	  echo "== $$t"; $$t ./$(TYCHO) tests/integration/app || status=1; \
+	done; \
+	echo "== example app (tycho --request)"; \
+	sh tests/lua/run.sh ./$(TYCHO) || status=1; \
+	exit $$status
+
+unit: $(UNIT_BINS)
+	@for t in $(UNIT_BINS); do $$t || exit 1; done
+
+integration: $(TYCHO) $(INTEGRATION_BINS)
+	@for t in $(INTEGRATION_BINS); do $$t ./$(TYCHO) tests/integration/app || exit 1; done
+
+asan: deps
+	@$(MAKE) --no-print-directory check BUILD=obj-asan OPT="-O1 -g -fno-omit-frame-pointer" \
+	  SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined"
+
+valgrind: deps
+	@command -v valgrind >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -q valgrind; }
+	@$(MAKE) --no-print-directory build
+	@$(MAKE) --no-print-directory check \
+	  TYCHO_WRAP="valgrind --leak-check=full --errors-for-leak-kinds=definite,indirect --error-exitcode=99 -q"
+
+bench: deps
+	@$(MAKE) --no-print-directory build
+	bash bench/run.sh ./tycho scripts/
+
+PREFIX ?= /usr/local
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin
+	install -m 755 tycho $(DESTDIR)$(PREFIX)/bin/tycho
+
+clean:
+	rm -rf obj obj-asan tycho
+
+-include $(OBJS:.o=.d)

@@ -1,0 +1,53 @@
+/*
+ * config.h: the command line, parsed once on the main thread before any worker
+ * starts. After start-up the config is read-only and shared by every thread.
+ * Owned by main, freed after the workers are joined.
+ */
+#ifndef TYCHO_CONFIG_H
+#define TYCHO_CONFIG_H
+
+#include <stddef.h>
+
+#define TYCHO_VERSION "0.1.0"
+#define TYCHO_OK 0
+#define TYCHO_ERR (-1)
+#define TYCHO_ERR_LEN 512
+
+/* What the command line asks for. */
+enum tycho_mode {
+    TYCHO_MODE_SERVE,   /* tycho DIR */
+    TYCHO_MODE_REQUEST, /* tycho --request 'GET /x' DIR */
+    TYCHO_MODE_HELP,    /* --help */
+    TYCHO_MODE_VERSION  /* --version */
+};
+
+struct tycho_config {
+    enum tycho_mode mode;
+    const char *dir;          /* borrowed from argv: the script directory */
+    const char *host;         /* borrowed; default 127.0.0.1 */
+    int port;                 /* 0 asks the kernel for a free port */
+    int workers;              /* worker threads; default: online cores */
+    int max_conns;            /* open connections in total, all workers */
+    size_t max_body_bytes;    /* request body; more gets 413 */
+    size_t max_header_bytes;  /* request line + headers; more gets 431 (414 for the URL) */
+    /* --request mode */
+    const char *request_line; /* borrowed: "METHOD /path?query" */
+    const char **request_headers; /* owned array of borrowed "K: V" strings */
+    int request_nheaders;
+    const char *request_body; /* borrowed; NULL when none */
+};
+
+/*
+ * Fills cfg from argv. On a bad flag, value or missing directory returns
+ * TYCHO_ERR with a one-line message in err (no trailing newline) that names
+ * the flag. Main thread only.
+ */
+int tycho_config_parse(struct tycho_config *cfg, int argc, char **argv, char *err);
+
+/* Frees what tycho_config_parse allocated; cfg itself is the caller's. */
+void tycho_config_dispose(struct tycho_config *cfg);
+
+/* The text --help prints. */
+extern const char tycho_usage[];
+
+#endif

@@ -1,0 +1,358 @@
+/*
+ * conn.c: one client connection on one worker.
+ *
+ * Reads go into the worker's scratch buffer and through the parser, which
+ * copies what it keeps into the request's arena. Requests are answered one at
+ * a time in order (the parser pauses after each), and their responses are
+ * appended to the worker's output scratch, which is written to the socket at
+ * the end of the event. Only what the socket does not take is copied into the
+ * connection's own pending buffer; while that is not empty the connection
+ * stops reading (back-pressure on a client that does not read).
+ */
+#include "conn.h"
+#include "http.h"
+#include "log.h"
+#include "router.h"
+#include "script.h"
+#include "worker.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <event2/event.h>
+#include <event2/event_struct.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdbool.h>
+#include <string.h>
+#include <unistd.h>
+
+/* Reads per event before yielding to other connections. */
+#define READS_PER_EVENT 4
+
+struct tycho_conn {
+    void *_pool_next;                  /* the pool's link while free */
+    struct tycho_worker *w;            /* borrowed: the owning worker */
+    struct tycho_conn *prev, *next;    /* the worker's list of open connections */
+    int fd;                            /* owned; -1 for --request */
+    short ev_what;                     /* EV_READ or EV_WRITE: what ev waits for; 0: none */
+    bool closing;                      /* close once pending output is written */
+    unsigned char peer_family;         /* AF_INET or AF_INET6 */
+    unsigned char peer_addr[16];
+    struct event ev;                   /* embedded, so a connection is one allocation */
+    struct tycho_http http;            /* parser state */
+    struct tycho_req *req;             /* from the worker's pool while a request is in progress */
+    struct tycho_buf pending;          /* owned: output the socket has not taken */
+    struct tycho_buf *local_out;       /* borrowed: --request output, else NULL */
+};
+
+size_t tycho_conn_bytes(void)
+{
+    return sizeof(struct tycho_conn);
+}
+
+size_t tycho_conn_peer(const struct tycho_conn *c, char *buf, size_t buf_len)
+{
+    if (!c || c->fd < 0 || !inet_ntop(c->peer_family, c->peer_addr, buf, (socklen_t)buf_len))
+        snprintf(buf, buf_len, "127.0.0.1");
+    return strlen(buf);
+}
+
+/* Where responses go now: after pending output, so order is kept. */
+static struct tycho_buf *out_of(struct tycho_conn *c)
+{
+    if (c->local_out)
+        return c->local_out;
+    return c->pending.len ? &c->pending : &c->w->out;
+}
+
+static struct tycho_req *take_req(struct tycho_conn *c)
+{
+    struct tycho_req *r = tycho_pool_get(&c->w->req_pool);
+
+    if (r)
+        r->conn = c;
+    return r;
+}
+
+static void release_req(struct tycho_conn *c)
+{
+    if (!c->req)
+        return;
+    tycho_req_reset(c->req);
+    tycho_pool_put(&c->w->req_pool, c->req);
+    c->req = NULL;
+}
+
+/* Answers a request the server handles itself (errors, 404, 405). */
+static void answer_simple(struct tycho_conn *c, int status, const char *extra, bool keep_alive,
+                          bool with_body)
+{
+    if (tycho_http_write_simple(out_of(c), status, extra, tycho_worker_date(c->w), keep_alive,
+                                with_body) < 0)
+        c->closing = true;            /* no memory even for an error: just close */
+    if (!keep_alive)
+        c->closing = true;
+}
+
+/* Routes and runs a complete request, appends its response, then frees the context. */
+static void serve(struct tycho_conn *c)
+{
+    struct tycho_req *r = c->req;
+    struct tycho_worker *w = c->w;
+    bool keep_alive = r->keep_alive;
+    char allow[256];
+
+    switch (tycho_router_find(tycho_gen_router(w->gen), r->method, r->method_len, r->path,
+                              r->path_len, &r->match)) {
+    case TYCHO_ROUTE_FOUND:
+        tycho_gen_run(w->gen, r);
+        if (r->res_flags & TYCHO_RES_CLOSE)
+            keep_alive = false;
+        if (tycho_http_write_response(out_of(c), r, tycho_worker_date(w), keep_alive) < 0)
+            keep_alive = false, c->closing = true;
+        break;
+    case TYCHO_ROUTE_NOT_FOUND:
+        answer_simple(c, 404, "", keep_alive, !r->is_head);
+        break;
+    case TYCHO_ROUTE_WRONG_METHOD:
+        memcpy(allow, "Allow: ", 7);
+        tycho_router_allow(tycho_gen_router(w->gen), r->path, r->path_len, allow + 7,
+                           sizeof(allow) - 9);
+        strcat(allow, "\r\n");
+        answer_simple(c, 405, allow, keep_alive, !r->is_head);
+        break;
+    }
+    if (!keep_alive)
+        c->closing = true;
+    release_req(c);
+    tycho_http_next(&c->http);
+}
+
+/* Parses and answers what arrived. Bytes after a request that closes the connection are dropped. */
+static void feed(struct tycho_conn *c, const char *data, size_t len)
+{
+    while (len > 0 && !c->closing) {
+        size_t n;
+
+        if (!c->req && !(c->req = take_req(c))) {
+            /* If even this cannot be appended, the close says it all. */
+            tycho_buf_append(out_of(c), TYCHO_BUSY_RESPONSE, sizeof(TYCHO_BUSY_RESPONSE) - 1);
+            c->closing = true;
+            return;
+        }
+        n = tycho_http_parse(&c->http, c->req, data, len);
+        data += n;
+        len -= n;
+        switch (c->http.state) {
+        case TYCHO_HTTP_DONE:
+            serve(c);
+            break;
+        case TYCHO_HTTP_ERROR:
+            answer_simple(c, c->http.error_status, "", false, true);
+            return;
+        case TYCHO_HTTP_MORE:
+            if (c->req->expect_continue && !c->req->continue_sent) {
+                c->req->continue_sent = true;
+                if (tycho_buf_puts(out_of(c), "HTTP/1.1 100 Continue\r\n\r\n") < 0)
+                    c->closing = true;
+            }
+            if (!c->http.in_message)
+                release_req(c);       /* only blank lines so far */
+            return;
+        }
+    }
+}
+
+/* Sends as much of buf as the socket takes. Returns TYCHO_ERR when the peer is gone. */
+static int send_some(struct tycho_conn *c, struct tycho_buf *buf)
+{
+    while (buf->len > 0) {
+        ssize_t n = send(c->fd, buf->data + buf->off, buf->len, MSG_NOSIGNAL);
+        if (n > 0) {
+            tycho_buf_consume(buf, (size_t)n);
+        } else if (n < 0 && errno == EINTR) {
+            continue;
+        } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            return TYCHO_OK;
+        } else {
+            return TYCHO_ERR;
+        }
+    }
+    return TYCHO_OK;
+}
+
+/* Writes the worker's output scratch, keeping what the socket did not take. */
+static int flush_out(struct tycho_conn *c)
+{
+    struct tycho_buf *out = &c->w->out;
+    int rc = TYCHO_OK;
+
+    if (out->len > 0) {
+        rc = send_some(c, out);
+        if (rc == TYCHO_OK && out->len > 0 &&
+            tycho_buf_append(&c->pending, out->data + out->off, out->len) < 0)
+            rc = TYCHO_ERR;
+        out->len = out->off = 0;
+        return rc;
+    }
+    if (c->pending.len > 0) {
+        rc = send_some(c, &c->pending);
+        if (c->pending.len == 0)
+            tycho_buf_dispose(&c->pending); /* an idle connection holds no buffer */
+    }
+    return rc;
+}
+
+static void on_event(evutil_socket_t fd, short what, void *arg);
+
+/* Makes ev wait for what (EV_READ or EV_WRITE). */
+static int watch(struct tycho_conn *c, short what)
+{
+    if (c->ev_what == what)
+        return TYCHO_OK;
+    if (c->ev_what)
+        event_del(&c->ev);
+    c->ev_what = 0;
+    if (event_assign(&c->ev, c->w->base, c->fd, what | EV_PERSIST, on_event, c) < 0 ||
+        event_add(&c->ev, NULL) < 0)
+        return TYCHO_ERR;
+    c->ev_what = what;
+    return TYCHO_OK;
+}
+
+static void close_conn(struct tycho_conn *c)
+{
+    struct tycho_worker *w = c->w;
+
+    if (c->ev_what)
+        event_del(&c->ev);
+    if (c->fd >= 0) {
+        close(c->fd);
+        atomic_fetch_sub_explicit(&w->shared->open_conns, 1, memory_order_relaxed);
+    }
+    release_req(c);
+    tycho_buf_dispose(&c->pending);
+    if (c->prev)
+        c->prev->next = c->next;
+    else if (w->conns == c)
+        w->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    memset(c, 0, sizeof(*c));
+    c->fd = -1;
+    tycho_pool_put(&w->conn_pool, c);
+}
+
+/* Reads what is there (a bounded number of times) and answers it. */
+static void read_and_serve(struct tycho_conn *c)
+{
+    struct tycho_worker *w = c->w;
+
+    for (int i = 0; i < READS_PER_EVENT && !c->closing; i++) {
+        ssize_t n = recv(c->fd, w->rbuf, TYCHO_READ_BYTES, 0);
+        if (n > 0) {
+            feed(c, w->rbuf, (size_t)n);
+            if ((size_t)n < TYCHO_READ_BYTES)
+                break;
+        } else if (n == 0) {
+            c->closing = true;        /* the client is done; answer what was read, then close */
+        } else if (errno == EINTR) {
+            continue;
+        } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            break;
+        } else {
+            w->out.len = w->out.off = 0; /* reset or error: nobody to answer */
+            close_conn(c);
+            return;
+        }
+    }
+    if (flush_out(c) < 0) {
+        close_conn(c);
+        return;
+    }
+    if (c->pending.len > 0) {
+        if (watch(c, EV_WRITE) < 0)
+            close_conn(c);
+    } else if (c->closing) {
+        close_conn(c);
+    }
+}
+
+static void on_event(evutil_socket_t fd, short what, void *arg)
+{
+    struct tycho_conn *c = arg;
+
+    (void)fd;
+    if (what & EV_READ) {
+        read_and_serve(c);
+        return;
+    }
+    /* EV_WRITE: the socket takes output again. */
+    if (flush_out(c) < 0) {
+        close_conn(c);
+    } else if (c->pending.len == 0) {
+        if (c->closing || watch(c, EV_READ) < 0)
+            close_conn(c);
+    }
+}
+
+/* Remembers the peer address compactly (the connection keeps no sockaddr_storage). */
+static void set_peer(struct tycho_conn *c, const struct sockaddr *peer)
+{
+    c->peer_family = (unsigned char)peer->sa_family;
+    if (peer->sa_family == AF_INET6)
+        memcpy(c->peer_addr, &((const struct sockaddr_in6 *)peer)->sin6_addr, 16);
+    else
+        memcpy(c->peer_addr, &((const struct sockaddr_in *)peer)->sin_addr, 4);
+}
+
+void tycho_conn_open(struct tycho_worker *w, int fd, const struct sockaddr *peer,
+                     socklen_t peer_len)
+{
+    struct tycho_conn *c = tycho_pool_get(&w->conn_pool);
+    int one = 1;
+
+    (void)peer_len;
+    if (!c) {
+        /* A failed send means the client is gone already. */
+        send(fd, TYCHO_BUSY_RESPONSE, sizeof(TYCHO_BUSY_RESPONSE) - 1, MSG_NOSIGNAL);
+        close(fd);
+        atomic_fetch_sub_explicit(&w->shared->open_conns, 1, memory_order_relaxed);
+        return;
+    }
+    c->w = w;
+    c->fd = fd;
+    set_peer(c, peer);
+    tycho_http_init(&c->http, w->cfg);
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    c->next = w->conns;
+    if (w->conns)
+        w->conns->prev = c;
+    w->conns = c;
+    if (watch(c, EV_READ) < 0)
+        close_conn(c);
+}
+
+void tycho_conn_close_all(struct tycho_worker *w)
+{
+    while (w->conns)
+        close_conn(w->conns);
+}
+
+int tycho_conn_run_local(struct tycho_worker *w, const char *bytes, size_t len,
+                         struct tycho_buf *out)
+{
+    struct tycho_conn *c = tycho_pool_get(&w->conn_pool);
+
+    if (!c)
+        return TYCHO_ERR;
+    c->w = w;
+    c->fd = -1;
+    c->local_out = out;
+    tycho_http_init(&c->http, w->cfg);
+    feed(c, bytes, len);
+    if (c->req && c->http.in_message)
+        answer_simple(c, 400, "", false, true); /* the bytes ended mid-request */
+    close_conn(c);
+    return TYCHO_OK;
+}

@@ -1,0 +1,50 @@
+/*
+ * conn.h: the connection state machine: read, parse, route, run, write.
+ * A connection lives on one worker for its whole life; everything here runs
+ * on that worker's thread. Connections come from the worker's pool; an idle
+ * keep-alive connection holds no read or write buffer (reads go through the
+ * worker's scratch buffer; only output the socket did not take is kept).
+ */
+#ifndef TYCHO_CONN_H
+#define TYCHO_CONN_H
+
+#include <stddef.h>
+#include <sys/socket.h>
+
+#include "buf.h"
+
+struct tycho_worker;
+struct tycho_conn;
+
+/* Size of a connection object, for the worker's pool. */
+size_t tycho_conn_bytes(void);
+
+/*
+ * Takes over the accepted, non-blocking fd from the listener. On failure
+ * (pool exhausted, out of memory) answers 503 and closes fd. Never fails
+ * otherwise.
+ */
+void tycho_conn_open(struct tycho_worker *w, int fd, const struct sockaddr *peer,
+                     socklen_t peer_len);
+
+/* Closes every open connection of w (shutdown). */
+void tycho_conn_close_all(struct tycho_worker *w);
+
+/*
+ * Runs raw request bytes through the same parse/route/run path as a socket
+ * would, with no socket, and appends the responses to out (for --request).
+ * Returns TYCHO_OK or TYCHO_ERR (no connection object could be had).
+ */
+int tycho_conn_run_local(struct tycho_worker *w, const char *bytes, size_t len,
+                         struct tycho_buf *out);
+
+/* Writes the peer's address ("127.0.0.1", "::1") into buf; returns its length. */
+size_t tycho_conn_peer(const struct tycho_conn *c, char *buf, size_t buf_len);
+
+/* The static 503 for a connection that cannot be served (no Date: usable from any thread). */
+#define TYCHO_BUSY_RESPONSE                                                                  \
+    "HTTP/1.1 503 Service Unavailable\r\nServer: tycho\r\nRetry-After: 1\r\n"                  \
+    "Content-Type: text/plain; charset=utf-8\r\nContent-Length: 20\r\n"                       \
+    "Connection: close\r\n\r\nService Unavailable\n"
+
+#endif

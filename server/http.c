@@ -1,0 +1,451 @@
+/*
+ * http.c: http-parser glue and the response writer. Worker thread only.
+ *
+ * The parser delivers each field in pieces that may span reads, so every
+ * callback appends into the request arena (the bytes at `at` are valid only
+ * during the callback). Limits are enforced inside the callbacks: a callback
+ * stores the status to answer in h->error_status and returns non-zero, which
+ * stops the parser. A complete message pauses the parser so that pipelined
+ * requests are answered one at a time, in order.
+ */
+#include "http.h"
+#include "config.h"
+
+#include <http_parser.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+_Static_assert(sizeof(http_parser) <= TYCHO_HTTP_PARSER_BYTES, "grow TYCHO_HTTP_PARSER_BYTES");
+
+#define ARENA_FIRST_BYTES 4096
+#define FIRST_HEADERS 16
+
+#define PARSER(h) ((http_parser *)(void *)(h)->_parser)
+
+int tycho_req_init(void *obj)
+{
+    struct tycho_req *r = obj;
+
+    if (tycho_arena_init(&r->arena, ARENA_FIRST_BYTES) < 0)
+        return TYCHO_ERR;
+    tycho_req_reset(r);
+    return TYCHO_OK;
+}
+
+void tycho_req_dispose(void *obj)
+{
+    struct tycho_req *r = obj;
+
+    tycho_arena_dispose(&r->arena);
+}
+
+void tycho_req_reset(struct tycho_req *r)
+{
+    struct tycho_arena arena = r->arena;
+
+    tycho_arena_reset(&arena);
+    memset(r, 0, sizeof(*r));
+    r->arena = arena;
+    r->status = 200;
+    r->co_ref = -2; /* LUA_NOREF, without pulling Lua into this module */
+}
+
+const struct tycho_header *tycho_req_header(const struct tycho_req *r, const char *name,
+                                            size_t name_len)
+{
+    for (unsigned i = 0; i < r->nheaders; i++)
+        if (r->headers[i].name_len == name_len &&
+            strncasecmp(r->headers[i].name, name, name_len) == 0)
+            return &r->headers[i];
+    return NULL;
+}
+
+/* ---- parser callbacks ---------------------------------------------------- */
+
+static struct tycho_http *state_of(http_parser *p)
+{
+    return p->data;
+}
+
+/* Stops the parser with status to answer. */
+static int fail(struct tycho_http *h, int status)
+{
+    h->error_status = status;
+    return -1;
+}
+
+/* Counts head bytes against the limit. */
+static int count_head(struct tycho_http *h, size_t len)
+{
+    h->req->head_bytes += len;
+    return h->req->head_bytes > h->cfg->max_header_bytes ? fail(h, 431) : 0;
+}
+
+static int on_message_begin(http_parser *p)
+{
+    state_of(p)->in_message = true;
+    return 0;
+}
+
+static int on_url(http_parser *p, const char *at, size_t len)
+{
+    struct tycho_http *h = state_of(p);
+    struct tycho_req *r = h->req;
+    char *url;
+
+    if (r->url_len + len > h->cfg->max_header_bytes)
+        return fail(h, 414);
+    if (!(url = tycho_arena_append(&r->arena, r->url, r->url_len, at, len)))
+        return fail(h, 503);
+    r->url = url;
+    r->url_len += len;
+    return count_head(h, len);
+}
+
+/* Starts a new header entry, growing the array by doubling. */
+static int new_header(struct tycho_http *h)
+{
+    struct tycho_req *r = h->req;
+
+    if (r->nheaders == r->headers_cap) {
+        unsigned cap = r->headers_cap ? r->headers_cap * 2 : FIRST_HEADERS;
+        struct tycho_header *grown = tycho_arena_alloc(&r->arena, sizeof(*grown) * cap);
+        if (!grown)
+            return fail(h, 503);
+        if (r->nheaders)
+            memcpy(grown, r->headers, sizeof(*grown) * r->nheaders);
+        r->headers = grown;
+        r->headers_cap = cap;
+    }
+    memset(&r->headers[r->nheaders++], 0, sizeof(struct tycho_header));
+    return 0;
+}
+
+static int on_header_field(http_parser *p, const char *at, size_t len)
+{
+    struct tycho_http *h = state_of(p);
+    struct tycho_header *hd;
+    char *name;
+
+    if ((h->last_was_value || h->req->nheaders == 0) && new_header(h) < 0)
+        return -1;
+    h->last_was_value = false;
+    hd = &h->req->headers[h->req->nheaders - 1];
+    if (!(name = tycho_arena_append(&h->req->arena, (char *)hd->name, hd->name_len, at, len)))
+        return fail(h, 503);
+    hd->name = name;
+    hd->name_len += len;
+    return count_head(h, len);
+}
+
+static int on_header_value(http_parser *p, const char *at, size_t len)
+{
+    struct tycho_http *h = state_of(p);
+    struct tycho_header *hd = &h->req->headers[h->req->nheaders - 1];
+    char *value;
+
+    h->last_was_value = true;
+    if (!(value = tycho_arena_append(&h->req->arena, (char *)hd->value, hd->value_len, at, len)))
+        return fail(h, 503);
+    hd->value = value;
+    hd->value_len += len;
+    return count_head(h, len);
+}
+
+/* Splits the URL into path and query. Absolute-form URLs keep only their path. */
+static int split_url(struct tycho_req *r)
+{
+    struct http_parser_url u;
+    const char *q;
+
+    if (r->url_len == 0)
+        return -1;
+    if (r->url[0] != '/') {
+        if (r->url_len == 1 && r->url[0] == '*') {
+            r->path = r->url;
+            r->path_len = 1;
+            return 0;
+        }
+        http_parser_url_init(&u);
+        if (http_parser_parse_url(r->url, r->url_len, 0, &u) != 0 ||
+            !(u.field_set & (1 << UF_PATH)))
+            return -1;
+        r->path = r->url + u.field_data[UF_PATH].off;
+        r->path_len = u.field_data[UF_PATH].len;
+        if (u.field_set & (1 << UF_QUERY)) {
+            r->query = r->url + u.field_data[UF_QUERY].off;
+            r->query_len = u.field_data[UF_QUERY].len;
+        }
+        return 0;
+    }
+    r->path = r->url;
+    q = memchr(r->url, '?', r->url_len);
+    r->path_len = q ? (size_t)(q - r->url) : r->url_len;
+    if (q) {
+        r->query = q + 1;
+        r->query_len = r->url_len - r->path_len - 1;
+    }
+    /* A fragment is never sent by clients; drop one if it is. */
+    {
+        const char *frag = memchr(r->path, '#', r->path_len);
+        if (frag)
+            r->path_len = (size_t)(frag - r->path);
+    }
+    return 0;
+}
+
+static int on_headers_complete(http_parser *p)
+{
+    struct tycho_http *h = state_of(p);
+    struct tycho_req *r = h->req;
+    const struct tycho_header *expect;
+
+    r->method = http_method_str((enum http_method)p->method);
+    r->method_len = strlen(r->method);
+    r->http_major = (unsigned char)p->http_major;
+    r->http_minor = (unsigned char)p->http_minor;
+    r->is_head = p->method == HTTP_HEAD;
+    if (split_url(r) < 0)
+        return fail(h, 400);
+    if (r->http_major != 1)
+        return fail(h, 505);
+    /* RFC 9112 3.2: a request without Host on HTTP/1.1 is a 400. */
+    if (r->http_minor >= 1 && !tycho_req_header(r, "host", 4))
+        return fail(h, 400);
+    if (p->content_length != ULLONG_MAX && p->content_length > h->cfg->max_body_bytes)
+        return fail(h, 413);
+    expect = tycho_req_header(r, "expect", 6);
+    if (expect) {
+        if (expect->value_len != 12 || strncasecmp(expect->value, "100-continue", 12) != 0)
+            return fail(h, 417);
+        r->expect_continue = r->http_minor >= 1 &&
+                             ((p->flags & F_CHUNKED) || (p->content_length != ULLONG_MAX &&
+                                                         p->content_length > 0));
+    }
+    return 0;
+}
+
+static int on_body(http_parser *p, const char *at, size_t len)
+{
+    struct tycho_http *h = state_of(p);
+    struct tycho_req *r = h->req;
+    char *body;
+
+    if (r->body_len + len > h->cfg->max_body_bytes)
+        return fail(h, 413);
+    if (!(body = tycho_arena_append(&r->arena, r->body, r->body_len, at, len)))
+        return fail(h, 503);
+    r->body = body;
+    r->body_len += len;
+    return 0;
+}
+
+static int on_message_complete(http_parser *p)
+{
+    struct tycho_http *h = state_of(p);
+
+    /* An upgrade (e.g. websocket) is not spoken here: answer, then close. */
+    h->req->keep_alive = http_should_keep_alive(p) && !p->upgrade;
+    h->state = TYCHO_HTTP_DONE;
+    http_parser_pause(p, 1);
+    return 0;
+}
+
+static const http_parser_settings settings = {
+    .on_message_begin = on_message_begin,
+    .on_url = on_url,
+    .on_header_field = on_header_field,
+    .on_header_value = on_header_value,
+    .on_headers_complete = on_headers_complete,
+    .on_body = on_body,
+    .on_message_complete = on_message_complete,
+};
+
+void tycho_http_global_init(const struct tycho_config *cfg)
+{
+    /* The parser has its own head limit (80 KiB by default); ours must be the one that bites. */
+    http_parser_set_max_header_size((uint32_t)cfg->max_header_bytes + 1024);
+}
+
+void tycho_http_init(struct tycho_http *h, const struct tycho_config *cfg)
+{
+    memset(h, 0, sizeof(*h));
+    http_parser_init(PARSER(h), HTTP_REQUEST);
+    PARSER(h)->data = h;
+    h->cfg = cfg;
+    h->state = TYCHO_HTTP_MORE;
+}
+
+/* Maps a parser error to the status to answer. */
+static int status_for(enum http_errno err)
+{
+    switch (err) {
+    case HPE_HEADER_OVERFLOW:
+        return 431;
+    case HPE_INVALID_VERSION:
+        return 505;
+    case HPE_INVALID_METHOD:
+        return 501;
+    default:
+        return 400;
+    }
+}
+
+size_t tycho_http_parse(struct tycho_http *h, struct tycho_req *r, const char *data, size_t len)
+{
+    http_parser *p = PARSER(h);
+    size_t n;
+    enum http_errno err;
+
+    h->req = r;
+    n = http_parser_execute(p, &settings, data, len);
+    err = HTTP_PARSER_ERRNO(p);
+    if (h->state == TYCHO_HTTP_DONE)
+        return n;
+    if (err != HPE_OK) {
+        h->state = TYCHO_HTTP_ERROR;
+        if (!h->error_status)
+            h->error_status = status_for(err);
+        return n;
+    }
+    h->state = TYCHO_HTTP_MORE;
+    return n;
+}
+
+void tycho_http_next(struct tycho_http *h)
+{
+    http_parser_pause(PARSER(h), 0);
+    h->state = TYCHO_HTTP_MORE;
+    h->in_message = false;
+    h->last_was_value = false;
+    h->req = NULL;
+}
+
+/* ---- responses ----------------------------------------------------------- */
+
+const char *tycho_http_reason(int status)
+{
+    switch (status) {
+    case 100: return "Continue";
+    case 101: return "Switching Protocols";
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 204: return "No Content";
+    case 206: return "Partial Content";
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 303: return "See Other";
+    case 304: return "Not Modified";
+    case 307: return "Temporary Redirect";
+    case 308: return "Permanent Redirect";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 410: return "Gone";
+    case 411: return "Length Required";
+    case 413: return "Content Too Large";
+    case 414: return "URI Too Long";
+    case 415: return "Unsupported Media Type";
+    case 417: return "Expectation Failed";
+    case 422: return "Unprocessable Content";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
+    default: return "Unknown";
+    }
+}
+
+/* Statuses that never carry a body (RFC 9110 6.4.1). */
+static bool bodyless(int status)
+{
+    return status < 200 || status == 204 || status == 304;
+}
+
+/* Writes a decimal into dst (at least 20 bytes); returns its length. */
+static size_t put_uint(char *dst, size_t v)
+{
+    char tmp[24];
+    size_t n = 0, i;
+
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    for (i = 0; i < n; i++)
+        dst[i] = tmp[n - 1 - i];
+    return n;
+}
+
+#define PUT(lit) (memcpy(w, lit, sizeof(lit) - 1), w += sizeof(lit) - 1)
+#define PUTN(s, n) (memcpy(w, s, n), w += (n))
+
+int tycho_http_write_response(struct tycho_buf *out, const struct tycho_req *r,
+                              const char *date_line, bool keep_alive)
+{
+    const char *reason = tycho_http_reason(r->status);
+    size_t reason_len = strlen(reason), date_len = strlen(date_line);
+    bool no_body = bodyless(r->status);
+    size_t body_len = no_body ? 0 : r->res_body_len;
+    size_t max = 64 + reason_len + date_len + r->res_headers_len + body_len + 96;
+    char *start = tycho_buf_reserve(out, max), *w = start;
+
+    if (!start)
+        return TYCHO_ERR;
+    PUT("HTTP/1.1 ");
+    w += put_uint(w, (size_t)r->status);
+    *w++ = ' ';
+    PUTN(reason, reason_len);
+    PUT("\r\n");
+    if (!(r->res_flags & TYCHO_RES_SERVER))
+        PUT("Server: tycho\r\n");
+    PUTN(date_line, date_len);
+    if (!no_body) {
+        PUT("Content-Length: ");
+        w += put_uint(w, r->res_body_len);
+        PUT("\r\n");
+    }
+    if (!keep_alive)
+        PUT("Connection: close\r\n");
+    else if (r->http_minor == 0)
+        PUT("Connection: keep-alive\r\n");
+    if (!(r->res_flags & TYCHO_RES_CONTENT_TYPE) && r->res_body_len && !no_body)
+        PUT("Content-Type: text/plain; charset=utf-8\r\n");
+    PUTN(r->res_headers, r->res_headers_len);
+    PUT("\r\n");
+    if (!r->is_head && body_len)
+        PUTN(r->res_body, body_len);
+    out->len += (size_t)(w - start);
+    return TYCHO_OK;
+}
+
+int tycho_http_write_simple(struct tycho_buf *out, int status, const char *extra_headers,
+                            const char *date_line, bool keep_alive, bool with_body)
+{
+    char head[512];
+    const char *reason = tycho_http_reason(status);
+    int n = snprintf(head, sizeof(head),
+                     "HTTP/1.1 %d %s\r\nServer: tycho\r\n%sContent-Type: text/plain; "
+                     "charset=utf-8\r\nContent-Length: %zu\r\n%s%s\r\n",
+                     status, reason, date_line, strlen(reason) + 1,
+                     keep_alive ? "" : "Connection: close\r\n", extra_headers);
+
+    if (n < 0 || (size_t)n >= sizeof(head) || tycho_buf_append(out, head, (size_t)n) < 0)
+        return TYCHO_ERR;
+    if (with_body &&
+        (tycho_buf_puts(out, reason) < 0 || tycho_buf_append(out, "\n", 1) < 0))
+        return TYCHO_ERR;
+    return TYCHO_OK;
+}

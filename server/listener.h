@@ -1,0 +1,38 @@
+/*
+ * listener.h: the listening socket (a libevent evconnlistener on the main
+ * thread's base), the --max-conns bound, and round-robin dispatch of accepted
+ * connections to the workers. Main thread only.
+ */
+#ifndef TYCHO_LISTENER_H
+#define TYCHO_LISTENER_H
+
+struct event_base;
+struct evconnlistener;
+struct tycho_shared;
+struct tycho_worker;
+
+struct tycho_listener {
+    struct evconnlistener *evl;     /* owned */
+    struct event_base *base;        /* borrowed: main's */
+    struct tycho_shared *shared;    /* borrowed */
+    struct tycho_worker *workers;   /* borrowed; set before tycho_listener_enable */
+    int nworkers;
+    unsigned next_worker;           /* round-robin cursor */
+    int lingering;                  /* refused sockets still being drained */
+    int port;                       /* the port bound (useful with --port 0) */
+};
+
+/*
+ * Binds cfg's --host/--port, disabled until tycho_listener_enable. Returns
+ * TYCHO_OK, or TYCHO_ERR with a one-line reason in err.
+ */
+int tycho_listener_bind(struct tycho_listener *l, struct event_base *base,
+                        struct tycho_shared *shared, char *err);
+
+/* Starts accepting and handing connections to the n workers. */
+int tycho_listener_enable(struct tycho_listener *l, struct tycho_worker *workers, int n);
+
+/* Stops accepting and closes the socket. */
+void tycho_listener_dispose(struct tycho_listener *l);
+
+#endif

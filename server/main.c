@@ -1,0 +1,219 @@
+/*
+ * main.c: start-up and shutdown order, signals, and the --request mode.
+ *
+ * Serve: parse flags; load the scripts once in a scratch generation (so a
+ * load error is reported once, with file:line, before anything starts);
+ * bind; start the workers (each loads its own generation) and wait for all;
+ * print the address and routes; enable the listener; run the main loop
+ * until SIGINT/SIGTERM; then stop accepting, stop and join the workers,
+ * free everything in reverse order.
+ */
+#include "config.h"
+#include "conn.h"
+#include "http.h"
+#include "listener.h"
+#include "log.h"
+#include "router.h"
+#include "script.h"
+#include "worker.h"
+
+#include <event2/event.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+static void print_route(const char *method, const char *path, int handler_id, void *arg)
+{
+    (void)handler_id;
+    (void)arg;
+    printf("  %-7s %s\n", method, path);
+}
+
+static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
+{
+    (void)what;
+    tycho_log_info("%s: stopping", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    event_base_loopbreak(arg);
+}
+
+static int serve(struct tycho_config *cfg)
+{
+    struct tycho_shared shared = {.cfg = cfg};
+    struct tycho_listener listener = {0};
+    struct tycho_worker *workers = NULL;
+    struct event_base *base = NULL;
+    struct event *sigint = NULL, *sigterm = NULL;
+    struct tycho_gen *scratch;
+    char err[TYCHO_ERR_LEN];
+    int rc = 1;
+
+    if (!(scratch = tycho_gen_new(cfg->dir, 0, err))) {
+        fprintf(stderr, "tycho: %s\n", err);
+        return 1;
+    }
+    if (!(base = event_base_new())) {
+        fprintf(stderr, "tycho: cannot create the main event loop\n");
+        goto out;
+    }
+    if (tycho_listener_bind(&listener, base, &shared, err) < 0) {
+        fprintf(stderr, "%s\n", err);
+        goto out;
+    }
+    if (!(workers = tycho_workers_start(cfg->workers, &shared, err))) {
+        fprintf(stderr, "tycho: %s\n", err);
+        goto out;
+    }
+    sigint = evsignal_new(base, SIGINT, on_stop_signal, base);
+    sigterm = evsignal_new(base, SIGTERM, on_stop_signal, base);
+    if (!sigint || !sigterm || evsignal_add(sigint, NULL) < 0 || evsignal_add(sigterm, NULL) < 0 ||
+        tycho_listener_enable(&listener, workers, cfg->workers) < 0) {
+        fprintf(stderr, "tycho: cannot set up signals or the listener\n");
+        goto out;
+    }
+    printf("tycho %s listening on http://%s%s%s:%d (%d workers)\n", TYCHO_VERSION,
+           strchr(cfg->host, ':') ? "[" : "", cfg->host, strchr(cfg->host, ':') ? "]" : "",
+           listener.port, cfg->workers);
+    printf("routes:\n");
+    tycho_router_each(tycho_gen_router(scratch), print_route, NULL);
+    if (tycho_router_count(tycho_gen_router(scratch)) == 0)
+        printf("  (none: no script in %s registered a route)\n", cfg->dir);
+    fflush(stdout);
+    tycho_gen_free(scratch);
+    scratch = NULL;
+
+    event_base_dispatch(base);
+    rc = 0;
+out:
+    tycho_listener_dispose(&listener);
+    tycho_workers_stop(workers, cfg->workers);
+    if (sigint)
+        event_free(sigint);
+    if (sigterm)
+        event_free(sigterm);
+    if (base)
+        event_base_free(base);
+    tycho_gen_free(scratch);
+    if (rc == 0)
+        tycho_log_info("stopped");
+    return rc;
+}
+
+/* Appends "K: V\r\n" for a --header argument; explains a bad one in err. */
+static int add_request_header(struct tycho_buf *raw, const char *header, char *err)
+{
+    const char *colon = strchr(header, ':');
+
+    if (!colon || colon == header || strpbrk(header, "\r\n")) {
+        snprintf(err, TYCHO_ERR_LEN, "tycho: --header: expected 'Name: value', got \"%s\"",
+                 header);
+        return TYCHO_ERR;
+    }
+    if (tycho_buf_puts(raw, header) < 0 || tycho_buf_puts(raw, "\r\n") < 0) {
+        snprintf(err, TYCHO_ERR_LEN, "tycho: --request: out of memory");
+        return TYCHO_ERR;
+    }
+    return TYCHO_OK;
+}
+
+/* Builds the raw HTTP/1.1 request that --request describes. */
+static int build_request(const struct tycho_config *cfg, struct tycho_buf *raw, char *err)
+{
+    const char *line = cfg->request_line, *space = strchr(line, ' ');
+    int has_host = 0;
+    char length[64];
+
+    if (!space || space == line || space[1] != '/' || strpbrk(line, "\r\n") ||
+        strchr(space + 1, ' ')) {
+        snprintf(err, TYCHO_ERR_LEN,
+                 "tycho: --request: expected 'METHOD /path?query', got \"%s\"", line);
+        return TYCHO_ERR;
+    }
+    if (tycho_buf_append(raw, line, strlen(line)) < 0 ||
+        tycho_buf_puts(raw, " HTTP/1.1\r\n") < 0)
+        goto oom;
+    for (int i = 0; i < cfg->request_nheaders; i++) {
+        if (add_request_header(raw, cfg->request_headers[i], err) < 0)
+            return TYCHO_ERR;
+        has_host |= strncasecmp(cfg->request_headers[i], "host:", 5) == 0;
+    }
+    if (!has_host && tycho_buf_puts(raw, "Host: localhost\r\n") < 0)
+        goto oom;
+    snprintf(length, sizeof(length), "Content-Length: %zu\r\n\r\n",
+             cfg->request_body ? strlen(cfg->request_body) : 0);
+    if (tycho_buf_puts(raw, length) < 0 ||
+        (cfg->request_body && tycho_buf_puts(raw, cfg->request_body) < 0))
+        goto oom;
+    return TYCHO_OK;
+oom:
+    snprintf(err, TYCHO_ERR_LEN, "tycho: --request: out of memory");
+    return TYCHO_ERR;
+}
+
+/* --request: one request through the same parse/route/run path, no socket. */
+static int run_request(struct tycho_config *cfg)
+{
+    struct tycho_shared shared = {.cfg = cfg};
+    struct tycho_worker w = {0};
+    struct tycho_buf raw = {0}, out = {0};
+    char err[TYCHO_ERR_LEN];
+    int rc = 2;
+
+    if (build_request(cfg, &raw, err) < 0) {
+        fprintf(stderr, "%s\n", err);
+        goto out;
+    }
+    rc = 1;
+    if (tycho_worker_setup(&w, 0, &shared, err) < 0) {
+        fprintf(stderr, "tycho: %s\n", err);
+        goto out;
+    }
+    if (tycho_conn_run_local(&w, raw.data + raw.off, raw.len, &out) < 0) {
+        fprintf(stderr, "tycho: --request: out of memory\n");
+        goto out_worker;
+    }
+    if (out.len && fwrite(out.data + out.off, 1, out.len, stdout) != out.len) {
+        fprintf(stderr, "tycho: --request: cannot write the response\n");
+        goto out_worker;
+    }
+    rc = fflush(stdout) == 0 ? 0 : 1;
+out_worker:
+    tycho_worker_teardown(&w);
+out:
+    tycho_buf_dispose(&raw);
+    tycho_buf_dispose(&out);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    struct tycho_config cfg;
+    char err[TYCHO_ERR_LEN];
+    int rc = 0;
+
+    if (tycho_config_parse(&cfg, argc, argv, err) < 0) {
+        fprintf(stderr, "%s\n", err);
+        tycho_config_dispose(&cfg);
+        return 2;
+    }
+    /* Writes to a closed socket must fail with EPIPE, not kill the process. */
+    signal(SIGPIPE, SIG_IGN);
+    tycho_http_global_init(&cfg);
+    switch (cfg.mode) {
+    case TYCHO_MODE_HELP:
+        fputs(tycho_usage, stdout);
+        break;
+    case TYCHO_MODE_VERSION:
+        printf("tycho %s\n", TYCHO_VERSION);
+        break;
+    case TYCHO_MODE_REQUEST:
+        rc = run_request(&cfg);
+        break;
+    case TYCHO_MODE_SERVE:
+        rc = serve(&cfg);
+        break;
+    }
+    tycho_config_dispose(&cfg);
+    return rc;
+}

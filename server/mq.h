@@ -1,0 +1,56 @@
+/*
+ * mq.h: the cross-thread message queue. A mutex-protected intrusive list plus
+ * an eventfd whose read event lives in the receiver's event_base. Any thread
+ * may push; only the receiver's thread runs the callback. The sender allocates
+ * each NEW_CONN message and the receiver frees it; STOP is embedded in the worker.
+ */
+#ifndef TYCHO_MQ_H
+#define TYCHO_MQ_H
+
+#include <pthread.h>
+#include <sys/socket.h>
+
+struct event_base;
+struct event;
+
+enum tycho_msg_type {
+    TYCHO_MSG_NEW_CONN, /* fd and peer: a connection the listener accepted */
+    TYCHO_MSG_STOP      /* leave the event loop */
+};
+
+struct tycho_msg {
+    struct tycho_msg *next;     /* the queue's link */
+    enum tycho_msg_type type;
+    int fd;                     /* NEW_CONN: owned by the message until received */
+    struct sockaddr_storage peer; /* NEW_CONN: the client's address */
+};
+
+/* Receives a list of messages, oldest first; the callee frees each one. */
+typedef void tycho_mq_fn(struct tycho_msg *list, void *arg);
+
+struct tycho_mq {
+    pthread_mutex_t lock;
+    struct tycho_msg *head, *tail; /* under lock */
+    int efd;                       /* owned eventfd; -1 before init */
+    struct event *ev;              /* owned read event in the receiver's base */
+    tycho_mq_fn *fn;
+    void *arg;
+};
+
+/* Sets up the queue in the receiver's base (receiver's thread). TYCHO_OK or TYCHO_ERR. */
+int tycho_mq_init(struct tycho_mq *q, struct event_base *base, tycho_mq_fn *fn, void *arg);
+
+/*
+ * Queues msg (any thread). The eventfd is signalled only when the list goes
+ * from empty to non-empty, after unlocking. Returns TYCHO_OK; on TYCHO_ERR the
+ * message was not queued and still belongs to the caller.
+ */
+int tycho_mq_push(struct tycho_mq *q, struct tycho_msg *msg);
+
+/*
+ * Frees queued NEW_CONN messages (closing their fds) and the event; STOP
+ * messages are not allocated and are left alone. Receiver's thread, after its loop.
+ */
+void tycho_mq_dispose(struct tycho_mq *q);
+
+#endif

@@ -1,0 +1,74 @@
+/*
+ * router.h: the route table. A tree of path segments per HTTP method, with
+ * static segments, ":name" parameters and a final "*name" wildcard. Built
+ * from Lua at script load time, then only read; lookups allocate nothing and
+ * run no Lua. One router belongs to one script generation, on one thread.
+ */
+#ifndef TYCHO_ROUTER_H
+#define TYCHO_ROUTER_H
+
+#include <stddef.h>
+
+#define TYCHO_ROUTE_MAX_PARAMS 16
+
+struct tycho_router;
+
+/* A piece of the request path, pointing into it (not NUL-terminated). */
+struct tycho_span {
+    const char *at;
+    size_t len;
+};
+
+struct tycho_route_match {
+    int handler_id;                       /* what tycho_router_add was given */
+    unsigned nparams;
+    const char *const *param_names;       /* borrowed from the router; nparams names */
+    struct tycho_span param_values[TYCHO_ROUTE_MAX_PARAMS]; /* raw (still %-encoded) */
+};
+
+enum tycho_route_result {
+    TYCHO_ROUTE_FOUND,
+    TYCHO_ROUTE_NOT_FOUND,     /* 404 */
+    TYCHO_ROUTE_WRONG_METHOD   /* 405: the path exists for other methods */
+};
+
+/* Returns an empty router, or NULL when out of memory. */
+struct tycho_router *tycho_router_new(void);
+
+/* Frees the router; NULL is a no-op. */
+void tycho_router_free(struct tycho_router *r);
+
+/*
+ * Adds METHOD PATH -> handler_id. PATH starts with '/'; ":name" takes one
+ * non-empty segment; "*name" must be the last segment and takes the rest.
+ * Returns TYCHO_OK, or TYCHO_ERR with a message in err (TYCHO_ERR_LEN bytes):
+ * a bad path, a bad method, too many parameters, or "route GET /x already
+ * registered". handler_id must be >= 0.
+ */
+int tycho_router_add(struct tycho_router *r, const char *method, const char *path,
+                     int handler_id, char *err);
+
+/*
+ * Looks up method and path (path without the query string). Fills m when
+ * FOUND. Static segments win over parameters, parameters over wildcards;
+ * the search backtracks, so /a/:x/c and /a/b/d both match what they should.
+ */
+enum tycho_route_result tycho_router_find(const struct tycho_router *r, const char *method,
+                                          size_t method_len, const char *path, size_t path_len,
+                                          struct tycho_route_match *m);
+
+/*
+ * Writes the methods that do have path into buf as "GET, HEAD, POST" (HEAD
+ * follows GET), NUL-terminated. Returns the length written.
+ */
+size_t tycho_router_allow(const struct tycho_router *r, const char *path, size_t path_len,
+                          char *buf, size_t buf_len);
+
+/* Calls fn for every route, grouped by method in registration order of methods. */
+typedef void tycho_route_fn(const char *method, const char *path, int handler_id, void *arg);
+void tycho_router_each(const struct tycho_router *r, tycho_route_fn *fn, void *arg);
+
+/* Number of routes. */
+unsigned tycho_router_count(const struct tycho_router *r);
+
+#endif

@@ -1,0 +1,41 @@
+/*
+ * script.h: script generations. A generation is one lua_State with the
+ * directory's scripts loaded, plus the router they filled. Each worker owns
+ * its generation and is the only thread that touches it; main builds a
+ * scratch one at start-up to report load errors once and print the routes.
+ * script.c is the only caller of lua_resume.
+ */
+#ifndef TYCHO_SCRIPT_H
+#define TYCHO_SCRIPT_H
+
+#include "config.h"
+
+struct tycho_gen;
+struct tycho_req;
+struct tycho_router;
+
+/*
+ * Builds a generation from every *.lua file in dir (name order), with
+ * `require` finding modules in dir. worker_id names the worker in logs (0 for
+ * main). Returns NULL with "FILE:LINE: message" in err (TYCHO_ERR_LEN bytes)
+ * when a script fails to load. Any thread; the result belongs to the caller's.
+ */
+struct tycho_gen *tycho_gen_new(const char *dir, int worker_id, char *err);
+
+/* Closes the Lua state and frees the router. NULL is a no-op. */
+void tycho_gen_free(struct tycho_gen *g);
+
+/* The routes the scripts registered (borrowed, valid while g lives). */
+const struct tycho_router *tycho_gen_router(const struct tycho_gen *g);
+
+/* Number of script files loaded. */
+unsigned tycho_gen_script_count(const struct tycho_gen *g);
+
+/*
+ * Runs the handler that r->match names, with the middleware around it, in a
+ * coroutine. Fills r's response. A Lua error is logged with its traceback and
+ * turns r into a 500 with a generic body. Never raises.
+ */
+void tycho_gen_run(struct tycho_gen *g, struct tycho_req *r);
+
+#endif

@@ -1,0 +1,229 @@
+/*
+ * worker.c: worker threads. Each thread builds everything it owns (event
+ * base, pools, script generation) itself, reports to main through the start
+ * lock, then runs its loop until STOP. Start-up waits for every worker so
+ * that the listener is enabled only once all can serve.
+ */
+#include "worker.h"
+#include "conn.h"
+#include "http.h"
+#include "log.h"
+#include "script.h"
+
+#include <event2/event.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+/* Idle objects are given back after this long without being needed. */
+#define TRIM_INTERVAL_S 10
+
+static pthread_mutex_t start_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t start_cond = PTHREAD_COND_INITIALIZER;
+static int started; /* workers that reported, under start_lock */
+
+const char *tycho_worker_date(struct tycho_worker *w)
+{
+    struct timeval now;
+    struct tm tm;
+
+    if (!w->base || event_base_gettimeofday_cached(w->base, &now) < 0)
+        gettimeofday(&now, NULL);
+    if (now.tv_sec != w->date_sec) {
+        w->date_sec = now.tv_sec;
+        gmtime_r(&w->date_sec, &tm);
+        strftime(w->date_line, sizeof(w->date_line), "Date: %a, %d %b %Y %H:%M:%S GMT\r\n", &tm);
+    }
+    return w->date_line;
+}
+
+static void on_inbox(struct tycho_msg *list, void *arg)
+{
+    struct tycho_worker *w = arg;
+    struct tycho_msg *m, *next;
+
+    for (m = list; m; m = next) {
+        next = m->next;
+        if (m->type == TYCHO_MSG_NEW_CONN) {
+            tycho_conn_open(w, m->fd, (struct sockaddr *)&m->peer, sizeof(m->peer));
+            free(m);
+        } else if (m->type == TYCHO_MSG_STOP) {
+            /* The stop message is embedded in the worker, not allocated. */
+            tycho_conn_close_all(w);
+            event_base_loopbreak(w->base);
+        }
+    }
+}
+
+static void on_trim(evutil_socket_t fd, short what, void *arg)
+{
+    struct tycho_worker *w = arg;
+
+    (void)fd;
+    (void)what;
+    tycho_pool_trim(&w->conn_pool);
+    tycho_pool_trim(&w->req_pool);
+    /* The output scratch grows to the largest batch seen; give it back when quiet. */
+    if (w->out.len == 0 && w->out.cap > 64 * 1024)
+        tycho_buf_dispose(&w->out);
+}
+
+int tycho_worker_setup(struct tycho_worker *w, int id, struct tycho_shared *shared, char *err)
+{
+    struct event_config *ec = NULL;
+    struct timeval every = {TRIM_INTERVAL_S, 0};
+    const struct tycho_config *cfg = shared->cfg;
+
+    /* w arrives zeroed; no memset here: pthread_create may still be writing w->thread. */
+    w->id = id;
+    w->cfg = cfg;
+    w->shared = shared;
+    w->inbox.efd = -1;
+    tycho_pool_init(&w->conn_pool, tycho_conn_bytes(), (unsigned)cfg->max_conns, NULL, NULL);
+    tycho_pool_init(&w->req_pool, sizeof(struct tycho_req), (unsigned)cfg->max_conns,
+                    tycho_req_init, tycho_req_dispose);
+    if (!(ec = event_config_new()) || event_config_set_flag(ec, EVENT_BASE_FLAG_NOLOCK) < 0 ||
+        !(w->base = event_base_new_with_config(ec)) || !(w->rbuf = malloc(TYCHO_READ_BYTES)) ||
+        tycho_mq_init(&w->inbox, w->base, on_inbox, w) < 0 ||
+        !(w->trim_ev = event_new(w->base, -1, EV_PERSIST, on_trim, w)) ||
+        event_add(w->trim_ev, &every) < 0) {
+        snprintf(err, TYCHO_ERR_LEN, "worker %d: out of memory or file descriptors", id);
+        goto fail;
+    }
+    event_config_free(ec);
+    ec = NULL;
+    if (!(w->gen = tycho_gen_new(cfg->dir, id, err)))
+        goto fail;
+    return TYCHO_OK;
+fail:
+    if (ec)
+        event_config_free(ec);
+    tycho_worker_teardown(w);
+    return TYCHO_ERR;
+}
+
+void tycho_worker_teardown(struct tycho_worker *w)
+{
+    if (w->base)
+        tycho_conn_close_all(w);
+    tycho_gen_free(w->gen);
+    w->gen = NULL;
+    tycho_mq_dispose(&w->inbox);
+    if (w->trim_ev)
+        event_free(w->trim_ev);
+    w->trim_ev = NULL;
+    if (w->base)
+        event_base_free(w->base);
+    w->base = NULL;
+    tycho_pool_dispose(&w->conn_pool);
+    tycho_pool_dispose(&w->req_pool);
+    tycho_buf_dispose(&w->out);
+    free(w->rbuf);
+    w->rbuf = NULL;
+}
+
+static void report_start(struct tycho_worker *w, int rc)
+{
+    pthread_mutex_lock(&start_lock);
+    w->start_rc = rc;
+    started++;
+    pthread_cond_broadcast(&start_cond);
+    pthread_mutex_unlock(&start_lock);
+}
+
+static void *worker_main(void *arg)
+{
+    struct tycho_worker *w = arg;
+    char err[TYCHO_ERR_LEN];
+
+    if (tycho_worker_setup(w, w->id, w->shared, err) < 0) {
+        snprintf(w->start_err, sizeof(w->start_err), "%s", err);
+        report_start(w, TYCHO_ERR);
+        return NULL;
+    }
+    report_start(w, TYCHO_OK);
+    event_base_dispatch(w->base);
+    tycho_worker_teardown(w);
+    return NULL;
+}
+
+static void send_stop(struct tycho_worker *w)
+{
+    w->stop_msg.type = TYCHO_MSG_STOP;
+    tycho_mq_push(&w->inbox, &w->stop_msg);
+}
+
+/* Waits until count workers have reported. */
+static void wait_started(int count)
+{
+    pthread_mutex_lock(&start_lock);
+    while (started < count)
+        pthread_cond_wait(&start_cond, &start_lock);
+    pthread_mutex_unlock(&start_lock);
+}
+
+struct tycho_worker *tycho_workers_start(int n, struct tycho_shared *shared, char *err)
+{
+    struct tycho_worker *ws = calloc((size_t)n, sizeof(*ws));
+    int launched = 0, failed = -1;
+
+    if (!ws) {
+        snprintf(err, TYCHO_ERR_LEN, "out of memory starting workers");
+        return NULL;
+    }
+    started = 0;
+    for (; launched < n; launched++) {
+        ws[launched].id = launched + 1;
+        ws[launched].shared = shared;
+        if (pthread_create(&ws[launched].thread, NULL, worker_main, &ws[launched]) != 0) {
+            snprintf(err, TYCHO_ERR_LEN, "cannot start worker thread %d", launched + 1);
+            break;
+        }
+    }
+    wait_started(launched);
+    for (int i = 0; i < launched && failed < 0; i++)
+        if (ws[i].start_rc != TYCHO_OK) {
+            failed = i;
+            snprintf(err, TYCHO_ERR_LEN, "%s", ws[i].start_err);
+        }
+    if (launched == n && failed < 0)
+        return ws;
+    for (int i = 0; i < launched; i++) {
+        if (ws[i].start_rc == TYCHO_OK)
+            send_stop(&ws[i]);
+        pthread_join(ws[i].thread, NULL);
+    }
+    free(ws);
+    return NULL;
+}
+
+void tycho_worker_give_conn(struct tycho_worker *w, int fd, const struct sockaddr *peer,
+                            socklen_t peer_len)
+{
+    struct tycho_msg *m = malloc(sizeof(*m));
+
+    if (!m) {
+        send(fd, TYCHO_BUSY_RESPONSE, sizeof(TYCHO_BUSY_RESPONSE) - 1, MSG_NOSIGNAL);
+        close(fd);
+        atomic_fetch_sub_explicit(&w->shared->open_conns, 1, memory_order_relaxed);
+        return;
+    }
+    m->type = TYCHO_MSG_NEW_CONN;
+    m->fd = fd;
+    memset(&m->peer, 0, sizeof(m->peer));
+    memcpy(&m->peer, peer, peer_len < sizeof(m->peer) ? peer_len : sizeof(m->peer));
+    tycho_mq_push(&w->inbox, m);
+}
+
+void tycho_workers_stop(struct tycho_worker *ws, int n)
+{
+    if (!ws)
+        return;
+    for (int i = 0; i < n; i++)
+        send_stop(&ws[i]);
+    for (int i = 0; i < n; i++)
+        pthread_join(ws[i].thread, NULL);
+    free(ws);
+}
