@@ -28,6 +28,8 @@
 
 /* Reads per event before yielding to other connections. */
 #define READS_PER_EVENT 4
+/* How long a closing connection keeps reading (and dropping) what the client still sends. */
+#define LINGER_MS 2000
 
 struct tycho_conn {
     void *_pool_next;                  /* the pool's link while free */
@@ -36,6 +38,8 @@ struct tycho_conn {
     int fd;                            /* owned; -1 for --request */
     short ev_what;                     /* EV_READ or EV_WRITE: what ev waits for; 0: none */
     bool closing;                      /* close once pending output is written */
+    bool peer_eof;                     /* the client closed its side */
+    bool lingering;                    /* write side shut; dropping input until EOF or timeout */
     unsigned char peer_family;         /* AF_INET or AF_INET6 */
     unsigned char peer_addr[16];
     struct event ev;                   /* embedded, so a connection is one allocation */
@@ -135,8 +139,10 @@ static void feed(struct tycho_conn *c, const char *data, size_t len)
         size_t n;
 
         if (!c->req && !(c->req = take_req(c))) {
+            char busy[TYCHO_BUSY_BYTES];
             /* If even this cannot be appended, the close says it all. */
-            tycho_buf_append(out_of(c), TYCHO_BUSY_RESPONSE, sizeof(TYCHO_BUSY_RESPONSE) - 1);
+            tycho_buf_append(out_of(c), busy,
+                             tycho_http_busy(busy, sizeof(busy), tycho_worker_date(c->w)));
             c->closing = true;
             return;
         }
@@ -243,6 +249,43 @@ static void close_conn(struct tycho_conn *c)
     tycho_pool_put(&w->conn_pool, c);
 }
 
+/*
+ * Closes a connection the server decided to close, after its last response.
+ * Closing a socket with unread input makes the kernel send a reset, which can
+ * destroy the response before the client reads it; so unless the client has
+ * already closed, shut the write side and drop what still comes in for a
+ * moment (a lingering close, as nginx does).
+ */
+static void finish(struct tycho_conn *c)
+{
+    struct timeval linger = {LINGER_MS / 1000, (LINGER_MS % 1000) * 1000};
+
+    if (c->fd < 0 || c->peer_eof || shutdown(c->fd, SHUT_WR) < 0) {
+        close_conn(c);
+        return;
+    }
+    c->lingering = true;
+    if (c->ev_what)
+        event_del(&c->ev);
+    c->ev_what = EV_READ;
+    if (event_assign(&c->ev, c->w->base, c->fd, EV_READ | EV_PERSIST, on_event, c) < 0 ||
+        event_add(&c->ev, &linger) < 0)
+        close_conn(c);
+}
+
+/* Lingering: reads and drops input; closes on EOF, error or timeout. */
+static void drain(struct tycho_conn *c, short what)
+{
+    for (int i = 0; i < READS_PER_EVENT && !(what & EV_TIMEOUT); i++) {
+        ssize_t n = recv(c->fd, c->w->rbuf, TYCHO_READ_BYTES, 0);
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return;
+        if (n == 0 || (n < 0 && errno != EINTR))
+            break;
+    }
+    close_conn(c);
+}
+
 /* Reads what is there (a bounded number of times) and answers it. */
 static void read_and_serve(struct tycho_conn *c)
 {
@@ -256,6 +299,7 @@ static void read_and_serve(struct tycho_conn *c)
                 break;
         } else if (n == 0) {
             c->closing = true;        /* the client is done; answer what was read, then close */
+            c->peer_eof = true;
         } else if (errno == EINTR) {
             continue;
         } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
@@ -274,7 +318,7 @@ static void read_and_serve(struct tycho_conn *c)
         if (watch(c, EV_WRITE) < 0)
             close_conn(c);
     } else if (c->closing) {
-        close_conn(c);
+        finish(c);
     }
 }
 
@@ -283,17 +327,21 @@ static void on_event(evutil_socket_t fd, short what, void *arg)
     struct tycho_conn *c = arg;
 
     (void)fd;
+    if (c->lingering) {
+        drain(c, what);
+        return;
+    }
     if (what & EV_READ) {
         read_and_serve(c);
         return;
     }
     /* EV_WRITE: the socket takes output again. */
-    if (flush_out(c) < 0) {
+    if (flush_out(c) < 0)
         close_conn(c);
-    } else if (c->pending.len == 0) {
-        if (c->closing || watch(c, EV_READ) < 0)
-            close_conn(c);
-    }
+    else if (c->pending.len == 0 && c->closing)
+        finish(c);
+    else if (c->pending.len == 0 && watch(c, EV_READ) < 0)
+        close_conn(c);
 }
 
 /* Remembers the peer address compactly (the connection keeps no sockaddr_storage). */
@@ -314,8 +362,9 @@ void tycho_conn_open(struct tycho_worker *w, int fd, const struct sockaddr *peer
 
     (void)peer_len;
     if (!c) {
+        char busy[TYCHO_BUSY_BYTES];
         /* A failed send means the client is gone already. */
-        send(fd, TYCHO_BUSY_RESPONSE, sizeof(TYCHO_BUSY_RESPONSE) - 1, MSG_NOSIGNAL);
+        send(fd, busy, tycho_http_busy(busy, sizeof(busy), tycho_worker_date(w)), MSG_NOSIGNAL);
         close(fd);
         atomic_fetch_sub_explicit(&w->shared->open_conns, 1, memory_order_relaxed);
         return;

@@ -41,10 +41,4 @@ int tycho_conn_run_local(struct tycho_worker *w, const char *bytes, size_t len,
 /* Writes the peer's address ("127.0.0.1", "::1") into buf; returns its length. */
 size_t tycho_conn_peer(const struct tycho_conn *c, char *buf, size_t buf_len);
 
-/* The static 503 for a connection that cannot be served (no Date: usable from any thread). */
-#define TYCHO_BUSY_RESPONSE                                                                  \
-    "HTTP/1.1 503 Service Unavailable\r\nServer: tycho\r\nRetry-After: 1\r\n"                  \
-    "Content-Type: text/plain; charset=utf-8\r\nContent-Length: 20\r\n"                       \
-    "Connection: close\r\n\r\nService Unavailable\n"
-
 #endif

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 _Static_assert(sizeof(http_parser) <= TYCHO_HTTP_PARSER_BYTES, "grow TYCHO_HTTP_PARSER_BYTES");
 
@@ -287,8 +288,6 @@ static int status_for(enum http_errno err)
         return 431;
     case HPE_INVALID_VERSION:
         return 505;
-    case HPE_INVALID_METHOD:
-        return 501;
     default:
         return 400;
     }
@@ -429,6 +428,25 @@ int tycho_http_write_response(struct tycho_buf *out, const struct tycho_req *r,
         PUTN(r->res_body, body_len);
     out->len += (size_t)(w - start);
     return TYCHO_OK;
+}
+
+void tycho_http_date_line(char *buf, size_t len, time_t t)
+{
+    struct tm tm;
+
+    gmtime_r(&t, &tm);
+    strftime(buf, len, "Date: %a, %d %b %Y %H:%M:%S GMT\r\n", &tm);
+}
+
+size_t tycho_http_busy(char *buf, size_t len, const char *date_line)
+{
+    int n = snprintf(buf, len,
+                     "HTTP/1.1 503 Service Unavailable\r\nServer: tycho\r\n%sRetry-After: 1\r\n"
+                     "Content-Type: text/plain; charset=utf-8\r\nContent-Length: 20\r\n"
+                     "Connection: close\r\n\r\nService Unavailable\n",
+                     date_line);
+
+    return n < 0 ? 0 : ((size_t)n < len ? (size_t)n : len - 1);
 }
 
 int tycho_http_write_simple(struct tycho_buf *out, int status, const char *extra_headers,

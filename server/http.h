@@ -9,6 +9,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <time.h>
 
 #include "arena.h"
 #include "buf.h"
@@ -146,5 +147,16 @@ int tycho_http_write_response(struct tycho_buf *out, const struct tycho_req *r,
  */
 int tycho_http_write_simple(struct tycho_buf *out, int status, const char *extra_headers,
                             const char *date_line, bool keep_alive, bool with_body);
+
+/* Writes "Date: <IMF-fixdate of t>\r\n" into buf (48 bytes suffice). Any thread. */
+void tycho_http_date_line(char *buf, size_t len, time_t t);
+
+/*
+ * Writes the 503 for a connection that cannot be served (over --max-conns,
+ * pools exhausted): Retry-After: 1, Connection: close. Returns its length
+ * (TYCHO_BUSY_BYTES suffice). Any thread.
+ */
+#define TYCHO_BUSY_BYTES 320
+size_t tycho_http_busy(char *buf, size_t len, const char *date_line);
 
 #endif

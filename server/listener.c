@@ -10,7 +10,7 @@
  * reads it.
  */
 #include "listener.h"
-#include "conn.h"
+#include "http.h"
 #include "log.h"
 #include "worker.h"
 
@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #define BACKLOG 4096
@@ -60,7 +61,10 @@ static void refuse(struct tycho_listener *l, int fd)
     unsigned long refused =
         atomic_fetch_add_explicit(&l->shared->refused, 1, memory_order_relaxed) + 1;
 
-    send(fd, TYCHO_BUSY_RESPONSE, sizeof(TYCHO_BUSY_RESPONSE) - 1, MSG_NOSIGNAL);
+    char busy[TYCHO_BUSY_BYTES], date[48];
+
+    tycho_http_date_line(date, sizeof(date), time(NULL));
+    send(fd, busy, tycho_http_busy(busy, sizeof(busy), date), MSG_NOSIGNAL);
     if (tycho_log_allow(&l->shared->refused_log_s, 60))
         tycho_log_warn("--max-conns %d reached: new connections get 503 (%lu refused so far; "
                        "logged at most once a minute)",

@@ -27,14 +27,12 @@ static int started; /* workers that reported, under start_lock */
 const char *tycho_worker_date(struct tycho_worker *w)
 {
     struct timeval now;
-    struct tm tm;
 
     if (!w->base || event_base_gettimeofday_cached(w->base, &now) < 0)
         gettimeofday(&now, NULL);
     if (now.tv_sec != w->date_sec) {
         w->date_sec = now.tv_sec;
-        gmtime_r(&w->date_sec, &tm);
-        strftime(w->date_line, sizeof(w->date_line), "Date: %a, %d %b %Y %H:%M:%S GMT\r\n", &tm);
+        tycho_http_date_line(w->date_line, sizeof(w->date_line), w->date_sec);
     }
     return w->date_line;
 }
@@ -205,7 +203,9 @@ void tycho_worker_give_conn(struct tycho_worker *w, int fd, const struct sockadd
     struct tycho_msg *m = malloc(sizeof(*m));
 
     if (!m) {
-        send(fd, TYCHO_BUSY_RESPONSE, sizeof(TYCHO_BUSY_RESPONSE) - 1, MSG_NOSIGNAL);
+        char busy[TYCHO_BUSY_BYTES], date[48];
+        tycho_http_date_line(date, sizeof(date), time(NULL));
+        send(fd, busy, tycho_http_busy(busy, sizeof(busy), date), MSG_NOSIGNAL);
         close(fd);
         atomic_fetch_sub_explicit(&w->shared->open_conns, 1, memory_order_relaxed);
         return;

@@ -1,0 +1,626 @@
+#!/usr/bin/env bash
+# bench/run.sh: Tycho vs nginx + Lua (ngx_http_lua, content_by_lua_block).
+#
+# Usage:   bench/run.sh ./tycho scripts/        (this is what `make bench` runs)
+# Env:     BENCH_SECONDS  seconds per measured run          (default 10)
+#          BENCH_ROUNDS   measured runs per server/workload (default 2)
+#          BENCH_WARMUP   seconds of warm-up per server/workload (default 2)
+#          BENCH_SERVERS  "tycho nginx" (default); "nginx" alone tests the
+#                         harness without a Tycho binary (the tycho args are
+#                         then ignored)
+#          BENCH_WORKLOADS subset to run, e.g. "plaintext close" (default: all
+#                         of plaintext json users echo c1000 close)
+# Default total: 6 workloads x 2 servers x (2 x 10 s + 2 s) = ~4.5 minutes.
+#
+# What it does
+# - Both servers serve the same app with ONE worker each: Tycho as
+#   `tycho --workers 1 --port P scripts/`, nginx as its own instance
+#   (`nginx -p TMP -c TMP/nginx.conf -g 'daemon off;'`, worker_processes 1,
+#   modules loaded explicitly, access_log off, everything under a temp dir,
+#   listening on 127.0.0.1 only). /etc/nginx and the system service are never
+#   touched. Its Lua locations mirror scripts/hello.lua (same bodies and
+#   Content-Types, cjson for JSON, ?q= decoded for /users/:id, echo keeps the
+#   request Content-Type). nginx sets Content-Length itself (no chunked) and
+#   keepalive_requests is raised so that neither server closes keep-alive
+#   connections during a run (nginx's default closes every 1000 requests).
+# - Servers run pinned to CPU 0 (taskset -c 0); wrk -t1 runs pinned to CPU 1.
+# - Workloads: plaintext (64 conns), json (64), /users/:id (64), POST /echo
+#   with a 1 KiB body (64, bench/echo.lua), plaintext with 1000 conns, and
+#   plaintext with `Connection: close` (16 conns, a new TCP connection per
+#   request).
+# - Per workload, a FRESH process of each server is started (so peak RSS is
+#   that workload's), its answer to the workload's request is checked with curl
+#   (status 200 + expected body; the script aborts if wrong), each gets a
+#   warm-up run, then measured runs alternate tycho, nginx, tycho, nginx...
+# - Per run: req/s and p99 latency (wrk --latency), wrk's non-2xx and socket
+#   errors, and server CPU time (utime+stime from /proc/PID/stat read just
+#   before and just after wrk) divided by the requests wrk completed, in
+#   microseconds. For nginx, CPU is master + worker (the master is idle).
+#   After the last run, peak RSS = VmHWM from /proc/PID/status: Tycho's process
+#   (its worker is a thread), nginx's worker process (child of the master).
+# - The table shows, per server, the BEST round (highest req/s); p99 and CPU
+#   per request are from that same round. All rounds are printed as progress
+#   on stderr. ratio = tycho/nginx req/s (>1: Tycho faster); CPU ratio =
+#   nginx/tycho CPU us/req (>1: Tycho cheaper per request).
+# - The machine should be otherwise idle: the script warns when it is not
+#   (anything else on CPU 0 or 1 skews every number).
+# - Nothing is written to the repo: the table goes to stdout, logs to a temp
+#   dir removed on exit. Only the PIDs this script started are ever signalled.
+# Exit status: 0 when every run completed; 1 on bad setup, a wrong answer or a
+# server that died during the bench.
+
+set -uo pipefail
+
+die() { echo "bench: ERROR: $*" >&2; exit 1; }
+log() { echo "bench: $*" >&2; }
+
+# ---------------------------------------------------------------- arguments
+BENCH_SECONDS=${BENCH_SECONDS:-10}
+BENCH_ROUNDS=${BENCH_ROUNDS:-2}
+BENCH_WARMUP=${BENCH_WARMUP:-2}
+BENCH_SERVERS=${BENCH_SERVERS:-tycho nginx}
+BENCH_WORKLOADS=${BENCH_WORKLOADS:-plaintext json users echo c1000 close}
+for v in BENCH_SECONDS BENCH_ROUNDS BENCH_WARMUP; do
+    [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a whole number, got '${!v}'"
+done
+((BENCH_SECONDS >= 1 && BENCH_SECONDS <= 600)) || die "BENCH_SECONDS must be 1..600"
+((BENCH_ROUNDS >= 1 && BENCH_ROUNDS <= 20)) || die "BENCH_ROUNDS must be 1..20"
+((BENCH_WARMUP <= 60)) || die "BENCH_WARMUP must be 0..60"
+SERVERS=()
+for s in $BENCH_SERVERS; do
+    case $s in tycho|nginx) SERVERS+=("$s") ;; *) die "BENCH_SERVERS: unknown server '$s'" ;; esac
+done
+((${#SERVERS[@]} > 0)) || die "BENCH_SERVERS is empty"
+has_server() { local s; for s in "${SERVERS[@]}"; do [[ $s == "$1" ]] && return 0; done; return 1; }
+
+BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ECHO_LUA=$BENCH_DIR/echo.lua
+[[ -f $ECHO_LUA ]] || die "missing $ECHO_LUA"
+
+TYCHO=""; SCRIPTS=""
+if has_server tycho; then
+    (($# == 2)) || die "usage: bench/run.sh ./tycho scripts/"
+    TYCHO=$1; SCRIPTS=$2
+    [[ $TYCHO == */* ]] || TYCHO=./$TYCHO
+    [[ -x $TYCHO && -f $TYCHO ]] || die "tycho binary '$1' not found or not executable (build it first: make)"
+    [[ -d $SCRIPTS ]] || die "scripts directory '$2' not found"
+    TYCHO=$(cd "$(dirname "$TYCHO")" && pwd)/$(basename "$TYCHO")
+    SCRIPTS=$(cd "$SCRIPTS" && pwd)
+fi
+
+# ---------------------------------------------------------------- tools
+NGX_MODDIR=/usr/lib/nginx/modules
+NDK_SO=$NGX_MODDIR/ndk_http_module.so
+LUA_SO=$NGX_MODDIR/ngx_http_lua_module.so
+need_install() {
+    command -v wrk >/dev/null || return 0
+    command -v curl >/dev/null || return 0
+    if has_server nginx; then
+        command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || return 0
+        [[ -f $NDK_SO && -f $LUA_SO ]] || return 0
+        # cjson for LuaJIT (lua 5.1 ABI); its path differs per arch, so ask dpkg
+        dpkg -s lua-cjson >/dev/null 2>&1 || return 0
+    fi
+    return 1
+}
+if need_install; then
+    PKGS="nginx libnginx-mod-http-lua lua-cjson wrk"
+    command -v curl >/dev/null || PKGS="$PKGS curl"
+    if ((EUID != 0)); then
+        echo "bench: missing tools; install them as root with:" >&2
+        echo "  apt-get update && apt-get install -y $PKGS" >&2
+        exit 1
+    fi
+    log "installing: $PKGS"
+    apt-get update || die "apt-get update failed"
+    # shellcheck disable=SC2086
+    DEBIAN_FRONTEND=noninteractive apt-get install -y $PKGS || die "apt-get install failed"
+    need_install && die "tools still missing after apt-get install"
+fi
+for t in taskset timeout curl wrk awk pgrep getconf; do
+    command -v "$t" >/dev/null || die "'$t' not found"
+done
+NGINX_BIN=$(command -v nginx || echo /usr/sbin/nginx)
+if has_server nginx; then
+    [[ -x $NGINX_BIN ]] || die "nginx binary not found"
+    [[ -f $NDK_SO ]] || die "$NDK_SO not found (apt-get install libnginx-mod-http-ndk)"
+    [[ -f $LUA_SO ]] || die "$LUA_SO not found (apt-get install libnginx-mod-http-lua)"
+fi
+(($(nproc) >= 2)) || log "WARNING: fewer than 2 CPUs; server and wrk will share CPU 0"
+CLK_TCK=$(getconf CLK_TCK)
+
+# 1000 connections need ~1000 fds in wrk and in the server (+ slack).
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+(($(ulimit -n) >= 2200)) || die "open-file limit $(ulimit -n) too low for 1000 connections (need >= 2200; raise ulimit -n)"
+
+# ---------------------------------------------------------------- state/cleanup
+TMP=$(mktemp -d /tmp/tycho-bench.XXXXXX) || die "mktemp failed"
+chmod 755 "$TMP"   # nginx workers run as 'nobody' when the master is root
+STARTED_PIDS=()    # every server PID this script started (tycho, nginx master)
+NGINX_WORKERS=()   # nginx worker PIDs seen (children of our masters)
+STATUS=0
+
+is_alive() {   # alive and not a zombie
+    local st
+    [[ -r /proc/$1/stat ]] || return 1
+    st=$(sed -e 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1) || return 1
+    [[ -n $st && $st != Z && $st != X ]]
+}
+
+stop_pid() {   # TERM, wait up to 5 s, then KILL; reap
+    local pid=$1 i
+    is_alive "$pid" || { wait "$pid" 2>/dev/null; return 0; }
+    kill -TERM "$pid" 2>/dev/null
+    for ((i = 0; i < 50; i++)); do is_alive "$pid" || break; sleep 0.1; done
+    if is_alive "$pid"; then
+        log "pid $pid ignored SIGTERM for 5 s; sending SIGKILL"
+        kill -KILL "$pid" 2>/dev/null
+        for ((i = 0; i < 20; i++)); do is_alive "$pid" || break; sleep 0.1; done
+    fi
+    wait "$pid" 2>/dev/null
+    return 0
+}
+
+# shellcheck disable=SC2317  # called from the EXIT trap
+cleanup() {
+    local pid w
+    trap - EXIT INT TERM
+    for pid in "${STARTED_PIDS[@]}"; do stop_pid "$pid"; done
+    # an nginx worker left behind by a KILLed master: only ours, only nginx
+    for w in "${NGINX_WORKERS[@]}"; do
+        if is_alive "$w" && [[ $(cat "/proc/$w/comm" 2>/dev/null) == nginx ]]; then
+            kill -KILL "$w" 2>/dev/null
+        fi
+    done
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'log "interrupted"; exit 130' INT TERM
+
+forget_pid() {
+    local keep=() p
+    for p in "${STARTED_PIDS[@]}"; do [[ $p == "$1" ]] || keep+=("$p"); done
+    STARTED_PIDS=("${keep[@]}")
+}
+
+# ---------------------------------------------------------------- helpers
+USED_PORTS=" "
+port_in_use() {
+    if command -v ss >/dev/null; then
+        [[ -n $(ss -Htan "( sport = :$1 )" 2>/dev/null) ]]
+    else
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+    fi
+}
+free_port() {   # below the ephemeral range (32768+), not used yet by us
+    local i p
+    for ((i = 0; i < 200; i++)); do
+        p=$((20000 + RANDOM % 12000))
+        [[ $USED_PORTS == *" $p "* ]] && continue
+        port_in_use "$p" && continue
+        USED_PORTS+="$p "
+        echo "$p"; return 0
+    done
+    return 1
+}
+
+wait_ready() {   # pid port logfile: up to 10 s for the port to accept
+    local pid=$1 port=$2 logf=$3 i
+    for ((i = 0; i < 100; i++)); do
+        if ! is_alive "$pid"; then
+            echo "---- $logf" >&2; tail -n 30 "$logf" >&2
+            return 1
+        fi
+        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+        sleep 0.1
+    done
+    echo "---- $logf" >&2; tail -n 30 "$logf" >&2
+    return 1
+}
+
+# sum of utime+stime (clock ticks) over the given PIDs
+cpu_ticks() {
+    local total=0 pid f
+    for pid in "$@"; do
+        f=$(sed -e 's/^.*) //' "/proc/$pid/stat" 2>/dev/null) || continue
+        # after "pid (comm) ": 1=state ... 12=utime 13=stime
+        total=$((total + $(echo "$f" | awk '{print $12 + $13}')))
+    done
+    echo "$total"
+}
+
+vm_hwm_kb() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status" 2>/dev/null; }
+
+# ---------------------------------------------------------------- servers
+write_nginx_conf() {   # dir port
+    local dir=$1 port=$2
+    mkdir -p "$dir/logs" "$dir/tmp"
+    sed -e "s|__DIR__|$dir|g" -e "s|__PORT__|$port|g" \
+        -e "s|__NDK__|$NDK_SO|g" -e "s|__LUA__|$LUA_SO|g" >"$dir/nginx.conf" <<'EOF'
+load_module __NDK__;
+load_module __LUA__;
+
+worker_processes 1;
+worker_rlimit_nofile 8192;
+pid __DIR__/nginx.pid;
+error_log __DIR__/logs/error.log warn;
+
+events {
+    worker_connections 4096;
+}
+
+http {
+    access_log off;
+    server_tokens off;
+    keepalive_requests 100000000;
+    keepalive_timeout 75s;
+    client_body_buffer_size 64k;
+    client_max_body_size 1m;
+
+    client_body_temp_path __DIR__/tmp/client_body;
+    proxy_temp_path       __DIR__/tmp/proxy;
+    fastcgi_temp_path     __DIR__/tmp/fastcgi;
+    uwsgi_temp_path       __DIR__/tmp/uwsgi;
+    scgi_temp_path        __DIR__/tmp/scgi;
+
+    init_by_lua_block {
+        cjson = require "cjson"
+    }
+
+    server {
+        listen 127.0.0.1:__PORT__;
+        server_name _;
+
+        location = /plaintext {
+            content_by_lua_block {
+                local body = "Hello, World!"
+                ngx.header["Content-Type"] = "text/plain; charset=utf-8"
+                ngx.header["Content-Length"] = #body
+                ngx.print(body)
+            }
+        }
+
+        location = /json {
+            content_by_lua_block {
+                local body = cjson.encode({ message = "Hello, World!" })
+                ngx.header["Content-Type"] = "application/json"
+                ngx.header["Content-Length"] = #body
+                ngx.print(body)
+            }
+        }
+
+        location ~ ^/users/(?<user_id>[^/]+)$ {
+            content_by_lua_block {
+                -- scripts/hello.lua also returns the decoded ?q= (absent here)
+                local args = ngx.req.get_uri_args()
+                local body = cjson.encode({ id = ngx.var.user_id, q = args.q })
+                ngx.header["Content-Type"] = "application/json"
+                ngx.header["Content-Length"] = #body
+                ngx.print(body)
+            }
+        }
+
+        location = /echo {
+            content_by_lua_block {
+                if ngx.req.get_method() ~= "POST" then
+                    return ngx.exit(405)
+                end
+                ngx.req.read_body()
+                local body = ngx.req.get_body_data()
+                if not body then
+                    local path = ngx.req.get_body_file()
+                    if path then
+                        local f = io.open(path, "rb")
+                        body = f:read("*a")
+                        f:close()
+                    else
+                        body = ""
+                    end
+                end
+                ngx.header["Content-Type"] = ngx.var.content_type or "application/octet-stream"
+                ngx.header["Content-Length"] = #body
+                ngx.print(body)
+            }
+        }
+    }
+}
+EOF
+}
+
+# start_server NAME TAG -> sets SRV_PID, SRV_PORT, SRV_LOG, SRV_MEAS_CPU (pids
+# whose CPU is summed), SRV_MEAS_RSS (pid whose VmHWM is reported)
+start_server() {
+    local name=$1 tag=$2 port dir w i
+    port=$(free_port) || die "no free port found"
+    SRV_PORT=$port
+    case $name in
+    tycho)
+        SRV_LOG=$TMP/tycho-$tag.log
+        taskset -c 0 "$TYCHO" --workers 1 --port "$port" "$SCRIPTS" >"$SRV_LOG" 2>&1 </dev/null &
+        SRV_PID=$!
+        STARTED_PIDS+=("$SRV_PID")
+        wait_ready "$SRV_PID" "$port" "$SRV_LOG" || die "tycho did not start listening on 127.0.0.1:$port within 10 s"
+        for ((i = 0; i < 20; i++)); do
+            grep -q "listening on http://127.0.0.1:$port" "$SRV_LOG" && break
+            sleep 0.1
+        done
+        ((i < 20)) || log "WARNING: tycho accepts on $port but has not printed its 'listening on' line"
+        w=$(pgrep -P "$SRV_PID" | tr '\n' ' ')
+        [[ -z $w ]] || log "WARNING: tycho has child processes ($w); CPU counts them, RSS is the main process only"
+        # shellcheck disable=SC2206
+        SRV_MEAS_CPU=($SRV_PID $w)
+        SRV_MEAS_RSS=$SRV_PID
+        ;;
+    nginx)
+        dir=$TMP/nginx-$tag
+        write_nginx_conf "$dir" "$port"
+        SRV_LOG=$dir/logs/error.log
+        "$NGINX_BIN" -t -q -p "$dir" -e "$SRV_LOG" -c "$dir/nginx.conf" >"$dir/test.log" 2>&1 ||
+            { cat "$dir/test.log" >&2; die "nginx -t rejected $dir/nginx.conf"; }
+        taskset -c 0 "$NGINX_BIN" -p "$dir" -e "$SRV_LOG" -c "$dir/nginx.conf" -g 'daemon off;' \
+            >"$dir/stdout.log" 2>&1 </dev/null &
+        SRV_PID=$!
+        STARTED_PIDS+=("$SRV_PID")
+        wait_ready "$SRV_PID" "$port" "$SRV_LOG" || die "nginx did not start listening on 127.0.0.1:$port within 10 s"
+        w=""
+        for ((i = 0; i < 50; i++)); do
+            w=$(pgrep -P "$SRV_PID" | head -n 1)
+            [[ -n $w ]] && break
+            sleep 0.1
+        done
+        [[ -n $w ]] || die "nginx master $SRV_PID has no worker process"
+        (($(pgrep -P "$SRV_PID" | wc -l) == 1)) || log "WARNING: nginx master has more than one child"
+        NGINX_WORKERS+=("$w")
+        SRV_MEAS_CPU=("$SRV_PID" "$w")
+        SRV_MEAS_RSS=$w
+        ;;
+    esac
+}
+
+# ---------------------------------------------------------------- workloads
+# key | name | connections | path | extra (post = wrk echo.lua, close = Connection: close)
+ALL_WORKLOADS=(
+    "plaintext|plaintext|64|/plaintext|"
+    "json|json|64|/json|"
+    "users|users/:id|64|/users/7|"
+    "echo|echo 1KiB POST|64|/echo|post"
+    "c1000|plaintext 1000c|1000|/plaintext|"
+    "close|plaintext conn-close|16|/plaintext|close"
+)
+WORKLOADS=()
+for k in $BENCH_WORKLOADS; do
+    found=0
+    for wl in "${ALL_WORKLOADS[@]}"; do
+        [[ ${wl%%|*} == "$k" ]] && { WORKLOADS+=("${wl#*|}"); found=1; }
+    done
+    ((found)) || die "BENCH_WORKLOADS: unknown workload '$k' (known: plaintext json users echo c1000 close)"
+done
+((${#WORKLOADS[@]} > 0)) || die "BENCH_WORKLOADS is empty"
+ECHO_BODY=$TMP/echo-body.bin
+printf '0123456789abcdef%.0s' {1..64} >"$ECHO_BODY"
+(($(wc -c <"$ECHO_BODY") == 1024)) || die "echo body is not 1024 bytes"
+
+# check_answer SERVER PORT PATH EXTRA: status 200 + expected body, else abort
+check_answer() {
+    local srv=$1 port=$2 path=$3 extra=$4 out=$TMP/check.body hdr=$TMP/check.hdr
+    local args=(-sS --max-time 5 -o "$out" -D "$hdr" -w '%{http_code}')
+    local code ok=0 norm ctype
+    case $extra in
+    post)  args+=(-X POST -H 'Content-Type: application/octet-stream' --data-binary "@$ECHO_BODY") ;;
+    close) args+=(-H 'Connection: close') ;;
+    esac
+    code=$(curl "${args[@]}" "http://127.0.0.1:$port$path" 2>"$TMP/check.err") ||
+        { cat "$TMP/check.err" >&2; die "$srv: curl $path failed"; }
+    norm=$(tr -d ' \t\r\n' <"$out")
+    case $path in
+    /plaintext) [[ $(cat "$out") == "Hello, World!" ]] && ok=1 ;;
+    /json)      [[ $norm == '{"message":"Hello,World!"}' ]] && ok=1 ;;
+    /users/7)   [[ $norm == *'"id":"7"'* || $norm == *'"id":7,'* || $norm == *'"id":7}'* ]] && ok=1 ;;
+    /echo)      cmp -s "$out" "$ECHO_BODY" && ok=1 ;;
+    esac
+    if [[ $code != 200 || $ok != 1 ]]; then
+        echo "bench: ERROR: $srv answered ${extra:+$extra }$path wrongly: HTTP $code" >&2
+        echo "---- headers" >&2; cat "$hdr" >&2
+        echo "---- body (first 300 bytes)" >&2; head -c 300 "$out" >&2; echo >&2
+        exit 1
+    fi
+    ctype=$(awk -F': *' 'tolower($1) == "content-type" {sub(/\r$/, "", $2); print $2}' "$hdr")
+    CHECK_CTYPE=$ctype
+    CHECK_BODY=$(head -c 60 "$out")
+}
+
+# wrk_parse FILE -> "rps p99_ms requests non2xx sockerr_total sockerr_desc"
+wrk_parse() {
+    awk '
+    function ms(v,   n, u) {
+        n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
+        if (u == "us") return n / 1000
+        if (u == "ms") return n
+        if (u == "s")  return n * 1000
+        if (u == "m")  return n * 60000
+        if (u == "h")  return n * 3600000
+        return -1
+    }
+    / requests in /              { reqs = $1 }
+    /^Requests\/sec:/            { rps = $2 }
+    /^[ \t]+99%/                 { p99 = ms($2) }
+    /Non-2xx or 3xx responses:/  { non2xx = $NF }
+    /Socket errors:/ {
+        gsub(",", ""); se = $4 + $6 + $8 + $10
+        sd = "connect " $4 " read " $6 " write " $8 " timeout " $10
+    }
+    END {
+        if (reqs == "" || rps == "") { print "FAIL"; exit }
+        if (p99 == "") p99 = -1
+        printf "%s %s %s %d %d %s\n", rps, p99, reqs, non2xx, se, (sd == "" ? "-" : sd)
+    }' "$1"
+}
+
+# run_wrk SERVER PORT CONNS PATH EXTRA SECONDS OUTFILE; returns wrk status
+run_wrk() {
+    local port=$2 conns=$3 path=$4 extra=$5 secs=$6 out=$7
+    local args=(-t1 "-c$conns" "-d${secs}s" --latency)
+    case $extra in
+    post)  args+=(-s "$ECHO_LUA") ;;
+    close) args+=(-H 'Connection: close') ;;
+    esac
+    timeout -k 5 $((secs + 30)) taskset -c 1 wrk "${args[@]}" "http://127.0.0.1:$port$path" >"$out" 2>&1
+}
+
+declare -A R_RPS R_P99 R_CPU R_RSS R_ERR R_NOTE
+fmt_kb() { awk -v k="$1" 'BEGIN { if (k == "" || k < 0) print "-"; else printf "%.1f MiB", k / 1024 }'; }
+
+# Is anything else using the CPUs? (1 s sample of /proc/stat)
+busy_pct() {
+    local a b
+    read -r -a a < <(grep '^cpu ' /proc/stat)
+    sleep 1
+    read -r -a b < <(grep '^cpu ' /proc/stat)
+    awk -v u=$((b[1] + b[2] + b[3] + b[6] + b[7] + b[8] - a[1] - a[2] - a[3] - a[6] - a[7] - a[8])) \
+        -v t=$((b[1] + b[2] + b[3] + b[4] + b[5] + b[6] + b[7] + b[8] - a[1] - a[2] - a[3] - a[4] - a[5] - a[6] - a[7] - a[8])) \
+        'BEGIN { if (t > 0) printf "%.0f", 100 * u / t; else print 0 }'
+}
+check_idle() {
+    local b
+    b=$(busy_pct)
+    if ((b > 10)); then
+        log "WARNING: the CPUs were ${b}% busy before $1 with no benchmark running: other work is competing, numbers will be noisy"
+        IDLE_WARNINGS=$((IDLE_WARNINGS + 1))
+    fi
+}
+IDLE_WARNINGS=0
+
+log "servers: ${SERVERS[*]}; ${BENCH_ROUNDS} round(s) x ${BENCH_SECONDS}s + ${BENCH_WARMUP}s warm-up per server per workload; server on CPU 0, wrk -t1 on CPU 1; tmp $TMP"
+[[ -n $TYCHO ]] && log "tycho: $TYCHO $SCRIPTS"
+has_server nginx && log "nginx: $("$NGINX_BIN" -v 2>&1)"
+
+wi=0
+for wl in "${WORKLOADS[@]}"; do
+    IFS='|' read -r wname conns path extra <<<"$wl"
+    wi=$((wi + 1))
+    log "=== workload $wi/${#WORKLOADS[@]}: $wname ($conns connections, ${extra:+$extra }$path)"
+    check_idle "workload $wname"
+    declare -A PID PORT MEAS_RSS LOGF
+    declare -A MEAS_CPU
+    declare -A CTYPE BEST_RPS
+    for s in "${SERVERS[@]}"; do
+        start_server "$s" "w$wi"
+        PID[$s]=$SRV_PID; PORT[$s]=$SRV_PORT; MEAS_RSS[$s]=$SRV_MEAS_RSS; LOGF[$s]=$SRV_LOG
+        MEAS_CPU[$s]="${SRV_MEAS_CPU[*]}"
+        check_answer "$s" "$SRV_PORT" "$path" "$extra"
+        CTYPE[$s]=$CHECK_CTYPE
+        log "$s pid $SRV_PID (measured: cpu ${SRV_MEAS_CPU[*]}, rss $SRV_MEAS_RSS) port $SRV_PORT: 200 OK, Content-Type '$CHECK_CTYPE', body '$CHECK_BODY'"
+        R_RPS[$s,$wname]=""; R_P99[$s,$wname]=""; R_CPU[$s,$wname]=""; R_RSS[$s,$wname]=""
+        R_ERR[$s,$wname]=0; R_NOTE[$s,$wname]=""; BEST_RPS[$s]=-1
+    done
+    if has_server tycho && has_server nginx && [[ ${CTYPE[tycho]} != "${CTYPE[nginx]}" ]]; then
+        log "WARNING: Content-Type differs: tycho '${CTYPE[tycho]}' vs nginx '${CTYPE[nginx]}'"
+    fi
+    if ((BENCH_WARMUP > 0)); then
+        for s in "${SERVERS[@]}"; do
+            run_wrk "$s" "${PORT[$s]}" "$conns" "$path" "$extra" "$BENCH_WARMUP" "$TMP/warm.out" ||
+                log "WARNING: $s warm-up: wrk exited non-zero"
+        done
+    fi
+    for ((r = 1; r <= BENCH_ROUNDS; r++)); do
+        for s in "${SERVERS[@]}"; do
+            [[ -n ${R_NOTE[$s,$wname]} ]] && continue   # died earlier
+            out=$TMP/wrk-$s-w$wi-r$r.out
+            # shellcheck disable=SC2086
+            c0=$(cpu_ticks ${MEAS_CPU[$s]})
+            run_wrk "$s" "${PORT[$s]}" "$conns" "$path" "$extra" "$BENCH_SECONDS" "$out"
+            wrc=$?
+            # shellcheck disable=SC2086
+            c1=$(cpu_ticks ${MEAS_CPU[$s]})
+            alive=1
+            for p in ${MEAS_CPU[$s]}; do is_alive "$p" || alive=0; done
+            if ((alive == 0)); then
+                log "ERROR: $s died during $wname round $r; log tail:"
+                tail -n 20 "${LOGF[$s]}" >&2
+                R_NOTE[$s,$wname]="DIED"; STATUS=1
+                continue
+            fi
+            read -r rps p99 reqs non2xx serr sdesc <<<"$(wrk_parse "$out")"
+            if [[ $rps == FAIL || $wrc != 0 ]]; then
+                log "ERROR: $s $wname round $r: wrk failed (exit $wrc):"; cat "$out" >&2
+                R_NOTE[$s,$wname]="WRKFAIL"; STATUS=1
+                continue
+            fi
+            cpu_us=$(awk -v d=$((c1 - c0)) -v hz="$CLK_TCK" -v n="$reqs" \
+                'BEGIN { if (n > 0) printf "%.2f", d / hz * 1e6 / n; else print "-" }')
+            R_ERR[$s,$wname]=$((R_ERR[$s,$wname] + non2xx + serr))
+            log "$(printf '%-5s round %d: %10.0f req/s  p99 %8.2f ms  %9d reqs  cpu %6s us/req  non-2xx %d  socket errors: %s' \
+                "$s" "$r" "$rps" "$p99" "$reqs" "$cpu_us" "$non2xx" "$sdesc")"
+            if awk -v a="$rps" -v b="${BEST_RPS[$s]}" 'BEGIN { exit !(a > b) }'; then
+                BEST_RPS[$s]=$rps
+                R_RPS[$s,$wname]=$rps; R_P99[$s,$wname]=$p99; R_CPU[$s,$wname]=$cpu_us
+            fi
+        done
+    done
+    for s in "${SERVERS[@]}"; do
+        if is_alive "${MEAS_RSS[$s]}"; then
+            R_RSS[$s,$wname]=$(vm_hwm_kb "${MEAS_RSS[$s]}")
+        fi
+        if [[ $s == nginx ]] && grep -qE '\[(alert|crit|emerg)\]' "${LOGF[$s]}" 2>/dev/null; then
+            log "WARNING: nginx error log has alerts:"; grep -E '\[(alert|crit|emerg)\]' "${LOGF[$s]}" | tail -n 5 >&2
+        fi
+        if [[ $s == tycho ]] && grep -qiE '\[(warn|warning|error|fatal)\]' "${LOGF[$s]}" 2>/dev/null; then
+            log "WARNING: tycho logged warnings/errors ($(grep -ciE '\[(warn|warning|error|fatal)\]' "${LOGF[$s]}") lines), last ones:"
+            grep -iE '\[(warn|warning|error|fatal)\]' "${LOGF[$s]}" | tail -n 5 >&2
+        fi
+        stop_pid "${PID[$s]}"
+        forget_pid "${PID[$s]}"
+    done
+    unset PID PORT MEAS_RSS LOGF MEAS_CPU CTYPE BEST_RPS
+done
+
+# ---------------------------------------------------------------- table
+cell() {   # server workload kind
+    local s=$1 w=$2 k=$3
+    has_server "$s" || { echo "n/a"; return; }
+    [[ -n ${R_NOTE[$s,$w]} && -z ${R_RPS[$s,$w]} ]] && { echo "${R_NOTE[$s,$w]}"; return; }
+    case $k in
+    rps) awk -v v="${R_RPS[$s,$w]}" 'BEGIN { if (v == "") print "-"; else printf "%.0f", v }' ;;
+    p99) awk -v v="${R_P99[$s,$w]}" 'BEGIN { if (v == "" || v < 0) print "-"; else printf "%.2f ms", v }' ;;
+    rss) fmt_kb "${R_RSS[$s,$w]}" ;;
+    cpu) echo "${R_CPU[$s,$w]:--}" ;;
+    esac
+}
+ratio() {   # a/b with 2 decimals, '-' if either missing
+    awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || a == "-" || b == "-" || b + 0 == 0) print "-"; else printf "%.2f", a / b }'
+}
+
+echo
+echo "Tycho vs nginx+Lua: 1 worker each (server on CPU 0, wrk -t1 on CPU 1), best of $BENCH_ROUNDS x ${BENCH_SECONDS}s (highest req/s; p99 and CPU from that round)"
+echo "ratio = tycho/nginx req/s (>1: Tycho faster); CPU ratio = nginx/tycho CPU us/req (>1: Tycho cheaper); RSS = peak (VmHWM) over the workload"
+row() { printf '| %-20s | %11s | %11s | %5s | %9s | %9s | %9s | %9s | %10s | %10s | %9s |\n' "$@"; }
+row workload "tycho req/s" "nginx req/s" ratio "tycho p99" "nginx p99" "tycho RSS" "nginx RSS" "tycho CPU" "nginx CPU" "CPU ratio"
+row "" "" "" "" "" "" "" "" "us/req" "us/req" "ngx/tyc"
+printf '|%s|\n' "----------------------+-------------+-------------+-------+-----------+-----------+-----------+-----------+------------+------------+-----------"
+for wl in "${WORKLOADS[@]}"; do
+    IFS='|' read -r wname _ _ _ <<<"$wl"
+    row "$wname" \
+        "$(cell tycho "$wname" rps)" "$(cell nginx "$wname" rps)" \
+        "$(ratio "${R_RPS[tycho,$wname]:-}" "${R_RPS[nginx,$wname]:-}")" \
+        "$(cell tycho "$wname" p99)" "$(cell nginx "$wname" p99)" \
+        "$(cell tycho "$wname" rss)" "$(cell nginx "$wname" rss)" \
+        "$(cell tycho "$wname" cpu)" "$(cell nginx "$wname" cpu)" \
+        "$(ratio "${R_CPU[nginx,$wname]:-}" "${R_CPU[tycho,$wname]:-}")"
+done
+echo
+any=0
+for wl in "${WORKLOADS[@]}"; do
+    IFS='|' read -r wname _ _ _ <<<"$wl"
+    for s in "${SERVERS[@]}"; do
+        if ((${R_ERR[$s,$wname]:-0} > 0)); then
+            echo "wrk errors: $s $wname: ${R_ERR[$s,$wname]} non-2xx + socket errors over $BENCH_ROUNDS round(s) (details above on stderr)"
+            any=1
+        fi
+        if [[ -n ${R_NOTE[$s,$wname]} ]]; then
+            echo "FAILED: $s $wname: ${R_NOTE[$s,$wname]}"
+        fi
+    done
+done
+((any)) || echo "wrk errors: none (no non-2xx responses, no socket errors in measured rounds)"
+((IDLE_WARNINGS == 0)) || echo "NOTE: other processes were using the CPUs during $IDLE_WARNINGS workload(s) (see stderr): treat these numbers as noisy"
+exit "$STATUS"

@@ -1,0 +1,30 @@
+-- 30_errors.lua: handlers that fail. test_http.c and test_cli.c look for
+-- the exact file:line of these errors in the server's log, so keep the line
+-- numbers stable (error at 7, helper at 11, its caller at 15, second send at 21).
+local app = require "tycho"
+table.insert(require("state").load_order, "30_errors")
+app.get("/error", function(req, res)
+    error("boom from the error fixture")
+end)
+
+local function helper(t)
+    return t.missing.field
+end
+
+app.get("/error-nested", function(req, res)
+    local v = helper({})
+    return v
+end)
+
+app.get("/send-twice", function(req, res)
+    res:send("first")
+    res:send("second")
+end)
+
+app.get("/error-table", function(req, res)
+    error({ code = 42 })
+end)
+
+app.get("/error-nil", function(req, res)
+    error(nil)
+end)

@@ -1,0 +1,9 @@
+-- 99_last.lua: loads last; reports the order the fixture files loaded in.
+local app = require "tycho"
+local state = require "state"
+
+table.insert(state.load_order, "99_last")
+
+app.get("/load-order", function(req, res)
+    return table.concat(state.load_order, ",")
+end)

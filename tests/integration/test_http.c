@@ -1,0 +1,1984 @@
+/*
+ * test_http.c: integration tests for Tycho over real sockets.
+ *
+ *     test_http TYCHO_BINARY FIXTURE_DIR
+ *
+ * Starts the real binary (three times, with different limits) on 127.0.0.1
+ * with --port 0, reads the chosen port from the "listening on" line on its
+ * stdout, and talks raw HTTP/1.1 to it with the small socket client below.
+ * The server's stderr goes to a temp file so tests can assert log lines.
+ * Each server is stopped with SIGTERM and must exit with status 0; that is
+ * how errors of a wrapper such as valgrind show up.
+ *
+ * TYCHO_WRAP, if set, is split on spaces and prefixed to the server command,
+ * e.g. TYCHO_WRAP="valgrind --leak-check=full --error-exitcode=99 -q".
+ *
+ * Single-threaded. Every wait is bounded (poll with a deadline); no check
+ * measures time. Only the PIDs this program started are ever signalled.
+ * Ends with the harness line `N passed, M failed`.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+/* Generous: under valgrind everything is 20-50 times slower. */
+static int io_timeout_ms = 10000;
+static int startup_timeout_ms = 10000;
+
+/* ======================================================================
+ * Small utilities
+ * ====================================================================== */
+
+static long long now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    int tries = 0;
+
+    while (nanosleep(&ts, &ts) < 0 && errno == EINTR && ++tries < 100) {
+    }
+}
+
+/* Prints a diagnostic line (prefixed "# ") that is not a check. */
+static void note(const char *fmt, ...)
+{
+    va_list ap;
+
+    printf("# ");
+    va_start(ap, fmt);
+    vprintf(fmt, ap);
+    va_end(ap);
+    printf("\n");
+    fflush(stdout);
+}
+
+/* Prints up to max bytes of data, escaped, as a diagnostic line. */
+static void note_bytes(const char *label, const char *data, size_t len, size_t max)
+{
+    size_t i;
+
+    printf("# %s (%zu bytes): \"", label, len);
+    for (i = 0; i < len && i < max; i++) {
+        unsigned char ch = (unsigned char)data[i];
+        if (ch == '\r')
+            printf("\\r");
+        else if (ch == '\n')
+            printf("\\n");
+        else if (ch == '"' || ch == '\\')
+            printf("\\%c", ch);
+        else if (ch < 32 || ch >= 127)
+            printf("\\x%02x", ch);
+        else
+            putchar(ch);
+    }
+    printf("\"%s\n", len > max ? "..." : "");
+    fflush(stdout);
+}
+
+/* Returns a malloc'd, NUL-terminated copy of a file's contents, or NULL. */
+static char *slurp(const char *path, size_t *len_out)
+{
+    FILE *f = fopen(path, "rb");
+    char *data = NULL;
+    size_t len = 0, cap = 0, n;
+
+    if (!f)
+        return NULL;
+    for (;;) {
+        if (cap - len < 4096) {
+            char *grown = realloc(data, cap ? cap * 2 : 8192);
+            if (!grown) {
+                free(data);
+                fclose(f);
+                return NULL;
+            }
+            data = grown;
+            cap = cap ? cap * 2 : 8192;
+        }
+        n = fread(data + len, 1, cap - len - 1, f);
+        if (n == 0)
+            break;
+        len += n;
+    }
+    fclose(f);
+    data[len] = '\0';
+    if (len_out)
+        *len_out = len;
+    return data;
+}
+
+/* ======================================================================
+ * Socket client
+ *
+ * A client is a non-blocking TCP connection plus a buffer of received bytes
+ * not yet consumed, so that pipelined responses can be read one by one.
+ * Every wait goes through poll() with a deadline.
+ * ====================================================================== */
+
+struct client {
+    int fd;       /* owned; -1 once closed */
+    char *buf;    /* owned; received bytes not yet consumed */
+    size_t len;   /* bytes in buf */
+    size_t cap;   /* bytes allocated for buf */
+    int closed;   /* 1 once the peer closed (EOF) or reset the connection */
+    int reset;    /* 1 if the close was a reset (ECONNRESET) */
+};
+
+#define MAX_HEADERS 64
+
+struct response {
+    int status;                      /* 0 if no response could be read */
+    int minor;                       /* x in HTTP/1.x */
+    int nheaders;
+    char *name[MAX_HEADERS];         /* point into head */
+    char *value[MAX_HEADERS];        /* point into head; trimmed */
+    char *head;                      /* owned; status line and headers */
+    char *body;                      /* owned; NUL-terminated */
+    size_t body_len;
+};
+
+/* Connects to 127.0.0.1:port. Returns 0, or -1 with c->fd == -1. */
+static int client_connect(struct client *c, int port)
+{
+    struct sockaddr_in sa;
+    struct pollfd pfd;
+    int one = 1, err = 0;
+    socklen_t errlen = sizeof err;
+
+    memset(c, 0, sizeof *c);
+    c->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (c->fd < 0) {
+        note("socket: %s", strerror(errno));
+        return -1;
+    }
+    setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons((unsigned short)port);
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(c->fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+        if (errno != EINPROGRESS) {
+            err = errno;
+            goto fail;
+        }
+        pfd.fd = c->fd;
+        pfd.events = POLLOUT;
+        if (poll(&pfd, 1, io_timeout_ms) != 1) {
+            err = ETIMEDOUT;
+            goto fail;
+        }
+        if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &errlen) < 0 || err != 0)
+            goto fail;
+    }
+    return 0;
+fail:
+    note("connect to port %d: %s", port, strerror(err ? err : errno));
+    close(c->fd);
+    c->fd = -1;
+    return -1;
+}
+
+static void client_close(struct client *c)
+{
+    if (c->fd >= 0)
+        close(c->fd);
+    c->fd = -1;
+    free(c->buf);
+    c->buf = NULL;
+    c->len = c->cap = 0;
+}
+
+/* Sends all len bytes. Returns 0, or -1 on error or timeout. */
+static int client_send(struct client *c, const void *data, size_t len)
+{
+    const char *p = data;
+    long long deadline = now_ms() + io_timeout_ms;
+
+    if (c->fd < 0)
+        return -1;
+    while (len > 0) {
+        ssize_t n = send(c->fd, p, len, MSG_NOSIGNAL);
+        if (n > 0) {
+            p += n;
+            len -= (size_t)n;
+            continue;
+        }
+        if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+            struct pollfd pfd = {c->fd, POLLOUT, 0};
+            long long left = deadline - now_ms();
+            if (left <= 0 || poll(&pfd, 1, (int)left) < 0) {
+                note("send: timed out");
+                return -1;
+            }
+            continue;
+        }
+        return -1;
+    }
+    return 0;
+}
+
+static int client_sends(struct client *c, const char *s)
+{
+    return client_send(c, s, strlen(s));
+}
+
+/*
+ * Reads more bytes into c->buf, waiting until deadline at most. Returns the
+ * number of bytes read, 0 once the peer has closed (EOF or reset), -1 on
+ * timeout or another error.
+ */
+static int client_fill(struct client *c, long long deadline)
+{
+    if (c->fd < 0 || c->closed)
+        return 0;
+    for (;;) {
+        struct pollfd pfd = {c->fd, POLLIN, 0};
+        long long left = deadline - now_ms();
+        ssize_t n;
+        int rc;
+
+        if (left < 0)
+            left = 0;
+        rc = poll(&pfd, 1, (int)left);
+        if (rc < 0 && errno == EINTR)
+            continue;
+        if (rc <= 0)
+            return -1;
+        if (c->cap - c->len < 65536) {
+            size_t cap = c->cap ? c->cap * 2 : 131072;
+            char *grown = realloc(c->buf, cap);
+            if (!grown)
+                return -1;
+            c->buf = grown;
+            c->cap = cap;
+        }
+        n = recv(c->fd, c->buf + c->len, c->cap - c->len, 0);
+        if (n > 0) {
+            c->len += (size_t)n;
+            return (int)n;
+        }
+        if (n == 0) {
+            c->closed = 1;
+            return 0;
+        }
+        if (errno == ECONNRESET) {
+            c->closed = 1;
+            c->reset = 1;
+            return 0;
+        }
+        if (errno != EAGAIN && errno != EINTR)
+            return -1;
+        if (now_ms() >= deadline)
+            return -1;
+    }
+}
+
+/* Drops the first n buffered bytes. */
+static void client_consume(struct client *c, size_t n)
+{
+    memmove(c->buf, c->buf + n, c->len - n);
+    c->len -= n;
+}
+
+/* Waits until at least n bytes are buffered. Returns 0, or -1. */
+static int client_need(struct client *c, size_t n, long long deadline)
+{
+    while (c->len < n)
+        if (client_fill(c, deadline) <= 0)
+            return -1;
+    return 0;
+}
+
+/*
+ * Waits up to timeout_ms for the peer to close. Returns 1 if it closed with
+ * no further bytes, 0 if bytes arrived instead, -1 on timeout.
+ */
+static int client_wait_closed(struct client *c, int timeout_ms)
+{
+    long long deadline = now_ms() + timeout_ms;
+
+    while (c->len == 0) {
+        int n = client_fill(c, deadline);
+        if (n == 0)
+            return 1;
+        if (n < 0)
+            return -1;
+    }
+    note_bytes("unexpected bytes after the response", c->buf, c->len, 200);
+    return 0;
+}
+
+static void response_free(struct response *r)
+{
+    free(r->head);
+    free(r->body);
+    memset(r, 0, sizeof *r);
+}
+
+/* Returns the first value of header name (case-insensitive), or NULL. */
+static const char *header_get(const struct response *r, const char *name)
+{
+    int i;
+
+    for (i = 0; i < r->nheaders; i++)
+        if (strcasecmp(r->name[i], name) == 0)
+            return r->value[i];
+    return NULL;
+}
+
+static int header_count(const struct response *r, const char *name)
+{
+    int i, n = 0;
+
+    for (i = 0; i < r->nheaders; i++)
+        if (strcasecmp(r->name[i], name) == 0)
+            n++;
+    return n;
+}
+
+static int body_append(struct response *r, const char *data, size_t n)
+{
+    char *grown = realloc(r->body, r->body_len + n + 1);
+
+    if (!grown)
+        return -1;
+    r->body = grown;
+    memcpy(r->body + r->body_len, data, n);
+    r->body_len += n;
+    r->body[r->body_len] = '\0';
+    return 0;
+}
+
+/* Parses the status line and headers in r->head (NUL-terminated). */
+static int parse_head(struct response *r)
+{
+    char *line = r->head, *eol, *colon, *v, *e;
+    int major = 0;
+
+    if (sscanf(line, "HTTP/%d.%d %d", &major, &r->minor, &r->status) != 3 || major != 1 ||
+        r->status < 100 || r->status > 999) {
+        r->status = 0;
+        return -1;
+    }
+    eol = strstr(line, "\r\n");
+    while (eol) {
+        line = eol + 2;
+        if (*line == '\0')
+            break;
+        eol = strstr(line, "\r\n");
+        if (eol)
+            *eol = '\0';
+        colon = strchr(line, ':');
+        if (!colon || r->nheaders == MAX_HEADERS)
+            return -1;
+        *colon = '\0';
+        v = colon + 1;
+        while (*v == ' ' || *v == '\t')
+            v++;
+        e = v + strlen(v);
+        while (e > v && (e[-1] == ' ' || e[-1] == '\t'))
+            *--e = '\0';
+        r->name[r->nheaders] = line;
+        r->value[r->nheaders] = v;
+        r->nheaders++;
+        if (!eol)
+            break;
+    }
+    return 0;
+}
+
+/* Reads a chunked body into r. Returns 0, or -1. */
+static int read_chunked(struct client *c, struct response *r, long long deadline)
+{
+    for (;;) {
+        char *eol;
+        unsigned long size;
+
+        while (!(eol = memmem(c->buf, c->len, "\r\n", 2)))
+            if (client_fill(c, deadline) <= 0)
+                return -1;
+        size = strtoul(c->buf, NULL, 16);
+        client_consume(c, (size_t)(eol - c->buf) + 2);
+        if (size == 0) {
+            /* trailers, up to an empty line */
+            for (;;) {
+                while (!(eol = memmem(c->buf, c->len, "\r\n", 2)))
+                    if (client_fill(c, deadline) <= 0)
+                        return -1;
+                if (eol == c->buf) {
+                    client_consume(c, 2);
+                    return 0;
+                }
+                client_consume(c, (size_t)(eol - c->buf) + 2);
+            }
+        }
+        if (client_need(c, size + 2, deadline) < 0 || body_append(r, c->buf, size) < 0)
+            return -1;
+        client_consume(c, size + 2);
+    }
+}
+
+/*
+ * Reads one response (interim 1xx responses included) from c. head_only:
+ * the request was HEAD, so there is no body whatever Content-Length says.
+ * Returns 0, or -1 with r->status == 0 if no complete response arrived.
+ */
+static int read_response(struct client *c, struct response *r, int head_only)
+{
+    long long deadline = now_ms() + io_timeout_ms;
+    const char *te, *cl;
+    char *end;
+    size_t hlen;
+
+    memset(r, 0, sizeof *r);
+    if (body_append(r, "", 0) < 0)
+        return -1;
+    while (!(end = memmem(c->buf, c->len, "\r\n\r\n", 4))) {
+        if (c->len > (1u << 20) || client_fill(c, deadline) <= 0) {
+            note("no complete response head: %s",
+                 c->closed ? (c->reset ? "connection reset" : "connection closed") : "timeout");
+            if (c->len)
+                note_bytes("received", c->buf, c->len, 300);
+            return -1;
+        }
+    }
+    hlen = (size_t)(end - c->buf) + 2;
+    r->head = malloc(hlen + 1);
+    if (!r->head)
+        return -1;
+    memcpy(r->head, c->buf, hlen);
+    r->head[hlen] = '\0';
+    client_consume(c, hlen + 2);
+    if (parse_head(r) < 0) {
+        note_bytes("unparseable response head", r->head, hlen, 300);
+        r->status = 0;
+        return -1;
+    }
+    if (head_only || r->status / 100 == 1 || r->status == 204 || r->status == 304)
+        return 0;
+    te = header_get(r, "Transfer-Encoding");
+    cl = header_get(r, "Content-Length");
+    if (te && strcasestr(te, "chunked")) {
+        if (read_chunked(c, r, deadline) < 0) {
+            note("incomplete chunked response body");
+            r->status = 0;
+            return -1;
+        }
+    } else if (cl) {
+        size_t n = (size_t)strtoull(cl, NULL, 10);
+        if (client_need(c, n, deadline) < 0) {
+            note("response body shorter than Content-Length %zu (got %zu)", n, c->len);
+            r->status = 0;
+            return -1;
+        }
+        body_append(r, c->buf, n);
+        client_consume(c, n);
+    } else {
+        /* delimited by close */
+        while (!c->closed)
+            if (client_fill(c, deadline) < 0) {
+                note("body without length: no close");
+                r->status = 0;
+                return -1;
+            }
+        body_append(r, c->buf, c->len);
+        client_consume(c, c->len);
+    }
+    return 0;
+}
+
+/* Sends a raw request and reads its response (HEAD if it starts "HEAD "). */
+static int exchange(struct client *c, const char *req, struct response *r)
+{
+    if (client_sends(c, req) < 0) {
+        memset(r, 0, sizeof *r);
+        note("send failed: %s", strerror(errno));
+        return -1;
+    }
+    return read_response(c, r, strncmp(req, "HEAD ", 5) == 0);
+}
+
+/* One request on a fresh connection, closed afterwards. Returns r->status. */
+static int fetch(int port, const char *req, struct response *r)
+{
+    struct client c;
+
+    memset(r, 0, sizeof *r);
+    if (client_connect(&c, port) < 0)
+        return 0;
+    exchange(&c, req, r);
+    client_close(&c);
+    return r->status;
+}
+
+/* ======================================================================
+ * Checks with context (the harness reports this file's line; ctx says which
+ * test failed)
+ * ====================================================================== */
+
+static char what_buf[512];
+
+static const char *what(const char *ctx, const char *fmt, ...)
+{
+    va_list ap;
+    int n = snprintf(what_buf, sizeof what_buf, "%s: ", ctx);
+
+    va_start(ap, fmt);
+    vsnprintf(what_buf + n, sizeof what_buf - (size_t)n, fmt, ap);
+    va_end(ap);
+    return what_buf;
+}
+
+static void dump_response(const struct response *r)
+{
+    if (r->head)
+        note_bytes("response head", r->head, strlen(r->head), 600);
+    if (r->body)
+        note_bytes("response body", r->body, r->body_len, 300);
+}
+
+static int expect_status(const struct response *r, int want, const char *ctx)
+{
+    int good = r->status == want;
+
+    is_int(r->status, want, what(ctx, "status"));
+    if (!good)
+        dump_response(r);
+    return good;
+}
+
+static void expect_body(const struct response *r, const char *want, const char *ctx)
+{
+    is_int(r->body_len, strlen(want), what(ctx, "body length"));
+    is_str(r->body ? r->body : "", want, what(ctx, "body"));
+}
+
+static void expect_header(const struct response *r, const char *name, const char *want,
+                          const char *ctx)
+{
+    const char *got = header_get(r, name);
+
+    is_str(got ? got : "(missing)", want, what(ctx, "header %s", name));
+}
+
+/*
+ * The headers every response must carry: Date, Server: tycho and one
+ * Content-Length equal to the body length (for HEAD: equal to head_len, the
+ * GET length, or just present when head_len < 0).
+ */
+static void check_common(const struct response *r, int head_only, long head_len, const char *ctx)
+{
+    const char *date = header_get(r, "Date"), *cl = header_get(r, "Content-Length");
+
+    if (r->status == 0)
+        return;     /* already reported */
+    ok(date != NULL, what(ctx, "has a Date header"));
+    if (date)
+        ok(strlen(date) > 4 && strcmp(date + strlen(date) - 4, " GMT") == 0,
+           what(ctx, "Date ends in GMT (got \"%s\")", date));
+    expect_header(r, "Server", "tycho", ctx);
+    is_int(header_count(r, "Content-Length"), 1, what(ctx, "exactly one Content-Length"));
+    if (cl && !head_only)
+        is_int(strtoll(cl, NULL, 10), (long long)r->body_len, what(ctx, "Content-Length"));
+    if (cl && head_only && head_len >= 0)
+        is_int(strtoll(cl, NULL, 10), head_len, what(ctx, "HEAD Content-Length as for GET"));
+}
+
+/* GET-style one-shot request with the usual checks. */
+static void check_get(int port, const char *path, int status, const char *body)
+{
+    char req[2048];
+    struct response r;
+
+    snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: t\r\n\r\n", path);
+    fetch(port, req, &r);
+    if (expect_status(&r, status, path)) {
+        if (body)
+            expect_body(&r, body, path);
+        check_common(&r, 0, -1, path);
+    }
+    response_free(&r);
+}
+
+/* ======================================================================
+ * Server process
+ * ====================================================================== */
+
+struct server {
+    pid_t pid;              /* the server we started; -1 when not running */
+    int port;
+    int out_fd;             /* owned; read end of the server's stdout */
+    char out[65536];        /* stdout captured at startup */
+    size_t out_len;
+    char err_path[64];      /* the server's stderr, a temp file */
+};
+
+static char *wrap_copy;             /* owned; TYCHO_WRAP split in place */
+static char *wrap_words[32];
+static int n_wrap;
+
+static void parse_wrap(void)
+{
+    const char *w = getenv("TYCHO_WRAP");
+    char *tok, *save = NULL;
+
+    if (!w || !*w)
+        return;
+    wrap_copy = strdup(w);
+    for (tok = strtok_r(wrap_copy, " ", &save); tok && n_wrap < 31;
+         tok = strtok_r(NULL, " ", &save))
+        wrap_words[n_wrap++] = tok;
+    if (n_wrap) {
+        io_timeout_ms *= 2;
+        startup_timeout_ms *= 3;
+    }
+}
+
+static const char *tycho_binary;
+static const char *fixture_dir;
+
+/* Reads what the server wrote on stdout so far, waiting at most wait_ms. */
+static int server_read_out(struct server *s, int wait_ms)
+{
+    struct pollfd pfd = {s->out_fd, POLLIN, 0};
+    ssize_t n;
+
+    if (s->out_fd < 0 || poll(&pfd, 1, wait_ms) <= 0)
+        return -1;
+    if (s->out_len + 1 >= sizeof s->out)
+        return -1;
+    n = read(s->out_fd, s->out + s->out_len, sizeof s->out - s->out_len - 1);
+    if (n <= 0) {
+        close(s->out_fd);
+        s->out_fd = -1;
+        return 0;
+    }
+    s->out_len += (size_t)n;
+    s->out[s->out_len] = '\0';
+    return (int)n;
+}
+
+static void note_server_stderr(const struct server *s, size_t max)
+{
+    size_t len = 0;
+    char *err = slurp(s->err_path, &len);
+
+    if (err) {
+        if (len > max)
+            note("server stderr (last %zu of %zu bytes):\n%s", max, len, err + len - max);
+        else
+            note("server stderr:\n%s", err);
+    }
+    free(err);
+}
+
+/*
+ * Starts TYCHO_WRAP... BINARY args... and waits (bounded) for the listening
+ * line. args is NULL-terminated. Returns 0 with s->port set, or -1.
+ */
+static int server_start(struct server *s, const char *const *args)
+{
+    const char *argv[64];
+    int argc = 0, i, out_pipe[2] = {-1, -1}, err_fd = -1;
+    long long deadline;
+    const char *p;
+
+    memset(s, 0, sizeof *s);
+    s->pid = -1;
+    s->out_fd = -1;
+    for (i = 0; i < n_wrap; i++)
+        argv[argc++] = wrap_words[i];
+    argv[argc++] = tycho_binary;
+    for (i = 0; args[i] && argc < 63; i++)
+        argv[argc++] = args[i];
+    argv[argc] = NULL;
+
+    snprintf(s->err_path, sizeof s->err_path, "/tmp/tycho-test-http-XXXXXX");
+    err_fd = mkstemp(s->err_path);
+    if (err_fd < 0 || pipe2(out_pipe, O_CLOEXEC) < 0) {
+        note("mkstemp/pipe: %s", strerror(errno));
+        goto fail;
+    }
+    fflush(stdout);
+    s->pid = fork();
+    if (s->pid < 0) {
+        note("fork: %s", strerror(errno));
+        goto fail;
+    }
+    if (s->pid == 0) {
+        int devnull = open("/dev/null", O_RDONLY);
+        if (devnull >= 0)
+            dup2(devnull, 0);
+        dup2(out_pipe[1], 1);
+        dup2(err_fd, 2);
+        signal(SIGPIPE, SIG_DFL);
+        execvp(argv[0], (char *const *)argv);
+        dprintf(2, "test_http: exec %s: %s\n", argv[0], strerror(errno));
+        _exit(127);
+    }
+    close(out_pipe[1]);
+    out_pipe[1] = -1;
+    close(err_fd);
+    err_fd = -1;
+    s->out_fd = out_pipe[0];
+
+    deadline = now_ms() + startup_timeout_ms;
+    for (;;) {
+        int status;
+        p = strstr(s->out, "listening on http://");
+        if (p && strchr(p, '\n'))
+            break;
+        if (waitpid(s->pid, &status, WNOHANG) == s->pid) {
+            note("server exited during startup (status 0x%x)", status);
+            s->pid = -1;
+            goto fail;
+        }
+        if (now_ms() > deadline) {
+            note("no \"listening on\" line within %d ms", startup_timeout_ms);
+            goto fail;
+        }
+        if (server_read_out(s, 100) == 0 && !strstr(s->out, "listening on http://")) {
+            note("server closed stdout before the listening line");
+            sleep_ms(200);
+        }
+    }
+    p = strstr(s->out, "http://127.0.0.1:");
+    if (!p || (s->port = atoi(p + strlen("http://127.0.0.1:"))) <= 0) {
+        note_bytes("cannot find the port in stdout", s->out, s->out_len, 400);
+        goto fail;
+    }
+    /* The route list follows the listening line; collect it until quiet. */
+    deadline = now_ms() + 3000;
+    while (now_ms() < deadline && server_read_out(s, 300) > 0) {
+    }
+    return 0;
+fail:
+    if (out_pipe[1] >= 0)
+        close(out_pipe[1]);
+    if (err_fd >= 0)
+        close(err_fd);
+    if (s->out_len)
+        note_bytes("server stdout", s->out, s->out_len, 400);
+    note_server_stderr(s, 3000);
+    if (s->pid > 0) {
+        kill(s->pid, SIGKILL);
+        waitpid(s->pid, NULL, 0);
+        s->pid = -1;
+    }
+    return -1;
+}
+
+/*
+ * Sends SIGTERM to the server we started and waits (bounded, 30 s) for it.
+ * Returns its exit status, or -1 if it was killed by a signal or hung.
+ */
+static int server_stop(struct server *s)
+{
+    long long deadline = now_ms() + 30000 * (n_wrap ? 2 : 1);
+    int status = 0, rc = -1;
+
+    if (s->pid <= 0)
+        return -1;
+    kill(s->pid, SIGTERM);
+    for (;;) {
+        pid_t w = waitpid(s->pid, &status, WNOHANG);
+        if (w == s->pid) {
+            if (WIFEXITED(status))
+                rc = WEXITSTATUS(status);
+            else
+                note("server died from signal %d", WTERMSIG(status));
+            break;
+        }
+        if (now_ms() > deadline) {
+            note("server did not exit within 30 s of SIGTERM; killing it");
+            kill(s->pid, SIGKILL);
+            waitpid(s->pid, NULL, 0);
+            break;
+        }
+        sleep_ms(50);
+    }
+    s->pid = -1;
+    if (s->out_fd >= 0)
+        close(s->out_fd);
+    s->out_fd = -1;
+    if (rc != 0)
+        note_server_stderr(s, 6000);
+    return rc;
+}
+
+static void server_cleanup(struct server *s)
+{
+    if (s->err_path[0])
+        unlink(s->err_path);
+    s->err_path[0] = '\0';
+}
+
+/* Waits (bounded) until the server's stderr contains needle. */
+static int wait_for_log(const struct server *s, const char *needle, int timeout_ms)
+{
+    long long deadline = now_ms() + timeout_ms;
+
+    for (;;) {
+        char *err = slurp(s->err_path, NULL);
+        int found = err && strstr(err, needle) != NULL;
+        free(err);
+        if (found)
+            return 1;
+        if (now_ms() > deadline)
+            return 0;
+        sleep_ms(50);
+    }
+}
+
+/* Returns 1 if the server's stderr has a line containing all of a, b (b may be NULL). */
+static int log_has_line(const struct server *s, const char *a, const char *b)
+{
+    char *err = slurp(s->err_path, NULL), *line, *save = NULL;
+    int found = 0;
+
+    if (!err)
+        return 0;
+    for (line = strtok_r(err, "\n", &save); line && !found; line = strtok_r(NULL, "\n", &save))
+        found = strcasestr(line, a) && (!b || strcasestr(line, b));
+    free(err);
+    return found;
+}
+
+/* ======================================================================
+ * Tests: server A (defaults, --workers 2)
+ * ====================================================================== */
+
+/*
+ * Returns 1 if stdout lists the route: a line "  METHOD PATH" (the gap
+ * between method and path may be padded to align the columns).
+ */
+static int lists_route(const struct server *s, const char *method, const char *path)
+{
+    const char *line;
+
+    for (line = strstr(s->out, "\n  "); line; line = strstr(line + 1, "\n  ")) {
+        const char *p = line + 3;
+        size_t m = strlen(method), n = strlen(path);
+        if (strncmp(p, method, m) != 0 || p[m] != ' ')
+            continue;
+        p += m;
+        while (*p == ' ')
+            p++;
+        if (strncmp(p, path, n) == 0 && (p[n] == '\n' || p[n] == '\0'))
+            return 1;
+    }
+    return 0;
+}
+
+static void test_startup_output(const struct server *s, int workers)
+{
+    char want[64];
+
+    ok(strstr(s->out, "tycho 0.1.0 listening on http://127.0.0.1:") != NULL,
+       "startup: stdout has \"tycho 0.1.0 listening on http://127.0.0.1:PORT\"");
+    snprintf(want, sizeof want, "(%d worker", workers);
+    ok(strstr(s->out, want) != NULL, what("startup", "listening line says %s", want));
+    ok(strstr(s->out, "\nroutes:") != NULL, "startup: stdout has a \"routes:\" line");
+    ok(lists_route(s, "GET", "/users/:id"), "startup: lists \"  GET /users/:id\"");
+    ok(lists_route(s, "GET", "/static/*path"), "startup: lists \"  GET /static/*path\"");
+    ok(lists_route(s, "POST", "/echo"), "startup: lists \"  POST /echo\"");
+    ok(lists_route(s, "OPTIONS", "/items/:id"),
+       "startup: lists \"  OPTIONS /items/:id\" (app.route)");
+    ok(!lists_route(s, "GET", "/nope"), "startup: does not list unregistered routes");
+    if (!lists_route(s, "GET", "/users/:id"))
+        note_bytes("stdout", s->out, s->out_len, 1500);
+}
+
+static void test_basic(int port)
+{
+    struct response r;
+
+    fetch(port, "GET /hello HTTP/1.1\r\nHost: t\r\n\r\n", &r);
+    if (expect_status(&r, 200, "GET /hello")) {
+        expect_body(&r, "Hello, World!", "GET /hello");
+        expect_header(&r, "Content-Type", "text/plain; charset=utf-8", "GET /hello");
+        check_common(&r, 0, -1, "GET /hello");
+        ok(r.minor == 1, "GET /hello: answered with HTTP/1.1");
+    }
+    response_free(&r);
+
+    check_get(port, "/info", 200, "GET /info 127.0.0.1");
+    check_get(port, "/info?x=1&y=2", 200, "GET /info 127.0.0.1");   /* path has no query */
+    check_get(port, "/global", 200, "true");
+    check_get(port, "/via-global", 200, "registered through the global");
+    check_get(port, "/require", 200, "hello, tycho");
+    check_get(port, "/load-order", 200, "00_first,10_middleware,20_routes,30_errors,99_last");
+    check_get(port, "/body-type", 200, "string:0");
+    check_get(port, "/empty", 200, "");
+    check_get(port, "/teapot", 418, "short and stout");
+
+    fetch(port, "GET /big HTTP/1.1\r\nHost: t\r\n\r\n", &r);
+    if (expect_status(&r, 200, "GET /big")) {
+        int good = r.body_len == 100000;
+        size_t i;
+        for (i = 0; good && i < r.body_len; i++)
+            good = r.body[i] == (char)('0' + i % 10);
+        ok(good, "GET /big: 100000 bytes of 0123456789...");
+        check_common(&r, 0, -1, "GET /big");
+    }
+    response_free(&r);
+}
+
+static void test_routing(int port)
+{
+    check_get(port, "/users/42", 200, "{\"id\":\"42\"}");
+    check_get(port, "/users/me", 200, "static me");
+    check_get(port, "/users/42/posts/7", 200, "user 42 post 7");
+    check_get(port, "/users/me/posts/7", 200, "user me post 7");
+    check_get(port, "/static/a/b.css", 200, "wildcard a/b.css");
+    check_get(port, "/static/x", 200, "wildcard x");
+    check_get(port, "/static/fixed.txt", 200, "static fixed");
+    check_get(port, "/static/fixed.txt/more", 200, "wildcard fixed.txt/more");
+    check_get(port, "/files/readme", 200, "param readme");
+    check_get(port, "/files/a/b/c", 200, "wildcard a/b/c");
+    check_get(port, "/items/9", 200, "GET item 9");
+    check_get(port, "/nope", 404, NULL);
+    check_get(port, "/users/42/extra", 404, NULL);
+    check_get(port, "/hello/more", 404, NULL);
+    check_get(port, "/HELLO", 404, NULL);
+
+    {
+        static const char *const methods[] = {"PUT", "PATCH", "DELETE", "OPTIONS", "POST"};
+        size_t i;
+        for (i = 0; i < sizeof methods / sizeof methods[0]; i++) {
+            char req[256], body[64];
+            struct response r;
+            snprintf(req, sizeof req,
+                     "%s /items/5 HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n", methods[i]);
+            snprintf(body, sizeof body, "%s item 5", methods[i]);
+            fetch(port, req, &r);
+            if (expect_status(&r, 200, methods[i]))
+                expect_body(&r, body, methods[i]);
+            response_free(&r);
+        }
+    }
+}
+
+static void test_query(int port)
+{
+    check_get(port, "/query?a=1&b=x%20y", 200, "a=1\nb=x y");
+    check_get(port, "/query?c=p+q&d=%2F%3D%26&e=", 200, "c=p q\nd=/=&\ne=");
+    check_get(port, "/query?name=J%C3%BCrgen", 200, "name=J\xc3\xbcrgen");
+    check_get(port, "/query", 200, "");
+}
+
+static void test_headers(int port)
+{
+    struct response r;
+
+    fetch(port,
+          "GET /headers HTTP/1.1\r\nHost: t\r\nX-Custom: abc\r\ncontent-type: text/x-fixture\r\n"
+          "X-Multi: one\r\nx-multi: two\r\n\r\n",
+          &r);
+    if (expect_status(&r, 200, "headers"))
+        expect_body(&r, "abc|abc|abc|text/x-fixture|text/x-fixture|one, two|nil", "headers");
+    response_free(&r);
+}
+
+static void test_bodies(int port)
+{
+    struct client c;
+    struct response r;
+    static const char binary[] = "a\0b\xff" "c";
+    char req[256];
+    size_t i;
+
+    /* Content-Length body with NUL and high bytes */
+    if (client_connect(&c, port) == 0) {
+        snprintf(req, sizeof req, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\n");
+        client_sends(&c, req);
+        client_send(&c, binary, 5);
+        read_response(&c, &r, 0);
+        if (expect_status(&r, 200, "echo binary")) {
+            ok(r.body_len == 5 && memcmp(r.body, binary, 5) == 0, "echo binary: exact bytes");
+            expect_header(&r, "X-Body-Length", "5", "echo binary");
+            check_common(&r, 0, -1, "echo binary");
+        }
+        response_free(&r);
+        client_close(&c);
+    }
+
+    /* Content-Length body split across sends with pauses */
+    if (client_connect(&c, port) == 0) {
+        client_sends(&c, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Len");
+        sleep_ms(50);
+        client_sends(&c, "gth: 11\r\n\r\n");
+        sleep_ms(50);
+        client_sends(&c, "hello");
+        sleep_ms(100);
+        client_sends(&c, " wor");
+        sleep_ms(100);
+        client_sends(&c, "ld");
+        read_response(&c, &r, 0);
+        if (expect_status(&r, 200, "echo split"))
+            expect_body(&r, "hello world", "echo split");
+        response_free(&r);
+
+        /* and a chunked body on the same connection, split mid chunk-size */
+        client_sends(&c, "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel");
+        sleep_ms(50);
+        client_sends(&c, "lo\r\n1");
+        sleep_ms(50);
+        client_sends(&c, "0\r\n, chunked body!!");     /* 0x10 = 16 bytes */
+        sleep_ms(50);
+        client_sends(&c, "\r\n0\r\n");
+        sleep_ms(50);
+        client_sends(&c, "\r\n");
+        read_response(&c, &r, 0);
+        if (expect_status(&r, 200, "echo chunked split")) {
+            expect_body(&r, "hello, chunked body!!", "echo chunked split");
+            expect_header(&r, "X-Body-Length", "21", "echo chunked split");
+            check_common(&r, 0, -1, "echo chunked split");
+        }
+        response_free(&r);
+        client_close(&c);
+    }
+
+    /* chunked with upper-case hex, an extension and a trailer */
+    fetch(port,
+          "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+          "A;name=value\r\n0123456789\r\n1\r\n!\r\n0\r\nX-Trailer: yes\r\n\r\n",
+          &r);
+    if (expect_status(&r, 200, "chunked ext+trailer"))
+        expect_body(&r, "0123456789!", "chunked ext+trailer");
+    response_free(&r);
+
+    /* a POST body fed one byte per send() */
+    if (client_connect(&c, port) == 0) {
+        const char *msg = "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 9\r\n\r\nbytewise!";
+        int sent = 1;
+        for (i = 0; msg[i] && sent; i++) {
+            sent = client_send(&c, msg + i, 1) == 0;
+            if (i % 8 == 0)
+                sleep_ms(1);
+        }
+        read_response(&c, &r, 0);
+        if (expect_status(&r, 200, "byte-wise request"))
+            expect_body(&r, "bytewise!", "byte-wise request");
+        response_free(&r);
+        client_close(&c);
+    }
+
+    /* a 200 KB chunked body (in 4 KB chunks) */
+    if (client_connect(&c, port) == 0) {
+        char chunk[4096 + 16];
+        int good = 1;
+        size_t n;
+        client_sends(&c, "PUT /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n");
+        for (i = 0; i < 50 && good; i++) {
+            n = (size_t)sprintf(chunk, "1000\r\n");
+            memset(chunk + n, 'a' + (int)(i % 26), 4096);
+            memcpy(chunk + n + 4096, "\r\n", 2);
+            good = client_send(&c, chunk, n + 4098) == 0;
+        }
+        client_sends(&c, "0\r\n\r\n");
+        read_response(&c, &r, 0);
+        if (expect_status(&r, 200, "200 KB chunked echo")) {
+            good = r.body_len == 50 * 4096;
+            for (i = 0; good && i < r.body_len; i++)
+                good = r.body[i] == 'a' + (int)((i / 4096) % 26);
+            ok(good, "200 KB chunked echo: body intact");
+        }
+        response_free(&r);
+        client_close(&c);
+    }
+}
+
+static void test_middleware(int port)
+{
+    struct response r;
+
+    fetch(port, "GET /mw/order HTTP/1.1\r\nHost: t\r\n\r\n", &r);
+    if (expect_status(&r, 200, "middleware order")) {
+        expect_body(&r, "ok", "middleware order");
+        expect_header(&r, "X-Order", "mw1,mw2,handler,mw2-after,mw1-after", "middleware order");
+        expect_header(&r, "X-Mw1", "yes", "middleware order");
+        expect_header(&r, "X-Mw2", "yes", "middleware order");
+    }
+    response_free(&r);
+
+    fetch(port, "GET /mw/blocked HTTP/1.1\r\nHost: t\r\n\r\n", &r);
+    if (expect_status(&r, 403, "middleware without next")) {
+        expect_body(&r, "blocked by middleware", "middleware without next");
+        expect_header(&r, "X-Mw1", "yes", "middleware without next");
+        check_common(&r, 0, -1, "middleware without next");
+    }
+    response_free(&r);
+
+    fetch(port, "GET /mw/halt HTTP/1.1\r\nHost: t\r\n\r\n", &r);
+    if (expect_status(&r, 401, "middleware halt, nothing sent")) {
+        expect_body(&r, "", "middleware halt, nothing sent");
+        expect_header(&r, "WWW-Authenticate", "Basic realm=\"fixture\"",
+                      "middleware halt, nothing sent");
+        check_common(&r, 0, -1, "middleware halt, nothing sent");
+    }
+    response_free(&r);
+
+    /* other paths are untouched by the middlewares */
+    fetch(port, "GET /hello HTTP/1.1\r\nHost: t\r\n\r\n", &r);
+    ok(header_get(&r, "X-Mw1") == NULL, "middleware: /hello has no X-Mw1");
+    response_free(&r);
+}
+
+static void test_responses(int port)
+{
+    struct response r;
+    const char *ct;
+
+    fetch(port, "GET /json HTTP/1.1\r\nHost: t\r\n\r\n", &r);
+    if (expect_status(&r, 200, "json")) {
+        expect_body(&r, "{\"ok\":true}", "json");
+        ct = header_get(&r, "Content-Type");
+        ok(ct && strncmp(ct, "application/json", 16) == 0,
+           what("json", "Content-Type application/json (got %s)", ct ? ct : "none"));
+        check_common(&r, 0, -1, "json");
+    }
+    response_free(&r);
+    check_get(port, "/json-array", 200, "[1,2,3]");
+    check_get(port, "/json-string", 200, "\"hi\"");
+
+    fetch(port, "GET /redirect HTTP/1.1\r\nHost: t\r\n\r\n", &r);
+    if (expect_status(&r, 302, "redirect")) {
+        expect_header(&r, "Location", "/hello", "redirect");
+        check_common(&r, 0, -1, "redirect");
+    }
+    response_free(&r);
+
+    fetch(port, "GET /redirect-301 HTTP/1.1\r\nHost: t\r\n\r\n", &r);
+    if (expect_status(&r, 301, "redirect 301"))
+        expect_header(&r, "Location", "https://example.com/moved", "redirect 301");
+    response_free(&r);
+
+    fetch(port, "GET /chain HTTP/1.1\r\nHost: t\r\n\r\n", &r);
+    if (expect_status(&r, 201, "chained res calls")) {
+        expect_body(&r, "created", "chained res calls");
+        expect_header(&r, "X-A", "1", "chained res calls");
+        expect_header(&r, "X-B", "2", "chained res calls");
+    }
+    response_free(&r);
+
+    fetch(port, "GET /custom-type HTTP/1.1\r\nHost: t\r\n\r\n", &r);
+    if (expect_status(&r, 200, "custom Content-Type")) {
+        expect_body(&r, "<p>hi</p>", "custom Content-Type");
+        expect_header(&r, "Content-Type", "text/html; charset=utf-8", "custom Content-Type");
+        is_int(header_count(&r, "Content-Type"), 1, "custom Content-Type: only one");
+    }
+    response_free(&r);
+}
+
+/* Checks that the Allow header lists exactly the given methods. */
+static void expect_allow(const struct response *r, const char *const *want, int n,
+                         const char *ctx)
+{
+    const char *allow = header_get(r, "Allow");
+    char copy[256], *tok, *save = NULL;
+    int count = 0, i, found;
+
+    ok(allow != NULL, what(ctx, "has an Allow header"));
+    if (!allow)
+        return;
+    snprintf(copy, sizeof copy, "%s", allow);
+    for (tok = strtok_r(copy, ", ", &save); tok; tok = strtok_r(NULL, ", ", &save)) {
+        found = 0;
+        for (i = 0; i < n; i++)
+            found |= strcmp(tok, want[i]) == 0;
+        ok(found, what(ctx, "Allow \"%s\": %s is expected", allow, tok));
+        count++;
+    }
+    is_int(count, n, what(ctx, "Allow \"%s\" lists %d methods", allow, n));
+}
+
+static void test_methods(int port)
+{
+    static const char *const get_head_post[] = {"GET", "HEAD", "POST"};
+    static const char *const get_head[] = {"GET", "HEAD"};
+    struct response r, g;
+    struct client c;
+
+    fetch(port, "DELETE /only HTTP/1.1\r\nHost: t\r\n\r\n", &r);
+    if (expect_status(&r, 405, "DELETE /only")) {
+        expect_allow(&r, get_head_post, 3, "DELETE /only");
+        expect_header(&r, "Allow", "GET, HEAD, POST", "DELETE /only");
+        check_common(&r, 0, -1, "DELETE /only");
+    }
+    response_free(&r);
+
+    fetch(port, "PUT /hello HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nhi", &r);
+    if (expect_status(&r, 405, "PUT /hello")) {
+        expect_allow(&r, get_head, 2, "PUT /hello");
+        check_common(&r, 0, -1, "PUT /hello");
+    }
+    response_free(&r);
+
+    fetch(port, "POST /only HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n", &r);
+    if (expect_status(&r, 200, "POST /only"))
+        expect_body(&r, "only post", "POST /only");
+    response_free(&r);
+
+    fetch(port, "GET /nope HTTP/1.1\r\nHost: t\r\n\r\n", &r);
+    if (expect_status(&r, 404, "404"))
+        check_common(&r, 0, -1, "404");
+    response_free(&r);
+
+    /* HEAD: same headers and Content-Length as GET, no body bytes: the next
+     * response on the connection must start right after the HEAD's head. */
+    if (client_connect(&c, port) == 0) {
+        exchange(&c, "GET /big HTTP/1.1\r\nHost: t\r\n\r\n", &g);
+        exchange(&c, "HEAD /big HTTP/1.1\r\nHost: t\r\n\r\n", &r);
+        if (expect_status(&r, 200, "HEAD /big")) {
+            check_common(&r, 1, (long)g.body_len, "HEAD /big");
+            expect_header(&r, "Content-Type", "text/plain; charset=utf-8", "HEAD /big");
+        }
+        response_free(&r);
+        response_free(&g);
+        exchange(&c, "HEAD /hello HTTP/1.1\r\nHost: t\r\n\r\n", &r);
+        if (expect_status(&r, 200, "HEAD /hello"))
+            check_common(&r, 1, 13, "HEAD /hello");
+        response_free(&r);
+        ok(client_wait_closed(&c, 300) == -1, "HEAD /hello: no body bytes follow");
+        exchange(&c, "GET /hello HTTP/1.1\r\nHost: t\r\n\r\n", &r);
+        if (expect_status(&r, 200, "GET after HEAD"))
+            expect_body(&r, "Hello, World!", "GET after HEAD");
+        response_free(&r);
+        exchange(&c, "HEAD /nope HTTP/1.1\r\nHost: t\r\n\r\n", &r);
+        expect_status(&r, 404, "HEAD /nope");
+        response_free(&r);
+        exchange(&c, "GET /hello HTTP/1.1\r\nHost: t\r\n\r\n", &r);
+        if (expect_status(&r, 200, "GET after HEAD 404"))
+            expect_body(&r, "Hello, World!", "GET after HEAD 404");
+        response_free(&r);
+        client_close(&c);
+    }
+}
+
+static void test_pipelining(int port)
+{
+    struct client c;
+    struct response r;
+    char all[8192], ctx[64], body[64];
+    size_t len = 0;
+    int i;
+    static const char six[] =
+        "GET /query?n=1 HTTP/1.1\r\nHost: t\r\n\r\n"
+        "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\ntwo"
+        "GET /query?n=3 HTTP/1.1\r\nHost: t\r\n\r\n"
+        "HEAD /hello HTTP/1.1\r\nHost: t\r\n\r\n"
+        "GET /error HTTP/1.1\r\nHost: t\r\n\r\n"
+        "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nsix\r\n0\r\n\r\n"
+        "GET /query?n=7 HTTP/1.1\r\nHost: t\r\n\r\n";
+    static const int head_only[] = {0, 0, 0, 1, 0, 0, 0};
+    static const int status[] = {200, 200, 200, 200, 500, 200, 200};
+    static const char *const bodies[] = {"n=1", "two", "n=3", "", NULL, "six", "n=7"};
+
+    if (client_connect(&c, port) == 0) {
+        client_sends(&c, six);
+        for (i = 0; i < 7; i++) {
+            snprintf(ctx, sizeof ctx, "pipelined response %d of 7", i + 1);
+            read_response(&c, &r, head_only[i]);
+            if (expect_status(&r, status[i], ctx) && bodies[i])
+                expect_body(&r, bodies[i], ctx);
+            response_free(&r);
+        }
+        client_close(&c);
+    }
+
+    /* 20 requests in one write; the last one asks to close */
+    for (i = 1; i <= 20; i++)
+        len += (size_t)snprintf(all + len, sizeof all - len,
+                                "GET /query?n=%d HTTP/1.1\r\nHost: t\r\n%s\r\n", i,
+                                i == 20 ? "Connection: close\r\n" : "");
+    if (client_connect(&c, port) == 0) {
+        int good = 0;
+        client_send(&c, all, len);
+        for (i = 1; i <= 20; i++) {
+            read_response(&c, &r, 0);
+            snprintf(body, sizeof body, "n=%d", i);
+            if (r.status == 200 && strcmp(r.body, body) == 0)
+                good++;
+            else
+                note("pipelined 20: response %d: status %d body \"%s\"", i, r.status,
+                     r.body ? r.body : "");
+            response_free(&r);
+        }
+        is_int(good, 20, "20 pipelined requests answered in order");
+        ok(client_wait_closed(&c, io_timeout_ms) == 1,
+           "pipeline ending in Connection: close: server closes");
+        client_close(&c);
+    }
+}
+
+static void test_connection_handling(int port)
+{
+    struct client c;
+    struct response r;
+    const char *conn;
+
+    /* HTTP/1.0 without keep-alive: response, then close */
+    if (client_connect(&c, port) == 0) {
+        exchange(&c, "GET /hello HTTP/1.0\r\n\r\n", &r);
+        if (expect_status(&r, 200, "HTTP/1.0"))
+            expect_body(&r, "Hello, World!", "HTTP/1.0");
+        check_common(&r, 0, -1, "HTTP/1.0");
+        response_free(&r);
+        ok(client_wait_closed(&c, io_timeout_ms) == 1, "HTTP/1.0: server closes after response");
+        client_close(&c);
+    }
+
+    /* HTTP/1.0 with keep-alive: stays open */
+    if (client_connect(&c, port) == 0) {
+        exchange(&c, "GET /query?n=1 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", &r);
+        if (expect_status(&r, 200, "HTTP/1.0 keep-alive 1")) {
+            expect_body(&r, "n=1", "HTTP/1.0 keep-alive 1");
+            conn = header_get(&r, "Connection");
+            ok(conn && strcasecmp(conn, "keep-alive") == 0,
+               what("HTTP/1.0 keep-alive", "response says Connection: keep-alive (got %s)",
+                    conn ? conn : "none"));
+        }
+        response_free(&r);
+        exchange(&c, "GET /query?n=2 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", &r);
+        if (expect_status(&r, 200, "HTTP/1.0 keep-alive 2"))
+            expect_body(&r, "n=2", "HTTP/1.0 keep-alive 2");
+        response_free(&r);
+        exchange(&c, "GET /query?n=3 HTTP/1.0\r\n\r\n", &r);
+        if (expect_status(&r, 200, "HTTP/1.0 keep-alive 3"))
+            expect_body(&r, "n=3", "HTTP/1.0 keep-alive 3");
+        response_free(&r);
+        ok(client_wait_closed(&c, io_timeout_ms) == 1,
+           "HTTP/1.0: closes after the first request without keep-alive");
+        client_close(&c);
+    }
+
+    /* HTTP/1.1 Connection: close */
+    if (client_connect(&c, port) == 0) {
+        exchange(&c, "GET /hello HTTP/1.1\r\nHost: t\r\n\r\n", &r);
+        expect_status(&r, 200, "keep-alive before close");
+        response_free(&r);
+        exchange(&c, "GET /hello HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", &r);
+        if (expect_status(&r, 200, "Connection: close"))
+            expect_body(&r, "Hello, World!", "Connection: close");
+        response_free(&r);
+        ok(client_wait_closed(&c, io_timeout_ms) == 1, "Connection: close: read returns 0");
+        client_close(&c);
+    }
+
+    /* HTTP/1.1 keep-alive by default: still open after a pause */
+    if (client_connect(&c, port) == 0) {
+        exchange(&c, "GET /hello HTTP/1.1\r\nHost: t\r\n\r\n", &r);
+        expect_status(&r, 200, "keep-alive default 1");
+        response_free(&r);
+        ok(client_wait_closed(&c, 300) == -1, "keep-alive: connection stays open");
+        exchange(&c, "GET /hello HTTP/1.1\r\nHost: t\r\n\r\n", &r);
+        expect_status(&r, 200, "keep-alive default 2");
+        response_free(&r);
+        client_close(&c);
+    }
+
+    /* Expect: 100-continue */
+    if (client_connect(&c, port) == 0) {
+        static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+        long long deadline = now_ms() + io_timeout_ms;
+        client_sends(&c, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n"
+                         "Expect: 100-continue\r\n\r\n");
+        client_need(&c, sizeof cont - 1, deadline);
+        ok(c.len >= sizeof cont - 1 && memcmp(c.buf, cont, sizeof cont - 1) == 0,
+           "100-continue: \"HTTP/1.1 100 Continue\\r\\n\\r\\n\" before the body is sent");
+        if (c.len >= sizeof cont - 1 && memcmp(c.buf, cont, sizeof cont - 1) == 0)
+            client_consume(&c, sizeof cont - 1);
+        else
+            note_bytes("got", c.buf, c.len, 200);
+        client_sends(&c, "hello");
+        read_response(&c, &r, 0);
+        if (expect_status(&r, 200, "100-continue final"))
+            expect_body(&r, "hello", "100-continue final");
+        response_free(&r);
+        /* chunked + Expect */
+        client_sends(&c, "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n"
+                         "Expect: 100-continue\r\n\r\n");
+        deadline = now_ms() + io_timeout_ms;
+        client_need(&c, sizeof cont - 1, deadline);
+        ok(c.len >= sizeof cont - 1 && memcmp(c.buf, cont, sizeof cont - 1) == 0,
+           "100-continue chunked: interim response");
+        if (c.len >= sizeof cont - 1 && memcmp(c.buf, cont, sizeof cont - 1) == 0)
+            client_consume(&c, sizeof cont - 1);
+        client_sends(&c, "4\r\nabcd\r\n0\r\n\r\n");
+        read_response(&c, &r, 0);
+        if (expect_status(&r, 200, "100-continue chunked final"))
+            expect_body(&r, "abcd", "100-continue chunked final");
+        response_free(&r);
+        /* no stray interim response without Expect */
+        exchange(&c, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nok", &r);
+        if (expect_status(&r, 200, "no Expect: no 100"))
+            expect_body(&r, "ok", "no Expect: no 100");
+        response_free(&r);
+        client_close(&c);
+    }
+}
+
+static void test_malformed(int port)
+{
+    static const struct {
+        const char *name;
+        const char *req;
+        size_t len;     /* 0: strlen(req) */
+    } cases[] = {
+        {"garbage request line", "GARBAGE\r\n\r\n", 0},
+        {"garbage request line 2", "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n", 0},
+        {"header without colon", "GET /hello HTTP/1.1\r\nHost: t\r\nThis is not a header\r\n\r\n",
+         0},
+        {"control byte in URL", "GET /he\x01llo HTTP/1.1\r\nHost: t\r\n\r\n", 0},
+        {"NUL in header value", "GET /hello HTTP/1.1\r\nHost: t\r\nX-A: a\0b\r\n\r\n", 42},
+        {"bad chunk size",
+         "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+         0},
+        {"overflowing chunk size",
+         "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+         "fffffffffffffffffffff\r\nhello\r\n0\r\n\r\n",
+         0},
+        {"bad Content-Length", "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: abc\r\n\r\n", 0},
+        {"two different Content-Lengths",
+         "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+         0},
+        {"Content-Length with chunked",
+         "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+         "5\r\nhello\r\n0\r\n\r\n",
+         0},
+        {"Transfer-Encoding not ending in chunked",
+         "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\n\r\nhello", 0},
+    };
+    size_t i;
+
+    for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct client c;
+        struct response r;
+        size_t len = cases[i].len ? cases[i].len : strlen(cases[i].req);
+
+        if (cases[i].len)
+            ok(cases[i].req[len - 1] == '\n' && cases[i].req[len - 2] == '\r',
+               what(cases[i].name, "test data length"));
+        if (client_connect(&c, port) < 0) {
+            ok(0, what(cases[i].name, "connect"));
+            continue;
+        }
+        client_send(&c, cases[i].req, len);
+        read_response(&c, &r, 0);
+        if (expect_status(&r, 400, cases[i].name))
+            check_common(&r, 0, -1, cases[i].name);
+        response_free(&r);
+        ok(client_wait_closed(&c, io_timeout_ms) == 1, what(cases[i].name, "connection closed"));
+        client_close(&c);
+    }
+    /* A well-formed request line with an unknown method: 501 is also right
+     * (RFC 9110 15.6.2), but the connection must still close. */
+    {
+        struct client c;
+        struct response r;
+        if (client_connect(&c, port) == 0) {
+            exchange(&c, "BREW /hello HTTP/1.1\r\nHost: t\r\n\r\n", &r);
+            ok(r.status == 400 || r.status == 501,
+               what("unknown method BREW", "status 400 or 501 (got %d)", r.status));
+            check_common(&r, 0, -1, "unknown method BREW");
+            response_free(&r);
+            ok(client_wait_closed(&c, io_timeout_ms) == 1, "unknown method: connection closed");
+            client_close(&c);
+        }
+    }
+    /* An HTTP/0.9-style request line (no version): 505 is also defensible. */
+    {
+        struct client c;
+        struct response r;
+        if (client_connect(&c, port) == 0) {
+            exchange(&c, "GET /hello\r\nHost: t\r\n\r\n", &r);
+            ok(r.status == 400 || r.status == 505,
+               what("request line without version", "status 400 or 505 (got %d)", r.status));
+            check_common(&r, 0, -1, "request line without version");
+            response_free(&r);
+            ok(client_wait_closed(&c, io_timeout_ms) == 1,
+               "request line without version: connection closed");
+            client_close(&c);
+        }
+    }
+    /* the server keeps serving */
+    check_get(port, "/hello", 200, "Hello, World!");
+
+    /* a bad request after a good one on the same connection */
+    {
+        struct client c;
+        struct response r;
+        if (client_connect(&c, port) == 0) {
+            client_sends(&c, "GET /hello HTTP/1.1\r\nHost: t\r\n\r\nGARBAGE\r\n\r\n");
+            read_response(&c, &r, 0);
+            if (expect_status(&r, 200, "good then bad"))
+                expect_body(&r, "Hello, World!", "good then bad");
+            response_free(&r);
+            read_response(&c, &r, 0);
+            expect_status(&r, 400, "good then bad: second");
+            response_free(&r);
+            ok(client_wait_closed(&c, io_timeout_ms) == 1, "good then bad: closed");
+            client_close(&c);
+        }
+    }
+}
+
+static void test_lua_errors(const struct server *s)
+{
+    static const char *const paths[] = {"/error", "/error-nested", "/send-twice",
+                                        "/error-table", "/error-nil"};
+    static const char *const secrets[] = {"boom", "30_errors", "traceback", "attempt to",
+                                          "missing", "second"};
+    struct client c;
+    struct response r;
+    size_t i, j;
+    char req[256], ctx[128];
+
+    if (client_connect(&c, s->port) < 0) {
+        ok(0, "lua errors: connect");
+        return;
+    }
+    for (i = 0; i < sizeof paths / sizeof paths[0]; i++) {
+        snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: t\r\n\r\n", paths[i]);
+        exchange(&c, req, &r);
+        if (expect_status(&r, 500, paths[i])) {
+            check_common(&r, 0, -1, paths[i]);
+            for (j = 0; j < sizeof secrets / sizeof secrets[0]; j++)
+                ok(!strstr(r.body, secrets[j]),
+                   what(paths[i], "500 body does not contain \"%s\"", secrets[j]));
+        }
+        response_free(&r);
+        /* the same keep-alive connection then serves the next request */
+        exchange(&c, "GET /hello HTTP/1.1\r\nHost: t\r\n\r\n", &r);
+        snprintf(ctx, sizeof ctx, "%s: next request on the same connection", paths[i]);
+        if (expect_status(&r, 200, ctx))
+            expect_body(&r, "Hello, World!", ctx);
+        response_free(&r);
+    }
+    client_close(&c);
+
+    ok(wait_for_log(s, "30_errors.lua:7: boom from the error fixture", io_timeout_ms),
+       "log: \"30_errors.lua:7: boom from the error fixture\"");
+    ok(wait_for_log(s, "traceback", io_timeout_ms), "log: has a traceback");
+    ok(wait_for_log(s, "30_errors.lua:11:", io_timeout_ms),
+       "log: nested error names 30_errors.lua:11");
+    ok(wait_for_log(s, "30_errors.lua:15", io_timeout_ms),
+       "log: traceback names the caller, 30_errors.lua:15");
+    ok(wait_for_log(s, "30_errors.lua:21", io_timeout_ms),
+       "log: res:send twice names 30_errors.lua:21");
+    if (!wait_for_log(s, "30_errors.lua:15", 0))
+        note_server_stderr(s, 3000);
+
+    /* both workers keep serving */
+    for (i = 0; i < 8; i++)
+        check_get(s->port, "/hello", 200, "Hello, World!");
+}
+
+/*
+ * Sends head (with a Content-Length above the limit) and, if no answer comes
+ * within a short wait, the body; then expects status and a close.
+ */
+static void expect_rejected_body(int port, const char *head, size_t body_len, int want,
+                                 const char *ctx)
+{
+    struct client c;
+    struct response r;
+
+    if (client_connect(&c, port) < 0) {
+        ok(0, what(ctx, "connect"));
+        return;
+    }
+    client_sends(&c, head);
+    if (client_fill(&c, now_ms() + (n_wrap ? 4000 : 1000)) < 0) {
+        /* not rejected from the headers alone: send the body */
+        char *body = malloc(body_len);
+        if (body) {
+            memset(body, 'b', body_len);
+            client_send(&c, body, body_len);
+            free(body);
+        }
+    }
+    read_response(&c, &r, 0);
+    if (expect_status(&r, want, ctx))
+        check_common(&r, 0, -1, ctx);
+    response_free(&r);
+    ok(client_wait_closed(&c, io_timeout_ms) == 1, what(ctx, "connection closed"));
+    client_close(&c);
+}
+
+/* A request with one X-Big header of pad bytes. */
+static char *big_header_request(size_t pad)
+{
+    static const char pre[] = "GET /hello HTTP/1.1\r\nHost: t\r\nX-Big: ";
+    char *req = malloc(sizeof pre + pad + 8);
+
+    if (!req)
+        return NULL;
+    memcpy(req, pre, sizeof pre - 1);
+    memset(req + sizeof pre - 1, 'h', pad);
+    memcpy(req + sizeof pre - 1 + pad, "\r\n\r\n", 5);
+    return req;
+}
+
+static void expect_header_limit(int port, size_t pad, int want, const char *ctx)
+{
+    struct client c;
+    struct response r;
+    char *req = big_header_request(pad);
+
+    if (!req || client_connect(&c, port) < 0) {
+        ok(0, what(ctx, "setup"));
+        free(req);
+        return;
+    }
+    exchange(&c, req, &r);
+    if (expect_status(&r, want, ctx))
+        check_common(&r, 0, -1, ctx);
+    response_free(&r);
+    if (want != 200)
+        ok(client_wait_closed(&c, io_timeout_ms) == 1, what(ctx, "connection closed"));
+    client_close(&c);
+    free(req);
+}
+
+static void test_default_limits(int port)
+{
+    expect_header_limit(port, 15000, 200, "15 KB of headers (default limit 16384)");
+    expect_header_limit(port, 17000, 431, "17 KB of headers (default limit 16384)");
+    expect_rejected_body(port,
+                         "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 1048577\r\n\r\n",
+                         1048577, 413, "body of 1048577 bytes (default limit 1048576)");
+    check_get(port, "/hello", 200, "Hello, World!");
+}
+
+static void test_burst(int port)
+{
+    struct client c;
+    struct response r;
+    int i, good = 0;
+
+    if (client_connect(&c, port) < 0) {
+        ok(0, "burst: connect");
+        return;
+    }
+    for (i = 0; i < 2000; i++) {
+        if (exchange(&c, "GET /hello HTTP/1.1\r\nHost: t\r\n\r\n", &r) == 0 && r.status == 200 &&
+            strcmp(r.body, "Hello, World!") == 0)
+            good++;
+        else if (i - good < 5)
+            note("burst: request %d failed (status %d)", i + 1, r.status);
+        response_free(&r);
+        if (c.closed)
+            break;
+    }
+    is_int(good, 2000, "2000 keep-alive requests on one connection");
+    client_close(&c);
+}
+
+static void test_concurrent(int port)
+{
+    struct rlimit rl;
+    struct client *cs;
+    int n = 300, i, connected = 0, good = 0;
+    char req[128], body[32];
+    long long deadline;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < 512) {
+        rl.rlim_cur = rl.rlim_max < 1024 ? rl.rlim_max : 1024;
+        setrlimit(RLIMIT_NOFILE, &rl);
+        getrlimit(RLIMIT_NOFILE, &rl);
+        if ((long long)rl.rlim_cur - 64 < n)
+            n = (int)rl.rlim_cur - 64;
+    }
+    cs = calloc((size_t)n, sizeof *cs);
+    if (!cs)
+        return;
+    for (i = 0; i < n; i++)
+        if (client_connect(&cs[i], port) == 0)
+            connected++;
+    is_int(connected, n, "concurrent: all connections open");
+    for (i = 0; i < n; i++) {
+        snprintf(req, sizeof req, "GET /query?n=%d HTTP/1.1\r\nHost: t\r\n\r\n", i);
+        if (cs[i].fd >= 0)
+            client_sends(&cs[i], req);
+    }
+    /* bounded overall: 30 s (60 s wrapped) for all of them */
+    deadline = now_ms() + 3LL * io_timeout_ms;
+    for (i = 0; i < n; i++) {
+        struct response r;
+        if (cs[i].fd < 0)
+            continue;
+        if (now_ms() > deadline) {
+            note("concurrent: overall deadline passed at connection %d", i);
+            break;
+        }
+        read_response(&cs[i], &r, 0);
+        snprintf(body, sizeof body, "n=%d", i);
+        if (r.status == 200 && strcmp(r.body, body) == 0)
+            good++;
+        else if (i - good < 5)
+            note("concurrent: connection %d got status %d", i, r.status);
+        response_free(&r);
+    }
+    is_int(good, n, "concurrent: every connection got its own response");
+    for (i = 0; i < n; i++)
+        client_close(&cs[i]);
+    free(cs);
+    check_get(port, "/hello", 200, "Hello, World!");
+}
+
+/* ======================================================================
+ * Tests: server B (--max-conns 4) and server C (small body/header limits)
+ * ====================================================================== */
+
+/*
+ * Opens a connection and tries to get a 200 for /hello, retrying (bounded)
+ * while the server still answers 503. Returns 1 once served.
+ */
+static int served_after_retries(int port, int timeout_ms)
+{
+    long long deadline = now_ms() + timeout_ms;
+    int attempts = 0;
+
+    while (now_ms() < deadline) {
+        struct client c;
+        struct response r;
+        int status = 0;
+
+        attempts++;
+        if (client_connect(&c, port) == 0) {
+            /* a rejected connection gets its 503 unasked; wait for it a little */
+            if (client_fill(&c, now_ms() + 200) > 0 || c.closed) {
+                read_response(&c, &r, 0);
+            } else {
+                exchange(&c, "GET /hello HTTP/1.1\r\nHost: t\r\n\r\n", &r);
+            }
+            status = r.status;
+            response_free(&r);
+            client_close(&c);
+        }
+        if (status == 200)
+            return 1;
+        sleep_ms(100);
+    }
+    note("still not served after %d attempts", attempts);
+    return 0;
+}
+
+static void test_max_conns(const struct server *s)
+{
+    struct client held[4], extra;
+    struct response r;
+    int i;
+
+    for (i = 0; i < 4; i++) {
+        if (client_connect(&held[i], s->port) < 0)
+            continue;
+        exchange(&held[i], "GET /hello HTTP/1.1\r\nHost: t\r\n\r\n", &r);
+        expect_status(&r, 200, what("max-conns", "held connection %d", i + 1));
+        response_free(&r);
+    }
+    if (client_connect(&extra, s->port) == 0) {
+        /* the 5th connection: 503 without sending anything */
+        read_response(&extra, &r, 0);
+        if (expect_status(&r, 503, "5th connection with --max-conns 4")) {
+            ok(strncmp(r.head, "HTTP/1.1 503 Service Unavailable\r\n", 34) == 0,
+               "max-conns: status line \"HTTP/1.1 503 Service Unavailable\"");
+            expect_header(&r, "Retry-After", "1", "max-conns");
+            check_common(&r, 0, -1, "max-conns 503");
+        }
+        response_free(&r);
+        ok(client_wait_closed(&extra, io_timeout_ms) == 1, "max-conns: 503 connection closed");
+        client_close(&extra);
+    }
+    {
+        long long deadline = now_ms() + io_timeout_ms;
+        int logged = 0;
+        while (!logged && now_ms() < deadline) {
+            logged = log_has_line(s, "max-conns", NULL) || log_has_line(s, "limit", NULL) ||
+                     log_has_line(s, "max conn", NULL);
+            if (!logged)
+                sleep_ms(50);
+        }
+        ok(logged, "max-conns: stderr has a line mentioning the limit");
+        if (!logged)
+            note_server_stderr(s, 2000);
+    }
+
+    /* the held ones still work */
+    exchange(&held[1], "GET /query?n=2 HTTP/1.1\r\nHost: t\r\n\r\n", &r);
+    if (expect_status(&r, 200, "max-conns: held connection still served"))
+        expect_body(&r, "n=2", "max-conns: held connection");
+    response_free(&r);
+
+    /* after one closes, new connections are served again */
+    client_close(&held[0]);
+    ok(served_after_retries(s->port, io_timeout_ms),
+       "max-conns: served again after one connection closed");
+    for (i = 1; i < 4; i++)
+        client_close(&held[i]);
+    ok(served_after_retries(s->port, io_timeout_ms), "max-conns: served after all closed");
+}
+
+static void test_small_limits(int port)
+{
+    struct response r;
+    struct client c;
+    char req[2200];
+    size_t n;
+
+    /* --max-body 1000: exactly 1000 is fine */
+    n = (size_t)snprintf(req, sizeof req,
+                         "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\n");
+    memset(req + n, 'x', 1000);
+    req[n + 1000] = '\0';
+    fetch(port, req, &r);
+    if (expect_status(&r, 200, "body of 1000 bytes (limit 1000)"))
+        expect_header(&r, "X-Body-Length", "1000", "body of 1000 bytes (limit 1000)");
+    response_free(&r);
+
+    expect_rejected_body(port, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 1001\r\n\r\n",
+                         1001, 413, "body of 1001 bytes (limit 1000)");
+    expect_rejected_body(port, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 2000\r\n\r\n",
+                         2000, 413, "body of 2000 bytes (limit 1000)");
+
+    /* chunked: the limit applies to the de-chunked total */
+    if (client_connect(&c, port) == 0) {
+        n = (size_t)snprintf(req, sizeof req,
+                             "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                             "258\r\n");
+        memset(req + n, 'y', 600);
+        n += 600;
+        n += (size_t)snprintf(req + n, sizeof req - n, "\r\n258\r\n");
+        memset(req + n, 'z', 600);
+        n += 600;
+        n += (size_t)snprintf(req + n, sizeof req - n, "\r\n0\r\n\r\n");
+        client_send(&c, req, n);
+        read_response(&c, &r, 0);
+        if (expect_status(&r, 413, "chunked body of 1200 bytes (limit 1000)"))
+            check_common(&r, 0, -1, "chunked 413");
+        response_free(&r);
+        ok(client_wait_closed(&c, io_timeout_ms) == 1, "chunked 413: connection closed");
+        client_close(&c);
+    }
+
+    /* --max-header-bytes 1024 */
+    expect_header_limit(port, 800, 200, "~850 bytes of headers (limit 1024)");
+    expect_header_limit(port, 1100, 431, "~1150 bytes of headers (limit 1024)");
+    expect_header_limit(port, 5000, 431, "~5 KB of headers (limit 1024)");
+    check_get(port, "/hello", 200, "Hello, World!");
+}
+
+/* ======================================================================
+ * main
+ * ====================================================================== */
+
+int main(int argc, char **argv)
+{
+    struct server s;
+    struct client idle;
+    struct response r;
+    int rc;
+
+    if (argc != 3) {
+        fprintf(stderr, "usage: %s TYCHO_BINARY FIXTURE_DIR\n", argv[0]);
+        return 2;
+    }
+    tycho_binary = argv[1];
+    fixture_dir = argv[2];
+    signal(SIGPIPE, SIG_IGN);
+    parse_wrap();
+
+    /* ---- server A: defaults, two workers ---- */
+    {
+        const char *args[] = {"--host", "127.0.0.1", "--port", "0", "--workers", "2",
+                              fixture_dir, NULL};
+        rc = server_start(&s, args);
+        ok(rc == 0, "server A starts and prints its address");
+    }
+    if (rc == 0) {
+        test_startup_output(&s, 2);
+        test_basic(s.port);
+        test_routing(s.port);
+        test_query(s.port);
+        test_headers(s.port);
+        test_bodies(s.port);
+        test_middleware(s.port);
+        test_responses(s.port);
+        test_methods(s.port);
+        test_pipelining(s.port);
+        test_connection_handling(s.port);
+        test_malformed(s.port);
+        test_lua_errors(&s);
+        test_default_limits(s.port);
+        test_burst(s.port);
+        test_concurrent(s.port);
+
+        /* SIGTERM with an idle keep-alive connection open */
+        idle.fd = -1;
+        if (client_connect(&idle, s.port) == 0) {
+            exchange(&idle, "GET /hello HTTP/1.1\r\nHost: t\r\n\r\n", &r);
+            expect_status(&r, 200, "idle connection before SIGTERM");
+            response_free(&r);
+        }
+        is_int(server_stop(&s), 0, "server A: exit status 0 after SIGTERM (idle connection open)");
+        if (idle.fd >= 0)
+            ok(client_wait_closed(&idle, 2000) == 1, "SIGTERM: idle connection was closed");
+        client_close(&idle);
+    }
+    server_cleanup(&s);
+
+    /* ---- server B: --max-conns 4 ---- */
+    {
+        const char *args[] = {"--port=0", "--workers", "1", "--max-conns", "4", fixture_dir, NULL};
+        rc = server_start(&s, args);
+        ok(rc == 0, "server B (--max-conns 4) starts");
+    }
+    if (rc == 0) {
+        test_startup_output(&s, 1);
+        test_max_conns(&s);
+        is_int(server_stop(&s), 0, "server B: exit status 0 after SIGTERM");
+    }
+    server_cleanup(&s);
+
+    /* ---- server C: --max-body 1000 --max-header-bytes 1024 ---- */
+    {
+        const char *args[] = {"--port", "0", "--workers", "1", "--max-body=1000",
+                              "--max-header-bytes", "1024", fixture_dir, NULL};
+        rc = server_start(&s, args);
+        ok(rc == 0, "server C (--max-body 1000 --max-header-bytes 1024) starts");
+    }
+    if (rc == 0) {
+        test_small_limits(s.port);
+        is_int(server_stop(&s), 0, "server C: exit status 0 after SIGTERM");
+    }
+    server_cleanup(&s);
+
+    free(wrap_copy);
+    return test_summary();
+}

@@ -1,0 +1,54 @@
+#!/bin/sh
+# tests/run_all.sh TYCHO UNIT_BINS... -- INTEGRATION_BINS...
+# Runs every suite (all of them, even after a failure), then prints the total
+# of their summary lines as the last line: `N passed, M failed`.
+# Exit status 0 only if every suite passed.
+tycho=$1
+shift
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+total_passed=0 total_failed=0 status=0
+
+# run NAME CMD...: runs a suite, adds its `N passed, M failed` line to the totals.
+run() {
+    name=$1
+    shift
+    echo "== $name"
+    "$@" >"$log" 2>&1
+    rc=$?
+    cat "$log"
+    line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$log" | tail -n 1)
+    if [ -z "$line" ]; then
+        echo "$name: no summary line (exit $rc): counted as 1 failure"
+        total_failed=$((total_failed + 1))
+        status=1
+        return
+    fi
+    p=${line%% passed*}
+    f=${line#*passed, }
+    f=${f%% failed*}
+    total_passed=$((total_passed + p))
+    total_failed=$((total_failed + f))
+    if [ "$rc" -ne 0 ] || [ "$f" -ne 0 ]; then
+        status=1
+        [ "$f" -eq 0 ] && total_failed=$((total_failed + 1)) && echo "$name: exit $rc"
+    fi
+}
+
+mode=unit
+for bin in "$@"; do
+    if [ "$bin" = "--" ]; then
+        mode=integration
+        continue
+    fi
+    if [ "$mode" = unit ]; then
+        run "$bin" "$bin"
+    else
+        run "$bin" "$bin" "$tycho" tests/integration/app
+    fi
+done
+run "example app (tycho --request)" sh tests/lua/run.sh "$tycho" scripts
+
+echo "== all suites"
+echo "$total_passed passed, $total_failed failed"
+exit $status
