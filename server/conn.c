@@ -128,6 +128,7 @@ static void serve(struct tycho_conn *c)
     }
     if (!keep_alive)
         c->closing = true;
+    w->requests++;
     release_req(c);
     tycho_http_next(&c->http);
 }

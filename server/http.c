@@ -389,7 +389,7 @@ static size_t put_uint(char *dst, size_t v)
 }
 
 #define PUT(lit) (memcpy(w, lit, sizeof(lit) - 1), w += sizeof(lit) - 1)
-#define PUTN(s, n) (memcpy(w, s, n), w += (n))
+#define PUTN(s, n) ((n) ? (memcpy(w, s, n), w += (n)) : w)
 
 int tycho_http_write_response(struct tycho_buf *out, const struct tycho_req *r,
                               const char *date_line, bool keep_alive)

@@ -41,6 +41,7 @@ void *tycho_pool_get(struct tycho_pool *p)
             p->fails++;
             return NULL;
         }
+        p->made++;
     }
     p->live++;
     return obj;

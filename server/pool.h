@@ -24,6 +24,7 @@ struct tycho_pool {
     tycho_pool_init_fn *init;       /* may be NULL */
     tycho_pool_dispose_fn *dispose; /* may be NULL */
     unsigned long fails;       /* gets refused: bound reached or out of memory */
+    unsigned long made;        /* objects allocated over the pool's life */
 };
 
 /* obj_bytes must be at least sizeof(void *). */

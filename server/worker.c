@@ -143,6 +143,10 @@ static void *worker_main(void *arg)
     }
     report_start(w, TYCHO_OK);
     event_base_dispatch(w->base);
+    tycho_log_info("worker %d: %lu requests; made %lu connection objects and %lu request "
+                   "contexts (bound %u each)",
+                   w->id, w->requests, w->conn_pool.made, w->req_pool.made,
+                   w->req_pool.max_live);
     tycho_worker_teardown(w);
     return NULL;
 }

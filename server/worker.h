@@ -46,6 +46,7 @@ struct tycho_worker {
     struct tycho_conn *conns;        /* open connections (list through conn links) */
     struct event *trim_ev;           /* owned: periodic pool trim */
     struct tycho_msg stop_msg;       /* STOP needs no allocation, so stopping cannot fail */
+    unsigned long requests;          /* requests answered (for the stop log line) */
     time_t date_sec;                 /* second date_line was made for */
     char date_line[48];              /* "Date: ...\r\n" */
     /* start-up report, under the start lock */
