@@ -10,7 +10,9 @@
 #                         then ignored)
 #          BENCH_WORKLOADS subset to run, e.g. "plaintext close" (default: all
 #                         of plaintext json users echo c1000 close)
-# Default total: 6 workloads x 2 servers x (2 x 10 s + 2 s) = ~4.5 minutes.
+# Default total: 6 workloads x 2 servers x (2 x 10 s + 2 s) + checks = ~5 minutes.
+# Needs nginx, libnginx-mod-http-lua, lua-cjson (not pulled in by the Lua
+# module), wrk, curl: installed with apt-get when missing and run as root.
 #
 # What it does
 # - Both servers serve the same app with ONE worker each: Tycho as
@@ -36,6 +38,8 @@
 #   errors, and server CPU time (utime+stime from /proc/PID/stat read just
 #   before and just after wrk) divided by the requests wrk completed, in
 #   microseconds. For nginx, CPU is master + worker (the master is idle).
+#   Kernel work done in softirq on wrk's CPU (much of loopback TCP) is not in
+#   it, for either server.
 #   After the last run, peak RSS = VmHWM from /proc/PID/status: Tycho's process
 #   (its worker is a thread), nginx's worker process (child of the master).
 # - The table shows, per server, the BEST round (highest req/s); p99 and CPU

@@ -39,6 +39,7 @@ struct tycho_conn {
     short ev_what;                     /* EV_READ or EV_WRITE: what ev waits for; 0: none */
     bool closing;                      /* close once pending output is written */
     bool peer_eof;                     /* the client closed its side */
+    bool linger;                       /* input may still be coming: close lingering */
     bool lingering;                    /* write side shut; dropping input until EOF or timeout */
     unsigned char peer_family;         /* AF_INET or AF_INET6 */
     unsigned char peer_addr[16];
@@ -145,6 +146,7 @@ static void feed(struct tycho_conn *c, const char *data, size_t len)
             tycho_buf_append(out_of(c), busy,
                              tycho_http_busy(busy, sizeof(busy), tycho_worker_date(c->w)));
             c->closing = true;
+            c->linger = true;
             return;
         }
         n = tycho_http_parse(&c->http, c->req, data, len);
@@ -156,6 +158,7 @@ static void feed(struct tycho_conn *c, const char *data, size_t len)
             break;
         case TYCHO_HTTP_ERROR:
             answer_simple(c, c->http.error_status, "", false, true);
+            c->linger = true;         /* the rest of the bad request may still be coming */
             return;
         case TYCHO_HTTP_MORE:
             if (c->req->expect_continue && !c->req->continue_sent) {
@@ -168,6 +171,9 @@ static void feed(struct tycho_conn *c, const char *data, size_t len)
             return;
         }
     }
+    /* Bytes after a request that closes the connection: the client is still sending. */
+    if (len > 0)
+        c->linger = true;
 }
 
 /* Sends as much of buf as the socket takes. Returns TYCHO_ERR when the peer is gone. */
@@ -253,15 +259,17 @@ static void close_conn(struct tycho_conn *c)
 /*
  * Closes a connection the server decided to close, after its last response.
  * Closing a socket with unread input makes the kernel send a reset, which can
- * destroy the response before the client reads it; so unless the client has
- * already closed, shut the write side and drop what still comes in for a
- * moment (a lingering close, as nginx does).
+ * destroy the response before the client reads it. So when input may still be
+ * coming (an error mid-request, bytes dropped after a closing request) and the
+ * client has not closed yet, shut the write side and drop what still comes in
+ * for a moment (a lingering close, as nginx does). A client that asked for the
+ * close and sent nothing more is closed at once.
  */
 static void finish(struct tycho_conn *c)
 {
     struct timeval linger = {LINGER_MS / 1000, (LINGER_MS % 1000) * 1000};
 
-    if (c->fd < 0 || c->peer_eof || shutdown(c->fd, SHUT_WR) < 0) {
+    if (c->fd < 0 || !c->linger || c->peer_eof || shutdown(c->fd, SHUT_WR) < 0) {
         close_conn(c);
         return;
     }
