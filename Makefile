@@ -26,9 +26,9 @@ SRCS := $(wildcard server/*.c)
 OBJS := $(SRCS:server/%.c=$(BUILD)/%.o)
 LIB_OBJS := $(filter-out $(BUILD)/main.o,$(OBJS))
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
-UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/%)
+UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/unit/%)
 INTEGRATION_SRCS := $(wildcard tests/integration/test_*.c)
-INTEGRATION_BINS := $(INTEGRATION_SRCS:tests/integration/%.c=$(BUILD)/%)
+INTEGRATION_BINS := $(INTEGRATION_SRCS:tests/integration/%.c=$(BUILD)/integration/%)
 TYCHO := $(if $(filter obj,$(BUILD)),tycho,$(BUILD)/tycho)
 
 .PHONY: all deps build run test check unit integration asan valgrind bench clean install
@@ -70,10 +70,12 @@ $(BUILD)/prelude.h: server/prelude.lua | $(BUILD)
 $(BUILD):
 	mkdir -p $@
 
-$(BUILD)/test_%: tests/unit/test_%.c $(LIB_OBJS) tests/harness.h
+$(BUILD)/unit/test_%: tests/unit/test_%.c $(LIB_OBJS) tests/harness.h
+	@mkdir -p $(@D)
 	$(CC) $(CFLAGS_ALL) -Itests $(LDFLAGS_ALL) -o $@ $< $(LIB_OBJS) $(PKG_LIBS)
 
-$(BUILD)/test_%: tests/integration/test_%.c tests/harness.h | $(BUILD)
+$(BUILD)/integration/test_%: tests/integration/test_%.c tests/harness.h
+	@mkdir -p $(@D)
 	$(CC) $(CFLAGS_ALL) -Itests $(LDFLAGS_ALL) -o $@ $<
 
 run: deps

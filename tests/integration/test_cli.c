@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -39,6 +40,17 @@ static int run_timeout_ms = 20000;
 static const char *tycho_binary;
 static const char *fixture_dir;
 static char tmp_dir[64];            /* mkdtemp'd; removed at the end */
+
+static volatile pid_t running_pid = -1;     /* for on_fatal_signal() */
+
+/* SIGTERM/SIGINT/SIGHUP to the test (e.g. from timeout(1)): kill our child. */
+static void on_fatal_signal(int sig)
+{
+    (void)sig;
+    if (running_pid > 0)
+        kill(running_pid, SIGKILL);
+    _exit(2);
+}
 
 static char *wrap_copy;             /* owned; TYCHO_WRAP split in place */
 static char *wrap_words[32];
@@ -222,10 +234,15 @@ static int run_tycho(struct run *r, const char *const *args)
         dup2(out_pipe[1], 1);
         dup2(err_pipe[1], 2);
         signal(SIGPIPE, SIG_DFL);
+        signal(SIGTERM, SIG_DFL);
+        signal(SIGINT, SIG_DFL);
+        signal(SIGHUP, SIG_DFL);
+        prctl(PR_SET_PDEATHSIG, SIGKILL);   /* never outlive the test */
         execvp(argv[0], (char *const *)argv);
         dprintf(2, "test_cli: exec %s: %s\n", argv[0], strerror(errno));
         _exit(127);
     }
+    running_pid = pid;
     close(out_pipe[1]);
     close(err_pipe[1]);
     pfd[0].fd = out_pipe[0];
@@ -274,6 +291,7 @@ static int run_tycho(struct run *r, const char *const *args)
         if (now_ms() > deadline) {
             kill(pid, SIGKILL);
             waitpid(pid, &status, 0);
+            running_pid = -1;
             return r->status;
         }
         {
@@ -281,6 +299,7 @@ static int run_tycho(struct run *r, const char *const *args)
             nanosleep(&ts, NULL);
         }
     }
+    running_pid = -1;
     if (WIFEXITED(status))
         r->status = WEXITSTATUS(status);
     else
@@ -409,9 +428,11 @@ static int request(struct run *run, struct raw_response *resp, const char *const
     }
     {
         char cl[64];
-        int head = (strcmp(args[0], "--request") == 0 && args[1] &&
-                    strncmp(args[1], "HEAD ", 5) == 0) ||
-                   strncmp(args[0], "--request=HEAD ", 15) == 0;
+        int i, head = 0;
+        for (i = 0; args[i]; i++)
+            head |= (strcmp(args[i], "--request") == 0 && args[i + 1] &&
+                     strncmp(args[i + 1], "HEAD ", 5) == 0) ||
+                    strncmp(args[i], "--request=HEAD ", 15) == 0;
         ok(raw_header(resp, "Content-Length", cl, sizeof cl), what(ctx, "has Content-Length"));
         if (!head && raw_header(resp, "Content-Length", cl, sizeof cl))
             is_int(strtoll(cl, NULL, 10), (long long)resp->body_len,
@@ -502,6 +523,7 @@ static void test_bad_flags(void)
         {{"--max-body", "-1", d, NULL}, "--max-body", "-1"},
         {{"--max-header-bytes", "lots", d, NULL}, "--max-header-bytes", "lots"},
         {{"--max-header-bytes=-5", d, NULL}, "--max-header-bytes", "-5"},
+        {{"--host", "", d, NULL}, "--host", NULL},
         {{"--port", NULL}, "--port", NULL},
         {{d, "--workers", NULL}, "--workers", NULL},
     };
@@ -740,6 +762,14 @@ static void test_request_mode(void)
         run_free(&run);
     }
     {
+        /* boundary values are accepted (checked without opening a socket) */
+        const char *args[] = {"--workers", "1024", "--port", "65535", "--max-conns", "1",
+                              "--max-body=5", "--max-header-bytes", "4096",
+                              "--request", "POST /echo", "--body", "abc", NULL};
+        request(&run, &resp, args, 200, "abc", "boundary flag values with --request");
+        run_free(&run);
+    }
+    {
         const char *args[] = {"--request", "GET /nope", NULL};
         request(&run, &resp, args, 404, NULL, "--request 404");
         run_free(&run);
@@ -795,6 +825,9 @@ int main(int argc, char **argv)
     tycho_binary = argv[1];
     fixture_dir = argv[2];
     signal(SIGPIPE, SIG_IGN);
+    signal(SIGTERM, on_fatal_signal);
+    signal(SIGINT, on_fatal_signal);
+    signal(SIGHUP, on_fatal_signal);
     parse_wrap();
     snprintf(tmp_dir, sizeof tmp_dir, "/tmp/tycho-test-cli-XXXXXX");
     if (!mkdtemp(tmp_dir)) {

@@ -28,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -661,6 +662,21 @@ static void parse_wrap(void)
 static const char *tycho_binary;
 static const char *fixture_dir;
 
+/* The running server, for on_fatal_signal(): it must not outlive us. */
+static volatile pid_t running_pid = -1;
+static char running_err_path[64];
+
+/* SIGTERM/SIGINT/SIGHUP to the test (e.g. from timeout(1)): kill our server. */
+static void on_fatal_signal(int sig)
+{
+    (void)sig;
+    if (running_pid > 0)
+        kill(running_pid, SIGKILL);
+    if (running_err_path[0])
+        unlink(running_err_path);
+    _exit(2);
+}
+
 /* Reads what the server wrote on stdout so far, waiting at most wait_ms. */
 static int server_read_out(struct server *s, int wait_ms)
 {
@@ -736,10 +752,16 @@ static int server_start(struct server *s, const char *const *args)
         dup2(out_pipe[1], 1);
         dup2(err_fd, 2);
         signal(SIGPIPE, SIG_DFL);
+        signal(SIGTERM, SIG_DFL);
+        signal(SIGINT, SIG_DFL);
+        signal(SIGHUP, SIG_DFL);
+        prctl(PR_SET_PDEATHSIG, SIGKILL);   /* never outlive the test */
         execvp(argv[0], (char *const *)argv);
         dprintf(2, "test_http: exec %s: %s\n", argv[0], strerror(errno));
         _exit(127);
     }
+    running_pid = s->pid;
+    memcpy(running_err_path, s->err_path, sizeof running_err_path);
     close(out_pipe[1]);
     out_pipe[1] = -1;
     close(err_fd);
@@ -789,6 +811,7 @@ fail:
         waitpid(s->pid, NULL, 0);
         s->pid = -1;
     }
+    running_pid = -1;
     return -1;
 }
 
@@ -822,6 +845,7 @@ static int server_stop(struct server *s)
         sleep_ms(50);
     }
     s->pid = -1;
+    running_pid = -1;
     if (s->out_fd >= 0)
         close(s->out_fd);
     s->out_fd = -1;
@@ -835,6 +859,7 @@ static void server_cleanup(struct server *s)
     if (s->err_path[0])
         unlink(s->err_path);
     s->err_path[0] = '\0';
+    running_err_path[0] = '\0';
 }
 
 /* Waits (bounded) until the server's stderr contains needle. */
@@ -1272,9 +1297,15 @@ static void test_methods(int port)
         exchange(&c, "HEAD /nope HTTP/1.1\r\nHost: t\r\n\r\n", &r);
         expect_status(&r, 404, "HEAD /nope");
         response_free(&r);
+        exchange(&c, "GET /nope HTTP/1.1\r\nHost: t\r\n\r\n", &r);
+        expect_status(&r, 404, "GET /nope on a keep-alive connection");
+        response_free(&r);
+        exchange(&c, "DELETE /hello HTTP/1.1\r\nHost: t\r\n\r\n", &r);
+        expect_status(&r, 405, "DELETE /hello on a keep-alive connection");
+        response_free(&r);
         exchange(&c, "GET /hello HTTP/1.1\r\nHost: t\r\n\r\n", &r);
-        if (expect_status(&r, 200, "GET after HEAD 404"))
-            expect_body(&r, "Hello, World!", "GET after HEAD 404");
+        if (expect_status(&r, 200, "GET after 404 and 405 on the same connection"))
+            expect_body(&r, "Hello, World!", "GET after 404 and 405 on the same connection");
         response_free(&r);
         client_close(&c);
     }
@@ -1752,6 +1783,58 @@ static void test_concurrent(int port)
     check_get(port, "/hello", 200, "Hello, World!");
 }
 
+/* Clients that go away mid-request or before reading: the server carries on. */
+static void test_vanishing_clients(int port)
+{
+    struct client c;
+    struct response r;
+    int i, good;
+
+    for (i = 0; i < 20; i++) {
+        if (client_connect(&c, port) < 0)
+            continue;
+        switch (i % 4) {
+        case 0: /* partial request line */
+            client_sends(&c, "GET /hel");
+            break;
+        case 1: /* headers, then gone before the body */
+            client_sends(&c, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\nabc");
+            break;
+        case 2: /* a full request for a big response, then gone unread */
+            client_sends(&c, "GET /big HTTP/1.1\r\nHost: t\r\n\r\nGET /big HTTP/1.1\r\nHost: t\r\n\r\n");
+            break;
+        default: { /* the same, then a reset (SO_LINGER 0) */
+            struct linger lg = {1, 0};
+            client_sends(&c, "GET /big HTTP/1.1\r\nHost: t\r\n\r\nGET /big HTTP/1.1\r\nHost: t\r\n\r\n");
+            sleep_ms(5);
+            setsockopt(c.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+            break;
+        }
+        }
+        client_close(&c);
+    }
+    check_get(port, "/hello", 200, "Hello, World!");
+
+    /* 20 pipelined 100 KB responses, read only after a pause */
+    if (client_connect(&c, port) == 0) {
+        char all[40 * 20];
+        size_t len = 0;
+        for (i = 0; i < 20; i++)
+            len += (size_t)snprintf(all + len, sizeof all - len,
+                                    "GET /big HTTP/1.1\r\nHost: t\r\n\r\n");
+        client_send(&c, all, len);
+        sleep_ms(300);
+        for (i = 0, good = 0; i < 20; i++) {
+            read_response(&c, &r, 0);
+            good += r.status == 200 && r.body_len == 100000;
+            response_free(&r);
+        }
+        is_int(good, 20, "20 pipelined 100 KB responses read late");
+        client_close(&c);
+    }
+    check_get(port, "/hello", 200, "Hello, World!");
+}
+
 /* ======================================================================
  * Tests: server B (--max-conns 4) and server C (small body/header limits)
  * ====================================================================== */
@@ -1891,6 +1974,56 @@ static void test_small_limits(int port)
     expect_header_limit(port, 800, 200, "~850 bytes of headers (limit 1024)");
     expect_header_limit(port, 1100, 431, "~1150 bytes of headers (limit 1024)");
     expect_header_limit(port, 5000, 431, "~5 KB of headers (limit 1024)");
+
+    /* the request line counts too */
+    n = (size_t)snprintf(req, sizeof req, "GET /query?pad=");
+    memset(req + n, 'u', 1200);
+    n += 1200;
+    snprintf(req + n, sizeof req - n, " HTTP/1.1\r\nHost: t\r\n\r\n");
+    if (client_connect(&c, port) == 0) {
+        exchange(&c, req, &r);
+        /* the contract says 431; 414 URI Too Long is the more precise answer */
+        ok(r.status == 431 || r.status == 414,
+           what("1.2 KB request line (limit 1024)", "status 431 or 414 (got %d)", r.status));
+        check_common(&r, 0, -1, "1.2 KB request line");
+        response_free(&r);
+        ok(client_wait_closed(&c, io_timeout_ms) == 1, "1.2 KB request line: connection closed");
+        client_close(&c);
+    }
+
+    /* many small headers (~1400 raw bytes: the limit is on the raw request
+     * line + headers, separators included), trickled in 16-byte sends */
+    n = (size_t)snprintf(req, sizeof req, "GET /hello HTTP/1.1\r\nHost: t\r\n");
+    while (n < 1400)
+        n += (size_t)snprintf(req + n, sizeof req - n, "X-H%zu: v\r\n", n);
+    n += (size_t)snprintf(req + n, sizeof req - n, "\r\n");
+    if (client_connect(&c, port) == 0) {
+        size_t off;
+        for (off = 0; off < n && !c.closed; off += 16) {
+            if (client_send(&c, req + off, n - off < 16 ? n - off : 16) < 0)
+                break;
+            if (off % 256 == 0)
+                sleep_ms(2);
+        }
+        read_response(&c, &r, 0);
+        if (expect_status(&r, 431, "1400-byte head of many small headers, trickled (limit 1024)"))
+            ok(client_wait_closed(&c, io_timeout_ms) == 1,
+               "many headers trickled: connection closed");
+        response_free(&r);
+        client_close(&c);
+    }
+
+    /* Expect: 100-continue with a body over the limit: 413, no 100 */
+    if (client_connect(&c, port) == 0) {
+        client_sends(&c, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5000\r\n"
+                         "Expect: 100-continue\r\n\r\n");
+        read_response(&c, &r, 0);
+        if (expect_status(&r, 413, "Expect: 100-continue with 5000 bytes (limit 1000)"))
+            check_common(&r, 0, -1, "Expect + 413");
+        response_free(&r);
+        ok(client_wait_closed(&c, io_timeout_ms) == 1, "Expect + 413: connection closed");
+        client_close(&c);
+    }
     check_get(port, "/hello", 200, "Hello, World!");
 }
 
@@ -1912,6 +2045,9 @@ int main(int argc, char **argv)
     tycho_binary = argv[1];
     fixture_dir = argv[2];
     signal(SIGPIPE, SIG_IGN);
+    signal(SIGTERM, on_fatal_signal);
+    signal(SIGINT, on_fatal_signal);
+    signal(SIGHUP, on_fatal_signal);
     parse_wrap();
 
     /* ---- server A: defaults, two workers ---- */
@@ -1938,6 +2074,7 @@ int main(int argc, char **argv)
         test_default_limits(s.port);
         test_burst(s.port);
         test_concurrent(s.port);
+        test_vanishing_clients(s.port);
 
         /* SIGTERM with an idle keep-alive connection open */
         idle.fd = -1;
