@@ -13,7 +13,7 @@ char *tycho_buf_reserve(struct tycho_buf *b, size_t n)
     size_t need, cap;
     char *grown;
 
-    if (b->off + b->len + n <= b->cap)
+    if (b->data && b->off + b->len + n <= b->cap)
         return b->data + b->off + b->len;
     if (b->off) {
         memmove(b->data, b->data + b->off, b->len);

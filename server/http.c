@@ -3,8 +3,9 @@
  *
  * The parser delivers each field in pieces that may span reads, so every
  * callback appends into the request arena (the bytes at `at` are valid only
- * during the callback). Limits are enforced inside the callbacks: a callback
- * stores the status to answer in h->error_status and returns non-zero, which
+ * during the callback). The head size limit is the parser's own (see
+ * tycho_http_global_init); the URL and body limits are enforced inside the
+ * callbacks: a callback stores the status to answer in h->error_status and returns non-zero, which
  * stops the parser. A complete message pauses the parser so that pipelined
  * requests are answered one at a time, in order.
  */
@@ -78,13 +79,6 @@ static int fail(struct tycho_http *h, int status)
     return -1;
 }
 
-/* Counts head bytes against the limit. */
-static int count_head(struct tycho_http *h, size_t len)
-{
-    h->req->head_bytes += len;
-    return h->req->head_bytes > h->cfg->max_header_bytes ? fail(h, 431) : 0;
-}
-
 static int on_message_begin(http_parser *p)
 {
     state_of(p)->in_message = true;
@@ -103,7 +97,7 @@ static int on_url(http_parser *p, const char *at, size_t len)
         return fail(h, 503);
     r->url = url;
     r->url_len += len;
-    return count_head(h, len);
+    return 0;
 }
 
 /* Starts a new header entry, growing the array by doubling. */
@@ -125,12 +119,26 @@ static int new_header(struct tycho_http *h)
     return 0;
 }
 
+/* RFC 9110 token characters: what a header name may hold (no space before the colon). */
+static bool is_tchar(unsigned char c)
+{
+    static const char extra[] = "!#$%&'*+-.^_`|~";
+
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+           (c && strchr(extra, c));
+}
+
 static int on_header_field(http_parser *p, const char *at, size_t len)
 {
     struct tycho_http *h = state_of(p);
     struct tycho_header *hd;
     char *name;
 
+    if (h->headers_done)
+        return 0;                     /* chunked trailers are not kept */
+    for (size_t i = 0; i < len; i++)
+        if (!is_tchar((unsigned char)at[i]))
+            return fail(h, 400);
     if ((h->last_was_value || h->req->nheaders == 0) && new_header(h) < 0)
         return -1;
     h->last_was_value = false;
@@ -139,7 +147,7 @@ static int on_header_field(http_parser *p, const char *at, size_t len)
         return fail(h, 503);
     hd->name = name;
     hd->name_len += len;
-    return count_head(h, len);
+    return 0;
 }
 
 static int on_header_value(http_parser *p, const char *at, size_t len)
@@ -148,12 +156,14 @@ static int on_header_value(http_parser *p, const char *at, size_t len)
     struct tycho_header *hd = &h->req->headers[h->req->nheaders - 1];
     char *value;
 
+    if (h->headers_done)
+        return 0;
     h->last_was_value = true;
     if (!(value = tycho_arena_append(&h->req->arena, (char *)hd->value, hd->value_len, at, len)))
         return fail(h, 503);
     hd->value = value;
     hd->value_len += len;
-    return count_head(h, len);
+    return 0;
 }
 
 /* Splits the URL into path and query. Absolute-form URLs keep only their path. */
@@ -171,11 +181,15 @@ static int split_url(struct tycho_req *r)
             return 0;
         }
         http_parser_url_init(&u);
-        if (http_parser_parse_url(r->url, r->url_len, 0, &u) != 0 ||
-            !(u.field_set & (1 << UF_PATH)))
+        if (http_parser_parse_url(r->url, r->url_len, 0, &u) != 0)
             return -1;
-        r->path = r->url + u.field_data[UF_PATH].off;
-        r->path_len = u.field_data[UF_PATH].len;
+        if (u.field_set & (1 << UF_PATH)) {
+            r->path = r->url + u.field_data[UF_PATH].off;
+            r->path_len = u.field_data[UF_PATH].len;
+        } else {
+            r->path = "/";            /* http://host is the root (RFC 9110 4.2.3) */
+            r->path_len = 1;
+        }
         if (u.field_set & (1 << UF_QUERY)) {
             r->query = r->url + u.field_data[UF_QUERY].off;
             r->query_len = u.field_data[UF_QUERY].len;
@@ -198,12 +212,25 @@ static int split_url(struct tycho_req *r)
     return 0;
 }
 
+/* The parser drops leading white space of a value; RFC 9110 5.5 drops trailing too. */
+static void trim_values(struct tycho_req *r)
+{
+    for (unsigned i = 0; i < r->nheaders; i++) {
+        struct tycho_header *hd = &r->headers[i];
+        while (hd->value_len && (hd->value[hd->value_len - 1] == ' ' ||
+                                 hd->value[hd->value_len - 1] == '\t'))
+            hd->value_len--;
+    }
+}
+
 static int on_headers_complete(http_parser *p)
 {
     struct tycho_http *h = state_of(p);
     struct tycho_req *r = h->req;
     const struct tycho_header *expect;
 
+    h->headers_done = true;
+    trim_values(r);
     r->method = http_method_str((enum http_method)p->method);
     r->method_len = strlen(r->method);
     r->http_major = (unsigned char)p->http_major;
@@ -267,8 +294,12 @@ static const http_parser_settings settings = {
 
 void tycho_http_global_init(const struct tycho_config *cfg)
 {
-    /* The parser has its own head limit (80 KiB by default); ours must be the one that bites. */
-    http_parser_set_max_header_size((uint32_t)cfg->max_header_bytes + 1024);
+    /*
+     * The parser counts every byte of the head (request line, names, values,
+     * separators, CRLFs) against this process-wide limit and fails with
+     * HPE_HEADER_OVERFLOW, answered as 431.
+     */
+    http_parser_set_max_header_size((uint32_t)cfg->max_header_bytes);
 }
 
 void tycho_http_init(struct tycho_http *h, const struct tycho_config *cfg)
@@ -308,6 +339,9 @@ size_t tycho_http_parse(struct tycho_http *h, struct tycho_req *r, const char *d
         h->state = TYCHO_HTTP_ERROR;
         if (!h->error_status)
             h->error_status = status_for(err);
+        /* Over the head limit before any header: the request line, i.e. the URL, is too long. */
+        if (err == HPE_HEADER_OVERFLOW && r->nheaders == 0)
+            h->error_status = 414;
         return n;
     }
     h->state = TYCHO_HTTP_MORE;
@@ -320,6 +354,7 @@ void tycho_http_next(struct tycho_http *h)
     h->state = TYCHO_HTTP_MORE;
     h->in_message = false;
     h->last_was_value = false;
+    h->headers_done = false;
     h->req = NULL;
 }
 

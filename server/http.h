@@ -53,7 +53,6 @@ struct tycho_req {
     unsigned nheaders, headers_cap;
     char *body;                    /* arena; NULL when empty */
     size_t body_len;
-    size_t head_bytes;             /* request line + header bytes seen so far */
     unsigned char http_major, http_minor;
     bool keep_alive;               /* what the client asked for (http_should_keep_alive) */
     bool is_head;                  /* HEAD: answer without body bytes */
@@ -111,6 +110,7 @@ struct tycho_http {
     int error_status;               /* 400, 413, 414, 431 when state is ERROR */
     bool in_message;                /* bytes of a request have been seen */
     bool last_was_value;            /* the previous header callback was a value */
+    bool headers_done;              /* the head is complete: later fields are trailers */
 };
 
 /* Sets process-wide parser limits from cfg. Main thread, before workers start. */

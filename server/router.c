@@ -332,12 +332,15 @@ enum tycho_route_result tycho_router_find(const struct tycho_router *r, const ch
     return TYCHO_ROUTE_NOT_FOUND;
 }
 
-/* Appends ", word" (or "word" first) to buf if it fits. */
+/* Appends ", word" (or "word" first) to buf if the whole of it fits; else leaves buf as is. */
 static size_t add_word(char *buf, size_t used, size_t cap, const char *word)
 {
-    int n = snprintf(buf + used, cap - used, "%s%s", used ? ", " : "", word);
+    size_t add = (used ? 2 : 0) + strlen(word);
 
-    return n > 0 && (size_t)n < cap - used ? used + (size_t)n : used;
+    if (used + add >= cap)
+        return used;
+    snprintf(buf + used, cap - used, "%s%s", used ? ", " : "", word);
+    return used + add;
 }
 
 size_t tycho_router_allow(const struct tycho_router *r, const char *path, size_t path_len,

@@ -64,7 +64,7 @@ enum tycho_route_result tycho_router_find(const struct tycho_router *r, const ch
 size_t tycho_router_allow(const struct tycho_router *r, const char *path, size_t path_len,
                           char *buf, size_t buf_len);
 
-/* Calls fn for every route, grouped by method in registration order of methods. */
+/* Calls fn for every route, in registration order. */
 typedef void tycho_route_fn(const char *method, const char *path, int handler_id, void *arg);
 void tycho_router_each(const struct tycho_router *r, tycho_route_fn *fn, void *arg);
 

@@ -1,0 +1,629 @@
+/*
+ * test_http.c: unit tests for the http-parser glue and the response writer
+ * (http.[ch]) through the public header.
+ *
+ * Parsing is table-driven. Each raw input is fed (a) in one piece, (b) one
+ * byte at a time and (c) split into two pieces at every byte boundary, the
+ * way conn.c's feed() drives the parser: parse, and after DONE record the
+ * request, reset the context, tycho_http_next() and go on with the remaining
+ * bytes; after ERROR stop. Every completed request is written down as one
+ * line of text (method, path, query, version, keep-alive, HEAD, Expect,
+ * headers, body), an error as "ERROR <status>", so all feeding modes must
+ * produce the same text, equal to the table's. Then the response writer's
+ * exact bytes. Single-threaded. Ends with the harness line `N passed, M failed`.
+ */
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "harness.h"
+#include "http.h"
+
+#define MAX_HEADER_BYTES 2048
+#define MAX_BODY_BYTES 1024
+
+static struct tycho_config cfg;
+
+/* ---- driving the parser --------------------------------------------------- */
+
+/* One connection's worth of parsing, and what came out of it as text. */
+struct session {
+    struct tycho_http h;
+    struct tycho_req *r;       /* one context, reset after every request */
+    char log[8192];            /* one line per request or error */
+    size_t log_len;
+    size_t consumed;           /* bytes the parser took */
+    int stopped;               /* after an ERROR no more bytes are fed */
+    int anomalies;             /* MORE without taking every byte */
+};
+
+/* Appends printf-style text to the session's log (truncating when full). */
+__attribute__((format(printf, 2, 3))) static void say(struct session *s, const char *fmt, ...)
+{
+    va_list ap;
+    int n;
+
+    if (s->log_len >= sizeof(s->log) - 1)
+        return;
+    va_start(ap, fmt);
+    n = vsnprintf(s->log + s->log_len, sizeof(s->log) - s->log_len, fmt, ap);
+    va_end(ap);
+    if (n > 0)
+        s->log_len += (size_t)n < sizeof(s->log) - s->log_len ? (size_t)n
+                                                              : sizeof(s->log) - 1 - s->log_len;
+}
+
+/* 32-bit FNV-1a, to write long bodies down briefly. */
+static uint32_t fnv(const char *p, size_t n)
+{
+    uint32_t h = 2166136261u;
+
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)p[i]) * 16777619u;
+    return h;
+}
+
+/* Writes down a completed request as one line. */
+static void record(struct session *s, const struct tycho_req *r)
+{
+    say(s, "%.*s %.*s q=", (int)r->method_len, r->method ? r->method : "",
+        (int)r->path_len, r->path ? r->path : "");
+    if (r->query)
+        say(s, "%.*s", (int)r->query_len, r->query);
+    else
+        say(s, "-");
+    say(s, " v%u.%u ka%d hd%d ec%d", r->http_major, r->http_minor, r->keep_alive, r->is_head,
+        r->expect_continue);
+    for (unsigned i = 0; i < r->nheaders; i++)
+        say(s, " |%.*s:%.*s", (int)r->headers[i].name_len, r->headers[i].name,
+            (int)r->headers[i].value_len, r->headers[i].value ? r->headers[i].value : "");
+    if (r->body_len <= 64)
+        say(s, " body=%.*s\n", (int)r->body_len, r->body ? r->body : "");
+    else
+        say(s, " body=%zu#%08x\n", r->body_len, (unsigned)fnv(r->body, r->body_len));
+}
+
+static void session_start(struct session *s)
+{
+    memset(s, 0, sizeof(*s));
+    tycho_http_init(&s->h, &cfg);
+    s->r = calloc(1, sizeof(*s->r));
+    if (!s->r || tycho_req_init(s->r) < 0) {
+        printf("Bail out: out of memory\n");
+        exit(2);
+    }
+}
+
+static void session_end(struct session *s)
+{
+    tycho_req_dispose(s->r);
+    free(s->r);
+    s->r = NULL;
+}
+
+/* Feeds one piece, as conn.c's feed() does. */
+static void feed(struct session *s, const char *data, size_t len)
+{
+    while (len > 0 && !s->stopped) {
+        size_t n = tycho_http_parse(&s->h, s->r, data, len);
+
+        if (n > len) {
+            s->anomalies++;
+            n = len;
+        }
+        data += n;
+        len -= n;
+        s->consumed += n;
+        switch (s->h.state) {
+        case TYCHO_HTTP_DONE:
+            record(s, s->r);
+            tycho_req_reset(s->r);
+            tycho_http_next(&s->h);
+            break;
+        case TYCHO_HTTP_ERROR:
+            say(s, "ERROR %d\n", s->h.error_status);
+            s->stopped = 1;
+            return;
+        case TYCHO_HTTP_MORE:
+            if (len > 0)
+                s->anomalies++; /* MORE must mean every byte was taken */
+            return;
+        }
+    }
+}
+
+/* Parses raw split at the given points (ascending, 0 < cut < len) into out. */
+static void run(const char *raw, size_t len, const size_t *cuts, size_t ncuts, char *out,
+                size_t out_len)
+{
+    struct session s;
+    size_t at = 0;
+
+    session_start(&s);
+    for (size_t i = 0; i <= ncuts; i++) {
+        size_t end = i < ncuts ? cuts[i] : len;
+        feed(&s, raw + at, end - at);
+        at = end;
+    }
+    if (s.h.in_message && !s.stopped)
+        say(&s, "INCOMPLETE\n");
+    if (s.anomalies)
+        say(&s, "ANOMALIES %d\n", s.anomalies);
+    snprintf(out, out_len, "%s", s.log);
+    session_end(&s);
+}
+
+/*
+ * Checks that raw parses to want in one piece, byte by byte and split in two
+ * at every point. Reports the first differing split only, so a broken case
+ * costs one failure line per mode.
+ */
+static void check_parse(const char *name, const char *raw, size_t len, const char *want)
+{
+    static char got[8192], label[256];
+    size_t *cuts = malloc(sizeof(size_t) * (len ? len : 1));
+    int bad_split = -1;
+
+    snprintf(label, sizeof(label), "%s: one piece", name);
+    run(raw, len, NULL, 0, got, sizeof(got));
+    is_str(got, want, label);
+
+    for (size_t i = 0; i + 1 < len; i++)
+        cuts[i] = i + 1;
+    run(raw, len, cuts, len ? len - 1 : 0, got, sizeof(got));
+    snprintf(label, sizeof(label), "%s: byte by byte", name);
+    is_str(got, want, label);
+
+    for (size_t cut = 1; cut < len && bad_split < 0; cut++) {
+        run(raw, len, &cut, 1, got, sizeof(got));
+        if (strcmp(got, want) != 0)
+            bad_split = (int)cut;
+    }
+    snprintf(label, sizeof(label), "%s: every two-piece split", name);
+    if (!ok(bad_split < 0, label)) {
+        size_t cut = (size_t)bad_split;
+        run(raw, len, &cut, 1, got, sizeof(got));
+        printf("     split at %d: got \"%s\", want \"%s\"\n", bad_split, got, want);
+    }
+    free(cuts);
+}
+
+/* ---- the tables ------------------------------------------------------------ */
+
+struct parse_case {
+    const char *name;
+    const char *raw;
+    const char *want;  /* one line per request (or ERROR n) */
+};
+
+static const struct parse_case good[] = {
+    {"simple GET", "GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+     "GET / q=- v1.1 ka1 hd0 ec0 |Host:a body=\n"},
+    {"headers",
+     "GET /x/y HTTP/1.1\r\nHost: example.com\r\nUser-Agent: t/1.0\r\nAccept: */*\r\n"
+     "X-Multi: a, b;q=0.5\r\nx-lower: MiXeD\r\nX-Spaces:    padded\r\n\r\n",
+     "GET /x/y q=- v1.1 ka1 hd0 ec0 |Host:example.com |User-Agent:t/1.0 |Accept:*/* "
+     "|X-Multi:a, b;q=0.5 |x-lower:MiXeD |X-Spaces:padded body=\n"},
+    {"empty header value", "GET / HTTP/1.1\r\nX-Empty:\r\nHost: a\r\nX-E2: \r\n\r\n",
+     "GET / q=- v1.1 ka1 hd0 ec0 |X-Empty: |Host:a |X-E2: body=\n"},
+    {"query", "GET /search?q=a+b&x=%20&y HTTP/1.1\r\nHost: a\r\n\r\n",
+     "GET /search q=q=a+b&x=%20&y v1.1 ka1 hd0 ec0 |Host:a body=\n"},
+    {"empty query", "GET /p? HTTP/1.1\r\nHost: a\r\n\r\n",
+     "GET /p q= v1.1 ka1 hd0 ec0 |Host:a body=\n"},
+    {"Content-Length body",
+     "POST /submit HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\nContent-Type: text/plain\r\n"
+     "\r\nhello world",
+     "POST /submit q=- v1.1 ka1 hd0 ec0 |Host:a |Content-Length:11 |Content-Type:text/plain "
+     "body=hello world\n"},
+    {"Content-Length 0", "POST /z HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n",
+     "POST /z q=- v1.1 ka1 hd0 ec0 |Host:a |Content-Length:0 body=\n"},
+    {"chunked body",
+     "POST /up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+     "5\r\nhello\r\n6;ext=1\r\n world\r\nA\r\n0123456789\r\n0\r\n\r\n",
+     "POST /up q=- v1.1 ka1 hd0 ec0 |Host:a |Transfer-Encoding:chunked "
+     "body=hello world0123456789\n"},
+    {"pipelined two",
+     "GET /one HTTP/1.1\r\nHost: a\r\n\r\nPOST /two?k=v HTTP/1.1\r\nHost: b\r\n"
+     "Content-Length: 3\r\n\r\nabc",
+     "GET /one q=- v1.1 ka1 hd0 ec0 |Host:a body=\n"
+     "POST /two q=k=v v1.1 ka1 hd0 ec0 |Host:b |Content-Length:3 body=abc\n"},
+    {"pipelined three, chunked in the middle, close at the end",
+     "GET /a HTTP/1.1\r\nHost: h\r\n\r\n"
+     "PUT /b HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nxyz\r\n0\r\n\r\n"
+     "DELETE /c HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+     "GET /a q=- v1.1 ka1 hd0 ec0 |Host:h body=\n"
+     "PUT /b q=- v1.1 ka1 hd0 ec0 |Host:h |Transfer-Encoding:chunked body=xyz\n"
+     "DELETE /c q=- v1.1 ka0 hd0 ec0 |Host:h |Connection:close body=\n"},
+    {"HTTP/1.0", "GET /old HTTP/1.0\r\n\r\n", "GET /old q=- v1.0 ka0 hd0 ec0 body=\n"},
+    {"HTTP/1.0 keep-alive", "GET /old HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+     "GET /old q=- v1.0 ka1 hd0 ec0 |Connection:keep-alive body=\n"},
+    {"HTTP/1.0 body", "POST /f HTTP/1.0\r\nContent-Length: 2\r\n\r\nok",
+     "POST /f q=- v1.0 ka0 hd0 ec0 |Content-Length:2 body=ok\n"},
+    {"HTTP/1.1 Connection: close", "GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+     "GET / q=- v1.1 ka0 hd0 ec0 |Host:a |Connection:close body=\n"},
+    {"Expect: 100-continue",
+     "PUT /file HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\ndata",
+     "PUT /file q=- v1.1 ka1 hd0 ec1 |Host:a |Expect:100-continue |Content-Length:4 "
+     "body=data\n"},
+    {"Expect: 100-continue, chunked",
+     "POST /c HTTP/1.1\r\nHost: a\r\nExpect: 100-Continue\r\nTransfer-Encoding: chunked\r\n\r\n"
+     "2\r\nhi\r\n0\r\n\r\n",
+     "POST /c q=- v1.1 ka1 hd0 ec1 |Host:a |Expect:100-Continue |Transfer-Encoding:chunked "
+     "body=hi\n"},
+    {"Expect without a body", "GET / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n",
+     "GET / q=- v1.1 ka1 hd0 ec0 |Host:a |Expect:100-continue body=\n"},
+    {"absolute-form URL",
+     "GET http://example.com:8080/abs/path?k=v&w HTTP/1.1\r\nHost: example.com\r\n\r\n",
+     "GET /abs/path q=k=v&w v1.1 ka1 hd0 ec0 |Host:example.com body=\n"},
+    {"absolute-form URL, no query", "GET https://h/x HTTP/1.1\r\nHost: h\r\n\r\n",
+     "GET /x q=- v1.1 ka1 hd0 ec0 |Host:h body=\n"},
+    {"HEAD", "HEAD /r HTTP/1.1\r\nHost: a\r\n\r\n", "HEAD /r q=- v1.1 ka1 hd1 ec0 |Host:a body=\n"},
+    {"OPTIONS *", "OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n",
+     "OPTIONS * q=- v1.1 ka1 hd0 ec0 |Host:a body=\n"},
+    {"blank lines before the request", "\r\n\r\nGET /late HTTP/1.1\r\nHost: a\r\n\r\n",
+     "GET /late q=- v1.1 ka1 hd0 ec0 |Host:a body=\n"},
+    /* RFC 9110 5.5: leading and trailing whitespace is not part of a field value. */
+    {"whitespace around header values", "GET /ows HTTP/1.1\r\nHost:a \r\nX-Pad:\t v w \t\r\n\r\n",
+     "GET /ows q=- v1.1 ka1 hd0 ec0 |Host:a |X-Pad:v w body=\n"},
+    {"Expect: 100-continue with trailing whitespace",
+     "PUT /ows HTTP/1.1\r\nHost: a\r\nExpect: 100-continue \r\nContent-Length: 1\r\n\r\nx",
+     "PUT /ows q=- v1.1 ka1 hd0 ec1 |Host:a |Expect:100-continue |Content-Length:1 body=x\n"},
+    {"bare LF line ends", "GET /lf HTTP/1.1\nHost: a\n\n",
+     "GET /lf q=- v1.1 ka1 hd0 ec0 |Host:a body=\n"},
+};
+
+static const struct parse_case bad[] = {
+    {"garbage request line", "GARBAGE\r\n\r\n", "ERROR 400\n"},
+    /* No version at all is an HTTP/0.9 simple request to http-parser: major 0. */
+    {"request line without version", "GET /\r\nHost: a\r\n\r\n", "ERROR 505\n"},
+    {"space in a header name", "GET / HTTP/1.1\r\nHost: a\r\nBad Name: x\r\n\r\n",
+     "ERROR 400\n"},
+    /* RFC 9112 5.1: whitespace between the name and the colon MUST get a 400. */
+    {"space before the colon", "GET / HTTP/1.1\r\nHost: a\r\nX-Name : x\r\n\r\n",
+     "ERROR 400\n"},
+    {"control byte in a header name", "GET / HTTP/1.1\r\nHost: a\r\nBad\x01: x\r\n\r\n",
+     "ERROR 400\n"},
+    {"bad chunk size",
+     "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+     "ERROR 400\n"},
+    {"Content-Length and Transfer-Encoding",
+     "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+     "0\r\n\r\n",
+     "ERROR 400\n"},
+    {"two different Content-Length",
+     "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+     "ERROR 400\n"},
+    {"bad Content-Length", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5x\r\n\r\nhello",
+     "ERROR 400\n"},
+    {"missing Host on HTTP/1.1", "GET / HTTP/1.1\r\nAccept: */*\r\n\r\n", "ERROR 400\n"},
+    {"HTTP/2.0", "GET / HTTP/2.0\r\nHost: a\r\n\r\n", "ERROR 505\n"},
+    {"HTTP/0.9 style version", "GET / HTTP/0.9\r\nHost: a\r\n\r\n", "ERROR 505\n"},
+    {"unknown Expect", "PUT / HTTP/1.1\r\nHost: a\r\nExpect: gzip\r\nContent-Length: 1\r\n\r\nx",
+     "ERROR 417\n"},
+    {"body over max_body_bytes (Content-Length)",
+     "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1025\r\n\r\n", "ERROR 413\n"},
+    {"good request, then garbage",
+     "GET /ok HTTP/1.1\r\nHost: a\r\n\r\nNOT HTTP AT ALL\r\n\r\n",
+     "GET /ok q=- v1.1 ka1 hd0 ec0 |Host:a body=\nERROR 400\n"},
+    {"good request, then missing Host",
+     "GET /ok HTTP/1.1\r\nHost: a\r\n\r\nGET /next HTTP/1.1\r\n\r\n",
+     "GET /ok q=- v1.1 ka1 hd0 ec0 |Host:a body=\nERROR 400\n"},
+};
+
+/* Builds inputs whose size depends on the limits, then checks them like the tables. */
+static void test_limits(void)
+{
+    static char raw[16384], want[512];
+    char big[4096];
+    size_t n;
+    int len;
+
+    /* A header value over max_header_bytes: 431. */
+    memset(big, 'v', sizeof(big));
+    len = snprintf(raw, sizeof(raw), "GET / HTTP/1.1\r\nHost: a\r\nX-Big: %.*s\r\n\r\n",
+                   MAX_HEADER_BYTES + 1, big);
+    check_parse("header over max_header_bytes", raw, (size_t)len, "ERROR 431\n");
+
+    /* Many small headers adding up to more than max_header_bytes: 431. */
+    n = (size_t)snprintf(raw, sizeof(raw), "GET / HTTP/1.1\r\nHost: a\r\n");
+    for (int i = 0; n < MAX_HEADER_BYTES + 200; i++)
+        n += (size_t)snprintf(raw + n, sizeof(raw) - n, "X-H%03d: 0123456789abcdef\r\n", i);
+    n += (size_t)snprintf(raw + n, sizeof(raw) - n, "\r\n");
+    check_parse("many headers over max_header_bytes", raw, n, "ERROR 431\n");
+
+    /* A URL over max_header_bytes: 414. */
+    memset(big, 'u', sizeof(big));
+    len = snprintf(raw, sizeof(raw), "GET /%.*s HTTP/1.1\r\nHost: a\r\n\r\n", MAX_HEADER_BYTES,
+                   big);
+    check_parse("URL over max_header_bytes", raw, (size_t)len, "ERROR 414\n");
+
+    /* Just under both limits: fine. */
+    len = snprintf(raw, sizeof(raw), "GET /%.*s HTTP/1.1\r\nHost: a\r\n\r\n",
+                   MAX_HEADER_BYTES / 2, big);
+    {
+        static char want_url[4096];
+        snprintf(want_url, sizeof(want_url), "GET /%.*s q=- v1.1 ka1 hd0 ec0 |Host:a body=\n",
+                 MAX_HEADER_BYTES / 2, big);
+        check_parse("URL of half max_header_bytes", raw, (size_t)len, want_url);
+    }
+
+    /* A chunked body over max_body_bytes: 413 while the body arrives. */
+    n = (size_t)snprintf(raw, sizeof(raw),
+                         "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n");
+    for (int i = 0; i < 5; i++) {
+        n += (size_t)snprintf(raw + n, sizeof(raw) - n, "100\r\n");
+        memset(raw + n, 'b', 256);
+        n += 256;
+        n += (size_t)snprintf(raw + n, sizeof(raw) - n, "\r\n");
+    }
+    n += (size_t)snprintf(raw + n, sizeof(raw) - n, "0\r\n\r\n");
+    check_parse("chunked body over max_body_bytes", raw, n, "ERROR 413\n");
+
+    /* A body of exactly max_body_bytes is accepted, in both framings. */
+    memset(big, 'B', sizeof(big));
+    len = snprintf(raw, sizeof(raw), "POST /max HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n"
+                   "%.*s", MAX_BODY_BYTES, MAX_BODY_BYTES, big);
+    snprintf(want, sizeof(want),
+             "POST /max q=- v1.1 ka1 hd0 ec0 |Host:a |Content-Length:%d body=%d#%08x\n",
+             MAX_BODY_BYTES, MAX_BODY_BYTES, (unsigned)fnv(big, MAX_BODY_BYTES));
+    check_parse("body of exactly max_body_bytes", raw, (size_t)len, want);
+    len = snprintf(raw, sizeof(raw), "POST /max HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: "
+                   "chunked\r\n\r\n%x\r\n%.*s\r\n0\r\n\r\n", MAX_BODY_BYTES, MAX_BODY_BYTES, big);
+    snprintf(want, sizeof(want),
+             "POST /max q=- v1.1 ka1 hd0 ec0 |Host:a |Transfer-Encoding:chunked body=%d#%08x\n",
+             MAX_BODY_BYTES, (unsigned)fnv(big, MAX_BODY_BYTES));
+    check_parse("chunked body of exactly max_body_bytes", raw, (size_t)len, want);
+
+    /* Forty headers: the header array grows past its first 16 entries. */
+    n = (size_t)snprintf(raw, sizeof(raw), "GET /many HTTP/1.1\r\nHost: a\r\n");
+    len = snprintf(want, sizeof(want), "GET /many q=- v1.1 ka1 hd0 ec0 |Host:a");
+    {
+        static char want_long[2048];
+        size_t w = (size_t)snprintf(want_long, sizeof(want_long), "%s", want);
+        for (int i = 0; i < 40; i++) {
+            n += (size_t)snprintf(raw + n, sizeof(raw) - n, "H%d: v%d\r\n", i, i);
+            w += (size_t)snprintf(want_long + w, sizeof(want_long) - w, " |H%d:v%d", i, i);
+        }
+        n += (size_t)snprintf(raw + n, sizeof(raw) - n, "\r\n");
+        snprintf(want_long + w, sizeof(want_long) - w, " body=\n");
+        check_parse("forty headers", raw, n, want_long);
+    }
+}
+
+/* RFC 9110 4.2.3: an empty path in an http(s) URI is the same as "/". */
+static void test_absolute_form_empty_path(void)
+{
+    const char *raw = "GET http://example.com HTTP/1.1\r\nHost: example.com\r\n\r\n";
+
+    check_parse("absolute-form URL with an empty path", raw, strlen(raw),
+                "GET / q=- v1.1 ka1 hd0 ec0 |Host:example.com body=\n");
+}
+
+/* Context lifecycle and header lookup. */
+static void test_req_context(void)
+{
+    struct session s;
+    const struct tycho_header *hd;
+    const char *raw = "GET /h HTTP/1.1\r\nHost: a\r\nX-Dup: 1\r\nx-dup: 2\r\n\r\n";
+    size_t n;
+
+    session_start(&s);
+    is_int(s.r->status, 200, "fresh context: status 200");
+    is_int(s.r->co_ref, -2, "fresh context: co_ref LUA_NOREF");
+    ok(s.r->arena.first != NULL, "fresh context: arena ready");
+    n = tycho_http_parse(&s.h, s.r, raw, strlen(raw));
+    is_int(n, strlen(raw), "whole request consumed");
+    is_int(s.h.state, TYCHO_HTTP_DONE, "DONE");
+    hd = tycho_req_header(s.r, "HOST", 4);
+    ok(hd && hd->value_len == 1 && hd->value[0] == 'a', "header lookup ignores case");
+    hd = tycho_req_header(s.r, "x-dup", 5);
+    ok(hd && hd->value_len == 1 && hd->value[0] == '1', "header lookup returns the first");
+    ok(tycho_req_header(s.r, "Hos", 3) == NULL, "no prefix match");
+    ok(tycho_req_header(s.r, "Hostx", 5) == NULL, "no longer match");
+    ok(s.r->path >= s.r->url && s.r->path < s.r->url + s.r->url_len, "path points into url");
+
+    s.r->status = 404;
+    tycho_req_reset(s.r);
+    is_int(s.r->status, 200, "reset: status 200");
+    is_int(s.r->nheaders, 0, "reset: no headers");
+    ok(s.r->url == NULL && s.r->body == NULL, "reset: no url, no body");
+    is_int(s.r->co_ref, -2, "reset: co_ref LUA_NOREF");
+    ok(s.r->arena.first != NULL && s.r->arena.used == 0, "reset keeps the arena's first block");
+
+    /* Parse the same request again after next(). */
+    tycho_http_next(&s.h);
+    is_int(s.h.state, TYCHO_HTTP_MORE, "next: MORE");
+    n = tycho_http_parse(&s.h, s.r, raw, 5);
+    is_int(n, 5, "partial input consumed");
+    is_int(s.h.state, TYCHO_HTTP_MORE, "partial: MORE");
+    ok(s.h.in_message, "partial: in a message");
+    n = tycho_http_parse(&s.h, s.r, raw + 5, strlen(raw) - 5);
+    is_int(n, strlen(raw) - 5, "rest consumed");
+    is_int(s.h.state, TYCHO_HTTP_DONE, "DONE again");
+    is_int(s.r->nheaders, 3, "three headers the second time");
+    session_end(&s);
+}
+
+/* ---- the response writer ----------------------------------------------------- */
+
+static void out_is(struct tycho_buf *out, const char *want, const char *what)
+{
+    char got[2048];
+    size_t n = out->len < sizeof(got) - 1 ? out->len : sizeof(got) - 1;
+
+    memcpy(got, out->data ? out->data + out->off : "", n);
+    got[n] = '\0';
+    is_str(got, want, what);
+    is_int(out->len, strlen(want), what);
+    tycho_buf_consume(out, out->len);
+}
+
+#define DATE "Date: Thu, 01 Jan 1970 00:00:00 GMT\r\n"
+#define TEXT "Content-Type: text/plain; charset=utf-8\r\n"
+
+static void test_write_response(void)
+{
+    struct tycho_buf out = {0};
+    struct tycho_req *r = calloc(1, sizeof(*r));
+    char date[48];
+
+    tycho_http_date_line(date, sizeof(date), 0);
+    is_str(date, DATE, "date line for the epoch");
+    tycho_http_date_line(date, sizeof(date), 1700000000);
+    is_str(date, "Date: Tue, 14 Nov 2023 22:13:20 GMT\r\n", "date line for 1700000000");
+    tycho_http_date_line(date, sizeof(date), 0);
+
+    tycho_req_init(r);
+    r->http_major = 1;
+    r->http_minor = 1;
+    r->res_body = "hello";
+    r->res_body_len = 5;
+    is_int(tycho_http_write_response(&out, r, date, true), TYCHO_OK, "write 200");
+    out_is(&out,
+           "HTTP/1.1 200 OK\r\nServer: tycho\r\n" DATE "Content-Length: 5\r\n" TEXT "\r\nhello",
+           "200 with a body");
+
+    r->is_head = true;
+    tycho_http_write_response(&out, r, date, true);
+    out_is(&out, "HTTP/1.1 200 OK\r\nServer: tycho\r\n" DATE "Content-Length: 5\r\n" TEXT "\r\n",
+           "HEAD: same Content-Length, no body");
+    r->is_head = false;
+
+    tycho_http_write_response(&out, r, date, false);
+    out_is(&out,
+           "HTTP/1.1 200 OK\r\nServer: tycho\r\n" DATE "Content-Length: 5\r\n"
+           "Connection: close\r\n" TEXT "\r\nhello",
+           "keep_alive false: Connection: close");
+
+    r->http_minor = 0;
+    tycho_http_write_response(&out, r, date, true);
+    out_is(&out,
+           "HTTP/1.1 200 OK\r\nServer: tycho\r\n" DATE "Content-Length: 5\r\n"
+           "Connection: keep-alive\r\n" TEXT "\r\nhello",
+           "HTTP/1.0 kept alive: Connection: keep-alive");
+    r->http_minor = 1;
+
+    r->status = 201;
+    r->res_flags = TYCHO_RES_CONTENT_TYPE | TYCHO_RES_SERVER;
+    r->res_headers = (char *)"Content-Type: application/json\r\nServer: mine\r\nX-A: b\r\n";
+    r->res_headers_len = strlen(r->res_headers);
+    r->res_body = "{}";
+    r->res_body_len = 2;
+    tycho_http_write_response(&out, r, date, true);
+    out_is(&out,
+           "HTTP/1.1 201 Created\r\n" DATE "Content-Length: 2\r\n"
+           "Content-Type: application/json\r\nServer: mine\r\nX-A: b\r\n\r\n{}",
+           "handler headers, no default Server or Content-Type");
+
+    r->status = 204;
+    r->res_flags = 0;
+    r->res_headers = NULL;
+    r->res_headers_len = 0;
+    tycho_http_write_response(&out, r, date, true);
+    out_is(&out, "HTTP/1.1 204 No Content\r\nServer: tycho\r\n" DATE "\r\n",
+           "204: no Content-Length, no body");
+
+    r->status = 304;
+    tycho_http_write_response(&out, r, date, false);
+    out_is(&out, "HTTP/1.1 304 Not Modified\r\nServer: tycho\r\n" DATE "Connection: close\r\n\r\n",
+           "304: no body");
+
+    r->status = 200;
+    r->res_body = NULL;
+    r->res_body_len = 0;
+    tycho_http_write_response(&out, r, date, true);
+    out_is(&out, "HTTP/1.1 200 OK\r\nServer: tycho\r\n" DATE "Content-Length: 0\r\n\r\n",
+           "empty body: Content-Length 0, no Content-Type");
+
+    r->status = 299;
+    tycho_http_write_response(&out, r, date, true);
+    out_is(&out, "HTTP/1.1 299 Unknown\r\nServer: tycho\r\n" DATE "Content-Length: 0\r\n\r\n",
+           "unknown status: reason Unknown");
+
+    /* Appends after what is already there, including consumed bytes at the front. */
+    r->status = 200;
+    tycho_buf_puts(&out, "xxPREVIOUS");
+    tycho_buf_consume(&out, 2);
+    tycho_http_write_response(&out, r, date, true);
+    out_is(&out,
+           "PREVIOUSHTTP/1.1 200 OK\r\nServer: tycho\r\n" DATE "Content-Length: 0\r\n\r\n",
+           "response appended after pending output");
+
+    /* A large body is copied whole. */
+    {
+        static char body[100000];
+        memset(body, 'z', sizeof(body));
+        r->res_body = body;
+        r->res_body_len = sizeof(body);
+        tycho_http_write_response(&out, r, date, true);
+        ok(out.len > sizeof(body) &&
+               memcmp(out.data + out.off + out.len - sizeof(body), body, sizeof(body)) == 0,
+           "100 kB body copied");
+        ok(strstr(out.data + out.off, "Content-Length: 100000\r\n") != NULL,
+           "100 kB Content-Length");
+        tycho_buf_consume(&out, out.len);
+    }
+
+    tycho_req_dispose(r);
+    free(r);
+    tycho_buf_dispose(&out);
+}
+
+static void test_write_simple(void)
+{
+    struct tycho_buf out = {0};
+    char busy[TYCHO_BUSY_BYTES];
+    size_t n;
+
+    is_int(tycho_http_write_simple(&out, 404, "", DATE, true, true), TYCHO_OK, "simple 404");
+    out_is(&out,
+           "HTTP/1.1 404 Not Found\r\nServer: tycho\r\n" DATE TEXT
+           "Content-Length: 10\r\n\r\nNot Found\n",
+           "simple 404 bytes");
+    tycho_http_write_simple(&out, 405, "Allow: GET, HEAD\r\n", DATE, true, false);
+    out_is(&out,
+           "HTTP/1.1 405 Method Not Allowed\r\nServer: tycho\r\n" DATE TEXT
+           "Content-Length: 19\r\nAllow: GET, HEAD\r\n\r\n",
+           "simple 405 for HEAD: extra header, Content-Length, no body");
+    tycho_http_write_simple(&out, 400, "", DATE, false, true);
+    out_is(&out,
+           "HTTP/1.1 400 Bad Request\r\nServer: tycho\r\n" DATE TEXT
+           "Content-Length: 12\r\nConnection: close\r\n\r\nBad Request\n",
+           "simple 400, closing");
+    tycho_buf_dispose(&out);
+
+    n = tycho_http_busy(busy, sizeof(busy), DATE);
+    is_int(n, strlen(busy), "busy returns its length");
+    is_str(busy,
+           "HTTP/1.1 503 Service Unavailable\r\nServer: tycho\r\n" DATE "Retry-After: 1\r\n" TEXT
+           "Content-Length: 20\r\nConnection: close\r\n\r\nService Unavailable\n",
+           "busy 503 bytes");
+
+    is_str(tycho_http_reason(200), "OK", "reason 200");
+    is_str(tycho_http_reason(413), "Content Too Large", "reason 413");
+    is_str(tycho_http_reason(431), "Request Header Fields Too Large", "reason 431");
+    is_str(tycho_http_reason(505), "HTTP Version Not Supported", "reason 505");
+    is_str(tycho_http_reason(999), "Unknown", "reason for an unknown code");
+}
+
+int main(void)
+{
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.max_header_bytes = MAX_HEADER_BYTES;
+    cfg.max_body_bytes = MAX_BODY_BYTES;
+    tycho_http_global_init(&cfg);
+
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
+        check_parse(good[i].name, good[i].raw, strlen(good[i].raw), good[i].want);
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        check_parse(bad[i].name, bad[i].raw, strlen(bad[i].raw), bad[i].want);
+    test_limits();
+    test_absolute_form_empty_path();
+    test_req_context();
+    test_write_response();
+    test_write_simple();
+    return test_summary();
+}
