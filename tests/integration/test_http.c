@@ -419,7 +419,7 @@ static int read_chunked(struct client *c, struct response *r, long long deadline
         char *eol;
         unsigned long size;
 
-        while (!(eol = memmem(c->buf, c->len, "\r\n", 2)))
+        while (!(eol = (c->len ? memmem(c->buf, c->len, "\r\n", 2) : NULL)))
             if (client_fill(c, deadline) <= 0)
                 return -1;
         size = strtoul(c->buf, NULL, 16);
@@ -427,7 +427,7 @@ static int read_chunked(struct client *c, struct response *r, long long deadline
         if (size == 0) {
             /* trailers, up to an empty line */
             for (;;) {
-                while (!(eol = memmem(c->buf, c->len, "\r\n", 2)))
+                while (!(eol = (c->len ? memmem(c->buf, c->len, "\r\n", 2) : NULL)))
                     if (client_fill(c, deadline) <= 0)
                         return -1;
                 if (eol == c->buf) {
@@ -458,7 +458,7 @@ static int read_response(struct client *c, struct response *r, int head_only)
     memset(r, 0, sizeof *r);
     if (body_append(r, "", 0) < 0)
         return -1;
-    while (!(end = memmem(c->buf, c->len, "\r\n\r\n", 4))) {
+    while (!(end = (c->len ? memmem(c->buf, c->len, "\r\n\r\n", 4) : NULL))) {
         if (c->len > (1u << 20) || client_fill(c, deadline) <= 0) {
             note("no complete response head: %s",
                  c->closed ? (c->reset ? "connection reset" : "connection closed") : "timeout");
