@@ -107,14 +107,14 @@ static void add_header(lua_State *L, struct tycho_req *r, const char *name, size
     r->res_headers_len = old + add;
 }
 
-/* res:status(code) -> res. code: an integer from 100 to 599. */
+/* res:status(code) -> res. code: 200..599 (1xx are interim answers only the server sends). */
 static int res_status(lua_State *L)
 {
     struct tycho_req *r = check_open(L, "status");
     lua_Integer code = luaL_checkinteger(L, 2);
 
-    luaL_argcheck(L, code >= 100 && code <= 599 && lua_tonumber(L, 2) == (lua_Number)code, 2,
-                  "expected an HTTP status from 100 to 599");
+    luaL_argcheck(L, code >= 200 && code <= 599 && lua_tonumber(L, 2) == (lua_Number)code, 2,
+                  "expected an HTTP status from 200 to 599");
     r->status = (int)code;
     lua_settop(L, 1);
     return 1;

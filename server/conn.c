@@ -40,6 +40,7 @@ struct tycho_conn {
     bool closing;                      /* close once pending output is written */
     bool peer_eof;                     /* the client closed its side */
     bool linger;                       /* input may still be coming: close lingering */
+    bool nodelay;                      /* TCP_NODELAY is set */
     bool lingering;                    /* write side shut; dropping input until EOF or timeout */
     unsigned char peer_family;         /* AF_INET or AF_INET6 */
     unsigned char peer_addr[16];
@@ -99,6 +100,19 @@ static void answer_simple(struct tycho_conn *c, int status, const char *extra, b
         c->closing = true;
 }
 
+/*
+ * Nagle's algorithm can hold back a response while the previous one is not
+ * yet acknowledged: only a connection that stays open for more requests needs
+ * it off, so a one-request connection is spared the system call (as nginx does).
+ */
+static void set_nodelay(struct tycho_conn *c)
+{
+    int one = 1;
+
+    c->nodelay = true;
+    setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
 /* Routes and runs a complete request, appends its response, then frees the context. */
 static void serve(struct tycho_conn *c)
 {
@@ -129,6 +143,8 @@ static void serve(struct tycho_conn *c)
     }
     if (!keep_alive)
         c->closing = true;
+    else if (!c->nodelay && c->fd >= 0)
+        set_nodelay(c);
     w->requests++;
     release_req(c);
     tycho_http_next(&c->http);
@@ -367,7 +383,6 @@ void tycho_conn_open(struct tycho_worker *w, int fd, const struct sockaddr *peer
                      socklen_t peer_len)
 {
     struct tycho_conn *c = tycho_pool_get(&w->conn_pool);
-    int one = 1;
 
     (void)peer_len;
     if (!c) {
@@ -382,13 +397,16 @@ void tycho_conn_open(struct tycho_worker *w, int fd, const struct sockaddr *peer
     c->fd = fd;
     set_peer(c, peer);
     tycho_http_init(&c->http, w->cfg);
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     c->next = w->conns;
     if (w->conns)
         w->conns->prev = c;
     w->conns = c;
-    if (watch(c, EV_READ) < 0)
+    if (watch(c, EV_READ) < 0) {
         close_conn(c);
+        return;
+    }
+    /* Clients send right after connecting: the request is usually here already. */
+    read_and_serve(c);
 }
 
 void tycho_conn_close_all(struct tycho_worker *w)

@@ -1,5 +1,6 @@
 /*
- * listener.c: accept, count, refuse or dispatch. The open-connection count is
+ * listener.c: accept, count, refuse or dispatch. The socket is plain (not an
+ * evconnlistener) so that accepting costs one accept4 per connection. The open-connection count is
  * an atomic shared with the workers (they decrement it on close), so the
  * bound holds across all workers without a message per close.
  *
@@ -16,7 +17,7 @@
 
 #include <errno.h>
 #include <event2/event.h>
-#include <event2/listener.h>
+#include <netinet/in.h>
 #include <netdb.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -78,32 +79,87 @@ static void refuse(struct tycho_listener *l, int fd)
     linger_wait(l, fd, LINGER_ROUNDS);
 }
 
-static void on_accept(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *peer,
-                      int peer_len, void *arg)
+/* Hands an accepted connection to a worker, or refuses it past --max-conns. */
+static void dispatch(struct tycho_listener *l, int fd, const struct sockaddr *peer,
+                     socklen_t peer_len)
 {
-    struct tycho_listener *l = arg;
     int open = atomic_fetch_add_explicit(&l->shared->open_conns, 1, memory_order_relaxed);
 
-    (void)evl;
     if (open >= l->shared->cfg->max_conns) {
         atomic_fetch_sub_explicit(&l->shared->open_conns, 1, memory_order_relaxed);
         refuse(l, fd);
         return;
     }
     tycho_worker_give_conn(&l->workers[l->next_worker++ % (unsigned)l->nworkers], fd, peer,
-                           (socklen_t)peer_len);
+                           peer_len);
 }
 
-static void on_accept_error(struct evconnlistener *evl, void *arg)
+static void on_resume(evutil_socket_t fd, short what, void *arg)
 {
-    static _Atomic long last_s;
-    int err = EVUTIL_SOCKET_ERROR();
+    struct tycho_listener *l = arg;
 
-    (void)evl;
-    (void)arg;
-    /* EMFILE and friends: libevent retries on the next readiness; say so once a minute. */
-    if (tycho_log_allow(&last_s, 60))
-        tycho_log_error("accept failed: %s", evutil_socket_error_to_string(err));
+    (void)fd;
+    (void)what;
+    event_add(l->accept_ev, NULL);
+}
+
+/*
+ * One accept per readiness, as nginx does by default: the level-triggered
+ * event fires again while connections wait, and no accept is wasted on
+ * EAGAIN. Out of descriptors, accepting pauses for 100 ms instead of spinning.
+ */
+static void on_acceptable(evutil_socket_t lfd, short what, void *arg)
+{
+    static _Atomic long last_log_s;
+    struct tycho_listener *l = arg;
+    struct sockaddr_storage peer;
+    socklen_t peer_len = sizeof(peer);
+    struct timeval pause = {0, 100 * 1000};
+    int fd;
+
+    (void)what;
+    fd = accept4(lfd, (struct sockaddr *)&peer, &peer_len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd >= 0) {
+        dispatch(l, fd, (struct sockaddr *)&peer, peer_len);
+        return;
+    }
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR || errno == ECONNABORTED)
+        return;
+    if (tycho_log_allow(&last_log_s, 60))
+        tycho_log_error("accept failed: %s%s", strerror(errno),
+                        errno == EMFILE || errno == ENFILE ? " (raise the open-file limit)" : "");
+    if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+        event_del(l->accept_ev);
+        event_add(l->pause_ev, &pause);
+    }
+}
+
+/* A listening, non-blocking socket for ai; -1 with errno set on failure. */
+static int open_listen_socket(const struct addrinfo *ai)
+{
+    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), one = 1, saved;
+
+    if (fd < 0)
+        return -1;
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == 0 &&
+        bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, BACKLOG) == 0)
+        return fd;
+    saved = errno;
+    close(fd);
+    errno = saved;
+    return -1;
+}
+
+/* The port fd is bound to (useful with --port 0). */
+static int bound_port(int fd)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+
+    if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
+        return -1;
+    return ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                          : ((struct sockaddr_in *)&ss)->sin_port);
 }
 
 int tycho_listener_bind(struct tycho_listener *l, struct event_base *base,
@@ -115,6 +171,7 @@ int tycho_listener_bind(struct tycho_listener *l, struct event_base *base,
     int rc;
 
     memset(l, 0, sizeof(*l));
+    l->fd = -1;
     l->base = base;
     l->shared = shared;
     memset(&hints, 0, sizeof(hints));
@@ -126,24 +183,20 @@ int tycho_listener_bind(struct tycho_listener *l, struct event_base *base,
         snprintf(err, TYCHO_ERR_LEN, "tycho: --host %s: %s", cfg->host, gai_strerror(rc));
         return TYCHO_ERR;
     }
-    l->evl = evconnlistener_new_bind(base, on_accept, l,
-                                     LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC |
-                                         LEV_OPT_REUSEABLE | LEV_OPT_DISABLED,
-                                     BACKLOG, ai->ai_addr, (int)ai->ai_addrlen);
-    if (!l->evl) {
+    l->fd = open_listen_socket(ai);
+    freeaddrinfo(ai);
+    if (l->fd < 0) {
         snprintf(err, TYCHO_ERR_LEN, "tycho: cannot listen on %s:%d: %s", cfg->host, cfg->port,
                  strerror(errno));
-        freeaddrinfo(ai);
         return TYCHO_ERR;
     }
-    freeaddrinfo(ai);
-    evconnlistener_set_error_cb(l->evl, on_accept_error);
-    {
-        struct sockaddr_storage ss;
-        socklen_t len = sizeof(ss);
-        getsockname(evconnlistener_get_fd(l->evl), (struct sockaddr *)&ss, &len);
-        l->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
-                                                 : ((struct sockaddr_in *)&ss)->sin_port);
+    l->port = bound_port(l->fd);
+    l->accept_ev = event_new(base, l->fd, EV_READ | EV_PERSIST, on_acceptable, l);
+    l->pause_ev = evtimer_new(base, on_resume, l);
+    if (!l->accept_ev || !l->pause_ev) {
+        snprintf(err, TYCHO_ERR_LEN, "tycho: out of memory setting up the listener");
+        tycho_listener_dispose(l);
+        return TYCHO_ERR;
     }
     return TYCHO_OK;
 }
@@ -152,12 +205,17 @@ int tycho_listener_enable(struct tycho_listener *l, struct tycho_worker *workers
 {
     l->workers = workers;
     l->nworkers = n;
-    return evconnlistener_enable(l->evl) == 0 ? TYCHO_OK : TYCHO_ERR;
+    return event_add(l->accept_ev, NULL) == 0 ? TYCHO_OK : TYCHO_ERR;
 }
 
 void tycho_listener_dispose(struct tycho_listener *l)
 {
-    if (l->evl)
-        evconnlistener_free(l->evl);
-    l->evl = NULL;
+    if (l->accept_ev)
+        event_free(l->accept_ev);
+    if (l->pause_ev)
+        event_free(l->pause_ev);
+    l->accept_ev = l->pause_ev = NULL;
+    if (l->fd >= 0)
+        close(l->fd);
+    l->fd = -1;
 }

@@ -1,18 +1,20 @@
 /*
- * listener.h: the listening socket (a libevent evconnlistener on the main
- * thread's base), the --max-conns bound, and round-robin dispatch of accepted
- * connections to the workers. Main thread only.
+ * listener.h: the listening socket (a read event in the main thread's base),
+ * the --max-conns bound, and round-robin dispatch of accepted connections to
+ * the workers. Main thread only.
  */
 #ifndef TYCHO_LISTENER_H
 #define TYCHO_LISTENER_H
 
 struct event_base;
-struct evconnlistener;
+struct event;
 struct tycho_shared;
 struct tycho_worker;
 
 struct tycho_listener {
-    struct evconnlistener *evl;     /* owned */
+    int fd;                         /* owned listening socket; -1 when closed */
+    struct event *accept_ev;        /* owned: readiness of fd */
+    struct event *pause_ev;         /* owned: re-enables accepting after EMFILE */
     struct event_base *base;        /* borrowed: main's */
     struct tycho_shared *shared;    /* borrowed */
     struct tycho_worker *workers;   /* borrowed; set before tycho_listener_enable */

@@ -41,7 +41,7 @@ static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
 static int serve(struct tycho_config *cfg)
 {
     struct tycho_shared shared = {.cfg = cfg};
-    struct tycho_listener listener = {0};
+    struct tycho_listener listener = {.fd = -1};
     struct tycho_worker *workers = NULL;
     struct event_base *base = NULL;
     struct event *sigint = NULL, *sigterm = NULL;

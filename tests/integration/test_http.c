@@ -1581,8 +1581,9 @@ static void test_malformed(int port)
 
 static void test_lua_errors(const struct server *s)
 {
-    static const char *const paths[] = {"/error", "/error-nested", "/send-twice",
-                                        "/error-table", "/error-nil"};
+    static const char *const paths[] = {"/error",       "/error-nested", "/send-twice",
+                                        "/error-table", "/error-nil",    "/status-1xx",
+                                        "/header-split", "/return-table", "/use-stashed"};
     static const char *const secrets[] = {"boom", "30_errors", "traceback", "attempt to",
                                           "missing", "second"};
     struct client c;
@@ -1594,6 +1595,10 @@ static void test_lua_errors(const struct server *s)
         ok(0, "lua errors: connect");
         return;
     }
+    /* /use-stashed reads a req kept from /stash; the same connection reaches the same worker. */
+    exchange(&c, "GET /stash HTTP/1.1\r\nHost: t\r\n\r\n", &r);
+    expect_status(&r, 200, "/stash");
+    response_free(&r);
     for (i = 0; i < sizeof paths / sizeof paths[0]; i++) {
         snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: t\r\n\r\n", paths[i]);
         exchange(&c, req, &r);
@@ -1622,6 +1627,14 @@ static void test_lua_errors(const struct server *s)
        "log: traceback names the caller, 30_errors.lua:15");
     ok(wait_for_log(s, "30_errors.lua:21", io_timeout_ms),
        "log: res:send twice names 30_errors.lua:21");
+    ok(wait_for_log(s, "expected an HTTP status from 200 to 599", io_timeout_ms),
+       "log: res:status(101) is refused");
+    ok(wait_for_log(s, "contains CR, LF, NUL", io_timeout_ms),
+       "log: a header value with CR LF is refused (no response splitting)");
+    ok(wait_for_log(s, "handler returned a table value", io_timeout_ms),
+       "log: returning a table is an error");
+    ok(wait_for_log(s, "request finished", io_timeout_ms),
+       "log: a stashed req raises \"request finished\"");
     if (!wait_for_log(s, "30_errors.lua:15", 0))
         note_server_stderr(s, 3000);
 

@@ -28,3 +28,26 @@ end)
 app.get("/error-nil", function(req, res)
     error(nil)
 end)
+
+-- Misuse that must become a 500, never a broken response.
+app.get("/status-1xx", function(req, res)
+    res:status(101):send("upgrade?")
+end)
+
+app.get("/header-split", function(req, res)
+    res:header("X-Split", "a\r\nInjected: yes"):send("split")
+end)
+
+app.get("/return-table", function(req, res)
+    return { "not", "a", "string" }
+end)
+
+local stashed
+app.get("/stash", function(req, res)
+    stashed = req
+    return "stashed"
+end)
+
+app.get("/use-stashed", function(req, res)
+    return stashed.path -- the stashed req belongs to a finished request
+end)
