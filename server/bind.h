@@ -16,7 +16,10 @@ struct tycho_router;
 extern const char tycho_key_gen;      /* -> struct tycho_gen * */
 extern const char tycho_key_handlers; /* -> table: handler id -> function */
 
-/* script.c: the router of the generation whose state L is. */
+/*
+ * script.c: the router of the generation whose state L is, while its
+ * scripts load; NULL once loading is over (routes are fixed then).
+ */
 struct tycho_router *tycho_gen_router_of(lua_State *L);
 
 /*
@@ -31,6 +34,13 @@ void tycho_bind_app(lua_State *L);
  * prelude calls at the start of every request. May raise.
  */
 void tycho_bind_objects(lua_State *L);
+
+/*
+ * bind_req.c: after a request's coroutine returned, errored or yielded for
+ * good: the req and res objects stop pointing at r, and are no longer kept
+ * alive for it. Never raises, allocates nothing.
+ */
+void tycho_bind_release(lua_State *L, struct tycho_req *r);
 
 /* bind_res.c: pushes the "tycho.res" metatable (made on first call). May raise. */
 void tycho_bind_res_metatable(lua_State *L);

@@ -15,17 +15,21 @@
 static int add_route(lua_State *L, const char *method, int path_idx)
 {
     const char *path = luaL_checkstring(L, path_idx);
+    struct tycho_router *router = tycho_gen_router_of(L);
     char err[TYCHO_ERR_LEN];
     int id;
 
     luaL_checktype(L, path_idx + 1, LUA_TFUNCTION);
+    if (!router)
+        return luaL_error(L, "routes can only be registered while the scripts load, not in a "
+                             "handler (%s %s)", method, path);
     lua_pushlightuserdata(L, (void *)&tycho_key_handlers);
     lua_rawget(L, LUA_REGISTRYINDEX);
     id = (int)lua_objlen(L, -1) + 1;
     /* Store the handler first: if that raises (no memory), the router is untouched. */
     lua_pushvalue(L, path_idx + 1);
     lua_rawseti(L, -2, id);
-    if (tycho_router_add(tycho_gen_router_of(L), method, path, id, err) < 0) {
+    if (tycho_router_add(router, method, path, id, err) < 0) {
         lua_pushnil(L);
         lua_rawseti(L, -2, id);
         return luaL_error(L, "%s", err);

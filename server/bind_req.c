@@ -18,6 +18,16 @@
 /* Upvalues of req_index. */
 #define UP_REQ_MT lua_upvalueindex(1)
 #define UP_HEADERS_MT lua_upvalueindex(2)
+#define UP_NO_CACHE lua_upvalueindex(3)
+
+/*
+ * Registry key of the anchor table: lightuserdata(r) -> req and
+ * lightuserdata(r + 1) -> res while the request runs. It keeps the two
+ * userdata alive until tycho_bind_release has set their pointers to NULL,
+ * even when the handler dropped every reference to them (a GC in the middle
+ * of the handler would otherwise free them before C writes into them).
+ */
+static const char anchors_key = 0;
 
 /* Returns the live request behind the req at idx; raises on misuse. */
 static struct tycho_req *check_req(lua_State *L, int idx)
@@ -152,7 +162,7 @@ static int push_cached(lua_State *L, const struct tycho_req *r, const char *key,
                        void (*build)(lua_State *, const struct tycho_req *))
 {
     lua_getfenv(L, 1);
-    if (lua_rawequal(L, -1, LUA_GLOBALSINDEX)) {
+    if (lua_rawequal(L, -1, UP_NO_CACHE)) {
         /* First cached field of this req: give it a table of its own. */
         lua_pop(L, 1);
         lua_createtable(L, 0, 3);
@@ -236,21 +246,36 @@ static int req_tostring(lua_State *L)
     return 1;
 }
 
+/* Upvalues of new_objects. */
+#define UP_NEW_REQ_MT lua_upvalueindex(1)
+#define UP_NEW_RES_MT lua_upvalueindex(2)
+#define UP_NEW_ANCHORS lua_upvalueindex(3)
+#define UP_NEW_NO_CACHE lua_upvalueindex(4)
+
 /* new_objects(r): the req and res objects for one request (called by the prelude). */
 static int new_objects(lua_State *L)
 {
     struct tycho_req *r = lua_touserdata(L, 1);
     void **req_box, **res_box;
 
-    req_box = lua_newuserdata(L, sizeof(void *));
+    req_box = lua_newuserdata(L, sizeof(void *));       /* 2 */
     *req_box = NULL;
-    lua_pushvalue(L, lua_upvalueindex(1));
-    lua_setmetatable(L, -2);
-    res_box = lua_newuserdata(L, sizeof(void *));
+    lua_pushvalue(L, UP_NEW_REQ_MT);
+    lua_setmetatable(L, 2);
+    /* Its environment is the "no cache yet" marker until a table field is read. */
+    lua_pushvalue(L, UP_NEW_NO_CACHE);
+    lua_setfenv(L, 2);
+    res_box = lua_newuserdata(L, sizeof(void *));       /* 3 */
     *res_box = NULL;
-    lua_pushvalue(L, lua_upvalueindex(2));
-    lua_setmetatable(L, -2);
-    /* Only now, with both made (either could raise), do they point at r. */
+    lua_pushvalue(L, UP_NEW_RES_MT);
+    lua_setmetatable(L, 3);
+    lua_pushlightuserdata(L, r);
+    lua_pushvalue(L, 2);
+    lua_rawset(L, UP_NEW_ANCHORS);
+    lua_pushlightuserdata(L, (char *)r + 1);
+    lua_pushvalue(L, 3);
+    lua_rawset(L, UP_NEW_ANCHORS);
+    /* Only now, with everything that could raise done, do they point at r. */
     *req_box = r;
     *res_box = r;
     r->lua_req_box = req_box;
@@ -258,9 +283,36 @@ static int new_objects(lua_State *L)
     return 2;
 }
 
+/* Removes the anchor at key from the table on top, without allocating. */
+static void unanchor(lua_State *L, void *key)
+{
+    lua_pushlightuserdata(L, key);
+    lua_rawget(L, -2);
+    if (!lua_isnil(L, -1)) {
+        lua_pushlightuserdata(L, key);
+        lua_pushnil(L);
+        lua_rawset(L, -4);    /* an existing key: setting nil allocates nothing */
+    }
+    lua_pop(L, 1);
+}
+
+void tycho_bind_release(lua_State *L, struct tycho_req *r)
+{
+    if (r->lua_req_box)
+        *r->lua_req_box = NULL;
+    if (r->lua_res_box)
+        *r->lua_res_box = NULL;
+    r->lua_req_box = r->lua_res_box = NULL;
+    lua_pushlightuserdata(L, (void *)&anchors_key);
+    lua_rawget(L, LUA_REGISTRYINDEX);
+    unanchor(L, r);
+    unanchor(L, (char *)r + 1);
+    lua_pop(L, 1);
+}
+
 void tycho_bind_objects(lua_State *L)
 {
-    int req_mt, headers_mt;
+    int req_mt, headers_mt, no_cache, anchors;
 
     luaL_newmetatable(L, "tycho.req");
     req_mt = lua_gettop(L);
@@ -268,21 +320,33 @@ void tycho_bind_objects(lua_State *L)
     headers_mt = lua_gettop(L);
     lua_pushcfunction(L, headers_index);
     lua_setfield(L, headers_mt, "__index");
+    lua_newtable(L);
+    no_cache = lua_gettop(L);
+    lua_pushlightuserdata(L, (void *)&anchors_key);
+    lua_newtable(L);
+    lua_pushvalue(L, -1);
+    lua_insert(L, -3);
+    lua_rawset(L, LUA_REGISTRYINDEX);
+    anchors = lua_gettop(L);
 
     lua_pushvalue(L, req_mt);
     lua_pushvalue(L, headers_mt);
-    lua_pushcclosure(L, req_index, 2);
+    lua_pushvalue(L, no_cache);
+    lua_pushcclosure(L, req_index, 3);
     lua_setfield(L, req_mt, "__index");
     lua_pushvalue(L, req_mt);
-    lua_pushvalue(L, headers_mt);
-    lua_pushcclosure(L, req_newindex, 2);
+    lua_pushcclosure(L, req_newindex, 1);
     lua_setfield(L, req_mt, "__newindex");
     lua_pushcfunction(L, req_tostring);
     lua_setfield(L, req_mt, "__tostring");
     lua_pushliteral(L, "tycho.req");
     lua_setfield(L, req_mt, "__metatable");
 
-    lua_pop(L, 1);                  /* headers_mt */
+    lua_pushvalue(L, req_mt);
     tycho_bind_res_metatable(L);    /* pushes res_mt */
-    lua_pushcclosure(L, new_objects, 2);
+    lua_pushvalue(L, anchors);
+    lua_pushvalue(L, no_cache);
+    lua_pushcclosure(L, new_objects, 4);
+    lua_replace(L, req_mt);
+    lua_settop(L, req_mt);          /* leaves new_objects */
 }

@@ -30,13 +30,18 @@ static struct tycho_req *check_res(lua_State *L, int idx)
     return *box;
 }
 
-/* The request behind res, which must not have sent its body yet. */
-static struct tycho_req *check_open(lua_State *L, const char *fn)
+/*
+ * The request behind res, which must not have its body yet. Status and
+ * headers may still change after the body is set (nothing is written before
+ * the handler and its middleware return), so middleware can add headers
+ * after next(); a second body is an error.
+ */
+static struct tycho_req *check_no_body(lua_State *L, const char *fn)
 {
     struct tycho_req *r = check_res(L, 1);
 
     if (r->res_flags & TYCHO_RES_SENT)
-        luaL_error(L, "res:%s: the response was already sent", fn);
+        luaL_error(L, "res:%s: the response body was already sent", fn);
     return r;
 }
 
@@ -110,7 +115,7 @@ static void add_header(lua_State *L, struct tycho_req *r, const char *name, size
 /* res:status(code) -> res. code: 200..599 (1xx are interim answers only the server sends). */
 static int res_status(lua_State *L)
 {
-    struct tycho_req *r = check_open(L, "status");
+    struct tycho_req *r = check_res(L, 1);
     lua_Integer code = luaL_checkinteger(L, 2);
 
     luaL_argcheck(L, code >= 200 && code <= 599 && lua_tonumber(L, 2) == (lua_Number)code, 2,
@@ -123,7 +128,7 @@ static int res_status(lua_State *L)
 /* res:header(name, value) -> res. value: a string or a number. */
 static int res_header(lua_State *L)
 {
-    struct tycho_req *r = check_open(L, "header");
+    struct tycho_req *r = check_res(L, 1);
     size_t name_len, value_len;
     const char *name = luaL_checklstring(L, 2, &name_len);
     const char *value = luaL_checklstring(L, 3, &value_len);
@@ -152,7 +157,7 @@ static void set_body(lua_State *L, struct tycho_req *r, int idx)
 /* res:send([body]) -> res. body: a string or a number; none sends an empty body. */
 static int res_send(lua_State *L)
 {
-    struct tycho_req *r = check_open(L, "send");
+    struct tycho_req *r = check_no_body(L, "send");
 
     if (lua_isnoneornil(L, 2))
         lua_pushliteral(L, "");
@@ -166,7 +171,7 @@ static int res_send(lua_State *L)
 /* res:json(value) -> res. Encodes with lua-cjson; an unencodable value raises. */
 static int res_json(lua_State *L)
 {
-    struct tycho_req *r = check_open(L, "json");
+    struct tycho_req *r = check_no_body(L, "json");
 
     luaL_checkany(L, 2);
     lua_pushvalue(L, UP_JSON_ENCODE);
@@ -182,7 +187,7 @@ static int res_json(lua_State *L)
 /* res:redirect(url[, code]) -> res. code: 300..399, default 302. */
 static int res_redirect(lua_State *L)
 {
-    struct tycho_req *r = check_open(L, "redirect");
+    struct tycho_req *r = check_no_body(L, "redirect");
     size_t url_len;
     const char *url = luaL_checklstring(L, 2, &url_len);
     lua_Integer code = luaL_optinteger(L, 3, 302);

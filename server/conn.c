@@ -24,10 +24,18 @@
 #include <netinet/tcp.h>
 #include <stdbool.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 /* Reads per event before yielding to other connections. */
 #define READS_PER_EVENT 4
+/*
+ * Output a connection may have waiting before it stops answering pipelined
+ * requests it has already read (their bytes wait in its input buffer). This
+ * bounds the memory a client that sends many requests and reads nothing can
+ * make the server hold.
+ */
+#define OUT_HIGH_BYTES (256 * 1024)
 /* How long a closing connection keeps reading (and dropping) what the client still sends. */
 #define LINGER_MS 2000
 
@@ -42,12 +50,14 @@ struct tycho_conn {
     bool linger;                       /* input may still be coming: close lingering */
     bool nodelay;                      /* TCP_NODELAY is set */
     bool lingering;                    /* write side shut; dropping input until EOF or timeout */
+    time_t linger_until;               /* lingering ends by then, however much keeps coming */
     unsigned char peer_family;         /* AF_INET or AF_INET6 */
     unsigned char peer_addr[16];
     struct event ev;                   /* embedded, so a connection is one allocation */
     struct tycho_http http;            /* parser state */
     struct tycho_req *req;             /* from the worker's pool while a request is in progress */
     struct tycho_buf pending;          /* owned: output the socket has not taken */
+    struct tycho_buf input;            /* owned: read but not parsed yet (back-pressure) */
     struct tycho_buf *local_out;       /* borrowed: --request output, else NULL */
 };
 
@@ -125,8 +135,10 @@ static void serve(struct tycho_conn *c)
                               r->path_len, &r->match)) {
     case TYCHO_ROUTE_FOUND:
         tycho_gen_run(w->gen, r);
-        if (r->res_flags & TYCHO_RES_CLOSE)
+        if (r->res_flags & TYCHO_RES_CLOSE) {
             keep_alive = false;
+            c->linger |= r->keep_alive; /* the client may already be sending its next request */
+        }
         if (tycho_http_write_response(out_of(c), r, tycho_worker_date(w), keep_alive) < 0)
             keep_alive = false, c->closing = true;
         break;
@@ -150,10 +162,22 @@ static void serve(struct tycho_conn *c)
     tycho_http_next(&c->http);
 }
 
-/* Parses and answers what arrived. Bytes after a request that closes the connection are dropped. */
-static void feed(struct tycho_conn *c, const char *data, size_t len)
+/* Whether the output waiting is over the high-water mark (never for --request). */
+static bool output_full(struct tycho_conn *c)
 {
-    while (len > 0 && !c->closing) {
+    return !c->local_out && out_of(c)->len >= OUT_HIGH_BYTES;
+}
+
+/*
+ * Parses and answers what arrived; returns how many bytes it used. It stops
+ * early when the connection is closing (the rest is dropped) or when the
+ * output waiting is over the high-water mark (the caller keeps the rest).
+ */
+static size_t feed(struct tycho_conn *c, const char *data, size_t len)
+{
+    size_t total = len;
+
+    while (len > 0 && !c->closing && !output_full(c)) {
         size_t n;
 
         if (!c->req && !(c->req = take_req(c))) {
@@ -163,7 +187,7 @@ static void feed(struct tycho_conn *c, const char *data, size_t len)
                              tycho_http_busy(busy, sizeof(busy), tycho_worker_date(c->w)));
             c->closing = true;
             c->linger = true;
-            return;
+            return total - len;
         }
         n = tycho_http_parse(&c->http, c->req, data, len);
         data += n;
@@ -175,7 +199,7 @@ static void feed(struct tycho_conn *c, const char *data, size_t len)
         case TYCHO_HTTP_ERROR:
             answer_simple(c, c->http.error_status, "", false, true);
             c->linger = true;         /* the rest of the bad request may still be coming */
-            return;
+            return total - len;
         case TYCHO_HTTP_MORE:
             if (c->req->expect_continue && !c->req->continue_sent) {
                 c->req->continue_sent = true;
@@ -184,12 +208,13 @@ static void feed(struct tycho_conn *c, const char *data, size_t len)
             }
             if (!c->http.in_message)
                 release_req(c);       /* only blank lines so far */
-            return;
+            return total - len;
         }
     }
     /* Bytes after a request that closes the connection: the client is still sending. */
-    if (len > 0)
+    if (len > 0 && c->closing)
         c->linger = true;
+    return total - len;
 }
 
 /* Sends as much of buf as the socket takes. Returns TYCHO_ERR when the peer is gone. */
@@ -261,6 +286,7 @@ static void close_conn(struct tycho_conn *c)
     }
     release_req(c);
     tycho_buf_dispose(&c->pending);
+    tycho_buf_dispose(&c->input);
     if (c->prev)
         c->prev->next = c->next;
     else if (w->conns == c)
@@ -290,6 +316,7 @@ static void finish(struct tycho_conn *c)
         return;
     }
     c->lingering = true;
+    c->linger_until = time(NULL) + (LINGER_MS + 999) / 1000;
     if (c->ev_what)
         event_del(&c->ev);
     c->ev_what = EV_READ;
@@ -298,10 +325,15 @@ static void finish(struct tycho_conn *c)
         close_conn(c);
 }
 
-/* Lingering: reads and drops input; closes on EOF, error or timeout. */
+/*
+ * Lingering: reads and drops input; closes on EOF, error, a quiet spell or
+ * the deadline (each read re-arms the event's timeout, so a client dripping
+ * bytes would otherwise keep it open).
+ */
 static void drain(struct tycho_conn *c, short what)
 {
-    for (int i = 0; i < READS_PER_EVENT && !(what & EV_TIMEOUT); i++) {
+    for (int i = 0; i < READS_PER_EVENT && !(what & EV_TIMEOUT) && time(NULL) < c->linger_until;
+         i++) {
         ssize_t n = recv(c->fd, c->w->rbuf, TYCHO_READ_BYTES, 0);
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
             return;
@@ -312,14 +344,28 @@ static void drain(struct tycho_conn *c, short what)
 }
 
 /* Reads what is there (a bounded number of times) and answers it. */
+/* Answers requests read earlier and kept back while output was over the mark. */
+static void feed_kept_input(struct tycho_conn *c)
+{
+    tycho_buf_consume(&c->input, feed(c, c->input.data + c->input.off, c->input.len));
+    if (c->input.len == 0 || c->closing)
+        tycho_buf_dispose(&c->input);
+}
+
 static void read_and_serve(struct tycho_conn *c)
 {
     struct tycho_worker *w = c->w;
 
-    for (int i = 0; i < READS_PER_EVENT && !c->closing; i++) {
+    if (c->input.len > 0)
+        feed_kept_input(c);
+    /* No new reads while earlier input waits: that is the back-pressure. */
+    for (int i = 0; i < READS_PER_EVENT && !c->closing && c->input.len == 0; i++) {
         ssize_t n = recv(c->fd, w->rbuf, TYCHO_READ_BYTES, 0);
         if (n > 0) {
-            feed(c, w->rbuf, (size_t)n);
+            size_t used = feed(c, w->rbuf, (size_t)n);
+            if (used < (size_t)n && !c->closing &&
+                tycho_buf_append(&c->input, w->rbuf + used, (size_t)n - used) < 0)
+                c->closing = true;    /* no memory to keep it: answer what we have, close */
             if ((size_t)n < TYCHO_READ_BYTES)
                 break;
         } else if (n == 0) {
@@ -344,6 +390,9 @@ static void read_and_serve(struct tycho_conn *c)
             close_conn(c);
     } else if (c->closing) {
         finish(c);
+    } else if (c->input.len > 0) {
+        /* The socket took everything: go on with the kept requests on the next turn. */
+        event_active(&c->ev, EV_READ, 0);
     }
 }
 
@@ -367,6 +416,8 @@ static void on_event(evutil_socket_t fd, short what, void *arg)
         finish(c);
     else if (c->pending.len == 0 && watch(c, EV_READ) < 0)
         close_conn(c);
+    else if (c->pending.len == 0 && c->input.len > 0)
+        read_and_serve(c);            /* requests kept back while the output was full */
 }
 
 /* Remembers the peer address compactly (the connection keeps no sockaddr_storage). */

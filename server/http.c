@@ -223,6 +223,16 @@ static void trim_values(struct tycho_req *r)
     }
 }
 
+/* One Host header (none is allowed on HTTP/1.0). */
+static bool host_ok(const struct tycho_req *r)
+{
+    unsigned hosts = 0;
+
+    for (unsigned i = 0; i < r->nheaders; i++)
+        hosts += r->headers[i].name_len == 4 && strncasecmp(r->headers[i].name, "host", 4) == 0;
+    return hosts == 1 || (hosts == 0 && r->http_minor == 0);
+}
+
 static int on_headers_complete(http_parser *p)
 {
     struct tycho_http *h = state_of(p);
@@ -240,8 +250,8 @@ static int on_headers_complete(http_parser *p)
         return fail(h, 400);
     if (r->http_major != 1)
         return fail(h, 505);
-    /* RFC 9112 3.2: a request without Host on HTTP/1.1 is a 400. */
-    if (r->http_minor >= 1 && !tycho_req_header(r, "host", 4))
+    /* RFC 9112 3.2: a request without Host on HTTP/1.1, or with two, is a 400. */
+    if (!host_ok(r))
         return fail(h, 400);
     if (p->content_length != ULLONG_MAX && p->content_length > h->cfg->max_body_bytes)
         return fail(h, 413);
@@ -432,7 +442,7 @@ int tycho_http_write_response(struct tycho_buf *out, const struct tycho_req *r,
     const char *reason = tycho_http_reason(r->status);
     size_t reason_len = strlen(reason), date_len = strlen(date_line);
     bool no_body = bodyless(r->status);
-    size_t body_len = no_body ? 0 : r->res_body_len;
+    size_t body_len = no_body || r->is_head ? 0 : r->res_body_len;
     size_t max = 64 + reason_len + date_len + r->res_headers_len + body_len + 96;
     char *start = tycho_buf_reserve(out, max), *w = start;
 
@@ -459,8 +469,7 @@ int tycho_http_write_response(struct tycho_buf *out, const struct tycho_req *r,
         PUT("Content-Type: text/plain; charset=utf-8\r\n");
     PUTN(r->res_headers, r->res_headers_len);
     PUT("\r\n");
-    if (!r->is_head && body_len)
-        PUTN(r->res_body, body_len);
+    PUTN(r->res_body, body_len);
     out->len += (size_t)(w - start);
     return TYCHO_OK;
 }

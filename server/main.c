@@ -31,6 +31,15 @@ static void print_route(const char *method, const char *path, int handler_id, vo
     printf("  %-7s %s\n", method, path);
 }
 
+static void on_hangup(evutil_socket_t sig, short what, void *arg)
+{
+    (void)sig;
+    (void)what;
+    (void)arg;
+    /* The default action would kill the server; this version does not reload on SIGHUP. */
+    tycho_log_warn("SIGHUP ignored: this version does not reload scripts; restart to load changes");
+}
+
 static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
 {
     (void)what;
@@ -44,7 +53,7 @@ static int serve(struct tycho_config *cfg)
     struct tycho_listener listener = {.fd = -1};
     struct tycho_worker *workers = NULL;
     struct event_base *base = NULL;
-    struct event *sigint = NULL, *sigterm = NULL;
+    struct event *sigint = NULL, *sigterm = NULL, *sighup = NULL;
     struct tycho_gen *scratch;
     char err[TYCHO_ERR_LEN];
     int rc = 1;
@@ -67,7 +76,9 @@ static int serve(struct tycho_config *cfg)
     }
     sigint = evsignal_new(base, SIGINT, on_stop_signal, base);
     sigterm = evsignal_new(base, SIGTERM, on_stop_signal, base);
-    if (!sigint || !sigterm || evsignal_add(sigint, NULL) < 0 || evsignal_add(sigterm, NULL) < 0 ||
+    sighup = evsignal_new(base, SIGHUP, on_hangup, NULL);
+    if (!sigint || !sigterm || !sighup || evsignal_add(sigint, NULL) < 0 ||
+        evsignal_add(sigterm, NULL) < 0 || evsignal_add(sighup, NULL) < 0 ||
         tycho_listener_enable(&listener, workers, cfg->workers) < 0) {
         fprintf(stderr, "tycho: cannot set up signals or the listener\n");
         goto out;
@@ -92,6 +103,8 @@ out:
         event_free(sigint);
     if (sigterm)
         event_free(sigterm);
+    if (sighup)
+        event_free(sighup);
     if (base)
         event_base_free(base);
     tycho_gen_free(scratch);
@@ -108,6 +121,13 @@ static int add_request_header(struct tycho_buf *raw, const char *header, char *e
     if (!colon || colon == header || strpbrk(header, "\r\n")) {
         snprintf(err, TYCHO_ERR_LEN, "tycho: --header: expected 'Name: value', got \"%s\"",
                  header);
+        return TYCHO_ERR;
+    }
+    if (strncasecmp(header, "content-length:", 15) == 0 ||
+        strncasecmp(header, "transfer-encoding:", 18) == 0) {
+        snprintf(err, TYCHO_ERR_LEN,
+                 "tycho: --header: \"%.*s\" is set from --body; leave it out",
+                 (int)(colon - header), header);
         return TYCHO_ERR;
     }
     if (tycho_buf_puts(raw, header) < 0 || tycho_buf_puts(raw, "\r\n") < 0) {

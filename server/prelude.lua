@@ -1,20 +1,29 @@
 -- prelude.lua: the Lua half of the request path, compiled into the binary.
 -- It gets the `tycho` module table and the C function that makes req/res
--- objects, adds app.use, and returns dispatch(handler, r). Middleware and
+-- objects, adds app.use, and returns dispatch(handler, r) and seal(), which
+-- script.c calls once the scripts have loaded. Middleware and
 -- next() live here, in Lua, so that a handler may one day yield through them
 -- (C frames cannot be resumed across in LuaJIT).
 local app, new_objects = ...
 
 local middleware = {}
+local sealed = false
 
 function app.use(fn)
+  if sealed then
+    error("app.use: middleware can only be added while the scripts load, not in a handler", 2)
+  end
   if type(fn) ~= "function" then
     error("app.use: expected a function, got " .. type(fn), 2)
   end
   middleware[#middleware + 1] = fn
 end
 
-return function(handler, r)
+local function seal()
+  sealed = true
+end
+
+local function dispatch(handler, r)
   local req, res = new_objects(r)
   local n = #middleware
   if n == 0 then
@@ -33,3 +42,5 @@ return function(handler, r)
   next_step()
   return result
 end
+
+return dispatch, seal

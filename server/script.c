@@ -37,6 +37,8 @@ struct tycho_gen {
     struct tycho_router *router;   /* owned */
     int worker_id;
     int dispatch_ref;              /* the prelude's dispatch function */
+    int seal_ref;                  /* the prelude's seal(): no more middleware */
+    int loaded;                    /* the scripts have loaded: no more routes */
     int handlers_ref;              /* table: handler id -> function */
     unsigned nscripts;
     struct cached_thread threads[THREAD_CACHE_MAX]; /* idle coroutines */
@@ -51,7 +53,7 @@ struct tycho_router *tycho_gen_router_of(lua_State *L)
     lua_rawget(L, LUA_REGISTRYINDEX);
     g = lua_touserdata(L, -1);
     lua_pop(L, 1);
-    return g->router;
+    return g->loaded ? NULL : g->router;
 }
 
 const struct tycho_router *tycho_gen_router(const struct tycho_gen *g)
@@ -109,7 +111,8 @@ static int setup_state(lua_State *L)
         return lua_error(L);
     lua_pushvalue(L, -2);             /* app */
     tycho_bind_objects(L);            /* new_objects */
-    lua_call(L, 2, 1);
+    lua_call(L, 2, 2);
+    g->seal_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     g->dispatch_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_pop(L, 1);
     return 0;
@@ -221,7 +224,7 @@ struct tycho_gen *tycho_gen_new(const char *dir_arg, int worker_id, char *err)
     }
     lua_atpanic(g->L, on_panic);
     g->worker_id = worker_id;
-    g->dispatch_ref = g->handlers_ref = LUA_NOREF;
+    g->dispatch_ref = g->handlers_ref = g->seal_ref = LUA_NOREF;
     args.g = g;
     args.dir = dir;
     if (lua_cpcall(g->L, setup_state, &args) != 0) {
@@ -234,6 +237,15 @@ struct tycho_gen *tycho_gen_new(const char *dir_arg, int worker_id, char *err)
         if (run_script(g->L, dir, names[i], err) < 0)
             goto fail;
     g->nscripts = count;
+    /* From here on routes and middleware are fixed: a handler cannot add any. */
+    g->loaded = 1;
+    lua_rawgeti(g->L, LUA_REGISTRYINDEX, g->seal_ref);
+    if (lua_pcall(g->L, 0, 0, 0) != 0) {
+        snprintf(err, TYCHO_ERR_LEN, "setting up Lua: %s", lua_tostring(g->L, -1));
+        goto fail;
+    }
+    luaL_unref(g->L, LUA_REGISTRYINDEX, g->seal_ref);
+    g->seal_ref = LUA_NOREF;
     for (unsigned i = 0; i < count; i++)
         free(names[i]);
     free(names);
@@ -388,12 +400,8 @@ void tycho_gen_run(struct tycho_gen *g, struct tycho_req *r)
     lua_remove(co, -2);
     lua_pushlightuserdata(co, r);
     rc = lua_resume(co, 2);
-    /* Before anything can run the GC: a stashed req/res must not reach r any more. */
-    if (r->lua_req_box)
-        *r->lua_req_box = NULL;
-    if (r->lua_res_box)
-        *r->lua_res_box = NULL;
-    r->lua_req_box = r->lua_res_box = NULL;
+    /* A stashed req/res must not reach r any more. */
+    tycho_bind_release(g->L, r);
     if (rc == 0) {
         collect_result(g, r, &t);
         return;

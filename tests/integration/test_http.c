@@ -610,6 +610,16 @@ static void check_common(const struct response *r, int head_only, long head_len,
 }
 
 /* GET-style one-shot request with the usual checks. */
+/* One request on a fresh connection; checks only its status. */
+static void expect_status_of(int port, const char *req, int want, const char *ctx)
+{
+    struct response r;
+
+    fetch(port, req, &r);
+    expect_status(&r, want, ctx);
+    response_free(&r);
+}
+
 static void check_get(int port, const char *path, int status, const char *body)
 {
     char req[2048];
@@ -1797,6 +1807,112 @@ static void test_concurrent(int port)
 }
 
 /* Clients that go away mid-request or before reading: the server carries on. */
+static long rss_kib(pid_t pid);
+
+/* ---- lifecycle: GC and request objects, load-time registration, back-pressure ---- */
+
+static void test_lifecycle(const struct server *s)
+{
+    struct response r;
+    struct client c;
+    int good = 0;
+
+    /* req/res unreachable from Lua while the GC runs: must not crash the worker. */
+    for (int i = 0; i < 6; i++) {
+        if (fetch(s->port, "GET /gc-churn HTTP/1.1\r\nHost: t\r\n\r\n", &r) == 200 &&
+            strcmp(r.body, "churned") == 0)
+            good++;
+        response_free(&r);
+    }
+    is_int(good, 6, "GC during a handler that keeps no req/res: every request 200");
+
+    expect_status_of(s->port, "GET /late-route HTTP/1.1\r\nHost: t\r\n\r\n", 500,
+                     "app.get in a handler is a 500");
+    expect_status_of(s->port, "GET /added-late HTTP/1.1\r\nHost: t\r\n\r\n", 404,
+                     "a route registered in a handler does not exist");
+    expect_status_of(s->port, "GET /late-use HTTP/1.1\r\nHost: t\r\n\r\n", 500,
+                     "app.use in a handler is a 500");
+    ok(wait_for_log(s, "routes can only be registered while the scripts load", io_timeout_ms),
+       "log: late route explained");
+    ok(wait_for_log(s, "middleware can only be added while the scripts load", io_timeout_ms),
+       "log: late middleware explained");
+
+    if (fetch(s->port, "GET /json-then-header HTTP/1.1\r\nHost: t\r\n\r\n", &r) == 200) {
+        expect_header(&r, "X-After-Next", "yes", "middleware adds a header after res:json");
+        expect_body(&r, "{\"ok\":true}", "json body kept");
+    } else {
+        ok(0, "GET /json-then-header: 200");
+    }
+    response_free(&r);
+
+    expect_status_of(s->port, "GET /hello HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400,
+                     "two Host headers: 400");
+
+    /*
+     * 64 pipelined requests for 1 MiB each from a client that reads nothing
+     * for a while: the server keeps at most a bounded amount of output, so
+     * its RSS must not grow by anything like 64 MiB; then every response
+     * arrives, in order.
+     */
+    if (client_connect(&c, s->port) == 0) {
+        static const char req[] = "GET /mib HTTP/1.1\r\nHost: t\r\n\r\n";
+        char batch[64 * (sizeof(req) - 1)];
+        long before = rss_kib(s->pid), during;
+
+        for (int i = 0; i < 64; i++)
+            memcpy(batch + (size_t)i * (sizeof(req) - 1), req, sizeof(req) - 1);
+        client_send(&c, batch, sizeof(batch));
+        sleep_ms(1000);
+        during = rss_kib(s->pid);
+        printf("# 64 x 1 MiB pipelined, client not reading: server RSS %ld -> %ld KiB\n", before,
+               during);
+        ok(before > 0 && during > 0 && during - before < 24 * 1024,
+           "pipelined large responses to a client that does not read: RSS grows < 24 MiB");
+        good = 0;
+        for (int i = 0; i < 64; i++) {
+            if (read_response(&c, &r, 0) == 0 && r.status == 200 && r.body_len == 1048576)
+                good++;
+            response_free(&r);
+        }
+        is_int(good, 64, "all 64 large pipelined responses arrive once the client reads");
+        client_close(&c);
+    } else {
+        ok(0, "back-pressure: connect");
+    }
+}
+
+/*
+ * A bad request makes the server close lingering; a client that keeps
+ * dripping bytes must not hold the connection past the linger deadline
+ * (2 s; this allows 8).
+ */
+static void test_linger_deadline(int port)
+{
+    struct client c;
+    long long until = now_ms() + 8000;
+    int closed = 0;
+
+    if (client_connect(&c, port) < 0) {
+        ok(0, "linger: connect");
+        return;
+    }
+    {
+        struct response r;
+        client_sends(&c, "GARBAGE\r\n\r\n");
+        read_response(&c, &r, 0);
+        expect_status(&r, 400, "linger: garbage gets 400");
+        response_free(&r);
+    }
+    while (now_ms() < until && !closed) {
+        if (client_send(&c, "x", 1) < 0)
+            closed = 1;
+        else
+            closed = client_wait_closed(&c, 250) == 1;
+    }
+    ok(closed, "a client dripping bytes after a 400 is closed by the linger deadline");
+    client_close(&c);
+}
+
 static void test_vanishing_clients(int port)
 {
     struct client c;
@@ -2226,6 +2342,8 @@ int main(int argc, char **argv)
         test_burst(s.port);
         test_concurrent(s.port);
         test_vanishing_clients(s.port);
+        test_lifecycle(&s);
+        test_linger_deadline(s.port);
 
         /* SIGTERM with an idle keep-alive connection open */
         idle.fd = -1;
