@@ -45,22 +45,6 @@ static struct tycho_req *check_no_body(lua_State *L, const char *fn)
     return r;
 }
 
-/* RFC 9110 token characters, for header names. */
-static int is_token(const char *s, size_t len)
-{
-    static const char extra[] = "!#$%&'*+-.^_`|~";
-
-    if (len == 0)
-        return 0;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-              (c && strchr(extra, c))))
-            return 0;
-    }
-    return 1;
-}
-
 /* Header values: no control characters but tab (this is what stops response splitting). */
 static int is_field_value(const char *s, size_t len)
 {
@@ -84,7 +68,7 @@ static void add_header(lua_State *L, struct tycho_req *r, const char *name, size
     size_t old = r->res_headers_len, add = name_len + 2 + value_len + 2;
     char *line = r->res_headers;
 
-    if (!is_token(name, name_len))
+    if (!tycho_http_is_token(name, name_len))
         luaL_error(L, "res:header: bad header name \"%s\"", name);
     if (!is_field_value(value, value_len))
         luaL_error(L, "res:header: the value of %s contains CR, LF, NUL or another control "

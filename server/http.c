@@ -128,6 +128,16 @@ static bool is_tchar(unsigned char c)
            (c && strchr(extra, c));
 }
 
+bool tycho_http_is_token(const char *s, size_t len)
+{
+    if (len == 0)
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if (!is_tchar((unsigned char)s[i]))
+            return false;
+    return true;
+}
+
 static int on_header_field(http_parser *p, const char *at, size_t len)
 {
     struct tycho_http *h = state_of(p);

@@ -34,6 +34,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "support.h"
 
 static int run_timeout_ms = 20000;
 
@@ -52,62 +53,10 @@ static void on_fatal_signal(int sig)
     _exit(2);
 }
 
-static char *wrap_copy;             /* owned; TYCHO_WRAP split in place */
-static char *wrap_words[32];
-static int n_wrap;
 
 /* ======================================================================
  * Utilities
  * ====================================================================== */
-
-static long long now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void note(const char *fmt, ...)
-{
-    va_list ap;
-
-    printf("# ");
-    va_start(ap, fmt);
-    vprintf(fmt, ap);
-    va_end(ap);
-    printf("\n");
-    fflush(stdout);
-}
-
-static char what_buf[512];
-
-/* Formats a check description: "ctx: ...". */
-static const char *what(const char *ctx, const char *fmt, ...)
-{
-    va_list ap;
-    int n = snprintf(what_buf, sizeof what_buf, "%s: ", ctx);
-
-    va_start(ap, fmt);
-    vsnprintf(what_buf + n, sizeof what_buf - (size_t)n, fmt, ap);
-    va_end(ap);
-    return what_buf;
-}
-
-static void parse_wrap(void)
-{
-    const char *w = getenv("TYCHO_WRAP");
-    char *tok, *save = NULL;
-
-    if (!w || !*w)
-        return;
-    wrap_copy = strdup(w);
-    for (tok = strtok_r(wrap_copy, " ", &save); tok && n_wrap < 31;
-         tok = strtok_r(NULL, " ", &save))
-        wrap_words[n_wrap++] = tok;
-    if (n_wrap)
-        run_timeout_ms *= 3;
-}
 
 /* Writes a file under tmp_dir (creating subdir first). Returns 0 or -1. */
 static int write_file(const char *subdir, const char *name, const char *text)
@@ -828,7 +777,8 @@ int main(int argc, char **argv)
     signal(SIGTERM, on_fatal_signal);
     signal(SIGINT, on_fatal_signal);
     signal(SIGHUP, on_fatal_signal);
-    parse_wrap();
+    if (parse_wrap())
+        run_timeout_ms *= 3;        /* the server runs under a wrapper such as valgrind */
     snprintf(tmp_dir, sizeof tmp_dir, "/tmp/tycho-test-cli-XXXXXX");
     if (!mkdtemp(tmp_dir)) {
         perror("mkdtemp");

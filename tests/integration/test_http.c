@@ -38,6 +38,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "support.h"
 
 /* Generous: under valgrind everything is 20-50 times slower. */
 static int io_timeout_ms = 10000;
@@ -46,36 +47,6 @@ static int startup_timeout_ms = 10000;
 /* ======================================================================
  * Small utilities
  * ====================================================================== */
-
-static long long now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    int tries = 0;
-
-    while (nanosleep(&ts, &ts) < 0 && errno == EINTR && ++tries < 100) {
-    }
-}
-
-/* Prints a diagnostic line (prefixed "# ") that is not a check. */
-static void note(const char *fmt, ...)
-{
-    va_list ap;
-
-    printf("# ");
-    va_start(ap, fmt);
-    vprintf(fmt, ap);
-    va_end(ap);
-    printf("\n");
-    fflush(stdout);
-}
 
 /* Prints up to max bytes of data, escaped, as a diagnostic line. */
 static void note_bytes(const char *label, const char *data, size_t len, size_t max)
@@ -541,19 +512,6 @@ static int fetch(int port, const char *req, struct response *r)
  * test failed)
  * ====================================================================== */
 
-static char what_buf[512];
-
-static const char *what(const char *ctx, const char *fmt, ...)
-{
-    va_list ap;
-    int n = snprintf(what_buf, sizeof what_buf, "%s: ", ctx);
-
-    va_start(ap, fmt);
-    vsnprintf(what_buf + n, sizeof what_buf - (size_t)n, fmt, ap);
-    va_end(ap);
-    return what_buf;
-}
-
 static void dump_response(const struct response *r)
 {
     if (r->head)
@@ -648,26 +606,6 @@ struct server {
     char err_path[64];      /* the server's stderr, a temp file */
 };
 
-static char *wrap_copy;             /* owned; TYCHO_WRAP split in place */
-static char *wrap_words[32];
-static int n_wrap;
-
-static void parse_wrap(void)
-{
-    const char *w = getenv("TYCHO_WRAP");
-    char *tok, *save = NULL;
-
-    if (!w || !*w)
-        return;
-    wrap_copy = strdup(w);
-    for (tok = strtok_r(wrap_copy, " ", &save); tok && n_wrap < 31;
-         tok = strtok_r(NULL, " ", &save))
-        wrap_words[n_wrap++] = tok;
-    if (n_wrap) {
-        io_timeout_ms *= 2;
-        startup_timeout_ms *= 3;
-    }
-}
 
 static const char *tycho_binary;
 static const char *fixture_dir;
@@ -2315,7 +2253,10 @@ int main(int argc, char **argv)
     signal(SIGTERM, on_fatal_signal);
     signal(SIGINT, on_fatal_signal);
     signal(SIGHUP, on_fatal_signal);
-    parse_wrap();
+    if (parse_wrap()) {
+        io_timeout_ms *= 2;         /* the server runs under a wrapper such as valgrind */
+        startup_timeout_ms *= 3;
+    }
 
     /* ---- server A: defaults, two workers ---- */
     {
