@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,16 +19,34 @@ const char tycho_usage[] =
     "\n"
     "Serves the Lua route scripts in DIR over HTTP/1.1.\n"
     "\n"
-    "flags:\n"
+    "flags (times in seconds, fractions allowed; sizes in bytes):\n"
     "  --host ADDR             address to listen on (default 127.0.0.1)\n"
     "  --port N                port to listen on, 0 for any free port (default 8080)\n"
     "  --workers N             worker threads, 1..1024 (default: number of cores)\n"
     "  --max-conns N           open connections in total; past it a new connection\n"
     "                          gets 503 with Retry-After and is closed (default 10000)\n"
+    "  --max-conns-per-ip N    open connections from one client address, the same 503\n"
+    "                          past it (default 0: no bound)\n"
     "  --max-body BYTES        largest request body; larger gets 413 (default 1048576)\n"
     "  --max-header-bytes BYTES\n"
     "                          largest request line + headers; larger gets 431,\n"
     "                          or 414 when the URL alone is larger (default 16384)\n"
+    "  --max-headers N         most header fields in a request; more gets 431 (default 100)\n"
+    "  --max-requests-per-conn N\n"
+    "                          requests on one connection; the last is answered with\n"
+    "                          Connection: close (default 10000; 0: no bound)\n"
+    "  --header-timeout S      time to receive a whole request head, counted from its\n"
+    "                          first byte; then 408 and close (default 10)\n"
+    "  --body-timeout S        time to receive a whole body after the head; then 408\n"
+    "                          and close (default 60)\n"
+    "  --idle-timeout S        how long a keep-alive connection may wait for its next\n"
+    "                          request; then it is closed (default 75)\n"
+    "  --write-timeout S       how long a client may take no response bytes; then it is\n"
+    "                          closed (default 60)\n"
+    "  --max-conn-lifetime S   after this long a connection is closed after its next\n"
+    "                          response (default 3600; 0: no bound)\n"
+    "  --drain-timeout S       on SIGTERM/SIGINT, how long requests in flight may take to\n"
+    "                          finish before their connections are closed (default 10)\n"
     "  --request 'METHOD /path?query'\n"
     "                          run one request in-process (no socket), print the\n"
     "                          raw HTTP response and exit 0\n"
@@ -36,22 +55,37 @@ const char tycho_usage[] =
     "  --help                  print this help and exit\n"
     "  --version               print the version and exit\n";
 
-/* Parses a decimal integer in [min, max] for flag; explains a bad value in err. */
-static int parse_long(const char *flag, const char *text, long min, long max, long *out, char *err)
-{
-    char *end = NULL;
-    long v;
+enum flag_kind { FLAG_INT, FLAG_SIZE, FLAG_SECONDS };
 
-    errno = 0;
-    v = strtol(text, &end, 10);
-    if (*text == '\0' || *end != '\0' || errno != 0 || v < min || v > max) {
-        snprintf(err, TYCHO_ERR_LEN, "tycho: %s: expected a number from %ld to %ld, got \"%s\"",
-                 flag, min, max, text);
-        return TYCHO_ERR;
-    }
-    *out = v;
-    return TYCHO_OK;
-}
+/* A flag with a number: where it goes and what it may be. */
+struct number_flag {
+    const char *name;
+    enum flag_kind kind;
+    double min, max;
+    size_t offset;      /* into struct tycho_config */
+};
+
+#define AT(field) offsetof(struct tycho_config, field)
+
+static const struct number_flag number_flags[] = {
+    {"--port", FLAG_INT, 0, 65535, AT(port)},
+    {"--workers", FLAG_INT, 1, 1024, AT(workers)},
+    {"--max-conns", FLAG_INT, 1, 10000000, AT(max_conns)},
+    {"--max-conns-per-ip", FLAG_INT, 0, 10000000, AT(max_conns_per_ip)},
+    {"--max-body", FLAG_SIZE, 0, 1099511627776.0, AT(max_body_bytes)},
+    {"--max-header-bytes", FLAG_SIZE, 256, 16777216, AT(max_header_bytes)},
+    {"--max-headers", FLAG_INT, 1, 100000, AT(max_headers)},
+    {"--max-requests-per-conn", FLAG_INT, 0, 2000000000, AT(max_requests_per_conn)},
+    {"--header-timeout", FLAG_SECONDS, 0.001, 86400, AT(header_timeout_ms)},
+    {"--body-timeout", FLAG_SECONDS, 0.001, 86400, AT(body_timeout_ms)},
+    {"--idle-timeout", FLAG_SECONDS, 0.001, 86400, AT(idle_timeout_ms)},
+    {"--write-timeout", FLAG_SECONDS, 0.001, 86400, AT(write_timeout_ms)},
+    {"--max-conn-lifetime", FLAG_SECONDS, 0, 31536000, AT(max_conn_lifetime_ms)},
+    {"--drain-timeout", FLAG_SECONDS, 0, 86400, AT(drain_timeout_ms)},
+};
+
+/* Flags that take a string. */
+static const char *const string_flags[] = {"--host", "--request", "--header", "--body", NULL};
 
 static int default_workers(void)
 {
@@ -59,7 +93,7 @@ static int default_workers(void)
     return n < 1 ? 1 : (n > 1024 ? 1024 : (int)n);
 }
 
-static void set_defaults(struct tycho_config *cfg)
+void tycho_config_defaults(struct tycho_config *cfg)
 {
     memset(cfg, 0, sizeof(*cfg));
     cfg->mode = TYCHO_MODE_SERVE;
@@ -69,53 +103,70 @@ static void set_defaults(struct tycho_config *cfg)
     cfg->max_conns = 10000;
     cfg->max_body_bytes = 1024 * 1024;
     cfg->max_header_bytes = 16 * 1024;
+    cfg->max_headers = 100;
+    cfg->max_requests_per_conn = 10000;
+    cfg->header_timeout_ms = 10 * 1000;
+    cfg->body_timeout_ms = 60 * 1000;
+    cfg->idle_timeout_ms = 75 * 1000;
+    cfg->write_timeout_ms = 60 * 1000;
+    cfg->max_conn_lifetime_ms = 3600 * 1000;
+    cfg->drain_timeout_ms = 10 * 1000;
 }
 
-/* Flags that take a value. */
-static const char *const value_flags[] = {
-    "--host", "--port", "--workers", "--max-conns", "--max-body", "--max-header-bytes",
-    "--request", "--header", "--body", NULL,
-};
-
-static int takes_value(const char *name, size_t len)
+static const struct number_flag *find_number_flag(const char *name, size_t len)
 {
-    for (int i = 0; value_flags[i]; i++)
-        if (strlen(value_flags[i]) == len && strncmp(value_flags[i], name, len) == 0)
+    for (size_t i = 0; i < sizeof(number_flags) / sizeof(number_flags[0]); i++)
+        if (strlen(number_flags[i].name) == len && strncmp(number_flags[i].name, name, len) == 0)
+            return &number_flags[i];
+    return NULL;
+}
+
+static int is_string_flag(const char *name, size_t len)
+{
+    for (int i = 0; string_flags[i]; i++)
+        if (strlen(string_flags[i]) == len && strncmp(string_flags[i], name, len) == 0)
             return 1;
     return 0;
 }
 
-/* Applies one flag with its value; returns TYCHO_ERR with err filled on a bad value. */
-static int apply_flag(struct tycho_config *cfg, const char *flag, const char *val, char *err)
+/* Parses text for f into cfg; explains a bad value in err. */
+static int set_number(struct tycho_config *cfg, const struct number_flag *f, const char *text,
+                      char *err)
 {
-    long v = 0;
+    char *end = NULL, *field = (char *)cfg + f->offset;
+    double v;
 
+    errno = 0;
+    v = strtod(text, &end);
+    if (*text == '\0' || *end != '\0' || errno != 0 || v != v || v < f->min || v > f->max ||
+        (f->kind != FLAG_SECONDS && v != (double)(long long)v)) {
+        if (f->kind == FLAG_SECONDS)
+            snprintf(err, TYCHO_ERR_LEN, "tycho: %s: expected seconds from %g to %g, got \"%s\"",
+                     f->name, f->min, f->max, text);
+        else
+            snprintf(err, TYCHO_ERR_LEN,
+                     "tycho: %s: expected a number from %.0f to %.0f, got \"%s\"", f->name,
+                     f->min, f->max, text);
+        return TYCHO_ERR;
+    }
+    if (f->kind == FLAG_INT)
+        *(int *)(void *)field = (int)v;
+    else if (f->kind == FLAG_SIZE)
+        *(size_t *)(void *)field = (size_t)v;
+    else
+        *(long *)(void *)field = (long)(v * 1000 + 0.5);
+    return TYCHO_OK;
+}
+
+/* Applies one string flag with its value; returns TYCHO_ERR with err filled on a bad value. */
+static int set_string(struct tycho_config *cfg, const char *flag, const char *val, char *err)
+{
     if (strcmp(flag, "--host") == 0) {
         if (*val == '\0') {
             snprintf(err, TYCHO_ERR_LEN, "tycho: --host: expected an address, got \"\"");
             return TYCHO_ERR;
         }
         cfg->host = val;
-    } else if (strcmp(flag, "--port") == 0) {
-        if (parse_long(flag, val, 0, 65535, &v, err) < 0)
-            return TYCHO_ERR;
-        cfg->port = (int)v;
-    } else if (strcmp(flag, "--workers") == 0) {
-        if (parse_long(flag, val, 1, 1024, &v, err) < 0)
-            return TYCHO_ERR;
-        cfg->workers = (int)v;
-    } else if (strcmp(flag, "--max-conns") == 0) {
-        if (parse_long(flag, val, 1, 10000000, &v, err) < 0)
-            return TYCHO_ERR;
-        cfg->max_conns = (int)v;
-    } else if (strcmp(flag, "--max-body") == 0) {
-        if (parse_long(flag, val, 0, 1L << 40, &v, err) < 0)
-            return TYCHO_ERR;
-        cfg->max_body_bytes = (size_t)v;
-    } else if (strcmp(flag, "--max-header-bytes") == 0) {
-        if (parse_long(flag, val, 256, 1L << 24, &v, err) < 0)
-            return TYCHO_ERR;
-        cfg->max_header_bytes = (size_t)v;
     } else if (strcmp(flag, "--request") == 0) {
         cfg->mode = TYCHO_MODE_REQUEST;
         cfg->request_line = val;
@@ -154,9 +205,10 @@ int tycho_config_parse(struct tycho_config *cfg, int argc, char **argv, char *er
 {
     int help = 0, version = 0;
 
-    set_defaults(cfg);
+    tycho_config_defaults(cfg);
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i], *eq, *val;
+        const struct number_flag *number;
         char flag[64];
         size_t name_len;
 
@@ -179,7 +231,8 @@ int tycho_config_parse(struct tycho_config *cfg, int argc, char **argv, char *er
         }
         eq = strchr(arg, '=');
         name_len = eq ? (size_t)(eq - arg) : strlen(arg);
-        if (!takes_value(arg, name_len) || name_len >= sizeof(flag)) {
+        number = find_number_flag(arg, name_len);
+        if ((!number && !is_string_flag(arg, name_len)) || name_len >= sizeof(flag)) {
             snprintf(err, TYCHO_ERR_LEN, "tycho: unknown flag %.*s (see tycho --help)",
                      (int)name_len, arg);
             return TYCHO_ERR;
@@ -194,7 +247,7 @@ int tycho_config_parse(struct tycho_config *cfg, int argc, char **argv, char *er
             snprintf(err, TYCHO_ERR_LEN, "tycho: %s: missing value", flag);
             return TYCHO_ERR;
         }
-        if (apply_flag(cfg, flag, val, err) < 0)
+        if ((number ? set_number(cfg, number, val, err) : set_string(cfg, flag, val, err)) < 0)
             return TYCHO_ERR;
     }
     if (help) {

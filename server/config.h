@@ -28,8 +28,17 @@ struct tycho_config {
     int port;                 /* 0 asks the kernel for a free port */
     int workers;              /* worker threads; default: online cores */
     int max_conns;            /* open connections in total, all workers */
+    int max_conns_per_ip;     /* open connections from one address; 0: no bound */
     size_t max_body_bytes;    /* request body; more gets 413 */
     size_t max_header_bytes;  /* request line + headers; more gets 431 (414 for the URL) */
+    int max_headers;          /* header fields in a request; more gets 431 */
+    int max_requests_per_conn;   /* then Connection: close; 0: no bound */
+    long header_timeout_ms;   /* from a request's first byte to the end of its head: 408 */
+    long body_timeout_ms;     /* from the end of the head to the end of the body: 408 */
+    long idle_timeout_ms;     /* keep-alive wait for the next request; then close */
+    long write_timeout_ms;    /* a client that takes no output for this long is closed */
+    long max_conn_lifetime_ms;   /* then Connection: close on the next response; 0: none */
+    long drain_timeout_ms;    /* on SIGTERM/SIGINT, how long in-flight requests may take */
     /* --request mode */
     const char *request_line; /* borrowed: "METHOD /path?query" */
     const char **request_headers; /* owned array of borrowed "K: V" strings */
@@ -43,6 +52,9 @@ struct tycho_config {
  * the flag. Main thread only.
  */
 int tycho_config_parse(struct tycho_config *cfg, int argc, char **argv, char *err);
+
+/* Fills cfg with every default (what parsing no flag gives). */
+void tycho_config_defaults(struct tycho_config *cfg);
 
 /* Frees what tycho_config_parse allocated; cfg itself is the caller's. */
 void tycho_config_dispose(struct tycho_config *cfg);

@@ -105,6 +105,8 @@ static int new_header(struct tycho_http *h)
 {
     struct tycho_req *r = h->req;
 
+    if (r->nheaders >= (unsigned)h->cfg->max_headers)
+        return fail(h, 431);
     if (r->nheaders == r->headers_cap) {
         unsigned cap = r->headers_cap ? r->headers_cap * 2 : FIRST_HEADERS;
         struct tycho_header *grown = tycho_arena_alloc(&r->arena, sizeof(*grown) * cap);
@@ -168,6 +170,10 @@ static int on_header_value(http_parser *p, const char *at, size_t len)
 
     if (h->headers_done)
         return 0;
+    /* RFC 9110 5.5: no control characters but tab (NUL, CR and LF included). */
+    for (size_t i = 0; i < len; i++)
+        if (((unsigned char)at[i] < 0x20 && at[i] != '\t') || at[i] == 0x7f)
+            return fail(h, 400);
     h->last_was_value = true;
     if (!(value = tycho_arena_append(&h->req->arena, (char *)hd->value, hd->value_len, at, len)))
         return fail(h, 503);
@@ -328,6 +334,7 @@ void tycho_http_init(struct tycho_http *h, const struct tycho_config *cfg)
     http_parser_init(PARSER(h), HTTP_REQUEST);
     PARSER(h)->data = h;
     h->cfg = cfg;
+    h->fold_line_start = true;
     h->state = TYCHO_HTTP_MORE;
 }
 
@@ -344,6 +351,31 @@ static int status_for(enum http_errno err)
     }
 }
 
+/*
+ * Obsolete line folding (a header line that starts with a space or tab) is
+ * refused with a 400 (RFC 9112 5.2 allows that; http-parser would silently
+ * join the lines). Scans the head as it arrives, across reads, until the
+ * blank line that ends it; blank lines before the request line are allowed.
+ */
+static bool has_obs_fold(struct tycho_http *h, const char *data, size_t len)
+{
+    for (size_t i = 0; i < len && !h->fold_done; i++) {
+        char c = data[i];
+
+        if (!h->fold_line_start) {
+            h->fold_line_start = c == '\n';
+        } else if (c == '\n') {
+            h->fold_done = h->fold_started;   /* an empty line: the end of the head */
+        } else if (c != '\r') {
+            if (h->fold_started && (c == ' ' || c == '\t'))
+                return true;
+            h->fold_started = true;
+            h->fold_line_start = false;
+        }
+    }
+    return false;
+}
+
 size_t tycho_http_parse(struct tycho_http *h, struct tycho_req *r, const char *data, size_t len)
 {
     http_parser *p = PARSER(h);
@@ -351,6 +383,11 @@ size_t tycho_http_parse(struct tycho_http *h, struct tycho_req *r, const char *d
     enum http_errno err;
 
     h->req = r;
+    if (has_obs_fold(h, data, len)) {
+        h->state = TYCHO_HTTP_ERROR;
+        h->error_status = 400;
+        return 0;
+    }
     n = http_parser_execute(p, &settings, data, len);
     err = HTTP_PARSER_ERRNO(p);
     if (h->state == TYCHO_HTTP_DONE)
@@ -375,6 +412,9 @@ void tycho_http_next(struct tycho_http *h)
     h->in_message = false;
     h->last_was_value = false;
     h->headers_done = false;
+    h->fold_line_start = true;
+    h->fold_started = false;
+    h->fold_done = false;
     h->req = NULL;
 }
 

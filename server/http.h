@@ -111,6 +111,9 @@ struct tycho_http {
     bool in_message;                /* bytes of a request have been seen */
     bool last_was_value;            /* the previous header callback was a value */
     bool headers_done;              /* the head is complete: later fields are trailers */
+    bool fold_line_start;           /* obs-fold scan: at the start of a head line */
+    bool fold_started;              /* obs-fold scan: the request line has begun */
+    bool fold_done;                 /* obs-fold scan: the head is over */
 };
 
 /* Sets process-wide parser limits from cfg. Main thread, before workers start. */

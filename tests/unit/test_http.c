@@ -308,6 +308,27 @@ static const struct parse_case bad[] = {
     {"good request, then garbage",
      "GET /ok HTTP/1.1\r\nHost: a\r\n\r\nNOT HTTP AT ALL\r\n\r\n",
      "GET /ok q=- v1.1 ka1 hd0 ec0 |Host:a body=\nERROR 400\n"},
+    {"obsolete line folding", "GET / HTTP/1.1\r\nHost: a\r\nX-Fold: one\r\n two\r\n\r\n",
+     "ERROR 400\n"},
+    {"obsolete line folding with a tab",
+     "GET / HTTP/1.1\r\nHost: a\r\nX-Fold: one\r\n\ttwo\r\n\r\n", "ERROR 400\n"},
+    {"control character in a header value", "GET / HTTP/1.1\r\nHost: a\r\nX-C: a\x01b\r\n\r\n",
+     "ERROR 400\n"},
+    {"DEL in a header value", "GET / HTTP/1.1\r\nHost: a\r\nX-C: a\x7f\r\n\r\n", "ERROR 400\n"},
+    {"Transfer-Encoding not ending in chunked",
+     "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n",
+     "ERROR 400\n"},
+    {"Transfer-Encoding gzip alone",
+     "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\nhello", "ERROR 400\n"},
+    {"negative Content-Length", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n",
+     "ERROR 400\n"},
+    {"overflowing Content-Length",
+     "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+     "ERROR 400\n"},
+    {"overflowing chunk size",
+     "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+     "fffffffffffffffffffff\r\n",
+     "ERROR 400\n"},
     {"good request, then missing Host",
      "GET /ok HTTP/1.1\r\nHost: a\r\n\r\nGET /next HTTP/1.1\r\n\r\n",
      "GET /ok q=- v1.1 ka1 hd0 ec0 |Host:a body=\nERROR 400\n"},
@@ -333,6 +354,13 @@ static void test_limits(void)
         n += (size_t)snprintf(raw + n, sizeof(raw) - n, "X-H%03d: 0123456789abcdef\r\n", i);
     n += (size_t)snprintf(raw + n, sizeof(raw) - n, "\r\n");
     check_parse("many headers over max_header_bytes", raw, n, "ERROR 431\n");
+
+    /* More header fields than max_headers: 431. */
+    n = (size_t)snprintf(raw, sizeof(raw), "GET / HTTP/1.1\r\nHost: a\r\n");
+    for (int i = 0; i < cfg.max_headers; i++)
+        n += (size_t)snprintf(raw + n, sizeof(raw) - n, "X%d: v\r\n", i);
+    n += (size_t)snprintf(raw + n, sizeof(raw) - n, "\r\n");
+    check_parse("more header fields than max_headers", raw, n, "ERROR 431\n");
 
     /* A URL over max_header_bytes: 414. */
     memset(big, 'u', sizeof(big));
@@ -612,6 +640,7 @@ static void test_write_simple(void)
 int main(void)
 {
     memset(&cfg, 0, sizeof(cfg));
+    tycho_config_defaults(&cfg);
     cfg.max_header_bytes = MAX_HEADER_BYTES;
     cfg.max_body_bytes = MAX_BODY_BYTES;
     tycho_http_global_init(&cfg);
