@@ -50,7 +50,12 @@ struct tycho_conn {
     bool linger;                       /* input may still be coming: close lingering */
     bool nodelay;                      /* TCP_NODELAY is set */
     bool lingering;                    /* write side shut; dropping input until EOF or timeout */
+    unsigned char timer;               /* TIMER_*: what ev's timeout stands for now */
     time_t linger_until;               /* lingering ends by then, however much keeps coming */
+    unsigned nrequests;                /* answered on this connection */
+    long born_ms;                      /* when it was accepted (worker clock) */
+    long req_started_ms;               /* when the current request's first bytes came */
+    long body_started_ms;              /* when its head was complete; 0 before */
     unsigned char peer_family;         /* AF_INET or AF_INET6 */
     unsigned char peer_addr[16];
     struct event ev;                   /* embedded, so a connection is one allocation */
@@ -59,6 +64,16 @@ struct tycho_conn {
     struct tycho_buf pending;          /* owned: output the socket has not taken */
     struct tycho_buf input;            /* owned: read but not parsed yet (back-pressure) */
     struct tycho_buf *local_out;       /* borrowed: --request output, else NULL */
+};
+
+/* What the timeout of the connection's event means (c->timer). */
+enum {
+    TIMER_NONE,
+    TIMER_FIRST,     /* a new connection waits for its first request: --header-timeout */
+    TIMER_IDLE,      /* keep-alive, between requests: --idle-timeout */
+    TIMER_DEADLINE,  /* a request is arriving: what is left of its head or body time */
+    TIMER_WRITE,     /* output waits: --write-timeout without progress */
+    TIMER_LINGER     /* lingering close */
 };
 
 size_t tycho_conn_bytes(void)
@@ -87,6 +102,8 @@ static struct tycho_req *take_req(struct tycho_conn *c)
 
     if (r)
         r->conn = c;
+    c->req_started_ms = tycho_worker_now_ms(c->w);
+    c->body_started_ms = 0;
     return r;
 }
 
@@ -123,12 +140,27 @@ static void set_nodelay(struct tycho_conn *c)
     setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 }
 
+/*
+ * Whether this request must be the connection's last: --max-requests-per-conn
+ * reached, --max-conn-lifetime over, or the server is stopping. Its response
+ * then says Connection: close.
+ */
+static bool last_request(const struct tycho_conn *c)
+{
+    const struct tycho_config *cfg = c->w->cfg;
+
+    return c->w->draining ||
+           (cfg->max_requests_per_conn && c->nrequests + 1 >= (unsigned)cfg->max_requests_per_conn) ||
+           (cfg->max_conn_lifetime_ms &&
+            tycho_worker_now_ms(c->w) - c->born_ms >= cfg->max_conn_lifetime_ms);
+}
+
 /* Routes and runs a complete request, appends its response, then frees the context. */
 static void serve(struct tycho_conn *c)
 {
     struct tycho_req *r = c->req;
     struct tycho_worker *w = c->w;
-    bool keep_alive = r->keep_alive;
+    bool keep_alive = r->keep_alive && !last_request(c);
     char allow[256];
 
     switch (tycho_router_find(tycho_gen_router(w->gen), r->method, r->method_len, r->path,
@@ -158,6 +190,7 @@ static void serve(struct tycho_conn *c)
     else if (!c->nodelay && c->fd >= 0)
         set_nodelay(c);
     w->requests++;
+    c->nrequests++;
     release_req(c);
     tycho_http_next(&c->http);
 }
@@ -259,19 +292,54 @@ static int flush_out(struct tycho_conn *c)
 
 static void on_event(evutil_socket_t fd, short what, void *arg);
 
-/* Makes ev wait for what (EV_READ or EV_WRITE). */
-static int watch(struct tycho_conn *c, short what)
+/*
+ * Makes ev wait for what (EV_READ or EV_WRITE) with the timeout tv standing
+ * for timer. The event is persistent, so libevent re-arms the timeout after
+ * each callback (an inactivity timeout); only a deadline (TIMER_DEADLINE) is
+ * re-added with what is left of it each time.
+ */
+static int arm(struct tycho_conn *c, short what, unsigned char timer, const struct timeval *tv)
 {
-    if (c->ev_what == what)
+    if (c->ev_what != what) {
+        if (c->ev_what)
+            event_del(&c->ev);
+        c->ev_what = 0;
+        c->timer = TIMER_NONE;
+        if (event_assign(&c->ev, c->w->base, c->fd, what | EV_PERSIST, on_event, c) < 0)
+            return TYCHO_ERR;
+    } else if (c->timer == timer && timer != TIMER_DEADLINE) {
         return TYCHO_OK;
-    if (c->ev_what)
-        event_del(&c->ev);
-    c->ev_what = 0;
-    if (event_assign(&c->ev, c->w->base, c->fd, what | EV_PERSIST, on_event, c) < 0 ||
-        event_add(&c->ev, NULL) < 0)
+    }
+    if (event_add(&c->ev, tv) < 0)
         return TYCHO_ERR;
     c->ev_what = what;
+    c->timer = timer;
     return TYCHO_OK;
+}
+
+/* Sets the timeout for what the connection waits for now (it has no pending output). */
+static int arm_read(struct tycho_conn *c)
+{
+    struct tycho_worker *w = c->w;
+    const struct tycho_config *cfg = w->cfg;
+    long now, deadline;
+    struct timeval left;
+
+    if (!c->req || !c->http.in_message)
+        return arm(c, EV_READ, c->nrequests ? TIMER_IDLE : TIMER_FIRST,
+                   c->nrequests ? w->idle_tv : w->first_tv);
+    now = tycho_worker_now_ms(w);
+    if (c->http.headers_done) {
+        if (!c->body_started_ms)
+            c->body_started_ms = now;
+        deadline = c->body_started_ms + cfg->body_timeout_ms;
+    } else {
+        deadline = c->req_started_ms + cfg->header_timeout_ms;
+    }
+    deadline = deadline > now ? deadline - now : 0;
+    left.tv_sec = deadline / 1000;
+    left.tv_usec = (deadline % 1000) * 1000;
+    return arm(c, EV_READ, TIMER_DEADLINE, &left);
 }
 
 static void close_conn(struct tycho_conn *c)
@@ -280,6 +348,8 @@ static void close_conn(struct tycho_conn *c)
 
     if (c->ev_what)
         event_del(&c->ev);
+    if (w->draining && w->conns == c && !c->next)
+        event_base_loopbreak(w->base); /* the last connection of a stopping worker */
     if (c->fd >= 0) {
         close(c->fd);
         atomic_fetch_sub_explicit(&w->shared->open_conns, 1, memory_order_relaxed);
@@ -317,11 +387,7 @@ static void finish(struct tycho_conn *c)
     }
     c->lingering = true;
     c->linger_until = time(NULL) + (LINGER_MS + 999) / 1000;
-    if (c->ev_what)
-        event_del(&c->ev);
-    c->ev_what = EV_READ;
-    if (event_assign(&c->ev, c->w->base, c->fd, EV_READ | EV_PERSIST, on_event, c) < 0 ||
-        event_add(&c->ev, &linger) < 0)
+    if (arm(c, EV_READ, TIMER_LINGER, &linger) < 0)
         close_conn(c);
 }
 
@@ -344,6 +410,24 @@ static void drain(struct tycho_conn *c, short what)
 }
 
 /* Reads what is there (a bounded number of times) and answers it. */
+/* After output was written: what the connection waits for next, or its end. */
+static void next_wait(struct tycho_conn *c)
+{
+    if (c->pending.len > 0) {
+        if (arm(c, EV_WRITE, TIMER_WRITE, c->w->write_tv) < 0)
+            close_conn(c);
+    } else if (c->closing) {
+        finish(c);
+    } else if (c->w->draining && !(c->req && c->http.in_message)) {
+        close_conn(c);                /* stopping: nothing in flight here */
+    } else if (arm_read(c) < 0) {
+        close_conn(c);
+    } else if (c->input.len > 0) {
+        /* The socket took everything: go on with the kept requests on the next turn. */
+        event_active(&c->ev, EV_READ, 0);
+    }
+}
+
 /* Answers requests read earlier and kept back while output was over the mark. */
 static void feed_kept_input(struct tycho_conn *c)
 {
@@ -385,15 +469,32 @@ static void read_and_serve(struct tycho_conn *c)
         close_conn(c);
         return;
     }
-    if (c->pending.len > 0) {
-        if (watch(c, EV_WRITE) < 0)
+    next_wait(c);
+}
+
+/*
+ * The connection's timeout fired: a request that did not arrive in time gets
+ * 408 and a lingering close; an idle connection, or one whose client takes
+ * no output, is closed.
+ */
+static void timed_out(struct tycho_conn *c)
+{
+    struct tycho_worker *w = c->w;
+
+    if (c->timer == TIMER_DEADLINE && c->req && c->http.in_message) {
+        w->timeouts++;
+        answer_simple(c, 408, "", false, true);
+        c->linger = true;
+        if (flush_out(c) < 0) {
             close_conn(c);
-    } else if (c->closing) {
-        finish(c);
-    } else if (c->input.len > 0) {
-        /* The socket took everything: go on with the kept requests on the next turn. */
-        event_active(&c->ev, EV_READ, 0);
+            return;
+        }
+        next_wait(c);
+        return;
     }
+    if (c->timer == TIMER_WRITE)
+        w->timeouts++;
+    close_conn(c);
 }
 
 static void on_event(evutil_socket_t fd, short what, void *arg)
@@ -405,6 +506,10 @@ static void on_event(evutil_socket_t fd, short what, void *arg)
         drain(c, what);
         return;
     }
+    if (what & EV_TIMEOUT) {
+        timed_out(c);
+        return;
+    }
     if (what & EV_READ) {
         read_and_serve(c);
         return;
@@ -412,12 +517,10 @@ static void on_event(evutil_socket_t fd, short what, void *arg)
     /* EV_WRITE: the socket takes output again. */
     if (flush_out(c) < 0)
         close_conn(c);
-    else if (c->pending.len == 0 && c->closing)
-        finish(c);
-    else if (c->pending.len == 0 && watch(c, EV_READ) < 0)
-        close_conn(c);
-    else if (c->pending.len == 0 && c->input.len > 0)
+    else if (c->pending.len == 0 && c->input.len > 0 && !c->closing)
         read_and_serve(c);            /* requests kept back while the output was full */
+    else
+        next_wait(c);
 }
 
 /* Remembers the peer address compactly (the connection keeps no sockaddr_storage). */
@@ -446,13 +549,14 @@ void tycho_conn_open(struct tycho_worker *w, int fd, const struct sockaddr *peer
     }
     c->w = w;
     c->fd = fd;
+    c->born_ms = tycho_worker_now_ms(w);
     set_peer(c, peer);
     tycho_http_init(&c->http, w->cfg);
     c->next = w->conns;
     if (w->conns)
         w->conns->prev = c;
     w->conns = c;
-    if (watch(c, EV_READ) < 0) {
+    if (arm(c, EV_READ, TIMER_FIRST, w->first_tv) < 0) {
         close_conn(c);
         return;
     }
@@ -464,6 +568,22 @@ void tycho_conn_close_all(struct tycho_worker *w)
 {
     while (w->conns)
         close_conn(w->conns);
+}
+
+void tycho_conn_drain(struct tycho_worker *w)
+{
+    struct tycho_conn *c = w->conns, *next;
+
+    w->draining = true;
+    for (; c; c = next) {
+        next = c->next;
+        /* In flight: a request partly read, or output not yet taken. It finishes. */
+        if (!c->lingering && (c->pending.len > 0 || (c->req && c->http.in_message)))
+            continue;
+        close_conn(c);
+    }
+    if (!w->conns)
+        event_base_loopbreak(w->base);
 }
 
 int tycho_conn_run_local(struct tycho_worker *w, const char *bytes, size_t len,

@@ -31,6 +31,13 @@ void tycho_conn_open(struct tycho_worker *w, int fd, const struct sockaddr *peer
 void tycho_conn_close_all(struct tycho_worker *w);
 
 /*
+ * Starts a graceful stop of w: idle connections are closed now; those with
+ * a request in flight finish it (its response says Connection: close) and
+ * close. The worker's loop is broken when the last one has closed.
+ */
+void tycho_conn_drain(struct tycho_worker *w);
+
+/*
  * Runs raw request bytes through the same parse/route/run path as a socket
  * would, with no socket, and appends the responses to out (for --request).
  * Returns TYCHO_OK or TYCHO_ERR (no connection object could be had).

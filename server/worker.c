@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
+#include <stdatomic.h>
 #include <unistd.h>
 
 /* Idle objects are given back after this long without being needed. */
@@ -37,6 +38,43 @@ const char *tycho_worker_date(struct tycho_worker *w)
     return w->date_line;
 }
 
+long tycho_worker_now_ms(struct tycho_worker *w)
+{
+    struct timeval now;
+
+    if (!w->base || event_base_gettimeofday_cached(w->base, &now) < 0)
+        gettimeofday(&now, NULL);
+    return (long)now.tv_sec * 1000 + now.tv_usec / 1000;
+}
+
+static void on_drain_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    struct tycho_worker *w = arg;
+
+    (void)fd;
+    (void)what;
+    tycho_log_warn("worker %d: --drain-timeout reached; closing the connections still open", w->id);
+    tycho_conn_close_all(w);
+    event_base_loopbreak(w->base);
+}
+
+/* STOP: finish what is in flight (up to --drain-timeout), then leave the loop. */
+static void start_drain(struct tycho_worker *w)
+{
+    long ms = w->cfg->drain_timeout_ms;
+    struct timeval limit = {ms / 1000, (ms % 1000) * 1000};
+
+    if (w->draining)
+        return;
+    if (!(w->drain_ev = evtimer_new(w->base, on_drain_timeout, w)) ||
+        evtimer_add(w->drain_ev, &limit) < 0) {
+        tycho_conn_close_all(w);
+        event_base_loopbreak(w->base);
+        return;
+    }
+    tycho_conn_drain(w);
+}
+
 static void on_inbox(struct tycho_msg *list, void *arg)
 {
     struct tycho_worker *w = arg;
@@ -45,12 +83,15 @@ static void on_inbox(struct tycho_msg *list, void *arg)
     for (m = list; m; m = next) {
         next = m->next;
         if (m->type == TYCHO_MSG_NEW_CONN) {
-            tycho_conn_open(w, m->fd, (struct sockaddr *)&m->peer, sizeof(m->peer));
+            if (w->draining) {
+                close(m->fd);         /* accepted just before the stop */
+                atomic_fetch_sub_explicit(&w->shared->open_conns, 1, memory_order_relaxed);
+            } else {
+                tycho_conn_open(w, m->fd, (struct sockaddr *)&m->peer, sizeof(m->peer));
+            }
             free(m);
         } else if (m->type == TYCHO_MSG_STOP) {
-            /* The stop message is embedded in the worker, not allocated. */
-            tycho_conn_close_all(w);
-            event_base_loopbreak(w->base);
+            start_drain(w);           /* the stop message is embedded in the worker */
         }
     }
 }
@@ -66,6 +107,23 @@ static void on_trim(evutil_socket_t fd, short what, void *arg)
     /* The output scratch grows to the largest batch seen; give it back when quiet. */
     if (w->out.len == 0 && w->out.cap > 64 * 1024)
         tycho_buf_dispose(&w->out);
+}
+
+/*
+ * The connection timeouts as libevent common timeouts: thousands of
+ * connections sharing one duration sit in one queue, O(1) to re-arm.
+ */
+static int set_timeouts(struct tycho_worker *w)
+{
+    const struct tycho_config *cfg = w->cfg;
+    struct timeval first = {cfg->header_timeout_ms / 1000, (cfg->header_timeout_ms % 1000) * 1000};
+    struct timeval idle = {cfg->idle_timeout_ms / 1000, (cfg->idle_timeout_ms % 1000) * 1000};
+    struct timeval write = {cfg->write_timeout_ms / 1000, (cfg->write_timeout_ms % 1000) * 1000};
+
+    w->first_tv = event_base_init_common_timeout(w->base, &first);
+    w->idle_tv = event_base_init_common_timeout(w->base, &idle);
+    w->write_tv = event_base_init_common_timeout(w->base, &write);
+    return w->first_tv && w->idle_tv && w->write_tv ? TYCHO_OK : TYCHO_ERR;
 }
 
 int tycho_worker_setup(struct tycho_worker *w, int id, struct tycho_shared *shared, char *err)
@@ -92,6 +150,10 @@ int tycho_worker_setup(struct tycho_worker *w, int id, struct tycho_shared *shar
     }
     event_config_free(ec);
     ec = NULL;
+    if (set_timeouts(w) < 0) {
+        snprintf(err, TYCHO_ERR_LEN, "worker %d: cannot set up timeouts", id);
+        goto fail;
+    }
     if (!(w->gen = tycho_gen_new(cfg->dir, id, err)))
         goto fail;
     return TYCHO_OK;
@@ -112,6 +174,9 @@ void tycho_worker_teardown(struct tycho_worker *w)
     if (w->trim_ev)
         event_free(w->trim_ev);
     w->trim_ev = NULL;
+    if (w->drain_ev)
+        event_free(w->drain_ev);
+    w->drain_ev = NULL;
     if (w->base)
         event_base_free(w->base);
     w->base = NULL;
@@ -144,9 +209,9 @@ static void *worker_main(void *arg)
     report_start(w, TYCHO_OK);
     event_base_dispatch(w->base);
     tycho_log_info("worker %d: %lu requests; made %lu connection objects and %lu request "
-                   "contexts (bound %u each)",
+                   "contexts (bound %u each); %lu timeouts",
                    w->id, w->requests, w->conn_pool.made, w->req_pool.made,
-                   w->req_pool.max_live);
+                   w->req_pool.max_live, w->timeouts);
     tycho_worker_teardown(w);
     return NULL;
 }

@@ -9,6 +9,7 @@
 #define TYCHO_WORKER_H
 
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdatomic.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -47,6 +48,12 @@ struct tycho_worker {
     struct event *trim_ev;           /* owned: periodic pool trim */
     struct tycho_msg stop_msg;       /* STOP needs no allocation, so stopping cannot fail */
     unsigned long requests;          /* requests answered (for the stop log line) */
+    unsigned long timeouts;          /* requests or writes cut off by a timeout */
+    bool draining;                   /* stopping: no new requests, in-flight ones finish */
+    struct event *drain_ev;          /* owned: ends the drain at --drain-timeout */
+    const struct timeval *first_tv;  /* common timeouts (libevent): --header-timeout, */
+    const struct timeval *idle_tv;   /* --idle-timeout, */
+    const struct timeval *write_tv;  /* --write-timeout */
     time_t date_sec;                 /* second date_line was made for */
     char date_line[48];              /* "Date: ...\r\n" */
     /* start-up report, under the start lock */
@@ -77,6 +84,9 @@ int tycho_worker_setup(struct tycho_worker *w, int id, struct tycho_shared *shar
 
 /* Frees what tycho_worker_setup made, closing any open connection. Owning thread. */
 void tycho_worker_teardown(struct tycho_worker *w);
+
+/* Milliseconds on the worker's clock (the event loop's cached time). Owning thread. */
+long tycho_worker_now_ms(struct tycho_worker *w);
 
 /* The "Date: ...\r\n" line for now, cached per second. Owning thread. */
 const char *tycho_worker_date(struct tycho_worker *w);

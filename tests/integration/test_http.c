@@ -2328,7 +2328,8 @@ int main(int argc, char **argv)
 
     /* ---- server D: one worker, steady keep-alive load ---- */
     {
-        const char *args[] = {"--port", "0", "--workers", "1", fixture_dir, NULL};
+        const char *args[] = {"--port", "0", "--workers", "1", "--max-requests-per-conn", "0",
+                              fixture_dir, NULL};
         rc = server_start(&s, args);
         ok(rc == 0, "server D (steady memory) starts");
     }
