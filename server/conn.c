@@ -342,6 +342,18 @@ static int arm_read(struct tycho_conn *c)
     return arm(c, EV_READ, TIMER_DEADLINE, &left);
 }
 
+/* The peer address as a sockaddr (port 0), from what set_peer kept. */
+static const struct sockaddr *peer_sockaddr(const struct tycho_conn *c, struct sockaddr_storage *ss)
+{
+    memset(ss, 0, sizeof(*ss));
+    ss->ss_family = c->peer_family;
+    if (c->peer_family == AF_INET6)
+        memcpy(&((struct sockaddr_in6 *)ss)->sin6_addr, c->peer_addr, 16);
+    else
+        memcpy(&((struct sockaddr_in *)ss)->sin_addr, c->peer_addr, 4);
+    return (const struct sockaddr *)ss;
+}
+
 static void close_conn(struct tycho_conn *c)
 {
     struct tycho_worker *w = c->w;
@@ -351,8 +363,9 @@ static void close_conn(struct tycho_conn *c)
     if (w->draining && w->conns == c && !c->next)
         event_base_loopbreak(w->base); /* the last connection of a stopping worker */
     if (c->fd >= 0) {
+        struct sockaddr_storage peer;
         close(c->fd);
-        atomic_fetch_sub_explicit(&w->shared->open_conns, 1, memory_order_relaxed);
+        tycho_worker_conn_gone(w->shared, peer_sockaddr(c, &peer));
     }
     release_req(c);
     tycho_buf_dispose(&c->pending);
@@ -544,7 +557,7 @@ void tycho_conn_open(struct tycho_worker *w, int fd, const struct sockaddr *peer
         /* A failed send means the client is gone already. */
         send(fd, busy, tycho_http_busy(busy, sizeof(busy), tycho_worker_date(w)), MSG_NOSIGNAL);
         close(fd);
-        atomic_fetch_sub_explicit(&w->shared->open_conns, 1, memory_order_relaxed);
+        tycho_worker_conn_gone(w->shared, peer);
         return;
     }
     c->w = w;

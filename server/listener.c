@@ -12,6 +12,8 @@
  */
 #include "listener.h"
 #include "http.h"
+#include "iplimit.h"
+#include "mq.h"
 #include "log.h"
 #include "worker.h"
 
@@ -20,6 +22,7 @@
 #include <netinet/in.h>
 #include <netdb.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -57,19 +60,13 @@ static void on_linger(evutil_socket_t fd, short what, void *arg)
     linger_wait(l, fd, n > 0 ? rounds - 1 : 0);
 }
 
-static void refuse(struct tycho_listener *l, int fd)
+/* Sends the 503 and closes fd, lingering so that the client can read it. */
+static void refuse_quietly(struct tycho_listener *l, int fd)
 {
-    unsigned long refused =
-        atomic_fetch_add_explicit(&l->shared->refused, 1, memory_order_relaxed) + 1;
-
     char busy[TYCHO_BUSY_BYTES], date[48];
 
     tycho_http_date_line(date, sizeof(date), time(NULL));
     send(fd, busy, tycho_http_busy(busy, sizeof(busy), date), MSG_NOSIGNAL);
-    if (tycho_log_allow(&l->shared->refused_log_s, 60))
-        tycho_log_warn("--max-conns %d reached: new connections get 503 (%lu refused so far; "
-                       "logged at most once a minute)",
-                       l->shared->cfg->max_conns, refused);
     if (l->lingering >= MAX_LINGERING) {
         close(fd);
         return;
@@ -79,7 +76,55 @@ static void refuse(struct tycho_listener *l, int fd)
     linger_wait(l, fd, LINGER_ROUNDS);
 }
 
-/* Hands an accepted connection to a worker, or refuses it past --max-conns. */
+/* Over --max-conns: the 503, counted and logged at most once a minute. */
+static void refuse(struct tycho_listener *l, int fd)
+{
+    unsigned long refused =
+        atomic_fetch_add_explicit(&l->shared->refused, 1, memory_order_relaxed) + 1;
+
+    if (tycho_log_allow(&l->shared->refused_log_s, 60))
+        tycho_log_warn("--max-conns %d reached: new connections get 503 (%lu refused so far; "
+                       "logged at most once a minute)",
+                       l->shared->cfg->max_conns, refused);
+    refuse_quietly(l, fd);
+}
+
+/* CLOSED reports from the workers: a connection from that address is gone. */
+static void on_closed(struct tycho_msg *list, void *arg)
+{
+    struct tycho_listener *l = arg;
+    struct tycho_msg *m, *next;
+
+    for (m = list; m; m = next) {
+        next = m->next;
+        if (m->type == TYCHO_MSG_CLOSED && l->per_ip)
+            tycho_iplimit_remove(l->per_ip, (struct sockaddr *)&m->peer);
+        free(m);
+    }
+}
+
+/* Counts one more connection from peer; 0 when --max-conns-per-ip allows it. */
+static int count_ip(struct tycho_listener *l, const struct sockaddr *peer)
+{
+    static _Atomic long last_log_s;
+    int n;
+
+    if (!l->per_ip || (peer->sa_family != AF_INET && peer->sa_family != AF_INET6))
+        return 0;
+    n = tycho_iplimit_add(l->per_ip, peer);
+    if (n >= 0 && n <= l->shared->cfg->max_conns_per_ip)
+        return 0;
+    if (n >= 0)
+        tycho_iplimit_remove(l->per_ip, peer);
+    atomic_fetch_add_explicit(&l->shared->refused_ip, 1, memory_order_relaxed);
+    if (tycho_log_allow(&last_log_s, 60))
+        tycho_log_warn("--max-conns-per-ip %d reached by a client: its new connections get 503 "
+                       "(logged at most once a minute)",
+                       l->shared->cfg->max_conns_per_ip);
+    return -1;
+}
+
+/* Hands an accepted connection to a worker, or refuses it past --max-conns(-per-ip). */
 static void dispatch(struct tycho_listener *l, int fd, const struct sockaddr *peer,
                      socklen_t peer_len)
 {
@@ -88,6 +133,11 @@ static void dispatch(struct tycho_listener *l, int fd, const struct sockaddr *pe
     if (open >= l->shared->cfg->max_conns) {
         atomic_fetch_sub_explicit(&l->shared->open_conns, 1, memory_order_relaxed);
         refuse(l, fd);
+        return;
+    }
+    if (count_ip(l, peer) < 0) {
+        atomic_fetch_sub_explicit(&l->shared->open_conns, 1, memory_order_relaxed);
+        refuse_quietly(l, fd);
         return;
     }
     tycho_worker_give_conn(&l->workers[l->next_worker++ % (unsigned)l->nworkers], fd, peer,
@@ -193,6 +243,18 @@ int tycho_listener_bind(struct tycho_listener *l, struct event_base *base,
     l->port = bound_port(l->fd);
     l->accept_ev = event_new(base, l->fd, EV_READ | EV_PERSIST, on_acceptable, l);
     l->pause_ev = evtimer_new(base, on_resume, l);
+    if (cfg->max_conns_per_ip > 0) {
+        l->per_ip = tycho_iplimit_new((unsigned)cfg->max_conns);
+        l->inbox = calloc(1, sizeof(*l->inbox));
+        if (!l->per_ip || !l->inbox || tycho_mq_init(l->inbox, base, on_closed, l) < 0) {
+            free(l->inbox);
+            l->inbox = NULL;
+            snprintf(err, TYCHO_ERR_LEN, "tycho: out of memory setting up --max-conns-per-ip");
+            tycho_listener_dispose(l);
+            return TYCHO_ERR;
+        }
+        shared->main_inbox = l->inbox;
+    }
     if (!l->accept_ev || !l->pause_ev) {
         snprintf(err, TYCHO_ERR_LEN, "tycho: out of memory setting up the listener");
         tycho_listener_dispose(l);
@@ -218,4 +280,16 @@ void tycho_listener_dispose(struct tycho_listener *l)
     if (l->fd >= 0)
         close(l->fd);
     l->fd = -1;
+}
+
+void tycho_listener_free_counts(struct tycho_listener *l)
+{
+    if (l->inbox) {
+        tycho_mq_dispose(l->inbox);
+        free(l->inbox);
+        l->inbox = NULL;
+        l->shared->main_inbox = NULL;
+    }
+    tycho_iplimit_free(l->per_ip);
+    l->per_ip = NULL;
 }

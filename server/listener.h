@@ -9,6 +9,8 @@
 struct event_base;
 struct event;
 struct tycho_shared;
+struct tycho_iplimit;
+struct tycho_mq;
 struct tycho_worker;
 
 struct tycho_listener {
@@ -21,6 +23,8 @@ struct tycho_listener {
     int nworkers;
     unsigned next_worker;           /* round-robin cursor */
     int lingering;                  /* refused sockets still being drained */
+    struct tycho_iplimit *per_ip;   /* owned: counts per address; NULL without the flag */
+    struct tycho_mq *inbox;         /* owned: CLOSED reports from the workers */
     int port;                       /* the port bound (useful with --port 0) */
 };
 
@@ -36,5 +40,11 @@ int tycho_listener_enable(struct tycho_listener *l, struct tycho_worker *workers
 
 /* Stops accepting and closes the socket. */
 void tycho_listener_dispose(struct tycho_listener *l);
+
+/*
+ * Frees the per-address counts and main's inbox. Only after the workers
+ * have stopped: until then they may still report closes.
+ */
+void tycho_listener_free_counts(struct tycho_listener *l);
 
 #endif

@@ -99,6 +99,7 @@ static int serve(struct tycho_config *cfg)
 out:
     tycho_listener_dispose(&listener);
     tycho_workers_stop(workers, cfg->workers);
+    tycho_listener_free_counts(&listener);
     if (sigint)
         event_free(sigint);
     if (sigterm)

@@ -83,10 +83,10 @@ void tycho_mq_dispose(struct tycho_mq *q)
         return;
     for (m = q->head; m; m = next) {
         next = m->next;
-        if (m->type == TYCHO_MSG_NEW_CONN) {
+        if (m->type == TYCHO_MSG_NEW_CONN)
             close(m->fd);
+        if (m->type != TYCHO_MSG_STOP)
             free(m);
-        }
     }
     q->head = q->tail = NULL;
     event_free(q->ev);

@@ -15,14 +15,15 @@ struct event;
 
 enum tycho_msg_type {
     TYCHO_MSG_NEW_CONN, /* fd and peer: a connection the listener accepted */
-    TYCHO_MSG_STOP      /* leave the event loop */
+    TYCHO_MSG_STOP,     /* leave the event loop */
+    TYCHO_MSG_CLOSED    /* to main: a connection from peer closed (--max-conns-per-ip) */
 };
 
 struct tycho_msg {
     struct tycho_msg *next;     /* the queue's link */
     enum tycho_msg_type type;
     int fd;                     /* NEW_CONN: owned by the message until received */
-    struct sockaddr_storage peer; /* NEW_CONN: the client's address */
+    struct sockaddr_storage peer; /* NEW_CONN, CLOSED: the client's address */
 };
 
 /* Receives a list of messages, oldest first; the callee frees each one. */

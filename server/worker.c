@@ -16,6 +16,7 @@
 #include <string.h>
 #include <sys/time.h>
 #include <stdatomic.h>
+#include <netinet/in.h>
 #include <unistd.h>
 
 /* Idle objects are given back after this long without being needed. */
@@ -45,6 +46,25 @@ long tycho_worker_now_ms(struct tycho_worker *w)
     if (!w->base || event_base_gettimeofday_cached(w->base, &now) < 0)
         gettimeofday(&now, NULL);
     return (long)now.tv_sec * 1000 + now.tv_usec / 1000;
+}
+
+void tycho_worker_conn_gone(struct tycho_shared *shared, const struct sockaddr *peer)
+{
+    struct tycho_msg *m;
+
+    atomic_fetch_sub_explicit(&shared->open_conns, 1, memory_order_relaxed);
+    if (!shared->main_inbox)
+        return;
+    if (!(m = calloc(1, sizeof(*m)))) {
+        tycho_log_error("out of memory reporting a close: that address keeps one connection "
+                        "counted against --max-conns-per-ip");
+        return;
+    }
+    m->type = TYCHO_MSG_CLOSED;
+    m->fd = -1;
+    memcpy(&m->peer, peer, peer->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                                       : sizeof(struct sockaddr_in));
+    tycho_mq_push(shared->main_inbox, m);
 }
 
 static void on_drain_timeout(evutil_socket_t fd, short what, void *arg)
@@ -85,7 +105,7 @@ static void on_inbox(struct tycho_msg *list, void *arg)
         if (m->type == TYCHO_MSG_NEW_CONN) {
             if (w->draining) {
                 close(m->fd);         /* accepted just before the stop */
-                atomic_fetch_sub_explicit(&w->shared->open_conns, 1, memory_order_relaxed);
+                tycho_worker_conn_gone(w->shared, (struct sockaddr *)&m->peer);
             } else {
                 tycho_conn_open(w, m->fd, (struct sockaddr *)&m->peer, sizeof(m->peer));
             }
@@ -276,7 +296,7 @@ void tycho_worker_give_conn(struct tycho_worker *w, int fd, const struct sockadd
         tycho_http_date_line(date, sizeof(date), time(NULL));
         send(fd, busy, tycho_http_busy(busy, sizeof(busy), date), MSG_NOSIGNAL);
         close(fd);
-        atomic_fetch_sub_explicit(&w->shared->open_conns, 1, memory_order_relaxed);
+        tycho_worker_conn_gone(w->shared, peer);
         return;
     }
     m->type = TYCHO_MSG_NEW_CONN;

@@ -30,6 +30,8 @@ struct tycho_shared {
     _Atomic int open_conns;         /* accepted and not yet closed, all workers */
     _Atomic long refused_log_s;     /* rate limit of the "max-conns reached" line */
     _Atomic unsigned long refused;  /* connections refused by --max-conns */
+    _Atomic unsigned long refused_ip; /* connections refused by --max-conns-per-ip */
+    struct tycho_mq *main_inbox;    /* main's queue for CLOSED; NULL without --max-conns-per-ip */
 };
 
 struct tycho_worker {
@@ -72,6 +74,13 @@ struct tycho_worker *tycho_workers_start(int n, struct tycho_shared *shared, cha
 /* Hands an accepted fd to worker w (main thread). Closes fd itself if it cannot. */
 void tycho_worker_give_conn(struct tycho_worker *w, int fd, const struct sockaddr *peer,
                             socklen_t peer_len);
+
+/*
+ * Accounts for the close of a connection from peer that the listener counted:
+ * the open-connection count, and the per-address count through main's inbox.
+ * Any thread.
+ */
+void tycho_worker_conn_gone(struct tycho_shared *shared, const struct sockaddr *peer);
 
 /* Sends STOP to every worker, joins them and frees the array. Main thread. */
 void tycho_workers_stop(struct tycho_worker *ws, int n);

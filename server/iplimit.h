@@ -1,0 +1,29 @@
+/*
+ * iplimit.h: open connections per client address, for --max-conns-per-ip.
+ * An open-addressing hash table sized once for the most addresses that can
+ * be open at a time (--max-conns), so it never grows. Main thread only:
+ * the listener counts on accept, workers report closes by message.
+ */
+#ifndef TYCHO_IPLIMIT_H
+#define TYCHO_IPLIMIT_H
+
+#include <sys/socket.h>
+
+struct tycho_iplimit;
+
+/* A table for up to max_addrs addresses at once. NULL when out of memory. */
+struct tycho_iplimit *tycho_iplimit_new(unsigned max_addrs);
+
+/* NULL is a no-op. */
+void tycho_iplimit_free(struct tycho_iplimit *t);
+
+/*
+ * Counts one more connection from the address in sa (AF_INET or AF_INET6)
+ * and returns how many are open from it now, or -1 when the table is full.
+ */
+int tycho_iplimit_add(struct tycho_iplimit *t, const struct sockaddr *sa);
+
+/* Counts one connection fewer from sa; an address that reaches 0 leaves the table. */
+void tycho_iplimit_remove(struct tycho_iplimit *t, const struct sockaddr *sa);
+
+#endif
