@@ -74,7 +74,7 @@ $(BUILD)/unit/test_%: tests/unit/test_%.c $(LIB_OBJS) tests/harness.h
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS_ALL) -Itests $(LDFLAGS_ALL) -o $@ $< $(LIB_OBJS) $(PKG_LIBS)
 
-$(BUILD)/integration/test_%: tests/integration/test_%.c tests/harness.h tests/integration/support.h
+$(BUILD)/integration/test_%: tests/integration/test_%.c tests/harness.h tests/integration/support.h tests/integration/client.h
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS_ALL) -Itests $(LDFLAGS_ALL) -o $@ $<
 
