@@ -31,7 +31,7 @@ INTEGRATION_SRCS := $(wildcard tests/integration/test_*.c)
 INTEGRATION_BINS := $(INTEGRATION_SRCS:tests/integration/%.c=$(BUILD)/integration/%)
 TYCHO := $(if $(filter obj,$(BUILD)),tycho,$(BUILD)/tycho)
 
-.PHONY: all deps build run test check unit integration asan valgrind bench clean install
+.PHONY: all deps build run test check unit integration asan valgrind bench fuzz clean install
 
 all: deps
 	@$(MAKE) --no-print-directory build
@@ -115,6 +115,19 @@ install: all
 	install -m 755 tycho $(DESTDIR)$(PREFIX)/bin/tycho
 
 clean:
-	rm -rf obj obj-asan tycho
+	rm -rf obj obj-asan obj-fuzz tycho
 
 -include $(OBJS:.o=.d)
+
+# The request-path fuzz target (libFuzzer, clang, ASan + UBSan). FUZZ_SECONDS bounds the run.
+FUZZ_SECONDS ?= 60
+FUZZ_SRCS := tests/fuzz/fuzz_request.c server/http.c server/arena.c server/buf.c server/config.c
+fuzz: deps
+	@command -v clang >/dev/null && [ -n "$$(ls /usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a 2>/dev/null)" ] || \
+	  { if [ "$$(id -u)" = 0 ]; then apt-get install -y -q clang libclang-rt-dev; \
+	    else echo "run: sudo apt-get install -y clang libclang-rt-dev"; exit 1; fi; }
+	@mkdir -p obj-fuzz/corpus
+	clang -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -Iserver \
+	  -o obj-fuzz/fuzz_request $(FUZZ_SRCS) -lhttp_parser
+	obj-fuzz/fuzz_request -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -print_final_stats=1 \
+	  obj-fuzz/corpus tests/fuzz/seeds
