@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 static void print_route(const char *method, const char *path, int handler_id, void *arg)
 {
@@ -98,7 +99,11 @@ static int serve(struct tycho_config *cfg)
     rc = 0;
 out:
     tycho_listener_dispose(&listener);
-    tycho_workers_stop(workers, cfg->workers);
+    if (tycho_workers_stop(workers, cfg->workers) < 0) {
+        /* A worker is stuck in Lua: nothing it owns can be freed safely. */
+        tycho_log_error("exiting without the stuck worker(s)");
+        _exit(1);
+    }
     tycho_listener_free_counts(&listener);
     if (sigint)
         event_free(sigint);

@@ -6,6 +6,11 @@
 -- (C frames cannot be resumed across in LuaJIT).
 local app, new_objects = ...
 
+-- One script must not be able to stop the server for every client.
+os.exit = function()
+  error("os.exit is disabled in Tycho: it would stop the server for every client", 2)
+end
+
 local middleware = {}
 local sealed = false
 

@@ -306,13 +306,29 @@ void tycho_worker_give_conn(struct tycho_worker *w, int fd, const struct sockadd
     tycho_mq_push(&w->inbox, m);
 }
 
-void tycho_workers_stop(struct tycho_worker *ws, int n)
+int tycho_workers_stop(struct tycho_worker *ws, int n)
 {
+    /* A worker drains for --drain-timeout at most; allow it that and a margin. */
+    long wait_ms = ws ? ws[0].shared->cfg->drain_timeout_ms + 5000 : 0;
+    struct timespec until;
+    int stuck = 0;
+
     if (!ws)
-        return;
+        return TYCHO_OK;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += wait_ms / 1000 + (until.tv_nsec + (wait_ms % 1000) * 1000000L) / 1000000000L;
+    until.tv_nsec = (until.tv_nsec + (wait_ms % 1000) * 1000000L) % 1000000000L;
     for (int i = 0; i < n; i++)
         send_stop(&ws[i]);
-    for (int i = 0; i < n; i++)
-        pthread_join(ws[i].thread, NULL);
+    for (int i = 0; i < n; i++) {
+        if (pthread_timedjoin_np(ws[i].thread, NULL, &until) != 0) {
+            tycho_log_error("worker %d did not stop in time (a handler that never returns?)",
+                            i + 1);
+            stuck++;
+        }
+    }
+    if (stuck)
+        return TYCHO_ERR;             /* its memory is still in use: do not free it */
     free(ws);
+    return TYCHO_OK;
 }

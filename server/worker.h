@@ -82,8 +82,13 @@ void tycho_worker_give_conn(struct tycho_worker *w, int fd, const struct sockadd
  */
 void tycho_worker_conn_gone(struct tycho_shared *shared, const struct sockaddr *peer);
 
-/* Sends STOP to every worker, joins them and frees the array. Main thread. */
-void tycho_workers_stop(struct tycho_worker *ws, int n);
+/*
+ * Sends STOP to every worker, joins them and frees the array. Returns
+ * TYCHO_ERR, freeing nothing, when a worker has not stopped by
+ * --drain-timeout plus 5 s (its loop is blocked, e.g. a handler that never
+ * returns): the caller must then end the process with _exit. Main thread.
+ */
+int tycho_workers_stop(struct tycho_worker *ws, int n);
 
 /*
  * Sets up w on the calling thread without starting a thread (for --request):

@@ -347,6 +347,45 @@ static void test_drain_timeout(struct server *s)
     client_close(&stuck);
 }
 
+/* os.exit in a handler is a 500, and the server carries on. */
+static void test_os_exit(const struct server *s)
+{
+    expect_status_of(s->port, "GET /exit HTTP/1.1\r\nHost: t\r\n\r\n", 500,
+                     "os.exit in a handler: 500");
+    ok(wait_for_log(s, "os.exit is disabled", io_timeout_ms), "os.exit: logged");
+    check_get(s->port, "/hello", 200, "Hello, World!");
+}
+
+/*
+ * A handler that never returns blocks its worker; SIGTERM must still end
+ * the process (status 1, after --drain-timeout plus 5 s), not hang.
+ */
+static void test_stuck_worker(struct server *s)
+{
+    struct client c;
+    int status = 0;
+    long long until;
+
+    if (client_connect(&c, s->port) < 0) {
+        ok(0, "stuck worker: connect");
+        return;
+    }
+    client_sends(&c, "GET /spin HTTP/1.1\r\nHost: t\r\n\r\n");
+    sleep_ms(300);
+    kill(s->pid, SIGTERM);
+    until = now_ms() + 20000;
+    while (now_ms() < until && waitpid(s->pid, &status, WNOHANG) != s->pid)
+        sleep_ms(100);
+    ok(WIFEXITED(status) && WEXITSTATUS(status) == 1,
+       "a worker stuck in a handler: the process still exits (status 1) after SIGTERM");
+    if (!(WIFEXITED(status)))
+        kill(s->pid, SIGKILL);
+    s->pid = -1;
+    running_pid = -1;
+    ok(wait_for_log(s, "did not stop in time", 0), "stuck worker: logged");
+    client_close(&c);
+}
+
 int main(int argc, char **argv)
 {
     struct server s;
@@ -422,6 +461,17 @@ int main(int argc, char **argv)
     }
     if (rc == 0)
         test_drain_timeout(&s);
+    server_cleanup(&s);
+    {
+        const char *args[] = {"--port", "0", "--workers", "1", "--drain-timeout", "0.5",
+                              fixture_dir, NULL};
+        rc = server_start(&s, args);
+        ok(rc == 0, "server for the stuck worker starts");
+    }
+    if (rc == 0) {
+        test_os_exit(&s);
+        test_stuck_worker(&s);
+    }
     server_cleanup(&s);
 
     free(wrap_copy);

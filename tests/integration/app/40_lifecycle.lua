@@ -40,3 +40,16 @@ end)
 app.get("/json-then-header", function(req, res)
     res:json({ ok = true })
 end)
+
+-- A script must not stop the server for everyone.
+app.get("/exit", function(req, res)
+    os.exit(0)
+end)
+
+-- A handler that never returns (only test_limits.c asks for it).
+app.get("/spin", function(req, res)
+    local n = 0
+    while true do
+        n = n + 1
+    end
+end)
