@@ -54,8 +54,10 @@ struct tycho_conn {
     time_t linger_until;               /* lingering ends by then, however much keeps coming */
     unsigned nrequests;                /* answered on this connection */
     long born_ms;                      /* when it was accepted (worker clock) */
-    long req_started_ms;               /* when the current request's first bytes came */
+    bool started;                      /* bytes of the next request came (blank lines too) */
+    long req_started_ms;               /* when they came: the head's clock starts */
     long body_started_ms;              /* when its head was complete; 0 before */
+    long write_wait_ms;                /* when output began to wait; 0 when none waits */
     unsigned char peer_family;         /* AF_INET or AF_INET6 */
     unsigned char peer_addr[16];
     struct event ev;                   /* embedded, so a connection is one allocation */
@@ -102,8 +104,12 @@ static struct tycho_req *take_req(struct tycho_conn *c)
 
     if (r)
         r->conn = c;
-    c->req_started_ms = tycho_worker_now_ms(c->w);
-    c->body_started_ms = 0;
+    if (!c->started) {
+        /* Blank lines before a request count too: they cannot hold the connection open. */
+        c->started = true;
+        c->req_started_ms = tycho_worker_now_ms(c->w);
+        c->body_started_ms = 0;
+    }
     return r;
 }
 
@@ -163,6 +169,8 @@ static void serve(struct tycho_conn *c)
     bool keep_alive = r->keep_alive && !last_request(c);
     char allow[256];
 
+    /* Closing a connection the client meant to keep: its next request may be on the way. */
+    c->linger |= r->keep_alive && !keep_alive;
     switch (tycho_router_find(tycho_gen_router(w->gen), r->method, r->method_len, r->path,
                               r->path_len, &r->match)) {
     case TYCHO_ROUTE_FOUND:
@@ -191,6 +199,7 @@ static void serve(struct tycho_conn *c)
         set_nodelay(c);
     w->requests++;
     c->nrequests++;
+    c->started = false;
     release_req(c);
     tycho_http_next(&c->http);
 }
@@ -325,11 +334,11 @@ static int arm_read(struct tycho_conn *c)
     long now, deadline;
     struct timeval left;
 
-    if (!c->req || !c->http.in_message)
+    if (!c->started)
         return arm(c, EV_READ, c->nrequests ? TIMER_IDLE : TIMER_FIRST,
                    c->nrequests ? w->idle_tv : w->first_tv);
     now = tycho_worker_now_ms(w);
-    if (c->http.headers_done) {
+    if (c->req && c->http.headers_done) {
         if (!c->body_started_ms)
             c->body_started_ms = now;
         deadline = c->body_started_ms + cfg->body_timeout_ms;
@@ -423,16 +432,25 @@ static void drain(struct tycho_conn *c, short what)
 }
 
 /* Reads what is there (a bounded number of times) and answers it. */
+/* A request partly read, requests read and kept back, or output not yet taken. */
+static bool in_flight(const struct tycho_conn *c)
+{
+    return (c->req && c->http.in_message) || c->input.len > 0 || c->pending.len > 0;
+}
+
 /* After output was written: what the connection waits for next, or its end. */
 static void next_wait(struct tycho_conn *c)
 {
     if (c->pending.len > 0) {
+        if (!c->write_wait_ms)
+            c->write_wait_ms = tycho_worker_now_ms(c->w);
         if (arm(c, EV_WRITE, TIMER_WRITE, c->w->write_tv) < 0)
             close_conn(c);
     } else if (c->closing) {
         finish(c);
-    } else if (c->w->draining && !(c->req && c->http.in_message)) {
-        close_conn(c);                /* stopping: nothing in flight here */
+    } else if (c->w->draining && !in_flight(c)) {
+        c->linger = true;             /* stopping: nothing in flight here */
+        finish(c);
     } else if (arm_read(c) < 0) {
         close_conn(c);
     } else if (c->input.len > 0) {
@@ -495,6 +513,7 @@ static void timed_out(struct tycho_conn *c)
     struct tycho_worker *w = c->w;
 
     if (c->timer == TIMER_DEADLINE && c->req && c->http.in_message) {
+        /* A request that did not arrive in time (blank lines alone just close). */
         w->timeouts++;
         answer_simple(c, 408, "", false, true);
         c->linger = true;
@@ -508,6 +527,22 @@ static void timed_out(struct tycho_conn *c)
     if (c->timer == TIMER_WRITE)
         w->timeouts++;
     close_conn(c);
+}
+
+/*
+ * Output has drained. The server did not read while it waited, so that time
+ * does not count against the request being received: its clock moves on.
+ */
+static void resume_clock(struct tycho_conn *c)
+{
+    long waited = tycho_worker_now_ms(c->w) - c->write_wait_ms;
+
+    c->write_wait_ms = 0;
+    if (waited <= 0)
+        return;
+    c->req_started_ms += waited;
+    if (c->body_started_ms)
+        c->body_started_ms += waited;
 }
 
 static void on_event(evutil_socket_t fd, short what, void *arg)
@@ -528,12 +563,14 @@ static void on_event(evutil_socket_t fd, short what, void *arg)
         return;
     }
     /* EV_WRITE: the socket takes output again. */
-    if (flush_out(c) < 0)
+    if (flush_out(c) < 0) {
         close_conn(c);
-    else if (c->pending.len == 0 && c->input.len > 0 && !c->closing)
-        read_and_serve(c);            /* requests kept back while the output was full */
-    else
+    } else if (c->pending.len == 0 && !c->closing) {
+        resume_clock(c);
+        read_and_serve(c);            /* kept-back requests, and what came meanwhile */
+    } else {
         next_wait(c);
+    }
 }
 
 /* Remembers the peer address compactly (the connection keeps no sockaddr_storage). */
@@ -590,10 +627,10 @@ void tycho_conn_drain(struct tycho_worker *w)
     w->draining = true;
     for (; c; c = next) {
         next = c->next;
-        /* In flight: a request partly read, or output not yet taken. It finishes. */
-        if (!c->lingering && (c->pending.len > 0 || (c->req && c->http.in_message)))
-            continue;
-        close_conn(c);
+        if (c->lingering || in_flight(c))
+            continue;                 /* it finishes (or its linger ends) by itself */
+        c->linger = true;             /* its client may be sending a request right now */
+        finish(c);
     }
     if (!w->conns)
         event_base_loopbreak(w->base);

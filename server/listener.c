@@ -111,6 +111,8 @@ static int count_ip(struct tycho_listener *l, const struct sockaddr *peer)
 
     if (!l->per_ip || (peer->sa_family != AF_INET && peer->sa_family != AF_INET6))
         return 0;
+    /* Closes the workers reported since the last event count before this connection does. */
+    tycho_mq_drain(l->inbox);
     n = tycho_iplimit_add(l->per_ip, peer);
     if (n >= 0 && n <= l->shared->cfg->max_conns_per_ip)
         return 0;

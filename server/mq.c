@@ -11,22 +11,27 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-static void on_signal(evutil_socket_t fd, short what, void *arg)
+void tycho_mq_drain(struct tycho_mq *q)
 {
-    struct tycho_mq *q = arg;
     struct tycho_msg *list;
-    uint64_t count;
 
-    (void)what;
-    /* EAGAIN only means another wake-up already drained the counter. */
-    if (read(fd, &count, sizeof(count)) < 0)
-        count = 0;
     pthread_mutex_lock(&q->lock);
     list = q->head;
     q->head = q->tail = NULL;
     pthread_mutex_unlock(&q->lock);
     if (list)
         q->fn(list, q->arg);
+}
+
+static void on_signal(evutil_socket_t fd, short what, void *arg)
+{
+    uint64_t count;
+
+    (void)what;
+    /* EAGAIN only means another wake-up already drained the counter. */
+    if (read(fd, &count, sizeof(count)) < 0)
+        count = 0;
+    tycho_mq_drain(arg);
 }
 
 int tycho_mq_init(struct tycho_mq *q, struct event_base *base, tycho_mq_fn *fn, void *arg)

@@ -2,7 +2,8 @@
  * mq.h: the cross-thread message queue. A mutex-protected intrusive list plus
  * an eventfd whose read event lives in the receiver's event_base. Any thread
  * may push; only the receiver's thread runs the callback. The sender allocates
- * each NEW_CONN message and the receiver frees it; STOP is embedded in the worker.
+ * each NEW_CONN and CLOSED message and the receiver frees it; STOP is embedded
+ * in the worker.
  */
 #ifndef TYCHO_MQ_H
 #define TYCHO_MQ_H
@@ -48,9 +49,13 @@ int tycho_mq_init(struct tycho_mq *q, struct event_base *base, tycho_mq_fn *fn, 
  */
 int tycho_mq_push(struct tycho_mq *q, struct tycho_msg *msg);
 
+/* Handles what is queued now, without waiting for the event (receiver's thread). */
+void tycho_mq_drain(struct tycho_mq *q);
+
 /*
- * Frees queued NEW_CONN messages (closing their fds) and the event; STOP
- * messages are not allocated and are left alone. Receiver's thread, after its loop.
+ * Frees queued messages (closing the fds of NEW_CONN ones) and the event;
+ * STOP messages are not allocated and are left alone. Receiver's thread,
+ * after its loop.
  */
 void tycho_mq_dispose(struct tycho_mq *q);
 

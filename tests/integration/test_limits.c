@@ -52,6 +52,27 @@ static void test_slowloris(int port)
     client_close(&c);
 }
 
+/* Blank lines dripped before a request do not hold a connection open either. */
+static void test_blank_line_drip(int port)
+{
+    struct client c;
+    long long until = now_ms() + 8000;
+    int closed = 0;
+
+    if (client_connect(&c, port) < 0) {
+        ok(0, "blank lines: connect");
+        return;
+    }
+    while (!closed && now_ms() < until) {
+        if (client_sends(&c, "\r\n") < 0)
+            closed = 1;
+        else
+            closed = client_wait_closed(&c, 300) == 1;
+    }
+    ok(closed, "blank lines dripped every 300 ms are cut off by --header-timeout");
+    client_close(&c);
+}
+
 /* A body that drips is cut off at --body-timeout. */
 static void test_slow_body(int port)
 {
@@ -143,6 +164,30 @@ static void test_requests_per_conn(int port)
         response_free(&r);
     }
     ok(client_wait_closed(&c, 5000) == 1, "requests per conn: closed after the 3rd");
+    client_close(&c);
+
+    /*
+     * The client pipelines a 4th request behind a large 3rd response: the
+     * server closes (lingering), so the whole 3rd response still arrives
+     * instead of being cut off by a reset.
+     */
+    if (client_connect(&c, port) < 0) {
+        ok(0, "requests per conn, pipelined: connect");
+        return;
+    }
+    client_sends(&c, "GET /hello HTTP/1.1\r\nHost: t\r\n\r\nGET /hello HTTP/1.1\r\nHost: t\r\n\r\n"
+                     "GET /mib HTTP/1.1\r\nHost: t\r\n\r\n");
+    sleep_ms(50);
+    client_sends(&c, "GET /hello HTTP/1.1\r\nHost: t\r\n\r\n");
+    for (int i = 0; i < 3; i++) {
+        read_response(&c, &r, 0);
+        expect_status(&r, 200, what("requests per conn, pipelined", "response %d", i + 1));
+        if (i == 2)
+            is_int(r.body_len, 1048576, "the last response arrives whole (no reset)");
+        response_free(&r);
+    }
+    ok(client_wait_closed(&c, 5000) == 1 && !c.reset,
+       "requests per conn, pipelined: then a clean close");
     client_close(&c);
 }
 
@@ -291,6 +336,19 @@ static void test_per_ip(const struct server *s)
     }
     client_close(&cs[1]);
     client_close(&cs[2]);
+
+    /* One client connecting, asking, closing, again and again, is never over the bound. */
+    {
+        int refused = 0;
+        sleep_ms(200);
+        for (int i = 0; i < 200; i++) {
+            if (fetch(s->port, "GET /hello HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+                      &r) == 503)
+                refused++;
+            response_free(&r);
+        }
+        is_int(refused, 0, "per-ip: 200 sequential connections, none refused");
+    }
 }
 
 /*
@@ -416,6 +474,7 @@ int main(int argc, char **argv)
     }
     if (rc == 0) {
         test_slowloris(s.port);
+        test_blank_line_drip(s.port);
         test_slow_body(s.port);
         test_idle(s.port);
         test_write_timeout(s.port);
