@@ -43,29 +43,29 @@ struct tycho_conn {
     void *_pool_next;                  /* the pool's link while free */
     struct tycho_worker *w;            /* borrowed: the owning worker */
     struct tycho_conn *prev, *next;    /* the worker's list of open connections */
+    struct tycho_req *req;             /* from the worker's pool while a request is in progress */
+    struct tycho_buf *local_out;       /* borrowed: --request output, else NULL */
     int fd;                            /* owned; -1 for --request */
+    unsigned nrequests;                /* answered on this connection */
     short ev_what;                     /* EV_READ or EV_WRITE: what ev waits for; 0: none */
+    unsigned char timer;               /* TIMER_*: what ev's timeout stands for now */
+    unsigned char peer_family;         /* AF_INET or AF_INET6 */
     bool closing;                      /* close once pending output is written */
     bool peer_eof;                     /* the client closed its side */
     bool linger;                       /* input may still be coming: close lingering */
-    bool nodelay;                      /* TCP_NODELAY is set */
     bool lingering;                    /* write side shut; dropping input until EOF or timeout */
-    unsigned char timer;               /* TIMER_*: what ev's timeout stands for now */
-    time_t linger_until;               /* lingering ends by then, however much keeps coming */
-    unsigned nrequests;                /* answered on this connection */
-    long born_ms;                      /* when it was accepted (worker clock) */
+    bool nodelay;                      /* TCP_NODELAY is set */
     bool started;                      /* bytes of the next request came (blank lines too) */
-    long req_started_ms;               /* when they came: the head's clock starts */
+    unsigned char peer_addr[16];
+    time_t linger_until;               /* lingering ends by then, however much keeps coming */
+    long born_ms;                      /* when it was accepted (worker clock) */
+    long req_started_ms;               /* when the next request's first bytes came */
     long body_started_ms;              /* when its head was complete; 0 before */
     long write_wait_ms;                /* when output began to wait; 0 when none waits */
-    unsigned char peer_family;         /* AF_INET or AF_INET6 */
-    unsigned char peer_addr[16];
     struct event ev;                   /* embedded, so a connection is one allocation */
     struct tycho_http http;            /* parser state */
-    struct tycho_req *req;             /* from the worker's pool while a request is in progress */
     struct tycho_buf pending;          /* owned: output the socket has not taken */
     struct tycho_buf input;            /* owned: read but not parsed yet (back-pressure) */
-    struct tycho_buf *local_out;       /* borrowed: --request output, else NULL */
 };
 
 /* What the timeout of the connection's event means (c->timer). */
