@@ -15,6 +15,7 @@ struct tycho_router;
 /* Registry keys (their addresses are the lightuserdata keys). */
 extern const char tycho_key_gen;      /* -> struct tycho_gen * */
 extern const char tycho_key_handlers; /* -> table: handler id -> function */
+extern const char tycho_key_on_start; /* -> table: app.on_worker_start functions */
 
 /*
  * script.c: the router of the generation whose state L is, while its
@@ -41,6 +42,27 @@ void tycho_bind_objects(lua_State *L);
  * alive for it. Never raises, allocates nothing.
  */
 void tycho_bind_release(lua_State *L, struct tycho_req *r);
+
+/*
+ * script.c, for bind_time.c (each may raise with a message naming the call):
+ * - tycho_script_sleep: yields the running handler or timer for seconds;
+ *   call as `return tycho_script_sleep(L, s)`.
+ * - tycho_script_now: the worker loop's cached time, in seconds.
+ * - tycho_script_worker_id: 1..N, 0 in main's scratch state.
+ * - tycho_script_timer: a timer running the function at fn_idx after delay
+ *   seconds, or every `every` seconds when every > 0; the userdata at
+ *   box_idx is its handle, whose pointer slot is set to NULL when the timer
+ *   ends. Returns the timer.
+ * - tycho_script_timer_cancel: stops a timer (a run in progress finishes).
+ */
+int tycho_script_sleep(lua_State *L, double seconds);
+double tycho_script_now(lua_State *L);
+int tycho_script_worker_id(lua_State *L);
+void *tycho_script_timer(lua_State *L, double delay, double every, int fn_idx, int box_idx);
+void tycho_script_timer_cancel(void *timer);
+
+/* bind_time.c: adds sleep, now, worker_id, log and timer to the module table on top. */
+void tycho_bind_time(lua_State *L);
 
 /* bind_res.c: pushes the "tycho.res" metatable (made on first call). May raise. */
 void tycho_bind_res_metatable(lua_State *L);

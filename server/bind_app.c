@@ -50,6 +50,20 @@ static int app_route(lua_State *L)
     return add_route(L, luaL_checkstring(L, 1), 2);
 }
 
+/* app.on_worker_start(fn): fn runs once in each worker after its scripts load. */
+static int app_on_worker_start(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+    if (!tycho_gen_router_of(L))
+        return luaL_error(L, "app.on_worker_start: only while the scripts load, not in a "
+                             "handler");
+    lua_pushlightuserdata(L, (void *)&tycho_key_on_start);
+    lua_rawget(L, LUA_REGISTRYINDEX);
+    lua_pushvalue(L, 1);
+    lua_rawseti(L, -2, (int)lua_objlen(L, -2) + 1);
+    return 0;
+}
+
 static const char *const methods[][2] = {
     {"get", "GET"},       {"post", "POST"},       {"put", "PUT"},   {"patch", "PATCH"},
     {"delete", "DELETE"}, {"options", "OPTIONS"}, {"head", "HEAD"},
@@ -65,6 +79,8 @@ void tycho_bind_app(lua_State *L)
     }
     lua_pushcfunction(L, app_route);
     lua_setfield(L, -2, "route");
+    lua_pushcfunction(L, app_on_worker_start);
+    lua_setfield(L, -2, "on_worker_start");
     lua_pushliteral(L, TYCHO_VERSION);
     lua_setfield(L, -2, "version");
 

@@ -56,6 +56,7 @@ struct tycho_conn {
     bool lingering;                    /* write side shut; dropping input until EOF or timeout */
     bool nodelay;                      /* TCP_NODELAY is set */
     bool started;                      /* bytes of the next request came (blank lines too) */
+    bool waiting;                      /* its handler waits (tycho.sleep); nothing is read */
     unsigned char peer_addr[16];
     time_t linger_until;               /* lingering ends by then, however much keeps coming */
     long born_ms;                      /* when it was accepted (worker clock) */
@@ -117,6 +118,11 @@ static void release_req(struct tycho_conn *c)
 {
     if (!c->req)
         return;
+    if (c->req->_task) {
+        /* The connection goes while its handler waits: that coroutine is never resumed. */
+        tycho_gen_cancel(c->w->gen, c->req);
+        c->waiting = false;
+    }
     tycho_req_reset(c->req);
     tycho_pool_put(&c->w->req_pool, c->req);
     c->req = NULL;
@@ -161,38 +167,11 @@ static bool last_request(const struct tycho_conn *c)
             tycho_worker_now_ms(c->w) - c->born_ms >= cfg->max_conn_lifetime_ms);
 }
 
-/* Routes and runs a complete request, appends its response, then frees the context. */
-static void serve(struct tycho_conn *c)
+/* The end of every request: keep-alive or close, counters, the context back to its pool. */
+static void end_request(struct tycho_conn *c, bool keep_alive)
 {
-    struct tycho_req *r = c->req;
     struct tycho_worker *w = c->w;
-    bool keep_alive = r->keep_alive && !last_request(c);
-    char allow[256];
 
-    /* Closing a connection the client meant to keep: its next request may be on the way. */
-    c->linger |= r->keep_alive && !keep_alive;
-    switch (tycho_router_find(tycho_gen_router(w->gen), r->method, r->method_len, r->path,
-                              r->path_len, &r->match)) {
-    case TYCHO_ROUTE_FOUND:
-        tycho_gen_run(w->gen, r);
-        if (r->res_flags & TYCHO_RES_CLOSE) {
-            keep_alive = false;
-            c->linger |= r->keep_alive; /* the client may already be sending its next request */
-        }
-        if (tycho_http_write_response(out_of(c), r, tycho_worker_date(w), keep_alive) < 0)
-            keep_alive = false, c->closing = true;
-        break;
-    case TYCHO_ROUTE_NOT_FOUND:
-        answer_simple(c, 404, "", keep_alive, !r->is_head);
-        break;
-    case TYCHO_ROUTE_WRONG_METHOD:
-        memcpy(allow, "Allow: ", 7);
-        tycho_router_allow(tycho_gen_router(w->gen), r->path, r->path_len, allow + 7,
-                           sizeof(allow) - 9);
-        strcat(allow, "\r\n");
-        answer_simple(c, 405, allow, keep_alive, !r->is_head);
-        break;
-    }
     if (!keep_alive)
         c->closing = true;
     else if (!c->nodelay && c->fd >= 0)
@@ -202,6 +181,88 @@ static void serve(struct tycho_conn *c)
     c->started = false;
     release_req(c);
     tycho_http_next(&c->http);
+}
+
+/* Whether the connection stays open after this request (before the handler's say). */
+static bool keeps_alive(struct tycho_conn *c)
+{
+    struct tycho_req *r = c->req;
+    bool keep_alive = r->keep_alive && !last_request(c);
+
+    /* Closing a connection the client meant to keep: its next request may be on the way. */
+    c->linger |= r->keep_alive && !keep_alive;
+    return keep_alive;
+}
+
+/* Appends the handler's response to a request, then ends the request. */
+static void respond(struct tycho_conn *c)
+{
+    struct tycho_req *r = c->req;
+    bool keep_alive = keeps_alive(c);
+
+    if (r->res_flags & TYCHO_RES_CLOSE) {
+        keep_alive = false;
+        c->linger |= r->keep_alive;   /* the client may already be sending its next request */
+    }
+    if (tycho_http_write_response(out_of(c), r, tycho_worker_date(c->w), keep_alive) < 0) {
+        keep_alive = false;
+        c->closing = true;
+    }
+    end_request(c, keep_alive);
+}
+
+static void read_and_serve(struct tycho_conn *c);
+
+/* A handler that waited has finished (from the worker's loop, in a timer callback). */
+static void on_request_done(struct tycho_req *r)
+{
+    struct tycho_conn *c = r->conn;
+
+    c->waiting = false;
+    respond(c);
+    if (c->local_out)
+        return;                       /* --request: run_local sees waiting is over */
+    read_and_serve(c);                /* requests kept back meanwhile, then what came */
+}
+
+/*
+ * Routes and runs a complete request. Its response is appended now, or, when
+ * the handler waits (tycho.sleep), by on_request_done later; meanwhile the
+ * connection reads nothing more.
+ */
+static void serve(struct tycho_conn *c)
+{
+    struct tycho_req *r = c->req;
+    struct tycho_worker *w = c->w;
+    char allow[256];
+
+    switch (tycho_router_find(tycho_gen_router(w->gen), r->method, r->method_len, r->path,
+                              r->path_len, &r->match)) {
+    case TYCHO_ROUTE_FOUND:
+        r->on_done = on_request_done;
+        if (tycho_gen_run(w->gen, r) == TYCHO_RUN_PENDING) {
+            c->waiting = true;
+            return;
+        }
+        respond(c);
+        return;
+    case TYCHO_ROUTE_NOT_FOUND: {
+        bool keep_alive = keeps_alive(c);
+        answer_simple(c, 404, "", keep_alive, !r->is_head);
+        end_request(c, keep_alive);
+        return;
+    }
+    case TYCHO_ROUTE_WRONG_METHOD: {
+        bool keep_alive = keeps_alive(c);
+        memcpy(allow, "Allow: ", 7);
+        tycho_router_allow(tycho_gen_router(w->gen), r->path, r->path_len, allow + 7,
+                           sizeof(allow) - 9);
+        strcat(allow, "\r\n");
+        answer_simple(c, 405, allow, keep_alive, !r->is_head);
+        end_request(c, keep_alive);
+        return;
+    }
+    }
 }
 
 /* Whether the output waiting is over the high-water mark (never for --request). */
@@ -219,7 +280,7 @@ static size_t feed(struct tycho_conn *c, const char *data, size_t len)
 {
     size_t total = len;
 
-    while (len > 0 && !c->closing && !output_full(c)) {
+    while (len > 0 && !c->closing && !c->waiting && !output_full(c)) {
         size_t n;
 
         if (!c->req && !(c->req = take_req(c))) {
@@ -448,6 +509,12 @@ static void next_wait(struct tycho_conn *c)
             close_conn(c);
     } else if (c->closing) {
         finish(c);
+    } else if (c->waiting) {
+        /* Nothing to read or time until the handler is done (on_request_done). */
+        if (c->ev_what)
+            event_del(&c->ev);
+        c->ev_what = 0;
+        c->timer = TIMER_NONE;
     } else if (c->w->draining && !in_flight(c)) {
         c->linger = true;             /* stopping: nothing in flight here */
         finish(c);
@@ -471,13 +538,14 @@ static void read_and_serve(struct tycho_conn *c)
 {
     struct tycho_worker *w = c->w;
 
-    if (c->input.len > 0)
+    if (c->input.len > 0 && !c->waiting)
         feed_kept_input(c);
-    /* No new reads while earlier input waits: that is the back-pressure. */
-    for (int i = 0; i < READS_PER_EVENT && !c->closing && c->input.len == 0; i++) {
+    /* No new reads while earlier input or a handler waits: that is the back-pressure. */
+    for (int i = 0; i < READS_PER_EVENT && !c->closing && !c->waiting && c->input.len == 0; i++) {
         ssize_t n = recv(c->fd, w->rbuf, TYCHO_READ_BYTES, 0);
         if (n > 0) {
             size_t used = feed(c, w->rbuf, (size_t)n);
+            /* Kept when feeding stopped for back-pressure or a waiting handler. */
             if (used < (size_t)n && !c->closing &&
                 tycho_buf_append(&c->input, w->rbuf + used, (size_t)n - used) < 0)
                 c->closing = true;    /* no memory to keep it: answer what we have, close */
@@ -565,7 +633,7 @@ static void on_event(evutil_socket_t fd, short what, void *arg)
     /* EV_WRITE: the socket takes output again. */
     if (flush_out(c) < 0) {
         close_conn(c);
-    } else if (c->pending.len == 0 && !c->closing) {
+    } else if (c->pending.len == 0 && !c->closing && !c->waiting) {
         resume_clock(c);
         read_and_serve(c);            /* kept-back requests, and what came meanwhile */
     } else {
@@ -646,9 +714,13 @@ int tycho_conn_run_local(struct tycho_worker *w, const char *bytes, size_t len,
     c->w = w;
     c->fd = -1;
     c->local_out = out;
+    c->born_ms = tycho_worker_now_ms(w);
     tycho_http_init(&c->http, w->cfg);
     feed(c, bytes, len);
-    if (c->req && c->http.in_message)
+    /* A handler that waits: run the worker's loop until it is done. */
+    while (c->waiting && event_base_loop(w->base, EVLOOP_ONCE) == 0) {
+    }
+    if (c->req && c->http.in_message && !c->waiting)
         answer_simple(c, 400, "", false, true); /* the bytes ended mid-request */
     close_conn(c);
     return TYCHO_OK;

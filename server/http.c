@@ -52,7 +52,6 @@ void tycho_req_reset(struct tycho_req *r)
     memset(r, 0, sizeof(*r));
     r->arena = arena;
     r->status = 200;
-    r->co_ref = -2; /* LUA_NOREF, without pulling Lua into this module */
 }
 
 const struct tycho_header *tycho_req_header(const struct tycho_req *r, const char *name,

@@ -71,7 +71,8 @@ struct tycho_req {
     size_t res_body_len;
 
     /* The Lua side, owned by script.c. */
-    int co_ref;                    /* the coroutine's registry ref, or LUA_NOREF (-2) */
+    void *_task;                   /* script.c's task while the handler runs; NULL otherwise */
+    void (*on_done)(struct tycho_req *r); /* called when a handler that waited has finished */
     void **lua_req_box;            /* borrowed: the req userdata's pointer slot, or NULL */
     void **lua_res_box;            /* borrowed: the res userdata's pointer slot, or NULL */
 };

@@ -14,6 +14,10 @@
 #include "router.h"
 
 #include <dirent.h>
+#include <event2/event.h>
+#include <event2/event_struct.h>
+#include <stdbool.h>
+#include <sys/time.h>
 #include <lauxlib.h>
 #include <lualib.h>
 #include <stdio.h>
@@ -26,6 +30,7 @@
 
 const char tycho_key_gen = 0;
 const char tycho_key_handlers = 0;
+const char tycho_key_on_start = 0;
 
 struct cached_thread {
     lua_State *co;   /* borrowed: anchored by ref */
@@ -43,6 +48,10 @@ struct tycho_gen {
     unsigned nscripts;
     struct cached_thread threads[THREAD_CACHE_MAX]; /* idle coroutines */
     unsigned nthreads;
+    struct event_base *base;       /* borrowed: the worker's loop; NULL for main's scratch */
+    struct tycho_task *current;    /* the task whose coroutine runs now, or NULL */
+    struct tycho_task *free_tasks; /* owned free list */
+    struct tycho_timer *timers;    /* owned: live timers */
 };
 
 struct tycho_router *tycho_gen_router_of(lua_State *L)
@@ -106,7 +115,12 @@ static int setup_state(lua_State *L)
     g->handlers_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_rawset(L, LUA_REGISTRYINDEX);
 
+    lua_pushlightuserdata(L, (void *)&tycho_key_on_start);
+    lua_newtable(L);
+    lua_rawset(L, LUA_REGISTRYINDEX);
+
     tycho_bind_app(L);                /* the module */
+    tycho_bind_time(L);
     if (luaL_loadbuffer(L, tycho_prelude_lua, sizeof(tycho_prelude_lua) - 1, "=tycho.prelude"))
         return lua_error(L);
     lua_pushvalue(L, -2);             /* app */
@@ -260,17 +274,8 @@ fail:
     return NULL;
 }
 
-void tycho_gen_free(struct tycho_gen *g)
-{
-    if (!g)
-        return;
-    if (g->L)
-        lua_close(g->L);   /* also frees the cached coroutines */
-    tycho_router_free(g->router);
-    free(g);
-}
 
-/* ---- running a request --------------------------------------------------- */
+/* ---- coroutines ------------------------------------------------------------ */
 
 /* Inside lua_cpcall: a new coroutine, anchored by a registry ref. */
 static int new_thread(lua_State *L)
@@ -308,13 +313,13 @@ static void keep_thread(struct tycho_gen *g, struct cached_thread *t)
 
 struct error_args {
     struct tycho_gen *g;
-    struct tycho_req *r;
+    struct tycho_req *r;   /* the request, or NULL for a timer */
     lua_State *co;
-    const char *what;  /* NULL: the error is on co's stack */
+    const char *what;      /* NULL: the error is on co's stack */
 };
 
 /* Inside lua_cpcall: logs the error with the coroutine's traceback. */
-static int log_error(lua_State *L)
+static int log_error_protected(lua_State *L)
 {
     struct error_args *a = lua_touserdata(L, 1);
     const char *msg = a->what;
@@ -326,22 +331,95 @@ static int log_error(lua_State *L)
                                   luaL_typename(a->co, -1));
     }
     luaL_traceback(L, a->co, msg, 0);
-    tycho_log_error("worker %d: %s %.*s: %s", a->g->worker_id, a->r->method,
-                    (int)a->r->path_len, a->r->path, lua_tostring(L, -1));
+    if (a->r)
+        tycho_log_error("worker %d: %s %.*s: %s", a->g->worker_id, a->r->method,
+                        (int)a->r->path_len, a->r->path, lua_tostring(L, -1));
+    else
+        tycho_log_error("worker %d: timer: %s", a->g->worker_id, lua_tostring(L, -1));
     return 0;
 }
 
-/* Turns r into the generic 500. */
-static void fail_request(struct tycho_gen *g, struct tycho_req *r, lua_State *co,
-                         const char *what)
-{
-    struct error_args a = {g, r, co, what};
+struct tycho_task;
 
-    if (lua_cpcall(g->L, log_error, &a) != 0) {
-        tycho_log_error("worker %d: %s %.*s: Lua error (no memory to format it)", g->worker_id,
-                        r->method, (int)r->path_len, r->path);
+/* Logs a Lua error of task t (the message on co's stack, or what) with its traceback. */
+static void log_error(struct tycho_gen *g, struct tycho_task *t, lua_State *co, const char *what);
+
+/* ---- tasks: coroutines the worker resumes ------------------------------- */
+
+/*
+ * A task is one coroutine run on behalf of a request or a timer. It may
+ * yield inside tycho.sleep; the wake event resumes it. Tasks come from a
+ * per-generation free list, so a steady load allocates none.
+ */
+struct tycho_task {
+    struct tycho_task *next_free;
+    struct tycho_gen *g;
+    struct cached_thread t;        /* the coroutine */
+    struct tycho_req *r;           /* a request's task; NULL for a timer's */
+    struct tycho_timer *timer;     /* a timer's task; NULL for a request's */
+    bool sleeping;                 /* yielded in tycho.sleep; wake is armed */
+    struct event wake;             /* assigned once, when the task is made */
+};
+
+struct tycho_timer {
+    struct tycho_timer *prev, *next; /* the generation's list */
+    struct tycho_gen *g;
+    struct event ev;               /* the tick */
+    struct timeval every;          /* period; zero for a one-shot timer */
+    int fn_ref;                    /* registry ref of the function */
+    bool running;                  /* a run is in progress (it may sleep) */
+    bool cancelled;
+    void **box;                    /* the Lua handle's pointer slot, or NULL */
+    int box_ref;                   /* keeps the handle alive while the timer is: box stays valid */
+};
+
+static void on_wake(evutil_socket_t fd, short what, void *arg);
+
+static void log_error(struct tycho_gen *g, struct tycho_task *t, lua_State *co, const char *what)
+{
+    struct error_args a = {g, t->r, co, what};
+
+    if (lua_cpcall(g->L, log_error_protected, &a) != 0) {
+        tycho_log_error("worker %d: Lua error (no memory to format it)", g->worker_id);
         lua_pop(g->L, 1);
     }
+}
+
+static struct tycho_task *task_get(struct tycho_gen *g)
+{
+    struct tycho_task *t = g->free_tasks;
+
+    if (t) {
+        g->free_tasks = t->next_free;
+    } else {
+        if (!(t = calloc(1, sizeof(*t))))
+            return NULL;
+        t->g = g;
+        if (g->base)
+            event_assign(&t->wake, g->base, -1, 0, on_wake, t);
+    }
+    t->next_free = NULL;
+    if (get_thread(g, &t->t) < 0) {
+        lua_pop(g->L, 1);
+        t->next_free = g->free_tasks;
+        g->free_tasks = t;
+        return NULL;
+    }
+    return t;
+}
+
+static void task_put(struct tycho_gen *g, struct tycho_task *t)
+{
+    t->r = NULL;
+    t->timer = NULL;
+    t->sleeping = false;
+    t->next_free = g->free_tasks;
+    g->free_tasks = t;
+}
+
+/* Turns r into the generic 500. */
+static void fail_request(struct tycho_req *r)
+{
     r->status = 500;
     r->res_flags = 0;
     r->res_headers_len = 0;
@@ -349,10 +427,11 @@ static void fail_request(struct tycho_gen *g, struct tycho_req *r, lua_State *co
     r->res_body_len = strlen(r->res_body);
 }
 
-/* A normal return: a string result is the body, unless the handler already sent one. */
-static void collect_result(struct tycho_gen *g, struct tycho_req *r, struct cached_thread *t)
+/* A normal return of a request's coroutine: a string result is the body. */
+static void collect_result(struct tycho_gen *g, struct tycho_task *t)
 {
-    lua_State *co = t->co;
+    struct tycho_req *r = t->r;
+    lua_State *co = t->t.co;
     int type = lua_gettop(co) > 0 ? lua_type(co, 1) : LUA_TNIL;
 
     if (type == LUA_TSTRING && !(r->res_flags & TYCHO_RES_SENT)) {
@@ -360,54 +439,328 @@ static void collect_result(struct tycho_gen *g, struct tycho_req *r, struct cach
         const char *s = lua_tolstring(co, 1, &len);
         char *body = len ? tycho_arena_alloc(&r->arena, len) : NULL;
         if (len && !body) {
-            fail_request(g, r, co, "out of memory copying the response body");
-        } else {
-            if (len)
-                memcpy(body, s, len);
-            r->res_body = body;
-            r->res_body_len = len;
-            r->res_flags |= TYCHO_RES_SENT;
+            log_error(g, t, co, "out of memory copying the response body");
+            fail_request(r);
+            return;
         }
+        if (len)
+            memcpy(body, s, len);
+        r->res_body = body;
+        r->res_body_len = len;
+        r->res_flags |= TYCHO_RES_SENT;
     } else if (type != LUA_TNIL && type != LUA_TSTRING) {
         char what[128];
         snprintf(what, sizeof(what),
                  "handler returned a %s value; return a string, or use res:send / res:json",
                  lua_typename(co, type));
-        fail_request(g, r, co, what);
+        log_error(g, t, co, what);
+        fail_request(r);
     }
-    keep_thread(g, t);
 }
 
-void tycho_gen_run(struct tycho_gen *g, struct tycho_req *r)
+/*
+ * Resumes t's coroutine with nargs arguments on its stack. Returns PENDING
+ * while it sleeps; otherwise it has ended (returned or failed), its result
+ * is collected, the coroutine is kept or dropped and the caller puts t back.
+ */
+static enum tycho_run step(struct tycho_gen *g, struct tycho_task *t, int nargs)
 {
-    struct cached_thread t;
-    lua_State *co;
+    lua_State *co = t->t.co;
+    struct tycho_task *outer = g->current;
     int rc;
 
-    if (get_thread(g, &t) < 0) {
-        lua_pop(g->L, 1);
+    g->current = t;
+    rc = lua_resume(co, nargs);
+    g->current = outer;
+    if (rc == LUA_YIELD && t->sleeping)
+        return TYCHO_RUN_PENDING;
+    if (t->r)
+        tycho_bind_release(g->L, t->r);  /* a stashed req/res must not reach r any more */
+    if (rc == 0) {
+        if (t->r)
+            collect_result(g, t);
+        keep_thread(g, &t->t);
+        return TYCHO_RUN_DONE;
+    }
+    log_error(g, t, co,
+              rc == LUA_YIELD ? "coroutine.yield cannot suspend a handler or a timer "
+                                "(use tycho.sleep to wait)"
+                              : NULL);
+    if (t->r)
+        fail_request(t->r);
+    drop_thread(g, &t->t);
+    return TYCHO_RUN_DONE;
+}
+
+static void timer_done(struct tycho_gen *g, struct tycho_timer *tm);
+
+/* A sleeping task's time is up: resume it, and finish its request or timer if it ends. */
+static void on_wake(evutil_socket_t fd, short what, void *arg)
+{
+    struct tycho_task *t = arg;
+    struct tycho_gen *g = t->g;
+    struct tycho_req *r = t->r;
+    struct tycho_timer *tm = t->timer;
+
+    (void)fd;
+    (void)what;
+    t->sleeping = false;
+    if (step(g, t, 0) == TYCHO_RUN_PENDING)
+        return;
+    task_put(g, t);
+    if (r) {
+        r->_task = NULL;
+        r->on_done(r);
+    } else if (tm) {
+        timer_done(g, tm);
+    }
+}
+
+enum tycho_run tycho_gen_run(struct tycho_gen *g, struct tycho_req *r)
+{
+    struct tycho_task *t = task_get(g);
+    lua_State *co;
+
+    if (!t) {
         tycho_log_error("worker %d: out of memory starting a request coroutine", g->worker_id);
         r->status = 503;
         r->res_body = "Service Unavailable\n";
         r->res_body_len = strlen(r->res_body);
-        return;
+        return TYCHO_RUN_DONE;
     }
-    co = t.co;
+    t->r = r;
+    r->_task = t;
+    co = t->t.co;
     /* None of these pushes allocate, so none can raise outside a protected call. */
     lua_rawgeti(co, LUA_REGISTRYINDEX, g->dispatch_ref);
     lua_rawgeti(co, LUA_REGISTRYINDEX, g->handlers_ref);
     lua_rawgeti(co, -1, r->match.handler_id);
     lua_remove(co, -2);
     lua_pushlightuserdata(co, r);
-    rc = lua_resume(co, 2);
-    /* A stashed req/res must not reach r any more. */
+    if (step(g, t, 2) == TYCHO_RUN_PENDING)
+        return TYCHO_RUN_PENDING;
+    r->_task = NULL;
+    task_put(g, t);
+    return TYCHO_RUN_DONE;
+}
+
+void tycho_gen_cancel(struct tycho_gen *g, struct tycho_req *r)
+{
+    struct tycho_task *t = r->_task;
+
+    if (!t)
+        return;
+    if (t->sleeping)
+        event_del(&t->wake);
     tycho_bind_release(g->L, r);
-    if (rc == 0) {
-        collect_result(g, r, &t);
+    drop_thread(g, &t->t);            /* never resumed; the GC takes the coroutine */
+    r->_task = NULL;
+    task_put(g, t);
+}
+
+/* ---- sleep and timers (called by bind_time.c) ---------------------------- */
+
+static struct tycho_gen *gen_of(lua_State *L)
+{
+    struct tycho_gen *g;
+
+    lua_pushlightuserdata(L, (void *)&tycho_key_gen);
+    lua_rawget(L, LUA_REGISTRYINDEX);
+    g = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    return g;
+}
+
+int tycho_script_sleep(lua_State *L, double seconds)
+{
+    struct tycho_gen *g = gen_of(L);
+    struct tycho_task *t = g->current;
+    struct timeval tv;
+
+    if (!g->base || !t)
+        return luaL_error(L, "tycho.sleep: only in a handler, middleware or timer, not while "
+                             "the scripts load");
+    if (t->t.co != L)
+        return luaL_error(L, "tycho.sleep: not inside a coroutine the script made itself");
+    tv.tv_sec = (time_t)seconds;
+    tv.tv_usec = (suseconds_t)((seconds - (double)tv.tv_sec) * 1e6);
+    if (event_add(&t->wake, &tv) < 0)
+        return luaL_error(L, "tycho.sleep: cannot arm the timer");
+    t->sleeping = true;
+    return lua_yield(L, 0);
+}
+
+double tycho_script_now(lua_State *L)
+{
+    struct tycho_gen *g = gen_of(L);
+    struct timeval now;
+
+    if (!g->base || event_base_gettimeofday_cached(g->base, &now) < 0)
+        gettimeofday(&now, NULL);
+    return (double)now.tv_sec + (double)now.tv_usec / 1e6;
+}
+
+int tycho_script_worker_id(lua_State *L)
+{
+    return gen_of(L)->worker_id;
+}
+
+static void on_tick(evutil_socket_t fd, short what, void *arg);
+
+static void timer_free(struct tycho_gen *g, struct tycho_timer *tm)
+{
+    event_del(&tm->ev);
+    if (tm->prev)
+        tm->prev->next = tm->next;
+    else
+        g->timers = tm->next;
+    if (tm->next)
+        tm->next->prev = tm->prev;
+    if (tm->box)
+        *tm->box = NULL;              /* the Lua handle now says "finished" */
+    luaL_unref(g->L, LUA_REGISTRYINDEX, tm->box_ref);
+    luaL_unref(g->L, LUA_REGISTRYINDEX, tm->fn_ref);
+    free(tm);
+}
+
+/* A run of tm has ended: a one-shot or cancelled timer goes away. */
+static void timer_done(struct tycho_gen *g, struct tycho_timer *tm)
+{
+    tm->running = false;
+    if (tm->cancelled || (!tm->every.tv_sec && !tm->every.tv_usec))
+        timer_free(g, tm);
+}
+
+static void on_tick(evutil_socket_t fd, short what, void *arg)
+{
+    struct tycho_timer *tm = arg;
+    struct tycho_gen *g = tm->g;
+    struct tycho_task *t;
+
+    (void)fd;
+    (void)what;
+    if (tm->running)
+        return;                       /* the previous run still sleeps: skip this tick */
+    if (!(t = task_get(g))) {
+        tycho_log_error("worker %d: out of memory running a timer", g->worker_id);
         return;
     }
-    fail_request(g, r, co,
-                 rc == LUA_YIELD ? "handler yielded: coroutine.yield cannot suspend a request"
-                                 : NULL);
-    drop_thread(g, &t);
+    t->timer = tm;
+    tm->running = true;
+    lua_rawgeti(t->t.co, LUA_REGISTRYINDEX, tm->fn_ref);
+    if (step(g, t, 0) == TYCHO_RUN_PENDING)
+        return;
+    task_put(g, t);
+    timer_done(g, tm);
+}
+
+void *tycho_script_timer(lua_State *L, double delay, double every, int fn_idx, int box_idx)
+{
+    struct tycho_gen *g = gen_of(L);
+    struct tycho_timer *tm;
+    struct timeval first;
+    int fn_ref, box_ref;
+
+    if (!g->base)
+        luaL_error(L, "tycho.timer: timers start in workers: create them in a handler, a "
+                      "timer or app.on_worker_start, not while the scripts load");
+    /* The refs first: they may raise, and nothing is held yet. */
+    lua_pushvalue(L, fn_idx);
+    fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_pushvalue(L, box_idx);
+    box_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    if (!(tm = calloc(1, sizeof(*tm)))) {
+        luaL_unref(L, LUA_REGISTRYINDEX, fn_ref);
+        luaL_unref(L, LUA_REGISTRYINDEX, box_ref);
+        luaL_error(L, "tycho.timer: out of memory");
+    }
+    tm->fn_ref = fn_ref;
+    tm->box_ref = box_ref;
+    tm->box = lua_touserdata(L, box_idx);
+    tm->g = g;
+    tm->every.tv_sec = (time_t)every;
+    tm->every.tv_usec = (suseconds_t)((every - (double)tm->every.tv_sec) * 1e6);
+    first.tv_sec = (time_t)delay;
+    first.tv_usec = (suseconds_t)((delay - (double)first.tv_sec) * 1e6);
+    /* A repeating timer's first tick is after `every`; libevent repeats it from there. */
+    event_assign(&tm->ev, g->base, -1, every > 0 ? EV_PERSIST : 0, on_tick, tm);
+    if (event_add(&tm->ev, every > 0 ? &tm->every : &first) < 0) {
+        luaL_unref(L, LUA_REGISTRYINDEX, tm->fn_ref);
+        luaL_unref(L, LUA_REGISTRYINDEX, tm->box_ref);
+        free(tm);
+        luaL_error(L, "tycho.timer: cannot arm the timer");
+    }
+    tm->next = g->timers;
+    if (g->timers)
+        g->timers->prev = tm;
+    g->timers = tm;
+    return tm;
+}
+
+void tycho_script_timer_cancel(void *timer)
+{
+    struct tycho_timer *tm = timer;
+
+    tm->cancelled = true;
+    event_del(&tm->ev);
+    if (!tm->running)
+        timer_free(tm->g, tm);
+}
+
+/* Runs each function given to app.on_worker_start, as a timer firing now. */
+static int start_worker_functions(struct tycho_gen *g)
+{
+    lua_State *L = g->L;
+    int n, rc = TYCHO_OK;
+
+    lua_pushlightuserdata(L, (void *)&tycho_key_on_start);
+    lua_rawget(L, LUA_REGISTRYINDEX);
+    n = lua_istable(L, -1) ? (int)lua_objlen(L, -1) : 0;
+    for (int i = 1; i <= n && rc == TYCHO_OK; i++) {
+        struct tycho_timer *tm = calloc(1, sizeof(*tm));
+        if (!tm) {
+            rc = TYCHO_ERR;
+            break;
+        }
+        lua_rawgeti(L, -1, i);
+        tm->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+        tm->box_ref = LUA_NOREF;
+        tm->g = g;
+        tm->next = g->timers;
+        if (g->timers)
+            g->timers->prev = tm;
+        g->timers = tm;
+        event_assign(&tm->ev, g->base, -1, 0, on_tick, tm);
+        event_active(&tm->ev, EV_TIMEOUT, 0);
+    }
+    lua_pop(L, 1);
+    return rc;
+}
+
+int tycho_gen_attach(struct tycho_gen *g, struct event_base *base)
+{
+    g->base = base;
+    return start_worker_functions(g);
+}
+
+void tycho_gen_free(struct tycho_gen *g)
+{
+    if (!g)
+        return;
+    /* Requests were cancelled by their connections' close; timers and idle tasks remain. */
+    while (g->timers) {
+        struct tycho_timer *tm = g->timers;
+        g->timers = tm->next;
+        event_del(&tm->ev);
+        free(tm);                     /* its refs go with the state */
+    }
+    while (g->free_tasks) {
+        struct tycho_task *t = g->free_tasks;
+        g->free_tasks = t->next_free;
+        free(t);
+    }
+    if (g->L)
+        lua_close(g->L);   /* also frees the cached coroutines */
+    tycho_router_free(g->router);
+    free(g);
 }

@@ -31,11 +31,33 @@ const struct tycho_router *tycho_gen_router(const struct tycho_gen *g);
 /* Number of script files loaded. */
 unsigned tycho_gen_script_count(const struct tycho_gen *g);
 
+struct event_base;
+
+/*
+ * Gives a worker's generation its event loop: from then on handlers and
+ * timers may wait (tycho.sleep), tycho.timer works, and the functions given to
+ * app.on_worker_start are started. Worker thread, once, before serving.
+ * Returns TYCHO_OK or TYCHO_ERR (out of memory).
+ */
+int tycho_gen_attach(struct tycho_gen *g, struct event_base *base);
+
+enum tycho_run {
+    TYCHO_RUN_DONE,     /* r holds its response */
+    TYCHO_RUN_PENDING   /* the handler waits; r->on_done(r) is called when it has finished */
+};
+
 /*
  * Runs the handler that r->match names, with the middleware around it, in a
  * coroutine. Fills r's response. A Lua error is logged with its traceback and
  * turns r into a 500 with a generic body. Never raises.
  */
-void tycho_gen_run(struct tycho_gen *g, struct tycho_req *r);
+enum tycho_run tycho_gen_run(struct tycho_gen *g, struct tycho_req *r);
+
+/*
+ * Abandons a request whose handler is still waiting (its connection is
+ * closing): the coroutine is never resumed, r->on_done is not called. A no-op
+ * for a request with no handler running.
+ */
+void tycho_gen_cancel(struct tycho_gen *g, struct tycho_req *r);
 
 #endif

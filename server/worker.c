@@ -176,6 +176,11 @@ int tycho_worker_setup(struct tycho_worker *w, int id, struct tycho_shared *shar
     }
     if (!(w->gen = tycho_gen_new(cfg->dir, id, err)))
         goto fail;
+    if (tycho_gen_attach(w->gen, w->base) < 0) {
+        snprintf(err, TYCHO_ERR_LEN, "worker %d: out of memory starting on_worker_start "
+                 "functions", id);
+        goto fail;
+    }
     return TYCHO_OK;
 fail:
     if (ec)

@@ -612,6 +612,17 @@ static void test_load_errors(void)
     expect_load_error("dup", "dup.lua:4", "already registered", 0);
     expect_load_error("dup", "dup.lua:4", "already registered", 1);
 
+    write_file("sleep", "wait.lua",
+               "local app = require \"tycho\"\n"
+               "tycho.sleep(1)\n");
+    expect_load_error("sleep", "wait.lua:2", "tycho.sleep: only in a handler", 0);
+
+    write_file("timer", "tick.lua",
+               "local app = require \"tycho\"\n"
+               "\n"
+               "tycho.timer.every(1, function() end)\n");
+    expect_load_error("timer", "tick.lua:3", "on_worker_start", 0);
+
     write_file("dup2", "a.lua",
                "local app = require \"tycho\"\n"
                "app.get(\"/users/:id\", function() return \"a\" end)\n");

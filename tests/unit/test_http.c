@@ -440,7 +440,7 @@ static void test_req_context(void)
 
     session_start(&s);
     is_int(s.r->status, 200, "fresh context: status 200");
-    is_int(s.r->co_ref, -2, "fresh context: co_ref LUA_NOREF");
+    ok(s.r->_task == NULL, "fresh context: no task");
     ok(s.r->arena.first != NULL, "fresh context: arena ready");
     n = tycho_http_parse(&s.h, s.r, raw, strlen(raw));
     is_int(n, strlen(raw), "whole request consumed");
@@ -458,7 +458,7 @@ static void test_req_context(void)
     is_int(s.r->status, 200, "reset: status 200");
     is_int(s.r->nheaders, 0, "reset: no headers");
     ok(s.r->url == NULL && s.r->body == NULL, "reset: no url, no body");
-    is_int(s.r->co_ref, -2, "reset: co_ref LUA_NOREF");
+    ok(s.r->_task == NULL, "reset: no task");
     ok(s.r->arena.first != NULL && s.r->arena.used == 0, "reset keeps the arena's first block");
 
     /* Parse the same request again after next(). */

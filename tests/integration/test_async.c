@@ -1,0 +1,217 @@
+/*
+ * test_async.c TYCHO_BINARY FIXTURE_DIR: handlers and timers that wait
+ * (tycho.sleep), over real sockets against the real binary, one worker so
+ * that waiting must not block other requests. Times are reported, never
+ * asserted. Ends with `N passed, M failed`.
+ */
+#include "harness.h"
+#include "support.h"
+#include "client.h"
+
+#include <poll.h>
+
+/*
+ * Many concurrent requests to a handler that sleeps 0.5 s, on one worker:
+ * all get 200. The wall time is printed (about half a second if the worker
+ * serves the others while each sleeps).
+ */
+static void test_concurrent_sleep(int port, int n)
+{
+    struct client *cs = calloc((size_t)n, sizeof(*cs));
+    struct response r;
+    int sent = 0, good = 0, early = 0;
+    long long t0 = now_ms();
+
+    if (!cs) {
+        ok(0, "concurrent sleep: memory");
+        return;
+    }
+    for (int i = 0; i < n; i++) {
+        if (client_connect(&cs[i], port) == 0 &&
+            client_sends(&cs[i], "GET /sleep?s=0.5 HTTP/1.1\r\nHost: t\r\n\r\n") == 0)
+            sent++;
+    }
+    for (int i = 0; i < n; i++) {
+        if (read_response(&cs[i], &r, 0) == 0 && r.status == 200 &&
+            strncmp(r.body, "slept 0.5", 9) == 0) {
+            good++;
+            early += strstr(r.body, "EARLY") != NULL;
+        }
+        response_free(&r);
+        client_close(&cs[i]);
+    }
+    free(cs);
+    is_int(sent, n, "concurrent sleep: all requests sent");
+    is_int(good, n, "concurrent sleep: all answered 200 after sleeping");
+    is_int(early, 0, "concurrent sleep: none woke before its time");
+    printf("# %d concurrent requests sleeping 0.5 s on one worker took %lld ms\n", n,
+           now_ms() - t0);
+}
+
+/* Pipelined: a sleeping request, then a quick one: responses in order, on the same connection. */
+static void test_pipelined_sleep(int port)
+{
+    struct client c;
+    struct response r;
+
+    if (client_connect(&c, port) < 0) {
+        ok(0, "pipelined sleep: connect");
+        return;
+    }
+    client_sends(&c, "GET /sleep?s=0.2 HTTP/1.1\r\nHost: t\r\n\r\n"
+                     "GET /hello HTTP/1.1\r\nHost: t\r\n\r\n"
+                     "GET /sleep-twice HTTP/1.1\r\nHost: t\r\n\r\n");
+    read_response(&c, &r, 0);
+    if (expect_status(&r, 200, "pipelined sleep: first"))
+        ok(strncmp(r.body, "slept 0.2", 9) == 0, "pipelined sleep: the sleeping one comes first");
+    response_free(&r);
+    read_response(&c, &r, 0);
+    if (expect_status(&r, 200, "pipelined sleep: second"))
+        expect_body(&r, "Hello, World!", "pipelined sleep: then the quick one");
+    response_free(&r);
+    read_response(&c, &r, 0);
+    if (expect_status(&r, 200, "pipelined sleep: third")) {
+        expect_header(&r, "X-Slept-In-Middleware", "yes", "sleeping in middleware and handler");
+        expect_body(&r, "{\"worker\":1}", "sleep-twice body");
+    }
+    response_free(&r);
+    exchange(&c, "GET /hello HTTP/1.1\r\nHost: t\r\n\r\n", &r);
+    expect_status(&r, 200, "pipelined sleep: the connection keeps serving");
+    response_free(&r);
+    client_close(&c);
+}
+
+static void test_timers(const struct server *s)
+{
+    struct response r;
+    long long until = now_ms() + 5000;
+    int ticks = 0, workers = 0;
+
+    while (now_ms() < until && ticks < 3) {
+        if (fetch(s->port, "GET /ticks HTTP/1.1\r\nHost: t\r\n\r\n", &r) == 200)
+            sscanf(r.body, "%d %d", &ticks, &workers);
+        response_free(&r);
+        sleep_ms(100);
+    }
+    ok(ticks >= 3, "timer.every from on_worker_start keeps ticking");
+    is_int(workers, 1, "on_worker_start ran once in the worker");
+    ok(wait_for_log(s, "on_worker_start ran id 1", io_timeout_ms),
+       "tycho.log.info joins its arguments with spaces");
+
+    if (fetch(s->port, "GET /timers HTTP/1.1\r\nHost: t\r\n\r\n", &r) == 200)
+        expect_body(&r, "ran=1 cancelled_ran=false slept=true",
+                    "after() runs once, a cancelled timer never runs, a timer may sleep");
+    else
+        ok(0, "GET /timers: 200");
+    response_free(&r);
+
+    expect_status_of(s->port, "GET /timer-error HTTP/1.1\r\nHost: t\r\n\r\n", 200,
+                     "scheduling a failing timer");
+    ok(wait_for_log(s, "timer: ", io_timeout_ms) && wait_for_log(s, "boom in a timer", 0),
+       "an error in a timer is logged");
+    ok(wait_for_log(s, "50_async.lua:", 0), "... with file:line");
+    check_get(s->port, "/hello", 200, "Hello, World!");
+}
+
+static void test_errors(const struct server *s)
+{
+    expect_status_of(s->port, "GET /sleep-then-fail HTTP/1.1\r\nHost: t\r\n\r\n", 500,
+                     "an error after sleeping is a 500");
+    ok(wait_for_log(s, "failed after sleeping", io_timeout_ms), "... and logged");
+    expect_status_of(s->port, "GET /bad-sleep HTTP/1.1\r\nHost: t\r\n\r\n", 500,
+                     "tycho.sleep(-1) is a 500");
+    ok(wait_for_log(s, "tycho.sleep: expected seconds", io_timeout_ms), "... explained");
+    expect_status_of(s->port, "GET /nested-sleep HTTP/1.1\r\nHost: t\r\n\r\n", 500,
+                     "tycho.sleep in a coroutine of the script's own is a 500");
+    ok(wait_for_log(s, "not inside a coroutine the script made", io_timeout_ms),
+       "... explained");
+}
+
+/* A client that leaves while its handler sleeps: the worker carries on. */
+static void test_client_leaves(int port)
+{
+    for (int i = 0; i < 20; i++) {
+        struct client c;
+        if (client_connect(&c, port) < 0)
+            continue;
+        client_sends(&c, "GET /sleep?s=0.2 HTTP/1.1\r\nHost: t\r\n\r\n");
+        client_close(&c);
+    }
+    sleep_ms(400);
+    check_get(port, "/hello", 200, "Hello, World!");
+}
+
+/* SIGTERM while a handler sleeps: its response still arrives; exit 0. */
+static void test_stop_while_sleeping(struct server *s)
+{
+    struct client c;
+    struct response r;
+
+    if (client_connect(&c, s->port) < 0) {
+        ok(0, "stop while sleeping: connect");
+        return;
+    }
+    client_sends(&c, "GET /sleep?s=0.5 HTTP/1.1\r\nHost: t\r\n\r\n");
+    sleep_ms(100);
+    kill(s->pid, SIGTERM);
+    read_response(&c, &r, 0);
+    if (expect_status(&r, 200, "stop while sleeping: the sleeping request is answered"))
+        expect_header(&r, "Connection", "close", "stop while sleeping: with Connection: close");
+    response_free(&r);
+    is_int(server_stop(s), 0, "stop while sleeping: exit status 0");
+    client_close(&c);
+}
+
+/* Raises the open-file limit for this process and the server it starts. */
+static void raise_fd_limit(rlim_t n)
+{
+    struct rlimit rl;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < n) {
+        rl.rlim_cur = n;
+        if (rl.rlim_max < n)
+            rl.rlim_max = n;
+        if (setrlimit(RLIMIT_NOFILE, &rl) < 0 && getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+            rl.rlim_cur = rl.rlim_max;
+            setrlimit(RLIMIT_NOFILE, &rl);
+        }
+    }
+}
+
+int main(int argc, char **argv)
+{
+    struct server s;
+    int rc, n = 500;
+
+    if (argc != 3) {
+        fprintf(stderr, "usage: %s TYCHO_BINARY FIXTURE_DIR\n", argv[0]);
+        return 2;
+    }
+    tycho_binary = argv[1];
+    fixture_dir = argv[2];
+    signal(SIGPIPE, SIG_IGN);
+    signal(SIGTERM, on_fatal_signal);
+    signal(SIGINT, on_fatal_signal);
+    if (parse_wrap()) {
+        io_timeout_ms *= 3;
+        startup_timeout_ms *= 3;
+        n = 100;                        /* under valgrind */
+    }
+    raise_fd_limit(2048);
+    {
+        const char *args[] = {"--port", "0", "--workers", "1", fixture_dir, NULL};
+        rc = server_start(&s, args);
+        ok(rc == 0, "server (one worker) starts");
+    }
+    if (rc == 0) {
+        test_concurrent_sleep(s.port, n);
+        test_pipelined_sleep(s.port);
+        test_timers(&s);
+        test_errors(&s);
+        test_client_leaves(s.port);
+        test_stop_while_sleeping(&s);
+    }
+    server_cleanup(&s);
+    free(wrap_copy);
+    return test_summary();
+}
