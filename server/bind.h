@@ -61,6 +61,12 @@ int tycho_script_worker_id(lua_State *L);
 void *tycho_script_timer(lua_State *L, double delay, double every, int fn_idx, int box_idx);
 void tycho_script_timer_cancel(void *timer);
 
+/* bind_shdict.c: adds tycho.shared to the module table on top. May raise. */
+void tycho_bind_shdict(lua_State *L);
+
+/* The bound of a dictionary declared without max_bytes (--shared-dict-bytes); set before workers start. */
+extern size_t tycho_shdict_default_bytes;
+
 /* bind_time.c: adds sleep, now, worker_id, log and timer to the module table on top. */
 void tycho_bind_time(lua_State *L);
 

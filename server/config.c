@@ -47,6 +47,10 @@ const char tycho_usage[] =
     "                          response (default 3600; 0: no bound)\n"
     "  --drain-timeout S       on SIGTERM/SIGINT, how long requests in flight may take to\n"
     "                          finish before their connections are closed (default 10)\n"
+    "  --shared-dict-bytes BYTES\n"
+    "                          bound of each tycho.shared.dict declared without\n"
+    "                          max_bytes; least recently used entries make room\n"
+    "                          (default 16777216)\n"
     "  --request 'METHOD /path?query'\n"
     "                          run one request in-process (no socket), print the\n"
     "                          raw HTTP response and exit 0\n"
@@ -82,6 +86,7 @@ static const struct number_flag number_flags[] = {
     {"--write-timeout", FLAG_SECONDS, 0.001, 86400, AT(write_timeout_ms)},
     {"--max-conn-lifetime", FLAG_SECONDS, 0, 31536000, AT(max_conn_lifetime_ms)},
     {"--drain-timeout", FLAG_SECONDS, 0, 86400, AT(drain_timeout_ms)},
+    {"--shared-dict-bytes", FLAG_SIZE, 4096, 1099511627776.0, AT(shared_dict_bytes)},
 };
 
 /* Flags that take a string. */
@@ -111,6 +116,7 @@ void tycho_config_defaults(struct tycho_config *cfg)
     cfg->write_timeout_ms = 60 * 1000;
     cfg->max_conn_lifetime_ms = 3600 * 1000;
     cfg->drain_timeout_ms = 10 * 1000;
+    cfg->shared_dict_bytes = 16 * 1024 * 1024;
 }
 
 static const struct number_flag *find_number_flag(const char *name, size_t len)

@@ -39,6 +39,7 @@ struct tycho_config {
     long write_timeout_ms;    /* a client that takes no output for this long is closed */
     long max_conn_lifetime_ms;   /* then Connection: close on the next response; 0: none */
     long drain_timeout_ms;    /* on SIGTERM/SIGINT, how long in-flight requests may take */
+    size_t shared_dict_bytes; /* bound of a tycho.shared.dict declared without max_bytes */
     /* --request mode */
     const char *request_line; /* borrowed: "METHOD /path?query" */
     const char **request_headers; /* owned array of borrowed "K: V" strings */

@@ -8,12 +8,14 @@
  * until SIGINT/SIGTERM; then stop accepting, stop and join the workers,
  * free everything in reverse order.
  */
+#include "bind.h"
 #include "config.h"
 #include "conn.h"
 #include "http.h"
 #include "listener.h"
 #include "log.h"
 #include "router.h"
+#include "shdict.h"
 #include "script.h"
 #include "worker.h"
 
@@ -226,6 +228,7 @@ int main(int argc, char **argv)
     /* Writes to a closed socket must fail with EPIPE, not kill the process. */
     signal(SIGPIPE, SIG_IGN);
     tycho_http_global_init(&cfg);
+    tycho_shdict_default_bytes = cfg.shared_dict_bytes;
     switch (cfg.mode) {
     case TYCHO_MODE_HELP:
         fputs(tycho_usage, stdout);
@@ -241,5 +244,6 @@ int main(int argc, char **argv)
         break;
     }
     tycho_config_dispose(&cfg);
+    tycho_shdict_free_all();
     return rc;
 }

@@ -121,6 +121,7 @@ static int setup_state(lua_State *L)
 
     tycho_bind_app(L);                /* the module */
     tycho_bind_time(L);
+    tycho_bind_shdict(L);
     if (luaL_loadbuffer(L, tycho_prelude_lua, sizeof(tycho_prelude_lua) - 1, "=tycho.prelude"))
         return lua_error(L);
     lua_pushvalue(L, -2);             /* app */

@@ -162,6 +162,62 @@ static void test_stop_while_sleeping(struct server *s)
     client_close(&c);
 }
 
+/* tycho.shared.dict, across two workers. */
+static void test_shared_dict(int port)
+{
+    struct response r;
+    int last = 0, seen1 = 0, seen2 = 0;
+
+    for (int i = 0; i < 20; i++) {
+        int n = 0, worker = 0;
+        if (fetch(port, "GET /hits HTTP/1.1\r\nHost: t\r\n\r\n", &r) == 200 &&
+            sscanf(r.body, "%d %d", &n, &worker) == 2) {
+            last = n;
+            seen1 |= worker == 1;
+            seen2 |= worker == 2;
+        }
+        response_free(&r);
+    }
+    is_int(last, 20, "shared dict: incr from both workers counts every request");
+    ok(seen1 && seen2, "shared dict: both workers answered");
+
+    expect_status_of(port, "POST /kv/greeting HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello",
+                     200, "shared dict: set");
+    for (int i = 0; i < 4; i++) {
+        if (fetch(port, "GET /kv/greeting HTTP/1.1\r\nHost: t\r\n\r\n", &r) == 200)
+            expect_body(&r, "hello", "shared dict: every worker reads what one stored");
+        else
+            ok(0, "shared dict: get 200");
+        response_free(&r);
+    }
+    expect_status_of(port,
+                     "POST /kv/brief?ttl=0.3 HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\n\r\nx",
+                     200, "shared dict: set with a ttl");
+    expect_status_of(port, "GET /kv/brief HTTP/1.1\r\nHost: t\r\n\r\n", 200,
+                     "shared dict: there before its ttl");
+    sleep_ms(800);
+    expect_status_of(port, "GET /kv/brief HTTP/1.1\r\nHost: t\r\n\r\n", 404,
+                     "shared dict: gone after its ttl");
+    if (fetch(port, "GET /kv-types HTTP/1.1\r\nHost: t\r\n\r\n", &r) == 200)
+        expect_body(&r, "tycho 3 1.5 false false exists not a number not found",
+                    "shared dict: tables, numbers, booleans; add, incr errors");
+    else
+        ok(0, "GET /kv-types: 200");
+    response_free(&r);
+    if (fetch(port, "GET /evict HTTP/1.1\r\nHost: t\r\n\r\n", &r) == 200) {
+        int live = 0;
+        char newest[8] = "", oldest[8] = "";
+        sscanf(r.body, "%d %7s %7s", &live, newest, oldest);
+        ok(live > 0 && live < 200, "shared dict: 2000 entries into a 16 KiB dictionary keep < 200");
+        is_str(newest, "true", "shared dict: the newest entry stays");
+        is_str(oldest, "false", "shared dict: the oldest entry was evicted");
+        note("16 KiB dictionary after 2000 sets of 100-byte values: %d entries", live);
+    } else {
+        ok(0, "GET /evict: 200");
+    }
+    response_free(&r);
+}
+
 /* Raises the open-file limit for this process and the server it starts. */
 static void raise_fd_limit(rlim_t n)
 {
@@ -210,6 +266,16 @@ int main(int argc, char **argv)
         test_errors(&s);
         test_client_leaves(s.port);
         test_stop_while_sleeping(&s);
+    }
+    server_cleanup(&s);
+    {
+        const char *args[] = {"--port", "0", "--workers", "2", fixture_dir, NULL};
+        rc = server_start(&s, args);
+        ok(rc == 0, "server (two workers) starts");
+    }
+    if (rc == 0) {
+        test_shared_dict(s.port);
+        is_int(server_stop(&s), 0, "two-worker server: exit status 0");
     }
     server_cleanup(&s);
     free(wrap_copy);
