@@ -162,6 +162,33 @@ static void test_stop_while_sleeping(struct server *s)
     client_close(&c);
 }
 
+/* 200 concurrent requests of 100 increments each, on every worker: the sum is exact. */
+static void test_concurrent_incr(int port)
+{
+    enum { N = 200 };
+    struct client cs[N];
+    struct response r;
+    int good = 0;
+
+    for (int i = 0; i < N; i++) {
+        cs[i].fd = -1;
+        if (client_connect(&cs[i], port) == 0)
+            client_sends(&cs[i], "POST /incr-many HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n");
+    }
+    for (int i = 0; i < N; i++) {
+        if (cs[i].fd >= 0 && read_response(&cs[i], &r, 0) == 0 && r.status == 200)
+            good++;
+        response_free(&r);
+        client_close(&cs[i]);
+    }
+    is_int(good, N, "concurrent incr: every request answered");
+    if (fetch(port, "GET /incr-many HTTP/1.1\r\nHost: t\r\n\r\n", &r) == 200)
+        expect_body(&r, "20000", "concurrent incr from all workers: the sum is exact");
+    else
+        ok(0, "GET /incr-many: 200");
+    response_free(&r);
+}
+
 /* tycho.shared.dict, across two workers. */
 static void test_shared_dict(int port)
 {
@@ -275,6 +302,7 @@ int main(int argc, char **argv)
     }
     if (rc == 0) {
         test_shared_dict(s.port);
+        test_concurrent_incr(s.port);
         is_int(server_stop(&s), 0, "two-worker server: exit status 0");
     }
     server_cleanup(&s);

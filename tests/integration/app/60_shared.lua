@@ -42,3 +42,15 @@ app.get("/evict", function(req, res)
     return string.format("%d %s %s", live, tostring(small:get("k2000") ~= nil),
         tostring(small:get("k1") ~= nil))
 end)
+
+-- Many increments per request, from concurrent requests on every worker.
+app.post("/incr-many", function(req, res)
+    for i = 1, 100 do
+        hits:incr("many", 1, 0)
+    end
+    return "ok"
+end)
+
+app.get("/incr-many", function()
+    return tostring(hits:get("many"))
+end)
