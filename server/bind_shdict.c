@@ -189,6 +189,10 @@ static int dict_incr(lua_State *L)
         lua_pushnil(L);
         lua_pushliteral(L, "not a number");
         return 2;
+    case TYCHO_SHDICT_TOO_BIG:
+        lua_pushnil(L);
+        lua_pushliteral(L, "too big: the entry is larger than the dictionary's share");
+        return 2;
     default:
         lua_pushnil(L);
         lua_pushliteral(L, "no memory");

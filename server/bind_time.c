@@ -53,11 +53,12 @@ static int log_at(lua_State *L, enum tycho_log_level level)
     lua_getglobal(L, "tostring");
     luaL_buffinit(L, &b);
     for (int i = 1; i <= n; i++) {
+        /* The separator first: luaL_addchar must not run with a value on top of the buffer. */
+        if (i > 1)
+            luaL_addchar(&b, ' ');
         lua_pushvalue(L, n + 1);
         lua_pushvalue(L, i);
         lua_call(L, 1, 1);
-        if (i > 1)
-            luaL_addchar(&b, ' ');
         luaL_addvalue(&b);
     }
     luaL_pushresult(&b);

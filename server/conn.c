@@ -36,6 +36,8 @@
  * make the server hold.
  */
 #define OUT_HIGH_BYTES (256 * 1024)
+/* Input kept (unparsed) while a handler waits, before the connection stops reading. */
+#define KEPT_INPUT_BYTES (64 * 1024)
 /* How long a closing connection keeps reading (and dropping) what the client still sends. */
 #define LINGER_MS 2000
 
@@ -499,6 +501,25 @@ static bool in_flight(const struct tycho_conn *c)
     return (c->req && c->http.in_message) || c->input.len > 0 || c->pending.len > 0;
 }
 
+/*
+ * Output has drained. The server did not read while it waited, so that time
+ * does not count against the request being received: its clock moves on.
+ */
+static void resume_clock(struct tycho_conn *c)
+{
+    long waited;
+
+    if (!c->write_wait_ms)
+        return;
+    waited = tycho_worker_now_ms(c->w) - c->write_wait_ms;
+    c->write_wait_ms = 0;
+    if (waited <= 0)
+        return;
+    c->req_started_ms += waited;
+    if (c->body_started_ms)
+        c->body_started_ms += waited;
+}
+
 /* After output was written: what the connection waits for next, or its end. */
 static void next_wait(struct tycho_conn *c)
 {
@@ -507,14 +528,15 @@ static void next_wait(struct tycho_conn *c)
             c->write_wait_ms = tycho_worker_now_ms(c->w);
         if (arm(c, EV_WRITE, TIMER_WRITE, c->w->write_tv) < 0)
             close_conn(c);
-    } else if (c->closing) {
+        return;
+    }
+    resume_clock(c);                  /* the output has drained, however that happened */
+    if (c->closing) {
         finish(c);
     } else if (c->waiting) {
-        /* Nothing to read or time until the handler is done (on_request_done). */
-        if (c->ev_what)
-            event_del(&c->ev);
-        c->ev_what = 0;
-        c->timer = TIMER_NONE;
+        /* No timeout while the handler works; reading only notices the client leaving. */
+        if (arm(c, EV_READ, TIMER_NONE, NULL) < 0)
+            close_conn(c);
     } else if (c->w->draining && !in_flight(c)) {
         c->linger = true;             /* stopping: nothing in flight here */
         finish(c);
@@ -597,20 +619,30 @@ static void timed_out(struct tycho_conn *c)
     close_conn(c);
 }
 
-/*
- * Output has drained. The server did not read while it waited, so that time
- * does not count against the request being received: its clock moves on.
- */
-static void resume_clock(struct tycho_conn *c)
-{
-    long waited = tycho_worker_now_ms(c->w) - c->write_wait_ms;
 
-    c->write_wait_ms = 0;
-    if (waited <= 0)
+/*
+ * Readable while a handler waits: bytes (pipelined requests) are kept, up
+ * to a bound; a client that has gone (end of input, reset) closes the
+ * connection, which abandons the handler.
+ */
+static void watch_while_waiting(struct tycho_conn *c)
+{
+    struct tycho_worker *w = c->w;
+    ssize_t n = recv(c->fd, w->rbuf, TYCHO_READ_BYTES, 0);
+
+    if (n > 0) {
+        if (tycho_buf_append(&c->input, w->rbuf, (size_t)n) < 0)
+            close_conn(c);
+        else if (c->input.len >= KEPT_INPUT_BYTES && c->ev_what) {
+            event_del(&c->ev);        /* enough kept: the rest waits in the kernel */
+            c->ev_what = 0;
+            c->timer = TIMER_NONE;
+        }
         return;
-    c->req_started_ms += waited;
-    if (c->body_started_ms)
-        c->body_started_ms += waited;
+    }
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        return;
+    close_conn(c);                    /* the client left: nobody to answer */
 }
 
 static void on_event(evutil_socket_t fd, short what, void *arg)
@@ -624,6 +656,10 @@ static void on_event(evutil_socket_t fd, short what, void *arg)
     }
     if (what & EV_TIMEOUT) {
         timed_out(c);
+        return;
+    }
+    if ((what & EV_READ) && c->waiting) {
+        watch_while_waiting(c);
         return;
     }
     if (what & EV_READ) {
@@ -716,6 +752,8 @@ int tycho_conn_run_local(struct tycho_worker *w, const char *bytes, size_t len,
     c->local_out = out;
     c->born_ms = tycho_worker_now_ms(w);
     tycho_http_init(&c->http, w->cfg);
+    /* What is ready to run first: the app.on_worker_start functions. */
+    event_base_loop(w->base, EVLOOP_NONBLOCK);
     feed(c, bytes, len);
     /* A handler that waits: run the worker's loop until it is done. */
     while (c->waiting && event_base_loop(w->base, EVLOOP_ONCE) == 0) {

@@ -359,8 +359,12 @@ struct tycho_task {
     struct tycho_req *r;           /* a request's task; NULL for a timer's */
     struct tycho_timer *timer;     /* a timer's task; NULL for a request's */
     bool sleeping;                 /* yielded in tycho.sleep; wake is armed */
+    struct timeval sleep_tv;       /* what tycho.sleep asked for, armed once the yield is done */
     struct event wake;             /* assigned once, when the task is made */
 };
+
+/* What tycho.sleep yields: its address tells step() the yield is a sleep. */
+static const char sleep_token = 0;
 
 struct tycho_timer {
     struct tycho_timer *prev, *next; /* the generation's list */
@@ -369,6 +373,7 @@ struct tycho_timer {
     struct timeval every;          /* period; zero for a one-shot timer */
     int fn_ref;                    /* registry ref of the function */
     bool running;                  /* a run is in progress (it may sleep) */
+    struct tycho_task *task;       /* the run's task while it is in progress */
     bool cancelled;
     void **box;                    /* the Lua handle's pointer slot, or NULL */
     int box_ref;                   /* keeps the handle alive while the timer is: box stays valid */
@@ -411,6 +416,8 @@ static struct tycho_task *task_get(struct tycho_gen *g)
 
 static void task_put(struct tycho_gen *g, struct tycho_task *t)
 {
+    if (g->base)
+        event_del(&t->wake);          /* never back on the list with a wake-up pending */
     t->r = NULL;
     t->timer = NULL;
     t->sleeping = false;
@@ -473,8 +480,20 @@ static enum tycho_run step(struct tycho_gen *g, struct tycho_task *t, int nargs)
     g->current = t;
     rc = lua_resume(co, nargs);
     g->current = outer;
-    if (rc == LUA_YIELD && t->sleeping)
-        return TYCHO_RUN_PENDING;
+    /*
+     * tycho.sleep yields its token; the wake-up is armed only now that the
+     * yield has really happened (a yield across a C call fails and must not
+     * leave a wake-up behind).
+     */
+    if (rc == LUA_YIELD && lua_gettop(co) == 1 && lua_touserdata(co, 1) == &sleep_token) {
+        lua_settop(co, 0);
+        if (event_add(&t->wake, &t->sleep_tv) == 0) {
+            t->sleeping = true;
+            return TYCHO_RUN_PENDING;
+        }
+        rc = LUA_ERRRUN;
+        lua_pushliteral(co, "tycho.sleep: cannot arm the timer");
+    }
     if (t->r)
         tycho_bind_release(g->L, t->r);  /* a stashed req/res must not reach r any more */
     if (rc == 0) {
@@ -506,6 +525,8 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     t->sleeping = false;
+    if (lua_status(t->t.co) != LUA_YIELD)
+        return;                       /* cannot happen: only a sleeping task is woken */
     if (step(g, t, 0) == TYCHO_RUN_PENDING)
         return;
     task_put(g, t);
@@ -513,6 +534,7 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
         r->_task = NULL;
         r->on_done(r);
     } else if (tm) {
+        tm->task = NULL;
         timer_done(g, tm);
     }
 }
@@ -585,10 +607,9 @@ int tycho_script_sleep(lua_State *L, double seconds)
         return luaL_error(L, "tycho.sleep: not inside a coroutine the script made itself");
     tv.tv_sec = (time_t)seconds;
     tv.tv_usec = (suseconds_t)((seconds - (double)tv.tv_sec) * 1e6);
-    if (event_add(&t->wake, &tv) < 0)
-        return luaL_error(L, "tycho.sleep: cannot arm the timer");
-    t->sleeping = true;
-    return lua_yield(L, 0);
+    t->sleep_tv = tv;
+    lua_pushlightuserdata(L, (void *)&sleep_token);
+    return lua_yield(L, 1);           /* step() arms the wake-up once the yield is done */
 }
 
 double tycho_script_now(lua_State *L)
@@ -648,9 +669,11 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     }
     t->timer = tm;
     tm->running = true;
+    tm->task = t;
     lua_rawgeti(t->t.co, LUA_REGISTRYINDEX, tm->fn_ref);
     if (step(g, t, 0) == TYCHO_RUN_PENDING)
         return;
+    tm->task = NULL;
     task_put(g, t);
     timer_done(g, tm);
 }
@@ -753,6 +776,10 @@ void tycho_gen_free(struct tycho_gen *g)
         struct tycho_timer *tm = g->timers;
         g->timers = tm->next;
         event_del(&tm->ev);
+        if (tm->task) {               /* a run that sleeps: its wake-up goes too */
+            event_del(&tm->task->wake);
+            free(tm->task);
+        }
         free(tm);                     /* its refs go with the state */
     }
     while (g->free_tasks) {

@@ -42,13 +42,16 @@ struct tycho_shdict {
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct tycho_shdict *registry; /* under registry_lock */
 
+/* FNV-1a, then a splitmix64 finish so that the shard (top bits) depends on every byte. */
 static uint64_t hash_key(const char *key, size_t klen)
 {
     uint64_t h = 1469598103934665603ULL;
 
     for (size_t i = 0; i < klen; i++)
         h = (h ^ (unsigned char)key[i]) * 1099511628211ULL;
-    return h;
+    h = (h ^ (h >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    h = (h ^ (h >> 27)) * 0x94d049bb133111ebULL;
+    return h ^ (h >> 31);
 }
 
 static size_t entry_bytes(size_t klen, size_t vlen)
@@ -312,6 +315,8 @@ enum tycho_shdict_rc tycho_shdict_incr(struct tycho_shdict *d, const char *key, 
     enum tycho_shdict_rc rc = TYCHO_SHDICT_OK;
     double v;
 
+    if (entry_bytes(klen, sizeof(double)) > s->max_bytes)
+        return TYCHO_SHDICT_TOO_BIG;
     /* An entry for a missing key is made before locking (no malloc under the lock). */
     if (!(fresh = new_entry(h, key, klen, 'n', &init, sizeof(double), 0)))
         return TYCHO_SHDICT_NOMEM;

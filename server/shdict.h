@@ -55,7 +55,8 @@ enum tycho_shdict_rc tycho_shdict_store(struct tycho_shdict *d, const char *key,
 
 /*
  * Adds n to the number under key and puts the result in *out. A missing key
- * starts at *init when has_init (with expiry 0), else MISSING.
+ * starts at init when has_init (with expiry 0), else MISSING; TOO_BIG when
+ * the entry alone would be larger than the bound.
  */
 enum tycho_shdict_rc tycho_shdict_incr(struct tycho_shdict *d, const char *key, size_t klen,
                                        double n, int has_init, double init, double now,

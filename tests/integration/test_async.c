@@ -127,6 +127,33 @@ static void test_errors(const struct server *s)
        "... explained");
 }
 
+/* tycho.sleep that cannot yield leaves nothing armed: later sleeps all work. */
+static void test_sleep_in_c_call(const struct server *s)
+{
+    expect_status_of(s->port, "GET /sleep-in-sort HTTP/1.1\r\nHost: t\r\n\r\n", 500,
+                     "tycho.sleep inside a table.sort comparator: 500");
+    ok(wait_for_log(s, "yield across", io_timeout_ms), "... explained (yield across a C call)");
+    sleep_ms(200);                     /* past when a wrongly armed wake-up would fire */
+    test_concurrent_sleep(s->port, 20);
+}
+
+/* A client that leaves while its handler sleeps: the handler is abandoned. */
+static void test_abandoned(const struct server *s)
+{
+    struct client c;
+
+    if (client_connect(&c, s->port) == 0) {
+        client_sends(&c, "GET /sleep-log?tag=abandoned HTTP/1.1\r\nHost: t\r\n\r\n");
+        sleep_ms(50);
+        client_close(&c);
+    }
+    expect_status_of(s->port, "GET /sleep-log?tag=kept HTTP/1.1\r\nHost: t\r\n\r\n", 200,
+                     "a handler whose client stays finishes");
+    ok(wait_for_log(s, "sleep-log finished kept", io_timeout_ms), "... and logs");
+    ok(!log_has_line(s, "sleep-log finished abandoned", NULL),
+       "a handler whose client left while it slept is abandoned (never resumed)");
+}
+
 /* A client that leaves while its handler sleeps: the worker carries on. */
 static void test_client_leaves(int port)
 {
@@ -231,6 +258,12 @@ static void test_shared_dict(int port)
     else
         ok(0, "GET /kv-types: 200");
     response_free(&r);
+    if (fetch(port, "GET /incr-too-big HTTP/1.1\r\nHost: t\r\n\r\n", &r) == 200)
+        expect_body(&r, "nil too big: the entry is larger than the dictionary's share",
+                    "shared dict: incr of an entry over the bound is refused");
+    else
+        ok(0, "GET /incr-too-big: 200");
+    response_free(&r);
     if (fetch(port, "GET /evict HTTP/1.1\r\nHost: t\r\n\r\n", &r) == 200) {
         int live = 0;
         char newest[8] = "", oldest[8] = "";
@@ -292,6 +325,8 @@ int main(int argc, char **argv)
         test_timers(&s);
         test_errors(&s);
         test_client_leaves(s.port);
+        test_sleep_in_c_call(&s);
+        test_abandoned(&s);
         test_stop_while_sleeping(&s);
     }
     server_cleanup(&s);

@@ -70,3 +70,20 @@ app.get("/nested-sleep", function(req, res)
     local co = coroutine.wrap(function() tycho.sleep(0.01) end)
     co()
 end)
+
+-- tycho.sleep under a C call (a table.sort comparator) cannot yield: an error, nothing armed.
+app.get("/sleep-in-sort", function(req, res)
+    local t = { 3, 2, 1 }
+    table.sort(t, function(a, b)
+        tycho.sleep(0.05)
+        return a < b
+    end)
+    return "sorted"
+end)
+
+-- Logs when it finishes; a client that leaves first must abandon it.
+app.get("/sleep-log", function(req, res)
+    tycho.sleep(0.3)
+    tycho.log.info("sleep-log finished", req.query.tag)
+    return "done"
+end)

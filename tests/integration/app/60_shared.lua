@@ -54,3 +54,8 @@ end)
 app.get("/incr-many", function()
     return tostring(hits:get("many"))
 end)
+
+app.get("/incr-too-big", function(req, res)
+    local v, err = small:incr(string.rep("k", 2000), 1, 0)
+    return tostring(v) .. " " .. tostring(err)
+end)
