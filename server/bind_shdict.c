@@ -118,6 +118,33 @@ static int dict_get(lua_State *L)
     return luaL_error(L, "dict:get: the value kept changing size while being read");
 }
 
+/* Pushes nil and the message for a failed operation; returns 2. */
+static int push_failure(lua_State *L, enum tycho_shdict_rc rc)
+{
+    switch (rc) {
+    case TYCHO_SHDICT_EXISTS:
+        lua_pushboolean(L, 0);
+        lua_pushliteral(L, "exists");
+        return 2;
+    case TYCHO_SHDICT_MISSING:
+        lua_pushnil(L);
+        lua_pushliteral(L, "not found");
+        return 2;
+    case TYCHO_SHDICT_NOT_NUMBER:
+        lua_pushnil(L);
+        lua_pushliteral(L, "not a number");
+        return 2;
+    case TYCHO_SHDICT_TOO_BIG:
+        lua_pushnil(L);
+        lua_pushliteral(L, "too big: the entry is larger than the dictionary's share");
+        return 2;
+    default:
+        lua_pushnil(L);
+        lua_pushliteral(L, "no memory");
+        return 2;
+    }
+}
+
 /* Stores (only_new: add) the value at 3; nil deletes (set only). */
 static int store(lua_State *L, int only_new)
 {
@@ -125,6 +152,7 @@ static int store(lua_State *L, int only_new)
     size_t klen, vlen;
     const char *key = check_key(L, 2, &klen), *bytes;
     double expires = check_expires(L, 4);
+    enum tycho_shdict_rc rc;
     char tag;
 
     if (lua_isnoneornil(L, 3)) {
@@ -136,24 +164,12 @@ static int store(lua_State *L, int only_new)
     }
     tag = encode_value(L, 3);
     bytes = lua_tolstring(L, -1, &vlen);
-    switch (tycho_shdict_store(d, key, klen, tag, bytes, vlen, expires, only_new,
-                               tycho_script_now(L))) {
-    case TYCHO_SHDICT_OK:
-        lua_pushboolean(L, 1);
-        return 1;
-    case TYCHO_SHDICT_EXISTS:
-        lua_pushboolean(L, 0);
-        lua_pushliteral(L, "exists");
-        return 2;
-    case TYCHO_SHDICT_TOO_BIG:
-        lua_pushnil(L);
-        lua_pushliteral(L, "too big: the entry is larger than the dictionary's share");
-        return 2;
-    default:
-        lua_pushnil(L);
-        lua_pushliteral(L, "no memory");
-        return 2;
-    }
+    rc = tycho_shdict_store(d, key, klen, tag, bytes, vlen, expires, only_new,
+                            tycho_script_now(L));
+    if (rc != TYCHO_SHDICT_OK)
+        return push_failure(L, rc);
+    lua_pushboolean(L, 1);
+    return 1;
 }
 
 /* d:set(key, value[, ttl]) -> true, or nil, err. A nil value deletes. */
@@ -176,28 +192,13 @@ static int dict_incr(lua_State *L)
     const char *key = check_key(L, 2, &klen);
     double n = luaL_checknumber(L, 3), init = luaL_optnumber(L, 4, 0), out = 0;
 
-    switch (tycho_shdict_incr(d, key, klen, n, !lua_isnoneornil(L, 4), init,
-                              tycho_script_now(L), &out)) {
-    case TYCHO_SHDICT_OK:
-        lua_pushnumber(L, out);
-        return 1;
-    case TYCHO_SHDICT_MISSING:
-        lua_pushnil(L);
-        lua_pushliteral(L, "not found");
-        return 2;
-    case TYCHO_SHDICT_NOT_NUMBER:
-        lua_pushnil(L);
-        lua_pushliteral(L, "not a number");
-        return 2;
-    case TYCHO_SHDICT_TOO_BIG:
-        lua_pushnil(L);
-        lua_pushliteral(L, "too big: the entry is larger than the dictionary's share");
-        return 2;
-    default:
-        lua_pushnil(L);
-        lua_pushliteral(L, "no memory");
-        return 2;
-    }
+    enum tycho_shdict_rc rc = tycho_shdict_incr(d, key, klen, n, !lua_isnoneornil(L, 4), init,
+                                                tycho_script_now(L), &out);
+
+    if (rc != TYCHO_SHDICT_OK)
+        return push_failure(L, rc);
+    lua_pushnumber(L, out);
+    return 1;
 }
 
 /* d:delete(key) */

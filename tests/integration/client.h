@@ -834,6 +834,54 @@ static int log_has_line(const struct server *s, const char *a, const char *b)
     return found;
 }
 
+/*
+ * Raises the open-file limit of this process (and so of the servers it
+ * starts) to n. Returns 0, or -1 when it cannot.
+ */
+static int raise_fd_limit(rlim_t n)
+{
+    struct rlimit rl;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+        return -1;
+    if (rl.rlim_cur >= n)
+        return 0;
+    rl.rlim_cur = n;
+    if (rl.rlim_max < n)
+        rl.rlim_max = n;        /* allowed for root; otherwise fall back below */
+    if (setrlimit(RLIMIT_NOFILE, &rl) == 0)
+        return 0;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_max < n)
+        return -1;
+    rl.rlim_cur = n;
+    return setrlimit(RLIMIT_NOFILE, &rl);
+}
+
+/*
+ * The common start of a socket test program: `PROG TYCHO_BINARY FIXTURE_DIR`,
+ * SIGPIPE ignored, the started server killed if the test is, TYCHO_WRAP
+ * read (timeouts lengthened under a wrapper). Returns 0, or 2 on a usage
+ * error (the exit status for main).
+ */
+static int suite_setup(int argc, char **argv)
+{
+    if (argc != 3) {
+        fprintf(stderr, "usage: %s TYCHO_BINARY FIXTURE_DIR\n", argv[0]);
+        return 2;
+    }
+    tycho_binary = argv[1];
+    fixture_dir = argv[2];
+    signal(SIGPIPE, SIG_IGN);
+    signal(SIGTERM, on_fatal_signal);
+    signal(SIGINT, on_fatal_signal);
+    signal(SIGHUP, on_fatal_signal);
+    if (parse_wrap()) {
+        io_timeout_ms *= 3;     /* the server runs under a wrapper such as valgrind */
+        startup_timeout_ms *= 3;
+    }
+    return 0;
+}
+
 #pragma GCC diagnostic pop
 
 #endif

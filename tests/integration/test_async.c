@@ -278,41 +278,16 @@ static void test_shared_dict(int port)
     response_free(&r);
 }
 
-/* Raises the open-file limit for this process and the server it starts. */
-static void raise_fd_limit(rlim_t n)
-{
-    struct rlimit rl;
-
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < n) {
-        rl.rlim_cur = n;
-        if (rl.rlim_max < n)
-            rl.rlim_max = n;
-        if (setrlimit(RLIMIT_NOFILE, &rl) < 0 && getrlimit(RLIMIT_NOFILE, &rl) == 0) {
-            rl.rlim_cur = rl.rlim_max;
-            setrlimit(RLIMIT_NOFILE, &rl);
-        }
-    }
-}
 
 int main(int argc, char **argv)
 {
     struct server s;
     int rc, n = 500;
 
-    if (argc != 3) {
-        fprintf(stderr, "usage: %s TYCHO_BINARY FIXTURE_DIR\n", argv[0]);
+    if (suite_setup(argc, argv))
         return 2;
-    }
-    tycho_binary = argv[1];
-    fixture_dir = argv[2];
-    signal(SIGPIPE, SIG_IGN);
-    signal(SIGTERM, on_fatal_signal);
-    signal(SIGINT, on_fatal_signal);
-    if (parse_wrap()) {
-        io_timeout_ms *= 3;
-        startup_timeout_ms *= 3;
+    if (n_wrap)
         n = 100;                        /* under valgrind */
-    }
     raise_fd_limit(2048);
     {
         const char *args[] = {"--port", "0", "--workers", "1", fixture_dir, NULL};

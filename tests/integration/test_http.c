@@ -1416,25 +1416,6 @@ static void test_idle_connections(struct server *s, int want_conns)
     free(cs);
 }
 
-/* Raises the open-file limit toward n for this process and the servers it starts. */
-static int raise_fd_limit(rlim_t n)
-{
-    struct rlimit rl;
-
-    if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
-        return -1;
-    if (rl.rlim_cur >= n)
-        return 0;
-    rl.rlim_cur = n;
-    if (rl.rlim_max < n)
-        rl.rlim_max = n;        /* allowed for root; otherwise fall back below */
-    if (setrlimit(RLIMIT_NOFILE, &rl) == 0)
-        return 0;
-    if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_max < n)
-        return -1;
-    rl.rlim_cur = n;
-    return setrlimit(RLIMIT_NOFILE, &rl);
-}
 
 int main(int argc, char **argv)
 {
@@ -1443,20 +1424,8 @@ int main(int argc, char **argv)
     struct response r;
     int rc;
 
-    if (argc != 3) {
-        fprintf(stderr, "usage: %s TYCHO_BINARY FIXTURE_DIR\n", argv[0]);
+    if (suite_setup(argc, argv))
         return 2;
-    }
-    tycho_binary = argv[1];
-    fixture_dir = argv[2];
-    signal(SIGPIPE, SIG_IGN);
-    signal(SIGTERM, on_fatal_signal);
-    signal(SIGINT, on_fatal_signal);
-    signal(SIGHUP, on_fatal_signal);
-    if (parse_wrap()) {
-        io_timeout_ms *= 2;         /* the server runs under a wrapper such as valgrind */
-        startup_timeout_ms *= 3;
-    }
 
     /* ---- server A: defaults, two workers ---- */
     {

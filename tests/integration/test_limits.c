@@ -459,19 +459,8 @@ int main(int argc, char **argv)
     struct server s;
     int rc;
 
-    if (argc != 3) {
-        fprintf(stderr, "usage: %s TYCHO_BINARY FIXTURE_DIR\n", argv[0]);
+    if (suite_setup(argc, argv))
         return 2;
-    }
-    tycho_binary = argv[1];
-    fixture_dir = argv[2];
-    signal(SIGPIPE, SIG_IGN);
-    signal(SIGTERM, on_fatal_signal);
-    signal(SIGINT, on_fatal_signal);
-    if (parse_wrap()) {
-        io_timeout_ms *= 2;
-        startup_timeout_ms *= 3;
-    }
 
     /* ---- short timeouts and small bounds ---- */
     {
