@@ -61,6 +61,29 @@ int tycho_script_worker_id(lua_State *L);
 void *tycho_script_timer(lua_State *L, double delay, double every, int fn_idx, int box_idx);
 void tycho_script_timer_cancel(void *timer);
 
+/*
+ * Waiting for work done outside Lua (an outbound call): the binding fills a
+ * tycho_wait and returns tycho_script_wait(L, w, "tycho.x"), which checks the
+ * place (raising with fn in the message) and yields. Once the yield is done,
+ * script.c calls w->start(w); the work calls tycho_script_wake(w) when it has
+ * finished (even from inside start), and the coroutine resumes with no
+ * values from the loop. If the task is abandoned first (its client left,
+ * the worker stops), w->cancel(w) is called instead and wake must not be.
+ */
+struct tycho_wait {
+    void (*start)(struct tycho_wait *w);
+    void (*cancel)(struct tycho_wait *w);
+    void *task_;                      /* script.c's */
+};
+int tycho_script_wait(lua_State *L, struct tycho_wait *w, const char *fn);
+void tycho_script_wake(struct tycho_wait *w);
+
+/* script.c: the generation's backend pools (see upstream.h). */
+struct tycho_upstreams *tycho_script_upstreams(lua_State *L);
+
+/* bind_http.c: adds tycho.http to the module table on top. May raise. */
+void tycho_bind_http(lua_State *L);
+
 /* bind_shdict.c: adds tycho.shared to the module table on top. May raise. */
 void tycho_bind_shdict(lua_State *L);
 

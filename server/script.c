@@ -12,6 +12,7 @@
 #include "http.h"
 #include "log.h"
 #include "router.h"
+#include "upstream.h"
 
 #include <dirent.h>
 #include <event2/event.h>
@@ -52,6 +53,7 @@ struct tycho_gen {
     struct tycho_task *current;    /* the task whose coroutine runs now, or NULL */
     struct tycho_task *free_tasks; /* owned free list */
     struct tycho_timer *timers;    /* owned: live timers */
+    struct tycho_upstreams *upstreams; /* owned: backend pools (tycho.http) */
 };
 
 struct tycho_router *tycho_gen_router_of(lua_State *L)
@@ -122,6 +124,7 @@ static int setup_state(lua_State *L)
     tycho_bind_app(L);                /* the module */
     tycho_bind_time(L);
     tycho_bind_shdict(L);
+    tycho_bind_http(L);
     if (luaL_loadbuffer(L, tycho_prelude_lua, sizeof(tycho_prelude_lua) - 1, "=tycho.prelude"))
         return lua_error(L);
     lua_pushvalue(L, -2);             /* app */
@@ -233,7 +236,8 @@ struct tycho_gen *tycho_gen_new(const char *dir_arg, int worker_id, char *err)
     char **names = NULL, *dir = clean_dir(dir_arg);
     unsigned count = 0;
 
-    if (!g || !dir || !(g->router = tycho_router_new()) || !(g->L = luaL_newstate())) {
+    if (!g || !dir || !(g->router = tycho_router_new()) || !(g->upstreams = tycho_upstreams_new()) ||
+        !(g->L = luaL_newstate())) {
         snprintf(err, TYCHO_ERR_LEN, "out of memory creating a Lua state");
         goto fail;
     }
@@ -359,12 +363,14 @@ struct tycho_task {
     struct tycho_req *r;           /* a request's task; NULL for a timer's */
     struct tycho_timer *timer;     /* a timer's task; NULL for a request's */
     bool sleeping;                 /* yielded in tycho.sleep; wake is armed */
+    struct tycho_wait *wait;       /* yielded in tycho_script_wait; its work is under way */
     struct timeval sleep_tv;       /* what tycho.sleep asked for, armed once the yield is done */
     struct event wake;             /* assigned once, when the task is made */
 };
 
-/* What tycho.sleep yields: its address tells step() the yield is a sleep. */
+/* What tycho.sleep and tycho_script_wait yield: their addresses tell step() why. */
 static const char sleep_token = 0;
+static const char wait_token = 0;
 
 struct tycho_timer {
     struct tycho_timer *prev, *next; /* the generation's list */
@@ -421,6 +427,7 @@ static void task_put(struct tycho_gen *g, struct tycho_task *t)
     t->r = NULL;
     t->timer = NULL;
     t->sleeping = false;
+    t->wait = NULL;
     t->next_free = g->free_tasks;
     g->free_tasks = t;
 }
@@ -494,6 +501,14 @@ static enum tycho_run step(struct tycho_gen *g, struct tycho_task *t, int nargs)
         rc = LUA_ERRRUN;
         lua_pushliteral(co, "tycho.sleep: cannot arm the timer");
     }
+    /* Likewise a wait's work starts once the yield is done; it wakes t when finished. */
+    if (rc == LUA_YIELD && lua_gettop(co) == 2 && lua_touserdata(co, 1) == &wait_token) {
+        t->wait = lua_touserdata(co, 2);
+        t->wait->task_ = t;
+        lua_settop(co, 0);
+        t->wait->start(t->wait);
+        return TYCHO_RUN_PENDING;
+    }
     if (t->r)
         tycho_bind_release(g->L, t->r);  /* a stashed req/res must not reach r any more */
     if (rc == 0) {
@@ -514,7 +529,7 @@ static enum tycho_run step(struct tycho_gen *g, struct tycho_task *t, int nargs)
 
 static void timer_done(struct tycho_gen *g, struct tycho_timer *tm);
 
-/* A sleeping task's time is up: resume it, and finish its request or timer if it ends. */
+/* A sleeping task's time is up, or its wait is over: resume it, and finish its request or timer if it ends. */
 static void on_wake(evutil_socket_t fd, short what, void *arg)
 {
     struct tycho_task *t = arg;
@@ -525,6 +540,7 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     t->sleeping = false;
+    t->wait = NULL;
     if (lua_status(t->t.co) != LUA_YIELD)
         return;                       /* cannot happen: only a sleeping task is woken */
     if (step(g, t, 0) == TYCHO_RUN_PENDING)
@@ -573,8 +589,9 @@ void tycho_gen_cancel(struct tycho_gen *g, struct tycho_req *r)
 
     if (!t)
         return;
-    if (t->sleeping)
-        event_del(&t->wake);
+    event_del(&t->wake);              /* a sleep's timer, or a wait's wake-up already due */
+    if (t->wait)
+        t->wait->cancel(t->wait);
     tycho_bind_release(g->L, r);
     drop_thread(g, &t->t);            /* never resumed; the GC takes the coroutine */
     r->_task = NULL;
@@ -610,6 +627,33 @@ int tycho_script_sleep(lua_State *L, double seconds)
     t->sleep_tv = tv;
     lua_pushlightuserdata(L, (void *)&sleep_token);
     return lua_yield(L, 1);           /* step() arms the wake-up once the yield is done */
+}
+
+int tycho_script_wait(lua_State *L, struct tycho_wait *w, const char *fn)
+{
+    struct tycho_gen *g = gen_of(L);
+    struct tycho_task *t = g->current;
+
+    if (!g->base || !t)
+        return luaL_error(L, "%s: only in a handler, middleware or timer, not while the scripts "
+                             "load", fn);
+    if (t->t.co != L)
+        return luaL_error(L, "%s: not inside a coroutine the script made itself", fn);
+    lua_pushlightuserdata(L, (void *)&wait_token);
+    lua_pushlightuserdata(L, w);
+    return lua_yield(L, 2);           /* step() starts w once the yield is done */
+}
+
+void tycho_script_wake(struct tycho_wait *w)
+{
+    struct tycho_task *t = w->task_;
+
+    event_active(&t->wake, EV_TIMEOUT, 1);  /* resumed from the loop, never from inside w's work */
+}
+
+struct tycho_upstreams *tycho_script_upstreams(lua_State *L)
+{
+    return gen_of(L)->upstreams;
 }
 
 double tycho_script_now(lua_State *L)
@@ -764,6 +808,7 @@ static int start_worker_functions(struct tycho_gen *g)
 int tycho_gen_attach(struct tycho_gen *g, struct event_base *base)
 {
     g->base = base;
+    tycho_upstreams_attach(g->upstreams, base);
     return start_worker_functions(g);
 }
 
@@ -776,8 +821,10 @@ void tycho_gen_free(struct tycho_gen *g)
         struct tycho_timer *tm = g->timers;
         g->timers = tm->next;
         event_del(&tm->ev);
-        if (tm->task) {               /* a run that sleeps: its wake-up goes too */
+        if (tm->task) {               /* a run that waits: its wake-up and its work go too */
             event_del(&tm->task->wake);
+            if (tm->task->wait)
+                tm->task->wait->cancel(tm->task->wait);
             free(tm->task);
         }
         free(tm);                     /* its refs go with the state */
@@ -787,6 +834,7 @@ void tycho_gen_free(struct tycho_gen *g)
         g->free_tasks = t->next_free;
         free(t);
     }
+    tycho_upstreams_free(g->upstreams);  /* no call is in flight any more */
     if (g->L)
         lua_close(g->L);   /* also frees the cached coroutines */
     tycho_router_free(g->router);
