@@ -74,9 +74,9 @@ $(BUILD)/unit/test_%: tests/unit/test_%.c $(LIB_OBJS) tests/harness.h
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS_ALL) -Itests $(LDFLAGS_ALL) -o $@ $< $(LIB_OBJS) $(PKG_LIBS)
 
-$(BUILD)/integration/test_%: tests/integration/test_%.c tests/harness.h tests/integration/support.h tests/integration/client.h
+$(BUILD)/integration/test_%: tests/integration/test_%.c tests/harness.h tests/integration/support.h tests/integration/client.h tests/integration/backend.h
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS_ALL) -Itests $(LDFLAGS_ALL) -o $@ $<
+	$(CC) $(CFLAGS_ALL) -Itests $(LDFLAGS_ALL) -o $@ $< -lpthread
 
 run: deps
 	@$(MAKE) --no-print-directory build

@@ -76,6 +76,8 @@ struct tycho_wait {
     void *task_;                      /* script.c's */
 };
 int tycho_script_wait(lua_State *L, struct tycho_wait *w, const char *fn);
+/* Why the running code cannot wait here (a message to prefix with the call's name), or NULL. */
+const char *tycho_script_wait_refusal(lua_State *L);
 void tycho_script_wake(struct tycho_wait *w);
 
 /* script.c: the generation's backend pools (see upstream.h). */

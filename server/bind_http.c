@@ -265,7 +265,9 @@ static int new_call(lua_State *L)
     struct http_call *hc;
 
     lua_settop(L, 6);
-    if (!url)
+    if ((err = tycho_script_wait_refusal(L)))
+        ;
+    else if (!url)
         err = "url must be a string";
     else if ((err = parse_url(L, url, url_len, &t)))
         ;
@@ -311,16 +313,13 @@ static int new_call(lua_State *L)
     return 1;
 }
 
-/* wait(call): suspends the caller until the call has finished. */
+/* wait(call): suspends the caller until the call has finished (new_call checked the place). */
 static int wait_call(lua_State *L)
 {
     struct http_call *hc = luaL_checkudata(L, 1, CALL_MT);
 
     if (hc->started)
         return luaL_error(L, "tycho.http: a call is waited for once");
-    if (!tycho_upstreams_attached(hc->u))
-        return luaL_error(L, "tycho.http: outbound calls run in workers: make them in a handler, "
-                             "middleware, timer or app.on_worker_start, not while the scripts load");
     return tycho_script_wait(L, &hc->w, "tycho.http");
 }
 

@@ -611,17 +611,28 @@ static struct tycho_gen *gen_of(lua_State *L)
     return g;
 }
 
+const char *tycho_script_wait_refusal(lua_State *L)
+{
+    struct tycho_gen *g = gen_of(L);
+    struct tycho_task *t = g->current;
+
+    if (!g->base || !t)
+        return "only in a handler, middleware or timer, not while the scripts load";
+    if (t->t.co != L)
+        return "not inside a coroutine the script made itself";
+    return NULL;
+}
+
 int tycho_script_sleep(lua_State *L, double seconds)
 {
     struct tycho_gen *g = gen_of(L);
     struct tycho_task *t = g->current;
     struct timeval tv;
 
-    if (!g->base || !t)
-        return luaL_error(L, "tycho.sleep: only in a handler, middleware or timer, not while "
-                             "the scripts load");
-    if (t->t.co != L)
-        return luaL_error(L, "tycho.sleep: not inside a coroutine the script made itself");
+    const char *refusal = tycho_script_wait_refusal(L);
+
+    if (refusal)
+        return luaL_error(L, "tycho.sleep: %s", refusal);
     tv.tv_sec = (time_t)seconds;
     tv.tv_usec = (suseconds_t)((seconds - (double)tv.tv_sec) * 1e6);
     t->sleep_tv = tv;
@@ -631,14 +642,10 @@ int tycho_script_sleep(lua_State *L, double seconds)
 
 int tycho_script_wait(lua_State *L, struct tycho_wait *w, const char *fn)
 {
-    struct tycho_gen *g = gen_of(L);
-    struct tycho_task *t = g->current;
+    const char *refusal = tycho_script_wait_refusal(L);
 
-    if (!g->base || !t)
-        return luaL_error(L, "%s: only in a handler, middleware or timer, not while the scripts "
-                             "load", fn);
-    if (t->t.co != L)
-        return luaL_error(L, "%s: not inside a coroutine the script made itself", fn);
+    if (refusal)
+        return luaL_error(L, "%s: %s", fn, refusal);
     lua_pushlightuserdata(L, (void *)&wait_token);
     lua_pushlightuserdata(L, w);
     return lua_yield(L, 2);           /* step() starts w once the yield is done */

@@ -22,6 +22,8 @@
 #include <event2/event_struct.h>
 #include <event2/util.h>
 #include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <http_parser.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -146,11 +148,6 @@ struct tycho_upstreams *tycho_upstreams_new(void)
 void tycho_upstreams_attach(struct tycho_upstreams *u, struct event_base *base)
 {
     u->base = base;
-}
-
-bool tycho_upstreams_attached(const struct tycho_upstreams *u)
-{
-    return u->base != NULL;
 }
 
 static struct tycho_pool *pool_find(struct tycho_upstreams *u, const char *host, unsigned port)
@@ -569,6 +566,8 @@ static void conn_event(struct bufferevent *bev, short what, void *arg)
         struct timeval io_tv = to_tv(p->o.read_timeout);
         conn->connected = true;
         conn->born = now_mono();
+        /* Requests go out in one write; do not let Nagle hold a body's tail. */
+        setsockopt(bufferevent_getfd(bev), IPPROTO_TCP, TCP_NODELAY, &(int){1}, sizeof(int));
         bufferevent_set_timeouts(bev, &io_tv, &io_tv);
         if (c && c->state == CALL_CONNECTING)
             call_send(c, conn);

@@ -66,9 +66,6 @@ struct tycho_upstreams *tycho_upstreams_new(void);
 /* Gives the upstreams the worker's loop; calls can start from then on. */
 void tycho_upstreams_attach(struct tycho_upstreams *u, struct event_base *base);
 
-/* Whether calls can start (a loop was attached). */
-bool tycho_upstreams_attached(const struct tycho_upstreams *u);
-
 /* Closes every connection. Calls still in flight must have been freed. NULL is a no-op. */
 void tycho_upstreams_free(struct tycho_upstreams *u);
 
