@@ -9,8 +9,8 @@
 #                         harness without a Tycho binary (the tycho args are
 #                         then ignored)
 #          BENCH_WORKLOADS subset to run, e.g. "plaintext close" (default: all
-#                         of plaintext json users echo c1000 close)
-# Default total: 6 workloads x 2 servers x (2 x 10 s + 2 s) + checks = ~5 minutes.
+#                         of plaintext json users echo c1000 close proxy)
+# Default total: 7 workloads x 2 servers x (2 x 10 s + 2 s) + checks = ~6 minutes.
 # Needs nginx, libnginx-mod-http-lua, lua-cjson (not pulled in by the Lua
 # module), wrk, curl: installed with apt-get when missing and run as root.
 #
@@ -29,7 +29,15 @@
 # - Workloads: plaintext (64 conns), json (64), /users/:id (64), POST /echo
 #   with a 1 KiB body (64, bench/echo.lua), plaintext with 1000 conns, and
 #   plaintext with `Connection: close` (16 conns, a new TCP connection per
-#   request).
+#   request), and proxy (64 conns): each request calls a backend over
+#   keep-alive connections from a pool and answers with its body. The backend
+#   is a third server, a plain nginx (`return 200 "Hello, World!"`, no Lua,
+#   1 worker) pinned to CPU 1 with wrk, the same for both. Tycho runs
+#   bench/proxy/ (tycho.http.get through the worker's pool, 64 connections
+#   at most by default); nginx runs content_by_lua with
+#   ngx.location.capture to an internal location that proxy_passes to an
+#   upstream with `keepalive 64` (HTTP/1.1, the Lua-to-backend path OpenResty
+#   users take without extra libraries).
 # - Per workload, a FRESH process of each server is started (so peak RSS is
 #   that workload's), its answer to the workload's request is checked with curl
 #   (status 200 + expected body; the script aborts if wrong), each gets a
@@ -63,7 +71,7 @@ BENCH_SECONDS=${BENCH_SECONDS:-10}
 BENCH_ROUNDS=${BENCH_ROUNDS:-2}
 BENCH_WARMUP=${BENCH_WARMUP:-2}
 BENCH_SERVERS=${BENCH_SERVERS:-tycho nginx}
-BENCH_WORKLOADS=${BENCH_WORKLOADS:-plaintext json users echo c1000 close}
+BENCH_WORKLOADS=${BENCH_WORKLOADS:-plaintext json users echo c1000 close proxy}
 for v in BENCH_SECONDS BENCH_ROUNDS BENCH_WARMUP; do
     [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a whole number, got '${!v}'"
 done
@@ -80,6 +88,8 @@ has_server() { local s; for s in "${SERVERS[@]}"; do [[ $s == "$1" ]] && return 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ECHO_LUA=$BENCH_DIR/echo.lua
 [[ -f $ECHO_LUA ]] || die "missing $ECHO_LUA"
+PROXY_SCRIPTS=$BENCH_DIR/proxy
+[[ -f $PROXY_SCRIPTS/proxy.lua ]] || die "missing $PROXY_SCRIPTS/proxy.lua"
 
 TYCHO=""; SCRIPTS=""
 if has_server tycho; then
@@ -239,7 +249,7 @@ vm_hwm_kb() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status" 2>/dev/null; }
 write_nginx_conf() {   # dir port
     local dir=$1 port=$2
     mkdir -p "$dir/logs" "$dir/tmp"
-    sed -e "s|__DIR__|$dir|g" -e "s|__PORT__|$port|g" \
+    sed -e "s|__DIR__|$dir|g" -e "s|__PORT__|$port|g" -e "s|__BACKEND__|$BACKEND_PORT|g" \
         -e "s|__NDK__|$NDK_SO|g" -e "s|__LUA__|$LUA_SO|g" >"$dir/nginx.conf" <<'EOF'
 load_module __NDK__;
 load_module __LUA__;
@@ -271,9 +281,33 @@ http {
         cjson = require "cjson"
     }
 
+    upstream backend {
+        server 127.0.0.1:__BACKEND__;
+        keepalive 64;
+    }
+
     server {
         listen 127.0.0.1:__PORT__;
         server_name _;
+
+        location = /proxy {
+            content_by_lua_block {
+                local r = ngx.location.capture("/backend")
+                if r.status ~= 200 then
+                    return ngx.exit(502)
+                end
+                ngx.header["Content-Type"] = "text/plain; charset=utf-8"
+                ngx.header["Content-Length"] = #r.body
+                ngx.print(r.body)
+            }
+        }
+
+        location = /backend {
+            internal;
+            proxy_pass http://backend/plaintext;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
 
         location = /plaintext {
             content_by_lua_block {
@@ -331,16 +365,59 @@ http {
 EOF
 }
 
-# start_server NAME TAG -> sets SRV_PID, SRV_PORT, SRV_LOG, SRV_MEAS_CPU (pids
+# The proxy workload's backend: a plain nginx on CPU 1 (with wrk), started once.
+BACKEND_PORT=9
+start_backend() {
+    local dir=$TMP/backend pid
+    BACKEND_PORT=$(free_port) || die "no free port found"
+    mkdir -p "$dir/logs" "$dir/tmp"
+    cat >"$dir/nginx.conf" <<CONF
+worker_processes 1;
+worker_rlimit_nofile 8192;
+pid $dir/nginx.pid;
+error_log $dir/logs/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    server_tokens off;
+    keepalive_requests 100000000;
+    keepalive_timeout 75s;
+    client_body_temp_path $dir/tmp/client_body;
+    proxy_temp_path       $dir/tmp/proxy;
+    fastcgi_temp_path     $dir/tmp/fastcgi;
+    uwsgi_temp_path       $dir/tmp/uwsgi;
+    scgi_temp_path        $dir/tmp/scgi;
+    server {
+        listen 127.0.0.1:$BACKEND_PORT;
+        location = /plaintext {
+            default_type "text/plain; charset=utf-8";
+            return 200 "Hello, World!";
+        }
+    }
+}
+CONF
+    taskset -c 1 "$NGINX_BIN" -p "$dir" -e "$dir/logs/error.log" -c "$dir/nginx.conf" -g 'daemon off;' \
+        >"$dir/stdout.log" 2>&1 </dev/null &
+    pid=$!
+    STARTED_PIDS+=("$pid")
+    wait_ready "$pid" "$BACKEND_PORT" "$dir/logs/error.log" || die "the backend nginx did not start on 127.0.0.1:$BACKEND_PORT"
+    [[ $(curl -sS --max-time 5 "http://127.0.0.1:$BACKEND_PORT/plaintext") == "Hello, World!" ]] ||
+        die "the backend nginx answers /plaintext wrongly"
+    log "backend (proxy workload): nginx pid $pid on 127.0.0.1:$BACKEND_PORT, CPU 1"
+}
+
+# start_server NAME TAG EXTRA -> sets SRV_PID, SRV_PORT, SRV_LOG, SRV_MEAS_CPU (pids
 # whose CPU is summed), SRV_MEAS_RSS (pid whose VmHWM is reported)
 start_server() {
-    local name=$1 tag=$2 port dir w i
+    local name=$1 tag=$2 extra=${3:-} port dir w i scripts=$SCRIPTS
+    [[ $extra == proxy ]] && scripts=$PROXY_SCRIPTS
     port=$(free_port) || die "no free port found"
     SRV_PORT=$port
     case $name in
     tycho)
         SRV_LOG=$TMP/tycho-$tag.log
-        taskset -c 0 "$TYCHO" --workers 1 --port "$port" "$SCRIPTS" >"$SRV_LOG" 2>&1 </dev/null &
+        TYCHO_BENCH_BACKEND=$BACKEND_PORT taskset -c 0 "$TYCHO" --workers 1 --port "$port" "$scripts" \
+            >"$SRV_LOG" 2>&1 </dev/null &
         SRV_PID=$!
         STARTED_PIDS+=("$SRV_PID")
         wait_ready "$SRV_PID" "$port" "$SRV_LOG" || die "tycho did not start listening on 127.0.0.1:$port within 10 s"
@@ -390,6 +467,7 @@ ALL_WORKLOADS=(
     "echo|echo 1KiB POST|64|/echo|post"
     "c1000|plaintext 1000c|1000|/plaintext|"
     "close|plaintext conn-close|16|/plaintext|close"
+    "proxy|proxy (pooled)|64|/proxy|proxy"
 )
 WORKLOADS=()
 for k in $BENCH_WORKLOADS; do
@@ -397,7 +475,7 @@ for k in $BENCH_WORKLOADS; do
     for wl in "${ALL_WORKLOADS[@]}"; do
         [[ ${wl%%|*} == "$k" ]] && { WORKLOADS+=("${wl#*|}"); found=1; }
     done
-    ((found)) || die "BENCH_WORKLOADS: unknown workload '$k' (known: plaintext json users echo c1000 close)"
+    ((found)) || die "BENCH_WORKLOADS: unknown workload '$k' (known: plaintext json users echo c1000 close proxy)"
 done
 ((${#WORKLOADS[@]} > 0)) || die "BENCH_WORKLOADS is empty"
 ECHO_BODY=$TMP/echo-body.bin
@@ -417,7 +495,7 @@ check_answer() {
         { cat "$TMP/check.err" >&2; die "$srv: curl $path failed"; }
     norm=$(tr -d ' \t\r\n' <"$out")
     case $path in
-    /plaintext) [[ $(cat "$out") == "Hello, World!" ]] && ok=1 ;;
+    /plaintext|/proxy) [[ $(cat "$out") == "Hello, World!" ]] && ok=1 ;;
     /json)      [[ $norm == '{"message":"Hello,World!"}' ]] && ok=1 ;;
     /users/7)   [[ $norm == *'"id":"7"'* || $norm == *'"id":7,'* || $norm == *'"id":7}'* ]] && ok=1 ;;
     /echo)      cmp -s "$out" "$ECHO_BODY" && ok=1 ;;
@@ -498,6 +576,9 @@ log "servers: ${SERVERS[*]}; ${BENCH_ROUNDS} round(s) x ${BENCH_SECONDS}s + ${BE
 [[ -n $TYCHO ]] && log "tycho: $TYCHO $SCRIPTS"
 has_server nginx && log "nginx: $("$NGINX_BIN" -v 2>&1)"
 
+for wl in "${WORKLOADS[@]}"; do
+    [[ ${wl##*|} == proxy ]] && start_backend
+done
 wi=0
 for wl in "${WORKLOADS[@]}"; do
     IFS='|' read -r wname conns path extra <<<"$wl"
@@ -508,7 +589,7 @@ for wl in "${WORKLOADS[@]}"; do
     declare -A MEAS_CPU
     declare -A CTYPE BEST_RPS
     for s in "${SERVERS[@]}"; do
-        start_server "$s" "w$wi"
+        start_server "$s" "w$wi" "$extra"
         PID[$s]=$SRV_PID; PORT[$s]=$SRV_PORT; MEAS_RSS[$s]=$SRV_MEAS_RSS; LOGF[$s]=$SRV_LOG
         MEAS_CPU[$s]="${SRV_MEAS_CPU[*]}"
         check_answer "$s" "$SRV_PORT" "$path" "$extra"

@@ -513,6 +513,8 @@ static void call_send(struct tycho_call *c, struct upconn *conn)
 {
     struct tycho_pool *p = c->pool;
     struct timeval io_tv = to_tv(p->o.read_timeout);
+    const char *req = c->spec.request;
+    size_t len = c->spec.request_len;
 
     c->conn = conn;
     conn->call = c;
@@ -525,11 +527,24 @@ static void call_send(struct tycho_call *c, struct upconn *conn)
     bufferevent_setcb(conn->bev, conn_read, NULL, conn_event, conn);
     if (conn->connected)
         bufferevent_set_timeouts(conn->bev, &io_tv, &io_tv);
-    if (bufferevent_write(conn->bev, c->spec.request, c->spec.request_len) < 0) {
+    /*
+     * On a connected socket with nothing queued the request goes out now,
+     * in one send; only what the socket does not take waits for the write
+     * event (an error is left for that write to report). Saves arming and
+     * disarming the write event per request.
+     */
+    if (conn->connected && evbuffer_get_length(bufferevent_get_output(conn->bev)) == 0) {
+        ssize_t n = send(bufferevent_getfd(conn->bev), req, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n > 0) {
+            req += n;
+            len -= (size_t)n;
+        }
+    }
+    if (len > 0 && bufferevent_write(conn->bev, req, len) < 0) {
         call_fail(c, "out of memory sending the request", false);
         return;
     }
-    bufferevent_enable(conn->bev, EV_READ | EV_WRITE);
+    bufferevent_enable(conn->bev, EV_READ);   /* writing stays enabled, as bufferevents start */
 }
 
 /*
