@@ -78,8 +78,10 @@ static int call_gc(lua_State *L)
 struct target {
     char host[MAX_HOST + 1];
     unsigned port;
-    const char *path;               /* path and query, within the url */
+    const char *path;               /* within the url, or "/" */
     size_t path_len;
+    const char *query;              /* after the '?', within the url; NULL if none */
+    size_t query_len;
 };
 
 /* Parses an http:// URL. NULL, or an error message (static or pushed on L). */
@@ -111,17 +113,11 @@ static const char *parse_url(lua_State *L, const char *url, size_t len, struct t
     t->port = (u.field_set & (1 << UF_PORT)) ? u.port : 80;
     if (t->port == 0)
         return "the url's port is 0";
-    if (u.field_set & (1 << UF_PATH)) {
-        t->path = url + u.field_data[UF_PATH].off;
-        /* The path runs to the end of the query, never into the fragment. */
-        t->path_len = (u.field_set & (1 << UF_QUERY))
-                          ? (size_t)(u.field_data[UF_QUERY].off + u.field_data[UF_QUERY].len) -
-                                u.field_data[UF_PATH].off
-                          : u.field_data[UF_PATH].len;
-    } else {
-        t->path = "/";
-        t->path_len = 1;
-    }
+    /* The target is the path and the query, never the fragment; no path is "/". */
+    t->path = (u.field_set & (1 << UF_PATH)) ? url + u.field_data[UF_PATH].off : "/";
+    t->path_len = (u.field_set & (1 << UF_PATH)) ? u.field_data[UF_PATH].len : 1;
+    t->query = (u.field_set & (1 << UF_QUERY)) ? url + u.field_data[UF_QUERY].off : NULL;
+    t->query_len = t->query ? u.field_data[UF_QUERY].len : 0;
     return NULL;
 }
 
@@ -166,8 +162,13 @@ static const char *put_headers(lua_State *L, int idx, char *out, size_t *len, bo
             return lua_pushfstring(L, "header name '%s' is not a valid token", name);
         if (strcasecmp(name, "content-length") == 0 || strcasecmp(name, "transfer-encoding") == 0)
             return lua_pushfstring(L, "header %s is set from the body; do not give it", name);
-        if (strcasecmp(name, "host") == 0)
+        if (strcasecmp(name, "upgrade") == 0)
+            return "header Upgrade: protocol upgrades are not supported";
+        if (strcasecmp(name, "host") == 0) {
+            if (*has_host)
+                return "header Host is given twice";
             *has_host = true;
+        }
         if (list)
             n = (int)lua_objlen(L, -1);
         for (int i = 1; i <= n; i++) {
@@ -215,6 +216,10 @@ static const char *put_request(lua_State *L, const struct request_parts *q, int 
     put(out, len, q->method, q->method_len);
     put(out, len, " ", 1);
     put(out, len, t->path, t->path_len);
+    if (t->query) {
+        put(out, len, "?", 1);
+        put(out, len, t->query, t->query_len);
+    }
     put(out, len, " HTTP/1.1\r\n", 11);
     if ((err = put_headers(L, headers_idx, out, len, &has_host)))
         return err;
@@ -273,12 +278,14 @@ static int new_call(lua_State *L)
         ;
     else if (!tycho_http_is_token(method, method_len))
         err = lua_pushfstring(L, "method '%s' is not a valid token", method);
+    else if (strcmp(method, "CONNECT") == 0)
+        err = "method CONNECT is not supported";
     else if (!lua_isnil(L, 5) && !(body = lua_type(L, 5) == LUA_TSTRING
                                               ? lua_tolstring(L, 5, &body_len) : NULL))
         err = "body must be a string";
     else if (!lua_isnil(L, 6) && (!lua_isnumber(L, 6) || !((timeout = lua_tonumber(L, 6)) > 0) ||
                                   timeout > 31536000))
-        err = "timeout must be seconds, more than 0";
+        err = "timeout must be seconds, more than 0 and at most 31536000";
     if (err) {
         lua_pushboolean(L, 0);
         lua_pushfstring(L, "%s: %s", fn, err);
@@ -346,13 +353,8 @@ static int call_result(lua_State *L)
     for (size_t i = 0; i < n; i++) {
         const char *name, *value;
         size_t name_len, value_len;
-        char lower[256];
         tycho_call_header(c, i, &name, &name_len, &value, &value_len);
-        if (name_len >= sizeof(lower))
-            name_len = sizeof(lower) - 1;
-        for (size_t k = 0; k < name_len; k++)
-            lower[k] = (char)(name[k] >= 'A' && name[k] <= 'Z' ? name[k] + 32 : name[k]);
-        lua_pushlstring(L, lower, name_len);
+        lua_pushlstring(L, name, name_len);
         lua_pushvalue(L, -1);
         lua_rawget(L, -3);
         if (lua_isnil(L, -1)) {
@@ -435,6 +437,9 @@ static void set_opt(lua_State *L, const struct opt_field *f, struct tycho_pool_o
                    luaL_typename(L, -1));
     if (f->kind == 'u' && strcmp(f->name, "max_conns") == 0 && v < 1)
         luaL_error(L, "tycho.http.pool: max_conns must be at least 1");
+    if ((strcmp(f->name, "connect_timeout") == 0 || strcmp(f->name, "read_timeout") == 0) &&
+        v <= 0)
+        luaL_error(L, "tycho.http.pool: %s must be more than 0", f->name);
     if (f->kind == 'u')
         *(unsigned *)at = (unsigned)v;
     else if (f->kind == 'z')

@@ -214,6 +214,17 @@ out:
     return rc;
 }
 
+/* libevent's own messages (evdns's "nameserver ... has failed", say) go to Tycho's log. */
+static void on_libevent_log(int severity, const char *msg)
+{
+    enum tycho_log_level level = severity == EVENT_LOG_ERR    ? TYCHO_LOG_ERROR
+                                 : severity == EVENT_LOG_WARN ? TYCHO_LOG_WARN
+                                 : severity == EVENT_LOG_MSG  ? TYCHO_LOG_INFO
+                                                              : TYCHO_LOG_DEBUG;
+
+    tycho_log(level, "libevent: %s", msg);
+}
+
 int main(int argc, char **argv)
 {
     struct tycho_config cfg;
@@ -227,6 +238,7 @@ int main(int argc, char **argv)
     }
     /* Writes to a closed socket must fail with EPIPE, not kill the process. */
     signal(SIGPIPE, SIG_IGN);
+    event_set_log_callback(on_libevent_log);
     tycho_http_global_init(&cfg);
     tycho_shdict_default_bytes = cfg.shared_dict_bytes;
     switch (cfg.mode) {

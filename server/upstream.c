@@ -33,7 +33,7 @@
 
 #define MAX_RESPONSE_HEADERS 128
 #define MAX_RESPONSE_HEAD (64 * 1024)
-#define ERR_LEN 160
+#define ERR_LEN 384
 
 enum circuit { CIRCUIT_CLOSED, CIRCUIT_OPEN, CIRCUIT_HALF_OPEN };
 enum call_state { CALL_NEW, CALL_WAITING, CALL_CONNECTING, CALL_EXCHANGING, CALL_DONE };
@@ -46,6 +46,7 @@ struct upconn {
     struct bufferevent *bev;        /* owned; closes the socket when freed */
     struct upconn *prev, *next;     /* idle list */
     struct tycho_call *call;        /* the call using it, NULL while idle */
+    struct event connect_timer;     /* connect_timeout, name lookup included */
     double born;                    /* when it connected (monotonic seconds) */
     unsigned long uses;             /* requests sent on it */
     bool connected;
@@ -65,7 +66,6 @@ struct tycho_call {
     struct tycho_call *prev, *next; /* wait queue */
     struct event timer;             /* wait bound, then the whole-call deadline */
     double deadline;                /* monotonic seconds */
-    bool trial;                     /* the breaker's half-open trial */
     bool retried;                   /* already sent again once */
     bool got_bytes;                 /* the backend answered something */
     /* The response. */
@@ -93,6 +93,9 @@ struct tycho_pool {
     enum circuit circuit;
     unsigned fails;                 /* consecutive */
     double open_until;
+    struct tycho_call *trial;       /* the half-open trial in flight, or NULL */
+    struct event serve;             /* serves the queue from the loop (assigned at first use) */
+    bool serve_ready;
     struct tycho_pool_stats stats;
 };
 
@@ -103,6 +106,7 @@ struct tycho_upstreams {
 };
 
 static http_parser_settings response_settings;
+static void pool_serve_waiters(struct tycho_pool *p);
 
 static double now_mono(void)
 {
@@ -118,6 +122,8 @@ static struct timeval to_tv(double seconds)
 
     if (seconds < 0)
         seconds = 0;
+    else if (seconds > 0 && seconds < 0.001)
+        seconds = 0.001;              /* libevent reads a zero timeval as "no timeout" */
     tv.tv_sec = (time_t)seconds;
     tv.tv_usec = (suseconds_t)((seconds - (double)tv.tv_sec) * 1e6);
     return tv;
@@ -184,6 +190,8 @@ int tycho_upstreams_configure(struct tycho_upstreams *u, const char *host, unsig
     if (!p)
         return TYCHO_ERR;
     p->o = *o;
+    if (u->base)
+        pool_serve_waiters(p);        /* a larger max_conns lets waiters in */
     return TYCHO_OK;
 }
 
@@ -217,7 +225,6 @@ static void conn_read(struct bufferevent *bev, void *arg);
 static void conn_event(struct bufferevent *bev, short what, void *arg);
 static void idle_read(struct bufferevent *bev, void *arg);
 static void idle_event(struct bufferevent *bev, short what, void *arg);
-static void pool_serve_waiters(struct tycho_pool *p);
 static struct tycho_call *pool_pop_waiter(struct tycho_pool *p);
 static void call_fail(struct tycho_call *c, const char *err, bool counts);
 static void call_unqueue(struct tycho_call *c);
@@ -237,14 +244,21 @@ static void idle_unlink(struct upconn *conn)
     p->idle--;
 }
 
+/* Frees a connection that is on no list and counted in its pool's open. */
+static void conn_free(struct upconn *conn)
+{
+    conn->pool->open--;
+    event_del(&conn->connect_timer);
+    bufferevent_free(conn->bev);
+    free(conn);
+}
+
 /* Closes a connection that is not on the idle list; a waiter may get a new one. */
 static void conn_close(struct upconn *conn)
 {
     struct tycho_pool *p = conn->pool;
 
-    bufferevent_free(conn->bev);
-    free(conn);
-    p->open--;
+    conn_free(conn);
     pool_serve_waiters(p);
 }
 
@@ -280,10 +294,7 @@ static struct upconn *pool_take_idle(struct tycho_pool *p)
             return conn;
         }
         idle_unlink(conn);
-        /* Not conn_close: a waiter must not be served from inside the caller's own search. */
-        bufferevent_free(conn->bev);
-        free(conn);
-        p->open--;
+        conn_free(conn);              /* the caller takes the freed place */
     }
     return NULL;
 }
@@ -301,6 +312,10 @@ static void conn_release(struct upconn *conn)
     }
     if (p->wait_head) {
         call_send(pool_pop_waiter(p), conn);
+        return;
+    }
+    if (p->o.idle_timeout <= 0) {
+        conn_close(conn);             /* idle_timeout 0: connections are not kept */
         return;
     }
     /* Idle: any byte or EOF from the backend, or the idle time running out, closes it. */
@@ -327,6 +342,23 @@ static void idle_event(struct bufferevent *bev, short what, void *arg)
     idle_close(arg);                  /* closed by the backend, or idle too long */
 }
 
+/* connect_timeout ran out before the connection was made (name lookup included). */
+static void conn_on_connect_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    struct upconn *conn = arg;
+    struct tycho_pool *p = conn->pool;
+    char err[ERR_LEN];
+
+    (void)fd;
+    (void)what;
+    if (!conn->call) {
+        conn_close(conn);
+        return;
+    }
+    snprintf(err, sizeof(err), "%s:%u: connect timeout", p->host, p->port);
+    call_fail(conn->call, err, true);
+}
+
 /* A new connection for c; connecting finishes in conn_event. */
 static void conn_open(struct tycho_pool *p, struct tycho_call *c)
 {
@@ -341,36 +373,55 @@ static void conn_open(struct tycho_pool *p, struct tycho_call *c)
         call_fail(c, "out of memory opening a connection", false);
         return;
     }
+    conn->pool = p;
+    p->open++;
+    evtimer_assign(&conn->connect_timer, u->base, conn_on_connect_timeout, conn);
     /* Addresses need no resolver; names go through evdns, made on first use. */
     if (inet_pton(AF_INET, p->host, &addr) != 1 && inet_pton(AF_INET6, p->host, &addr) != 1) {
         if (!u->dns)
             u->dns = evdns_base_new(u->base, EVDNS_BASE_INITIALIZE_NAMESERVERS |
                                                  EVDNS_BASE_DISABLE_WHEN_INACTIVE);
         if (!(dns = u->dns)) {
-            bufferevent_free(conn->bev);
-            free(conn);
+            conn_free(conn);
             call_fail(c, "cannot start the name resolver", true);
             return;
         }
     }
-    conn->pool = p;
     conn->call = c;
     c->conn = conn;
     c->state = CALL_CONNECTING;
-    p->open++;
     p->stats.connects++;
     bufferevent_setcb(conn->bev, conn_read, NULL, conn_event, conn);
-    bufferevent_set_timeouts(conn->bev, NULL, &connect_tv); /* the connect timeout */
+    event_add(&conn->connect_timer, &connect_tv);
     /* Last: a failure may be reported (and conn freed) before this returns. */
     if (bufferevent_socket_connect_hostname(conn->bev, dns, AF_UNSPEC, p->host, (int)p->port) < 0)
         call_fail(c, "cannot start connecting", true);  /* reported nothing: conn is still here */
 }
 
-/* Serves queued callers while connections can be opened for them. */
-static void pool_serve_waiters(struct tycho_pool *p)
+static void pool_on_serve(evutil_socket_t fd, short what, void *arg)
 {
+    struct tycho_pool *p = arg;
+
+    (void)fd;
+    (void)what;
     while (p->wait_head && p->open < p->o.max_conns)
         conn_open(p, pool_pop_waiter(p));
+}
+
+/*
+ * Serves queued callers, from the loop: never from inside the close that
+ * made room (no recursion through failing connects), and never during a
+ * teardown, whose cancellations free places the loop will not run to fill.
+ */
+static void pool_serve_waiters(struct tycho_pool *p)
+{
+    if (!p->wait_head || p->open >= p->o.max_conns)
+        return;
+    if (!p->serve_ready) {
+        event_assign(&p->serve, p->u->base, -1, 0, pool_on_serve, p);
+        p->serve_ready = true;
+    }
+    event_active(&p->serve, EV_TIMEOUT, 1);
 }
 
 /* ---- calls ----------------------------------------------------------------- */
@@ -382,6 +433,24 @@ static void call_timer_arm(struct tycho_call *c, double seconds)
     event_add(&c->timer, &tv);
 }
 
+static void call_finish(struct tycho_call *c, const char *err, bool counts);
+
+/* Opens p's breaker for a cooldown; callers queued for the backend fail at once. */
+static void breaker_open(struct tycho_pool *p, const char *last_err)
+{
+    if (p->circuit != CIRCUIT_OPEN)
+        tycho_log_warn("backend %s:%u: circuit open for %g s after %u failures in a row "
+                       "(last: %s)", p->host, p->port, p->o.cooldown, p->fails, last_err);
+    p->circuit = CIRCUIT_OPEN;
+    p->trial = NULL;
+    p->open_until = now_mono() + p->o.cooldown;
+    while (p->wait_head) {
+        struct tycho_call *w = p->wait_head;
+        call_unqueue(w);
+        call_finish(w, "circuit open", false);
+    }
+}
+
 /*
  * Records the result, settles the breaker, and tells the caller. The
  * connection is already gone. counts: a failure in the breaker's sense (a
@@ -390,36 +459,32 @@ static void call_timer_arm(struct tycho_call *c, double seconds)
 static void call_finish(struct tycho_call *c, const char *err, bool counts)
 {
     struct tycho_pool *p = c->pool;
+    bool trial = p->trial == c;
 
     event_del(&c->timer);
     c->conn = NULL;
     c->pool = NULL;
     c->state = CALL_DONE;
-    if (err) {
+    if (err && err != c->err)         /* a parser callback wrote c->err itself */
         snprintf(c->err, sizeof(c->err), "%s", err);
-    }
+    if (trial)
+        p->trial = NULL;
     if (counts) {
         p->stats.failures++;
         p->fails++;
-        if (c->trial || (p->o.max_failures && p->fails >= p->o.max_failures &&
-                         p->circuit == CIRCUIT_CLOSED)) {
-            if (p->circuit != CIRCUIT_OPEN)
-                tycho_log_warn("backend %s:%u: circuit open for %g s after %u failures (last: %s)",
-                               p->host, p->port, p->o.cooldown, p->fails,
-                               err ? err : "a 5xx response");
-            p->circuit = CIRCUIT_OPEN;
-            p->open_until = now_mono() + p->o.cooldown;
-        }
-    } else if (!err || c->trial) {
-        if (!err) {
-            if (p->circuit != CIRCUIT_CLOSED)
-                tycho_log_info("backend %s:%u: circuit closed", p->host, p->port);
-            p->circuit = CIRCUIT_CLOSED;
-            p->fails = 0;
-        } else {
-            p->circuit = CIRCUIT_OPEN;      /* the trial did not decide: try again at once */
-            p->open_until = now_mono();
-        }
+        if (trial || (p->circuit == CIRCUIT_CLOSED && p->o.max_failures &&
+                      p->fails >= p->o.max_failures))
+            breaker_open(p, err ? err : "a 5xx response");
+    } else if (!err) {
+        /* Any success closes the breaker; a trial still in flight then counts as a plain call. */
+        if (p->circuit != CIRCUIT_CLOSED)
+            tycho_log_info("backend %s:%u: circuit closed", p->host, p->port);
+        p->circuit = CIRCUIT_CLOSED;
+        p->trial = NULL;
+        p->fails = 0;
+    } else if (trial) {
+        p->circuit = CIRCUIT_OPEN;    /* the trial did not decide (pool exhausted): the next call tries */
+        p->open_until = now_mono();
     }
     c->done(c, c->done_arg);
 }
@@ -579,6 +644,7 @@ static void conn_event(struct bufferevent *bev, short what, void *arg)
 
     if (what & BEV_EVENT_CONNECTED) {
         struct timeval io_tv = to_tv(p->o.read_timeout);
+        event_del(&conn->connect_timer);
         conn->connected = true;
         conn->born = now_mono();
         /* Requests go out in one write; do not let Nagle hold a body's tail. */
@@ -689,7 +755,7 @@ struct tycho_call *tycho_call_start(struct tycho_upstreams *u, const struct tych
     call_timer_arm(c, spec->timeout);
     if (p->circuit == CIRCUIT_OPEN && now_mono() >= p->open_until) {
         p->circuit = CIRCUIT_HALF_OPEN;
-        c->trial = true;              /* this call decides */
+        p->trial = c;                 /* this call decides */
     } else if (p->circuit != CIRCUIT_CLOSED) {
         call_finish(c, "circuit open", false);
         return c;
@@ -707,7 +773,8 @@ void tycho_call_free(struct tycho_call *c)
     if (c->state != CALL_DONE) {
         struct tycho_pool *p = c->pool;
         event_del(&c->timer);
-        if (c->trial) {
+        if (p->trial == c) {
+            p->trial = NULL;
             p->circuit = CIRCUIT_OPEN;    /* abandoned trial: the next call tries */
             p->open_until = now_mono();
         }
@@ -728,8 +795,8 @@ static struct tycho_call *call_of(http_parser *parser)
     return parser->data;
 }
 
-/* Appends a piece of a header name or value to c->head. */
-static int head_add(struct tycho_call *c, const char *at, size_t len)
+/* Appends a piece of a header name (lower-cased) or value to c->head. */
+static int head_add(struct tycho_call *c, const char *at, size_t len, bool lower)
 {
     if (c->head_len + len > MAX_RESPONSE_HEAD) {
         snprintf(c->err, sizeof(c->err), "%s:%u: response head over %d bytes", c->spec.host,
@@ -749,6 +816,11 @@ static int head_add(struct tycho_call *c, const char *at, size_t len)
         c->head_cap = cap;
     }
     memcpy(c->head + c->head_len, at, len);
+    for (size_t i = 0; lower && i < len; i++) {
+        char *ch = c->head + c->head_len + i;
+        if (*ch >= 'A' && *ch <= 'Z')
+            *ch = (char)(*ch + 32);
+    }
     c->head_len += len;
     return 0;
 }
@@ -770,7 +842,7 @@ static int on_header_field(http_parser *parser, const char *at, size_t len)
         c->in_value = false;
     }
     c->headers[c->nheaders - 1].name_len += len;
-    return head_add(c, at, len);
+    return head_add(c, at, len, true);
 }
 
 static int on_header_value(http_parser *parser, const char *at, size_t len)
@@ -783,12 +855,21 @@ static int on_header_value(http_parser *parser, const char *at, size_t len)
         c->in_value = true;
     }
     h->value_len += len;
-    return head_add(c, at, len);
+    return head_add(c, at, len, false);
 }
 
 static int on_headers_complete(http_parser *parser)
 {
-    return call_of(parser)->spec.head ? 1 : 0;   /* 1: a HEAD response has no body */
+    struct tycho_call *c = call_of(parser);
+    unsigned status = parser->status_code;
+
+    if (status == 101) {
+        snprintf(c->err, sizeof(c->err), "%s:%u: the backend switched protocols (101); "
+                 "upgrades are not supported", c->spec.host, c->spec.port);
+        return -1;
+    }
+    /* 1: no body, whatever Content-Length says (RFC 9110 6.4.1). */
+    return c->spec.head || status < 200 || status == 204 || status == 304 ? 1 : 0;
 }
 
 static int on_body(http_parser *parser, const char *at, size_t len)
@@ -878,9 +959,10 @@ void tycho_upstreams_free(struct tycho_upstreams *u)
         while (p->idle_head) {
             struct upconn *conn = p->idle_head;
             idle_unlink(conn);
-            bufferevent_free(conn->bev);
-            free(conn);
+            conn_free(conn);
         }
+        if (p->serve_ready)
+            event_del(&p->serve);
         free(p->host);
         free(p);
     }

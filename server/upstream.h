@@ -23,7 +23,7 @@ struct tycho_pool_opts {
     unsigned max_conns;      /* open connections at most, idle or busy */
     unsigned max_waiting;    /* callers queued for a connection at most */
     double wait_timeout;     /* seconds a caller waits in the queue */
-    double idle_timeout;     /* seconds an idle connection is kept */
+    double idle_timeout;     /* seconds an idle connection is kept; 0: not kept */
     double max_lifetime;     /* seconds a connection is reused for; 0: no limit */
     double connect_timeout;  /* seconds for name lookup and connect */
     double read_timeout;     /* seconds without a byte from the backend (or sent to it) */
@@ -93,7 +93,7 @@ void tycho_call_free(struct tycho_call *c);
 /* After done: NULL on success, else why the call failed ("pool exhausted", "circuit open", ...). */
 const char *tycho_call_error(const struct tycho_call *c);
 
-/* After a successful done: the response. */
+/* After a successful done: the response (header names in lower case). */
 int tycho_call_status(const struct tycho_call *c);
 size_t tycho_call_header_count(const struct tycho_call *c);
 void tycho_call_header(const struct tycho_call *c, size_t i, const char **name, size_t *name_len,

@@ -18,6 +18,14 @@
  *   /big/N            200 with N bytes of 'x'
  *   /interim          100 Continue, then 200 "after interim"
  *   /no-content       204
+ *   /not-modified     304 with Content-Length: 5 and no body
+ *   /switch           101 Switching Protocols, then close
+ *   /extra            200 "extra", then bytes nobody asked for
+ *   /then-drop        200 "then-drop"; the next request on the connection is
+ *                     read and the connection closed without an answer
+ *   /close-soon       200 "soon", then the connection closes 50 ms later
+ *   /?QUERY           200 with the request target as the body
+ *   /many-headers     200 with 130 header fields
  *   anything else     404
  */
 #ifndef TYCHO_TEST_BACKEND_H
@@ -53,6 +61,7 @@ struct backend {
 struct backend_conn {
     struct backend *b;
     int fd;
+    int drop_next;             /* /then-drop was served: close at the next request */
 };
 
 static void backend_sleep_ms(int ms)
@@ -81,7 +90,7 @@ static __thread int backend_head_only;
 
 static int backend_reply(int fd, int status, const char *extra, const char *body, size_t len)
 {
-    char head[512];
+    char head[4096];
     int n = snprintf(head, sizeof head, "HTTP/1.1 %d X\r\nContent-Length: %zu\r\n%s\r\n", status,
                      len, extra ? extra : "");
 
@@ -144,6 +153,8 @@ static int backend_serve(struct backend_conn *bc, const char *head, const char *
 
     sscanf(head, "%15s %255s", method, path);
     backend_head_only = strcmp(method, "HEAD") == 0;
+    if (bc->drop_next)
+        return -1;
     if (strcmp(path, "/hello") == 0)
         return backend_reply(fd, 200, NULL, "hello", 5);
     if (strcmp(path, "/echo") == 0) {
@@ -204,6 +215,39 @@ static int backend_serve(struct backend_conn *bc, const char *head, const char *
     }
     if (strcmp(path, "/no-content") == 0)
         return backend_write_all(fd, "HTTP/1.1 204 No Content\r\n\r\n", 27);
+    if (strcmp(path, "/not-modified") == 0) {
+        static const char r[] = "HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\n\r\n";
+        return backend_write_all(fd, r, sizeof r - 1);
+    }
+    if (strcmp(path, "/switch") == 0) {
+        static const char r[] = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n"
+                                "Connection: upgrade\r\n\r\n";
+        backend_write_all(fd, r, sizeof r - 1);
+        return -1;
+    }
+    if (strcmp(path, "/extra") == 0) {
+        static const char r[] = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nextra"
+                                "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nsneak";
+        return backend_write_all(fd, r, sizeof r - 1);
+    }
+    if (strcmp(path, "/then-drop") == 0) {
+        bc->drop_next = 1;
+        return backend_reply(fd, 200, NULL, "then-drop", 9);
+    }
+    if (strcmp(path, "/close-soon") == 0) {
+        backend_reply(fd, 200, NULL, "soon", 4);
+        backend_sleep_ms(50);
+        return -1;
+    }
+    if (strcmp(path, "/many-headers") == 0) {
+        char many[130 * 16 + 1];
+        size_t used = 0;
+        for (int i = 0; i < 130; i++)
+            used += (size_t)snprintf(many + used, sizeof many - used, "X-H%03d: v\r\n", i);
+        return backend_reply(fd, 200, many, "many", 4);
+    }
+    if (strncmp(path, "/?", 2) == 0)
+        return backend_reply(fd, 200, NULL, path, strlen(path));
     return backend_reply(fd, 404, NULL, "no such path", 12);
 }
 
@@ -275,6 +319,7 @@ static void *backend_accept_main(void *arg)
         }
         bc->b = b;
         bc->fd = fd;
+        bc->drop_next = 0;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &(int){1}, sizeof(int));
         atomic_fetch_add(&b->accepted, 1);
         open_now = atomic_fetch_add(&b->open, 1) + 1;

@@ -14,6 +14,8 @@
 #include "backend.h"
 
 static struct backend backend_a, backend_b, backend_c;
+static int blackhole_fd = -1, blackhole_port;    /* listens, never accepts, queue full */
+static int blackhole_clients[4] = {-1, -1, -1, -1};
 
 /* GET path on a new connection; returns the status (0: no response). */
 static int get(int port, const char *path, struct response *r)
@@ -115,6 +117,91 @@ static void test_responses(int port, int backend_port)
     }
     response_free(&r);
     check(port, "/three/a", 200, "hello,hello,hello");
+    get(port, "/via/a/not-modified", &r);
+    if (expect_status(&r, 200, "304 with Content-Length"))
+        expect_header(&r, "X-Backend-Status", "304", "a 304 has no body, whatever its length says");
+    response_free(&r);
+    get(port, "/via/a/switch", &r);
+    ok(r.status == 502 && strstr(r.body, "switched protocols (101); upgrades are not supported"),
+       "a 101 is an error, at once");
+    response_free(&r);
+    check(port, "/query/a", 200, "/?x=1&y=2");
+    /* Bytes after a response: that connection is not reused (else the next call reads "sneak"). */
+    check(port, "/via/a/extra", 200, "extra");
+    for (int i = 0; i < 5; i++)
+        check(port, "/via/a/hello", 200, "hello");
+}
+
+/*
+ * The backend closes a reused connection as the next request arrives: an
+ * idempotent call is sent once more and succeeds; a POST gets the error.
+ */
+static void test_retry(int port)
+{
+    long requests = stat_of(port, "a", NULL, "requests");
+    long failures = stat_of(port, "a", NULL, "failures");
+    struct response r;
+
+    check(port, "/via/a/then-drop", 200, "then-drop");
+    check(port, "/via/a/hello", 200, "hello");
+    is_int(stat_of(port, "a", NULL, "requests"), requests + 3,
+           "retry: the GET was sent twice (once on the dropped connection)");
+    is_int(stat_of(port, "a", NULL, "failures"), failures, "retry: and did not fail");
+    check(port, "/via/a/then-drop", 200, "then-drop");
+    fetch(port, "POST /post/a HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\n\r\nx", &r);
+    ok(r.status == 502 && strstr(r.body, "the backend closed the connection"),
+       "retry: a POST is not sent again");
+    response_free(&r);
+}
+
+/* The backend closes an idle connection while the worker is busy: the check before reuse sees it. */
+static void test_liveness(int port)
+{
+    long requests = stat_of(port, "a", NULL, "requests");
+    long failures = stat_of(port, "a", NULL, "failures");
+
+    check(port, "/liveness/a", 200, "soon,hello");
+    is_int(stat_of(port, "a", NULL, "requests"), requests + 2,
+           "liveness: the closed connection was not used (no request lost, no retry)");
+    is_int(stat_of(port, "a", NULL, "failures"), failures, "liveness: no failure");
+}
+
+/* A connect that never completes: connect_timeout (0.3 s for d) ends it. */
+static void test_connect_timeout(int port)
+{
+    struct response r;
+    long long t0 = now_ms();
+
+    get(port, "/via/d/hello", &r);
+    ok(r.status == 502 && strstr(r.body, "connect timeout"), "connect_timeout ends a hanging connect");
+    if (!r.body || !strstr(r.body, "connect timeout"))
+        note("got: %s", r.body ? r.body : "(no response)");
+    response_free(&r);
+    printf("# a connect to a full listen queue with connect_timeout 0.3 s took %lld ms\n",
+           now_ms() - t0);
+}
+
+/* A listening socket whose queue is full: further connects get no answer. */
+static int blackhole_start(void)
+{
+    struct sockaddr_in sa = {0};
+    socklen_t sl = sizeof sa;
+
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    blackhole_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (blackhole_fd < 0 || bind(blackhole_fd, (struct sockaddr *)&sa, sizeof sa) < 0 ||
+        listen(blackhole_fd, 0) < 0 ||
+        getsockname(blackhole_fd, (struct sockaddr *)&sa, &sl) < 0)
+        return -1;
+    blackhole_port = ntohs(sa.sin_port);
+    for (int i = 0; i < 4; i++) {
+        blackhole_clients[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (blackhole_clients[i] >= 0)
+            connect(blackhole_clients[i], (struct sockaddr *)&sa, sizeof sa);
+    }
+    backend_sleep_ms(50);
+    return 0;
 }
 
 /* The call an on_worker_start timer made. */
@@ -193,7 +280,7 @@ static void test_concurrent(int port, int clients, int rounds)
 /* The backend closes its idle connections: the next calls still succeed, on new ones. */
 static void test_backend_closes_idle(int port)
 {
-    long connects;
+    long connects, failures = stat_of(port, "a", NULL, "failures");
 
     check(port, "/via/a/hello", 200, "hello");
     connects = stat_of(port, "a", NULL, "connects");
@@ -203,7 +290,7 @@ static void test_backend_closes_idle(int port)
     check(port, "/via/a/hello", 200, "hello");
     is_int(stat_of(port, "a", NULL, "connects"), connects + 1,
            "a closed idle connection is replaced by one new connection");
-    is_int(stat_of(port, "a", NULL, "failures"), 0, "and no call failed");
+    is_int(stat_of(port, "a", NULL, "failures"), failures, "and no call failed");
 }
 
 /* A pool with max_lifetime 0.3 s (through "localhost", which needs a lookup). */
@@ -262,6 +349,12 @@ static void test_backend_down(int port)
     check(port, "/via/b/hang?timeout=0.3", 502, "error: timeout");
     printf("# a call with timeout 0.3 s to a silent backend took %lld ms\n", now_ms() - t0);
     check(port, "/via/b/hello", 200, "hello");
+    {
+        char want[96];
+        snprintf(want, sizeof want, "error: 127.0.0.1:%d: read timeout", bport);
+        check(port, "/via/b/hang", 502, want);    /* b's read_timeout: 0.5 s */
+    }
+    check(port, "/via/b/hello", 200, "hello");
 }
 
 /* Pool c has one connection and one waiting place (wait_timeout 0.2 s). */
@@ -287,6 +380,24 @@ static void test_pool_exhausted(int port)
     is_int(served, 1, "pool of one: one call is served");
     is_int(exhausted, 2, "pool of one: the waiter times out, the one past the queue is refused");
     check(port, "/via/c/hello", 200, "hello");
+}
+
+/* Responses past the bounds are errors, and the connection is not reused. */
+static void test_response_bounds(int port, int c_port, int a_port)
+{
+    char want[128];
+
+    snprintf(want, sizeof want, "error: 127.0.0.1:%d: response body over 1000 bytes", c_port);
+    check(port, "/via/c/big/2000", 502, want);
+    {
+        struct response r;
+        get(port, "/via/c/big/1000", &r);
+        ok(r.status == 200 && r.body_len == 1000, "a body of exactly max_body arrives");
+        response_free(&r);
+    }
+    snprintf(want, sizeof want, "error: 127.0.0.1:%d: response has over 128 header fields", a_port);
+    check(port, "/via/a/many-headers", 502, want);
+    check(port, "/via/a/hello", 200, "hello");
 }
 
 /* A client leaves while its handler waits on the backend: nothing is left behind. */
@@ -316,16 +427,20 @@ static void test_misuse(int port)
     static const struct {
         const char *kind, *want;
     } cases[] = {
-        {"https", "app.lua:81: tycho.http.get: only http:// urls are supported, not https://"},
+        {"https", "app.lua:83: tycho.http.get: only http:// urls are supported, not https://"},
         {"crlf", "tycho.http.get: header X: the value has a CR, LF or NUL byte"},
         {"length", "tycho.http.post: header Content-Length is set from the body; do not give it"},
         {"method", "tycho.http.request: method 'GE T' is not a valid token"},
-        {"timeout", "tycho.http.get: timeout must be seconds, more than 0"},
+        {"timeout", "tycho.http.get: timeout must be seconds, more than 0 and at most 31536000"},
         {"notable", "tycho.http.request: expected a table {url=, method=, headers=, body=, timeout=}"},
         {"relative", "tycho.http.get: not an absolute http:// url: /just/a/path"},
         {"option", "tycho.http.pool: unknown option 'max_conn'"},
         {"hostport", "tycho.http.pool: expected \"host:port\", got \"127.0.0.1\""},
-        {"coroutine", "app.lua:90: tycho.http.get: not inside a coroutine the script made itself"},
+        {"coroutine", "app.lua:92: tycho.http.get: not inside a coroutine the script made itself"},
+        {"upgrade", "tycho.http.get: header Upgrade: protocol upgrades are not supported"},
+        {"hosttwice", "tycho.http.get: header Host is given twice"},
+        {"connect", "tycho.http.request: method CONNECT is not supported"},
+        {"zerotimeout", "tycho.http.pool: read_timeout must be more than 0"},
     };
     char path[64];
     struct response r;
@@ -398,6 +513,9 @@ int main(int argc, char **argv)
     setenv("TYCHO_TEST_BACKEND_B", env, 1);
     snprintf(env, sizeof env, "%d", backend_c.port);
     setenv("TYCHO_TEST_BACKEND_C", env, 1);
+    ok(blackhole_start() == 0, "a listening socket with a full queue");
+    snprintf(env, sizeof env, "%d", blackhole_port);
+    setenv("TYCHO_TEST_BACKEND_D", env, 1);
     {
         const char *args[] = {"--port", "0", "--workers", "1", dir, NULL};
         rc = server_start(&s, args);
@@ -409,9 +527,13 @@ int main(int argc, char **argv)
         test_sequential(s.port, n);
         test_concurrent(s.port, 64, n_wrap ? 2 : 10);
         test_backend_closes_idle(s.port);
+        test_retry(s.port);
+        test_liveness(s.port);
+        test_connect_timeout(s.port);
         test_lifetime(s.port);
         test_backend_down(s.port);
         test_pool_exhausted(s.port);
+        test_response_bounds(s.port, backend_c.port, backend_a.port);
         test_client_leaves(s.port);
         test_misuse(s.port);
         is_int(server_stop(&s), 0, "server: exit status 0 after SIGTERM");
@@ -421,6 +543,10 @@ int main(int argc, char **argv)
     backend_stop(&backend_a);
     backend_stop(&backend_b);
     backend_stop(&backend_c);
+    for (int i = 0; i < 4; i++)
+        if (blackhole_clients[i] >= 0)
+            close(blackhole_clients[i]);
+    close(blackhole_fd);
     free(wrap_copy);
     return test_summary();
 }

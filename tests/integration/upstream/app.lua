@@ -7,6 +7,7 @@ local ports = {
     a = tonumber(os.getenv("TYCHO_TEST_BACKEND_A")) or 9,
     b = tonumber(os.getenv("TYCHO_TEST_BACKEND_B")) or 9,
     c = tonumber(os.getenv("TYCHO_TEST_BACKEND_C")) or 9,
+    d = tonumber(os.getenv("TYCHO_TEST_BACKEND_D")) or 9,
 }
 local function host_port(name, host)
     return (host or "127.0.0.1") .. ":" .. ports[name]
@@ -20,7 +21,8 @@ tycho.http.pool(host_port("a", "localhost"), { max_lifetime = 0.3 })
 tycho.http.pool(host_port("b"), { max_failures = 3, cooldown = 0.5, connect_timeout = 0.5,
                                   read_timeout = 0.5 })
 -- c: one connection, one waiter.
-tycho.http.pool(host_port("c"), { max_conns = 1, max_waiting = 1, wait_timeout = 0.2 })
+tycho.http.pool(host_port("c"), { max_conns = 1, max_waiting = 1, wait_timeout = 0.2,
+                                  max_body = 1000 })
 
 local function url(req, path)
     return "http://" .. host_port(req.params.b, req.query.host) .. "/" .. path
@@ -88,6 +90,10 @@ local misuse = {
     option = function() tycho.http.pool("127.0.0.1:9", { max_conn = 3 }) end,
     hostport = function() tycho.http.pool("127.0.0.1", {}) end,
     coroutine = function() coroutine.wrap(function() tycho.http.get("http://127.0.0.1:9/") end)() end,
+    upgrade = function() tycho.http.get("http://127.0.0.1:9/", { headers = { Upgrade = "websocket" } }) end,
+    hosttwice = function() tycho.http.get("http://127.0.0.1:9/", { headers = { Host = "a", host = "b" } }) end,
+    connect = function() tycho.http.request { url = "http://127.0.0.1:9/", method = "CONNECT" } end,
+    zerotimeout = function() tycho.http.pool("127.0.0.1:9", { read_timeout = 0 }) end,
 }
 app.get("/misuse/:kind", function(req)
     local ok, msg = pcall(misuse[req.params.kind])
@@ -112,4 +118,24 @@ app.get("/three/:b", function(req, res)
         out[i] = r and r.body or err
     end
     return table.concat(out, ",")
+end)
+
+-- d: a port whose listen queue is full, so connects hang (connect_timeout 0.3 s).
+tycho.http.pool(host_port("d"), { connect_timeout = 0.3, read_timeout = 0.5 })
+
+-- A url with a query and no path.
+app.get("/query/:b", function(req, res)
+    local r, err = tycho.http.get("http://" .. host_port(req.params.b) .. "?x=1&y=2")
+    return answer(res, r, err)
+end)
+
+-- Two calls with a CPU-bound pause between them: the loop does not run in
+-- between, so a close by the backend meanwhile is only seen by the liveness
+-- check before reuse.
+app.get("/liveness/:b", function(req, res)
+    local r1, err1 = tycho.http.get(url(req, "close-soon"))
+    local t = os.clock()
+    while os.clock() - t < 0.2 do end
+    local r2, err2 = tycho.http.get(url(req, "hello"))
+    return (r1 and r1.body or err1) .. "," .. (r2 and r2.body or err2)
 end)
