@@ -16,8 +16,9 @@
 const char tycho_usage[] =
     "usage: tycho [flags] DIR\n"
     "       tycho --request 'METHOD /path?query' [--header 'K: V']... [--body STR] DIR\n"
+    "       tycho --check DIR\n"
     "\n"
-    "Serves the Lua route scripts in DIR over HTTP/1.1.\n"
+    "Serves the Lua route scripts in DIR over HTTP/1.1. SIGHUP reloads them.\n"
     "\n"
     "flags (times in seconds, fractions allowed; sizes in bytes):\n"
     "  --host ADDR             address to listen on (default 127.0.0.1)\n"
@@ -56,6 +57,9 @@ const char tycho_usage[] =
     "                          raw HTTP response and exit 0\n"
     "  --header 'K: V'         a request header for --request (repeatable)\n"
     "  --body STR              the request body for --request\n"
+    "  --watch                 reload the scripts when a file in DIR (or below) changes\n"
+    "  --check                 load the scripts, print the routes or the load error,\n"
+    "                          exit 0 or 1 (nothing is served)\n"
     "  --help                  print this help and exit\n"
     "  --version               print the version and exit\n";
 
@@ -209,7 +213,7 @@ static int check_dir(const char *dir, char *err)
 
 int tycho_config_parse(struct tycho_config *cfg, int argc, char **argv, char *err)
 {
-    int help = 0, version = 0;
+    int help = 0, version = 0, check = 0;
 
     tycho_config_defaults(cfg);
     for (int i = 1; i < argc; i++) {
@@ -224,6 +228,14 @@ int tycho_config_parse(struct tycho_config *cfg, int argc, char **argv, char *er
         }
         if (strcmp(arg, "--version") == 0) {
             version = 1;
+            continue;
+        }
+        if (strcmp(arg, "--watch") == 0) {
+            cfg->watch = true;
+            continue;
+        }
+        if (strcmp(arg, "--check") == 0) {
+            check = 1;
             continue;
         }
         if (arg[0] != '-' || strcmp(arg, "-") == 0) {
@@ -269,6 +281,17 @@ int tycho_config_parse(struct tycho_config *cfg, int argc, char **argv, char *er
                  "tycho: missing script directory (usage: tycho [flags] DIR; see tycho --help)");
         return TYCHO_ERR;
     }
+    if (check && cfg->mode == TYCHO_MODE_REQUEST) {
+        snprintf(err, TYCHO_ERR_LEN, "tycho: --check and --request do not go together");
+        return TYCHO_ERR;
+    }
+    if (cfg->watch && (check || cfg->mode == TYCHO_MODE_REQUEST)) {
+        snprintf(err, TYCHO_ERR_LEN, "tycho: --watch only goes with serving (not with %s)",
+                 check ? "--check" : "--request");
+        return TYCHO_ERR;
+    }
+    if (check)
+        cfg->mode = TYCHO_MODE_CHECK;
     if ((cfg->request_nheaders > 0 || cfg->request_body) && cfg->mode != TYCHO_MODE_REQUEST) {
         snprintf(err, TYCHO_ERR_LEN, "tycho: %s: only goes with --request",
                  cfg->request_body ? "--body" : "--header");

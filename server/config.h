@@ -6,6 +6,7 @@
 #ifndef TYCHO_CONFIG_H
 #define TYCHO_CONFIG_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #define TYCHO_VERSION "0.1.0"
@@ -17,12 +18,14 @@
 enum tycho_mode {
     TYCHO_MODE_SERVE,   /* tycho DIR */
     TYCHO_MODE_REQUEST, /* tycho --request 'GET /x' DIR */
+    TYCHO_MODE_CHECK,   /* tycho --check DIR: load, print the routes or the error, exit */
     TYCHO_MODE_HELP,    /* --help */
     TYCHO_MODE_VERSION  /* --version */
 };
 
 struct tycho_config {
     enum tycho_mode mode;
+    bool watch;               /* --watch: reload when a script in DIR changes */
     const char *dir;          /* borrowed from argv: the script directory */
     const char *host;         /* borrowed; default 127.0.0.1 */
     int port;                 /* 0 asks the kernel for a free port */

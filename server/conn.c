@@ -122,7 +122,7 @@ static void release_req(struct tycho_conn *c)
         return;
     if (c->req->_task) {
         /* The connection goes while its handler waits: that coroutine is never resumed. */
-        tycho_gen_cancel(c->w->gen, c->req);
+        tycho_gen_cancel(c->req);
         c->waiting = false;
     }
     tycho_req_reset(c->req);

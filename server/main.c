@@ -17,6 +17,7 @@
 #include "router.h"
 #include "shdict.h"
 #include "script.h"
+#include "watch.h"
 #include "worker.h"
 
 #include <event2/event.h>
@@ -25,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 #include <unistd.h>
 
 static void print_route(const char *method, const char *path, int handler_id, void *arg)
@@ -34,13 +36,53 @@ static void print_route(const char *method, const char *path, int handler_id, vo
     printf("  %-7s %s\n", method, path);
 }
 
+/* What a reload needs: the workers to tell, and the generation they serve. */
+struct reloader {
+    const struct tycho_config *cfg;
+    struct tycho_worker *workers;
+    unsigned long generation;
+};
+
+static double ms_since(const struct timespec *t0)
+{
+    struct timespec t1;
+
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    return (double)(t1.tv_sec - t0->tv_sec) * 1e3 + (double)(t1.tv_nsec - t0->tv_nsec) / 1e6;
+}
+
+/*
+ * Loads the scripts once in a scratch state; if that fails, nothing changes.
+ * Otherwise every worker builds the new generation and switches to it
+ * between requests (worker.c), its old one finishing what it runs.
+ */
+static void reload(void *arg)
+{
+    struct reloader *rl = arg;
+    struct tycho_gen *scratch;
+    struct timespec t0;
+    char err[TYCHO_ERR_LEN];
+    unsigned nscripts;
+
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    if (!(scratch = tycho_gen_new(rl->cfg->dir, 0, err))) {
+        tycho_log_error("reload failed: %s; still serving generation %lu", err, rl->generation);
+        return;
+    }
+    nscripts = tycho_gen_script_count(scratch);
+    tycho_gen_free(scratch);
+    rl->generation++;
+    tycho_workers_reload(rl->workers, rl->cfg->workers, rl->generation);
+    tycho_log_info("reloaded %u scripts in %.1f ms (generation %lu)", nscripts, ms_since(&t0),
+                   rl->generation);
+}
+
 static void on_hangup(evutil_socket_t sig, short what, void *arg)
 {
     (void)sig;
     (void)what;
-    (void)arg;
-    /* The default action would kill the server; this version does not reload on SIGHUP. */
-    tycho_log_warn("SIGHUP ignored: this version does not reload scripts; restart to load changes");
+    tycho_log_info("SIGHUP: reloading the scripts");
+    reload(arg);
 }
 
 static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
@@ -57,6 +99,8 @@ static int serve(struct tycho_config *cfg)
     struct tycho_worker *workers = NULL;
     struct event_base *base = NULL;
     struct event *sigint = NULL, *sigterm = NULL, *sighup = NULL;
+    struct tycho_watch *watch = NULL;
+    struct reloader rl = {.cfg = cfg, .generation = 1};
     struct tycho_gen *scratch;
     char err[TYCHO_ERR_LEN];
     int rc = 1;
@@ -79,11 +123,16 @@ static int serve(struct tycho_config *cfg)
     }
     sigint = evsignal_new(base, SIGINT, on_stop_signal, base);
     sigterm = evsignal_new(base, SIGTERM, on_stop_signal, base);
-    sighup = evsignal_new(base, SIGHUP, on_hangup, NULL);
+    rl.workers = workers;
+    sighup = evsignal_new(base, SIGHUP, on_hangup, &rl);
     if (!sigint || !sigterm || !sighup || evsignal_add(sigint, NULL) < 0 ||
         evsignal_add(sigterm, NULL) < 0 || evsignal_add(sighup, NULL) < 0 ||
         tycho_listener_enable(&listener, workers, cfg->workers) < 0) {
         fprintf(stderr, "tycho: cannot set up signals or the listener\n");
+        goto out;
+    }
+    if (cfg->watch && !(watch = tycho_watch_new(base, cfg->dir, reload, &rl, err))) {
+        fprintf(stderr, "%s\n", err);
         goto out;
     }
     printf("tycho %s listening on http://%s%s%s:%d (%d workers)\n", TYCHO_VERSION,
@@ -100,6 +149,7 @@ static int serve(struct tycho_config *cfg)
     event_base_dispatch(base);
     rc = 0;
 out:
+    tycho_watch_free(watch);
     tycho_listener_dispose(&listener);
     if (tycho_workers_stop(workers, cfg->workers) < 0) {
         /* A worker is stuck in Lua: nothing it owns can be freed safely. */
@@ -214,6 +264,24 @@ out:
     return rc;
 }
 
+/* --check: loads the scripts as a worker would, prints the routes or the error. */
+static int check(const struct tycho_config *cfg)
+{
+    char err[TYCHO_ERR_LEN];
+    struct tycho_gen *g = tycho_gen_new(cfg->dir, 0, err);
+
+    if (!g) {
+        fprintf(stderr, "tycho: %s\n", err);
+        return 1;
+    }
+    printf("%u scripts loaded from %s\nroutes:\n", tycho_gen_script_count(g), cfg->dir);
+    tycho_router_each(tycho_gen_router(g), print_route, NULL);
+    if (tycho_router_count(tycho_gen_router(g)) == 0)
+        printf("  (none: no script in %s registered a route)\n", cfg->dir);
+    tycho_gen_free(g);
+    return fflush(stdout) == 0 ? 0 : 1;
+}
+
 /* libevent's own messages (evdns's "nameserver ... has failed", say) go to Tycho's log. */
 static void on_libevent_log(int severity, const char *msg)
 {
@@ -253,6 +321,9 @@ int main(int argc, char **argv)
         break;
     case TYCHO_MODE_SERVE:
         rc = serve(&cfg);
+        break;
+    case TYCHO_MODE_CHECK:
+        rc = check(&cfg);
         break;
     }
     tycho_config_dispose(&cfg);

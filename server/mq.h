@@ -17,7 +17,8 @@ struct event;
 enum tycho_msg_type {
     TYCHO_MSG_NEW_CONN, /* fd and peer: a connection the listener accepted */
     TYCHO_MSG_STOP,     /* leave the event loop */
-    TYCHO_MSG_CLOSED    /* to main: a connection from peer closed (--max-conns-per-ip) */
+    TYCHO_MSG_CLOSED,   /* to main: a connection from peer closed (--max-conns-per-ip) */
+    TYCHO_MSG_RELOAD    /* build the scripts anew as generation `generation` and switch to it */
 };
 
 struct tycho_msg {
@@ -25,6 +26,7 @@ struct tycho_msg {
     enum tycho_msg_type type;
     int fd;                     /* NEW_CONN: owned by the message until received */
     struct sockaddr_storage peer; /* NEW_CONN, CLOSED: the client's address */
+    unsigned long generation;   /* RELOAD */
 };
 
 /* Receives a list of messages, oldest first; the callee frees each one. */

@@ -54,6 +54,10 @@ struct tycho_gen {
     struct tycho_task *free_tasks; /* owned free list */
     struct tycho_timer *timers;    /* owned: live timers */
     struct tycho_upstreams *upstreams; /* owned: backend pools (tycho.http) */
+    unsigned live_tasks;           /* tasks under way: requests and timer runs */
+    bool retired;                  /* a newer generation serves: free this one once idle */
+    struct tycho_gen *older, *newer; /* retired generations still finishing, newest first */
+    struct event free_ev;          /* frees a retired, idle generation from the loop */
 };
 
 struct tycho_router *tycho_gen_router_of(lua_State *L)
@@ -417,6 +421,7 @@ static struct tycho_task *task_get(struct tycho_gen *g)
         g->free_tasks = t;
         return NULL;
     }
+    g->live_tasks++;
     return t;
 }
 
@@ -430,6 +435,9 @@ static void task_put(struct tycho_gen *g, struct tycho_task *t)
     t->wait = NULL;
     t->next_free = g->free_tasks;
     g->free_tasks = t;
+    /* A retired generation's last task: free it from the loop, not under this caller. */
+    if (--g->live_tasks == 0 && g->retired)
+        event_active(&g->free_ev, EV_TIMEOUT, 1);
 }
 
 /* Turns r into the generic 500. */
@@ -583,12 +591,14 @@ enum tycho_run tycho_gen_run(struct tycho_gen *g, struct tycho_req *r)
     return TYCHO_RUN_DONE;
 }
 
-void tycho_gen_cancel(struct tycho_gen *g, struct tycho_req *r)
+void tycho_gen_cancel(struct tycho_req *r)
 {
     struct tycho_task *t = r->_task;
+    struct tycho_gen *g;
 
     if (!t)
         return;
+    g = t->g;                         /* the request's generation, maybe a retired one */
     event_del(&t->wake);              /* a sleep's timer, or a wait's wake-up already due */
     if (t->wait)
         t->wait->cancel(t->wait);
@@ -812,17 +822,64 @@ static int start_worker_functions(struct tycho_gen *g)
     return rc;
 }
 
+static void gen_free_one(struct tycho_gen *g);
+
+/* A retired generation has no task left: out of the chain, and freed. */
+static void on_free_retired(evutil_socket_t fd, short what, void *arg)
+{
+    struct tycho_gen *g = arg;
+
+    (void)fd;
+    (void)what;
+    if (g->live_tasks > 0)
+        return;                       /* a task started since (cannot happen: no new work) */
+    if (g->newer)
+        g->newer->older = g->older;
+    if (g->older)
+        g->older->newer = g->newer;
+    gen_free_one(g);
+}
+
 int tycho_gen_attach(struct tycho_gen *g, struct event_base *base)
 {
     g->base = base;
+    event_assign(&g->free_ev, base, -1, 0, on_free_retired, g);
     tycho_upstreams_attach(g->upstreams, base);
     return start_worker_functions(g);
+}
+
+void tycho_gen_replace(struct tycho_gen *old, struct tycho_gen *g)
+{
+    struct tycho_timer *tm, *next;
+
+    g->older = old;
+    old->newer = g;
+    old->retired = true;
+    /* Its timers stop: none fires again; a run under way finishes. */
+    for (tm = old->timers; tm; tm = next) {
+        next = tm->next;
+        tycho_script_timer_cancel(tm);
+    }
+    if (old->live_tasks == 0)
+        event_active(&old->free_ev, EV_TIMEOUT, 1);
 }
 
 void tycho_gen_free(struct tycho_gen *g)
 {
     if (!g)
         return;
+    while (g->older) {                /* retired ones still finishing go too */
+        struct tycho_gen *old = g->older;
+        g->older = old->older;
+        gen_free_one(old);
+    }
+    gen_free_one(g);
+}
+
+static void gen_free_one(struct tycho_gen *g)
+{
+    if (g->base)
+        event_del(&g->free_ev);
     /* Requests were cancelled by their connections' close; timers and idle tasks remain. */
     while (g->timers) {
         struct tycho_timer *tm = g->timers;

@@ -56,8 +56,17 @@ enum tycho_run tycho_gen_run(struct tycho_gen *g, struct tycho_req *r);
 /*
  * Abandons a request whose handler is still waiting (its connection is
  * closing): the coroutine is never resumed, r->on_done is not called. A no-op
- * for a request with no handler running.
+ * for a request with no handler running. The request's own generation (which
+ * may be a retired one) is the one concerned.
  */
-void tycho_gen_cancel(struct tycho_gen *g, struct tycho_req *r);
+void tycho_gen_cancel(struct tycho_req *r);
+
+/*
+ * Hot reload: g (attached, its on_worker_start functions started) takes over
+ * from old, which is retired: its timers stop, requests and timer runs under
+ * way finish on it, and it is freed from the loop once the last has ended.
+ * Freeing g later also frees retired generations still finishing.
+ */
+void tycho_gen_replace(struct tycho_gen *old, struct tycho_gen *g);
 
 #endif

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
+#include <time.h>
 #include <stdatomic.h>
 #include <netinet/in.h>
 #include <unistd.h>
@@ -95,6 +96,35 @@ static void start_drain(struct tycho_worker *w)
     tycho_conn_drain(w);
 }
 
+/* Builds the scripts anew and switches to them; the old generation finishes what it runs. */
+static void reload(struct tycho_worker *w, unsigned long generation)
+{
+    struct timespec t0, t1;
+    struct tycho_gen *g;
+    char err[TYCHO_ERR_LEN];
+
+    if (w->draining)
+        return;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    if (!(g = tycho_gen_new(w->cfg->dir, w->id, err))) {
+        tycho_log_error("worker %d: reload failed: %s; still serving generation %lu", w->id, err,
+                        w->generation);
+        return;
+    }
+    if (tycho_gen_attach(g, w->base) < 0) {
+        tycho_log_error("worker %d: reload failed: out of memory starting on_worker_start "
+                        "functions; still serving generation %lu", w->id, w->generation);
+        tycho_gen_free(g);
+        return;
+    }
+    tycho_gen_replace(w->gen, g);
+    w->gen = g;
+    w->generation = generation;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    tycho_log_info("worker %d: serving generation %lu (built in %.1f ms)", w->id, generation,
+                   (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6);
+}
+
 static void on_inbox(struct tycho_msg *list, void *arg)
 {
     struct tycho_worker *w = arg;
@@ -112,6 +142,9 @@ static void on_inbox(struct tycho_msg *list, void *arg)
             free(m);
         } else if (m->type == TYCHO_MSG_STOP) {
             start_drain(w);           /* the stop message is embedded in the worker */
+        } else if (m->type == TYCHO_MSG_RELOAD) {
+            reload(w, m->generation);
+            free(m);
         }
     }
 }
@@ -176,6 +209,7 @@ int tycho_worker_setup(struct tycho_worker *w, int id, struct tycho_shared *shar
     }
     if (!(w->gen = tycho_gen_new(cfg->dir, id, err)))
         goto fail;
+    w->generation = 1;
     if (tycho_gen_attach(w->gen, w->base) < 0) {
         snprintf(err, TYCHO_ERR_LEN, "worker %d: out of memory starting on_worker_start "
                  "functions", id);
@@ -239,6 +273,28 @@ static void *worker_main(void *arg)
                    w->req_pool.max_live, w->timeouts);
     tycho_worker_teardown(w);
     return NULL;
+}
+
+int tycho_workers_reload(struct tycho_worker *ws, int n, unsigned long generation)
+{
+    int asked = 0;
+
+    for (int i = 0; i < n; i++) {
+        struct tycho_msg *m = calloc(1, sizeof(*m));
+        if (!m) {
+            tycho_log_error("reload: out of memory asking worker %d", ws[i].id);
+            continue;
+        }
+        m->type = TYCHO_MSG_RELOAD;
+        m->fd = -1;
+        m->generation = generation;
+        if (tycho_mq_push(&ws[i].inbox, m) < 0) {
+            free(m);
+            continue;
+        }
+        asked++;
+    }
+    return asked;
 }
 
 static void send_stop(struct tycho_worker *w)

@@ -43,7 +43,8 @@ struct tycho_worker {
     struct tycho_mq inbox;           /* owned; receives NEW_CONN and STOP */
     struct tycho_pool conn_pool;     /* of struct tycho_conn */
     struct tycho_pool req_pool;      /* of struct tycho_req */
-    struct tycho_gen *gen;           /* owned: the current script generation */
+    struct tycho_gen *gen;           /* owned: the current script generation (and retired ones) */
+    unsigned long generation;        /* its number: 1 at start, one more per reload */
     char *rbuf;                      /* owned read scratch, TYCHO_READ_BYTES */
     struct tycho_buf out;            /* write scratch: responses of the connection being served */
     struct tycho_conn *conns;        /* open connections (list through conn links) */
@@ -89,6 +90,14 @@ void tycho_worker_conn_gone(struct tycho_shared *shared, const struct sockaddr *
  * returns): the caller must then end the process with _exit. Main thread.
  */
 int tycho_workers_stop(struct tycho_worker *ws, int n);
+
+/*
+ * Main thread: asks every worker to build the scripts anew as generation
+ * `generation` and switch to it between requests. A worker that cannot
+ * (out of memory, a script that fails on it) logs why and keeps its
+ * generation. Returns the number of workers asked.
+ */
+int tycho_workers_reload(struct tycho_worker *ws, int n, unsigned long generation);
 
 /*
  * Sets up w on the calling thread without starting a thread (for --request):
