@@ -34,6 +34,7 @@ static int write_app(const char *v, int broken)
             "app.get(\"/v\", function() return \"%s\" end)\n"
             "app.get(\"/slow\", function() tycho.sleep(1) return \"%s-slow\" end)\n"
             "app.get(\"/count\", function(req) return tostring(d:get(req.query.k) or 0) end)\n"
+            "app.get(\"/m\", function() local ok, m = pcall(require, \"lib.m\") return ok and m.v or \"none\" end)\n"
             "app.on_worker_start(function()\n"
             "  d:incr(\"started-%s\", 1, 0)\n"
             "  tycho.timer.every(0.02, function() d:incr(\"ticks-%s\", 1, 0) end)\n"
@@ -203,7 +204,7 @@ static void test_broken_script(const struct server *s)
 
     ok(write_app("v3", 1) == 0, "a broken v3 written");
     ok(wait_for_log(s, "reload failed: ", 5000), "the failed reload is logged");
-    ok(log_has_line(s, "reload failed: ", "app.lua:10:") &&
+    ok(log_has_line(s, "reload failed: ", "app.lua:11:") &&
            log_has_line(s, "reload failed: ", "still serving generation 2"),
        "the log names file, line and the generation still serving");
     version_now(s->port, got, sizeof got);
@@ -250,6 +251,45 @@ static void test_in_flight(const struct server *s)
     is_int(ticks_after, ticks_before, "the old generation's timers stopped");
     ok(count_of(s->port, "ticks-v4") > 0, "the new generation's timers run");
     is_int(count_of(s->port, "started-v4"), 2, "app.on_worker_start ran on the new one, per worker");
+}
+
+/* A module in a sub-directory made after the start: watched, and loaded anew at each reload. */
+static void test_module(const struct server *s)
+{
+    char sub[96], tmp[128], path[128];
+    FILE *f;
+
+    check_get(s->port, "/m", 200, "none");
+    snprintf(sub, sizeof sub, "%s/lib", dir);
+    ok(mkdir(sub, 0755) == 0, "lib/ made");
+    sleep_ms(300);                      /* the new directory is watched once its event is read */
+    for (int i = 1; i <= 2; i++) {
+        char want[8];
+        snprintf(want, sizeof want, "m%d", i);
+        snprintf(tmp, sizeof tmp, "%s/.m.lua.new", sub);
+        snprintf(path, sizeof path, "%s/m.lua", sub);
+        if ((f = fopen(tmp, "w"))) {
+            fprintf(f, "return { v = \"%s\" }\n", want);
+            fclose(f);
+        }
+        ok(rename(tmp, path) == 0, "lib/m.lua written");
+        {
+            long long t0 = now_ms();
+            char got[32] = "";
+            struct response r;
+            while (now_ms() - t0 < 5000) {
+                if (fetch(s->port, "GET /m HTTP/1.1\r\nHost: t\r\n\r\n", &r) == 200)
+                    snprintf(got, sizeof got, "%s", r.body);
+                response_free(&r);
+                if (strcmp(got, want) == 0)
+                    break;
+                sleep_ms(20);
+            }
+            is_str(got, want, "a changed module in a new sub-directory is reloaded");
+        }
+    }
+    unlink(path);
+    rmdir(sub);
 }
 
 /* 100 reloads (SIGHUP) while clients send requests: no failure; memory comes back. */
@@ -333,7 +373,7 @@ static void test_check_flag(void)
             ok(strstr(out, "GET     /slow") != NULL, "--check prints the routes");
         } else {
             ok(WIFEXITED(status) && WEXITSTATUS(status) == 1, "--check: exit 1 for a load error");
-            ok(strstr(out, "app.lua:10:") != NULL, "--check prints the error with file:line");
+            ok(strstr(out, "app.lua:11:") != NULL, "--check prints the error with file:line");
         }
     }
 }
@@ -360,6 +400,7 @@ int main(int argc, char **argv)
         test_change_under_load(s.port);
         test_broken_script(&s);
         test_in_flight(&s);
+        test_module(&s);
         is_int(server_stop(&s), 0, "--watch server: exit status 0 after SIGTERM");
     }
     server_cleanup(&s);
