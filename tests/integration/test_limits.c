@@ -433,7 +433,7 @@ static void test_stuck_worker(struct server *s)
     sleep_ms(n_wrap ? 3000 : 300);      /* until the worker is inside the handler */
     kill(s->pid, SIGTERM);
     /* Under valgrind a thread spinning in Lua delays the exit by many seconds. */
-    until = now_ms() + (n_wrap ? 90000 : 20000);
+    until = now_ms() + (n_wrap ? 180000 : 20000);
     while (now_ms() < until && !exited) {
         exited = waitpid(s->pid, &status, WNOHANG) == s->pid;
         if (!exited)
