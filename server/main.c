@@ -59,7 +59,7 @@ static double ms_since(const struct timespec *t0)
 static void reload(void *arg)
 {
     struct reloader *rl = arg;
-    struct tycho_gen *scratch;
+    struct tycho_gen *scratch = NULL;
     struct timespec t0;
     char err[TYCHO_ERR_LEN];
     unsigned nscripts;
@@ -72,9 +72,9 @@ static void reload(void *arg)
     nscripts = tycho_gen_script_count(scratch);
     tycho_gen_free(scratch);
     rl->generation++;
-    tycho_workers_reload(rl->workers, rl->cfg->workers, rl->generation);
     tycho_log_info("reloaded %u scripts in %.1f ms (generation %lu)", nscripts, ms_since(&t0),
                    rl->generation);
+    tycho_workers_reload(rl->workers, rl->cfg->workers, rl->generation);
 }
 
 static void on_hangup(evutil_socket_t sig, short what, void *arg)
@@ -101,16 +101,21 @@ static int serve(struct tycho_config *cfg)
     struct event *sigint = NULL, *sigterm = NULL, *sighup = NULL;
     struct tycho_watch *watch = NULL;
     struct reloader rl = {.cfg = cfg, .generation = 1};
-    struct tycho_gen *scratch;
+    struct tycho_gen *scratch = NULL;
     char err[TYCHO_ERR_LEN];
     int rc = 1;
 
-    if (!(scratch = tycho_gen_new(cfg->dir, 0, err))) {
-        fprintf(stderr, "tycho: %s\n", err);
-        return 1;
-    }
     if (!(base = event_base_new())) {
         fprintf(stderr, "tycho: cannot create the main event loop\n");
+        return 1;
+    }
+    /* Watching starts before the first load, so that no change during start-up is missed. */
+    if (cfg->watch && !(watch = tycho_watch_new(base, cfg->dir, reload, &rl, err))) {
+        fprintf(stderr, "%s\n", err);
+        goto out;
+    }
+    if (!(scratch = tycho_gen_new(cfg->dir, 0, err))) {
+        fprintf(stderr, "tycho: %s\n", err);
         goto out;
     }
     if (tycho_listener_bind(&listener, base, &shared, err) < 0) {
@@ -129,10 +134,6 @@ static int serve(struct tycho_config *cfg)
         evsignal_add(sigterm, NULL) < 0 || evsignal_add(sighup, NULL) < 0 ||
         tycho_listener_enable(&listener, workers, cfg->workers) < 0) {
         fprintf(stderr, "tycho: cannot set up signals or the listener\n");
-        goto out;
-    }
-    if (cfg->watch && !(watch = tycho_watch_new(base, cfg->dir, reload, &rl, err))) {
-        fprintf(stderr, "%s\n", err);
         goto out;
     }
     printf("tycho %s listening on http://%s%s%s:%d (%d workers)\n", TYCHO_VERSION,

@@ -56,6 +56,7 @@ struct tycho_gen {
     struct tycho_upstreams *upstreams; /* owned: backend pools (tycho.http) */
     unsigned live_tasks;           /* tasks under way: requests and timer runs */
     bool retired;                  /* a newer generation serves: free this one once idle */
+    unsigned long number;          /* its generation number, for the log once retired */
     struct tycho_gen *older, *newer; /* retired generations still finishing, newest first */
     struct event free_ev;          /* frees a retired, idle generation from the loop */
 };
@@ -749,6 +750,8 @@ void *tycho_script_timer(lua_State *L, double delay, double every, int fn_idx, i
     if (!g->base)
         luaL_error(L, "tycho.timer: timers start in workers: create them in a handler, a "
                       "timer or app.on_worker_start, not while the scripts load");
+    if (g->retired)
+        return NULL;                  /* old code finishing after a reload: the timer never runs */
     /* The refs first: they may raise, and nothing is held yet. */
     lua_pushvalue(L, fn_idx);
     fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -832,7 +835,9 @@ static void on_free_retired(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     if (g->live_tasks > 0)
-        return;                       /* a task started since (cannot happen: no new work) */
+        return;                       /* the event was made active twice; the count decides */
+    tycho_log_info("worker %d: generation %lu closed (its last request ended)", g->worker_id,
+                   g->number);
     if (g->newer)
         g->newer->older = g->older;
     if (g->older)
@@ -848,16 +853,38 @@ int tycho_gen_attach(struct tycho_gen *g, struct event_base *base)
     return start_worker_functions(g);
 }
 
-void tycho_gen_replace(struct tycho_gen *old, struct tycho_gen *g)
+/*
+ * A timer run that waits (in tycho.sleep or a call) is abandoned like a
+ * request whose client left: never resumed, its call stopped. A timer loop
+ * (`while true do ... tycho.sleep(1) end`) would otherwise keep its retired
+ * generation, and the old code, alive for ever.
+ */
+static void timer_abandon_run(struct tycho_gen *g, struct tycho_timer *tm)
+{
+    struct tycho_task *t = tm->task;
+
+    event_del(&t->wake);
+    if (t->wait)
+        t->wait->cancel(t->wait);
+    drop_thread(g, &t->t);
+    tm->task = NULL;
+    tm->running = false;
+    task_put(g, t);
+}
+
+void tycho_gen_replace(struct tycho_gen *old, struct tycho_gen *g, unsigned long old_number)
 {
     struct tycho_timer *tm, *next;
 
     g->older = old;
     old->newer = g;
     old->retired = true;
-    /* Its timers stop: none fires again; a run under way finishes. */
+    old->number = old_number;
+    /* Its timers stop: none fires again, and runs that wait are abandoned. */
     for (tm = old->timers; tm; tm = next) {
         next = tm->next;
+        if (tm->running && tm->task)
+            timer_abandon_run(old, tm);
         tycho_script_timer_cancel(tm);
     }
     if (old->live_tasks == 0)

@@ -63,10 +63,12 @@ void tycho_gen_cancel(struct tycho_req *r);
 
 /*
  * Hot reload: g (attached, its on_worker_start functions started) takes over
- * from old, which is retired: its timers stop, requests and timer runs under
- * way finish on it, and it is freed from the loop once the last has ended.
- * Freeing g later also frees retired generations still finishing.
+ * from old (generation old_number), which is retired: its timers stop and
+ * timer runs that wait are abandoned; requests under way finish on it; it is
+ * freed from the loop once the last has ended ("generation N closed" is
+ * logged). A timer created by old code after that never runs. Freeing g
+ * later also frees retired generations still finishing.
  */
-void tycho_gen_replace(struct tycho_gen *old, struct tycho_gen *g);
+void tycho_gen_replace(struct tycho_gen *old, struct tycho_gen *g, unsigned long old_number);
 
 #endif

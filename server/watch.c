@@ -1,9 +1,15 @@
 /*
  * watch.c: inotify on DIR and every directory below it. A change to a file
- * whose name ends in .lua, or any directory created, removed or renamed,
- * (re)starts a 100 ms timer; when it fires, the callback runs once. New
- * sub-directories are watched as they appear. Hidden names (editor swap
- * files such as .app.lua.swp) are ignored.
+ * whose name ends in .lua, or any directory made, removed or renamed,
+ * (re)starts a 100 ms timer; when it fires, the callback runs once. Hidden
+ * names (editor swap files such as .app.lua.swp) are ignored, except
+ * directories and names starting with ".." (Kubernetes swaps a ConfigMap's
+ * files in through ..data).
+ *
+ * Directories come and go (renamed, removed, DIR itself replaced by a new
+ * one), and a watch follows an inode, not a path. So after any such change
+ * the whole watch set is rebuilt from DIR's path, on a fresh inotify
+ * instance, before the callback runs.
  */
 #include "watch.h"
 #include "config.h"
@@ -18,70 +24,55 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/inotify.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define SETTLE_US 100000
-#define WATCH_MASK (IN_CLOSE_WRITE | IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | \
-                    IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR)
+#define WATCH_MASK (IN_CLOSE_WRITE | IN_ATTRIB | IN_CREATE | IN_DELETE | IN_MOVED_FROM | \
+                    IN_MOVED_TO | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR)
 #define MAX_DEPTH 16
 
-/* Which directory a watch descriptor is. */
-struct watched {
-    int wd;
-    char *path;
-};
-
 struct tycho_watch {
-    int fd;                         /* inotify */
+    struct event_base *base;
+    char *root;                     /* DIR as given */
+    int fd;                         /* inotify, -1 when none */
     struct event *readable;
     struct event *settle;           /* the debounce timer */
+    bool rebuild;                   /* directories changed: watch anew before the callback */
+    bool failing;                   /* DIR cannot be watched now (gone?): retrying */
     tycho_watch_fn *fn;
     void *arg;
-    struct watched *dirs;
-    size_t ndirs, cap;
 };
 
-static const char *path_of(const struct tycho_watch *w, int wd)
+static bool is_dir(const char *path)
 {
-    for (size_t i = 0; i < w->ndirs; i++)
-        if (w->dirs[i].wd == wd)
-            return w->dirs[i].path;
-    return NULL;
+    struct stat st;
+
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
 /* Watches path and the directories below it (to MAX_DEPTH). TYCHO_ERR with err on failure. */
 static int add_tree(struct tycho_watch *w, const char *path, int depth, char *err)
 {
-    int wd = inotify_add_watch(w->fd, path, WATCH_MASK);
     DIR *d;
     struct dirent *e;
 
-    if (wd < 0) {
+    if (inotify_add_watch(w->fd, path, WATCH_MASK) < 0) {
         snprintf(err, TYCHO_ERR_LEN, "tycho: --watch: cannot watch %s: %s%s", path,
                  strerror(errno),
                  errno == ENOSPC ? " (raise /proc/sys/fs/inotify/max_user_watches)" : "");
         return TYCHO_ERR;
     }
-    if (!path_of(w, wd)) {
-        if (w->ndirs == w->cap) {
-            size_t cap = w->cap ? w->cap * 2 : 8;
-            struct watched *grown = realloc(w->dirs, cap * sizeof(*grown));
-            if (!grown)
-                goto oom;
-            w->dirs = grown;
-            w->cap = cap;
-        }
-        if (!(w->dirs[w->ndirs].path = strdup(path)))
-            goto oom;
-        w->dirs[w->ndirs++].wd = wd;
-    }
     if (depth >= MAX_DEPTH || !(d = opendir(path)))
         return TYCHO_OK;
     while ((e = readdir(d))) {
         char sub[PATH_MAX];
-        if (e->d_name[0] == '.' || e->d_type != DT_DIR)
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
             continue;
-        if ((size_t)snprintf(sub, sizeof(sub), "%s/%s", path, e->d_name) >= sizeof(sub))
+        if (e->d_type != DT_DIR && e->d_type != DT_LNK && e->d_type != DT_UNKNOWN)
+            continue;
+        if ((size_t)snprintf(sub, sizeof(sub), "%s/%s", path, e->d_name) >= sizeof(sub) ||
+            !is_dir(sub))
             continue;
         if (add_tree(w, sub, depth + 1, err) < 0) {
             closedir(d);
@@ -90,21 +81,52 @@ static int add_tree(struct tycho_watch *w, const char *path, int depth, char *er
     }
     closedir(d);
     return TYCHO_OK;
-oom:
-    snprintf(err, TYCHO_ERR_LEN, "tycho: --watch: out of memory");
-    return TYCHO_ERR;
 }
 
-/* Whether an event is a change the scripts may see. */
-static bool matters(const struct inotify_event *ev)
+static void on_readable(evutil_socket_t fd, short what, void *arg);
+
+/* A fresh inotify instance watching the tree at w->root. TYCHO_ERR with err on failure. */
+static int watch_tree(struct tycho_watch *w, char *err)
+{
+    if (w->readable)
+        event_free(w->readable);
+    w->readable = NULL;
+    if (w->fd >= 0)
+        close(w->fd);
+    if ((w->fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC)) < 0) {
+        snprintf(err, TYCHO_ERR_LEN, "tycho: --watch: inotify: %s", strerror(errno));
+        return TYCHO_ERR;
+    }
+    if (add_tree(w, w->root, 0, err) < 0)
+        return TYCHO_ERR;
+    if (!(w->readable = event_new(w->base, w->fd, EV_READ | EV_PERSIST, on_readable, w)) ||
+        event_add(w->readable, NULL) < 0) {
+        snprintf(err, TYCHO_ERR_LEN, "tycho: --watch: cannot set up its events");
+        return TYCHO_ERR;
+    }
+    return TYCHO_OK;
+}
+
+/* Whether an event may change what the scripts see; sets *structural for directory changes. */
+static bool matters(const struct inotify_event *ev, bool *structural)
 {
     size_t len = ev->len ? strlen(ev->name) : 0;
 
-    if (ev->mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_Q_OVERFLOW))
+    if (ev->mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED | IN_Q_OVERFLOW)) {
+        *structural = true;
         return true;
-    if (len == 0 || ev->name[0] == '.')
+    }
+    if (len == 0)
         return false;
-    return (ev->mask & IN_ISDIR) || (len > 4 && strcmp(ev->name + len - 4, ".lua") == 0);
+    if (ev->mask & IN_ISDIR) {
+        *structural = true;
+        return true;
+    }
+    if (strncmp(ev->name, "..", 2) == 0) {    /* ..data swapped in (Kubernetes) */
+        *structural = true;
+        return true;
+    }
+    return ev->name[0] != '.' && len > 4 && strcmp(ev->name + len - 4, ".lua") == 0;
 }
 
 static void on_readable(evutil_socket_t fd, short what, void *arg)
@@ -120,17 +142,7 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
         for (char *p = buf; p < buf + n;) {
             const struct inotify_event *ev = (const struct inotify_event *)p;
             p += sizeof(*ev) + ev->len;
-            if (!matters(ev))
-                continue;
-            changed = true;
-            if ((ev->mask & IN_ISDIR) && (ev->mask & (IN_CREATE | IN_MOVED_TO))) {
-                const char *parent = path_of(w, ev->wd);
-                char sub[PATH_MAX], err[TYCHO_ERR_LEN];
-                if (parent && (size_t)snprintf(sub, sizeof(sub), "%s/%s", parent, ev->name) <
-                                  sizeof(sub) &&
-                    add_tree(w, sub, 1, err) < 0)
-                    tycho_log_warn("%s", err + strlen("tycho: "));
-            }
+            changed |= matters(ev, &w->rebuild);
         }
     }
     if (changed)
@@ -140,9 +152,25 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
 static void on_settled(evutil_socket_t fd, short what, void *arg)
 {
     struct tycho_watch *w = arg;
+    char err[TYCHO_ERR_LEN];
 
     (void)fd;
     (void)what;
+    if (w->rebuild) {
+        if (watch_tree(w, err) < 0) {
+            /* DIR gone for now, say: the old code keeps serving; look again every second. */
+            struct timeval retry = {1, 0};
+            if (!w->failing)
+                tycho_log_warn("%s; trying again every second", err + strlen("tycho: "));
+            w->failing = true;
+            evtimer_add(w->settle, &retry);
+            return;
+        }
+        if (w->failing)
+            tycho_log_info("--watch: watching %s again", w->root);
+        w->failing = false;
+        w->rebuild = false;
+    }
     w->fn(w->arg);
 }
 
@@ -151,23 +179,21 @@ struct tycho_watch *tycho_watch_new(struct event_base *base, const char *dir, ty
 {
     struct tycho_watch *w = calloc(1, sizeof(*w));
 
-    if (!w) {
+    if (!w || !(w->root = strdup(dir))) {
+        free(w);
         snprintf(err, TYCHO_ERR_LEN, "tycho: --watch: out of memory");
         return NULL;
     }
+    w->base = base;
+    w->fd = -1;
     w->fn = fn;
     w->arg = arg;
-    if ((w->fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC)) < 0) {
-        snprintf(err, TYCHO_ERR_LEN, "tycho: --watch: inotify: %s", strerror(errno));
-        goto fail;
-    }
-    if (add_tree(w, dir, 0, err) < 0)
-        goto fail;
-    if (!(w->readable = event_new(base, w->fd, EV_READ | EV_PERSIST, on_readable, w)) ||
-        !(w->settle = evtimer_new(base, on_settled, w)) || event_add(w->readable, NULL) < 0) {
+    if (!(w->settle = evtimer_new(base, on_settled, w))) {
         snprintf(err, TYCHO_ERR_LEN, "tycho: --watch: cannot set up its events");
         goto fail;
     }
+    if (watch_tree(w, err) < 0)
+        goto fail;
     return w;
 fail:
     tycho_watch_free(w);
@@ -184,8 +210,6 @@ void tycho_watch_free(struct tycho_watch *w)
         event_free(w->settle);
     if (w->fd >= 0)
         close(w->fd);
-    for (size_t i = 0; i < w->ndirs; i++)
-        free(w->dirs[i].path);
-    free(w->dirs);
+    free(w->root);
     free(w);
 }

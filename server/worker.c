@@ -117,7 +117,7 @@ static void reload(struct tycho_worker *w, unsigned long generation)
         tycho_gen_free(g);
         return;
     }
-    tycho_gen_replace(w->gen, g);
+    tycho_gen_replace(w->gen, g, w->generation);
     w->gen = g;
     w->generation = generation;
     clock_gettime(CLOCK_MONOTONIC, &t1);
