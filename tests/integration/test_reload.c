@@ -320,6 +320,22 @@ static void test_module(const struct server *s)
     rmdir(sub);
 }
 
+/* DIR replaced by another directory (a deploy: mv new DIR): watched anew, reloaded. */
+static void test_dir_replaced(const struct server *s)
+{
+    char old[96], path[128];
+
+    snprintf(old, sizeof old, "%s.old", dir);
+    ok(rename(dir, old) == 0 && mkdir(dir, 0755) == 0, "DIR moved away, an empty one made");
+    ok(write_app("v5", 0) == 0, "v5 written into the new DIR");
+    ok(wait_version(s->port, "v5", 5000) >= 0, "the replaced DIR is loaded");
+    ok(write_app("v6", 0) == 0, "v6 written");
+    ok(wait_version(s->port, "v6", 5000) >= 0, "and watched: a change in it reloads");
+    snprintf(path, sizeof path, "%s/app.lua", old);
+    unlink(path);
+    rmdir(old);
+}
+
 /* 100 reloads (SIGHUP) while clients send requests: no failure; memory comes back. */
 static void test_many_reloads(const struct server *s, int n, int workers)
 {
@@ -435,6 +451,7 @@ int main(int argc, char **argv)
         test_broken_script(&s);
         test_in_flight(&s);
         test_module(&s);
+        test_dir_replaced(&s);
         is_int(server_stop(&s), 0, "--watch server: exit status 0 after SIGTERM");
     }
     server_cleanup(&s);
