@@ -3,6 +3,7 @@
  * Every flag takes its value as the next argument or after '='.
  */
 #include "config.h"
+#include "log.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -57,6 +58,10 @@ const char tycho_usage[] =
     "                          raw HTTP response and exit 0\n"
     "  --header 'K: V'         a request header for --request (repeatable)\n"
     "  --body STR              the request body for --request\n"
+    "  --health PATH           answer GET PATH with 200 ok while serving, 503 while\n"
+    "                          stopping, without running Lua (default: off)\n"
+    "  --log-level LEVEL       debug, info, warn or error: lines below it are dropped\n"
+    "                          (default info)\n"
     "  --watch                 reload the scripts when a file in DIR (or below) changes\n"
     "  --check                 load the scripts, print the routes or the load error,\n"
     "                          exit 0 or 1 (nothing is served)\n"
@@ -94,7 +99,8 @@ static const struct number_flag number_flags[] = {
 };
 
 /* Flags that take a string. */
-static const char *const string_flags[] = {"--host", "--request", "--header", "--body", NULL};
+static const char *const string_flags[] = {"--host", "--request", "--header", "--body",
+                                            "--health", "--log-level", NULL};
 
 static int default_workers(void)
 {
@@ -121,6 +127,7 @@ void tycho_config_defaults(struct tycho_config *cfg)
     cfg->max_conn_lifetime_ms = 3600 * 1000;
     cfg->drain_timeout_ms = 10 * 1000;
     cfg->shared_dict_bytes = 16 * 1024 * 1024;
+    cfg->log_level = TYCHO_LOG_INFO;
 }
 
 static const struct number_flag *find_number_flag(const char *name, size_t len)
@@ -191,6 +198,21 @@ static int set_string(struct tycho_config *cfg, const char *flag, const char *va
         cfg->request_headers[cfg->request_nheaders++] = val;
     } else if (strcmp(flag, "--body") == 0) {
         cfg->request_body = val;
+    } else if (strcmp(flag, "--health") == 0) {
+        if (val[0] != '/' || strpbrk(val, "?# \t")) {
+            snprintf(err, TYCHO_ERR_LEN, "tycho: --health: expected a path such as /healthz, "
+                     "got \"%s\"", val);
+            return TYCHO_ERR;
+        }
+        cfg->health_path = val;
+    } else if (strcmp(flag, "--log-level") == 0) {
+        enum tycho_log_level level;
+        if (tycho_log_level_parse(val, &level) < 0) {
+            snprintf(err, TYCHO_ERR_LEN, "tycho: --log-level: expected debug, info, warn or "
+                     "error, got \"%s\"", val);
+            return TYCHO_ERR;
+        }
+        cfg->log_level = (int)level;
     }
     return TYCHO_OK;
 }

@@ -26,6 +26,8 @@ enum tycho_mode {
 struct tycho_config {
     enum tycho_mode mode;
     bool watch;               /* --watch: reload when a script in DIR changes */
+    const char *health_path;  /* --health PATH, or NULL: answered without Lua */
+    int log_level;            /* --log-level, an enum tycho_log_level */
     const char *dir;          /* borrowed from argv: the script directory */
     const char *host;         /* borrowed; default 127.0.0.1 */
     int port;                 /* 0 asks the kernel for a free port */

@@ -232,12 +232,41 @@ static void on_request_done(struct tycho_req *r)
  * the handler waits (tycho.sleep), by on_request_done later; meanwhile the
  * connection reads nothing more.
  */
+/*
+ * --health PATH: 200 "ok" while serving, 503 "draining" once stopping, with
+ * no Lua (a load balancer asks often; a stuck script must not fake health).
+ * Returns whether r was the health check.
+ */
+static bool answer_health(struct tycho_conn *c)
+{
+    struct tycho_req *r = c->req;
+    const char *path = c->w->cfg->health_path;
+    bool keep_alive, ok;
+
+    if (!path || r->path_len != strlen(path) || memcmp(r->path, path, r->path_len) != 0)
+        return false;
+    keep_alive = keeps_alive(c);
+    if (strcmp(r->method, "GET") != 0 && strcmp(r->method, "HEAD") != 0) {
+        answer_simple(c, 405, "Allow: GET, HEAD\r\n", keep_alive, true);
+    } else {
+        ok = !c->w->draining;
+        if (tycho_http_write_text(out_of(c), ok ? 200 : 503, "Cache-Control: no-store\r\n",
+                                  tycho_worker_date(c->w), keep_alive,
+                                  ok ? "ok\n" : "draining\n", !r->is_head) < 0 || !keep_alive)
+            c->closing = true;
+    }
+    end_request(c, keep_alive);
+    return true;
+}
+
 static void serve(struct tycho_conn *c)
 {
     struct tycho_req *r = c->req;
     struct tycho_worker *w = c->w;
     char allow[256];
 
+    if (answer_health(c))
+        return;
     switch (tycho_router_find(tycho_gen_router(w->gen), r->method, r->method_len, r->path,
                               r->path_len, &r->match)) {
     case TYCHO_ROUTE_FOUND:

@@ -542,21 +542,30 @@ size_t tycho_http_busy(char *buf, size_t len, const char *date_line)
     return n < 0 ? 0 : ((size_t)n < len ? (size_t)n : len - 1);
 }
 
-int tycho_http_write_simple(struct tycho_buf *out, int status, const char *extra_headers,
-                            const char *date_line, bool keep_alive, bool with_body)
+int tycho_http_write_text(struct tycho_buf *out, int status, const char *extra_headers,
+                          const char *date_line, bool keep_alive, const char *body,
+                          bool with_body)
 {
     char head[512];
-    const char *reason = tycho_http_reason(status);
     int n = snprintf(head, sizeof(head),
                      "HTTP/1.1 %d %s\r\nServer: tycho\r\n%sContent-Type: text/plain; "
                      "charset=utf-8\r\nContent-Length: %zu\r\n%s%s\r\n",
-                     status, reason, date_line, strlen(reason) + 1,
+                     status, tycho_http_reason(status), date_line, strlen(body),
                      keep_alive ? "" : "Connection: close\r\n", extra_headers);
 
     if (n < 0 || (size_t)n >= sizeof(head) || tycho_buf_append(out, head, (size_t)n) < 0)
         return TYCHO_ERR;
-    if (with_body &&
-        (tycho_buf_puts(out, reason) < 0 || tycho_buf_append(out, "\n", 1) < 0))
+    if (with_body && tycho_buf_puts(out, body) < 0)
         return TYCHO_ERR;
     return TYCHO_OK;
+}
+
+int tycho_http_write_simple(struct tycho_buf *out, int status, const char *extra_headers,
+                            const char *date_line, bool keep_alive, bool with_body)
+{
+    char body[64];
+
+    snprintf(body, sizeof(body), "%s\n", tycho_http_reason(status));
+    return tycho_http_write_text(out, status, extra_headers, date_line, keep_alive, body,
+                                 with_body);
 }

@@ -152,6 +152,11 @@ int tycho_http_write_response(struct tycho_buf *out, const struct tycho_req *r,
 int tycho_http_write_simple(struct tycho_buf *out, int status, const char *extra_headers,
                             const char *date_line, bool keep_alive, bool with_body);
 
+/* The same with body (NUL-terminated text) instead of the reason phrase. */
+int tycho_http_write_text(struct tycho_buf *out, int status, const char *extra_headers,
+                          const char *date_line, bool keep_alive, const char *body,
+                          bool with_body);
+
 /* Whether s is an RFC 9110 token (a valid header name or method): not empty, no separators. */
 bool tycho_http_is_token(const char *s, size_t len);
 

@@ -8,10 +8,23 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
 
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
+
+enum tycho_log_level tycho_log_min_level = TYCHO_LOG_INFO;
+
+int tycho_log_level_parse(const char *s, enum tycho_log_level *level)
+{
+    for (int i = 0; i < 4; i++)
+        if (strcmp(s, level_names[i]) == 0) {
+            *level = (enum tycho_log_level)i;
+            return 0;
+        }
+    return -1;
+}
 
 static void vlog(enum tycho_log_level level, const char *fmt, va_list ap)
 {
@@ -21,6 +34,8 @@ static void vlog(enum tycho_log_level level, const char *fmt, va_list ap)
     size_t len;
     int n;
 
+    if (level < tycho_log_min_level)
+        return;
     gmtime_r(&now, &tm);
     len = strftime(line, sizeof(line), "%Y-%m-%dT%H:%M:%SZ", &tm);
     n = snprintf(line + len, sizeof(line) - len, " [%s] ", level_names[level]);

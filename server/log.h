@@ -9,6 +9,12 @@
 
 enum tycho_log_level { TYCHO_LOG_DEBUG, TYCHO_LOG_INFO, TYCHO_LOG_WARN, TYCHO_LOG_ERROR };
 
+/* Lines below this level are dropped (--log-level). Set once, before threads start. */
+extern enum tycho_log_level tycho_log_min_level;
+
+/* "debug", "info", "warn" or "error" into *level: 0, or -1 for another word. */
+int tycho_log_level_parse(const char *s, enum tycho_log_level *level);
+
 /* Writes "TIME [level] message\n" to stderr. Messages longer than 8 KiB are cut. */
 void tycho_log(enum tycho_log_level level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));

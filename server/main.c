@@ -307,6 +307,7 @@ int main(int argc, char **argv)
     }
     /* Writes to a closed socket must fail with EPIPE, not kill the process. */
     signal(SIGPIPE, SIG_IGN);
+    tycho_log_min_level = (enum tycho_log_level)cfg.log_level;
     event_set_log_callback(on_libevent_log);
     tycho_http_global_init(&cfg);
     tycho_shdict_default_bytes = cfg.shared_dict_bytes;

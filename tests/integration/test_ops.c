@@ -1,0 +1,151 @@
+/*
+ * test_ops.c TYCHO_BINARY FIXTURE_DIR: what operators use, over real
+ * sockets against the real binary: --health (200 while serving, 503 while
+ * draining, no Lua) and --log-level. Ends with `N passed, M failed`.
+ */
+#include "harness.h"
+#include "support.h"
+#include "client.h"
+
+#include <sys/wait.h>
+
+static void test_health(int port)
+{
+    struct response r;
+    struct client c;
+
+    fetch(port, "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n", &r);
+    if (expect_status(&r, 200, "health")) {
+        expect_body(&r, "ok\n", "health: ok while serving");
+        expect_header(&r, "Cache-Control", "no-store", "health: not cached");
+        check_common(&r, 0, -1, "health");
+    }
+    response_free(&r);
+    fetch(port, "GET /healthz?probe=1 HTTP/1.1\r\nHost: t\r\n\r\n", &r);
+    expect_status(&r, 200, "health: the query does not matter");
+    response_free(&r);
+    if (client_connect(&c, port) == 0) {
+        client_sends(&c, "HEAD /healthz HTTP/1.1\r\nHost: t\r\n\r\n");
+        read_response(&c, &r, 1);
+        if (expect_status(&r, 200, "health: HEAD"))
+            is_int((long)r.body_len, 0, "health: HEAD has no body");
+        response_free(&r);
+        exchange(&c, "GET /hello HTTP/1.1\r\nHost: t\r\n\r\n", &r);
+        expect_status(&r, 200, "health: the connection keeps serving");
+        response_free(&r);
+        client_close(&c);
+    }
+    fetch(port, "POST /healthz HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n", &r);
+    if (expect_status(&r, 405, "health: POST"))
+        expect_header(&r, "Allow", "GET, HEAD", "health: Allow");
+    response_free(&r);
+    fetch(port, "GET /healthz/more HTTP/1.1\r\nHost: t\r\n\r\n", &r);
+    expect_status(&r, 404, "health: only the exact path");
+    response_free(&r);
+}
+
+/*
+ * While the server drains (a sleeping request keeps it going), a health
+ * check whose head completes after SIGTERM gets 503 and Connection: close.
+ */
+static void test_health_draining(struct server *s)
+{
+    struct client sleeper, probe;
+    struct response r;
+
+    if (client_connect(&sleeper, s->port) < 0 || client_connect(&probe, s->port) < 0) {
+        ok(0, "draining: connect");
+        return;
+    }
+    client_sends(&sleeper, "GET /sleep?s=1 HTTP/1.1\r\nHost: t\r\n\r\n");
+    client_sends(&probe, "GET /healthz HTTP/1.1\r\nHost: t\r\n");
+    sleep_ms(200);
+    kill(s->pid, SIGTERM);
+    sleep_ms(200);
+    client_sends(&probe, "\r\n");
+    read_response(&probe, &r, 0);
+    if (expect_status(&r, 503, "health while draining")) {
+        expect_body(&r, "draining\n", "health: draining");
+        expect_header(&r, "Connection", "close", "health: closes while draining");
+    }
+    response_free(&r);
+    read_response(&sleeper, &r, 0);
+    expect_status(&r, 200, "the sleeping request finished during the drain");
+    response_free(&r);
+    client_close(&probe);
+    client_close(&sleeper);
+    is_int(server_stop(s), 0, "exit status 0 after the drain");
+}
+
+/* --log-level warn: errors are logged, info lines are not. */
+static void test_log_level(struct server *s)
+{
+    struct response r;
+
+    fetch(s->port, "GET /error HTTP/1.1\r\nHost: t\r\n\r\n", &r);
+    expect_status(&r, 500, "a handler error");
+    response_free(&r);
+    is_int(server_stop(s), 0, "exit status 0");
+    ok(log_has_line(s, "[error]", "GET /error"), "--log-level warn: errors are logged");
+    ok(!log_has_line(s, "[info]", NULL), "--log-level warn: info lines are not");
+}
+
+/* Bad values stop start-up with exit status 2 and say why. */
+static void test_bad_flags(void)
+{
+    static const struct {
+        const char *flags, *want;
+    } cases[] = {
+        {"--log-level loud", "tycho: --log-level: expected debug, info, warn or error, got \"loud\""},
+        {"--health healthz", "tycho: --health: expected a path such as /healthz, got \"healthz\""},
+        {"--health /a?b", "tycho: --health: expected a path such as /healthz, got \"/a?b\""},
+    };
+    char cmd[512], out[1024];
+
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        FILE *f;
+        size_t n = 0;
+        int status;
+        snprintf(cmd, sizeof cmd, "%s %s %s 2>&1", tycho_binary, cases[i].flags, fixture_dir);
+        if (!(f = popen(cmd, "r"))) {
+            ok(0, "popen");
+            continue;
+        }
+        n = fread(out, 1, sizeof out - 1, f);
+        out[n] = '\0';
+        status = pclose(f);
+        ok(WIFEXITED(status) && WEXITSTATUS(status) == 2 && strstr(out, cases[i].want),
+           cases[i].flags);
+        if (!strstr(out, cases[i].want))
+            note("got: %s", out);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    struct server s;
+
+    if (suite_setup(argc, argv))
+        return 2;
+    {
+        const char *args[] = {"--port", "0", "--workers", "1", "--health", "/healthz",
+                              fixture_dir, NULL};
+        ok(server_start(&s, args) == 0, "server with --health starts");
+    }
+    if (s.pid > 0) {
+        test_health(s.port);
+        test_health_draining(&s);
+    }
+    server_cleanup(&s);
+    {
+        const char *args[] = {"--port", "0", "--workers", "1", "--log-level", "warn",
+                              fixture_dir, NULL};
+        ok(server_start(&s, args) == 0, "server with --log-level warn starts");
+    }
+    if (s.pid > 0)
+        test_log_level(&s);
+    server_cleanup(&s);
+    test_bad_flags();
+    free(wrap_copy);
+    return test_summary();
+}
