@@ -189,6 +189,12 @@ static int req_index(lua_State *L)
     if (!k)
         return 0;
     switch (len) {
+    case 2:
+        if (memcmp(k, "id", 2) == 0) {
+            lua_pushlstring(L, r->id ? r->id : "", r->id_len);
+            return 1;
+        }
+        break;
     case 4:
         if (memcmp(k, "path", 4) == 0) {
             lua_pushlstring(L, r->path, r->path_len);

@@ -232,6 +232,15 @@ static void on_request_done(struct tycho_req *r)
  * the handler waits (tycho.sleep), by on_request_done later; meanwhile the
  * connection reads nothing more.
  */
+/* "X-Request-Id: ID\r\n" for r into buf (cap >= 150), returned; "" when r has no id. */
+static const char *id_line(const struct tycho_req *r, char *buf, size_t cap)
+{
+    buf[0] = '\0';
+    if (r->id_len)
+        snprintf(buf, cap, "X-Request-Id: %.*s\r\n", (int)r->id_len, r->id);
+    return buf;
+}
+
 /*
  * --health PATH: 200 "ok" while serving, 503 "draining" once stopping, with
  * no Lua (a load balancer asks often; a stuck script must not fake health).
@@ -241,16 +250,21 @@ static bool answer_health(struct tycho_conn *c)
 {
     struct tycho_req *r = c->req;
     const char *path = c->w->cfg->health_path;
+    char extra[200];
     bool keep_alive, ok;
 
     if (!path || r->path_len != strlen(path) || memcmp(r->path, path, r->path_len) != 0)
         return false;
     keep_alive = keeps_alive(c);
     if (strcmp(r->method, "GET") != 0 && strcmp(r->method, "HEAD") != 0) {
-        answer_simple(c, 405, "Allow: GET, HEAD\r\n", keep_alive, true);
+        memcpy(extra, "Allow: GET, HEAD\r\n", 19);
+        id_line(r, extra + 18, sizeof(extra) - 18);
+        answer_simple(c, 405, extra, keep_alive, true);
     } else {
         ok = !c->w->draining;
-        if (tycho_http_write_text(out_of(c), ok ? 200 : 503, "Cache-Control: no-store\r\n",
+        memcpy(extra, "Cache-Control: no-store\r\n", 25);
+        id_line(r, extra + 25, sizeof(extra) - 25);
+        if (tycho_http_write_text(out_of(c), ok ? 200 : 503, extra,
                                   tycho_worker_date(c->w), keep_alive,
                                   ok ? "ok\n" : "draining\n", !r->is_head) < 0 || !keep_alive)
             c->closing = true;
@@ -265,6 +279,7 @@ static void serve(struct tycho_conn *c)
     struct tycho_worker *w = c->w;
     char allow[256];
 
+    tycho_req_assign_id(r, &w->next_request_id);
     if (answer_health(c))
         return;
     switch (tycho_router_find(tycho_gen_router(w->gen), r->method, r->method_len, r->path,
@@ -279,16 +294,19 @@ static void serve(struct tycho_conn *c)
         return;
     case TYCHO_ROUTE_NOT_FOUND: {
         bool keep_alive = keeps_alive(c);
-        answer_simple(c, 404, "", keep_alive, !r->is_head);
+        answer_simple(c, 404, id_line(r, allow, sizeof(allow)), keep_alive, !r->is_head);
         end_request(c, keep_alive);
         return;
     }
     case TYCHO_ROUTE_WRONG_METHOD: {
         bool keep_alive = keeps_alive(c);
+        size_t used;
         memcpy(allow, "Allow: ", 7);
         tycho_router_allow(tycho_gen_router(w->gen), r->path, r->path_len, allow + 7,
-                           sizeof(allow) - 9);
+                           sizeof(allow) - 180);
         strcat(allow, "\r\n");
+        used = strlen(allow);
+        id_line(r, allow + used, sizeof(allow) - used);
         answer_simple(c, 405, allow, keep_alive, !r->is_head);
         end_request(c, keep_alive);
         return;

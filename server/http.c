@@ -54,6 +54,38 @@ void tycho_req_reset(struct tycho_req *r)
     r->status = 200;
 }
 
+static bool valid_request_id(const char *s, size_t len)
+{
+    if (len == 0 || len > 128)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        char ch = s[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+              ch == '-' || ch == '_' || ch == '.' || ch == ':'))
+            return false;
+    }
+    return true;
+}
+
+void tycho_req_assign_id(struct tycho_req *r, unsigned long long *next)
+{
+    static const char hex[] = "0123456789abcdef";
+    const struct tycho_header *h = tycho_req_header(r, "x-request-id", 12);
+    unsigned long long v;
+
+    if (h && valid_request_id(h->value, h->value_len)) {
+        r->id = h->value;
+        r->id_len = h->value_len;
+        return;
+    }
+    v = (*next)++;
+    for (int i = 15; i >= 0; i--, v >>= 4)
+        r->id_buf[i] = hex[v & 15];
+    r->id_buf[16] = '\0';
+    r->id = r->id_buf;
+    r->id_len = 16;
+}
+
 const struct tycho_header *tycho_req_header(const struct tycho_req *r, const char *name,
                                             size_t name_len)
 {
@@ -492,7 +524,7 @@ int tycho_http_write_response(struct tycho_buf *out, const struct tycho_req *r,
     size_t reason_len = strlen(reason), date_len = strlen(date_line);
     bool no_body = bodyless(r->status);
     size_t body_len = no_body || r->is_head ? 0 : r->res_body_len;
-    size_t max = 64 + reason_len + date_len + r->res_headers_len + body_len + 96;
+    size_t max = 64 + reason_len + date_len + r->res_headers_len + body_len + 96 + 16 + r->id_len;
     char *start = tycho_buf_reserve(out, max), *w = start;
 
     if (!start)
@@ -516,6 +548,11 @@ int tycho_http_write_response(struct tycho_buf *out, const struct tycho_req *r,
         PUT("Connection: keep-alive\r\n");
     if (!(r->res_flags & TYCHO_RES_CONTENT_TYPE) && r->res_body_len && !no_body)
         PUT("Content-Type: text/plain; charset=utf-8\r\n");
+    if (r->id_len) {
+        PUT("X-Request-Id: ");
+        PUTN(r->id, r->id_len);
+        PUT("\r\n");
+    }
     PUTN(r->res_headers, r->res_headers_len);
     PUT("\r\n");
     PUTN(r->res_body, body_len);

@@ -59,6 +59,11 @@ struct tycho_req {
     bool expect_continue;          /* Expect: 100-continue and a body is coming */
     bool continue_sent;            /* the 100 Continue was written */
 
+    /* Its id: the client's valid X-Request-Id, or id_buf (generated). */
+    const char *id;
+    size_t id_len;
+    char id_buf[17];
+
     /* The route, filled by the router. */
     struct tycho_route_match match;
 
@@ -156,6 +161,13 @@ int tycho_http_write_simple(struct tycho_buf *out, int status, const char *extra
 int tycho_http_write_text(struct tycho_buf *out, int status, const char *extra_headers,
                           const char *date_line, bool keep_alive, const char *body,
                           bool with_body);
+
+/*
+ * Gives r its id: the request's X-Request-Id when it is 1 to 128 of
+ * A-Z a-z 0-9 - _ . : (so it cannot forge log lines), else the 16 hex
+ * digits of *next (which then advances).
+ */
+void tycho_req_assign_id(struct tycho_req *r, unsigned long long *next);
 
 /* Whether s is an RFC 9110 token (a valid header name or method): not empty, no separators. */
 bool tycho_http_is_token(const char *s, size_t len);

@@ -21,6 +21,7 @@
 #include "worker.h"
 
 #include <event2/event.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -158,6 +159,19 @@ out:
         _exit(1);
     }
     tycho_listener_free_counts(&listener);
+    {
+        /*
+         * Freeing the signal events gives SIGTERM/SIGINT back their default
+         * action: another one now (an impatient second kill) would end the
+         * process by the signal instead of status 0. The workers are gone,
+         * so blocking them in this thread is enough; we are stopping anyway.
+         */
+        sigset_t stop_signals;
+        sigemptyset(&stop_signals);
+        sigaddset(&stop_signals, SIGTERM);
+        sigaddset(&stop_signals, SIGINT);
+        pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
+    }
     if (sigint)
         event_free(sigint);
     if (sigterm)

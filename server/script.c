@@ -342,8 +342,9 @@ static int log_error_protected(lua_State *L)
     }
     luaL_traceback(L, a->co, msg, 0);
     if (a->r)
-        tycho_log_error("worker %d: %s %.*s: %s", a->g->worker_id, a->r->method,
-                        (int)a->r->path_len, a->r->path, lua_tostring(L, -1));
+        tycho_log_error("worker %d: %s %.*s [request %.*s]: %s", a->g->worker_id, a->r->method,
+                        (int)a->r->path_len, a->r->path, (int)a->r->id_len,
+                        a->r->id ? a->r->id : "", lua_tostring(L, -1));
     else
         tycho_log_error("worker %d: timer: %s", a->g->worker_id, lua_tostring(L, -1));
     return 0;

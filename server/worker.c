@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/time.h>
 #include <time.h>
 #include <stdatomic.h>
@@ -210,6 +211,10 @@ int tycho_worker_setup(struct tycho_worker *w, int id, struct tycho_shared *shar
     if (!(w->gen = tycho_gen_new(cfg->dir, id, err)))
         goto fail;
     w->generation = 1;
+    /* A random start per worker: ids stay unique across workers and restarts. */
+    if (getrandom(&w->next_request_id, sizeof(w->next_request_id), 0) !=
+        (ssize_t)sizeof(w->next_request_id))
+        w->next_request_id = ((unsigned long long)time(NULL) << 20) ^ ((unsigned long long)id << 56);
     if (tycho_gen_attach(w->gen, w->base) < 0) {
         snprintf(err, TYCHO_ERR_LEN, "worker %d: out of memory starting on_worker_start "
                  "functions", id);

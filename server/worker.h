@@ -51,6 +51,7 @@ struct tycho_worker {
     struct event *trim_ev;           /* owned: periodic pool trim */
     struct tycho_msg stop_msg;       /* STOP needs no allocation, so stopping cannot fail */
     unsigned long requests;          /* requests answered (for the stop log line) */
+    unsigned long long next_request_id; /* generated X-Request-Id: random start, then +1 */
     unsigned long timeouts;          /* requests or writes cut off by a timeout */
     bool draining;                   /* stopping: no new requests, in-flight ones finish */
     struct event *drain_ev;          /* owned: ends the drain at --drain-timeout */

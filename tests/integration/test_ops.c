@@ -1,7 +1,7 @@
 /*
  * test_ops.c TYCHO_BINARY FIXTURE_DIR: what operators use, over real
  * sockets against the real binary: --health (200 while serving, 503 while
- * draining, no Lua) and --log-level. Ends with `N passed, M failed`.
+ * draining, no Lua), --log-level and request ids. Ends with `N passed, M failed`.
  */
 #include "harness.h"
 #include "support.h"
@@ -90,6 +90,59 @@ static void test_log_level(struct server *s)
     ok(!log_has_line(s, "[info]", NULL), "--log-level warn: info lines are not");
 }
 
+static int is_hex16(const char *s)
+{
+    if (!s || strlen(s) != 16)
+        return 0;
+    for (int i = 0; i < 16; i++)
+        if (!strchr("0123456789abcdef", s[i]))
+            return 0;
+    return 1;
+}
+
+/* Every response carries X-Request-Id: the client's when valid, else a new one; req.id agrees. */
+static void test_request_ids(struct server *s)
+{
+    struct response r;
+    char first[32] = "";
+
+    fetch(s->port, "GET /request-id HTTP/1.1\r\nHost: t\r\n\r\n", &r);
+    if (expect_status(&r, 200, "request id")) {
+        ok(is_hex16(header_get(&r, "X-Request-Id")), "a generated id is 16 hex digits");
+        is_str(r.body, header_get(&r, "X-Request-Id"), "req.id is the id in the response");
+        snprintf(first, sizeof first, "%s", header_get(&r, "X-Request-Id"));
+    }
+    response_free(&r);
+    fetch(s->port, "GET /request-id HTTP/1.1\r\nHost: t\r\n\r\n", &r);
+    ok(header_get(&r, "X-Request-Id") && strcmp(header_get(&r, "X-Request-Id"), first) != 0,
+       "the next request gets another id");
+    response_free(&r);
+    fetch(s->port, "GET /request-id HTTP/1.1\r\nHost: t\r\nX-Request-Id: trace-42.a:b_c\r\n\r\n", &r);
+    expect_header(&r, "X-Request-Id", "trace-42.a:b_c", "a valid client id is kept");
+    expect_body(&r, "trace-42.a:b_c", "req.id is the client's id");
+    response_free(&r);
+    fetch(s->port, "GET /request-id HTTP/1.1\r\nHost: t\r\nX-Request-Id: evil id]\r\n\r\n", &r);
+    ok(is_hex16(header_get(&r, "X-Request-Id")), "an invalid client id is replaced");
+    response_free(&r);
+    fetch(s->port, "GET /no-such-route HTTP/1.1\r\nHost: t\r\nX-Request-Id: on-404\r\n\r\n", &r);
+    if (expect_status(&r, 404, "404 with an id"))
+        expect_header(&r, "X-Request-Id", "on-404", "a 404 carries the id");
+    response_free(&r);
+    fetch(s->port, "DELETE /hello HTTP/1.1\r\nHost: t\r\nX-Request-Id: on-405\r\n\r\n", &r);
+    if (expect_status(&r, 405, "405 with an id"))
+        expect_header(&r, "X-Request-Id", "on-405", "a 405 carries the id");
+    response_free(&r);
+    fetch(s->port, "GET /healthz HTTP/1.1\r\nHost: t\r\nX-Request-Id: on-health\r\n\r\n", &r);
+    expect_header(&r, "X-Request-Id", "on-health", "the health answer carries the id");
+    response_free(&r);
+    fetch(s->port, "GET /error HTTP/1.1\r\nHost: t\r\nX-Request-Id: err-7\r\n\r\n", &r);
+    if (expect_status(&r, 500, "error with an id"))
+        expect_header(&r, "X-Request-Id", "err-7", "a 500 carries the id");
+    response_free(&r);
+    ok(wait_for_log(s, "GET /error [request err-7]: ", io_timeout_ms),
+       "the error log line names the request id");
+}
+
 /* Bad values stop start-up with exit status 2 and say why. */
 static void test_bad_flags(void)
 {
@@ -134,6 +187,7 @@ int main(int argc, char **argv)
     }
     if (s.pid > 0) {
         test_health(s.port);
+        test_request_ids(&s);
         test_health_draining(&s);
     }
     server_cleanup(&s);

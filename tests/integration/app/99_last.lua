@@ -7,3 +7,8 @@ table.insert(state.load_order, "99_last")
 app.get("/load-order", function(req, res)
     return table.concat(state.load_order, ",")
 end)
+
+-- The request's id (X-Request-Id), as the handler sees it.
+app.get("/request-id", function(req, res)
+    return req.id
+end)
