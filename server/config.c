@@ -60,6 +60,10 @@ const char tycho_usage[] =
     "  --body STR              the request body for --request\n"
     "  --health PATH           answer GET PATH with 200 ok while serving, 503 while\n"
     "                          stopping, without running Lua (default: off)\n"
+    "  --access-log FILE|-|off one line per request to FILE (appended), - for stdout;\n"
+    "                          SIGUSR1 reopens FILE (default off)\n"
+    "  --access-log-format common|json\n"
+    "                          common log format, or JSON lines (default common)\n"
     "  --log-level LEVEL       debug, info, warn or error: lines below it are dropped\n"
     "                          (default info)\n"
     "  --watch                 reload the scripts when a file in DIR (or below) changes\n"
@@ -100,7 +104,8 @@ static const struct number_flag number_flags[] = {
 
 /* Flags that take a string. */
 static const char *const string_flags[] = {"--host", "--request", "--header", "--body",
-                                            "--health", "--log-level", NULL};
+                                            "--health", "--log-level", "--access-log",
+                                            "--access-log-format", NULL};
 
 static int default_workers(void)
 {
@@ -205,6 +210,19 @@ static int set_string(struct tycho_config *cfg, const char *flag, const char *va
             return TYCHO_ERR;
         }
         cfg->health_path = val;
+    } else if (strcmp(flag, "--access-log") == 0) {
+        if (*val == '\0') {
+            snprintf(err, TYCHO_ERR_LEN, "tycho: --access-log: expected a file, - or off");
+            return TYCHO_ERR;
+        }
+        cfg->access_log = val;
+    } else if (strcmp(flag, "--access-log-format") == 0) {
+        if (strcmp(val, "common") != 0 && strcmp(val, "json") != 0) {
+            snprintf(err, TYCHO_ERR_LEN, "tycho: --access-log-format: expected common or json, "
+                     "got \"%s\"", val);
+            return TYCHO_ERR;
+        }
+        cfg->access_log_json = strcmp(val, "json") == 0;
     } else if (strcmp(flag, "--log-level") == 0) {
         enum tycho_log_level level;
         if (tycho_log_level_parse(val, &level) < 0) {

@@ -27,6 +27,8 @@ struct tycho_config {
     enum tycho_mode mode;
     bool watch;               /* --watch: reload when a script in DIR changes */
     const char *health_path;  /* --health PATH, or NULL: answered without Lua */
+    const char *access_log;   /* --access-log FILE, "-" (stdout) or "off" (NULL: off) */
+    bool access_log_json;     /* --access-log-format json */
     int log_level;            /* --log-level, an enum tycho_log_level */
     const char *dir;          /* borrowed from argv: the script directory */
     const char *host;         /* borrowed; default 127.0.0.1 */

@@ -10,6 +10,7 @@
  * stops reading (back-pressure on a client that does not read).
  */
 #include "conn.h"
+#include "access.h"
 #include "http.h"
 #include "log.h"
 #include "router.h"
@@ -131,12 +132,24 @@ static void release_req(struct tycho_conn *c)
 }
 
 /* Answers a request the server handles itself (errors, 404, 405). */
+/* Records what was sent for r (the access log): status, and the bytes since `before`. */
+static void note_sent(struct tycho_conn *c, int status, size_t before)
+{
+    if (c->req) {
+        c->req->log_status = status;
+        c->req->log_bytes = out_of(c)->len - before;
+    }
+}
+
 static void answer_simple(struct tycho_conn *c, int status, const char *extra, bool keep_alive,
                           bool with_body)
 {
+    size_t before = out_of(c)->len;
+
     if (tycho_http_write_simple(out_of(c), status, extra, tycho_worker_date(c->w), keep_alive,
                                 with_body) < 0)
         c->closing = true;            /* no memory even for an error: just close */
+    note_sent(c, status, before);
     if (!keep_alive)
         c->closing = true;
 }
@@ -170,10 +183,34 @@ static bool last_request(const struct tycho_conn *c)
 }
 
 /* The end of every request: keep-alive or close, counters, the context back to its pool. */
+static long long now_us(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* Appends the request's access log line to the worker's batch (written at 32 KiB or each second). */
+static void log_access(struct tycho_conn *c)
+{
+    struct tycho_worker *w = c->w;
+    struct tycho_req *r = c->req;
+    char remote[64];
+    struct tycho_access_entry e = {r, remote, r->log_status, r->log_bytes,
+                                   now_us() - r->started_us, w->id};
+
+    tycho_conn_peer(c, remote, sizeof(remote));
+    if (tycho_access_append(&w->access_buf, &e) == TYCHO_OK && w->access_buf.len >= 32 * 1024)
+        tycho_access_flush(&w->access_buf);
+}
+
 static void end_request(struct tycho_conn *c, bool keep_alive)
 {
     struct tycho_worker *w = c->w;
 
+    if (w->access_ev && c->req)
+        log_access(c);
     if (!keep_alive)
         c->closing = true;
     else if (!c->nodelay && c->fd >= 0)
@@ -206,10 +243,13 @@ static void respond(struct tycho_conn *c)
         keep_alive = false;
         c->linger |= r->keep_alive;   /* the client may already be sending its next request */
     }
+    size_t before = out_of(c)->len;
+
     if (tycho_http_write_response(out_of(c), r, tycho_worker_date(c->w), keep_alive) < 0) {
         keep_alive = false;
         c->closing = true;
     }
+    note_sent(c, r->status, before);
     end_request(c, keep_alive);
 }
 
@@ -261,6 +301,7 @@ static bool answer_health(struct tycho_conn *c)
         id_line(r, extra + 18, sizeof(extra) - 18);
         answer_simple(c, 405, extra, keep_alive, true);
     } else {
+        size_t before = out_of(c)->len;
         ok = !c->w->draining;
         memcpy(extra, "Cache-Control: no-store\r\n", 25);
         id_line(r, extra + 25, sizeof(extra) - 25);
@@ -268,6 +309,7 @@ static bool answer_health(struct tycho_conn *c)
                                   tycho_worker_date(c->w), keep_alive,
                                   ok ? "ok\n" : "draining\n", !r->is_head) < 0 || !keep_alive)
             c->closing = true;
+        note_sent(c, ok ? 200 : 503, before);
     }
     end_request(c, keep_alive);
     return true;
@@ -280,6 +322,8 @@ static void serve(struct tycho_conn *c)
     char allow[256];
 
     tycho_req_assign_id(r, &w->next_request_id);
+    if (w->access_ev)
+        r->started_us = now_us();
     if (answer_health(c))
         return;
     switch (tycho_router_find(tycho_gen_router(w->gen), r->method, r->method_len, r->path,

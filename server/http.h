@@ -64,6 +64,11 @@ struct tycho_req {
     size_t id_len;
     char id_buf[17];
 
+    /* For the access log. */
+    long long started_us;          /* when serving began (monotonic) */
+    int log_status;                /* the status sent */
+    size_t log_bytes;              /* the response's bytes */
+
     /* The route, filled by the router. */
     struct tycho_route_match match;
 

@@ -8,6 +8,7 @@
  * until SIGINT/SIGTERM; then stop accepting, stop and join the workers,
  * free everything in reverse order.
  */
+#include "access.h"
 #include "bind.h"
 #include "config.h"
 #include "conn.h"
@@ -86,6 +87,14 @@ static void on_hangup(evutil_socket_t sig, short what, void *arg)
     reload(arg);
 }
 
+static void on_usr1(evutil_socket_t sig, short what, void *arg)
+{
+    (void)sig;
+    (void)what;
+    (void)arg;
+    tycho_access_reopen();
+}
+
 static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
 {
     (void)what;
@@ -99,7 +108,7 @@ static int serve(struct tycho_config *cfg)
     struct tycho_listener listener = {.fd = -1};
     struct tycho_worker *workers = NULL;
     struct event_base *base = NULL;
-    struct event *sigint = NULL, *sigterm = NULL, *sighup = NULL;
+    struct event *sigint = NULL, *sigterm = NULL, *sighup = NULL, *sigusr1 = NULL;
     struct tycho_watch *watch = NULL;
     struct reloader rl = {.cfg = cfg, .generation = 1};
     struct tycho_gen *scratch = NULL;
@@ -119,6 +128,10 @@ static int serve(struct tycho_config *cfg)
         fprintf(stderr, "tycho: %s\n", err);
         goto out;
     }
+    if (tycho_access_open(cfg, err) < 0) {
+        fprintf(stderr, "%s\n", err);
+        goto out;
+    }
     if (tycho_listener_bind(&listener, base, &shared, err) < 0) {
         fprintf(stderr, "%s\n", err);
         goto out;
@@ -131,7 +144,9 @@ static int serve(struct tycho_config *cfg)
     sigterm = evsignal_new(base, SIGTERM, on_stop_signal, base);
     rl.workers = workers;
     sighup = evsignal_new(base, SIGHUP, on_hangup, &rl);
-    if (!sigint || !sigterm || !sighup || evsignal_add(sigint, NULL) < 0 ||
+    sigusr1 = evsignal_new(base, SIGUSR1, on_usr1, NULL);
+    if (!sigint || !sigterm || !sighup || !sigusr1 || evsignal_add(sigusr1, NULL) < 0 ||
+        evsignal_add(sigint, NULL) < 0 ||
         evsignal_add(sigterm, NULL) < 0 || evsignal_add(sighup, NULL) < 0 ||
         tycho_listener_enable(&listener, workers, cfg->workers) < 0) {
         fprintf(stderr, "tycho: cannot set up signals or the listener\n");
@@ -161,15 +176,17 @@ out:
     tycho_listener_free_counts(&listener);
     {
         /*
-         * Freeing the signal events gives SIGTERM/SIGINT back their default
-         * action: another one now (an impatient second kill) would end the
-         * process by the signal instead of status 0. The workers are gone,
+         * Freeing the signal events gives the signals back their default
+         * action: one now (an impatient second kill, a log rotation) would
+         * end the process by the signal instead of status 0. The workers are gone,
          * so blocking them in this thread is enough; we are stopping anyway.
          */
         sigset_t stop_signals;
         sigemptyset(&stop_signals);
         sigaddset(&stop_signals, SIGTERM);
         sigaddset(&stop_signals, SIGINT);
+        sigaddset(&stop_signals, SIGHUP);   /* their default actions end the process too */
+        sigaddset(&stop_signals, SIGUSR1);
         pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
     }
     if (sigint)
@@ -178,6 +195,9 @@ out:
         event_free(sigterm);
     if (sighup)
         event_free(sighup);
+    if (sigusr1)
+        event_free(sigusr1);
+    tycho_access_close();
     if (base)
         event_base_free(base);
     tycho_gen_free(scratch);

@@ -322,6 +322,7 @@ enum tycho_route_result tycho_router_find(const struct tycho_router *r, const ch
         rt = find_in(find_tree(r, "GET", 3), path, path_len, m->param_values);
     if (rt) {
         m->handler_id = rt->handler_id;
+        m->pattern = rt->path;
         m->nparams = rt->nparams;
         m->param_names = (const char *const *)rt->names;
         return TYCHO_ROUTE_FOUND;

@@ -21,6 +21,7 @@ struct tycho_span {
 
 struct tycho_route_match {
     int handler_id;                       /* what tycho_router_add was given */
+    const char *pattern;                  /* borrowed from the router: the path as registered */
     unsigned nparams;
     const char *const *param_names;       /* borrowed from the router; nparams names */
     struct tycho_span param_values[TYCHO_ROUTE_MAX_PARAMS]; /* raw (still %-encoded) */

@@ -5,6 +5,7 @@
  * that the listener is enabled only once all can serve.
  */
 #include "worker.h"
+#include "access.h"
 #include "conn.h"
 #include "http.h"
 #include "log.h"
@@ -150,6 +151,16 @@ static void on_inbox(struct tycho_msg *list, void *arg)
     }
 }
 
+static void on_access_flush(evutil_socket_t fd, short what, void *arg)
+{
+    struct tycho_worker *w = arg;
+
+    (void)fd;
+    (void)what;
+    if (w->access_buf.len)
+        tycho_access_flush(&w->access_buf);
+}
+
 static void on_trim(evutil_socket_t fd, short what, void *arg)
 {
     struct tycho_worker *w = arg;
@@ -204,6 +215,14 @@ int tycho_worker_setup(struct tycho_worker *w, int id, struct tycho_shared *shar
     }
     event_config_free(ec);
     ec = NULL;
+    if (tycho_access_enabled()) {
+        struct timeval second = {1, 0};
+        if (!(w->access_ev = event_new(w->base, -1, EV_PERSIST, on_access_flush, w)) ||
+            event_add(w->access_ev, &second) < 0) {
+            snprintf(err, TYCHO_ERR_LEN, "worker %d: out of memory", id);
+            goto fail;
+        }
+    }
     if (set_timeouts(w) < 0) {
         snprintf(err, TYCHO_ERR_LEN, "worker %d: cannot set up timeouts", id);
         goto fail;
@@ -234,6 +253,12 @@ void tycho_worker_teardown(struct tycho_worker *w)
         tycho_conn_close_all(w);
     tycho_gen_free(w->gen);
     w->gen = NULL;
+    if (w->access_buf.len)
+        tycho_access_flush(&w->access_buf);
+    tycho_buf_dispose(&w->access_buf);
+    if (w->access_ev)
+        event_free(w->access_ev);
+    w->access_ev = NULL;
     tycho_mq_dispose(&w->inbox);
     if (w->trim_ev)
         event_free(w->trim_ev);

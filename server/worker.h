@@ -52,6 +52,8 @@ struct tycho_worker {
     struct tycho_msg stop_msg;       /* STOP needs no allocation, so stopping cannot fail */
     unsigned long requests;          /* requests answered (for the stop log line) */
     unsigned long long next_request_id; /* generated X-Request-Id: random start, then +1 */
+    struct tycho_buf access_buf;     /* access log lines not yet written */
+    struct event *access_ev;         /* owned: writes them out every second */
     unsigned long timeouts;          /* requests or writes cut off by a timeout */
     bool draining;                   /* stopping: no new requests, in-flight ones finish */
     struct event *drain_ev;          /* owned: ends the drain at --drain-timeout */
