@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -50,7 +51,7 @@ void tycho_access_reopen(void)
     if (!access_path)
         return;                       /* off, or stdout */
     fd = open(access_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
-    if (fd < 0 || dup2(fd, access_fd) < 0) {
+    if (fd < 0 || dup3(fd, access_fd, O_CLOEXEC) < 0) {
         tycho_log_error("SIGUSR1: cannot reopen the access log %s: %s; still writing to the "
                         "old file", access_path, strerror(errno));
     } else {
@@ -67,11 +68,19 @@ void tycho_access_close(void)
     access_fd = -1;
 }
 
+/*
+ * One batch at a time: a write to a pipe or socket (--access-log - under
+ * docker or systemd) over PIPE_BUF bytes is not atomic, and two workers'
+ * batches must not interleave mid-line.
+ */
+static pthread_mutex_t write_lock = PTHREAD_MUTEX_INITIALIZER;
+
 void tycho_access_flush(struct tycho_buf *buf)
 {
     const char *p = buf->data + buf->off;
     size_t left = buf->len;
 
+    pthread_mutex_lock(&write_lock);
     while (left > 0 && access_fd >= 0) {
         ssize_t n = write(access_fd, p, left);
         if (n < 0 && errno == EINTR)
@@ -81,11 +90,15 @@ void tycho_access_flush(struct tycho_buf *buf)
             if (tycho_log_allow(&last_complaint, 60))
                 tycho_log_error("access log: write failed: %s (lines lost; logged at most once "
                                 "a minute)", n < 0 ? strerror(errno) : "nothing written");
+            /* A line cut short must not run into the next batch's first line. */
+            if (left < buf->len && p[-1] != '\n' && write(access_fd, "\n", 1) < 0)
+                left = 0;
             break;
         }
         p += n;
         left -= (size_t)n;
     }
+    pthread_mutex_unlock(&write_lock);
     tycho_buf_consume(buf, buf->len);
 }
 

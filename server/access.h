@@ -1,9 +1,9 @@
 /*
  * access.h: the access log (--access-log FILE|-, --access-log-format
  * common|json): one line per request. Each worker gathers its lines in a
- * buffer of its own and writes it out when it holds 32 KiB, once a second
- * and when the worker stops, so the request path makes no system call for
- * the log. SIGUSR1 reopens the file (logrotate).
+ * buffer of its own and writes it out from its loop when it holds 32 KiB,
+ * once a second and when the worker stops, so a request makes no system
+ * call for the log. SIGUSR1 reopens the file (logrotate).
  */
 #ifndef TYCHO_ACCESS_H
 #define TYCHO_ACCESS_H

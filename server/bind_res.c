@@ -85,6 +85,8 @@ static void add_header(lua_State *L, struct tycho_req *r, const char *name, size
         r->res_flags |= TYCHO_RES_CONTENT_TYPE;
     else if (name_is(name, name_len, "server"))
         r->res_flags |= TYCHO_RES_SERVER;
+    else if (name_is(name, name_len, "x-request-id"))
+        r->res_flags |= TYCHO_RES_REQUEST_ID;
     /* Appends grow in place while the header block is the arena's newest allocation. */
     line = tycho_arena_append(&r->arena, line, old, name, name_len);
     line = line ? tycho_arena_append(&r->arena, line, old + name_len, ": ", 2) : NULL;

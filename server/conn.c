@@ -201,8 +201,9 @@ static void log_access(struct tycho_conn *c)
                                    now_us() - r->started_us, w->id};
 
     tycho_conn_peer(c, remote, sizeof(remote));
+    /* A full batch is written from the loop, after this request's response. */
     if (tycho_access_append(&w->access_buf, &e) == TYCHO_OK && w->access_buf.len >= 32 * 1024)
-        tycho_access_flush(&w->access_buf);
+        event_active(w->access_ev, EV_TIMEOUT, 1);
 }
 
 static void end_request(struct tycho_conn *c, bool keep_alive)
@@ -319,7 +320,7 @@ static void serve(struct tycho_conn *c)
 {
     struct tycho_req *r = c->req;
     struct tycho_worker *w = c->w;
-    char allow[256];
+    char allow[7 + 247 + 2 + 150];    /* "Allow: " list CRLF, then the id line */
 
     tycho_req_assign_id(r, &w->next_request_id);
     if (w->access_ev)
@@ -347,7 +348,7 @@ static void serve(struct tycho_conn *c)
         size_t used;
         memcpy(allow, "Allow: ", 7);
         tycho_router_allow(tycho_gen_router(w->gen), r->path, r->path_len, allow + 7,
-                           sizeof(allow) - 180);
+                           sizeof(allow) - 7 - 2 - 150);   /* room for CRLF and the id line */
         strcat(allow, "\r\n");
         used = strlen(allow);
         id_line(r, allow + used, sizeof(allow) - used);

@@ -548,7 +548,7 @@ int tycho_http_write_response(struct tycho_buf *out, const struct tycho_req *r,
         PUT("Connection: keep-alive\r\n");
     if (!(r->res_flags & TYCHO_RES_CONTENT_TYPE) && r->res_body_len && !no_body)
         PUT("Content-Type: text/plain; charset=utf-8\r\n");
-    if (r->id_len) {
+    if (r->id_len && !(r->res_flags & TYCHO_RES_REQUEST_ID)) {
         PUT("X-Request-Id: ");
         PUTN(r->id, r->id_len);
         PUT("\r\n");
@@ -583,7 +583,7 @@ int tycho_http_write_text(struct tycho_buf *out, int status, const char *extra_h
                           const char *date_line, bool keep_alive, const char *body,
                           bool with_body)
 {
-    char head[512];
+    char head[1024];                  /* extra_headers: an Allow list and an id line at most */
     int n = snprintf(head, sizeof(head),
                      "HTTP/1.1 %d %s\r\nServer: tycho\r\n%sContent-Type: text/plain; "
                      "charset=utf-8\r\nContent-Length: %zu\r\n%s%s\r\n",

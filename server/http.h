@@ -30,6 +30,7 @@ struct tycho_header {
 #define TYCHO_RES_CONTENT_TYPE 0x2 /* the handler set Content-Type */
 #define TYCHO_RES_SERVER 0x4       /* the handler set Server */
 #define TYCHO_RES_CLOSE 0x8        /* the handler asked for Connection: close */
+#define TYCHO_RES_REQUEST_ID 0x10  /* the handler set X-Request-Id itself */
 
 /*
  * One request and its response. Pooled per worker; every field below

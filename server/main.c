@@ -66,6 +66,8 @@ static void reload(void *arg)
     char err[TYCHO_ERR_LEN];
     unsigned nscripts;
 
+    if (!rl->workers)
+        return;                       /* still starting: the workers load the files anyway */
     clock_gettime(CLOCK_MONOTONIC, &t0);
     if (!(scratch = tycho_gen_new(rl->cfg->dir, 0, err))) {
         tycho_log_error("reload failed: %s; still serving generation %lu", err, rl->generation);
@@ -136,20 +138,24 @@ static int serve(struct tycho_config *cfg)
         fprintf(stderr, "%s\n", err);
         goto out;
     }
+    /* Signals first: one that arrives while the workers start is handled once the loop runs. */
+    sigint = evsignal_new(base, SIGINT, on_stop_signal, base);
+    sigterm = evsignal_new(base, SIGTERM, on_stop_signal, base);
+    sighup = evsignal_new(base, SIGHUP, on_hangup, &rl);
+    sigusr1 = evsignal_new(base, SIGUSR1, on_usr1, NULL);
+    if (!sigint || !sigterm || !sighup || !sigusr1 || evsignal_add(sigusr1, NULL) < 0 ||
+        evsignal_add(sigint, NULL) < 0 || evsignal_add(sigterm, NULL) < 0 ||
+        evsignal_add(sighup, NULL) < 0) {
+        fprintf(stderr, "tycho: cannot set up signals\n");
+        goto out;
+    }
     if (!(workers = tycho_workers_start(cfg->workers, &shared, err))) {
         fprintf(stderr, "tycho: %s\n", err);
         goto out;
     }
-    sigint = evsignal_new(base, SIGINT, on_stop_signal, base);
-    sigterm = evsignal_new(base, SIGTERM, on_stop_signal, base);
     rl.workers = workers;
-    sighup = evsignal_new(base, SIGHUP, on_hangup, &rl);
-    sigusr1 = evsignal_new(base, SIGUSR1, on_usr1, NULL);
-    if (!sigint || !sigterm || !sighup || !sigusr1 || evsignal_add(sigusr1, NULL) < 0 ||
-        evsignal_add(sigint, NULL) < 0 ||
-        evsignal_add(sigterm, NULL) < 0 || evsignal_add(sighup, NULL) < 0 ||
-        tycho_listener_enable(&listener, workers, cfg->workers) < 0) {
-        fprintf(stderr, "tycho: cannot set up signals or the listener\n");
+    if (tycho_listener_enable(&listener, workers, cfg->workers) < 0) {
+        fprintf(stderr, "tycho: cannot set up the listener\n");
         goto out;
     }
     printf("tycho %s listening on http://%s%s%s:%d (%d workers)\n", TYCHO_VERSION,

@@ -231,7 +231,7 @@ int tycho_worker_setup(struct tycho_worker *w, int id, struct tycho_shared *shar
         goto fail;
     w->generation = 1;
     /* A random start per worker: ids stay unique across workers and restarts. */
-    if (getrandom(&w->next_request_id, sizeof(w->next_request_id), 0) !=
+    if (getrandom(&w->next_request_id, sizeof(w->next_request_id), GRND_NONBLOCK) !=
         (ssize_t)sizeof(w->next_request_id))
         w->next_request_id = ((unsigned long long)time(NULL) << 20) ^ ((unsigned long long)id << 56);
     if (tycho_gen_attach(w->gen, w->base) < 0) {

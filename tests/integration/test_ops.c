@@ -125,6 +125,26 @@ static void test_request_ids(struct server *s)
     fetch(s->port, "GET /request-id HTTP/1.1\r\nHost: t\r\nX-Request-Id: evil id]\r\n\r\n", &r);
     ok(is_hex16(header_get(&r, "X-Request-Id")), "an invalid client id is replaced");
     response_free(&r);
+    {
+        char req[512], id[130];
+        memset(id, 'a', 128);
+        id[128] = '\0';
+        snprintf(req, sizeof req, "GET /request-id HTTP/1.1\r\nHost: t\r\nX-Request-Id: %s\r\n\r\n", id);
+        fetch(s->port, req, &r);
+        expect_header(&r, "X-Request-Id", id, "a 128-character id is kept");
+        response_free(&r);
+        id[128] = 'a';
+        id[129] = '\0';
+        snprintf(req, sizeof req, "GET /request-id HTTP/1.1\r\nHost: t\r\nX-Request-Id: %s\r\n\r\n", id);
+        fetch(s->port, req, &r);
+        ok(is_hex16(header_get(&r, "X-Request-Id")), "a 129-character id is replaced");
+        response_free(&r);
+    }
+    fetch(s->port, "GET /own-request-id HTTP/1.1\r\nHost: t\r\n\r\n", &r);
+    ok(header_count(&r, "X-Request-Id") == 1 && header_get(&r, "X-Request-Id") &&
+           strcmp(header_get(&r, "X-Request-Id"), "mine") == 0,
+       "a handler's own X-Request-Id replaces the server's");
+    response_free(&r);
     fetch(s->port, "GET /no-such-route HTTP/1.1\r\nHost: t\r\nX-Request-Id: on-404\r\n\r\n", &r);
     if (expect_status(&r, 404, "404 with an id"))
         expect_header(&r, "X-Request-Id", "on-404", "a 404 carries the id");
@@ -185,9 +205,14 @@ static void test_access_json(struct server *s, const char *path)
     response_free(&r);
     fetch(s->port, "GET /hello?q=\"a\\b HTTP/1.1\r\nHost: t\r\nX-Request-Id: acc-6\r\n\r\n", &r);
     response_free(&r);
+    fetch(s->port, "GET /hello?q=\xc3\xa9 HTTP/1.1\r\nHost: t\r\nX-Request-Id: acc-7\r\n\r\n", &r);
+    response_free(&r);
     sleep_ms(1500);                     /* lines are written within a second */
     text = slurp(path, NULL);
-    is_int(count_lines(text), 6, "access log: one line per request");
+    is_int(count_lines(text), 7, "access log: one line per request");
+    ok(line_with(text, "\"id\":\"acc-7\"", line, sizeof line) &&
+           strstr(line, "\"path\":\"/hello?q=\\u00c3\\u00a9\""),
+       "access log: bytes outside ASCII are escaped (the line stays JSON)");
     ok(line_with(text, "\"id\":\"acc-6\"", line, sizeof line) &&
            strstr(line, "\"path\":\"/hello?q=\\\"a\\\\b\""),
        "access log: quotes and backslashes in the path are escaped");
@@ -221,7 +246,7 @@ static void test_access_json(struct server *s, const char *path)
        "after SIGUSR1 new lines go to a new file");
     free(text);
     text = slurp(rotated, NULL);
-    ok(text && count_lines(text) == 6 && !strstr(text, "after-reopen"),
+    ok(text && count_lines(text) == 7 && !strstr(text, "after-reopen"),
        "the rotated file keeps the old lines");
     free(text);
     unlink(rotated);
@@ -238,9 +263,13 @@ static void test_access_common(struct server *s, const char *path)
     response_free(&r);
     fetch(s->port, "GET /no-such HTTP/1.0\r\n\r\n", &r);
     response_free(&r);
+    fetch(s->port, "GET /hello?q=\xc3 HTTP/1.1\r\nHost: t\r\n\r\n", &r);
+    response_free(&r);
     is_int(server_stop(s), 0, "exit status 0");
     text = slurp(path, NULL);
-    is_int(count_lines(text), 2, "common log: every line is written by the stop");
+    is_int(count_lines(text), 3, "common log: every line is written by the stop");
+    ok(text && strstr(text, "\"GET /hello?q=\\xC3 HTTP/1.1\" 200 "),
+       "common log: bytes outside ASCII become \\xHH");
     ok(text && strncmp(text, "127.0.0.1 - - [", 15) == 0 &&
            strstr(text, " +0000] \"GET /hello?x=%22 HTTP/1.1\" 200 "),
        "common log: remote, time, request line, status, bytes");

@@ -12,3 +12,9 @@ end)
 app.get("/request-id", function(req, res)
     return req.id
 end)
+
+-- A handler that sets X-Request-Id itself: the server adds none.
+app.get("/own-request-id", function(req, res)
+    res:header("X-Request-Id", "mine")
+    return "own"
+end)
