@@ -131,7 +131,6 @@ static void release_req(struct tycho_conn *c)
     c->req = NULL;
 }
 
-/* Answers a request the server handles itself (errors, 404, 405). */
 /* Records what was sent for r (the access log): status, and the bytes since `before`. */
 static void note_sent(struct tycho_conn *c, int status, size_t before)
 {
@@ -141,6 +140,7 @@ static void note_sent(struct tycho_conn *c, int status, size_t before)
     }
 }
 
+/* Answers a request the server handles itself (errors, 404, 405). */
 static void answer_simple(struct tycho_conn *c, int status, const char *extra, bool keep_alive,
                           bool with_body)
 {
@@ -182,7 +182,6 @@ static bool last_request(const struct tycho_conn *c)
             tycho_worker_now_ms(c->w) - c->born_ms >= cfg->max_conn_lifetime_ms);
 }
 
-/* The end of every request: keep-alive or close, counters, the context back to its pool. */
 static long long now_us(void)
 {
     struct timespec ts;
@@ -206,6 +205,7 @@ static void log_access(struct tycho_conn *c)
         event_active(w->access_ev, EV_TIMEOUT, 1);
 }
 
+/* The end of every request: the access log, keep-alive or close, counters, the context back to its pool. */
 static void end_request(struct tycho_conn *c, bool keep_alive)
 {
     struct tycho_worker *w = c->w;
@@ -268,11 +268,6 @@ static void on_request_done(struct tycho_req *r)
     read_and_serve(c);                /* requests kept back meanwhile, then what came */
 }
 
-/*
- * Routes and runs a complete request. Its response is appended now, or, when
- * the handler waits (tycho.sleep), by on_request_done later; meanwhile the
- * connection reads nothing more.
- */
 /* "X-Request-Id: ID\r\n" for r into buf (cap >= 150), returned; "" when r has no id. */
 static const char *id_line(const struct tycho_req *r, char *buf, size_t cap)
 {
@@ -316,6 +311,11 @@ static bool answer_health(struct tycho_conn *c)
     return true;
 }
 
+/*
+ * Routes and runs a complete request. Its response is appended now, or, when
+ * the handler waits (tycho.sleep), by on_request_done later; meanwhile the
+ * connection reads nothing more.
+ */
 static void serve(struct tycho_conn *c)
 {
     struct tycho_req *r = c->req;
