@@ -586,6 +586,26 @@ static void check_get(int port, const char *path, int status, const char *body)
     response_free(&r);
 }
 
+/*
+ * Runs a shell command, its stdout and stderr captured into out (cap bytes,
+ * NUL-terminated). Returns its exit status, or -1 when it did not exit
+ * normally or could not run.
+ */
+static int run_command(const char *cmd, char *out, size_t cap)
+{
+    FILE *f = popen(cmd, "r");
+    size_t n;
+    int status;
+
+    out[0] = '\0';
+    if (!f)
+        return -1;
+    n = fread(out, 1, cap - 1, f);
+    out[n] = '\0';
+    status = pclose(f);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
 /* ======================================================================
  * Server process
  * ====================================================================== */

@@ -293,19 +293,8 @@ static void test_bad_flags(void)
     char cmd[512], out[1024];
 
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        FILE *f;
-        size_t n = 0;
-        int status;
         snprintf(cmd, sizeof cmd, "%s %s %s 2>&1", tycho_binary, cases[i].flags, fixture_dir);
-        if (!(f = popen(cmd, "r"))) {
-            ok(0, "popen");
-            continue;
-        }
-        n = fread(out, 1, sizeof out - 1, f);
-        out[n] = '\0';
-        status = pclose(f);
-        ok(WIFEXITED(status) && WEXITSTATUS(status) >= 1 && strstr(out, cases[i].want),
-           cases[i].flags);
+        ok(run_command(cmd, out, sizeof out) >= 1 && strstr(out, cases[i].want), cases[i].flags);
         if (!strstr(out, cases[i].want))
             note("got: %s", out);
     }

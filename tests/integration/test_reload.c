@@ -404,25 +404,17 @@ static void test_sighup_only(void)
 static void test_check_flag(void)
 {
     char cmd[256], out[4096];
-    FILE *f;
-    size_t n;
     int status;
 
     for (int broken = 0; broken <= 1; broken++) {
         write_app("c1", broken);
         snprintf(cmd, sizeof cmd, "%s --check %s 2>&1", tycho_binary, dir);
-        if (!(f = popen(cmd, "r"))) {
-            ok(0, "popen");
-            return;
-        }
-        n = fread(out, 1, sizeof out - 1, f);
-        out[n] = '\0';
-        status = pclose(f);
+        status = run_command(cmd, out, sizeof out);
         if (!broken) {
-            ok(WIFEXITED(status) && WEXITSTATUS(status) == 0, "--check: exit 0 for good scripts");
+            ok(status == 0, "--check: exit 0 for good scripts");
             ok(strstr(out, "GET     /slow") != NULL, "--check prints the routes");
         } else {
-            ok(WIFEXITED(status) && WEXITSTATUS(status) == 1, "--check: exit 1 for a load error");
+            ok(status == 1, "--check: exit 1 for a load error");
             ok(strstr(out, "app.lua:18:") != NULL, "--check prints the error with file:line");
         }
     }

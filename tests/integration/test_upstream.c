@@ -26,17 +26,6 @@ static int get(int port, const char *path, struct response *r)
     return fetch(port, req, r);
 }
 
-/* GET path and check the status and the body. */
-static void check(int port, const char *path, int status, const char *body)
-{
-    struct response r;
-
-    get(port, path, &r);
-    if (expect_status(&r, status, path))
-        expect_body(&r, body, path);
-    response_free(&r);
-}
-
 /* A number field of a JSON object body ("name":N), or -1. */
 static long json_number(const char *body, const char *name)
 {
@@ -82,18 +71,18 @@ static void test_responses(int port, int backend_port)
     struct response r;
     char want[128];
 
-    check(port, "/via/a/hello", 200, "hello");
+    check_get(port, "/via/a/hello", 200, "hello");
     fetch(port, "POST /post/a HTTP/1.1\r\nHost: t\r\nX-Test: hi\r\nContent-Length: 3\r\n\r\nabc", &r);
     snprintf(want, sizeof want, "POST abc x-test=hi host=127.0.0.1:%d", backend_port);
     if (expect_status(&r, 200, "post"))
         expect_body(&r, want, "post: method, body, a header and Host reach the backend");
     response_free(&r);
-    check(port, "/put/a", 200, "PUT put-body x-test=one,two host=example.test");
-    check(port, "/via/a/chunked", 200, "hello");
-    check(port, "/via/a/eof", 200, "until eof");
-    check(port, "/via/a/close", 200, "closing");
-    check(port, "/via/a/interim", 200, "after interim");
-    check(port, "/head/a", 200, "200 5 0");
+    check_get(port, "/put/a", 200, "PUT put-body x-test=one,two host=example.test");
+    check_get(port, "/via/a/chunked", 200, "hello");
+    check_get(port, "/via/a/eof", 200, "until eof");
+    check_get(port, "/via/a/close", 200, "closing");
+    check_get(port, "/via/a/interim", 200, "after interim");
+    check_get(port, "/head/a", 200, "200 5 0");
     get(port, "/via/a/status/503", &r);
     if (expect_status(&r, 200, "a backend 503 is a response, not an error"))
         expect_header(&r, "X-Backend-Status", "503", "backend status");
@@ -116,7 +105,7 @@ static void test_responses(int port, int backend_port)
         ok(strstr(r.body, "\"length\":\"5\"") != NULL, "header names are lower case");
     }
     response_free(&r);
-    check(port, "/three/a", 200, "hello,hello,hello");
+    check_get(port, "/three/a", 200, "hello,hello,hello");
     get(port, "/via/a/not-modified", &r);
     if (expect_status(&r, 200, "304 with Content-Length"))
         expect_header(&r, "X-Backend-Status", "304", "a 304 has no body, whatever its length says");
@@ -125,11 +114,11 @@ static void test_responses(int port, int backend_port)
     ok(r.status == 502 && strstr(r.body, "switched protocols (101); upgrades are not supported"),
        "a 101 is an error, at once");
     response_free(&r);
-    check(port, "/query/a", 200, "/?x=1&y=2");
+    check_get(port, "/query/a", 200, "/?x=1&y=2");
     /* Bytes after a response: that connection is not reused (else the next call reads "sneak"). */
-    check(port, "/via/a/extra", 200, "extra");
+    check_get(port, "/via/a/extra", 200, "extra");
     for (int i = 0; i < 5; i++)
-        check(port, "/via/a/hello", 200, "hello");
+        check_get(port, "/via/a/hello", 200, "hello");
 }
 
 /*
@@ -142,12 +131,12 @@ static void test_retry(int port)
     long failures = stat_of(port, "a", NULL, "failures");
     struct response r;
 
-    check(port, "/via/a/then-drop", 200, "then-drop");
-    check(port, "/via/a/hello", 200, "hello");
+    check_get(port, "/via/a/then-drop", 200, "then-drop");
+    check_get(port, "/via/a/hello", 200, "hello");
     is_int(stat_of(port, "a", NULL, "requests"), requests + 3,
            "retry: the GET was sent twice (once on the dropped connection)");
     is_int(stat_of(port, "a", NULL, "failures"), failures, "retry: and did not fail");
-    check(port, "/via/a/then-drop", 200, "then-drop");
+    check_get(port, "/via/a/then-drop", 200, "then-drop");
     fetch(port, "POST /post/a HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\n\r\nx", &r);
     ok(r.status == 502 && strstr(r.body, "the backend closed the connection"),
        "retry: a POST is not sent again");
@@ -160,7 +149,7 @@ static void test_liveness(int port)
     long requests = stat_of(port, "a", NULL, "requests");
     long failures = stat_of(port, "a", NULL, "failures");
 
-    check(port, "/liveness/a", 200, "soon,hello");
+    check_get(port, "/liveness/a", 200, "soon,hello");
     is_int(stat_of(port, "a", NULL, "requests"), requests + 2,
            "liveness: the closed connection was not used (no request lost, no retry)");
     is_int(stat_of(port, "a", NULL, "failures"), failures, "liveness: no failure");
@@ -282,12 +271,12 @@ static void test_backend_closes_idle(int port)
 {
     long connects, failures = stat_of(port, "a", NULL, "failures");
 
-    check(port, "/via/a/hello", 200, "hello");
+    check_get(port, "/via/a/hello", 200, "hello");
     connects = stat_of(port, "a", NULL, "connects");
     backend_close_idle(&backend_a);
     is_int(atomic_load(&backend_a.open), 0, "the backend closed every idle connection");
-    check(port, "/via/a/hello", 200, "hello");
-    check(port, "/via/a/hello", 200, "hello");
+    check_get(port, "/via/a/hello", 200, "hello");
+    check_get(port, "/via/a/hello", 200, "hello");
     is_int(stat_of(port, "a", NULL, "connects"), connects + 1,
            "a closed idle connection is replaced by one new connection");
     is_int(stat_of(port, "a", NULL, "failures"), failures, "and no call failed");
@@ -296,11 +285,11 @@ static void test_backend_closes_idle(int port)
 /* A pool with max_lifetime 0.3 s (through "localhost", which needs a lookup). */
 static void test_lifetime(int port)
 {
-    check(port, "/via/a/hello?host=localhost", 200, "hello");
-    check(port, "/via/a/hello?host=localhost", 200, "hello");
+    check_get(port, "/via/a/hello?host=localhost", 200, "hello");
+    check_get(port, "/via/a/hello?host=localhost", 200, "hello");
     is_int(stat_of(port, "a", "localhost", "connects"), 1, "lifetime: young connection reused");
     backend_sleep_ms(400);
-    check(port, "/via/a/hello?host=localhost", 200, "hello");
+    check_get(port, "/via/a/hello?host=localhost", 200, "hello");
     is_int(stat_of(port, "a", "localhost", "connects"), 2,
            "lifetime: a connection older than max_lifetime is replaced");
     is_int(stat_of(port, "a", "localhost", "open"), 1, "lifetime: the old one is closed");
@@ -313,7 +302,7 @@ static void test_backend_down(int port)
     long long t0;
     int bport = backend_b.port;
 
-    check(port, "/via/b/hello", 200, "hello");
+    check_get(port, "/via/b/hello", 200, "hello");
     backend_stop(&backend_b);
     for (int i = 0; i < 3; i++) {
         get(port, "/via/b/hello", &r);
@@ -324,7 +313,7 @@ static void test_backend_down(int port)
     }
     ok(stat_circuit_is(port, "/stats/b", "open"), "three failures open the circuit");
     t0 = now_ms();
-    check(port, "/via/b/hello", 502, "error: circuit open");
+    check_get(port, "/via/b/hello", 502, "error: circuit open");
     printf("# a call with the circuit open took %lld ms\n", now_ms() - t0);
 
     /* The cooldown passes while b is still down: the trial fails, the circuit opens again. */
@@ -332,7 +321,7 @@ static void test_backend_down(int port)
     get(port, "/via/b/hello", &r);
     ok(r.status == 502 && strstr(r.body, "connect") != NULL, "half-open: the trial call is made");
     response_free(&r);
-    check(port, "/via/b/hello", 502, "error: circuit open");
+    check_get(port, "/via/b/hello", 502, "error: circuit open");
 
     /* b is back: after the cooldown the trial succeeds and closes the circuit. */
     if (backend_start(&backend_b, bport) < 0) {
@@ -340,21 +329,21 @@ static void test_backend_down(int port)
         return;
     }
     backend_sleep_ms(600);
-    check(port, "/via/b/hello", 200, "hello");
+    check_get(port, "/via/b/hello", 200, "hello");
     ok(stat_circuit_is(port, "/stats/b", "closed"), "a successful trial closes the circuit");
-    check(port, "/via/b/hello", 200, "hello");
+    check_get(port, "/via/b/hello", 200, "hello");
 
     /* A backend that never answers: the call's timeout ends it. */
     t0 = now_ms();
-    check(port, "/via/b/hang?timeout=0.3", 502, "error: timeout");
+    check_get(port, "/via/b/hang?timeout=0.3", 502, "error: timeout");
     printf("# a call with timeout 0.3 s to a silent backend took %lld ms\n", now_ms() - t0);
-    check(port, "/via/b/hello", 200, "hello");
+    check_get(port, "/via/b/hello", 200, "hello");
     {
         char want[96];
         snprintf(want, sizeof want, "error: 127.0.0.1:%d: read timeout", bport);
-        check(port, "/via/b/hang", 502, want);    /* b's read_timeout: 0.5 s */
+        check_get(port, "/via/b/hang", 502, want);    /* b's read_timeout: 0.5 s */
     }
-    check(port, "/via/b/hello", 200, "hello");
+    check_get(port, "/via/b/hello", 200, "hello");
 }
 
 /* Pool c has one connection and one waiting place (wait_timeout 0.2 s). */
@@ -379,7 +368,7 @@ static void test_pool_exhausted(int port)
     }
     is_int(served, 1, "pool of one: one call is served");
     is_int(exhausted, 2, "pool of one: the waiter times out, the one past the queue is refused");
-    check(port, "/via/c/hello", 200, "hello");
+    check_get(port, "/via/c/hello", 200, "hello");
 }
 
 /* Responses past the bounds are errors, and the connection is not reused. */
@@ -388,7 +377,7 @@ static void test_response_bounds(int port, int c_port, int a_port)
     char want[128];
 
     snprintf(want, sizeof want, "error: 127.0.0.1:%d: response body over 1000 bytes", c_port);
-    check(port, "/via/c/big/2000", 502, want);
+    check_get(port, "/via/c/big/2000", 502, want);
     {
         struct response r;
         get(port, "/via/c/big/1000", &r);
@@ -396,8 +385,8 @@ static void test_response_bounds(int port, int c_port, int a_port)
         response_free(&r);
     }
     snprintf(want, sizeof want, "error: 127.0.0.1:%d: response has over 128 header fields", a_port);
-    check(port, "/via/a/many-headers", 502, want);
-    check(port, "/via/a/hello", 200, "hello");
+    check_get(port, "/via/a/many-headers", 502, want);
+    check_get(port, "/via/a/hello", 200, "hello");
 }
 
 /* A client leaves while its handler waits on the backend: nothing is left behind. */
@@ -419,7 +408,7 @@ static void test_client_leaves(int port)
     open += stat_of(port, "a", "localhost", "open");   /* the other pool to the same backend */
     is_int(atomic_load(&backend_a.open), (int)open,
            "client left: the abandoned backend connection was closed");
-    check(port, "/via/a/hello", 200, "hello");
+    check_get(port, "/via/a/hello", 200, "hello");
 }
 
 static void test_misuse(int port)
@@ -462,9 +451,8 @@ static void test_misuse(int port)
 /* A call while the scripts load is refused with a clear message. */
 static void test_load_time_call(void)
 {
-    char dir[] = "/tmp/tycho-test-upstream-XXXXXX", cmd[512], out[2048] = "";
+    char dir[] = "/tmp/tycho-test-upstream-XXXXXX", cmd[512], out[2048];
     FILE *f;
-    size_t n = 0;
 
     if (!mkdtemp(dir)) {
         ok(0, "load time: mkdtemp");
@@ -476,11 +464,8 @@ static void test_load_time_call(void)
         fclose(f);
     }
     snprintf(cmd, sizeof cmd, "timeout 20 %s --port 0 %s 2>&1", tycho_binary, dir);
-    if ((f = popen(cmd, "r"))) {
-        n = fread(out, 1, sizeof out - 1, f);
-        out[n] = '\0';
-        ok(pclose(f) != 0, "load time: a call while the scripts load stops start-up");
-    }
+    ok(run_command(cmd, out, sizeof out) != 0,
+       "load time: a call while the scripts load stops start-up");
     ok(strstr(out, "app.lua:1: tycho.http.get: only in a handler, middleware or timer, not "
                    "while the scripts load") != NULL,
        "load time: the error names the line and says where calls may be made");
