@@ -292,7 +292,7 @@ static void test_module(const struct server *s)
     ok(mkdir(sub, 0755) == 0, "lib/ made");
     sleep_ms(300);                      /* the new directory is watched once its event is read */
     for (int i = 1; i <= 2; i++) {
-        char want[8];
+        char want[16];
         snprintf(want, sizeof want, "m%d", i);
         snprintf(tmp, sizeof tmp, "%s/.m.lua.new", sub);
         snprintf(path, sizeof path, "%s/m.lua", sub);
