@@ -86,6 +86,9 @@ struct tycho_upstreams *tycho_script_upstreams(lua_State *L);
 /* bind_http.c: adds tycho.http to the module table on top. May raise. */
 void tycho_bind_http(lua_State *L);
 
+/* bind_metrics.c: adds tycho.metrics to the module table on top. May raise. */
+void tycho_bind_metrics(lua_State *L);
+
 /* bind_shdict.c: adds tycho.shared to the module table on top. May raise. */
 void tycho_bind_shdict(lua_State *L);
 

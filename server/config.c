@@ -60,6 +60,13 @@ const char tycho_usage[] =
     "  --body STR              the request body for --request\n"
     "  --health PATH           answer GET PATH with 200 ok while serving, 503 while\n"
     "                          stopping, without running Lua (default: off)\n"
+    "  --metrics PATH          serve Prometheus metrics at GET PATH, without running\n"
+    "                          Lua (default: off)\n"
+    "  --metrics-addr [HOST:]PORT\n"
+    "                          serve them on this separate address instead of --port\n"
+    "                          (HOST default 127.0.0.1; PATH default /metrics)\n"
+    "  --metrics-max-series N  series one metric may have on each worker; new label\n"
+    "                          values past it are not counted (default 10000)\n"
     "  --access-log FILE|-|off one line per request to FILE (appended), - for stdout;\n"
     "                          SIGUSR1 reopens FILE (default off)\n"
     "  --access-log-format common|json\n"
@@ -100,12 +107,14 @@ static const struct number_flag number_flags[] = {
     {"--max-conn-lifetime", FLAG_SECONDS, 0, 31536000, AT(max_conn_lifetime_ms)},
     {"--drain-timeout", FLAG_SECONDS, 0, 86400, AT(drain_timeout_ms)},
     {"--shared-dict-bytes", FLAG_SIZE, 4096, 1099511627776.0, AT(shared_dict_bytes)},
+    {"--metrics-max-series", FLAG_INT, 1, 10000000, AT(metrics_max_series)},
 };
 
 /* Flags that take a string. */
 static const char *const string_flags[] = {"--host", "--request", "--header", "--body",
                                             "--health", "--log-level", "--access-log",
-                                            "--access-log-format", NULL};
+                                            "--access-log-format", "--metrics",
+                                            "--metrics-addr", NULL};
 
 static int default_workers(void)
 {
@@ -133,6 +142,7 @@ void tycho_config_defaults(struct tycho_config *cfg)
     cfg->drain_timeout_ms = 10 * 1000;
     cfg->shared_dict_bytes = 16 * 1024 * 1024;
     cfg->log_level = TYCHO_LOG_INFO;
+    cfg->metrics_max_series = 10000;
 }
 
 static const struct number_flag *find_number_flag(const char *name, size_t len)
@@ -180,6 +190,24 @@ static int set_number(struct tycho_config *cfg, const struct number_flag *f, con
     return TYCHO_OK;
 }
 
+/* --metrics-addr [HOST:]PORT ([v6]:PORT too): checked here, split when binding. */
+static int set_metrics_addr(struct tycho_config *cfg, const char *val, char *err)
+{
+    const char *colon = strrchr(val, ':'), *port = colon ? colon + 1 : val;
+    char *end = NULL;
+    long n;
+
+    errno = 0;
+    n = strtol(port, &end, 10);
+    if (*port == '\0' || *end != '\0' || errno || n < 0 || n > 65535 || (colon && colon == val)) {
+        snprintf(err, TYCHO_ERR_LEN, "tycho: --metrics-addr: expected [HOST:]PORT such as "
+                 "127.0.0.1:9145, got \"%s\"", val);
+        return TYCHO_ERR;
+    }
+    cfg->metrics_addr = val;
+    return TYCHO_OK;
+}
+
 /* Applies one string flag with its value; returns TYCHO_ERR with err filled on a bad value. */
 static int set_string(struct tycho_config *cfg, const char *flag, const char *val, char *err)
 {
@@ -203,13 +231,16 @@ static int set_string(struct tycho_config *cfg, const char *flag, const char *va
         cfg->request_headers[cfg->request_nheaders++] = val;
     } else if (strcmp(flag, "--body") == 0) {
         cfg->request_body = val;
-    } else if (strcmp(flag, "--health") == 0) {
+    } else if (strcmp(flag, "--health") == 0 || strcmp(flag, "--metrics") == 0) {
+        bool health = strcmp(flag, "--health") == 0;
         if (val[0] != '/' || strpbrk(val, "?# \t")) {
-            snprintf(err, TYCHO_ERR_LEN, "tycho: --health: expected a path such as /healthz, "
-                     "got \"%s\"", val);
+            snprintf(err, TYCHO_ERR_LEN, "tycho: %s: expected a path such as %s, got \"%s\"",
+                     flag, health ? "/healthz" : "/metrics", val);
             return TYCHO_ERR;
         }
-        cfg->health_path = val;
+        *(health ? &cfg->health_path : &cfg->metrics_path) = val;
+    } else if (strcmp(flag, "--metrics-addr") == 0) {
+        return set_metrics_addr(cfg, val, err);
     } else if (strcmp(flag, "--access-log") == 0) {
         if (*val == '\0') {
             snprintf(err, TYCHO_ERR_LEN, "tycho: --access-log: expected a file, - or off");
@@ -328,6 +359,19 @@ int tycho_config_parse(struct tycho_config *cfg, int argc, char **argv, char *er
     if (cfg->watch && (check || cfg->mode == TYCHO_MODE_REQUEST)) {
         snprintf(err, TYCHO_ERR_LEN, "tycho: --watch only goes with serving (not with %s)",
                  check ? "--check" : "--request");
+        return TYCHO_ERR;
+    }
+    if ((cfg->metrics_path || cfg->metrics_addr) && (check || cfg->mode == TYCHO_MODE_REQUEST)) {
+        snprintf(err, TYCHO_ERR_LEN, "tycho: %s only goes with serving (not with %s)",
+                 cfg->metrics_path ? "--metrics" : "--metrics-addr",
+                 check ? "--check" : "--request");
+        return TYCHO_ERR;
+    }
+    if (cfg->metrics_addr && !cfg->metrics_path)
+        cfg->metrics_path = "/metrics";
+    if (cfg->metrics_path && cfg->health_path && strcmp(cfg->metrics_path, cfg->health_path) == 0) {
+        snprintf(err, TYCHO_ERR_LEN, "tycho: --metrics and --health cannot be the same path (%s)",
+                 cfg->metrics_path);
         return TYCHO_ERR;
     }
     if (check)

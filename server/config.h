@@ -27,6 +27,9 @@ struct tycho_config {
     enum tycho_mode mode;
     bool watch;               /* --watch: reload when a script in DIR changes */
     const char *health_path;  /* --health PATH, or NULL: answered without Lua */
+    const char *metrics_path; /* --metrics PATH, or NULL: no metrics */
+    const char *metrics_addr; /* --metrics-addr [HOST:]PORT: serve them there, not on --port */
+    int metrics_max_series;   /* --metrics-max-series: series per metric on each worker */
     const char *access_log;   /* --access-log FILE, "-" (stdout) or "off" (NULL: off) */
     bool access_log_json;     /* --access-log-format json */
     int log_level;            /* --log-level, an enum tycho_log_level */

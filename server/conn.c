@@ -13,6 +13,7 @@
 #include "access.h"
 #include "http.h"
 #include "log.h"
+#include "metrics.h"
 #include "router.h"
 #include "script.h"
 #include "worker.h"
@@ -191,13 +192,13 @@ static long long now_us(void)
 }
 
 /* Appends the request's access log line to the worker's batch (written at 32 KiB or each second). */
-static void log_access(struct tycho_conn *c)
+static void log_access(struct tycho_conn *c, long long now)
 {
     struct tycho_worker *w = c->w;
     struct tycho_req *r = c->req;
     char remote[64];
     struct tycho_access_entry e = {r, remote, r->log_status, r->log_bytes,
-                                   now_us() - r->started_us, w->id};
+                                   now - r->started_us, w->id};
 
     tycho_conn_peer(c, remote, sizeof(remote));
     /* A full batch is written from the loop, after this request's response. */
@@ -205,13 +206,43 @@ static void log_access(struct tycho_conn *c)
         event_active(w->access_ev, EV_TIMEOUT, 1);
 }
 
-/* The end of every request: the access log, keep-alive or close, counters, the context back to its pool. */
+/*
+ * Counts a request in the metrics: by route (pattern, or the path the server
+ * answered, or "(unmatched)" for 404 and 405), method and status class; and
+ * its latency by route.
+ */
+static void count_request(struct tycho_worker *w, const struct tycho_req *r, long long now)
+{
+    char key[TYCHO_METRIC_KEY_BYTES];
+    const char *route = r->route_label ? r->route_label : "(unmatched)";
+    size_t route_len = strnlen(route, 512), method_len = strnlen(r->method, 64);
+    int class = r->log_status / 100;
+    _Atomic double *v;
+
+    memcpy(key, route, route_len);
+    key[route_len] = '\0';
+    memcpy(key + route_len + 1, r->method, method_len);
+    key[route_len + 1 + method_len] = '\0';
+    memcpy(key + route_len + method_len + 2, "0xx", 4);
+    key[route_len + method_len + 2] = (char)('0' + (class >= 1 && class <= 5 ? class : 5));
+    if ((v = tycho_metric_series(tycho_metric_requests, w->id, key, route_len + method_len + 6)))
+        tycho_metric_add(v, 1);
+    if ((v = tycho_metric_series(tycho_metric_duration, w->id, key, route_len + 1)))
+        tycho_metric_observe(tycho_metric_duration, v, (double)(now - r->started_us) / 1e6);
+}
+
+/* The end of every request: the access log, metrics, keep-alive or close, counters, the context back to its pool. */
 static void end_request(struct tycho_conn *c, bool keep_alive)
 {
     struct tycho_worker *w = c->w;
 
-    if (w->access_ev && c->req)
-        log_access(c);
+    if (c->req && (w->access_ev || w->cfg->metrics_path)) {
+        long long now = now_us();
+        if (w->access_ev)
+            log_access(c, now);
+        if (w->cfg->metrics_path)
+            count_request(w, c->req, now);
+    }
     if (!keep_alive)
         c->closing = true;
     else if (!c->nodelay && c->fd >= 0)
@@ -277,6 +308,44 @@ static const char *id_line(const struct tycho_req *r, char *buf, size_t cap)
     return buf;
 }
 
+/* Whether r is a GET or HEAD of path (a path the server answers itself). */
+static bool is_builtin(const struct tycho_req *r, const char *path)
+{
+    return path && r->path_len == strlen(path) && memcmp(r->path, path, r->path_len) == 0;
+}
+
+/* Answers a server-answered path whose method is not GET or HEAD with 405; returns whether it did. */
+static bool refuse_method(struct tycho_conn *c, bool keep_alive)
+{
+    struct tycho_req *r = c->req;
+    char extra[200];
+
+    if (strcmp(r->method, "GET") == 0 || strcmp(r->method, "HEAD") == 0)
+        return false;
+    memcpy(extra, "Allow: GET, HEAD\r\n", 19);
+    id_line(r, extra + 18, sizeof(extra) - 18);
+    answer_simple(c, 405, extra, keep_alive, true);
+    end_request(c, keep_alive);
+    return true;
+}
+
+/* Appends a 200 (or 503) with body and Cache-Control: no-store, then ends the request. */
+static void answer_body(struct tycho_conn *c, bool keep_alive, int status, const char *type,
+                        const char *body, size_t body_len)
+{
+    struct tycho_req *r = c->req;
+    size_t before = out_of(c)->len;
+    char extra[200];
+
+    memcpy(extra, "Cache-Control: no-store\r\n", 25);
+    id_line(r, extra + 25, sizeof(extra) - 25);
+    if (tycho_http_write_body(out_of(c), status, type, extra, tycho_worker_date(c->w),
+                              keep_alive, body, body_len, !r->is_head) < 0 || !keep_alive)
+        c->closing = true;
+    note_sent(c, status, before);
+    end_request(c, keep_alive);
+}
+
 /*
  * --health PATH: 200 "ok" while serving, 503 "draining" once stopping, with
  * no Lua (a load balancer asks often; a stuck script must not fake health).
@@ -285,29 +354,45 @@ static const char *id_line(const struct tycho_req *r, char *buf, size_t cap)
 static bool answer_health(struct tycho_conn *c)
 {
     struct tycho_req *r = c->req;
-    const char *path = c->w->cfg->health_path;
-    char extra[200];
-    bool keep_alive, ok;
+    bool keep_alive;
 
-    if (!path || r->path_len != strlen(path) || memcmp(r->path, path, r->path_len) != 0)
+    if (!is_builtin(r, c->w->cfg->health_path))
         return false;
+    r->route_label = c->w->cfg->health_path;
     keep_alive = keeps_alive(c);
-    if (strcmp(r->method, "GET") != 0 && strcmp(r->method, "HEAD") != 0) {
-        memcpy(extra, "Allow: GET, HEAD\r\n", 19);
-        id_line(r, extra + 18, sizeof(extra) - 18);
-        answer_simple(c, 405, extra, keep_alive, true);
-    } else {
-        size_t before = out_of(c)->len;
-        ok = !c->w->draining;
-        memcpy(extra, "Cache-Control: no-store\r\n", 25);
-        id_line(r, extra + 25, sizeof(extra) - 25);
-        if (tycho_http_write_text(out_of(c), ok ? 200 : 503, extra,
-                                  tycho_worker_date(c->w), keep_alive,
-                                  ok ? "ok\n" : "draining\n", !r->is_head) < 0 || !keep_alive)
-            c->closing = true;
-        note_sent(c, ok ? 200 : 503, before);
-    }
-    end_request(c, keep_alive);
+    if (refuse_method(c, keep_alive))
+        return true;
+    if (c->w->draining)
+        answer_body(c, keep_alive, 503, "text/plain; charset=utf-8", "draining\n", 9);
+    else
+        answer_body(c, keep_alive, 200, "text/plain; charset=utf-8", "ok\n", 3);
+    return true;
+}
+
+/*
+ * --metrics PATH (unless --metrics-addr serves it elsewhere): the Prometheus
+ * exposition, rendered by this worker from every worker's counters, no Lua.
+ * Returns whether r was the scrape.
+ */
+static bool answer_metrics(struct tycho_conn *c)
+{
+    const struct tycho_config *cfg = c->w->cfg;
+    struct tycho_req *r = c->req;
+    struct tycho_buf text = {0};
+    bool keep_alive;
+
+    if (cfg->metrics_addr || !is_builtin(r, cfg->metrics_path))
+        return false;
+    r->route_label = cfg->metrics_path;
+    keep_alive = keeps_alive(c);
+    if (refuse_method(c, keep_alive))
+        return true;
+    if (tycho_metrics_render(&text) < 0)
+        answer_body(c, keep_alive, 503, "text/plain; charset=utf-8", "out of memory\n", 14);
+    else
+        answer_body(c, keep_alive, 200, TYCHO_METRICS_CONTENT_TYPE, text.data + text.off,
+                    text.len);
+    tycho_buf_dispose(&text);
     return true;
 }
 
@@ -323,13 +408,14 @@ static void serve(struct tycho_conn *c)
     char allow[7 + 247 + 2 + 150];    /* "Allow: " list CRLF, then the id line */
 
     tycho_req_assign_id(r, &w->next_request_id);
-    if (w->access_ev)
+    if (w->access_ev || w->cfg->metrics_path)
         r->started_us = now_us();
-    if (answer_health(c))
+    if (answer_health(c) || answer_metrics(c))
         return;
     switch (tycho_router_find(tycho_gen_router(w->gen), r->method, r->method_len, r->path,
                               r->path_len, &r->match)) {
     case TYCHO_ROUTE_FOUND:
+        r->route_label = r->match.pattern;
         r->on_done = on_request_done;
         if (tycho_gen_run(w->gen, r) == TYCHO_RUN_PENDING) {
             c->waiting = true;
@@ -382,6 +468,7 @@ static size_t feed(struct tycho_conn *c, const char *data, size_t len)
             /* If even this cannot be appended, the close says it all. */
             tycho_buf_append(out_of(c), busy,
                              tycho_http_busy(busy, sizeof(busy), tycho_worker_date(c->w)));
+            tycho_stat_add(&c->w->stats.rejected[TYCHO_REJECT_OUT_OF_MEMORY], 1);
             c->closing = true;
             c->linger = true;
             return total - len;
@@ -394,6 +481,7 @@ static size_t feed(struct tycho_conn *c, const char *data, size_t len)
             serve(c);
             break;
         case TYCHO_HTTP_ERROR:
+            tycho_stat_add(&c->w->stats.rejected[tycho_reject_of(c->http.error_status)], 1);
             answer_simple(c, c->http.error_status, "", false, true);
             c->linger = true;         /* the rest of the bad request may still be coming */
             return total - len;
@@ -421,6 +509,7 @@ static int send_some(struct tycho_conn *c, struct tycho_buf *buf)
         ssize_t n = send(c->fd, buf->data + buf->off, buf->len, MSG_NOSIGNAL);
         if (n > 0) {
             tycho_buf_consume(buf, (size_t)n);
+            tycho_stat_add(&c->w->stats.bytes_out, (unsigned long)n);
         } else if (n < 0 && errno == EINTR) {
             continue;
         } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
@@ -658,7 +747,9 @@ static void read_and_serve(struct tycho_conn *c)
     for (int i = 0; i < READS_PER_EVENT && !c->closing && !c->waiting && c->input.len == 0; i++) {
         ssize_t n = recv(c->fd, w->rbuf, TYCHO_READ_BYTES, 0);
         if (n > 0) {
-            size_t used = feed(c, w->rbuf, (size_t)n);
+            size_t used;
+            tycho_stat_add(&w->stats.bytes_in, (unsigned long)n);
+            used = feed(c, w->rbuf, (size_t)n);
             /* Kept when feeding stopped for back-pressure or a waiting handler. */
             if (used < (size_t)n && !c->closing &&
                 tycho_buf_append(&c->input, w->rbuf + used, (size_t)n - used) < 0)
@@ -697,6 +788,7 @@ static void timed_out(struct tycho_conn *c)
     if (c->timer == TIMER_DEADLINE && c->req && c->http.in_message) {
         /* A request that did not arrive in time (blank lines alone just close). */
         w->timeouts++;
+        tycho_stat_add(&w->stats.rejected[TYCHO_REJECT_TIMEOUT], 1);
         answer_simple(c, 408, "", false, true);
         c->linger = true;
         if (flush_out(c) < 0) {
@@ -723,6 +815,7 @@ static void watch_while_waiting(struct tycho_conn *c)
     ssize_t n = recv(c->fd, w->rbuf, TYCHO_READ_BYTES, 0);
 
     if (n > 0) {
+        tycho_stat_add(&w->stats.bytes_in, (unsigned long)n);
         if (tycho_buf_append(&c->input, w->rbuf, (size_t)n) < 0)
             close_conn(c);
         else if (c->input.len >= KEPT_INPUT_BYTES && c->ev_what) {
@@ -796,6 +889,7 @@ void tycho_conn_open(struct tycho_worker *w, int fd, const struct sockaddr *peer
     c->w = w;
     c->fd = fd;
     c->born_ms = tycho_worker_now_ms(w);
+    tycho_stat_add(&w->stats.conns, 1);
     set_peer(c, peer);
     tycho_http_init(&c->http, w->cfg);
     c->next = w->conns;

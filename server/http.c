@@ -579,22 +579,30 @@ size_t tycho_http_busy(char *buf, size_t len, const char *date_line)
     return n < 0 ? 0 : ((size_t)n < len ? (size_t)n : len - 1);
 }
 
-int tycho_http_write_text(struct tycho_buf *out, int status, const char *extra_headers,
-                          const char *date_line, bool keep_alive, const char *body,
-                          bool with_body)
+int tycho_http_write_body(struct tycho_buf *out, int status, const char *content_type,
+                          const char *extra_headers, const char *date_line, bool keep_alive,
+                          const char *body, size_t body_len, bool with_body)
 {
     char head[1024];                  /* extra_headers: an Allow list and an id line at most */
     int n = snprintf(head, sizeof(head),
-                     "HTTP/1.1 %d %s\r\nServer: tycho\r\n%sContent-Type: text/plain; "
-                     "charset=utf-8\r\nContent-Length: %zu\r\n%s%s\r\n",
-                     status, tycho_http_reason(status), date_line, strlen(body),
+                     "HTTP/1.1 %d %s\r\nServer: tycho\r\n%sContent-Type: %s\r\n"
+                     "Content-Length: %zu\r\n%s%s\r\n",
+                     status, tycho_http_reason(status), date_line, content_type, body_len,
                      keep_alive ? "" : "Connection: close\r\n", extra_headers);
 
     if (n < 0 || (size_t)n >= sizeof(head) || tycho_buf_append(out, head, (size_t)n) < 0)
         return TYCHO_ERR;
-    if (with_body && tycho_buf_puts(out, body) < 0)
+    if (with_body && tycho_buf_append(out, body, body_len) < 0)
         return TYCHO_ERR;
     return TYCHO_OK;
+}
+
+int tycho_http_write_text(struct tycho_buf *out, int status, const char *extra_headers,
+                          const char *date_line, bool keep_alive, const char *body,
+                          bool with_body)
+{
+    return tycho_http_write_body(out, status, "text/plain; charset=utf-8", extra_headers,
+                                 date_line, keep_alive, body, strlen(body), with_body);
 }
 
 int tycho_http_write_simple(struct tycho_buf *out, int status, const char *extra_headers,

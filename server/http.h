@@ -69,6 +69,7 @@ struct tycho_req {
     long long started_us;          /* when serving began (monotonic) */
     int log_status;                /* the status sent */
     size_t log_bytes;              /* the response's bytes */
+    const char *route_label;       /* metrics: the route pattern, or the path answered; NULL: unmatched */
 
     /* The route, filled by the router. */
     struct tycho_route_match match;
@@ -162,6 +163,11 @@ int tycho_http_write_response(struct tycho_buf *out, const struct tycho_req *r,
  */
 int tycho_http_write_simple(struct tycho_buf *out, int status, const char *extra_headers,
                             const char *date_line, bool keep_alive, bool with_body);
+
+/* A response with body_len bytes of body of the given Content-Type. */
+int tycho_http_write_body(struct tycho_buf *out, int status, const char *content_type,
+                          const char *extra_headers, const char *date_line, bool keep_alive,
+                          const char *body, size_t body_len, bool with_body);
 
 /* The same with body (NUL-terminated text) instead of the reason phrase. */
 int tycho_http_write_text(struct tycho_buf *out, int status, const char *extra_headers,

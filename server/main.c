@@ -15,14 +15,21 @@
 #include "http.h"
 #include "listener.h"
 #include "log.h"
+#include "metrics.h"
 #include "router.h"
 #include "shdict.h"
 #include "script.h"
 #include "watch.h"
 #include "worker.h"
 
+#include <arpa/inet.h>
+#include <event2/buffer.h>
 #include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <netinet/in.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,6 +48,7 @@ static void print_route(const char *method, const char *path, int handler_id, vo
 /* What a reload needs: the workers to tell, and the generation they serve. */
 struct reloader {
     const struct tycho_config *cfg;
+    struct tycho_shared *shared;      /* its reload counts (metrics) */
     struct tycho_worker *workers;
     unsigned long generation;
 };
@@ -71,6 +79,7 @@ static void reload(void *arg)
     clock_gettime(CLOCK_MONOTONIC, &t0);
     if (!(scratch = tycho_gen_new(rl->cfg->dir, 0, err))) {
         tycho_log_error("reload failed: %s; still serving generation %lu", err, rl->generation);
+        atomic_fetch_add(&rl->shared->reload_failures, 1);
         return;
     }
     nscripts = tycho_gen_script_count(scratch);
@@ -79,6 +88,8 @@ static void reload(void *arg)
     tycho_log_info("reloaded %u scripts in %.1f ms (generation %lu)", nscripts, ms_since(&t0),
                    rl->generation);
     tycho_workers_reload(rl->workers, rl->cfg->workers, rl->generation);
+    atomic_fetch_add(&rl->shared->reloads, 1);
+    atomic_store(&rl->shared->generation, rl->generation);
 }
 
 static void on_hangup(evutil_socket_t sig, short what, void *arg)
@@ -104,6 +115,70 @@ static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
     event_base_loopbreak(arg);
 }
 
+/* --metrics-addr: the exposition on main's own small HTTP server (libevent's evhttp). */
+static void on_metrics_request(struct evhttp_request *req, void *arg)
+{
+    struct tycho_buf text = {0};
+    struct evbuffer *body = NULL;
+
+    (void)arg;
+    if (tycho_metrics_render(&text) < 0 || !(body = evbuffer_new()) ||
+        evbuffer_add(body, text.data + text.off, text.len) < 0) {
+        evhttp_send_error(req, 503, "out of memory");
+    } else {
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+                          TYCHO_METRICS_CONTENT_TYPE);
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Cache-Control", "no-store");
+        evhttp_send_reply(req, 200, "OK", body);
+    }
+    if (body)
+        evbuffer_free(body);
+    tycho_buf_dispose(&text);
+}
+
+/* Binds --metrics-addr [HOST:]PORT and prints where the metrics are. NULL with err on failure. */
+static struct evhttp *metrics_listen(struct event_base *base, const struct tycho_config *cfg,
+                                     char *err)
+{
+    const char *addr = cfg->metrics_addr, *colon = strrchr(addr, ':');
+    char host[256] = "127.0.0.1";
+    struct evhttp *http = evhttp_new(base);
+    struct evhttp_bound_socket *bound;
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    int port;
+
+    if (colon) {
+        size_t n = (size_t)(colon - addr);
+        if (n >= 2 && addr[0] == '[' && addr[n - 1] == ']') {
+            addr++;
+            n -= 2;                   /* [v6]:port */
+        }
+        snprintf(host, sizeof(host), "%.*s", (int)n, addr);
+    }
+    port = atoi(colon ? colon + 1 : cfg->metrics_addr);
+    if (!http) {
+        snprintf(err, TYCHO_ERR_LEN, "tycho: --metrics-addr: out of memory");
+        return NULL;
+    }
+    evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
+    evhttp_set_max_headers_size(http, 16384);
+    evhttp_set_max_body_size(http, 0);
+    evhttp_set_timeout(http, 10);
+    if (evhttp_set_cb(http, cfg->metrics_path, on_metrics_request, NULL) != 0 ||
+        !(bound = evhttp_bind_socket_with_handle(http, host, (ev_uint16_t)port))) {
+        snprintf(err, TYCHO_ERR_LEN, "tycho: --metrics-addr: cannot listen on %s:%d", host, port);
+        evhttp_free(http);
+        return NULL;
+    }
+    if (getsockname(evhttp_bound_socket_get_fd(bound), (struct sockaddr *)&ss, &len) == 0)
+        port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                              : ((struct sockaddr_in *)&ss)->sin_port);
+    printf("metrics on http://%s%s%s:%d%s\n", strchr(host, ':') ? "[" : "", host,
+           strchr(host, ':') ? "]" : "", port, cfg->metrics_path);
+    return http;
+}
+
 static int serve(struct tycho_config *cfg)
 {
     struct tycho_shared shared = {.cfg = cfg};
@@ -112,8 +187,9 @@ static int serve(struct tycho_config *cfg)
     struct event_base *base = NULL;
     struct event *sigint = NULL, *sigterm = NULL, *sighup = NULL, *sigusr1 = NULL;
     struct tycho_watch *watch = NULL;
-    struct reloader rl = {.cfg = cfg, .generation = 1};
+    struct reloader rl = {.cfg = cfg, .shared = &shared, .generation = 1};
     struct tycho_gen *scratch = NULL;
+    struct evhttp *metrics_http = NULL;
     char err[TYCHO_ERR_LEN];
     int rc = 1;
 
@@ -138,6 +214,8 @@ static int serve(struct tycho_config *cfg)
         fprintf(stderr, "%s\n", err);
         goto out;
     }
+    atomic_store(&shared.generation, 1);
+    tycho_metrics_set_shared(&shared);
     /* Signals first: one that arrives while the workers start is handled once the loop runs. */
     sigint = evsignal_new(base, SIGINT, on_stop_signal, base);
     sigterm = evsignal_new(base, SIGTERM, on_stop_signal, base);
@@ -161,6 +239,10 @@ static int serve(struct tycho_config *cfg)
     printf("tycho %s listening on http://%s%s%s:%d (%d workers)\n", TYCHO_VERSION,
            strchr(cfg->host, ':') ? "[" : "", cfg->host, strchr(cfg->host, ':') ? "]" : "",
            listener.port, cfg->workers);
+    if (cfg->metrics_addr && !(metrics_http = metrics_listen(base, cfg, err))) {
+        fprintf(stderr, "%s\n", err);
+        goto out;
+    }
     printf("routes:\n");
     tycho_router_each(tycho_gen_router(scratch), print_route, NULL);
     if (tycho_router_count(tycho_gen_router(scratch)) == 0)
@@ -172,6 +254,8 @@ static int serve(struct tycho_config *cfg)
     event_base_dispatch(base);
     rc = 0;
 out:
+    if (metrics_http)
+        evhttp_free(metrics_http);
     tycho_watch_free(watch);
     tycho_listener_dispose(&listener);
     if (tycho_workers_stop(workers, cfg->workers) < 0) {
@@ -180,6 +264,7 @@ out:
         _exit(1);
     }
     tycho_listener_free_counts(&listener);
+    tycho_metrics_set_shared(NULL);
     {
         /*
          * Freeing the signal events gives the signals back their default
@@ -351,6 +436,12 @@ int main(int argc, char **argv)
     event_set_log_callback(on_libevent_log);
     tycho_http_global_init(&cfg);
     tycho_shdict_default_bytes = cfg.shared_dict_bytes;
+    if (tycho_metrics_init(cfg.mode == TYCHO_MODE_SERVE ? cfg.workers : 0,
+                           (unsigned)cfg.metrics_max_series) < 0) {
+        fprintf(stderr, "tycho: out of memory\n");
+        tycho_config_dispose(&cfg);
+        return 1;
+    }
     switch (cfg.mode) {
     case TYCHO_MODE_HELP:
         fputs(tycho_usage, stdout);
@@ -370,5 +461,6 @@ int main(int argc, char **argv)
     }
     tycho_config_dispose(&cfg);
     tycho_shdict_free_all();
+    tycho_metrics_free_all();
     return rc;
 }

@@ -11,6 +11,7 @@
 #include "bind.h"
 #include "http.h"
 #include "log.h"
+#include "metrics.h"
 #include "router.h"
 #include "upstream.h"
 
@@ -130,6 +131,7 @@ static int setup_state(lua_State *L)
     tycho_bind_time(L);
     tycho_bind_shdict(L);
     tycho_bind_http(L);
+    tycho_bind_metrics(L);
     if (luaL_loadbuffer(L, tycho_prelude_lua, sizeof(tycho_prelude_lua) - 1, "=tycho.prelude"))
         return lua_error(L);
     lua_pushvalue(L, -2);             /* app */
@@ -241,7 +243,7 @@ struct tycho_gen *tycho_gen_new(const char *dir_arg, int worker_id, char *err)
     char **names = NULL, *dir = clean_dir(dir_arg);
     unsigned count = 0;
 
-    if (!g || !dir || !(g->router = tycho_router_new()) || !(g->upstreams = tycho_upstreams_new()) ||
+    if (!g || !dir || !(g->router = tycho_router_new()) || !(g->upstreams = tycho_upstreams_new(worker_id)) ||
         !(g->L = luaL_newstate())) {
         snprintf(err, TYCHO_ERR_LEN, "out of memory creating a Lua state");
         goto fail;
@@ -397,6 +399,7 @@ static void log_error(struct tycho_gen *g, struct tycho_task *t, lua_State *co, 
 {
     struct error_args a = {g, t->r, co, what};
 
+    tycho_metrics_lua_error(g->worker_id, !t->r);
     if (lua_cpcall(g->L, log_error_protected, &a) != 0) {
         tycho_log_error("worker %d: Lua error (no memory to format it)", g->worker_id);
         lua_pop(g->L, 1);
@@ -890,6 +893,19 @@ void tycho_gen_replace(struct tycho_gen *old, struct tycho_gen *g, unsigned long
     }
     if (old->live_tasks == 0)
         event_active(&old->free_ev, EV_TIMEOUT, 1);
+}
+
+void tycho_gen_sample(struct tycho_gen *g, double *lua_bytes, double *timers)
+{
+    *lua_bytes = *timers = 0;
+    if (!g)
+        return;
+    tycho_upstreams_sample(g->upstreams);
+    for (struct tycho_timer *tm = g->timers; tm; tm = tm->next)
+        *timers += !tm->cancelled;
+    /* The retired generations still finishing count too: their memory is still held. */
+    for (struct tycho_gen *x = g; x; x = x->older)
+        *lua_bytes += (double)lua_gc(x->L, LUA_GCCOUNT, 0) * 1024 + lua_gc(x->L, LUA_GCCOUNTB, 0);
 }
 
 void tycho_gen_free(struct tycho_gen *g)

@@ -22,6 +22,13 @@ struct tycho_router;
  */
 struct tycho_gen *tycho_gen_new(const char *dir, int worker_id, char *err);
 
+/*
+ * For the metrics: the memory of g's Lua state and of the retired ones still
+ * finishing, in bytes, and their timers pending; also samples g's backend
+ * pools. Owning thread.
+ */
+void tycho_gen_sample(struct tycho_gen *g, double *lua_bytes, double *timers);
+
 /* Closes the Lua state and frees the router. NULL is a no-op. */
 void tycho_gen_free(struct tycho_gen *g);
 

@@ -11,6 +11,7 @@
  * that runs early (inside tycho_call_start) is safe.
  */
 #include "upstream.h"
+#include "metrics.h"
 #include "log.h"
 #include "config.h"
 
@@ -97,9 +98,11 @@ struct tycho_pool {
     struct event serve;             /* serves the queue from the loop (assigned at first use) */
     bool serve_ready;
     struct tycho_pool_stats stats;
+    _Atomic double *counted[4];     /* its metrics series (enum tycho_backend_metric); NULL: none */
 };
 
 struct tycho_upstreams {
+    int worker;                     /* whose metrics series the pools count in */
     struct event_base *base;        /* borrowed: the worker's loop */
     struct evdns_base *dns;         /* made at the first name lookup */
     struct tycho_pool *pools;
@@ -146,9 +149,57 @@ void tycho_pool_opts_default(struct tycho_pool_opts *o)
 
 /* ---- pools ----------------------------------------------------------------- */
 
-struct tycho_upstreams *tycho_upstreams_new(void)
+struct tycho_upstreams *tycho_upstreams_new(int worker)
 {
-    return calloc(1, sizeof(struct tycho_upstreams));
+    struct tycho_upstreams *u = calloc(1, sizeof(struct tycho_upstreams));
+
+    if (u)
+        u->worker = worker;
+    return u;
+}
+
+/* "host:port" ("[v6]:port") and a NUL into key (TYCHO_METRIC_KEY_BYTES); returns its length with the NUL. */
+static size_t backend_label(const struct tycho_pool *p, char *key)
+{
+    int n = snprintf(key, TYCHO_METRIC_KEY_BYTES - 16, strchr(p->host, ':') ? "[%s]:%u" : "%s:%u",
+                     p->host, p->port);
+
+    return n < 0 ? 1 : (size_t)(n < TYCHO_METRIC_KEY_BYTES - 16 ? n : TYCHO_METRIC_KEY_BYTES - 17) + 1;
+}
+
+/* Adds one to a pool's metrics counter, and to its own count. */
+static void count(struct tycho_pool *p, enum tycho_backend_metric m, unsigned long long *stat)
+{
+    (*stat)++;
+    if (p->counted[m])
+        tycho_metric_add(p->counted[m], 1);
+}
+
+/* Sets the worker's gauge series key of family m to v. */
+static void sample_gauge(int worker, enum tycho_backend_metric m, const char *key, size_t len,
+                         double v)
+{
+    _Atomic double *series = tycho_metric_series(tycho_metric_backend[m], worker, key, len);
+
+    if (series)
+        tycho_metric_set(series, v);
+}
+
+void tycho_upstreams_sample(struct tycho_upstreams *u)
+{
+    char key[TYCHO_METRIC_KEY_BYTES];
+
+    for (int m = TYCHO_BACKEND_CONNECTIONS; m <= TYCHO_BACKEND_CIRCUIT; m++)
+        tycho_metric_zero_all(tycho_metric_backend[m], u->worker);
+    for (struct tycho_pool *p = u->pools; p; p = p->next) {
+        size_t len = backend_label(p, key);
+        sample_gauge(u->worker, TYCHO_BACKEND_WAITING, key, len, p->waiting);
+        sample_gauge(u->worker, TYCHO_BACKEND_CIRCUIT, key, len, p->circuit != CIRCUIT_CLOSED);
+        memcpy(key + len, "busy", 5);
+        sample_gauge(u->worker, TYCHO_BACKEND_CONNECTIONS, key, len + 5, p->open - p->idle);
+        memcpy(key + len, "idle", 5);
+        sample_gauge(u->worker, TYCHO_BACKEND_CONNECTIONS, key, len + 5, p->idle);
+    }
 }
 
 void tycho_upstreams_attach(struct tycho_upstreams *u, struct event_base *base)
@@ -177,6 +228,12 @@ static struct tycho_pool *pool_get(struct tycho_upstreams *u, const char *host, 
     p->u = u;
     p->port = port;
     tycho_pool_opts_default(&p->o);
+    {
+        char key[TYCHO_METRIC_KEY_BYTES];
+        size_t len = backend_label(p, key);
+        for (int m = TYCHO_BACKEND_CONNECTS; m <= TYCHO_BACKEND_FAILURES; m++)
+            p->counted[m] = tycho_metric_series(tycho_metric_backend[m], u->worker, key, len);
+    }
     p->next = u->pools;
     u->pools = p;
     return p;
@@ -390,7 +447,7 @@ static void conn_open(struct tycho_pool *p, struct tycho_call *c)
     conn->call = c;
     c->conn = conn;
     c->state = CALL_CONNECTING;
-    p->stats.connects++;
+    count(p, TYCHO_BACKEND_CONNECTS, &p->stats.connects);
     bufferevent_setcb(conn->bev, conn_read, NULL, conn_event, conn);
     event_add(&conn->connect_timer, &connect_tv);
     /* Last: a failure may be reported (and conn freed) before this returns. */
@@ -470,7 +527,7 @@ static void call_finish(struct tycho_call *c, const char *err, bool counts)
     if (trial)
         p->trial = NULL;
     if (counts) {
-        p->stats.failures++;
+        count(p, TYCHO_BACKEND_FAILURES, &p->stats.failures);
         p->fails++;
         if (trial || (p->circuit == CIRCUIT_CLOSED && p->o.max_failures &&
                       p->fails >= p->o.max_failures))
@@ -584,9 +641,9 @@ static void call_send(struct tycho_call *c, struct upconn *conn)
     c->conn = conn;
     conn->call = c;
     c->state = CALL_EXCHANGING;
-    p->stats.requests++;
+    count(p, TYCHO_BACKEND_REQUESTS, &p->stats.requests);
     if (conn->uses++ > 0)
-        p->stats.reused++;
+        count(p, TYCHO_BACKEND_REUSED, &p->stats.reused);
     http_parser_init(&c->parser, HTTP_RESPONSE);
     c->parser.data = c;
     bufferevent_setcb(conn->bev, conn_read, NULL, conn_event, conn);

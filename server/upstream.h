@@ -60,8 +60,14 @@ typedef void (*tycho_call_done_fn)(struct tycho_call *c, void *arg);
 
 void tycho_pool_opts_default(struct tycho_pool_opts *o);
 
-/* A worker's pools, empty. NULL: out of memory. Any thread; used by one. */
-struct tycho_upstreams *tycho_upstreams_new(void);
+/*
+ * A worker's pools, empty, counting in worker's metrics series. NULL: out of
+ * memory. Any thread; used by one.
+ */
+struct tycho_upstreams *tycho_upstreams_new(int worker);
+
+/* Sets the worker's sampled backend gauges (connections, waiting, breaker) from these pools. */
+void tycho_upstreams_sample(struct tycho_upstreams *u);
 
 /* Gives the upstreams the worker's loop; calls can start from then on. */
 void tycho_upstreams_attach(struct tycho_upstreams *u, struct event_base *base);

@@ -174,6 +174,23 @@ static void on_trim(evutil_socket_t fd, short what, void *arg)
         tycho_buf_dispose(&w->out);
 }
 
+/* --metrics: the gauges only the worker can read (its Lua states, timers, pools), each second. */
+static void sample_metrics(struct tycho_worker *w)
+{
+    double lua_bytes, timers;
+
+    tycho_gen_sample(w->gen, &lua_bytes, &timers);
+    tycho_metric_set(&w->stats.lua_bytes, lua_bytes);
+    tycho_metric_set(&w->stats.timers, timers);
+}
+
+static void on_metrics_sample(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    sample_metrics(arg);
+}
+
 /*
  * The connection timeouts as libevent common timeouts: thousands of
  * connections sharing one duration sit in one queue, O(1) to re-arm.
@@ -239,6 +256,16 @@ int tycho_worker_setup(struct tycho_worker *w, int id, struct tycho_shared *shar
                  "functions", id);
         goto fail;
     }
+    if (cfg->metrics_path) {
+        struct timeval second = {1, 0};
+        if (!(w->metrics_ev = event_new(w->base, -1, EV_PERSIST, on_metrics_sample, w)) ||
+            event_add(w->metrics_ev, &second) < 0) {
+            snprintf(err, TYCHO_ERR_LEN, "worker %d: out of memory", id);
+            goto fail;
+        }
+        sample_metrics(w);
+    }
+    tycho_metrics_attach(id, &w->stats);
     return TYCHO_OK;
 fail:
     if (ec)
@@ -249,6 +276,10 @@ fail:
 
 void tycho_worker_teardown(struct tycho_worker *w)
 {
+    tycho_metrics_attach(w->id, NULL);
+    if (w->metrics_ev)
+        event_free(w->metrics_ev);
+    w->metrics_ev = NULL;
     if (w->base)
         tycho_conn_close_all(w);
     tycho_gen_free(w->gen);

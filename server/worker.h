@@ -16,6 +16,7 @@
 
 #include "buf.h"
 #include "config.h"
+#include "metrics.h"
 #include "mq.h"
 #include "pool.h"
 
@@ -32,6 +33,9 @@ struct tycho_shared {
     _Atomic unsigned long refused;  /* connections refused by --max-conns */
     _Atomic unsigned long refused_ip; /* connections refused by --max-conns-per-ip */
     struct tycho_mq *main_inbox;    /* main's queue for CLOSED; NULL without --max-conns-per-ip */
+    _Atomic unsigned long reloads;  /* script reloads that succeeded (main writes) */
+    _Atomic unsigned long reload_failures; /* and failed */
+    _Atomic unsigned long generation; /* the generation being served */
 };
 
 struct tycho_worker {
@@ -55,6 +59,8 @@ struct tycho_worker {
     struct tycho_buf access_buf;     /* access log lines not yet written */
     struct event *access_ev;         /* owned: writes them out every second */
     unsigned long timeouts;          /* requests or writes cut off by a timeout */
+    struct tycho_worker_stats stats; /* its metrics counters (read by the scrape) */
+    struct event *metrics_ev;        /* owned: samples the gauges each second (--metrics) */
     bool draining;                   /* stopping: no new requests, in-flight ones finish */
     struct event *drain_ev;          /* owned: ends the drain at --drain-timeout */
     const struct timeval *first_tv;  /* common timeouts (libevent): --header-timeout, */
