@@ -7,8 +7,9 @@
 #   make bench      Tycho against nginx + Lua (installs nginx, its Lua module and wrk)
 #   make clean
 
-# Debian packages: build, runtime, test.
+# Debian packages: build and runtime; the tests also need promtool (package prometheus).
 PKGS := gcc make libc6-dev pkg-config libevent-dev libhttp-parser-dev libluajit2-5.1-dev lua-cjson
+TEST_PKGS := prometheus
 
 BUILD ?= obj
 CC ?= cc
@@ -82,7 +83,8 @@ run: deps
 	@$(MAKE) --no-print-directory build
 	./tycho scripts/
 
-test: deps
+test:
+	@$(MAKE) --no-print-directory deps PKGS="$(PKGS) $(TEST_PKGS)"
 	@$(MAKE) --no-print-directory check
 
 # Every suite runs even if an earlier one failed; the last line totals them all.
@@ -95,11 +97,13 @@ unit: $(UNIT_BINS)
 integration: $(TYCHO) $(INTEGRATION_BINS)
 	@for t in $(INTEGRATION_BINS); do $$t ./$(TYCHO) tests/integration/app || exit 1; done
 
-asan: deps
+asan:
+	@$(MAKE) --no-print-directory deps PKGS="$(PKGS) $(TEST_PKGS)"
 	@$(MAKE) --no-print-directory check BUILD=obj-asan OPT="-O1 -g -fno-omit-frame-pointer" \
 	  SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined"
 
-valgrind: deps
+valgrind:
+	@$(MAKE) --no-print-directory deps PKGS="$(PKGS) $(TEST_PKGS)"
 	@command -v valgrind >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -q valgrind; }
 	@$(MAKE) --no-print-directory build
 	@$(MAKE) --no-print-directory check \

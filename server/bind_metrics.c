@@ -236,7 +236,7 @@ static int counter_inc(lua_State *L)
     _Atomic double *v;
 
     if (n < 0)
-        return luaL_error(L, "counter:inc: a counter only goes up (got %f)", n);
+        return luaL_error(L, "counter:inc: a counter only goes up (got %s)", lua_tostring(L, 2));
     if ((v = series_of(L, box, 3, "counter:inc")))
         tycho_metric_add(v, n);
     return 0;

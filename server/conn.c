@@ -215,13 +215,15 @@ static void count_request(struct tycho_worker *w, const struct tycho_req *r, lon
 {
     char key[TYCHO_METRIC_KEY_BYTES];
     const char *route = r->route_label ? r->route_label : "(unmatched)";
-    size_t route_len = strnlen(route, 512), method_len = strnlen(r->method, 64);
+    /* A HEAD is routed as a GET; it is counted as what it was. */
+    const char *method = r->is_head ? "HEAD" : r->method;
+    size_t route_len = strnlen(route, 512), method_len = strnlen(method, 64);
     int class = r->log_status / 100;
     _Atomic double *v;
 
     memcpy(key, route, route_len);
     key[route_len] = '\0';
-    memcpy(key + route_len + 1, r->method, method_len);
+    memcpy(key + route_len + 1, method, method_len);
     key[route_len + 1 + method_len] = '\0';
     memcpy(key + route_len + method_len + 2, "0xx", 4);
     key[route_len + method_len + 2] = (char)('0' + (class >= 1 && class <= 5 ? class : 5));

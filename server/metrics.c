@@ -580,10 +580,19 @@ struct found {
     int worker;
 };
 
+/* Orders label-value keys (which hold NULs) byte by byte, a prefix first. */
+static int key_cmp(const struct tycho_series *x, const struct tycho_series *y)
+{
+    size_t n = x->key_len < y->key_len ? x->key_len : y->key_len;
+    int c = memcmp(x->key, y->key, n);
+
+    return c ? c : (x->key_len > y->key_len) - (x->key_len < y->key_len);
+}
+
 static int by_key(const void *a, const void *b)
 {
     const struct found *x = a, *y = b;
-    int c = strcmp(x->se->key, y->se->key);
+    int c = key_cmp(x->se, y->se);
 
     return c ? c : x->worker - y->worker;
 }
@@ -687,7 +696,7 @@ static void put_family(struct out *o, const struct tycho_family *f)
             i = j;
             continue;
         }
-        while (j < n && strcmp(all[j].se->key, all[i].se->key) == 0)
+        while (j < n && key_cmp(all[j].se, all[i].se) == 0)
             j++;
         combine(f, &all[i], &all[j], sum);
         if (f->kind == TYCHO_HISTOGRAM)

@@ -379,7 +379,7 @@ static void backend_stop(struct backend *b)
 }
 
 /* Closes the connections that are idle now (waits up to 1 s until they are). */
-static void backend_close_idle(struct backend *b)
+__attribute__((unused)) static void backend_close_idle(struct backend *b)
 {
     atomic_fetch_add(&b->close_idle, 1);
     for (int i = 0; i < 100 && atomic_load(&b->open) > 0; i++)

@@ -124,6 +124,7 @@ struct response {
     char *head;                      /* owned; status line and headers */
     char *body;                      /* owned; NUL-terminated */
     size_t body_len;
+    size_t head_len;                 /* bytes of the head on the wire, blank line included */
 };
 
 /* Connects to 127.0.0.1:port. Returns 0, or -1 with c->fd == -1. */
@@ -432,6 +433,7 @@ static int read_response(struct client *c, struct response *r, int head_only)
         }
     }
     hlen = (size_t)(end - c->buf) + 2;
+    r->head_len = hlen + 2;
     r->head = malloc(hlen + 1);
     if (!r->head)
         return -1;
