@@ -1,15 +1,15 @@
 # Tycho: a plain Makefile (no autotools, no CMake).
 #   make            build ./tycho
 #   make run        install missing Debian packages, build, serve scripts/ on 127.0.0.1:8080
-#   make test       install missing Debian packages, build, run every test
+#   make test       install missing Debian packages, build, run every test (and `tycho test scripts`)
 #   make asan       every test again under -fsanitize=address,undefined
 #   make valgrind   the integration tests with the server under valgrind
 #   make bench      Tycho against nginx + Lua (installs nginx, its Lua module and wrk)
 #   make clean
 
-# Debian packages: build and runtime; the tests also need promtool (package prometheus).
+# Debian packages: build and runtime; the tests also need promtool (package prometheus) and curl.
 PKGS := gcc make libc6-dev pkg-config libevent-dev libhttp-parser-dev libluajit2-5.1-dev lua-cjson
-TEST_PKGS := prometheus
+TEST_PKGS := prometheus curl
 
 BUILD ?= obj
 CC ?= cc
@@ -59,12 +59,13 @@ deps:
 $(TYCHO): $(OBJS)
 	$(CC) $(LDFLAGS_ALL) -o $@ $(OBJS) $(PKG_LIBS)
 
-$(BUILD)/%.o: server/%.c | $(BUILD)/prelude.h
+$(BUILD)/%.o: server/%.c | $(BUILD)/prelude_lua.h $(BUILD)/testing_lua.h
 	$(CC) $(CFLAGS_ALL) -c -o $@ $<
 
-# The Lua half of the request path, compiled into the binary as a C string.
-$(BUILD)/prelude.h: server/prelude.lua | $(BUILD)
-	{ echo 'static const char tycho_prelude_lua[] ='; \
+# The Lua halves (prelude.lua: the request path; testing.lua: `tycho test`),
+# compiled into the binary as C strings: server/X.lua -> X_lua.h: tycho_X_lua[].
+$(BUILD)/%_lua.h: server/%.lua | $(BUILD)
+	{ echo 'static const char tycho_$*_lua[] ='; \
 	  sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/^/    "/' -e 's/$$/\\n"/' $<; \
 	  echo ';'; } > $@
 

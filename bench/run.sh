@@ -9,8 +9,8 @@
 #                         harness without a Tycho binary (the tycho args are
 #                         then ignored)
 #          BENCH_WORKLOADS subset to run, e.g. "plaintext close" (default: all
-#                         of plaintext json users echo c1000 close proxy)
-# Default total: 7 workloads x 2 servers x (2 x 10 s + 2 s) + checks = ~6 minutes.
+#                         of plaintext json users echo c1000 close proxy ops)
+# Default total: 8 workloads x 2 servers x (2 x 10 s + 2 s) + checks = ~7 minutes.
 # Needs nginx, libnginx-mod-http-lua, lua-cjson (not pulled in by the Lua
 # module), wrk, curl: installed with apt-get when missing and run as root.
 #
@@ -38,6 +38,10 @@
 #   ngx.location.capture to an internal location that proxy_passes to an
 #   upstream with `keepalive 64` (HTTP/1.1, the Lua-to-backend path OpenResty
 #   users take without extra libraries).
+#   ops: plaintext again, with Tycho's --metrics /metrics and --access-log FILE
+#   (common format) on, and nginx's access_log on (combined, buffer=32k
+#   flush=1s, as Tycho buffers); the line under the table compares Tycho's
+#   plaintext with and without them (what they cost).
 # - Per workload, a FRESH process of each server is started (so peak RSS is
 #   that workload's), its answer to the workload's request is checked with curl
 #   (status 200 + expected body; the script aborts if wrong), each gets a
@@ -71,7 +75,7 @@ BENCH_SECONDS=${BENCH_SECONDS:-10}
 BENCH_ROUNDS=${BENCH_ROUNDS:-2}
 BENCH_WARMUP=${BENCH_WARMUP:-2}
 BENCH_SERVERS=${BENCH_SERVERS:-tycho nginx}
-BENCH_WORKLOADS=${BENCH_WORKLOADS:-plaintext json users echo c1000 close proxy}
+BENCH_WORKLOADS=${BENCH_WORKLOADS:-plaintext json users echo c1000 close proxy ops}
 for v in BENCH_SECONDS BENCH_ROUNDS BENCH_WARMUP; do
     [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a whole number, got '${!v}'"
 done
@@ -246,10 +250,11 @@ cpu_ticks() {
 vm_hwm_kb() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status" 2>/dev/null; }
 
 # ---------------------------------------------------------------- servers
-write_nginx_conf() {   # dir port
-    local dir=$1 port=$2
+write_nginx_conf() {   # dir port [access]: with "access", an access log buffered as Tycho's is
+    local dir=$1 port=$2 access=${3:-} log_line="access_log off;"
+    [[ $access == access ]] && log_line="access_log $dir/logs/access.log combined buffer=32k flush=1s;"
     mkdir -p "$dir/logs" "$dir/tmp"
-    sed -e "s|__DIR__|$dir|g" -e "s|__PORT__|$port|g" -e "s|__BACKEND__|$BACKEND_PORT|g" \
+    sed -e "s|access_log off;|$log_line|" -e "s|__DIR__|$dir|g" -e "s|__PORT__|$port|g" -e "s|__BACKEND__|$BACKEND_PORT|g" \
         -e "s|__NDK__|$NDK_SO|g" -e "s|__LUA__|$LUA_SO|g" >"$dir/nginx.conf" <<'EOF'
 load_module __NDK__;
 load_module __LUA__;
@@ -409,14 +414,15 @@ CONF
 # start_server NAME TAG EXTRA -> sets SRV_PID, SRV_PORT, SRV_LOG, SRV_MEAS_CPU (pids
 # whose CPU is summed), SRV_MEAS_RSS (pid whose VmHWM is reported)
 start_server() {
-    local name=$1 tag=$2 extra=${3:-} port dir w i scripts=$SCRIPTS
+    local name=$1 tag=$2 extra=${3:-} port dir w i scripts=$SCRIPTS ops=()
     [[ $extra == proxy ]] && scripts=$PROXY_SCRIPTS
+    [[ $extra == ops ]] && ops=(--metrics /metrics --access-log "$TMP/tycho-$tag-access.log")
     port=$(free_port) || die "no free port found"
     SRV_PORT=$port
     case $name in
     tycho)
         SRV_LOG=$TMP/tycho-$tag.log
-        TYCHO_BENCH_BACKEND=$BACKEND_PORT taskset -c 0 "$TYCHO" --workers 1 --port "$port" "$scripts" \
+        TYCHO_BENCH_BACKEND=$BACKEND_PORT taskset -c 0 "$TYCHO" --workers 1 --port "$port" "${ops[@]}" "$scripts" \
             >"$SRV_LOG" 2>&1 </dev/null &
         SRV_PID=$!
         STARTED_PIDS+=("$SRV_PID")
@@ -434,7 +440,7 @@ start_server() {
         ;;
     nginx)
         dir=$TMP/nginx-$tag
-        write_nginx_conf "$dir" "$port"
+        write_nginx_conf "$dir" "$port" "$([[ $extra == ops ]] && echo access)"
         SRV_LOG=$dir/logs/error.log
         "$NGINX_BIN" -t -q -p "$dir" -e "$SRV_LOG" -c "$dir/nginx.conf" >"$dir/test.log" 2>&1 ||
             { cat "$dir/test.log" >&2; die "nginx -t rejected $dir/nginx.conf"; }
@@ -468,6 +474,7 @@ ALL_WORKLOADS=(
     "c1000|plaintext 1000c|1000|/plaintext|"
     "close|plaintext conn-close|16|/plaintext|close"
     "proxy|proxy (pooled)|64|/proxy|proxy"
+    "ops|plaintext +log+metrics|64|/plaintext|ops"
 )
 WORKLOADS=()
 for k in $BENCH_WORKLOADS; do
@@ -475,7 +482,7 @@ for k in $BENCH_WORKLOADS; do
     for wl in "${ALL_WORKLOADS[@]}"; do
         [[ ${wl%%|*} == "$k" ]] && { WORKLOADS+=("${wl#*|}"); found=1; }
     done
-    ((found)) || die "BENCH_WORKLOADS: unknown workload '$k' (known: plaintext json users echo c1000 close proxy)"
+    ((found)) || die "BENCH_WORKLOADS: unknown workload '$k' (known: plaintext json users echo c1000 close proxy ops)"
 done
 ((${#WORKLOADS[@]} > 0)) || die "BENCH_WORKLOADS is empty"
 ECHO_BODY=$TMP/echo-body.bin
@@ -706,6 +713,10 @@ for wl in "${WORKLOADS[@]}"; do
         fi
     done
 done
+# What --metrics and --access-log cost Tycho: the plaintext workload with both on against it with both off.
+if has_server tycho && [[ -n ${R_RPS[tycho,plaintext]:-} && -n ${R_RPS[tycho,plaintext +log+metrics]:-} ]]; then
+    echo "tycho with --metrics and --access-log vs without (plaintext): req/s ratio $(ratio "${R_RPS[tycho,plaintext +log+metrics]}" "${R_RPS[tycho,plaintext]}"), CPU us/req ${R_CPU[tycho,plaintext +log+metrics]} vs ${R_CPU[tycho,plaintext]} (ratio $(ratio "${R_CPU[tycho,plaintext +log+metrics]}" "${R_CPU[tycho,plaintext]}"))"
+fi
 ((any)) || echo "wrk errors: none (no non-2xx responses, no socket errors in measured rounds)"
 ((IDLE_WARNINGS == 0)) || echo "NOTE: other processes were using the CPUs during $IDLE_WARNINGS workload(s) (see stderr): treat these numbers as noisy"
 exit "$STATUS"

@@ -48,12 +48,17 @@ static unsigned read_label_names(lua_State *L, int idx, const char *fn, const ch
     return n;
 }
 
-/* opts.mode of a gauge: "sum" (default), "max", "min" or "worker". */
+/*
+ * opts.mode of a gauge: "worker" (the default: one series per worker, never
+ * misleading), "sum", "max" or "min".
+ */
 static enum tycho_gauge_mode read_mode(lua_State *L, int opts, const char *fn)
 {
     static const char *const modes[] = {"sum", "max", "min", "worker", NULL};
-    enum tycho_gauge_mode mode = TYCHO_GAUGE_SUM;
+    enum tycho_gauge_mode mode = TYCHO_GAUGE_WORKER;
 
+    if (!opts)
+        return mode;
     lua_getfield(L, opts, "mode");
     if (!lua_isnil(L, -1)) {
         const char *s = lua_tostring(L, -1);
@@ -119,7 +124,7 @@ static int new_metric(lua_State *L, enum tycho_metric_kind kind, const char *fn)
                           "server's own (got \"%s\")", fn, spec.name);
     spec.labels = labels;
     spec.nlabels = read_label_names(L, 3, fn, labels);
-    if (kind == TYCHO_GAUGE && opts)
+    if (kind == TYCHO_GAUGE)
         spec.mode = read_mode(L, opts, fn);
     if (kind == TYCHO_HISTOGRAM) {
         spec.buckets = buckets;
@@ -162,6 +167,9 @@ static size_t add_label_value(lua_State *L, const char *fn, const char *name, ch
     value = lua_tolstring(L, -1, &len);
     if (memchr(value, '\0', len))
         luaL_error(L, "%s: the value of label \"%s\" contains a NUL byte", fn, name);
+    /* One bad value would make Prometheus refuse every later scrape. */
+    if (!tycho_metric_utf8_ok(value, len))
+        luaL_error(L, "%s: the value of label \"%s\" is not valid UTF-8", fn, name);
     if (used + len + 1 > TYCHO_METRIC_KEY_BYTES)
         luaL_error(L, "%s: label values longer than %d bytes in all", fn,
                    TYCHO_METRIC_KEY_BYTES - 1);

@@ -18,6 +18,9 @@ const char tycho_usage[] =
     "usage: tycho [flags] DIR\n"
     "       tycho --request 'METHOD /path?query' [--header 'K: V']... [--body STR] DIR\n"
     "       tycho --check DIR\n"
+    "       tycho test [DIR] [TESTDIR]   run the *_test.lua files in TESTDIR (default\n"
+    "                                    DIR/tests, DIR default .) against the app in DIR\n"
+    "       tycho new NAME               write a starter app (a route, a test) in NAME\n"
     "\n"
     "Serves the Lua route scripts in DIR over HTTP/1.1. SIGHUP reloads them.\n"
     "\n"
@@ -282,12 +285,39 @@ static int check_dir(const char *dir, char *err)
     return TYCHO_OK;
 }
 
+/* A positional argument: DIR, or for `tycho test` also TESTDIR, or for `tycho new` NAME. */
+static int set_positional(struct tycho_config *cfg, const char *arg, char *err)
+{
+    if (cfg->mode == TYCHO_MODE_NEW && !cfg->new_name) {
+        cfg->new_name = arg;
+    } else if (cfg->mode != TYCHO_MODE_NEW && !cfg->dir) {
+        cfg->dir = arg;
+    } else if (cfg->mode == TYCHO_MODE_TEST && !cfg->test_dir) {
+        cfg->test_dir = arg;
+    } else {
+        snprintf(err, TYCHO_ERR_LEN, "tycho: unexpected argument \"%s\" (%s)", arg,
+                 cfg->mode == TYCHO_MODE_TEST  ? "tycho test takes DIR and TESTDIR at most"
+                 : cfg->mode == TYCHO_MODE_NEW ? "tycho new takes one NAME"
+                                               : "one script directory only");
+        return TYCHO_ERR;
+    }
+    return TYCHO_OK;
+}
+
+/* Checks the combinations of modes and flags once everything is parsed. */
+static int check_combinations(struct tycho_config *cfg, bool check, char *err);
+
 int tycho_config_parse(struct tycho_config *cfg, int argc, char **argv, char *err)
 {
-    int help = 0, version = 0, check = 0;
+    int help = 0, version = 0, check = 0, first = 1;
 
     tycho_config_defaults(cfg);
-    for (int i = 1; i < argc; i++) {
+    /* Subcommands come first: `tycho test ...`, `tycho new NAME`. */
+    if (argc > 1 && (strcmp(argv[1], "test") == 0 || strcmp(argv[1], "new") == 0)) {
+        cfg->mode = strcmp(argv[1], "test") == 0 ? TYCHO_MODE_TEST : TYCHO_MODE_NEW;
+        first = 2;
+    }
+    for (int i = first; i < argc; i++) {
         const char *arg = argv[i], *eq, *val;
         const struct number_flag *number;
         char flag[64];
@@ -310,12 +340,8 @@ int tycho_config_parse(struct tycho_config *cfg, int argc, char **argv, char *er
             continue;
         }
         if (arg[0] != '-' || strcmp(arg, "-") == 0) {
-            if (cfg->dir) {
-                snprintf(err, TYCHO_ERR_LEN,
-                         "tycho: unexpected argument \"%s\" (one script directory only)", arg);
+            if (set_positional(cfg, arg, err) < 0)
                 return TYCHO_ERR;
-            }
-            cfg->dir = arg;
             continue;
         }
         eq = strchr(arg, '=');
@@ -346,6 +372,31 @@ int tycho_config_parse(struct tycho_config *cfg, int argc, char **argv, char *er
     if (version) {
         cfg->mode = TYCHO_MODE_VERSION;
         return TYCHO_OK;
+    }
+    if (first == 2 && cfg->mode == TYCHO_MODE_REQUEST) {
+        snprintf(err, TYCHO_ERR_LEN, "tycho: %s: --request does not go with it", argv[1]);
+        return TYCHO_ERR;
+    }
+    return check_combinations(cfg, check, err);
+}
+
+static int check_combinations(struct tycho_config *cfg, bool check, char *err)
+{
+    if (cfg->mode == TYCHO_MODE_NEW) {
+        if (!cfg->new_name) {
+            snprintf(err, TYCHO_ERR_LEN, "tycho: new: missing NAME (usage: tycho new NAME)");
+            return TYCHO_ERR;
+        }
+        return TYCHO_OK;
+    }
+    if (cfg->mode == TYCHO_MODE_TEST) {
+        if (check || cfg->watch || cfg->metrics_path || cfg->metrics_addr) {
+            snprintf(err, TYCHO_ERR_LEN, "tycho: test: %s does not go with it",
+                     check ? "--check" : cfg->watch ? "--watch" : "--metrics");
+            return TYCHO_ERR;
+        }
+        if (!cfg->dir)
+            cfg->dir = ".";
     }
     if (!cfg->dir) {
         snprintf(err, TYCHO_ERR_LEN,

@@ -19,6 +19,8 @@ enum tycho_mode {
     TYCHO_MODE_SERVE,   /* tycho DIR */
     TYCHO_MODE_REQUEST, /* tycho --request 'GET /x' DIR */
     TYCHO_MODE_CHECK,   /* tycho --check DIR: load, print the routes or the error, exit */
+    TYCHO_MODE_TEST,    /* tycho test [DIR] [TESTDIR]: run DIR's *_test.lua files in-process */
+    TYCHO_MODE_NEW,     /* tycho new NAME: write a starter app */
     TYCHO_MODE_HELP,    /* --help */
     TYCHO_MODE_VERSION  /* --version */
 };
@@ -34,6 +36,8 @@ struct tycho_config {
     bool access_log_json;     /* --access-log-format json */
     int log_level;            /* --log-level, an enum tycho_log_level */
     const char *dir;          /* borrowed from argv: the script directory */
+    const char *test_dir;     /* tycho test: TESTDIR, or NULL for DIR/tests */
+    const char *new_name;     /* tycho new: the directory to create */
     const char *host;         /* borrowed; default 127.0.0.1 */
     int port;                 /* 0 asks the kernel for a free port */
     int workers;              /* worker threads; default: online cores */

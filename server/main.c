@@ -18,6 +18,7 @@
 #include "metrics.h"
 #include "router.h"
 #include "shdict.h"
+#include "testing.h"
 #include "script.h"
 #include "watch.h"
 #include "worker.h"
@@ -457,6 +458,12 @@ int main(int argc, char **argv)
         break;
     case TYCHO_MODE_CHECK:
         rc = check(&cfg);
+        break;
+    case TYCHO_MODE_TEST:
+        rc = tycho_test_run(&cfg);
+        break;
+    case TYCHO_MODE_NEW:
+        rc = tycho_new_app(cfg.new_name);
         break;
     }
     tycho_config_dispose(&cfg);

@@ -27,6 +27,7 @@ struct tycho_series {
     char *key;                       /* owned: the label values, each NUL-terminated */
     size_t key_len;
     unsigned long hash;
+    unsigned mark;                   /* the last sampling round that set it (sampled gauges) */
     _Atomic double values[];         /* see tycho_metric_series */
 };
 
@@ -53,7 +54,7 @@ struct tycho_family {
 
 static struct {
     pthread_mutex_t lock;            /* families list; registration and scrape */
-    struct tycho_family *families, **tail;
+    struct tycho_family *families, **tail, *last; /* last: the newest family */
     int nslots;
     unsigned max_series;
     struct tycho_worker_stats *_Atomic *stats; /* per worker slot */
@@ -134,6 +135,8 @@ static const char *spec_problem(const struct tycho_metric_spec *spec)
 {
     if (!valid_name(spec->name, true))
         return "a metric name is letters, digits, _ and : and does not start with a digit";
+    if (spec->help && !tycho_metric_utf8_ok(spec->help, strlen(spec->help)))
+        return "the help text is not valid UTF-8";
     if (spec->nlabels > TYCHO_METRIC_MAX_LABELS)
         return "at most 16 labels";
     for (unsigned i = 0; i < spec->nlabels; i++) {
@@ -205,8 +208,35 @@ fail:
     return NULL;
 }
 
+/*
+ * A histogram "x" exposes x_bucket, x_sum and x_count: a name that clashes
+ * with those (either way round) would make the whole exposition invalid.
+ * Returns the clashing family or NULL. Under the registry lock.
+ */
+static const struct tycho_family *suffix_clash(const struct tycho_metric_spec *spec)
+{
+    static const char *const suffixes[] = {"_bucket", "_sum", "_count"};
+    size_t len = strlen(spec->name);
+
+    for (const struct tycho_family *f = reg.families; f; f = f->next) {
+        size_t flen = strlen(f->name);
+        for (int i = 0; i < 3; i++) {
+            size_t slen = strlen(suffixes[i]);
+            if (f->kind == TYCHO_HISTOGRAM && len == flen + slen &&
+                strncmp(spec->name, f->name, flen) == 0 &&
+                strcmp(spec->name + flen, suffixes[i]) == 0)
+                return f;
+            if (spec->kind == TYCHO_HISTOGRAM && flen == len + slen &&
+                strncmp(f->name, spec->name, len) == 0 && strcmp(f->name + len, suffixes[i]) == 0)
+                return f;
+        }
+    }
+    return NULL;
+}
+
 struct tycho_family *tycho_metric_family(const struct tycho_metric_spec *spec, char *err)
 {
+    const struct tycho_family *clash;
     const char *problem = spec_problem(spec);
     struct tycho_family *f;
 
@@ -226,6 +256,13 @@ struct tycho_family *tycho_metric_family(const struct tycho_metric_spec *spec, c
         pthread_mutex_unlock(&reg.lock);
         return f;
     }
+    if ((clash = suffix_clash(spec))) {
+        snprintf(err, TYCHO_ERR_LEN, "metric \"%s\" clashes with the %s \"%s\" (a histogram "
+                 "also exposes NAME_bucket, NAME_sum and NAME_count)", spec->name,
+                 kind_names[clash->kind], clash->name);
+        pthread_mutex_unlock(&reg.lock);
+        return NULL;
+    }
     if (reg.nslots == 0 || !(f = family_new(spec))) {
         pthread_mutex_unlock(&reg.lock);
         snprintf(err, TYCHO_ERR_LEN, "out of memory registering metric \"%s\"", spec->name);
@@ -233,6 +270,7 @@ struct tycho_family *tycho_metric_family(const struct tycho_metric_spec *spec, c
     }
     *reg.tail = f;
     reg.tail = &f->next;
+    reg.last = f;
     pthread_mutex_unlock(&reg.lock);
     return f;
 }
@@ -329,7 +367,7 @@ void tycho_metrics_free_all(void)
         next = f->next;
         family_free(f);
     }
-    reg.families = NULL;
+    reg.families = reg.last = NULL;
     reg.tail = &reg.families;
     free((void *)reg.stats);
     reg.stats = NULL;
@@ -439,15 +477,54 @@ _Atomic double *tycho_metric_series(struct tycho_family *f, int worker, const ch
     return se->values;
 }
 
-void tycho_metric_zero_all(struct tycho_family *f, int worker)
+void tycho_metric_sample(struct tycho_family *f, int worker, const char *key, size_t len,
+                         double v, unsigned round)
+{
+    _Atomic double *values = tycho_metric_series(f, worker, key, len);
+
+    if (!values)
+        return;
+    tycho_metric_set(values, v);
+    /* values is the series' flexible array member: step back to its series. */
+    ((struct tycho_series *)(void *)((char *)values - offsetof(struct tycho_series, values)))
+        ->mark = round;
+}
+
+void tycho_metric_sweep(struct tycho_family *f, int worker, unsigned round)
 {
     if (!f || worker < 0 || worker >= reg.nslots)
         return;
     for (struct tycho_series *se = atomic_load_explicit(&f->slots[worker].head,
                                                         memory_order_relaxed);
          se; se = se->next)
-        for (unsigned i = 0; i < f->nvalues; i++)
-            tycho_metric_set(&se->values[i], 0);
+        if (se->mark != round)
+            for (unsigned i = 0; i < f->nvalues; i++)
+                tycho_metric_set(&se->values[i], 0);
+}
+
+bool tycho_metric_utf8_ok(const char *s, size_t len)
+{
+    const unsigned char *p = (const unsigned char *)s, *end = p + len;
+
+    while (p < end) {
+        unsigned c = *p, n = c < 0x80 ? 0 : (c & 0xe0) == 0xc0 ? 1 : (c & 0xf0) == 0xe0 ? 2
+                                        : (c & 0xf8) == 0xf0 ? 3 : 9;
+        unsigned cp;
+        if (n == 9 || (size_t)(end - p) <= n)
+            return false;
+        cp = n == 0 ? c : c & (0x3f >> n);
+        for (unsigned i = 1; i <= n; i++) {
+            if ((p[i] & 0xc0) != 0x80)
+                return false;
+            cp = cp << 6 | (p[i] & 0x3f);
+        }
+        /* No overlong forms, no surrogates, nothing past U+10FFFF. */
+        if ((n == 1 && cp < 0x80) || (n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) ||
+            (cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff)
+            return false;
+        p += n + 1;
+    }
+    return true;
 }
 
 void tycho_metric_observe(const struct tycho_family *f, _Atomic double *v, double x)
@@ -600,22 +677,24 @@ static int by_key(const void *a, const void *b)
 /* Collects the series of f on workers 1..N (0 is never exposed). *n: how many. */
 static struct found *collect(const struct tycho_family *f, size_t *n)
 {
+    const struct tycho_series *heads[reg.nslots];
     size_t count = 0, i = 0;
     struct found *all;
 
-    for (int w = 1; w < reg.nslots; w++)
-        for (const struct tycho_series *se =
-                 atomic_load_explicit(&f->slots[w].head, memory_order_acquire);
-             se; se = se->next)
+    /*
+     * Lists only grow at their head: walking from the heads read now gives
+     * exactly these series, whatever a worker adds meanwhile.
+     */
+    for (int w = 1; w < reg.nslots; w++) {
+        heads[w] = atomic_load_explicit(&f->slots[w].head, memory_order_acquire);
+        for (const struct tycho_series *se = heads[w]; se; se = se->next)
             count++;
+    }
     *n = 0;
     if (!(all = malloc(sizeof(*all) * (count ? count : 1))))
         return NULL;
-    /* A worker may add series meanwhile; only the first `count` are taken. */
-    for (int w = 1; w < reg.nslots && i < count; w++)
-        for (const struct tycho_series *se =
-                 atomic_load_explicit(&f->slots[w].head, memory_order_acquire);
-             se && i < count; se = se->next)
+    for (int w = 1; w < reg.nslots; w++)
+        for (const struct tycho_series *se = heads[w]; se; se = se->next)
             all[i++] = (struct found){se, w};
     qsort(all, i, sizeof(*all), by_key);
     *n = i;
@@ -843,6 +922,9 @@ static void put_server(struct out *o)
     }
     put_per_worker(o, "tycho_lua_memory_bytes", "Memory of a worker's Lua states (sampled each "
                    "second).", offsetof(struct tycho_worker_stats, lua_bytes));
+    put_per_worker(o, "tycho_worker_generation", "The script generation a worker serves (it "
+                   "may lag tycho_generation for a moment, or stay behind if its rebuild failed).",
+                   offsetof(struct tycho_worker_stats, generation));
     put_per_worker(o, "tycho_timers_pending", "Timers a worker's scripts have pending (sampled "
                    "each second).", offsetof(struct tycho_worker_stats, timers));
 }
@@ -851,11 +933,22 @@ int tycho_metrics_render(struct tycho_buf *buf)
 {
     struct out o = {buf, false};
 
+    const struct tycho_family *last;
+
     put_process(&o);
     put_server(&o);
+    /*
+     * Families are only ever appended, and freed only at exit: the list up to
+     * the last one seen under the lock can be walked without it, so a big
+     * scrape does not hold up a script registering a metric.
+     */
     pthread_mutex_lock(&reg.lock);
-    for (const struct tycho_family *f = reg.families; f && !o.failed; f = f->next)
-        put_family(&o, f);
+    last = reg.last;
     pthread_mutex_unlock(&reg.lock);
+    for (const struct tycho_family *f = last ? reg.families : NULL; f && !o.failed; f = f->next) {
+        put_family(&o, f);
+        if (f == last)
+            break;
+    }
     return o.failed ? TYCHO_ERR : TYCHO_OK;
 }

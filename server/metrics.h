@@ -73,6 +73,7 @@ struct tycho_worker_stats {
     _Atomic unsigned long rejected[TYCHO_REJECT_COUNT];
     _Atomic double lua_bytes;              /* sampled each second: its Lua states' memory */
     _Atomic double timers;                 /* sampled: timers pending */
+    _Atomic double generation;             /* the generation it serves */
 };
 
 /* The server's own families, registered by tycho_metrics_init. */
@@ -129,8 +130,18 @@ enum tycho_metric_kind tycho_metric_kind_of(const struct tycho_family *f);
 _Atomic double *tycho_metric_series(struct tycho_family *f, int worker, const char *key,
                                     size_t key_len);
 
-/* Sets every value of the worker's series of f to zero (before sampling gauges anew). */
-void tycho_metric_zero_all(struct tycho_family *f, int worker);
+/*
+ * Sampled gauges: tycho_metric_sample sets the worker's series key of f to v
+ * and marks it with this sampling round; tycho_metric_sweep then zeroes the
+ * worker's series that this round did not set (a backend no longer used).
+ * Nothing is zeroed first, so a scrape never sees a value drop to 0 midway.
+ */
+void tycho_metric_sample(struct tycho_family *f, int worker, const char *key, size_t len,
+                         double v, unsigned round);
+void tycho_metric_sweep(struct tycho_family *f, int worker, unsigned round);
+
+/* Whether s is valid UTF-8 (the exposition is; Prometheus refuses a scrape that is not). */
+bool tycho_metric_utf8_ok(const char *s, size_t len);
 
 /* Adds n to a value (single writer: no read-modify-write). */
 static inline void tycho_metric_add(_Atomic double *v, double n)

@@ -26,7 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "prelude.h" /* generated from prelude.lua: tycho_prelude_lua[] */
+#include "prelude_lua.h" /* generated from prelude.lua: tycho_prelude_lua[] */
 
 #define THREAD_CACHE_MAX 256
 
@@ -71,6 +71,11 @@ struct tycho_router *tycho_gen_router_of(lua_State *L)
     g = lua_touserdata(L, -1);
     lua_pop(L, 1);
     return g->loaded ? NULL : g->router;
+}
+
+lua_State *tycho_gen_lua(struct tycho_gen *g)
+{
+    return g->L;
 }
 
 const struct tycho_router *tycho_gen_router(const struct tycho_gen *g)
@@ -895,17 +900,23 @@ void tycho_gen_replace(struct tycho_gen *old, struct tycho_gen *g, unsigned long
         event_active(&old->free_ev, EV_TIMEOUT, 1);
 }
 
-void tycho_gen_sample(struct tycho_gen *g, double *lua_bytes, double *timers)
+void tycho_gen_sample(struct tycho_gen *g, unsigned round, double *lua_bytes, double *timers)
 {
+    struct tycho_upstreams *us[64];
+    size_t n = 0;
+
     *lua_bytes = *timers = 0;
     if (!g)
         return;
-    tycho_upstreams_sample(g->upstreams);
     for (struct tycho_timer *tm = g->timers; tm; tm = tm->next)
         *timers += !tm->cancelled;
-    /* The retired generations still finishing count too: their memory is still held. */
-    for (struct tycho_gen *x = g; x; x = x->older)
+    /* The retired generations still finishing count too: their memory and connections are held. */
+    for (struct tycho_gen *x = g; x; x = x->older) {
         *lua_bytes += (double)lua_gc(x->L, LUA_GCCOUNT, 0) * 1024 + lua_gc(x->L, LUA_GCCOUNTB, 0);
+        if (n < sizeof(us) / sizeof(us[0]))
+            us[n++] = x->upstreams;
+    }
+    tycho_upstreams_sample(us, n, round);
 }
 
 void tycho_gen_free(struct tycho_gen *g)

@@ -24,13 +24,18 @@ struct tycho_gen *tycho_gen_new(const char *dir, int worker_id, char *err);
 
 /*
  * For the metrics: the memory of g's Lua state and of the retired ones still
- * finishing, in bytes, and their timers pending; also samples g's backend
- * pools. Owning thread.
+ * finishing, in bytes, and g's timers pending; also samples their backend
+ * pools (round: see tycho_metric_sample). Owning thread.
  */
-void tycho_gen_sample(struct tycho_gen *g, double *lua_bytes, double *timers);
+void tycho_gen_sample(struct tycho_gen *g, unsigned round, double *lua_bytes, double *timers);
 
 /* Closes the Lua state and frees the router. NULL is a no-op. */
 void tycho_gen_free(struct tycho_gen *g);
+
+struct lua_State;
+
+/* g's Lua state (for `tycho test`, which runs its tests inside it). */
+struct lua_State *tycho_gen_lua(struct tycho_gen *g);
 
 /* The routes the scripts registered (borrowed, valid while g lives). */
 const struct tycho_router *tycho_gen_router(const struct tycho_gen *g);

@@ -175,31 +175,71 @@ static void count(struct tycho_pool *p, enum tycho_backend_metric m, unsigned lo
         tycho_metric_add(p->counted[m], 1);
 }
 
-/* Sets the worker's gauge series key of family m to v. */
-static void sample_gauge(int worker, enum tycho_backend_metric m, const char *key, size_t len,
-                         double v)
-{
-    _Atomic double *series = tycho_metric_series(tycho_metric_backend[m], worker, key, len);
+/* One backend's gauges, added up over the generations' pools. */
+struct backend_sum {
+    const struct tycho_pool *p;       /* the first pool seen for it (its label) */
+    double busy, idle, waiting, circuit;
+};
 
-    if (series)
-        tycho_metric_set(series, v);
+/* Adds p to the sums (finding its backend's entry or appending one). */
+static int sum_pool(struct backend_sum **sums, size_t *n, size_t *cap, const struct tycho_pool *p)
+{
+    struct backend_sum *b = NULL;
+
+    for (size_t i = 0; i < *n && !b; i++)
+        if ((*sums)[i].p->port == p->port && strcasecmp((*sums)[i].p->host, p->host) == 0)
+            b = &(*sums)[i];
+    if (!b) {
+        if (*n == *cap) {
+            size_t grown = *cap ? *cap * 2 : 8;
+            struct backend_sum *more = realloc(*sums, grown * sizeof(**sums));
+            if (!more)
+                return TYCHO_ERR;
+            *sums = more;
+            *cap = grown;
+        }
+        b = &(*sums)[(*n)++];
+        *b = (struct backend_sum){p, 0, 0, 0, 0};
+    }
+    b->busy += p->open - p->idle;
+    b->idle += p->idle;
+    b->waiting += p->waiting;
+    if (p->circuit != CIRCUIT_CLOSED)
+        b->circuit = 1;
+    return TYCHO_OK;
 }
 
-void tycho_upstreams_sample(struct tycho_upstreams *u)
+void tycho_upstreams_sample(struct tycho_upstreams *const *us, size_t count, unsigned round)
 {
+    struct tycho_family *const *f = tycho_metric_backend;
+    struct backend_sum *sums = NULL;
+    size_t n = 0, cap = 0;
     char key[TYCHO_METRIC_KEY_BYTES];
+    int worker;
 
-    for (int m = TYCHO_BACKEND_CONNECTIONS; m <= TYCHO_BACKEND_CIRCUIT; m++)
-        tycho_metric_zero_all(tycho_metric_backend[m], u->worker);
-    for (struct tycho_pool *p = u->pools; p; p = p->next) {
-        size_t len = backend_label(p, key);
-        sample_gauge(u->worker, TYCHO_BACKEND_WAITING, key, len, p->waiting);
-        sample_gauge(u->worker, TYCHO_BACKEND_CIRCUIT, key, len, p->circuit != CIRCUIT_CLOSED);
+    if (count == 0)
+        return;
+    worker = us[0]->worker;
+    for (size_t i = 0; i < count; i++)
+        for (const struct tycho_pool *p = us[i]->pools; p; p = p->next)
+            if (sum_pool(&sums, &n, &cap, p) < 0) {
+                free(sums);
+                return;                   /* out of memory: the gauges keep their last values */
+            }
+    for (size_t i = 0; i < n; i++) {
+        size_t len = backend_label(sums[i].p, key);
+        tycho_metric_sample(f[TYCHO_BACKEND_WAITING], worker, key, len, sums[i].waiting, round);
+        tycho_metric_sample(f[TYCHO_BACKEND_CIRCUIT], worker, key, len, sums[i].circuit, round);
         memcpy(key + len, "busy", 5);
-        sample_gauge(u->worker, TYCHO_BACKEND_CONNECTIONS, key, len + 5, p->open - p->idle);
+        tycho_metric_sample(f[TYCHO_BACKEND_CONNECTIONS], worker, key, len + 5, sums[i].busy,
+                            round);
         memcpy(key + len, "idle", 5);
-        sample_gauge(u->worker, TYCHO_BACKEND_CONNECTIONS, key, len + 5, p->idle);
+        tycho_metric_sample(f[TYCHO_BACKEND_CONNECTIONS], worker, key, len + 5, sums[i].idle,
+                            round);
     }
+    for (int m = TYCHO_BACKEND_CONNECTIONS; m <= TYCHO_BACKEND_CIRCUIT; m++)
+        tycho_metric_sweep(f[m], worker, round);
+    free(sums);
 }
 
 void tycho_upstreams_attach(struct tycho_upstreams *u, struct event_base *base)

@@ -66,8 +66,13 @@ void tycho_pool_opts_default(struct tycho_pool_opts *o);
  */
 struct tycho_upstreams *tycho_upstreams_new(int worker);
 
-/* Sets the worker's sampled backend gauges (connections, waiting, breaker) from these pools. */
-void tycho_upstreams_sample(struct tycho_upstreams *u);
+/*
+ * Sets the worker's sampled backend gauges (connections busy and idle,
+ * waiting, breaker) from the pools of these upstreams (one worker's: the
+ * current generation's and the retired ones still finishing), added up per
+ * backend; round numbers this sampling (see tycho_metric_sample).
+ */
+void tycho_upstreams_sample(struct tycho_upstreams *const *us, size_t count, unsigned round);
 
 /* Gives the upstreams the worker's loop; calls can start from then on. */
 void tycho_upstreams_attach(struct tycho_upstreams *u, struct event_base *base);

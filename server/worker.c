@@ -98,6 +98,8 @@ static void start_drain(struct tycho_worker *w)
     tycho_conn_drain(w);
 }
 
+static void sample_metrics(struct tycho_worker *w);
+
 /* Builds the scripts anew and switches to them; the old generation finishes what it runs. */
 static void reload(struct tycho_worker *w, unsigned long generation)
 {
@@ -122,6 +124,8 @@ static void reload(struct tycho_worker *w, unsigned long generation)
     tycho_gen_replace(w->gen, g, w->generation);
     w->gen = g;
     w->generation = generation;
+    if (w->metrics_ev)
+        sample_metrics(w);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     tycho_log_info("worker %d: serving generation %lu (built in %.1f ms)", w->id, generation,
                    (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6);
@@ -179,9 +183,10 @@ static void sample_metrics(struct tycho_worker *w)
 {
     double lua_bytes, timers;
 
-    tycho_gen_sample(w->gen, &lua_bytes, &timers);
+    tycho_gen_sample(w->gen, ++w->metrics_round, &lua_bytes, &timers);
     tycho_metric_set(&w->stats.lua_bytes, lua_bytes);
     tycho_metric_set(&w->stats.timers, timers);
+    tycho_metric_set(&w->stats.generation, (double)w->generation);
 }
 
 static void on_metrics_sample(evutil_socket_t fd, short what, void *arg)

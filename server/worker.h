@@ -61,6 +61,7 @@ struct tycho_worker {
     unsigned long timeouts;          /* requests or writes cut off by a timeout */
     struct tycho_worker_stats stats; /* its metrics counters (read by the scrape) */
     struct event *metrics_ev;        /* owned: samples the gauges each second (--metrics) */
+    unsigned metrics_round;          /* sampling rounds so far */
     bool draining;                   /* stopping: no new requests, in-flight ones finish */
     struct event *drain_ev;          /* owned: ends the drain at --drain-timeout */
     const struct timeval *first_tv;  /* common timeouts (libevent): --header-timeout, */

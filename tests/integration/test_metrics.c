@@ -178,6 +178,7 @@ static void test_known_counts(int port)
     is_sample(text, "tycho_connections_accepted_total", 19, "19 connections taken");
     is_sample(text, "tycho_workers", 2, "2 workers");
     is_sample(text, "tycho_generation", 1, "generation 1");
+    is_sample(text, "tycho_worker_generation{worker=\"1\"}", 1, "worker 1: generation 1");
     is_sample(text, "tycho_reloads_total", 0, "no reload yet");
     ok(sample(text, "process_resident_memory_bytes") > 1e6, "RSS over 1 MB");
     ok(sample(text, "tycho_uptime_seconds") > 0, "uptime");
@@ -277,6 +278,9 @@ static void test_script_metrics(int port)
             "tycho.metrics.histogram: bucket bounds must be finite and increasing (metric "
             "\"app_h\")",
             "tycho.metrics.gauge: mode must be \"sum\", \"max\", \"min\" or \"worker\"",
+            "tycho.metrics.counter: metric \"app_size_bytes_count\" clashes with the histogram "
+            "\"app_size_bytes\" (a histogram also exposes NAME_bucket, NAME_sum and NAME_count)",
+            "counter:inc: the value of label \"kind\" is not valid UTF-8",
         };
         char *body = strndup(r.body, r.body_len), *save = NULL;
         char *line = strtok_r(body, "\n", &save);
@@ -307,7 +311,8 @@ static void test_script_metrics(int port)
                             ? 0 : sample(text, "app_worker_requests{worker=\"1\"}")) +
                        (isnan(sample(text, "app_worker_requests{worker=\"2\"}"))
                             ? 0 : sample(text, "app_worker_requests{worker=\"2\"}"))),
-           6, "gauge per worker: the two add up to 6");
+           6, "gauge per worker (the default mode): the two add up to 6");
+    ok(isnan(sample(text, "app_worker_requests")), "gauge per worker: no unlabelled series");
     ok(strstr(text, "# HELP app_hits_total Hits, by kind.\n# TYPE app_hits_total counter\n"),
        "HELP and TYPE of a script's metric");
     ok(strstr(text, "# TYPE app_size_bytes histogram\n") != NULL, "histogram TYPE");
@@ -438,6 +443,7 @@ static void test_reload(struct server *s)
     text = scrape(s->port, "/metrics");
     if (text) {
         is_sample(text, "tycho_reloads_total", 1, "1 reload");
+        is_sample(text, "tycho_worker_generation{worker=\"2\"}", 2, "worker 2 serves generation 2");
         is_sample(text, "app_hits_total{kind=\"a\"}", 5, "a counter keeps counting over a reload");
     }
     free(text);

@@ -6,9 +6,10 @@ local hits = tycho.metrics.counter("app_hits_total", "Hits, by kind.", {"kind"})
 local plain = tycho.metrics.counter("app_plain_total", "A counter without labels.")
 local level = tycho.metrics.gauge("app_level", "The largest level set on any worker.", nil,
                                   {mode = "max"})
-local inflight = tycho.metrics.gauge("app_inflight", "Requests inside /slow now.")
-local seen = tycho.metrics.gauge("app_worker_requests", "Requests to /seen, per worker.", nil,
-                                 {mode = "worker"})
+local inflight = tycho.metrics.gauge("app_inflight", "Requests inside /slow now.", nil,
+                                     {mode = "sum"})
+-- The default mode: one series per worker.
+local seen = tycho.metrics.gauge("app_worker_requests", "Requests to /seen, per worker.")
 local sizes = tycho.metrics.histogram("app_size_bytes", "Sizes put.", {"op"},
                                       {buckets = {10, 100}})
 
@@ -71,6 +72,8 @@ app.get("/misuse", function()
         function() tycho.metrics.histogram("app_h", "le", {"le"}) end,
         function() tycho.metrics.histogram("app_h", "buckets", nil, {buckets = {2, 1}}) end,
         function() tycho.metrics.gauge("app_g", "mode", nil, {mode = "avg"}) end,
+        function() tycho.metrics.counter("app_size_bytes_count", "clash") end,
+        function() hits:inc(1, {kind = "\255"}) end,
     }
     local out = {}
     for i, try in ipairs(tries) do

@@ -1,0 +1,47 @@
+-- Tests of hello.lua, run in-process by `tycho test scripts` (and by `make test`).
+
+test("GET / says the server is running", function()
+    local r = client:get("/")
+    assert_eq(r.status, 200)
+    assert_match(r.body, "^Tycho is running")
+end)
+
+test("GET /plaintext", function()
+    local r = client:get("/plaintext")
+    assert_eq(r.status, 200)
+    assert_eq(r.body, "Hello, World!")
+    assert_eq(r.headers["Content-Type"], "text/plain; charset=utf-8")
+end)
+
+test("GET /json", function()
+    local r = client:get("/json")
+    assert_eq(r.status, 200)
+    assert_match(r.headers["content-type"], "^application/json")
+    assert_eq(r:json(), { message = "Hello, World!" })
+end)
+
+test("GET /users/:id with a query", function()
+    local r = client:get("/users/7?q=a+b")
+    assert_eq(r:json(), { id = "7", q = "a b" })
+end)
+
+test("POST /echo keeps the body and its type", function()
+    local r = client:post("/echo", "ping pong", { headers = { ["Content-Type"] = "text/x-test" } })
+    assert_eq(r.status, 200)
+    assert_eq(r.body, "ping pong")
+    assert_eq(r.headers["Content-Type"], "text/x-test")
+end)
+
+test("unknown paths and methods", function()
+    assert_eq(client:get("/nowhere").status, 404)
+    local r = client:post("/plaintext", "")
+    assert_eq(r.status, 405)
+    assert_eq(r.headers.allow, "GET, HEAD")
+end)
+
+test("HEAD has the length and no body", function()
+    local r = client:head("/plaintext")
+    assert_eq(r.status, 200)
+    assert_eq(r.headers["content-length"], "13")
+    assert_eq(r.body, "")
+end)

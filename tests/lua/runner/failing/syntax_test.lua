@@ -1,0 +1,3 @@
+test("broken", function()
+  assert_eq(1, 1
+end)
