@@ -61,6 +61,11 @@ has "the runner fixture: summary" "10 passed, 0 failed"
 has "the runner fixture: a sleeping handler" "ok   tests/lua/runner/tests/pass_test.lua: a handler that sleeps"
 has "the runner fixture: a backend call" "ok   tests/lua/runner/tests/pass_test.lua: a handler that calls a backend"
 
+# The example app's proxy (scripts/proxy.lua) against the same backend.
+out=$(TYCHO_UPSTREAM=127.0.0.1:$started_port "$tycho" test scripts 2>&1)
+ok "scripts/ with TYCHO_UPSTREAM: exit 0" $?
+has "scripts/ with TYCHO_UPSTREAM: the proxy forwards" "ok   scripts/tests/proxy_test.lua: the query string and status are forwarded"
+
 out=$("$tycho" test tests/lua/runner tests/lua/runner/failing 2>&1)
 ok "the failing fixture: exit 1" "$([ $? -eq 1 ]; echo $?)"
 has "failing: the summary" "1 passed, 5 failed"
