@@ -138,11 +138,12 @@ int tycho_test_run(const struct tycho_config *cfg)
         snprintf(test_dir, sizeof(test_dir), "%s", cfg->test_dir);
     else
         snprintf(test_dir, sizeof(test_dir), "%s/tests", cfg->dir);
+    /* Results line by line, so they interleave sensibly with handlers' log lines on stderr. */
+    setvbuf(stdout, NULL, _IOLBF, 0);
     if (tycho_worker_setup(&w, 0, &shared, err) < 0) {
         fprintf(stderr, "tycho: %s\n", err);
         return 1;
     }
-    fflush(stdout);
     failed = run_runner(&w, test_dir);
     fflush(stdout);
     tycho_worker_teardown(&w);
