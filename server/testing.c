@@ -82,7 +82,8 @@ static int push_test_files(lua_State *L, const char *dir)
         free(names);
         return -1;
     }
-    qsort(names, (size_t)n, sizeof(*names), by_name);
+    if (n > 0)
+        qsort(names, (size_t)n, sizeof(*names), by_name); /* names is NULL for none */
     lua_createtable(L, n, 0);
     for (int i = 0; i < n; i++) {
         lua_pushfstring(L, "%s/%s", dir, names[i]);
