@@ -14,9 +14,11 @@
 # `luarocks make --tree T tycho-scm-1.rockspec` runs `make all` and `make install
 # PREFIX=<the rock's directory in T>`; see the README's "Install with LuaRocks".
 
-# Debian packages: build and runtime; the tests also need promtool (package prometheus).
+# Debian packages: build and runtime. The tests also need promtool (prometheus); the install
+# test needs luarocks (which brings lua5.1 and liblua5.1-0-dev), curl, and man-db, groff-base
+# and mandoc to render and lint the man page.
 PKGS := gcc make libc6-dev pkg-config libevent-dev libhttp-parser-dev libluajit2-5.1-dev lua-cjson
-TEST_PKGS := prometheus
+TEST_PKGS := prometheus luarocks curl man-db groff-base mandoc
 
 BUILD ?= obj
 CC ?= cc

@@ -48,6 +48,7 @@ for bin in "$@"; do
     fi
 done
 run "example app (tycho --request)" sh tests/lua/run.sh "$tycho" scripts
+run "make install, the man page, LuaRocks" sh tests/install/run.sh "$tycho"
 
 echo "== all suites"
 echo "$total_passed passed, $total_failed failed"
