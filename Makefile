@@ -5,11 +5,20 @@
 #   make asan       every test again under -fsanitize=address,undefined
 #   make valgrind   the integration tests with the server under valgrind
 #   make bench      Tycho against nginx + Lua (installs nginx, its Lua module and wrk)
+#   make install    PREFIX=/usr/local (default) and DESTDIR: $(PREFIX)/bin/tycho, the man page
+#                   $(PREFIX)/share/man/man1/tycho.1, the example scripts in
+#                   $(PREFIX)/share/tycho/scripts/ and the README (the whole Lua API) in
+#                   $(PREFIX)/share/doc/tycho/; the Lua prelude is compiled into the binary
+#   make uninstall  removes what `make install` put there (same PREFIX and DESTDIR)
 #   make clean
+# `luarocks make --tree T tycho-scm-1.rockspec` runs `make all` and `make install
+# PREFIX=<the rock's directory in T>`; see the README's "Install with LuaRocks".
 
-# Debian packages: build and runtime; the tests also need promtool (package prometheus) and curl.
+# Debian packages: build and runtime. The tests also need promtool (prometheus); the install
+# test needs luarocks (which brings lua5.1 and liblua5.1-0-dev), curl, and man-db, groff-base
+# and mandoc to render and lint the man page.
 PKGS := gcc make libc6-dev pkg-config libevent-dev libhttp-parser-dev libluajit2-5.1-dev lua-cjson
-TEST_PKGS := prometheus curl
+TEST_PKGS := prometheus luarocks curl man-db groff-base mandoc
 
 BUILD ?= obj
 CC ?= cc
@@ -32,7 +41,8 @@ INTEGRATION_SRCS := $(wildcard tests/integration/test_*.c)
 INTEGRATION_BINS := $(INTEGRATION_SRCS:tests/integration/%.c=$(BUILD)/integration/%)
 TYCHO := $(if $(filter obj,$(BUILD)),tycho,$(BUILD)/tycho)
 
-.PHONY: all deps build run test check unit integration asan valgrind bench fuzz clean install
+.PHONY: all deps build run test check unit integration asan valgrind bench fuzz clean install \
+        uninstall
 
 all: deps
 	@$(MAKE) --no-print-directory build
@@ -114,10 +124,34 @@ bench: deps
 	@$(MAKE) --no-print-directory build
 	bash bench/run.sh ./tycho scripts/
 
+# DESTDIR stages the files for a package; PREFIX is where they will live. No file outside
+# these directories is touched, and nothing needs root unless PREFIX does.
 PREFIX ?= /usr/local
+BINDIR = $(PREFIX)/bin
+MAN1DIR = $(PREFIX)/share/man/man1
+DATADIR = $(PREFIX)/share/tycho
+DOCDIR = $(PREFIX)/share/doc/tycho
+EXAMPLES := $(wildcard scripts/*.lua)
+EXAMPLE_TESTS := $(wildcard scripts/tests/*_test.lua)
+
 install: all
-	install -d $(DESTDIR)$(PREFIX)/bin
-	install -m 755 tycho $(DESTDIR)$(PREFIX)/bin/tycho
+	install -d "$(DESTDIR)$(BINDIR)" "$(DESTDIR)$(MAN1DIR)" "$(DESTDIR)$(DATADIR)/scripts/tests" \
+	  "$(DESTDIR)$(DOCDIR)"
+	install -m 755 $(TYCHO) "$(DESTDIR)$(BINDIR)/tycho"
+	install -m 644 man/tycho.1 "$(DESTDIR)$(MAN1DIR)/tycho.1"
+	install -m 644 $(EXAMPLES) "$(DESTDIR)$(DATADIR)/scripts/"
+	install -m 644 $(EXAMPLE_TESTS) "$(DESTDIR)$(DATADIR)/scripts/tests/"
+	install -m 644 README.md "$(DESTDIR)$(DOCDIR)/README.md"
+
+# Removes the files by name (never a whole directory: one may hold files of the user's), then
+# the directories of our own if that left them empty.
+uninstall:
+	rm -f "$(DESTDIR)$(BINDIR)/tycho" "$(DESTDIR)$(MAN1DIR)/tycho.1" \
+	  "$(DESTDIR)$(DOCDIR)/README.md" $(EXAMPLES:scripts/%="$(DESTDIR)$(DATADIR)/scripts/%") \
+	  $(EXAMPLE_TESTS:scripts/%="$(DESTDIR)$(DATADIR)/scripts/%")
+	rmdir "$(DESTDIR)$(DATADIR)/scripts/tests" "$(DESTDIR)$(DATADIR)/scripts" \
+	  "$(DESTDIR)$(DATADIR)" "$(DESTDIR)$(DOCDIR)" \
+	  2>/dev/null || true
 
 clean:
 	rm -rf obj obj-asan obj-fuzz tycho

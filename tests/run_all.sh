@@ -50,6 +50,7 @@ done
 run "example app (tycho --request)" sh tests/lua/run.sh "$tycho" scripts
 run "example app's tests (tycho test scripts)" "$tycho" test scripts
 run "tycho test and tycho new" sh tests/lua/test_runner.sh "$tycho"
+run "make install, the man page, LuaRocks" sh tests/install/run.sh "$tycho"
 
 echo "== all suites"
 echo "$total_passed passed, $total_failed failed"
