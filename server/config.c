@@ -74,6 +74,9 @@ const char tycho_usage[] =
     "                          SIGUSR1 reopens FILE (default off)\n"
     "  --access-log-format common|json\n"
     "                          common log format, or JSON lines (default common)\n"
+    "  --error-log FILE        the log (errors, reloads, start and stop) to FILE,\n"
+    "                          appended, instead of stderr once serving; SIGUSR1\n"
+    "                          reopens it (default: stderr)\n"
     "  --log-level LEVEL       debug, info, warn or error: lines below it are dropped\n"
     "                          (default info)\n"
     "  --watch                 reload the scripts when a file in DIR (or below) changes\n"
@@ -116,7 +119,7 @@ static const struct number_flag number_flags[] = {
 /* Flags that take a string. */
 static const char *const string_flags[] = {"--host", "--request", "--header", "--body",
                                             "--health", "--log-level", "--access-log",
-                                            "--access-log-format", "--metrics",
+                                            "--access-log-format", "--metrics", "--error-log",
                                             "--metrics-addr", NULL};
 
 static int default_workers(void)
@@ -250,6 +253,13 @@ static int set_string(struct tycho_config *cfg, const char *flag, const char *va
             return TYCHO_ERR;
         }
         cfg->access_log = val;
+    } else if (strcmp(flag, "--error-log") == 0) {
+        if (*val == '\0' || strcmp(val, "-") == 0) {
+            snprintf(err, TYCHO_ERR_LEN, "tycho: --error-log: expected a file (stderr is the "
+                     "default)");
+            return TYCHO_ERR;
+        }
+        cfg->error_log = val;
     } else if (strcmp(flag, "--access-log-format") == 0) {
         if (strcmp(val, "common") != 0 && strcmp(val, "json") != 0) {
             snprintf(err, TYCHO_ERR_LEN, "tycho: --access-log-format: expected common or json, "

@@ -5,6 +5,8 @@
  */
 #include "log.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -78,4 +80,47 @@ void tycho_fatal(const char *fmt, ...)
     vlog(TYCHO_LOG_ERROR, fmt, ap);
     va_end(ap);
     exit(1);
+}
+
+/* --error-log FILE: its path, and the descriptor opened early that becomes stderr. */
+static const char *error_log_path;
+static int error_log_fd = -1;
+
+int tycho_log_open(const char *path, char *err, size_t err_len)
+{
+    error_log_path = path;
+    error_log_fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    if (error_log_fd < 0) {
+        snprintf(err, err_len, "tycho: --error-log %s: %s", path, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+void tycho_log_redirect(void)
+{
+    if (error_log_fd < 0)
+        return;
+    /* stderr itself becomes the file: libevent's and LuaJIT's own messages go there too. */
+    if (dup2(error_log_fd, STDERR_FILENO) < 0)
+        tycho_log_error("--error-log %s: %s; logging to stderr", error_log_path, strerror(errno));
+    close(error_log_fd);
+    error_log_fd = -1;
+}
+
+void tycho_log_reopen(void)
+{
+    int fd;
+
+    if (!error_log_path)
+        return;
+    fd = open(error_log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0 || dup2(fd, STDERR_FILENO) < 0) {
+        tycho_log_error("SIGUSR1: cannot reopen the error log %s: %s; still writing to the old "
+                        "file", error_log_path, strerror(errno));
+    } else {
+        tycho_log_info("SIGUSR1: error log %s reopened", error_log_path);
+    }
+    if (fd >= 0)
+        close(fd);
 }

@@ -29,6 +29,19 @@ void tycho_log(enum tycho_log_level level, const char *fmt, ...)
  */
 int tycho_log_allow(_Atomic long *last_s, long interval_s);
 
+#include <stddef.h>
+
+/*
+ * --error-log FILE: tycho_log_open opens it (appending; created 0644) at
+ * start-up, so a bad path stops the start (TYCHO_ERR with err filled);
+ * tycho_log_redirect makes it stderr once the server is up (start-up
+ * errors still reach the terminal); tycho_log_reopen opens it anew (SIGUSR1,
+ * for logrotate) and logs that it did. Main thread.
+ */
+int tycho_log_open(const char *path, char *err, size_t err_len);
+void tycho_log_redirect(void);
+void tycho_log_reopen(void);
+
 /* Logs at error level and exits with status 1. Start-up only. */
 void tycho_fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 

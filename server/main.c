@@ -106,6 +106,7 @@ static void on_usr1(evutil_socket_t sig, short what, void *arg)
     (void)sig;
     (void)what;
     (void)arg;
+    tycho_log_reopen();
     tycho_access_reopen();
 }
 
@@ -211,6 +212,10 @@ static int serve(struct tycho_config *cfg)
         fprintf(stderr, "%s\n", err);
         goto out;
     }
+    if (cfg->error_log && tycho_log_open(cfg->error_log, err, sizeof(err)) < 0) {
+        fprintf(stderr, "%s\n", err);
+        goto out;
+    }
     if (tycho_listener_bind(&listener, base, &shared, err) < 0) {
         fprintf(stderr, "%s\n", err);
         goto out;
@@ -246,6 +251,7 @@ static int serve(struct tycho_config *cfg)
     }
     printf("routes:\n");
     tycho_router_each(tycho_gen_router(scratch), print_route, NULL);
+    tycho_log_redirect();             /* --error-log: from here on, the log goes to the file */
     if (tycho_router_count(tycho_gen_router(scratch)) == 0)
         printf("  (none: no script in %s registered a route)\n", cfg->dir);
     fflush(stdout);

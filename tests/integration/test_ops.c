@@ -289,6 +289,8 @@ static void test_bad_flags(void)
         {"--health /a?b", "tycho: --health: expected a path such as /healthz, got \"/a?b\""},
         {"--access-log-format xml", "tycho: --access-log-format: expected common or json, got \"xml\""},
         {"--access-log /nonexistent-dir/a.log", "tycho: --access-log /nonexistent-dir/a.log: No such file or directory"},
+        {"--error-log /nonexistent-dir/e.log", "tycho: --error-log /nonexistent-dir/e.log: No such file or directory"},
+        {"--error-log -", "tycho: --error-log: expected a file (stderr is the default)"},
     };
     char cmd[512], out[1024];
 
@@ -298,6 +300,64 @@ static void test_bad_flags(void)
         if (!strstr(out, cases[i].want))
             note("got: %s", out);
     }
+}
+
+/* Waits (bounded) until the file at path contains needle. */
+static int wait_file_has(const char *path, const char *needle, int timeout_ms)
+{
+    long long deadline = now_ms() + timeout_ms;
+
+    for (;;) {
+        char *text = slurp(path, NULL);
+        int found = text && strstr(text, needle) != NULL;
+        free(text);
+        if (found)
+            return 1;
+        if (now_ms() > deadline)
+            return 0;
+        sleep_ms(50);
+    }
+}
+
+/* --error-log FILE: the log goes there once serving; SIGUSR1 reopens it after a rename. */
+static void test_error_log(const char *path)
+{
+    struct server s;
+    const char *args[] = {"--port", "0", "--workers", "1", "--error-log", path, fixture_dir,
+                          NULL};
+    char moved[128];
+    char *text;
+
+    snprintf(moved, sizeof moved, "%s.1", path);
+    unlink(path);
+    unlink(moved);
+    ok(server_start(&s, args) == 0, "server with --error-log starts");
+    if (s.pid <= 0) {
+        server_cleanup(&s);
+        return;
+    }
+    expect_status_of(s.port, "GET /error HTTP/1.1\r\nHost: t\r\n\r\n", 500, "a handler error");
+    ok(wait_file_has(path, "[error] worker 1: GET /error", io_timeout_ms),
+       "error log: the handler's error with its traceback is in the file");
+    ok(!log_has_line(&s, "GET /error", NULL), "error log: not on stderr");
+    ok(rename(path, moved) == 0, "error log: renamed (as logrotate does)");
+    kill(s.pid, SIGUSR1);
+    ok(wait_file_has(path, "SIGUSR1: error log", io_timeout_ms), "error log: reopened as a new file");
+    expect_status_of(s.port, "GET /error HTTP/1.1\r\nHost: t\r\n\r\n", 500, "another error");
+    ok(wait_file_has(path, "[error] worker 1: GET /error", io_timeout_ms),
+       "error log: the next error goes to the new file");
+    is_int(server_stop(&s), 0, "exit status 0");
+    text = slurp(path, NULL);
+    ok(text && strstr(text, "[info] stopped"), "error log: the stop is logged in it");
+    free(text);
+    text = slurp(moved, NULL);
+    ok(text && strstr(text, "[error] worker 1: GET /error") &&
+           !strstr(text, "SIGUSR1: error log"),
+       "error log: the old file kept what came before the reopen");
+    free(text);
+    server_cleanup(&s);
+    unlink(path);
+    unlink(moved);
 }
 
 int main(int argc, char **argv)
@@ -348,6 +408,11 @@ int main(int argc, char **argv)
         if (s.pid > 0)
             test_access_common(&s, path);
         server_cleanup(&s);
+    }
+    {
+        char path[96];
+        snprintf(path, sizeof path, "/tmp/tycho-test-error-%d.log", (int)getpid());
+        test_error_log(path);
     }
     test_bad_flags();
     free(wrap_copy);
