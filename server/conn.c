@@ -619,6 +619,12 @@ static void close_conn(struct tycho_conn *c)
         event_base_loopbreak(w->base); /* the last connection of a stopping worker */
     if (c->fd >= 0) {
         struct sockaddr_storage peer;
+        if (tycho_log_min_level == TYCHO_LOG_DEBUG) {
+            char remote[64];
+            tycho_conn_peer(c, remote, sizeof(remote));
+            tycho_log(TYCHO_LOG_DEBUG, "worker %d: connection from %s closed after %u requests",
+                      w->id, remote, c->nrequests);
+        }
         close(c->fd);
         tycho_worker_conn_gone(w->shared, peer_sockaddr(c, &peer));
     }
@@ -893,6 +899,11 @@ void tycho_conn_open(struct tycho_worker *w, int fd, const struct sockaddr *peer
     c->born_ms = tycho_worker_now_ms(w);
     tycho_stat_add(&w->stats.conns, 1);
     set_peer(c, peer);
+    if (tycho_log_min_level == TYCHO_LOG_DEBUG) {
+        char remote[64];
+        tycho_conn_peer(c, remote, sizeof(remote));
+        tycho_log(TYCHO_LOG_DEBUG, "worker %d: connection from %s", w->id, remote);
+    }
     tycho_http_init(&c->http, w->cfg);
     c->next = w->conns;
     if (w->conns)

@@ -386,6 +386,21 @@ int main(int argc, char **argv)
         test_log_level(&s);
     server_cleanup(&s);
     {
+        const char *args[] = {"--port", "0", "--workers", "1", "--log-level", "debug",
+                              fixture_dir, NULL};
+        ok(server_start(&s, args) == 0, "server with --log-level debug starts");
+    }
+    if (s.pid > 0) {
+        check_get(s.port, "/hello", 200, NULL);
+        is_int(server_stop(&s), 0, "exit status 0");
+        ok(log_has_line(&s, "[debug] worker 1: connection from 127.0.0.1", NULL),
+           "--log-level debug: a line per connection opened");
+        ok(log_has_line(&s, "[debug] worker 1: connection from 127.0.0.1 closed after 1 requests",
+                        NULL), "--log-level debug: and closed, with its requests");
+        ok(log_has_line(&s, "[info]", "stopped"), "--log-level debug: info lines too");
+    }
+    server_cleanup(&s);
+    {
         char path[96];
         snprintf(path, sizeof path, "/tmp/tycho-test-access-%d.log", (int)getpid());
         unlink(path);
