@@ -9,6 +9,7 @@
 #ifndef TYCHO_TEST_CLIENT_H
 #define TYCHO_TEST_CLIENT_H
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -127,8 +128,12 @@ struct response {
     size_t head_len;                 /* bytes of the head on the wire, blank line included */
 };
 
-/* Connects to 127.0.0.1:port. Returns 0, or -1 with c->fd == -1. */
-static int client_connect(struct client *c, int port)
+/*
+ * Connects to 127.0.0.1:port from source address src (another loopback
+ * address such as "127.0.0.2", to be another client address), or from the
+ * default with NULL. Returns 0, or -1 with c->fd == -1.
+ */
+static int client_connect_from(struct client *c, int port, const char *src)
 {
     struct sockaddr_in sa;
     struct pollfd pfd;
@@ -144,6 +149,11 @@ static int client_connect(struct client *c, int port)
     setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     memset(&sa, 0, sizeof sa);
     sa.sin_family = AF_INET;
+    if (src && (inet_pton(AF_INET, src, &sa.sin_addr) != 1 ||
+                bind(c->fd, (struct sockaddr *)&sa, sizeof sa) < 0)) {
+        err = errno ? errno : EINVAL;
+        goto fail;
+    }
     sa.sin_port = htons((unsigned short)port);
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     if (connect(c->fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
@@ -166,6 +176,12 @@ fail:
     close(c->fd);
     c->fd = -1;
     return -1;
+}
+
+/* Connects to 127.0.0.1:port. Returns 0, or -1 with c->fd == -1. */
+static int client_connect(struct client *c, int port)
+{
+    return client_connect_from(c, port, NULL);
 }
 
 static void client_close(struct client *c)
