@@ -150,40 +150,75 @@ static const char *time_text(void)
     return text;
 }
 
-int tycho_access_append(struct tycho_buf *b, const struct tycho_access_entry *e)
+/* Appends v in decimal (the access log's numbers; no printf on the request path). */
+static int put_number(struct tycho_buf *b, unsigned long long v)
+{
+    char digits[24];
+    size_t i = sizeof(digits);
+
+    do {
+        digits[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    return tycho_buf_append(b, digits + i, sizeof(digits) - i);
+}
+
+static int put_signed(struct tycho_buf *b, long long v)
+{
+    if (v < 0 && tycho_buf_puts(b, "-") < 0)
+        return TYCHO_ERR;
+    return put_number(b, v < 0 ? (unsigned long long)-v : (unsigned long long)v);
+}
+
+static int append_json(struct tycho_buf *b, const struct tycho_access_entry *e)
 {
     const struct tycho_req *r = e->r;
     const char *route = r->match.pattern;
-    char num[160];
-    size_t mark = b->len;
-    int n;
 
-    if (access_json) {
-        n = snprintf(num, sizeof(num), "{\"time\":\"%s\",\"id\":\"", time_text());
-        if (tycho_buf_append(b, num, (size_t)n) < 0 || put_escaped(b, r->id, r->id_len) < 0 ||
-            tycho_buf_puts(b, "\",\"remote\":\"") < 0 || tycho_buf_puts(b, e->remote) < 0 ||
-            tycho_buf_puts(b, "\",\"method\":\"") < 0 ||
-            tycho_buf_append(b, r->method, r->method_len) < 0 ||
-            tycho_buf_puts(b, "\",\"path\":\"") < 0 || put_escaped(b, r->url, r->url_len) < 0 ||
-            tycho_buf_puts(b, route ? "\",\"route\":\"" : "\",\"route\":null") < 0 ||
-            (route && (put_escaped(b, route, strlen(route)) < 0 || tycho_buf_puts(b, "\"") < 0)))
-            goto oom;
-        n = snprintf(num, sizeof(num),
-                     ",\"status\":%d,\"bytes\":%zu,\"duration_us\":%lld,\"worker\":%d}\n",
-                     e->status, e->bytes, e->duration_us, e->worker);
-    } else {
-        n = snprintf(num, sizeof(num), " - - [%s] \"", time_text());
-        if (tycho_buf_puts(b, e->remote) < 0 || tycho_buf_append(b, num, (size_t)n) < 0 ||
-            tycho_buf_append(b, r->method, r->method_len) < 0 || tycho_buf_puts(b, " ") < 0 ||
-            put_escaped(b, r->url, r->url_len) < 0)
-            goto oom;
-        n = snprintf(num, sizeof(num), " HTTP/%u.%u\" %d %zu\n", r->http_major, r->http_minor,
-                     e->status, e->bytes);
+    return tycho_buf_puts(b, "{\"time\":\"") < 0 || tycho_buf_puts(b, time_text()) < 0 ||
+                   tycho_buf_puts(b, "\",\"id\":\"") < 0 || put_escaped(b, r->id, r->id_len) < 0 ||
+                   tycho_buf_puts(b, "\",\"remote\":\"") < 0 || tycho_buf_puts(b, e->remote) < 0 ||
+                   tycho_buf_puts(b, "\",\"method\":\"") < 0 ||
+                   tycho_buf_append(b, r->method, r->method_len) < 0 ||
+                   tycho_buf_puts(b, "\",\"path\":\"") < 0 ||
+                   put_escaped(b, r->url, r->url_len) < 0 ||
+                   tycho_buf_puts(b, route ? "\",\"route\":\"" : "\",\"route\":null") < 0 ||
+                   (route && (put_escaped(b, route, strlen(route)) < 0 ||
+                              tycho_buf_puts(b, "\"") < 0)) ||
+                   tycho_buf_puts(b, ",\"status\":") < 0 || put_signed(b, e->status) < 0 ||
+                   tycho_buf_puts(b, ",\"bytes\":") < 0 || put_number(b, e->bytes) < 0 ||
+                   tycho_buf_puts(b, ",\"duration_us\":") < 0 || put_signed(b, e->duration_us) < 0 ||
+                   tycho_buf_puts(b, ",\"worker\":") < 0 || put_signed(b, e->worker) < 0 ||
+                   tycho_buf_puts(b, "}\n") < 0
+               ? TYCHO_ERR
+               : TYCHO_OK;
+}
+
+static int append_common(struct tycho_buf *b, const struct tycho_access_entry *e)
+{
+    const struct tycho_req *r = e->r;
+    char version[] = " HTTP/1.1\" ";
+
+    version[6] = (char)('0' + r->http_major % 10);
+    version[8] = (char)('0' + r->http_minor % 10);
+    return tycho_buf_puts(b, e->remote) < 0 || tycho_buf_puts(b, " - - [") < 0 ||
+                   tycho_buf_puts(b, time_text()) < 0 || tycho_buf_puts(b, "] \"") < 0 ||
+                   tycho_buf_append(b, r->method, r->method_len) < 0 ||
+                   tycho_buf_puts(b, " ") < 0 || put_escaped(b, r->url, r->url_len) < 0 ||
+                   tycho_buf_puts(b, version) < 0 || put_signed(b, e->status) < 0 ||
+                   tycho_buf_puts(b, " ") < 0 || put_number(b, e->bytes) < 0 ||
+                   tycho_buf_puts(b, "\n") < 0
+               ? TYCHO_ERR
+               : TYCHO_OK;
+}
+
+int tycho_access_append(struct tycho_buf *b, const struct tycho_access_entry *e)
+{
+    size_t mark = b->len;
+
+    if ((access_json ? append_json(b, e) : append_common(b, e)) < 0) {
+        b->len = mark;                /* no half line */
+        return TYCHO_ERR;
     }
-    if (tycho_buf_append(b, num, (size_t)n) < 0)
-        goto oom;
     return TYCHO_OK;
-oom:
-    b->len = mark;                    /* no half line */
-    return TYCHO_ERR;
 }

@@ -88,8 +88,27 @@ size_t tycho_conn_bytes(void)
     return sizeof(struct tycho_conn);
 }
 
+/* a.b.c.d into buf (16 bytes at least), without printf: the access log asks per request. */
+static size_t ipv4_text(const unsigned char *a, char *buf)
+{
+    size_t n = 0;
+
+    for (int i = 0; i < 4; i++) {
+        unsigned v = a[i];
+        if (v >= 100)
+            buf[n++] = (char)('0' + v / 100);
+        if (v >= 10)
+            buf[n++] = (char)('0' + v / 10 % 10);
+        buf[n++] = (char)('0' + v % 10);
+        buf[n++] = i < 3 ? '.' : '\0';
+    }
+    return n - 1;
+}
+
 size_t tycho_conn_peer(const struct tycho_conn *c, char *buf, size_t buf_len)
 {
+    if (c && c->fd >= 0 && c->peer_family == AF_INET && buf_len >= 16)
+        return ipv4_text(c->peer_addr, buf);
     if (!c || c->fd < 0 || !inet_ntop(c->peer_family, c->peer_addr, buf, (socklen_t)buf_len))
         snprintf(buf, buf_len, "127.0.0.1");
     return strlen(buf);
