@@ -534,7 +534,8 @@ int tycho_http_write_response(struct tycho_buf *out, const struct tycho_req *r,
     size_t reason_len = strlen(reason), date_len = strlen(date_line);
     bool no_body = bodyless(r->status);
     /* A file body is the caller's to send after the head. */
-    size_t body_len = no_body || r->is_head || (r->res_flags & TYCHO_RES_FILE) ? 0 : r->res_body_len;
+    size_t body_len =
+        no_body || r->is_head || (r->res_flags & TYCHO_RES_FILE) ? 0 : r->res_body_len;
     size_t max = 64 + reason_len + date_len + r->res_headers_len + body_len + 96 + 16 + r->id_len;
     char *start = tycho_buf_reserve(out, max), *w = start;
 

@@ -283,7 +283,8 @@ struct tycho_gen *tycho_gen_new(const char *dir_arg, int worker_id, char *err)
     char **names = NULL, *dir = clean_dir(dir_arg);
     unsigned count = 0;
 
-    if (!g || !dir || !(g->dir = strdup(dir)) || !(g->router = tycho_router_new()) || !(g->upstreams = tycho_upstreams_new(worker_id)) ||
+    if (!g || !dir || !(g->dir = strdup(dir)) || !(g->router = tycho_router_new()) ||
+        !(g->upstreams = tycho_upstreams_new(worker_id)) ||
         !(g->L = luaL_newstate())) {
         snprintf(err, TYCHO_ERR_LEN, "out of memory creating a Lua state");
         goto fail;

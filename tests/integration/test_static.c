@@ -580,7 +580,8 @@ static void test_indexes(int port, const char *label)
         expect_header(&r, "Location", "/static/sub/?x=1", ctx);
     response_free(&r);
     snprintf(ctx, sizeof ctx, "%s: GET /static/sub/", label);
-    expect_get(port, "/static/sub/", 200, "<!doctype html>\n<title>sub</title>\n<p>the index of public/sub/\n", ctx);
+    expect_get(port, "/static/sub/", 200,
+               "<!doctype html>\n<title>sub</title>\n<p>the index of public/sub/\n", ctx);
     snprintf(ctx, sizeof ctx, "%s: a directory without index.html (no listing)", label);
     expect_get(port, "/static/nosub/", 404, "Not Found\n", ctx);
     snprintf(ctx, sizeof ctx, "%s: ... nor a redirect to it", label);
@@ -592,7 +593,8 @@ static void test_indexes(int port, const char *label)
     expect_get(port, "/dots/sub/", 404, NULL, ctx);
     expect_get(port, "/dots", 404, NULL, ctx);
     snprintf(ctx, sizeof ctx, "%s: an absolute directory, index = home.html", label);
-    expect_get(port, "/abs/", 200, "<!doctype html>\n<title>home</title>\n<p>home.html, the index of /abs/\n", ctx);
+    expect_get(port, "/abs/", 200,
+               "<!doctype html>\n<title>home</title>\n<p>home.html, the index of /abs/\n", ctx);
     snprintf(ctx, sizeof ctx, "%s: /abs/sub/ has no home.html", label);
     expect_get(port, "/abs/sub/", 404, NULL, ctx);
     snprintf(ctx, sizeof ctx, "%s: /abs/site.css", label);
@@ -696,7 +698,7 @@ static void test_missing_and_traversal(int port, const char *label)
     expect_raw(port, "/dots/sub/./index.html", 404, label);
 }
 
-/* Reads one recv of at most chunk bytes into c's buffer. Returns bytes, 0 at close, -1 on timeout. */
+/* One recv of at most chunk bytes into c's buffer. Returns bytes, 0 at close, -1 on timeout. */
 static int fill_some(struct client *c, size_t chunk, long long deadline)
 {
     struct pollfd pfd = {c->fd, POLLIN, 0};
@@ -1021,7 +1023,8 @@ static void test_access_log(const char *path)
     int found = 0;
 
     ok(log != NULL, what(ctx, "written"));
-    snprintf(want, sizeof want, "\"path\":\"/static/big.bin\",\"route\":\"/static/*path\",\"status\":200,\"bytes\":");
+    snprintf(want, sizeof want, "%s", "\"path\":\"/static/big.bin\",\"route\":\"/static/*path\","
+                                      "\"status\":200,\"bytes\":");
     for (line = log ? strstr(log, want) : NULL; line && !found; line = strstr(line + 1, want)) {
         long long bytes = strtoll(line + strlen(want), NULL, 10);
         found = bytes > BIG_BYTES && bytes < BIG_BYTES + 1024;
@@ -1083,7 +1086,8 @@ static void test_load_errors(void)
          "app.static: index must be a file name such as \"index.html\", or false"},
         {"app.static('/s', 'public', {index = '..'})",
          "app.static: index must be a file name such as \"index.html\", or false"},
-        {"app.static('/s', 'public', {dotfiles = 1})", "app.static: dotfiles must be true or false"},
+        {"app.static('/s', 'public', {dotfiles = 1})",
+         "app.static: dotfiles must be true or false"},
         {"app.static('/s', 'public', {max_age = -1})",
          "app.static: max_age must be a whole number of seconds from 0 to 2147483647"},
         {"app.static('/s', 'public', {max_age = 1.5})",
@@ -1160,7 +1164,8 @@ static void test_root_prefix(void)
         char *body = n ? memmem(out, n, "\r\n\r\n", 4) : NULL;
         if (f)
             pclose(f);
-        ok(body && (size_t)(out + n - body - 4) == BIG_BYTES && memcmp(body + 4, big, BIG_BYTES) == 0,
+        ok(body && (size_t)(out + n - body - 4) == BIG_BYTES &&
+               memcmp(body + 4, big, BIG_BYTES) == 0,
            what(ctx, "--request GET /big.bin prints the whole file"));
     }
     free(out);
