@@ -23,6 +23,17 @@ extern const char tycho_key_on_start; /* -> table: app.on_worker_start functions
  */
 struct tycho_router *tycho_gen_router_of(lua_State *L);
 
+/* script.c: the script directory of the generation whose state L is (as given). */
+const char *tycho_gen_dir_of(lua_State *L);
+
+/*
+ * script.c: handler_id is an app.static route served by mount (borrowed: it
+ * lives in a userdata of L's state). Lets conn.c serve it without Lua while
+ * there is no middleware. Out of memory only loses that shortcut.
+ */
+struct tycho_static;
+void tycho_gen_add_static(lua_State *L, int handler_id, struct tycho_static *mount);
+
 /*
  * bind_app.c: pushes the `tycho` module table (route functions), registers
  * it as package.loaded.tycho and the global `tycho`. May raise.

@@ -8,6 +8,14 @@
  * the end of the event. Only what the socket does not take is copied into the
  * connection's own pending buffer; while that is not empty the connection
  * stops reading (back-pressure on a client that does not read).
+ *
+ * A large file body (app.static) is the one piece of output that is not in
+ * a buffer: the connection takes the response's descriptor and sends it with
+ * sendfile(2) once the bytes before it (its head, earlier responses) have
+ * gone, as much as the socket takes, then on writability. While it lasts
+ * the connection counts as having output waiting, exactly like a non-empty
+ * pending buffer: no later response is made (pipelined requests wait in the
+ * input buffer), reads stop, and --write-timeout applies.
  */
 #include "conn.h"
 #include "access.h"
@@ -16,6 +24,7 @@
 #include "metrics.h"
 #include "router.h"
 #include "script.h"
+#include "static.h"
 #include "worker.h"
 
 #include <arpa/inet.h>
@@ -26,6 +35,7 @@
 #include <netinet/tcp.h>
 #include <stdbool.h>
 #include <string.h>
+#include <sys/sendfile.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -42,6 +52,13 @@
 #define KEPT_INPUT_BYTES (64 * 1024)
 /* How long a closing connection keeps reading (and dropping) what the client still sends. */
 #define LINGER_MS 2000
+/*
+ * File bytes sent per event before yielding to other connections: a client
+ * on a fast link (loopback) would otherwise keep the worker in one event for
+ * a whole large file. The event stays armed for writability, so the next
+ * turn of the loop goes on.
+ */
+#define FILE_BYTES_PER_EVENT (512 * 1024)
 
 struct tycho_conn {
     void *_pool_next;                  /* the pool's link while free */
@@ -61,6 +78,10 @@ struct tycho_conn {
     bool nodelay;                      /* TCP_NODELAY is set */
     bool started;                      /* bytes of the next request came (blank lines too) */
     bool waiting;                      /* its handler waits (tycho.sleep); nothing is read */
+    bool sending_file;                 /* file_fd is open and its bytes are the next output */
+    int file_fd;                       /* owned while sending_file: a file body (app.static) */
+    off_t file_off;                    /* the next file byte to send */
+    size_t file_left;                  /* file bytes still to send */
     unsigned char peer_addr[16];
     time_t linger_until;               /* lingering ends by then, however much keeps coming */
     long born_ms;                      /* when it was accepted (worker clock) */
@@ -112,6 +133,12 @@ size_t tycho_conn_peer(const struct tycho_conn *c, char *buf, size_t buf_len)
     if (!c || c->fd < 0 || !inet_ntop(c->peer_family, c->peer_addr, buf, (socklen_t)buf_len))
         snprintf(buf, buf_len, "127.0.0.1");
     return strlen(buf);
+}
+
+/* Whether output waits for the socket: bytes in pending, or a file body being sent. */
+static bool output_waits(const struct tycho_conn *c)
+{
+    return c->pending.len > 0 || c->sending_file;
 }
 
 /* Where responses go now: after pending output, so order is kept. */
@@ -286,11 +313,79 @@ static bool keeps_alive(struct tycho_conn *c)
     return keep_alive;
 }
 
+/* "X-Request-Id: ID\r\n" for r into buf (cap >= 150), returned; "" when r has no id. */
+static const char *id_line(const struct tycho_req *r, char *buf, size_t cap)
+{
+    buf[0] = '\0';
+    if (r->id_len)
+        snprintf(buf, cap, "X-Request-Id: %.*s\r\n", (int)r->id_len, r->id);
+    return buf;
+}
+
+/*
+ * Reads len bytes of fd from off into out (a small file, or --request).
+ * Returns TYCHO_ERR when the file is shorter than that now or cannot be read
+ * (out then holds part of them: the caller cuts it back).
+ */
+static int read_file_into(struct tycho_buf *out, int fd, off_t off, size_t len)
+{
+    char *dst = tycho_buf_reserve(out, len);
+    size_t got = 0;
+
+    if (!dst)
+        return TYCHO_ERR;
+    while (got < len) {
+        ssize_t n = pread(fd, dst + got, len - got, off + (off_t)got);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return TYCHO_ERR;
+        got += (size_t)n;
+    }
+    out->len += len;
+    return TYCHO_OK;
+}
+
+/*
+ * The file body of r, whose head was just appended to out_of(c) (which held
+ * `before` bytes until then): read into the output when small (or for
+ * --request), else the connection takes the descriptor and sends it after
+ * what is queued. A small file that can no longer be read whole (it shrank
+ * since its size was taken) turns the response into a 500 before any of it
+ * goes out. Returns the bytes the connection took to send itself (not in
+ * the output), for the access log.
+ */
+static size_t queue_file(struct tycho_conn *c, struct tycho_req *r, size_t before,
+                         bool keep_alive)
+{
+    struct tycho_buf *out = out_of(c);
+    size_t len = r->res_body_len;
+    char id[150];
+
+    if (c->local_out || len <= TYCHO_STATIC_SMALL_BYTES) {
+        if (read_file_into(out, r->file_fd, (off_t)r->file_off, len) == TYCHO_OK)
+            return 0;
+        tycho_log_error("worker %d: %s %.*s: the file could not be read whole; answered 500",
+                        c->w->id, r->method, (int)r->path_len, r->path);
+        out->len = before;            /* the head and any part of the body: not sent */
+        r->status = 500;
+        answer_simple(c, 500, id_line(r, id, sizeof(id)), keep_alive, true);
+        return 0;
+    }
+    c->file_fd = r->file_fd;
+    c->file_off = (off_t)r->file_off;
+    c->file_left = len;
+    c->sending_file = true;
+    r->file_open = false;             /* the connection owns the descriptor now */
+    return len;
+}
+
 /* Appends the handler's response to a request, then ends the request. */
 static void respond(struct tycho_conn *c)
 {
     struct tycho_req *r = c->req;
     bool keep_alive = keeps_alive(c);
+    size_t file_bytes = 0;
 
     if (r->res_flags & TYCHO_RES_CLOSE) {
         keep_alive = false;
@@ -301,8 +396,12 @@ static void respond(struct tycho_conn *c)
     if (tycho_http_write_response(out_of(c), r, tycho_worker_date(c->w), keep_alive) < 0) {
         keep_alive = false;
         c->closing = true;
+    } else if ((r->res_flags & TYCHO_RES_FILE) && r->file_open && tycho_http_has_body(r) &&
+               r->res_body_len > 0) {
+        file_bytes = queue_file(c, r, before, keep_alive);
     }
     note_sent(c, r->status, before);
+    r->log_bytes += file_bytes;
     end_request(c, keep_alive);
 }
 
@@ -318,15 +417,6 @@ static void on_request_done(struct tycho_req *r)
     if (c->local_out)
         return;                       /* --request: run_local sees waiting is over */
     read_and_serve(c);                /* requests kept back meanwhile, then what came */
-}
-
-/* "X-Request-Id: ID\r\n" for r into buf (cap >= 150), returned; "" when r has no id. */
-static const char *id_line(const struct tycho_req *r, char *buf, size_t cap)
-{
-    buf[0] = '\0';
-    if (r->id_len)
-        snprintf(buf, cap, "X-Request-Id: %.*s\r\n", (int)r->id_len, r->id);
-    return buf;
 }
 
 /* Whether r is a GET or HEAD of path (a path the server answers itself). */
@@ -435,8 +525,15 @@ static void serve(struct tycho_conn *c)
         return;
     switch (tycho_router_find(tycho_gen_router(w->gen), r->method, r->method_len, r->path,
                               r->path_len, &r->match)) {
-    case TYCHO_ROUTE_FOUND:
+    case TYCHO_ROUTE_FOUND: {
+        struct tycho_static *st = tycho_gen_static(w->gen, r->match.handler_id);
         r->route_label = r->match.pattern;
+        if (st) {
+            /* app.static with no middleware to run: no Lua at all (the handler would do this). */
+            tycho_static_serve(st, r);
+            respond(c);
+            return;
+        }
         r->on_done = on_request_done;
         if (tycho_gen_run(w->gen, r) == TYCHO_RUN_PENDING) {
             c->waiting = true;
@@ -444,6 +541,7 @@ static void serve(struct tycho_conn *c)
         }
         respond(c);
         return;
+    }
     case TYCHO_ROUTE_NOT_FOUND: {
         bool keep_alive = keeps_alive(c);
         answer_simple(c, 404, id_line(r, allow, sizeof(allow)), keep_alive, !r->is_head);
@@ -466,10 +564,13 @@ static void serve(struct tycho_conn *c)
     }
 }
 
-/* Whether the output waiting is over the high-water mark (never for --request). */
+/*
+ * Whether the output waiting is over the high-water mark, or a file body is
+ * being sent, which nothing may follow until it has gone (never for --request).
+ */
 static bool output_full(struct tycho_conn *c)
 {
-    return !c->local_out && out_of(c)->len >= OUT_HIGH_BYTES;
+    return !c->local_out && (out_of(c)->len >= OUT_HIGH_BYTES || c->sending_file);
 }
 
 /*
@@ -523,11 +624,17 @@ static size_t feed(struct tycho_conn *c, const char *data, size_t len)
     return total - len;
 }
 
-/* Sends as much of buf as the socket takes. Returns TYCHO_ERR when the peer is gone. */
-static int send_some(struct tycho_conn *c, struct tycho_buf *buf)
+/*
+ * Sends as much of buf as the socket takes. more: a file body follows, so
+ * the kernel may hold a partial segment for it (MSG_MORE) instead of
+ * sending the head alone (the socket has TCP_NODELAY once kept alive).
+ * Returns TYCHO_ERR when the peer is gone.
+ */
+static int send_some(struct tycho_conn *c, struct tycho_buf *buf, bool more)
 {
     while (buf->len > 0) {
-        ssize_t n = send(c->fd, buf->data + buf->off, buf->len, MSG_NOSIGNAL);
+        ssize_t n = send(c->fd, buf->data + buf->off, buf->len,
+                         MSG_NOSIGNAL | (more ? MSG_MORE : 0));
         if (n > 0) {
             tycho_buf_consume(buf, (size_t)n);
             tycho_stat_add(&c->w->stats.bytes_out, (unsigned long)n);
@@ -542,25 +649,60 @@ static int send_some(struct tycho_conn *c, struct tycho_buf *buf)
     return TYCHO_OK;
 }
 
-/* Writes the worker's output scratch, keeping what the socket did not take. */
+/*
+ * Sends the file body from where it is, as much as the socket takes and at
+ * most FILE_BYTES_PER_EVENT; closes the file once it has gone. Returns
+ * TYCHO_ERR when the peer is gone or the file ends early (it shrank after
+ * its length was sent: the connection must close).
+ */
+static int send_file(struct tycho_conn *c)
+{
+    size_t budget = FILE_BYTES_PER_EVENT;
+
+    while (c->file_left > 0 && budget > 0) {
+        ssize_t n = sendfile(c->fd, c->file_fd, &c->file_off,
+                             c->file_left < budget ? c->file_left : budget);
+        if (n > 0) {
+            c->file_left -= (size_t)n;
+            budget -= (size_t)n;
+            tycho_stat_add(&c->w->stats.bytes_out, (unsigned long)n);
+        } else if (n < 0 && errno == EINTR) {
+            continue;
+        } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            return TYCHO_OK;
+        } else {
+            return TYCHO_ERR;
+        }
+    }
+    if (c->file_left == 0) {
+        close(c->file_fd);
+        c->sending_file = false;
+    }
+    return TYCHO_OK;
+}
+
+/*
+ * Writes the worker's output scratch, keeping what the socket did not take,
+ * or else what pending holds; then the file body, once nothing is before it.
+ */
 static int flush_out(struct tycho_conn *c)
 {
     struct tycho_buf *out = &c->w->out;
     int rc = TYCHO_OK;
 
     if (out->len > 0) {
-        rc = send_some(c, out);
+        rc = send_some(c, out, c->sending_file);
         if (rc == TYCHO_OK && out->len > 0 &&
             tycho_buf_append(&c->pending, out->data + out->off, out->len) < 0)
             rc = TYCHO_ERR;
         out->len = out->off = 0;
-        return rc;
-    }
-    if (c->pending.len > 0) {
-        rc = send_some(c, &c->pending);
+    } else if (c->pending.len > 0) {
+        rc = send_some(c, &c->pending, c->sending_file);
         if (c->pending.len == 0)
             tycho_buf_dispose(&c->pending); /* an idle connection holds no buffer */
     }
+    if (rc == TYCHO_OK && c->sending_file && c->pending.len == 0)
+        rc = send_file(c);
     return rc;
 }
 
@@ -648,6 +790,8 @@ static void close_conn(struct tycho_conn *c)
         tycho_worker_conn_gone(w->shared, peer_sockaddr(c, &peer));
     }
     release_req(c);
+    if (c->sending_file)
+        close(c->file_fd);            /* a client gone (or timed out) mid-file */
     tycho_buf_dispose(&c->pending);
     tycho_buf_dispose(&c->input);
     if (c->prev)
@@ -706,7 +850,7 @@ static void drain(struct tycho_conn *c, short what)
 /* A request partly read, requests read and kept back, or output not yet taken. */
 static bool in_flight(const struct tycho_conn *c)
 {
-    return (c->req && c->http.in_message) || c->input.len > 0 || c->pending.len > 0;
+    return (c->req && c->http.in_message) || c->input.len > 0 || output_waits(c);
 }
 
 /*
@@ -731,7 +875,7 @@ static void resume_clock(struct tycho_conn *c)
 /* After output was written: what the connection waits for next, or its end. */
 static void next_wait(struct tycho_conn *c)
 {
-    if (c->pending.len > 0) {
+    if (output_waits(c)) {
         if (!c->write_wait_ms)
             c->write_wait_ms = tycho_worker_now_ms(c->w);
         if (arm(c, EV_WRITE, TIMER_WRITE, c->w->write_tv) < 0)
@@ -881,7 +1025,7 @@ static void on_event(evutil_socket_t fd, short what, void *arg)
     /* EV_WRITE: the socket takes output again. */
     if (flush_out(c) < 0) {
         close_conn(c);
-    } else if (c->pending.len == 0 && !c->closing && !c->waiting) {
+    } else if (!output_waits(c) && !c->closing && !c->waiting) {
         resume_clock(c);
         read_and_serve(c);            /* kept-back requests, and what came meanwhile */
     } else {

@@ -19,6 +19,7 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <unistd.h>
 
 _Static_assert(sizeof(http_parser) <= TYCHO_HTTP_PARSER_BYTES, "grow TYCHO_HTTP_PARSER_BYTES");
 
@@ -47,6 +48,9 @@ void tycho_req_dispose(void *obj)
 void tycho_req_reset(struct tycho_req *r)
 {
     struct tycho_arena arena = r->arena;
+
+    if (r->file_open)
+        close(r->file_fd);            /* a file body that was not sent (HEAD, an error, a close) */
 
     tycho_arena_reset(&arena);
     memset(r, 0, sizeof(*r));
@@ -479,6 +483,7 @@ const char *tycho_http_reason(int status)
     case 413: return "Content Too Large";
     case 414: return "URI Too Long";
     case 415: return "Unsupported Media Type";
+    case 416: return "Range Not Satisfiable";
     case 417: return "Expectation Failed";
     case 422: return "Unprocessable Content";
     case 429: return "Too Many Requests";
@@ -514,6 +519,11 @@ static size_t put_uint(char *dst, size_t v)
     return n;
 }
 
+bool tycho_http_has_body(const struct tycho_req *r)
+{
+    return !r->is_head && !bodyless(r->status);
+}
+
 #define PUT(lit) (memcpy(w, lit, sizeof(lit) - 1), w += sizeof(lit) - 1)
 #define PUTN(s, n) ((n) ? (memcpy(w, s, n), w += (n)) : w)
 
@@ -523,7 +533,9 @@ int tycho_http_write_response(struct tycho_buf *out, const struct tycho_req *r,
     const char *reason = tycho_http_reason(r->status);
     size_t reason_len = strlen(reason), date_len = strlen(date_line);
     bool no_body = bodyless(r->status);
-    size_t body_len = no_body || r->is_head ? 0 : r->res_body_len;
+    /* A file body is the caller's to send after the head. */
+    size_t body_len =
+        no_body || r->is_head || (r->res_flags & TYCHO_RES_FILE) ? 0 : r->res_body_len;
     size_t max = 64 + reason_len + date_len + r->res_headers_len + body_len + 96 + 16 + r->id_len;
     char *start = tycho_buf_reserve(out, max), *w = start;
 

@@ -31,6 +31,7 @@ struct tycho_header {
 #define TYCHO_RES_SERVER 0x4       /* the handler set Server */
 #define TYCHO_RES_CLOSE 0x8        /* the handler asked for Connection: close */
 #define TYCHO_RES_REQUEST_ID 0x10  /* the handler set X-Request-Id itself */
+#define TYCHO_RES_FILE 0x20        /* the body is res_body_len bytes of file_fd (app.static) */
 
 /*
  * One request and its response. Pooled per worker; every field below
@@ -79,8 +80,11 @@ struct tycho_req {
     unsigned res_flags;            /* TYCHO_RES_* */
     char *res_headers;             /* arena: "Name: value\r\n" lines */
     size_t res_headers_len;
-    const char *res_body;          /* arena or static */
+    const char *res_body;          /* arena or static; NULL for a file body */
     size_t res_body_len;
+    int file_fd;                   /* owned while file_open: a file body's descriptor */
+    bool file_open;                /* file_fd is open; closed by tycho_req_reset unless taken */
+    long long file_off;            /* where the file body starts */
 
     /* The Lua side, owned by script.c. */
     void *_task;                   /* script.c's task while the handler runs; NULL otherwise */
@@ -95,7 +99,7 @@ int tycho_req_init(void *obj);
 /* Frees a context's memory (pool dispose). */
 void tycho_req_dispose(void *obj);
 
-/* Empties a context for its next request; keeps the arena's first block. */
+/* Empties a context for its next request; keeps the arena's first block; closes file_fd if open. */
 void tycho_req_reset(struct tycho_req *r);
 
 /*
@@ -155,6 +159,13 @@ const char *tycho_http_reason(int status);
  */
 int tycho_http_write_response(struct tycho_buf *out, const struct tycho_req *r,
                               const char *date_line, bool keep_alive);
+
+/*
+ * Whether r's response carries body bytes: not for HEAD, nor for a status
+ * that has none (1xx, 204, 304). For a file body (TYCHO_RES_FILE) the
+ * writer puts only the head; the caller sends the file after it.
+ */
+bool tycho_http_has_body(const struct tycho_req *r);
 
 /*
  * Appends a response made by the server itself (errors, 404, 405, 503):

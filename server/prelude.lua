@@ -24,8 +24,11 @@ function app.use(fn)
   middleware[#middleware + 1] = fn
 end
 
+-- Ends registration; returns how many middleware functions there are (with
+-- none, C serves app.static routes without entering Lua).
 local function seal()
   sealed = true
+  return #middleware
 end
 
 local function dispatch(handler, r)

@@ -34,6 +34,12 @@ const char tycho_key_gen = 0;
 const char tycho_key_handlers = 0;
 const char tycho_key_on_start = 0;
 
+/* An app.static route: conn.c serves it without Lua while no middleware is registered. */
+struct static_route {
+    int handler_id;
+    struct tycho_static *mount;    /* borrowed: lives in a userdata of L until lua_close */
+};
+
 struct cached_thread {
     lua_State *co;   /* borrowed: anchored by ref */
     int ref;         /* registry ref */
@@ -60,6 +66,10 @@ struct tycho_gen {
     unsigned long number;          /* its generation number, for the log once retired */
     struct tycho_gen *older, *newer; /* retired generations still finishing, newest first */
     struct event free_ev;          /* frees a retired, idle generation from the loop */
+    char *dir;                     /* owned: the script directory, as given */
+    struct static_route *statics;  /* owned array: the app.static routes */
+    unsigned nstatics;
+    unsigned middleware;           /* app.use functions registered (known once loaded) */
 };
 
 struct tycho_router *tycho_gen_router_of(lua_State *L)
@@ -81,6 +91,36 @@ lua_State *tycho_gen_lua(struct tycho_gen *g)
 const struct tycho_router *tycho_gen_router(const struct tycho_gen *g)
 {
     return g->router;
+}
+
+static struct tycho_gen *gen_of(lua_State *L);
+
+const char *tycho_gen_dir_of(lua_State *L)
+{
+    return gen_of(L)->dir;
+}
+
+void tycho_gen_add_static(lua_State *L, int handler_id, struct tycho_static *mount)
+{
+    struct tycho_gen *g = gen_of(L);
+    struct static_route *grown = realloc(g->statics, sizeof(*grown) * (g->nstatics + 1));
+
+    if (!grown)
+        return;                       /* the route still works, through its Lua handler */
+    g->statics = grown;
+    g->statics[g->nstatics].handler_id = handler_id;
+    g->statics[g->nstatics].mount = mount;
+    g->nstatics++;
+}
+
+struct tycho_static *tycho_gen_static(const struct tycho_gen *g, int handler_id)
+{
+    if (g->middleware > 0)
+        return NULL;                  /* the middleware must run: the Lua handler serves */
+    for (unsigned i = 0; i < g->nstatics; i++)
+        if (g->statics[i].handler_id == handler_id)
+            return g->statics[i].mount;
+    return NULL;
 }
 
 unsigned tycho_gen_script_count(const struct tycho_gen *g)
@@ -248,7 +288,8 @@ struct tycho_gen *tycho_gen_new(const char *dir_arg, int worker_id, char *err)
     char **names = NULL, *dir = clean_dir(dir_arg);
     unsigned count = 0;
 
-    if (!g || !dir || !(g->router = tycho_router_new()) || !(g->upstreams = tycho_upstreams_new(worker_id)) ||
+    if (!g || !dir || !(g->dir = strdup(dir)) || !(g->router = tycho_router_new()) ||
+        !(g->upstreams = tycho_upstreams_new(worker_id)) ||
         !(g->L = luaL_newstate())) {
         snprintf(err, TYCHO_ERR_LEN, "out of memory creating a Lua state");
         goto fail;
@@ -271,10 +312,12 @@ struct tycho_gen *tycho_gen_new(const char *dir_arg, int worker_id, char *err)
     /* From here on routes and middleware are fixed: a handler cannot add any. */
     g->loaded = 1;
     lua_rawgeti(g->L, LUA_REGISTRYINDEX, g->seal_ref);
-    if (lua_pcall(g->L, 0, 0, 0) != 0) {
+    if (lua_pcall(g->L, 0, 1, 0) != 0) {
         snprintf(err, TYCHO_ERR_LEN, "setting up Lua: %s", lua_tostring(g->L, -1));
         goto fail;
     }
+    g->middleware = (unsigned)lua_tointeger(g->L, -1);   /* seal() returns #middleware */
+    lua_pop(g->L, 1);
     luaL_unref(g->L, LUA_REGISTRYINDEX, g->seal_ref);
     g->seal_ref = LUA_NOREF;
     for (unsigned i = 0; i < count; i++)
@@ -955,7 +998,9 @@ static void gen_free_one(struct tycho_gen *g)
     }
     tycho_upstreams_free(g->upstreams);  /* no call is in flight any more */
     if (g->L)
-        lua_close(g->L);   /* also frees the cached coroutines */
+        lua_close(g->L);   /* also frees the cached coroutines, and closes app.static's mounts */
     tycho_router_free(g->router);
+    free(g->statics);
+    free(g->dir);
     free(g);
 }

@@ -40,6 +40,14 @@ struct lua_State *tycho_gen_lua(struct tycho_gen *g);
 /* The routes the scripts registered (borrowed, valid while g lives). */
 const struct tycho_router *tycho_gen_router(const struct tycho_gen *g);
 
+struct tycho_static;
+
+/*
+ * The app.static mount that handler_id serves, when the generation has no
+ * middleware (then conn.c serves it without Lua); NULL otherwise.
+ */
+struct tycho_static *tycho_gen_static(const struct tycho_gen *g, int handler_id);
+
 /* Number of script files loaded. */
 unsigned tycho_gen_script_count(const struct tycho_gen *g);
 
