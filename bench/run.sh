@@ -40,8 +40,9 @@
 #   users take without extra libraries).
 #   ops: plaintext again, with Tycho's --metrics /metrics and --access-log FILE
 #   (common format) on, and nginx's access_log on (combined, buffer=32k
-#   flush=1s, as Tycho buffers); the line under the table compares Tycho's
-#   plaintext with and without them (what they cost).
+#   flush=1s, as Tycho buffers); a third server, a plain tycho, runs in this
+#   workload too, its rounds interleaved with the others', and the line under
+#   the table compares Tycho with and without them (what they cost).
 # - Per workload, a FRESH process of each server is started (so peak RSS is
 #   that workload's), its answer to the workload's request is checked with curl
 #   (status 200 + expected body; the script aborts if wrong), each gets a
@@ -416,12 +417,13 @@ CONF
 start_server() {
     local name=$1 tag=$2 extra=${3:-} port dir w i scripts=$SCRIPTS ops=()
     [[ $extra == proxy ]] && scripts=$PROXY_SCRIPTS
-    [[ $extra == ops ]] && ops=(--metrics /metrics --access-log "$TMP/tycho-$tag-access.log")
+    [[ $extra == ops && $name == tycho ]] &&
+        ops=(--metrics /metrics --access-log "$TMP/tycho-$tag-access.log")
     port=$(free_port) || die "no free port found"
     SRV_PORT=$port
     case $name in
-    tycho)
-        SRV_LOG=$TMP/tycho-$tag.log
+    tycho | tycho-plain)
+        SRV_LOG=$TMP/$name-$tag.log
         TYCHO_BENCH_BACKEND=$BACKEND_PORT taskset -c 0 "$TYCHO" --workers 1 --port "$port" "${ops[@]}" "$scripts" \
             >"$SRV_LOG" 2>&1 </dev/null &
         SRV_PID=$!
@@ -592,10 +594,14 @@ for wl in "${WORKLOADS[@]}"; do
     wi=$((wi + 1))
     log "=== workload $wi/${#WORKLOADS[@]}: $wname ($conns connections, ${extra:+$extra }$path)"
     check_idle "workload $wname"
+    # ops: a plain tycho too, its rounds interleaved with the others', so that the cost of
+    # --metrics and --access-log is measured under the same conditions.
+    WL_SERVERS=("${SERVERS[@]}")
+    [[ $extra == ops ]] && has_server tycho && WL_SERVERS+=(tycho-plain)
     declare -A PID PORT MEAS_RSS LOGF
     declare -A MEAS_CPU
     declare -A CTYPE BEST_RPS
-    for s in "${SERVERS[@]}"; do
+    for s in "${WL_SERVERS[@]}"; do
         start_server "$s" "w$wi" "$extra"
         PID[$s]=$SRV_PID; PORT[$s]=$SRV_PORT; MEAS_RSS[$s]=$SRV_MEAS_RSS; LOGF[$s]=$SRV_LOG
         MEAS_CPU[$s]="${SRV_MEAS_CPU[*]}"
@@ -609,13 +615,13 @@ for wl in "${WORKLOADS[@]}"; do
         log "WARNING: Content-Type differs: tycho '${CTYPE[tycho]}' vs nginx '${CTYPE[nginx]}'"
     fi
     if ((BENCH_WARMUP > 0)); then
-        for s in "${SERVERS[@]}"; do
+        for s in "${WL_SERVERS[@]}"; do
             run_wrk "$s" "${PORT[$s]}" "$conns" "$path" "$extra" "$BENCH_WARMUP" "$TMP/warm.out" ||
                 log "WARNING: $s warm-up: wrk exited non-zero"
         done
     fi
     for ((r = 1; r <= BENCH_ROUNDS; r++)); do
-        for s in "${SERVERS[@]}"; do
+        for s in "${WL_SERVERS[@]}"; do
             [[ -n ${R_NOTE[$s,$wname]} ]] && continue   # died earlier
             out=$TMP/wrk-$s-w$wi-r$r.out
             # shellcheck disable=SC2086
@@ -649,7 +655,7 @@ for wl in "${WORKLOADS[@]}"; do
             fi
         done
     done
-    for s in "${SERVERS[@]}"; do
+    for s in "${WL_SERVERS[@]}"; do
         if is_alive "${MEAS_RSS[$s]}"; then
             R_RSS[$s,$wname]=$(vm_hwm_kb "${MEAS_RSS[$s]}")
         fi
@@ -713,9 +719,12 @@ for wl in "${WORKLOADS[@]}"; do
         fi
     done
 done
-# What --metrics and --access-log cost Tycho: the plaintext workload with both on against it with both off.
-if has_server tycho && [[ -n ${R_RPS[tycho,plaintext]:-} && -n ${R_RPS[tycho,plaintext +log+metrics]:-} ]]; then
-    echo "tycho with --metrics and --access-log vs without (plaintext): req/s ratio $(ratio "${R_RPS[tycho,plaintext +log+metrics]}" "${R_RPS[tycho,plaintext]}"), CPU us/req ${R_CPU[tycho,plaintext +log+metrics]} vs ${R_CPU[tycho,plaintext]} (ratio $(ratio "${R_CPU[tycho,plaintext +log+metrics]}" "${R_CPU[tycho,plaintext]}"))"
+# What --metrics and --access-log cost Tycho: plaintext with both on against a plain tycho
+# whose rounds were interleaved with it in the same workload.
+ops=${R_RPS[tycho,plaintext +log+metrics]:-}
+plain=${R_RPS[tycho-plain,plaintext +log+metrics]:-}
+if [[ -n $ops && -n $plain ]]; then
+    echo "tycho with --metrics and --access-log vs without (plaintext, rounds interleaved): req/s $(printf '%.0f' "$ops") vs $(printf '%.0f' "$plain") (ratio $(ratio "$ops" "$plain")), CPU ${R_CPU[tycho,plaintext +log+metrics]} vs ${R_CPU[tycho-plain,plaintext +log+metrics]} us/req (ratio $(ratio "${R_CPU[tycho,plaintext +log+metrics]}" "${R_CPU[tycho-plain,plaintext +log+metrics]}"))"
 fi
 ((any)) || echo "wrk errors: none (no non-2xx responses, no socket errors in measured rounds)"
 ((IDLE_WARNINGS == 0)) || echo "NOTE: other processes were using the CPUs during $IDLE_WARNINGS workload(s) (see stderr): treat these numbers as noisy"
