@@ -74,6 +74,8 @@ $(BUILD)/%.o: server/%.c | $(BUILD)/prelude_lua.h $(BUILD)/testing_lua.h
 
 # The Lua halves (prelude.lua: the request path; testing.lua: `tycho test`),
 # compiled into the binary as C strings: server/X.lua -> X_lua.h: tycho_X_lua[].
+LUA_HEADERS := $(BUILD)/prelude_lua.h $(BUILD)/testing_lua.h
+.SECONDARY: $(LUA_HEADERS)   # made by a pattern rule, but kept: objects depend on them
 $(BUILD)/%_lua.h: server/%.lua | $(BUILD)
 	{ echo 'static const char tycho_$*_lua[] ='; \
 	  sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/^/    "/' -e 's/$$/\\n"/' $<; \
