@@ -82,6 +82,8 @@ const char tycho_usage[] =
     "  --watch                 reload the scripts when a file in DIR (or below) changes\n"
     "  --check                 load the scripts, print the routes or the load error,\n"
     "                          exit 0 or 1 (nothing is served)\n"
+    "  --test-timeout S        tycho test: how long one request's handler may take\n"
+    "                          before the test fails (default 30)\n"
     "  --help                  print this help and exit\n"
     "  --version               print the version and exit\n";
 
@@ -114,6 +116,7 @@ static const struct number_flag number_flags[] = {
     {"--drain-timeout", FLAG_SECONDS, 0, 86400, AT(drain_timeout_ms)},
     {"--shared-dict-bytes", FLAG_SIZE, 4096, 1099511627776.0, AT(shared_dict_bytes)},
     {"--metrics-max-series", FLAG_INT, 1, 10000000, AT(metrics_max_series)},
+    {"--test-timeout", FLAG_SECONDS, 0.001, 86400, AT(test_timeout_ms)},
 };
 
 /* Flags that take a string. */
@@ -149,6 +152,7 @@ void tycho_config_defaults(struct tycho_config *cfg)
     cfg->shared_dict_bytes = 16 * 1024 * 1024;
     cfg->log_level = TYCHO_LOG_INFO;
     cfg->metrics_max_series = 10000;
+    cfg->test_timeout_ms = 30 * 1000;
 }
 
 static const struct number_flag *find_number_flag(const char *name, size_t len)

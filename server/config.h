@@ -38,6 +38,7 @@ struct tycho_config {
     int log_level;            /* --log-level, an enum tycho_log_level */
     const char *dir;          /* borrowed from argv: the script directory */
     const char *test_dir;     /* tycho test: TESTDIR, or NULL for DIR/tests */
+    long test_timeout_ms;     /* tycho test: how long one request's handler may take */
     const char *new_name;     /* tycho new: the directory to create */
     const char *host;         /* borrowed; default 127.0.0.1 */
     int port;                 /* 0 asks the kernel for a free port */

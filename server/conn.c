@@ -1102,10 +1102,20 @@ void tycho_conn_drain(struct tycho_worker *w)
         event_base_loopbreak(w->base);
 }
 
+static void on_local_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    *(bool *)arg = true;
+}
+
 int tycho_conn_run_local(struct tycho_worker *w, const char *bytes, size_t len,
-                         struct tycho_buf *out)
+                         struct tycho_buf *out, long timeout_ms)
 {
     struct tycho_conn *c = tycho_pool_get(&w->conn_pool);
+    struct event deadline;
+    bool late = false, armed = false;
+    int rc = TYCHO_OK;
 
     if (!c)
         return TYCHO_ERR;
@@ -1117,11 +1127,20 @@ int tycho_conn_run_local(struct tycho_worker *w, const char *bytes, size_t len,
     /* What is ready to run first: the app.on_worker_start functions. */
     event_base_loop(w->base, EVLOOP_NONBLOCK);
     feed(c, bytes, len);
-    /* A handler that waits: run the worker's loop until it is done. */
-    while (c->waiting && event_base_loop(w->base, EVLOOP_ONCE) == 0) {
+    if (c->waiting && timeout_ms > 0) {
+        struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+        armed = evtimer_assign(&deadline, w->base, on_local_deadline, &late) == 0 &&
+                evtimer_add(&deadline, &tv) == 0;
     }
-    if (c->req && c->http.in_message && !c->waiting)
+    /* A handler that waits: run the worker's loop until it is done (or too late). */
+    while (c->waiting && !late && event_base_loop(w->base, EVLOOP_ONCE) == 0) {
+    }
+    if (armed)
+        evtimer_del(&deadline);
+    if (c->waiting)
+        rc = TYCHO_CONN_LATE;         /* close_conn abandons the handler */
+    else if (c->req && c->http.in_message)
         answer_simple(c, 400, "", false, true); /* the bytes ended mid-request */
     close_conn(c);
-    return TYCHO_OK;
+    return rc;
 }

@@ -39,11 +39,15 @@ void tycho_conn_drain(struct tycho_worker *w);
 
 /*
  * Runs raw request bytes through the same parse/route/run path as a socket
- * would, with no socket, and appends the responses to out (for --request).
- * Returns TYCHO_OK or TYCHO_ERR (no connection object could be had).
+ * would, with no socket, and appends the responses to out (--request,
+ * tycho test), running the worker's loop while a handler waits. Returns
+ * TYCHO_OK, TYCHO_ERR (no connection object could be had), or
+ * TYCHO_CONN_LATE when a handler still waited after timeout_ms (0: no
+ * bound); it is then abandoned, as when a client leaves.
  */
+#define TYCHO_CONN_LATE 1
 int tycho_conn_run_local(struct tycho_worker *w, const char *bytes, size_t len,
-                         struct tycho_buf *out);
+                         struct tycho_buf *out, long timeout_ms);
 
 /* Writes the peer's address ("127.0.0.1", "::1") into buf; returns its length. */
 size_t tycho_conn_peer(const struct tycho_conn *c, char *buf, size_t buf_len);

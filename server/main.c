@@ -380,7 +380,7 @@ static int run_request(struct tycho_config *cfg)
         fprintf(stderr, "tycho: %s\n", err);
         goto out;
     }
-    if (tycho_conn_run_local(&w, raw.data + raw.off, raw.len, &out) < 0) {
+    if (tycho_conn_run_local(&w, raw.data + raw.off, raw.len, &out, 0) < 0) {
         fprintf(stderr, "tycho: --request: out of memory\n");
         goto out_worker;
     }

@@ -26,17 +26,27 @@
 
 #include "testing_lua.h" /* generated from testing.lua: tycho_testing_lua[] */
 
-/* send(raw) -> the raw response (upvalue 1: the worker). */
+/* send(raw) -> the raw response (upvalue 1: the worker); raises when the handler is too late. */
 static int send_request(lua_State *L)
 {
     struct tycho_worker *w = lua_touserdata(L, lua_upvalueindex(1));
     struct tycho_buf out = {0};
     size_t len;
     const char *raw = luaL_checklstring(L, 1, &len);
+    long timeout_ms = w->cfg->test_timeout_ms;
+    int rc = tycho_conn_run_local(w, raw, len, &out, timeout_ms);
 
-    if (tycho_conn_run_local(w, raw, len, &out) < 0) {
+    if (rc != TYCHO_OK) {
+        char why[160];
         tycho_buf_dispose(&out);
-        return luaL_error(L, "client: out of memory running the request");
+        if (rc == TYCHO_CONN_LATE)
+            snprintf(why, sizeof(why), "client: the handler had not finished after %g s "
+                     "(--test-timeout); it was abandoned", (double)timeout_ms / 1000);
+        else
+            snprintf(why, sizeof(why), "client: out of memory running the request");
+        /* No position here: testing.lua raises it again at the test's line. */
+        lua_pushstring(L, why);
+        return lua_error(L);
     }
     lua_pushlstring(L, out.data ? out.data + out.off : "", out.len);
     tycho_buf_dispose(&out);

@@ -196,7 +196,9 @@ local function run(fn, method, path, headers, body)
     if not has_host then lines[#lines + 1] = "Host: test" end
     body = body or ""
     lines[#lines + 1] = "Content-Length: " .. #body
-    return parse_response(send(concat(lines, "\r\n") .. "\r\n\r\n" .. body), fn)
+    local ok, raw = pcall(send, concat(lines, "\r\n") .. "\r\n\r\n" .. body)
+    if not ok then error(raw, 3) end  -- at the test's line
+    return parse_response(raw, fn)
 end
 
 -- A body and its Content-Type from opts.json (encoded) or the body given.
@@ -228,7 +230,8 @@ function client:request(req)
         error("client:request: expected a table {method =, path =, headers =, body =}", 2)
     end
     local body, headers = body_of("client:request", req.body, req)
-    return run("client:request", req.method or "GET", req.path, headers, body)
+    local r = run("client:request", req.method or "GET", req.path, headers, body)
+    return r  -- not a tail call: errors name the test's line (level 3 from run)
 end
 
 -- client:get(path, opts), :head, :delete, :options: no body unless opts.body.
@@ -237,7 +240,8 @@ for _, method in ipairs({"get", "head", "delete", "options"}) do
         local fn = "client:" .. method
         opts = options(fn, opts)
         local body, headers = body_of(fn, opts.body, opts)
-        return run(fn, method, path, headers, body)
+        local r = run(fn, method, path, headers, body)
+        return r  -- not a tail call (see client:request)
     end
 end
 
@@ -248,7 +252,8 @@ for _, method in ipairs({"post", "put", "patch"}) do
         opts = options(fn, opts)
         local headers
         body, headers = body_of(fn, body, opts)
-        return run(fn, method, path, headers, body)
+        local r = run(fn, method, path, headers, body)
+        return r  -- not a tail call (see client:request)
     end
 end
 

@@ -68,7 +68,8 @@ has "scripts/ with TYCHO_UPSTREAM: the proxy forwards" "ok   scripts/tests/proxy
 
 out=$("$tycho" test tests/lua/runner tests/lua/runner/failing 2>&1)
 ok "the failing fixture: exit 1" "$([ $? -eq 1 ]; echo $?)"
-has "failing: the summary" "1 passed, 5 failed"
+has "failing: the summary" "1 passed, 6 failed"
+has "failing: client misuse at the test's line" 'tests/lua/runner/failing/fail_test.lua:26: client:get: the path must start with / (got "no-slash")'
 has "failing: status, with file:line" "FAIL tests/lua/runner/failing/fail_test.lua: wrong status
      tests/lua/runner/failing/fail_test.lua:9: assert_eq: expected 200, got 404"
 has "failing: body and message" 'tests/lua/runner/failing/fail_test.lua:13: assert_eq: expected "awake", got "slept": the sleeper'"'"'s body'
@@ -77,6 +78,12 @@ has "failing: a runtime error with its line" "tests/lua/runner/failing/fail_test
 has "failing: a runtime error's traceback" "fail_test.lua:22: in function <tests/lua/runner/failing/fail_test.lua:20>"
 has "failing: a file that does not load" "FAIL tests/lua/runner/failing/syntax_test.lua: (loading the file)"
 has "failing: the passing one still passes" "ok   tests/lua/runner/failing/fail_test.lua: passes"
+
+out=$("$tycho" test --test-timeout 0.3 tests/lua/runner tests/lua/runner/slow 2>&1)
+ok "a handler that never finishes: exit 1" "$([ $? -eq 1 ]; echo $?)"
+has "a handler that never finishes: the bound is named, at the test's line" "tests/lua/runner/slow/slow_test.lua:3: client: the handler had not finished after 0.3 s (--test-timeout); it was abandoned"
+has "a handler that never finishes: the next test runs" "ok   tests/lua/runner/slow/slow_test.lua: the app still answers after that"
+has "a handler that never finishes: summary" "1 passed, 1 failed"
 
 out=$("$tycho" test "$tmp" 2>&1)
 ok "no tests dir: exit 1" "$([ $? -eq 1 ]; echo $?)"

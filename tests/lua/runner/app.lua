@@ -37,3 +37,9 @@ app.get("/counter", function()
     local d = tycho.shared.dict("runner")
     return tostring(d:incr("n", 1, 0))
 end)
+
+-- Never finishes: `tycho test --test-timeout` must abandon it.
+app.get("/forever", function()
+    tycho.sleep(3600)
+    return "never"
+end)

@@ -21,3 +21,7 @@ test("runtime error", function()
     local t = nil
     return t.field
 end)
+
+test("client misuse", function()
+    client:get("no-slash")
+end)
