@@ -18,7 +18,7 @@
  * input buffer), reads stop, and --write-timeout applies.
  */
 #include "conn.h"
-#include "access.h"
+#include "conn_int.h"
 #include "http.h"
 #include "log.h"
 #include "metrics.h"
@@ -59,40 +59,6 @@
  * turn of the loop goes on.
  */
 #define FILE_BYTES_PER_EVENT (512 * 1024)
-
-struct tycho_conn {
-    void *_pool_next;                  /* the pool's link while free */
-    struct tycho_worker *w;            /* borrowed: the owning worker */
-    struct tycho_conn *prev, *next;    /* the worker's list of open connections */
-    struct tycho_req *req;             /* from the worker's pool while a request is in progress */
-    struct tycho_buf *local_out;       /* borrowed: --request output, else NULL */
-    int fd;                            /* owned; -1 for --request */
-    unsigned nrequests;                /* answered on this connection */
-    short ev_what;                     /* EV_READ or EV_WRITE: what ev waits for; 0: none */
-    unsigned char timer;               /* TIMER_*: what ev's timeout stands for now */
-    unsigned char peer_family;         /* AF_INET or AF_INET6 */
-    bool closing;                      /* close once pending output is written */
-    bool peer_eof;                     /* the client closed its side */
-    bool linger;                       /* input may still be coming: close lingering */
-    bool lingering;                    /* write side shut; dropping input until EOF or timeout */
-    bool nodelay;                      /* TCP_NODELAY is set */
-    bool started;                      /* bytes of the next request came (blank lines too) */
-    bool waiting;                      /* its handler waits (tycho.sleep); nothing is read */
-    bool sending_file;                 /* file_fd is open and its bytes are the next output */
-    int file_fd;                       /* owned while sending_file: a file body (app.static) */
-    off_t file_off;                    /* the next file byte to send */
-    size_t file_left;                  /* file bytes still to send */
-    unsigned char peer_addr[16];
-    time_t linger_until;               /* lingering ends by then, however much keeps coming */
-    long born_ms;                      /* when it was accepted (worker clock) */
-    long req_started_ms;               /* when the next request's first bytes came */
-    long body_started_ms;              /* when its head was complete; 0 before */
-    long write_wait_ms;                /* when output began to wait; 0 when none waits */
-    struct event ev;                   /* embedded, so a connection is one allocation */
-    struct tycho_http http;            /* parser state */
-    struct tycho_buf pending;          /* owned: output the socket has not taken */
-    struct tycho_buf input;            /* owned: read but not parsed yet (back-pressure) */
-};
 
 /* What the timeout of the connection's event means (c->timer). */
 enum {
@@ -142,7 +108,7 @@ static bool output_waits(const struct tycho_conn *c)
 }
 
 /* Where responses go now: after pending output, so order is kept. */
-static struct tycho_buf *out_of(struct tycho_conn *c)
+struct tycho_buf *tycho_conn_out(struct tycho_conn *c)
 {
     if (c->local_out)
         return c->local_out;
@@ -179,24 +145,24 @@ static void release_req(struct tycho_conn *c)
 }
 
 /* Records what was sent for r (the access log): status, and the bytes since `before`. */
-static void note_sent(struct tycho_conn *c, int status, size_t before)
+void tycho_conn_note_sent(struct tycho_conn *c, int status, size_t before)
 {
     if (c->req) {
         c->req->log_status = status;
-        c->req->log_bytes = out_of(c)->len - before;
+        c->req->log_bytes = tycho_conn_out(c)->len - before;
     }
 }
 
 /* Answers a request the server handles itself (errors, 404, 405). */
-static void answer_simple(struct tycho_conn *c, int status, const char *extra, bool keep_alive,
+void tycho_conn_answer_simple(struct tycho_conn *c, int status, const char *extra, bool keep_alive,
                           bool with_body)
 {
-    size_t before = out_of(c)->len;
+    size_t before = tycho_conn_out(c)->len;
 
-    if (tycho_http_write_simple(out_of(c), status, extra, tycho_worker_date(c->w), keep_alive,
+    if (tycho_http_write_simple(tycho_conn_out(c), status, extra, tycho_worker_date(c->w), keep_alive,
                                 with_body) < 0)
         c->closing = true;            /* no memory even for an error: just close */
-    note_sent(c, status, before);
+    tycho_conn_note_sent(c, status, before);
     if (!keep_alive)
         c->closing = true;
 }
@@ -229,68 +195,13 @@ static bool last_request(const struct tycho_conn *c)
             tycho_worker_now_ms(c->w) - c->born_ms >= cfg->max_conn_lifetime_ms);
 }
 
-static long long now_us(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
-/* Appends the request's access log line to the worker's batch (written at 32 KiB or each second). */
-static void log_access(struct tycho_conn *c, long long now)
-{
-    struct tycho_worker *w = c->w;
-    struct tycho_req *r = c->req;
-    char remote[64];
-    struct tycho_access_entry e = {r, remote, r->log_status, r->log_bytes,
-                                   now - r->started_us, w->id};
-
-    tycho_conn_peer(c, remote, sizeof(remote));
-    /* A full batch is written from the loop, after this request's response. */
-    if (tycho_access_append(&w->access_buf, &e) == TYCHO_OK && w->access_buf.len >= 32 * 1024)
-        event_active(w->access_ev, EV_TIMEOUT, 1);
-}
-
-/*
- * Counts a request in the metrics: by route (pattern, or the path the server
- * answered, or "(unmatched)" for 404 and 405), method and status class; and
- * its latency by route.
- */
-static void count_request(struct tycho_worker *w, const struct tycho_req *r, long long now)
-{
-    char key[TYCHO_METRIC_KEY_BYTES];
-    const char *route = r->route_label ? r->route_label : "(unmatched)";
-    /* A HEAD is routed as a GET; it is counted as what it was. */
-    const char *method = r->is_head ? "HEAD" : r->method;
-    size_t route_len = strnlen(route, 512), method_len = strnlen(method, 64);
-    int class = r->log_status / 100;
-    _Atomic double *v;
-
-    memcpy(key, route, route_len);
-    key[route_len] = '\0';
-    memcpy(key + route_len + 1, method, method_len);
-    key[route_len + 1 + method_len] = '\0';
-    memcpy(key + route_len + method_len + 2, "0xx", 4);
-    key[route_len + method_len + 2] = (char)('0' + (class >= 1 && class <= 5 ? class : 5));
-    if ((v = tycho_metric_series(tycho_metric_requests, w->id, key, route_len + method_len + 6)))
-        tycho_metric_add(v, 1);
-    if ((v = tycho_metric_series(tycho_metric_duration, w->id, key, route_len + 1)))
-        tycho_metric_observe(tycho_metric_duration, v, (double)(now - r->started_us) / 1e6);
-}
-
 /* The end of every request: the access log, metrics, keep-alive or close, counters, the context back to its pool. */
-static void end_request(struct tycho_conn *c, bool keep_alive)
+void tycho_conn_end_request(struct tycho_conn *c, bool keep_alive)
 {
     struct tycho_worker *w = c->w;
 
-    if (c->req && (w->access_ev || w->cfg->metrics_path)) {
-        long long now = now_us();
-        if (w->access_ev)
-            log_access(c, now);
-        if (w->cfg->metrics_path)
-            count_request(w, c->req, now);
-    }
+    if (c->req && (w->access_ev || w->cfg->metrics_path))
+        tycho_conn_account(c);
     if (!keep_alive)
         c->closing = true;
     else if (!c->nodelay && c->fd >= 0)
@@ -303,7 +214,7 @@ static void end_request(struct tycho_conn *c, bool keep_alive)
 }
 
 /* Whether the connection stays open after this request (before the handler's say). */
-static bool keeps_alive(struct tycho_conn *c)
+bool tycho_conn_keeps_alive(struct tycho_conn *c)
 {
     struct tycho_req *r = c->req;
     bool keep_alive = r->keep_alive && !last_request(c);
@@ -314,7 +225,7 @@ static bool keeps_alive(struct tycho_conn *c)
 }
 
 /* "X-Request-Id: ID\r\n" for r into buf (cap >= 150), returned; "" when r has no id. */
-static const char *id_line(const struct tycho_req *r, char *buf, size_t cap)
+const char *tycho_conn_id_line(const struct tycho_req *r, char *buf, size_t cap)
 {
     buf[0] = '\0';
     if (r->id_len)
@@ -347,7 +258,7 @@ static int read_file_into(struct tycho_buf *out, int fd, off_t off, size_t len)
 }
 
 /*
- * The file body of r, whose head was just appended to out_of(c) (which held
+ * The file body of r, whose head was just appended to tycho_conn_out(c) (which held
  * `before` bytes until then): read into the output when small (or for
  * --request), else the connection takes the descriptor and sends it after
  * what is queued. A small file that can no longer be read whole (it shrank
@@ -358,7 +269,7 @@ static int read_file_into(struct tycho_buf *out, int fd, off_t off, size_t len)
 static size_t queue_file(struct tycho_conn *c, struct tycho_req *r, size_t before,
                          bool keep_alive)
 {
-    struct tycho_buf *out = out_of(c);
+    struct tycho_buf *out = tycho_conn_out(c);
     size_t len = r->res_body_len;
     char id[150];
 
@@ -369,7 +280,7 @@ static size_t queue_file(struct tycho_conn *c, struct tycho_req *r, size_t befor
                         c->w->id, r->method, (int)r->path_len, r->path);
         out->len = before;            /* the head and any part of the body: not sent */
         r->status = 500;
-        answer_simple(c, 500, id_line(r, id, sizeof(id)), keep_alive, true);
+        tycho_conn_answer_simple(c, 500, tycho_conn_id_line(r, id, sizeof(id)), keep_alive, true);
         return 0;
     }
     c->file_fd = r->file_fd;
@@ -384,25 +295,25 @@ static size_t queue_file(struct tycho_conn *c, struct tycho_req *r, size_t befor
 static void respond(struct tycho_conn *c)
 {
     struct tycho_req *r = c->req;
-    bool keep_alive = keeps_alive(c);
+    bool keep_alive = tycho_conn_keeps_alive(c);
     size_t file_bytes = 0;
 
     if (r->res_flags & TYCHO_RES_CLOSE) {
         keep_alive = false;
         c->linger |= r->keep_alive;   /* the client may already be sending its next request */
     }
-    size_t before = out_of(c)->len;
+    size_t before = tycho_conn_out(c)->len;
 
-    if (tycho_http_write_response(out_of(c), r, tycho_worker_date(c->w), keep_alive) < 0) {
+    if (tycho_http_write_response(tycho_conn_out(c), r, tycho_worker_date(c->w), keep_alive) < 0) {
         keep_alive = false;
         c->closing = true;
     } else if ((r->res_flags & TYCHO_RES_FILE) && r->file_open && tycho_http_has_body(r) &&
                r->res_body_len > 0) {
         file_bytes = queue_file(c, r, before, keep_alive);
     }
-    note_sent(c, r->status, before);
+    tycho_conn_note_sent(c, r->status, before);
     r->log_bytes += file_bytes;
-    end_request(c, keep_alive);
+    tycho_conn_end_request(c, keep_alive);
 }
 
 static void read_and_serve(struct tycho_conn *c);
@@ -419,94 +330,6 @@ static void on_request_done(struct tycho_req *r)
     read_and_serve(c);                /* requests kept back meanwhile, then what came */
 }
 
-/* Whether r is a GET or HEAD of path (a path the server answers itself). */
-static bool is_builtin(const struct tycho_req *r, const char *path)
-{
-    return path && r->path_len == strlen(path) && memcmp(r->path, path, r->path_len) == 0;
-}
-
-/* Answers a server-answered path whose method is not GET or HEAD with 405; returns whether it did. */
-static bool refuse_method(struct tycho_conn *c, bool keep_alive)
-{
-    struct tycho_req *r = c->req;
-    char extra[200];
-
-    if (strcmp(r->method, "GET") == 0 || strcmp(r->method, "HEAD") == 0)
-        return false;
-    memcpy(extra, "Allow: GET, HEAD\r\n", 19);
-    id_line(r, extra + 18, sizeof(extra) - 18);
-    answer_simple(c, 405, extra, keep_alive, true);
-    end_request(c, keep_alive);
-    return true;
-}
-
-/* Appends a 200 (or 503) with body and Cache-Control: no-store, then ends the request. */
-static void answer_body(struct tycho_conn *c, bool keep_alive, int status, const char *type,
-                        const char *body, size_t body_len)
-{
-    struct tycho_req *r = c->req;
-    size_t before = out_of(c)->len;
-    char extra[200];
-
-    memcpy(extra, "Cache-Control: no-store\r\n", 25);
-    id_line(r, extra + 25, sizeof(extra) - 25);
-    if (tycho_http_write_body(out_of(c), status, type, extra, tycho_worker_date(c->w),
-                              keep_alive, body, body_len, !r->is_head) < 0 || !keep_alive)
-        c->closing = true;
-    note_sent(c, status, before);
-    end_request(c, keep_alive);
-}
-
-/*
- * --health PATH: 200 "ok" while serving, 503 "draining" once stopping, with
- * no Lua (a load balancer asks often; a stuck script must not fake health).
- * Returns whether r was the health check.
- */
-static bool answer_health(struct tycho_conn *c)
-{
-    struct tycho_req *r = c->req;
-    bool keep_alive;
-
-    if (!is_builtin(r, c->w->cfg->health_path))
-        return false;
-    r->route_label = c->w->cfg->health_path;
-    keep_alive = keeps_alive(c);
-    if (refuse_method(c, keep_alive))
-        return true;
-    if (c->w->draining)
-        answer_body(c, keep_alive, 503, "text/plain; charset=utf-8", "draining\n", 9);
-    else
-        answer_body(c, keep_alive, 200, "text/plain; charset=utf-8", "ok\n", 3);
-    return true;
-}
-
-/*
- * --metrics PATH (unless --metrics-addr serves it elsewhere): the Prometheus
- * exposition, rendered by this worker from every worker's counters, no Lua.
- * Returns whether r was the scrape.
- */
-static bool answer_metrics(struct tycho_conn *c)
-{
-    const struct tycho_config *cfg = c->w->cfg;
-    struct tycho_req *r = c->req;
-    struct tycho_buf text = {0};
-    bool keep_alive;
-
-    if (cfg->metrics_addr || !is_builtin(r, cfg->metrics_path))
-        return false;
-    r->route_label = cfg->metrics_path;
-    keep_alive = keeps_alive(c);
-    if (refuse_method(c, keep_alive))
-        return true;
-    if (tycho_metrics_render(&text) < 0)
-        answer_body(c, keep_alive, 503, "text/plain; charset=utf-8", "out of memory\n", 14);
-    else
-        answer_body(c, keep_alive, 200, TYCHO_METRICS_CONTENT_TYPE, text.data + text.off,
-                    text.len);
-    tycho_buf_dispose(&text);
-    return true;
-}
-
 /*
  * Routes and runs a complete request. Its response is appended now, or, when
  * the handler waits (tycho.sleep), by on_request_done later; meanwhile the
@@ -520,8 +343,8 @@ static void serve(struct tycho_conn *c)
 
     tycho_req_assign_id(r, &w->next_request_id);
     if (w->access_ev || w->cfg->metrics_path)
-        r->started_us = now_us();
-    if (answer_health(c) || answer_metrics(c))
+        r->started_us = tycho_conn_now_us();
+    if (tycho_conn_answer_builtin(c))
         return;
     switch (tycho_router_find(tycho_gen_router(w->gen), r->method, r->method_len, r->path,
                               r->path_len, &r->match)) {
@@ -543,22 +366,22 @@ static void serve(struct tycho_conn *c)
         return;
     }
     case TYCHO_ROUTE_NOT_FOUND: {
-        bool keep_alive = keeps_alive(c);
-        answer_simple(c, 404, id_line(r, allow, sizeof(allow)), keep_alive, !r->is_head);
-        end_request(c, keep_alive);
+        bool keep_alive = tycho_conn_keeps_alive(c);
+        tycho_conn_answer_simple(c, 404, tycho_conn_id_line(r, allow, sizeof(allow)), keep_alive, !r->is_head);
+        tycho_conn_end_request(c, keep_alive);
         return;
     }
     case TYCHO_ROUTE_WRONG_METHOD: {
-        bool keep_alive = keeps_alive(c);
+        bool keep_alive = tycho_conn_keeps_alive(c);
         size_t used;
         memcpy(allow, "Allow: ", 7);
         tycho_router_allow(tycho_gen_router(w->gen), r->path, r->path_len, allow + 7,
                            sizeof(allow) - 7 - 2 - 150);   /* room for CRLF and the id line */
         strcat(allow, "\r\n");
         used = strlen(allow);
-        id_line(r, allow + used, sizeof(allow) - used);
-        answer_simple(c, 405, allow, keep_alive, !r->is_head);
-        end_request(c, keep_alive);
+        tycho_conn_id_line(r, allow + used, sizeof(allow) - used);
+        tycho_conn_answer_simple(c, 405, allow, keep_alive, !r->is_head);
+        tycho_conn_end_request(c, keep_alive);
         return;
     }
     }
@@ -570,7 +393,7 @@ static void serve(struct tycho_conn *c)
  */
 static bool output_full(struct tycho_conn *c)
 {
-    return !c->local_out && (out_of(c)->len >= OUT_HIGH_BYTES || c->sending_file);
+    return !c->local_out && (tycho_conn_out(c)->len >= OUT_HIGH_BYTES || c->sending_file);
 }
 
 /*
@@ -588,7 +411,7 @@ static size_t feed(struct tycho_conn *c, const char *data, size_t len)
         if (!c->req && !(c->req = take_req(c))) {
             char busy[TYCHO_BUSY_BYTES];
             /* If even this cannot be appended, the close says it all. */
-            tycho_buf_append(out_of(c), busy,
+            tycho_buf_append(tycho_conn_out(c), busy,
                              tycho_http_busy(busy, sizeof(busy), tycho_worker_date(c->w)));
             tycho_stat_add(&c->w->stats.rejected[TYCHO_REJECT_OUT_OF_MEMORY], 1);
             c->closing = true;
@@ -604,13 +427,13 @@ static size_t feed(struct tycho_conn *c, const char *data, size_t len)
             break;
         case TYCHO_HTTP_ERROR:
             tycho_stat_add(&c->w->stats.rejected[tycho_reject_of(c->http.error_status)], 1);
-            answer_simple(c, c->http.error_status, "", false, true);
+            tycho_conn_answer_simple(c, c->http.error_status, "", false, true);
             c->linger = true;         /* the rest of the bad request may still be coming */
             return total - len;
         case TYCHO_HTTP_MORE:
             if (c->req->expect_continue && !c->req->continue_sent) {
                 c->req->continue_sent = true;
-                if (tycho_buf_puts(out_of(c), "HTTP/1.1 100 Continue\r\n\r\n") < 0)
+                if (tycho_buf_puts(tycho_conn_out(c), "HTTP/1.1 100 Continue\r\n\r\n") < 0)
                     c->closing = true;
             }
             if (!c->http.in_message)
@@ -960,7 +783,7 @@ static void timed_out(struct tycho_conn *c)
         /* A request that did not arrive in time (blank lines alone just close). */
         w->timeouts++;
         tycho_stat_add(&w->stats.rejected[TYCHO_REJECT_TIMEOUT], 1);
-        answer_simple(c, 408, "", false, true);
+        tycho_conn_answer_simple(c, 408, "", false, true);
         c->linger = true;
         if (flush_out(c) < 0) {
             close_conn(c);
@@ -1140,7 +963,7 @@ int tycho_conn_run_local(struct tycho_worker *w, const char *bytes, size_t len,
     if (c->waiting)
         rc = TYCHO_CONN_LATE;         /* close_conn abandons the handler */
     else if (c->req && c->http.in_message)
-        answer_simple(c, 400, "", false, true); /* the bytes ended mid-request */
+        tycho_conn_answer_simple(c, 400, "", false, true); /* the bytes ended mid-request */
     close_conn(c);
     return rc;
 }
