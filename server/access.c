@@ -167,7 +167,7 @@ static int put_signed(struct tycho_buf *b, long long v)
 {
     if (v < 0 && tycho_buf_puts(b, "-") < 0)
         return TYCHO_ERR;
-    return put_number(b, v < 0 ? (unsigned long long)-v : (unsigned long long)v);
+    return put_number(b, v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v);
 }
 
 static int append_json(struct tycho_buf *b, const struct tycho_access_entry *e)

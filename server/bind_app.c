@@ -8,6 +8,7 @@
 #include "bind.h"
 #include "config.h"
 #include "http.h"
+#include "metrics.h"
 #include "router.h"
 #include "static.h"
 
@@ -26,6 +27,11 @@ static int register_route(lua_State *L, const char *who, const char *method, con
     char err[TYCHO_ERR_LEN];
     int id;
 
+    /* The pattern is the route's metrics label: it must fit one and be UTF-8, as the exposition is. */
+    if (strlen(path) > TYCHO_ROUTE_MAX_BYTES)
+        return luaL_error(L, "%sthe path is longer than %d bytes", who, TYCHO_ROUTE_MAX_BYTES);
+    if (!tycho_metric_utf8_ok(path, strlen(path)))
+        return luaL_error(L, "%sthe path is not valid UTF-8", who);
     lua_pushlightuserdata(L, (void *)&tycho_key_handlers);
     lua_rawget(L, LUA_REGISTRYINDEX);
     id = (int)lua_objlen(L, -1) + 1;

@@ -4,6 +4,7 @@
  */
 #include "config.h"
 #include "log.h"
+#include "metrics.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -243,7 +244,8 @@ static int set_string(struct tycho_config *cfg, const char *flag, const char *va
         cfg->request_body = val;
     } else if (strcmp(flag, "--health") == 0 || strcmp(flag, "--metrics") == 0) {
         bool health = strcmp(flag, "--health") == 0;
-        if (val[0] != '/' || strpbrk(val, "?# \t")) {
+        if (val[0] != '/' || strpbrk(val, "?# \t") || strlen(val) > 512 ||
+            !tycho_metric_utf8_ok(val, strlen(val))) {
             snprintf(err, TYCHO_ERR_LEN, "tycho: %s: expected a path such as %s, got \"%s\"",
                      flag, health ? "/healthz" : "/metrics", val);
             return TYCHO_ERR;

@@ -962,7 +962,7 @@ int tycho_conn_run_local(struct tycho_worker *w, const char *bytes, size_t len,
         evtimer_del(&deadline);
     if (c->waiting)
         rc = TYCHO_CONN_LATE;         /* close_conn abandons the handler */
-    else if (c->req && c->http.in_message)
+    else if (c->req && c->http.in_message && !c->closing)
         tycho_conn_answer_simple(c, 400, "", false, true); /* the bytes ended mid-request */
     close_conn(c);
     return rc;

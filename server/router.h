@@ -19,6 +19,9 @@ struct tycho_span {
     size_t len;
 };
 
+/* The longest route pattern, in bytes (it is also the route's metrics label). */
+#define TYCHO_ROUTE_MAX_BYTES 512
+
 struct tycho_route_match {
     int handler_id;                       /* what tycho_router_add was given */
     const char *pattern;                  /* borrowed from the router: the path as registered */

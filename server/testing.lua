@@ -53,6 +53,26 @@ show = function(v, depth, seen)
     return tostring(v)
 end
 
+-- ---- errors ----------------------------------------------------------------
+
+-- "FILE:LINE: " of the innermost caller outside this runner (the test, or a
+-- helper of the test's own), whatever tail calls removed; "" when none.
+local function caller_where()
+    for level = 2, 30 do
+        local info = debug.getinfo(level, "Sl")
+        if not info then break end
+        if info.source ~= "=tycho.testing" and info.what ~= "C" and (info.currentline or 0) > 0 then
+            return info.short_src .. ":" .. info.currentline .. ": "
+        end
+    end
+    return ""
+end
+
+-- Raises msg at the test's line.
+local function raise(msg)
+    error(caller_where() .. msg, 0)
+end
+
 -- ---- assertions ----------------------------------------------------------
 
 local function deep_equal(a, b, seen)
@@ -72,7 +92,7 @@ end
 
 -- Raises at the line of the test that called the assertion.
 local function fail(what, message)
-    error(message and (what .. ": " .. tostring(message)) or what, 3)
+    raise(message and (what .. ": " .. tostring(message)) or what)
 end
 
 local env = {}
@@ -137,8 +157,8 @@ response.__index = response
 function response:json()
     local ok, value = pcall(cjson.decode, self.body)
     if not ok then
-        error(format("r:json(): the body is not JSON (%s): %s", tostring(value),
-                     show(self.body)), 2)
+        raise(format("r:json(): the body is not JSON (%s): %s", tostring(value),
+                     show(self.body)))
     end
     return value
 end
@@ -147,7 +167,7 @@ end
 local function parse_response(raw, fn)
     local head_end = raw:find("\r\n\r\n", 1, true)
     if not head_end then
-        error(fn .. ": no response (the request could not be run)", 3)
+        raise(fn .. ": no response (the request could not be run)")
     end
     local head, body = raw:sub(1, head_end - 1), raw:sub(head_end + 4)
     local status = tonumber(head:match("^HTTP/1%.1 (%d%d%d)"))
@@ -161,10 +181,10 @@ end
 
 local function check_text(fn, what, s)
     if type(s) ~= "string" then
-        error(format("%s: %s must be a string, got %s", fn, what, type(s)), 4)
+        raise(format("%s: %s must be a string, got %s", fn, what, type(s)))
     end
     if s:find("[\r\n]") then
-        error(format("%s: %s contains CR or LF", fn, what), 4)
+        raise(format("%s: %s contains CR or LF", fn, what))
     end
 end
 
@@ -173,13 +193,13 @@ local function run(fn, method, path, headers, body)
     check_text(fn, "the method", method)
     check_text(fn, "the path", path)
     if path:sub(1, 1) ~= "/" then
-        error(format("%s: the path must start with / (got %s)", fn, show(path)), 3)
+        raise(format("%s: the path must start with / (got %s)", fn, show(path)))
     end
     if body ~= nil and type(body) ~= "string" then
-        error(format("%s: the body must be a string, got %s", fn, type(body)), 3)
+        raise(format("%s: the body must be a string, got %s", fn, type(body)))
     end
     if headers ~= nil and type(headers) ~= "table" then
-        error(format("%s: headers must be a table, got %s", fn, type(headers)), 3)
+        raise(format("%s: headers must be a table, got %s", fn, type(headers)))
     end
     local lines, has_host = {method:upper() .. " " .. path .. " HTTP/1.1"}, false
     for name, value in pairs(headers or {}) do
@@ -188,7 +208,7 @@ local function run(fn, method, path, headers, body)
         check_text(fn, "header " .. name, value)
         local lower = name:lower()
         if lower == "content-length" or lower == "transfer-encoding" then
-            error(format("%s: %s is set from the body; leave it out", fn, name), 3)
+            raise(format("%s: %s is set from the body; leave it out", fn, name))
         end
         has_host = has_host or lower == "host"
         lines[#lines + 1] = name .. ": " .. value
@@ -197,27 +217,33 @@ local function run(fn, method, path, headers, body)
     body = body or ""
     lines[#lines + 1] = "Content-Length: " .. #body
     local ok, raw = pcall(send, concat(lines, "\r\n") .. "\r\n\r\n" .. body)
-    if not ok then error(raw, 3) end  -- at the test's line
+    if not ok then raise(raw) end
     return parse_response(raw, fn)
 end
 
--- A body and its Content-Type from opts.json (encoded) or the body given.
+-- A body and its headers: opts.json encoded (with a JSON Content-Type unless one is given), or the body given.
 local function body_of(fn, body, opts)
-    if opts.json ~= nil then
-        local headers = {}
-        for k, v in pairs(opts.headers or {}) do headers[k] = v end
-        local has_type = false
-        for k in pairs(headers) do has_type = has_type or k:lower() == "content-type" end
-        if not has_type then headers["Content-Type"] = "application/json" end
-        return cjson.encode(opts.json), headers
+    if opts.headers ~= nil and type(opts.headers) ~= "table" then
+        raise(format("%s: headers must be a table, got %s", fn, type(opts.headers)))
     end
-    return body, opts.headers
+    if opts.json == nil then return body, opts.headers end
+    local headers, has_type = {}, false
+    for k, v in pairs(opts.headers or {}) do
+        headers[k] = v
+        has_type = has_type or (type(k) == "string" and k:lower() == "content-type")
+    end
+    if not has_type then headers["Content-Type"] = "application/json" end
+    local ok, encoded = pcall(cjson.encode, opts.json)
+    if not ok then
+        raise(format("%s: json cannot be encoded: %s", fn, tostring(encoded)))
+    end
+    return encoded, headers
 end
 
 local function options(fn, opts)
     if opts == nil then return {} end
     if type(opts) ~= "table" then
-        error(format("%s: options must be a table, got %s", fn, type(opts)), 3)
+        raise(format("%s: options must be a table, got %s", fn, type(opts)))
     end
     return opts
 end
@@ -227,7 +253,7 @@ local client = {}
 -- client:request{method =, path =, headers =, body =, json =}
 function client:request(req)
     if type(req) ~= "table" then
-        error("client:request: expected a table {method =, path =, headers =, body =}", 2)
+        raise("client:request: expected a table {method =, path =, headers =, body =}")
     end
     local body, headers = body_of("client:request", req.body, req)
     local r = run("client:request", req.method or "GET", req.path, headers, body)
@@ -279,7 +305,7 @@ local function run_file(file)
     end})
     function file_env.test(name, fn)
         if type(name) ~= "string" or type(fn) ~= "function" then
-            error("test(name, fn): expected a name and a function", 2)
+            raise("test(name, fn): expected a name and a function")
         end
         tests[#tests + 1] = {name = name, fn = fn}
     end
@@ -302,14 +328,21 @@ local function run_file(file)
         local ok_test, test_err = xpcall(t.fn, function(e)
             -- An assertion's message already says where; other errors get a traceback.
             if type(e) == "string" and e:find("^[^\n]*: assert_") then return e end
-            -- The runner's own frames are noise: keep the test's.
-            local lines = {}
-            for line in debug.traceback(tostring(e), 2):gmatch("[^\n]+") do
-                if not line:find("tycho.testing", 1, true) and not line:find("'xpcall'", 1, true) then
+            -- A message without a place (a tail call lost the test's frame) gets the test's.
+            local msg = tostring(e)
+            if not msg:find("^[^\n]-:%d+: ") then
+                local info = debug.getinfo(t.fn, "S")
+                msg = format("%s:%d: (in this test) %s", info.short_src, info.linedefined, msg)
+            end
+            -- The runner's own frames are noise: keep the test's (the message stays whole).
+            local trace, lines = debug.traceback("", 2), {msg}
+            for line in trace:gmatch("[^\n]+") do
+                if line ~= "stack traceback:" and not line:find("tycho.testing", 1, true) and
+                   not line:find("'xpcall'", 1, true) then
                     lines[#lines + 1] = line
                 end
             end
-            if lines[#lines] == "stack traceback:" then lines[#lines] = nil end
+            if #lines > 1 then table.insert(lines, 2, "stack traceback:") end
             return concat(lines, "\n")
         end)
         if ok_test then

@@ -57,7 +57,7 @@ ok "a backend starts" "$([ -n "$started_port" ]; echo $?)"
 
 out=$(TYCHO_TEST_BACKEND=$started_port "$tycho" test tests/lua/runner 2>&1)
 ok "the runner fixture passes: exit 0" $?
-has "the runner fixture: summary" "10 passed, 0 failed"
+has "the runner fixture: summary" "11 passed, 0 failed"
 has "the runner fixture: a sleeping handler" "ok   tests/lua/runner/tests/pass_test.lua: a handler that sleeps"
 has "the runner fixture: a backend call" "ok   tests/lua/runner/tests/pass_test.lua: a handler that calls a backend"
 
@@ -68,7 +68,8 @@ has "scripts/ with TYCHO_UPSTREAM: the proxy forwards" "ok   scripts/tests/proxy
 
 out=$("$tycho" test tests/lua/runner tests/lua/runner/failing 2>&1)
 ok "the failing fixture: exit 1" "$([ $? -eq 1 ]; echo $?)"
-has "failing: the summary" "1 passed, 6 failed"
+has "failing: the summary" "1 passed, 7 failed"
+has "failing: a tail-called assertion names its test" "tests/lua/runner/failing/fail_test.lua:29: (in this test) assert_eq: expected 2, got 1"
 has "failing: client misuse at the test's line" 'tests/lua/runner/failing/fail_test.lua:26: client:get: the path must start with / (got "no-slash")'
 has "failing: status, with file:line" "FAIL tests/lua/runner/failing/fail_test.lua: wrong status
      tests/lua/runner/failing/fail_test.lua:9: assert_eq: expected 200, got 404"

@@ -25,3 +25,7 @@ end)
 test("client misuse", function()
     client:get("no-slash")
 end)
+
+test("tail-called assertion", function()
+    return assert_eq(1, 2)
+end)

@@ -52,6 +52,16 @@ test("client misuse raises", function()
     assert_error(function() client:post("/x", "b", { headers = { ["Content-Length"] = "1" } }) end,
                  "is set from the body")
     assert_error(function() client:get("/crash"):json() end, "the body is not JSON")
+    assert_error(function() client:post("/items", nil, { json = { f = print } }) end,
+                 "client:post: json cannot be encoded: Cannot serialise function")
+    assert_error(function() client:post("/items", nil, { json = {}, headers = "x" }) end,
+                 "client:post: headers must be a table, got string")
+end)
+
+test("a request the parser refuses gets one response", function()
+    local r = client:request{ method = "GET", path = "/sleep", headers = { ["Bad Name"] = "1" } }
+    assert_eq(r.status, 400)
+    assert_eq(r.body, "Bad Request\n")
 end)
 
 test("the app's modules and globals are reachable", function()
