@@ -195,6 +195,13 @@ static int serve(struct tycho_config *cfg)
     char err[TYCHO_ERR_LEN];
     int rc = 1;
 
+    /*
+     * Until libevent handles them (below), a SIGHUP or SIGUSR1 would end the
+     * process by its default action: ignore them while starting (the workers
+     * load the scripts as they are anyway, and no log is open yet to reopen).
+     */
+    signal(SIGHUP, SIG_IGN);
+    signal(SIGUSR1, SIG_IGN);
     if (!(base = event_base_new())) {
         fprintf(stderr, "tycho: cannot create the main event loop\n");
         return 1;

@@ -218,8 +218,8 @@ int tycho_new_app(const char *name)
 {
     char path[4200], readme[20000];
 
-    if (strlen(name) > 4000) {
-        fprintf(stderr, "tycho new: the name is too long\n");
+    if (!*name || strlen(name) > 4000) {
+        fprintf(stderr, "tycho new: %s\n", *name ? "the name is too long" : "the name is empty");
         return 1;
     }
     if (mkdir(name, 0755) != 0) {
