@@ -4,7 +4,9 @@
  * Writers never lock: each worker has its own series of each family, found
  * through an index only it touches, and updates values with relaxed atomic
  * loads and stores. The registry lock is taken to register a family (script
- * load time) and by the scrape, which walks the families.
+ * load time) and, briefly, by the scrape to read where the family list ends;
+ * it then walks the list without it (families are only appended, and freed
+ * at exit).
  */
 #include "metrics.h"
 #include "buf.h"
