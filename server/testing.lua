@@ -257,7 +257,7 @@ function client:request(req)
     end
     local body, headers = body_of("client:request", req.body, req)
     local r = run("client:request", req.method or "GET", req.path, headers, body)
-    return r  -- not a tail call: errors name the test's line (level 3 from run)
+    return r  -- not a tail call: the test's frame stays in tracebacks
 end
 
 -- client:get(path, opts), :head, :delete, :options: no body unless opts.body.
