@@ -44,7 +44,8 @@ start_server() {
     started_port=""
     i=0
     while [ $i -lt 100 ] && [ -z "$started_port" ]; do
-        started_port=$(sed -n 's|.*listening on http://127\.0\.0\.1:\([0-9]*\).*|\1|p' "$2")
+        # The log may not exist yet: the server starts in the background.
+        started_port=$(sed -n 's|.*listening on http://127\.0\.0\.1:\([0-9]*\).*|\1|p' "$2" 2>/dev/null)
         [ -n "$started_port" ] || sleep 0.05
         i=$((i + 1))
     done
