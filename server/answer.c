@@ -7,6 +7,7 @@
 #include "access.h"
 #include "conn.h"
 #include "metrics.h"
+#include "router.h"
 #include "worker.h"
 
 #include <event2/event.h>
@@ -47,7 +48,7 @@ static void count_request(struct tycho_worker *w, const struct tycho_req *r, lon
     const char *route = r->route_label ? r->route_label : "(unmatched)";
     /* A HEAD is routed as a GET; it is counted as what it was. */
     const char *method = r->is_head ? "HEAD" : r->method;
-    size_t route_len = strnlen(route, 512), method_len = strnlen(method, 64);
+    size_t route_len = strnlen(route, TYCHO_ROUTE_MAX_BYTES), method_len = strnlen(method, 64);
     int class = r->log_status / 100;
     _Atomic double *v;
 
