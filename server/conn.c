@@ -448,6 +448,17 @@ static size_t feed(struct tycho_conn *c, const char *data, size_t len)
 }
 
 /*
+ * After a send or sendfile that took nothing (n <= 0): 0 to try again
+ * (EINTR), 1 when the socket is full for now, -1 when the peer is gone.
+ */
+static int send_stalled(ssize_t n)
+{
+    if (n < 0 && errno == EINTR)
+        return 0;
+    return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) ? 1 : -1;
+}
+
+/*
  * Sends as much of buf as the socket takes. more: a file body follows, so
  * the kernel may hold a partial segment for it (MSG_MORE) instead of
  * sending the head alone (the socket has TCP_NODELAY once kept alive).
@@ -455,18 +466,16 @@ static size_t feed(struct tycho_conn *c, const char *data, size_t len)
  */
 static int send_some(struct tycho_conn *c, struct tycho_buf *buf, bool more)
 {
+    int stalled;
+
     while (buf->len > 0) {
         ssize_t n = send(c->fd, buf->data + buf->off, buf->len,
                          MSG_NOSIGNAL | (more ? MSG_MORE : 0));
         if (n > 0) {
             tycho_buf_consume(buf, (size_t)n);
             tycho_stat_add(&c->w->stats.bytes_out, (unsigned long)n);
-        } else if (n < 0 && errno == EINTR) {
-            continue;
-        } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            return TYCHO_OK;
-        } else {
-            return TYCHO_ERR;
+        } else if ((stalled = send_stalled(n)) != 0) {
+            return stalled > 0 ? TYCHO_OK : TYCHO_ERR;
         }
     }
     return TYCHO_OK;
@@ -481,6 +490,7 @@ static int send_some(struct tycho_conn *c, struct tycho_buf *buf, bool more)
 static int send_file(struct tycho_conn *c)
 {
     size_t budget = FILE_BYTES_PER_EVENT;
+    int stalled;
 
     while (c->file_left > 0 && budget > 0) {
         ssize_t n = sendfile(c->fd, c->file_fd, &c->file_off,
@@ -489,12 +499,8 @@ static int send_file(struct tycho_conn *c)
             c->file_left -= (size_t)n;
             budget -= (size_t)n;
             tycho_stat_add(&c->w->stats.bytes_out, (unsigned long)n);
-        } else if (n < 0 && errno == EINTR) {
-            continue;
-        } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            return TYCHO_OK;
-        } else {
-            return TYCHO_ERR;
+        } else if ((stalled = send_stalled(n)) != 0) {
+            return stalled > 0 ? TYCHO_OK : TYCHO_ERR;
         }
     }
     if (c->file_left == 0) {
