@@ -1,17 +1,24 @@
 /*
  * http.c: http-parser glue and the response writer. Worker thread only.
  *
+ * Every byte passes framing.c's strict check before the parser sees it, so
+ * the grammar of the head and of chunked framing (CRLF line ends, tokens,
+ * field-value bytes, no folding, the request line's shape) is already known
+ * good in the callbacks; what remains here is meaning: the URL, Host,
+ * Transfer-Encoding with the version, Expect, the limits.
+ *
  * The parser delivers each field in pieces that may span reads, so every
  * callback appends into the request arena (the bytes at `at` are valid only
  * during the callback). The head size limit is the parser's own (see
  * tycho_http_global_init); the URL and body limits are enforced inside the
- * callbacks: a callback stores the status to answer in h->error_status and returns non-zero, which
- * stops the parser. A complete message pauses the parser so that pipelined
- * requests are answered one at a time, in order.
+ * callbacks: a callback stores the status to answer in h->error_status and
+ * returns non-zero, which stops the parser. A complete message pauses the
+ * parser so that pipelined requests are answered one at a time, in order.
  */
 #include "http.h"
 #include "config.h"
 
+#include <arpa/inet.h>
 #include <http_parser.h>
 #include <limits.h>
 #include <stdio.h>
@@ -183,9 +190,7 @@ static int on_header_field(http_parser *p, const char *at, size_t len)
 
     if (h->headers_done)
         return 0;                     /* chunked trailers are not kept */
-    for (size_t i = 0; i < len; i++)
-        if (!is_tchar((unsigned char)at[i]))
-            return fail(h, 400);
+    /* framing.c let through only token bytes. */
     if ((h->last_was_value || h->req->nheaders == 0) && new_header(h) < 0)
         return -1;
     h->last_was_value = false;
@@ -205,10 +210,7 @@ static int on_header_value(http_parser *p, const char *at, size_t len)
 
     if (h->headers_done)
         return 0;
-    /* RFC 9110 5.5: no control characters but tab (NUL, CR and LF included). */
-    for (size_t i = 0; i < len; i++)
-        if (((unsigned char)at[i] < 0x20 && at[i] != '\t') || at[i] == 0x7f)
-            return fail(h, 400);
+    /* framing.c let through no control byte but HTAB (RFC 9110 5.5). */
     h->last_was_value = true;
     if (!(value = tycho_arena_append(&h->req->arena, (char *)hd->value, hd->value_len, at, len)))
         return fail(h, 503);
@@ -274,14 +276,114 @@ static void trim_values(struct tycho_req *r)
     }
 }
 
-/* One Host header (none is allowed on HTTP/1.0). */
-static bool host_ok(const struct tycho_req *r)
+/* RFC 3986 2.3 unreserved and 2.2 sub-delims: what a reg-name holds besides pct-encoded. */
+static bool is_host_char(unsigned char c)
 {
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+           (c && strchr("-._~!$&'()*+,;=", c));
+}
+
+static bool is_hex(unsigned char c)
+{
+    return (c >= '0' && c <= '9') || ((c | 0x20) >= 'a' && (c | 0x20) <= 'f');
+}
+
+/* RFC 3986 3.2.2 IP-literal without its brackets: an IPv6 address or IPvFuture. */
+static bool ip_literal_ok(const char *s, size_t len)
+{
+    char addr[INET6_ADDRSTRLEN];
+    struct in6_addr a6;
+    size_t i = 1;
+
+    if (len && (s[0] == 'v' || s[0] == 'V')) {      /* "v" 1*HEXDIG "." 1*( ... / ":" ) */
+        while (i < len && is_hex((unsigned char)s[i]))
+            i++;
+        if (i == 1 || i + 1 >= len || s[i] != '.')
+            return false;
+        for (i++; i < len; i++)
+            if (!is_host_char((unsigned char)s[i]) && s[i] != ':')
+                return false;
+        return true;
+    }
+    if (len == 0 || len >= sizeof(addr))
+        return false;
+    memcpy(addr, s, len);
+    addr[len] = '\0';
+    return inet_pton(AF_INET6, addr, &a6) == 1;
+}
+
+/*
+ * RFC 9112 3.2: Host = uri-host [ ":" port ], uri-host an IP-literal, an
+ * IPv4 address or a reg-name (RFC 3986 3.2.2); empty is allowed.
+ */
+static bool host_value_ok(const char *s, size_t len)
+{
+    size_t i = 0;
+
+    if (len && s[0] == '[') {
+        const char *end = memchr(s, ']', len);
+        if (!end || !ip_literal_ok(s + 1, (size_t)(end - s) - 1))
+            return false;
+        i = (size_t)(end - s) + 1;
+    } else {
+        for (; i < len && s[i] != ':'; i++) {
+            if (s[i] == '%') {                      /* pct-encoded */
+                if (i + 2 >= len || !is_hex((unsigned char)s[i + 1]) ||
+                    !is_hex((unsigned char)s[i + 2]))
+                    return false;
+                i += 2;
+            } else if (!is_host_char((unsigned char)s[i])) {
+                return false;
+            }
+        }
+    }
+    if (i == len)
+        return true;
+    if (s[i] != ':')
+        return false;
+    for (i++; i < len; i++)
+        if (s[i] < '0' || s[i] > '9')
+            return false;
+    return true;
+}
+
+/*
+ * The fields that decide how the request is read, checked in one pass:
+ * exactly one valid Host (none is allowed on HTTP/1.0, RFC 9112 3.2), and
+ * a Transfer-Encoding that is exactly chunked, on HTTP/1.1 only (6.1).
+ * Returns 0 or the status to answer.
+ */
+static int framing_fields_status(const struct tycho_req *r)
+{
+    const struct tycho_header *host = NULL;
+    struct tycho_te_list te = {0};
     unsigned hosts = 0;
 
-    for (unsigned i = 0; i < r->nheaders; i++)
-        hosts += r->headers[i].name_len == 4 && strncasecmp(r->headers[i].name, "host", 4) == 0;
-    return hosts == 1 || (hosts == 0 && r->http_minor == 0);
+    for (unsigned i = 0; i < r->nheaders; i++) {
+        const struct tycho_header *hd = &r->headers[i];
+        if (hd->name_len == 4 && strncasecmp(hd->name, "host", 4) == 0) {
+            host = hd;
+            hosts++;
+        } else if (hd->name_len == 17 && strncasecmp(hd->name, "transfer-encoding", 17) == 0) {
+            tycho_te_add(&te, hd->value, hd->value_len);
+        }
+    }
+    if (hosts > 1 || (hosts == 0 && r->http_minor != 0))
+        return 400;
+    if (host && !host_value_ok(host->value, host->value_len))
+        return 400;
+    switch (tycho_te_verdict(&te)) {
+    case TYCHO_TE_NONE:
+        return 0;
+    case TYCHO_TE_CHUNKED:
+        /* An HTTP/1.0 message with Transfer-Encoding has faulty framing (RFC 9112 6.1). */
+        return r->http_minor == 0 ? 400 : 0;
+    case TYCHO_TE_UNKNOWN:
+        return r->http_minor == 0 ? 400 : 501;
+    case TYCHO_TE_BAD:
+    default:
+        return 400;
+    }
 }
 
 static int on_headers_complete(http_parser *p)
@@ -289,6 +391,7 @@ static int on_headers_complete(http_parser *p)
     struct tycho_http *h = state_of(p);
     struct tycho_req *r = h->req;
     const struct tycho_header *expect;
+    int status;
 
     h->headers_done = true;
     trim_values(r);
@@ -299,11 +402,13 @@ static int on_headers_complete(http_parser *p)
     r->is_head = p->method == HTTP_HEAD;
     if (split_url(r) < 0)
         return fail(h, 400);
+    /* RFC 9112 3.2.4: the asterisk-form is for OPTIONS only. */
+    if (r->path_len == 1 && r->path[0] == '*' && p->method != HTTP_OPTIONS)
+        return fail(h, 400);
     if (r->http_major != 1)
         return fail(h, 505);
-    /* RFC 9112 3.2: a request without Host on HTTP/1.1, or with two, is a 400. */
-    if (!host_ok(r))
-        return fail(h, 400);
+    if ((status = framing_fields_status(r)) != 0)
+        return fail(h, status);
     if (p->content_length != ULLONG_MAX && p->content_length > h->cfg->max_body_bytes)
         return fail(h, 413);
     expect = tycho_req_header(r, "expect", 6);
@@ -339,6 +444,7 @@ static int on_message_complete(http_parser *p)
     /* An upgrade (e.g. websocket) is not spoken here: answer, then close. */
     h->req->keep_alive = http_should_keep_alive(p) && !p->upgrade;
     h->state = TYCHO_HTTP_DONE;
+    tycho_framing_next(&h->framing);
     http_parser_pause(p, 1);
     return 0;
 }
@@ -369,7 +475,7 @@ void tycho_http_init(struct tycho_http *h, const struct tycho_config *cfg)
     http_parser_init(PARSER(h), HTTP_REQUEST);
     PARSER(h)->data = h;
     h->cfg = cfg;
-    h->fold_line_start = true;
+    tycho_framing_init(&h->framing, TYCHO_FRAMING_REQUEST);
     h->state = TYCHO_HTTP_MORE;
 }
 
@@ -386,31 +492,6 @@ static int status_for(enum http_errno err)
     }
 }
 
-/*
- * Obsolete line folding (a header line that starts with a space or tab) is
- * refused with a 400 (RFC 9112 5.2 allows that; http-parser would silently
- * join the lines). Scans the head as it arrives, across reads, until the
- * blank line that ends it; blank lines before the request line are allowed.
- */
-static bool has_obs_fold(struct tycho_http *h, const char *data, size_t len)
-{
-    for (size_t i = 0; i < len && !h->fold_done; i++) {
-        char c = data[i];
-
-        if (!h->fold_line_start) {
-            h->fold_line_start = c == '\n';
-        } else if (c == '\n') {
-            h->fold_done = h->fold_started;   /* an empty line: the end of the head */
-        } else if (c != '\r') {
-            if (h->fold_started && (c == ' ' || c == '\t'))
-                return true;
-            h->fold_started = true;
-            h->fold_line_start = false;
-        }
-    }
-    return false;
-}
-
 size_t tycho_http_parse(struct tycho_http *h, struct tycho_req *r, const char *data, size_t len)
 {
     http_parser *p = PARSER(h);
@@ -418,19 +499,14 @@ size_t tycho_http_parse(struct tycho_http *h, struct tycho_req *r, const char *d
     enum http_errno err;
 
     h->req = r;
-    if (has_obs_fold(h, data, len)) {
-        h->state = TYCHO_HTTP_ERROR;
-        h->error_status = 400;
-        return 0;
-    }
-    n = http_parser_execute(p, &settings, data, len);
+    n = tycho_framing_execute(&h->framing, p, &settings, data, len);
     err = HTTP_PARSER_ERRNO(p);
     if (h->state == TYCHO_HTTP_DONE)
         return n;
-    if (err != HPE_OK) {
+    if (err != HPE_OK || tycho_framing_refused(&h->framing)) {
         h->state = TYCHO_HTTP_ERROR;
         if (!h->error_status)
-            h->error_status = status_for(err);
+            h->error_status = err == HPE_OK ? 400 : status_for(err);
         /* Over the head limit before any header: the request line, i.e. the URL, is too long. */
         if (err == HPE_HEADER_OVERFLOW && r->nheaders == 0)
             h->error_status = 414;
@@ -447,9 +523,6 @@ void tycho_http_next(struct tycho_http *h)
     h->in_message = false;
     h->last_was_value = false;
     h->headers_done = false;
-    h->fold_line_start = true;
-    h->fold_started = false;
-    h->fold_done = false;
     h->req = NULL;
 }
 

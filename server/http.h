@@ -13,6 +13,7 @@
 
 #include "arena.h"
 #include "buf.h"
+#include "framing.h"
 #include "router.h"
 
 struct tycho_config;
@@ -124,13 +125,11 @@ struct tycho_http {
     const struct tycho_config *cfg; /* borrowed, read-only */
     struct tycho_req *req;          /* borrowed: the context being filled */
     enum tycho_http_state state;
-    int error_status;               /* 400, 413, 414, 431 when state is ERROR */
+    int error_status;               /* 400, 413, 414, 431, 501, 505 when state is ERROR */
     bool in_message;                /* bytes of a request have been seen */
     bool last_was_value;            /* the previous header callback was a value */
     bool headers_done;              /* the head is complete: later fields are trailers */
-    bool fold_line_start;           /* obs-fold scan: at the start of a head line */
-    bool fold_started;              /* obs-fold scan: the request line has begun */
-    bool fold_done;                 /* obs-fold scan: the head is over */
+    struct tycho_framing framing;   /* the strict check every byte passes before the parser */
 };
 
 /* Sets process-wide parser limits from cfg. Main thread, before workers start. */
@@ -141,7 +140,9 @@ void tycho_http_init(struct tycho_http *h, const struct tycho_config *cfg);
 
 /*
  * Feeds bytes into the request in r. Returns how many were consumed; the
- * rest (when DONE) belongs to the next request. Sets h->state.
+ * rest (when DONE) belongs to the next request. Sets h->state. Bytes are
+ * checked against RFC 9112's grammar before the parser sees them (framing.h);
+ * after ERROR nothing more may be fed: answer error_status and close.
  */
 size_t tycho_http_parse(struct tycho_http *h, struct tycho_req *r, const char *data, size_t len);
 

@@ -11,9 +11,10 @@
  * that runs early (inside tycho_call_start) is safe.
  */
 #include "upstream.h"
-#include "metrics.h"
-#include "log.h"
 #include "config.h"
+#include "framing.h"
+#include "log.h"
+#include "metrics.h"
 
 #include <errno.h>
 #include <event2/buffer.h>
@@ -71,6 +72,7 @@ struct tycho_call {
     bool got_bytes;                 /* the backend answered something */
     /* The response. */
     http_parser parser;
+    struct tycho_framing framing;   /* the strict check the response passes first */
     bool complete;
     bool in_value;                  /* the last header piece was a value */
     char *head;                     /* header names and values, spans index it */
@@ -686,6 +688,7 @@ static void call_send(struct tycho_call *c, struct upconn *conn)
         count(p, TYCHO_BACKEND_REUSED, &p->stats.reused);
     http_parser_init(&c->parser, HTTP_RESPONSE);
     c->parser.data = c;
+    tycho_framing_init(&c->framing, TYCHO_FRAMING_RESPONSE);
     bufferevent_setcb(conn->bev, conn_read, NULL, conn_event, conn);
     if (conn->connected)
         bufferevent_set_timeouts(conn->bev, &io_tv, &io_tv);
@@ -802,9 +805,18 @@ static void conn_read(struct bufferevent *bev, void *arg)
         size_t n;
         evbuffer_peek(in, -1, NULL, &v, 1);
         c->got_bytes = true;
-        n = http_parser_execute(&c->parser, &response_settings, v.iov_base, v.iov_len);
+        n = tycho_framing_execute(&c->framing, &c->parser, &response_settings, v.iov_base,
+                                  v.iov_len);
         if (c->err[0]) {
             call_fail(c, c->err, true);
+            return;
+        }
+        if (tycho_framing_refused(&c->framing)) {
+            /* Closed, never pooled: where this response ends is in doubt. */
+            char err[ERR_LEN];
+            snprintf(err, sizeof(err), "%s:%u: invalid response: malformed framing (status "
+                     "line, field line or chunk not as RFC 9112 has it)", p->host, p->port);
+            call_fail(c, err, true);
             return;
         }
         if (!c->complete && HTTP_PARSER_ERRNO(&c->parser) != HPE_OK) {
@@ -955,11 +967,38 @@ static int on_header_value(http_parser *parser, const char *at, size_t len)
     return head_add(c, at, len, false);
 }
 
+/*
+ * The response's Transfer-Encoding: none, or exactly "chunked" on HTTP/1.1.
+ * Anything else (a coding we do not decode, chunked not last or twice, or
+ * any on HTTP/1.0, RFC 9112 6.1) fails the call: -1 with c->err set.
+ */
+static int check_transfer_encoding(struct tycho_call *c, const http_parser *parser)
+{
+    struct tycho_te_list te = {0};
+    enum tycho_te verdict;
+
+    for (size_t i = 0; i < c->nheaders; i++) {
+        const struct header_span *h = &c->headers[i];
+        if (h->name_len == 17 && memcmp(c->head + h->name_off, "transfer-encoding", 17) == 0)
+            tycho_te_add(&te, h->value_len ? c->head + h->value_off : "", h->value_len);
+    }
+    verdict = tycho_te_verdict(&te);
+    if (verdict == TYCHO_TE_NONE || (verdict == TYCHO_TE_CHUNKED && parser->http_minor >= 1))
+        return 0;
+    snprintf(c->err, sizeof(c->err), "%s:%u: invalid response: %s", c->spec.host, c->spec.port,
+             verdict == TYCHO_TE_UNKNOWN ? "a Transfer-Encoding other than chunked"
+             : verdict == TYCHO_TE_CHUNKED ? "Transfer-Encoding on HTTP/1.0"
+                                           : "a Transfer-Encoding without chunked last, once");
+    return -1;
+}
+
 static int on_headers_complete(http_parser *parser)
 {
     struct tycho_call *c = call_of(parser);
     unsigned status = parser->status_code;
 
+    if (check_transfer_encoding(c, parser) < 0)
+        return -1;
     if (status == 101) {
         snprintf(c->err, sizeof(c->err), "%s:%u: the backend switched protocols (101); "
                  "upgrades are not supported", c->spec.host, c->spec.port);
@@ -990,6 +1029,7 @@ static int on_message_complete(http_parser *parser)
 {
     struct tycho_call *c = call_of(parser);
 
+    tycho_framing_next(&c->framing);
     if (parser->status_code >= 100 && parser->status_code < 200) {
         c->nheaders = 0;              /* an interim response: the real one follows */
         c->head_len = 0;

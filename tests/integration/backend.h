@@ -26,6 +26,10 @@
  *   /close-soon       200 "soon", then the connection closes 50 ms later
  *   /?QUERY           200 with the request target as the body
  *   /many-headers     200 with 130 header fields
+ *   /lenient/N        response N of backend_lenient[]: framing that a lenient
+ *                     parser takes as a whole "hello" response; 30 ms later a
+ *                     second response "sneak" nobody asked for. Then waits up to
+ *                     5 s: a close by the client counts in lenient_closed
  *   anything else     404
  */
 #ifndef TYCHO_TEST_BACKEND_H
@@ -56,7 +60,27 @@ struct backend {
     atomic_int max_open;       /* most open at once */
     atomic_int close_idle;     /* bumped: idle connections close */
     atomic_int threads;        /* connection threads still running */
+    atomic_int lenient_closed; /* /lenient/N connections the client closed */
 };
+
+/* Responses whose framing is not RFC 9112's (see /lenient/N). */
+static const char *const backend_lenient[] = {
+    "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX0\r\n\r\n",
+    "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\rXhello",
+    "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\rXhello\r\n0\r\n\r\n",
+    "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\rX",
+    "HTTX/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+    "HTTP/1.1 200 OK\nContent-Length: 5\n\nhello",
+    "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;a\nb\r\nhello\r\n0\r\n\r\n",
+    "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n\r\n"
+    "5\r\nhello\r\n0\r\n\r\n",
+    "HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n"
+    "5\r\nhello\r\n0\r\n\r\n",
+    "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\rX0\r\n\r\n",
+    "HTTP/1.1 200 OK\r\nX: a\r\n b\r\nContent-Length: 5\r\n\r\nhello",
+    "HTTP/1.1 200 OK\r\nContent-Length : 5\r\n\r\nhello",
+};
+#define BACKEND_LENIENT_COUNT ((int)(sizeof backend_lenient / sizeof backend_lenient[0]))
 
 struct backend_conn {
     struct backend *b;
@@ -245,6 +269,21 @@ static int backend_serve(struct backend_conn *bc, const char *head, const char *
         for (int i = 0; i < 130; i++)
             used += (size_t)snprintf(many + used, sizeof many - used, "X-H%03d: v\r\n", i);
         return backend_reply(fd, 200, many, "many", 4);
+    }
+    if (strncmp(path, "/lenient/", 9) == 0 && atoi(path + 9) >= 0 &&
+        atoi(path + 9) < BACKEND_LENIENT_COUNT) {
+        static const char sneak[] = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nsneak";
+        const char *r = backend_lenient[atoi(path + 9)];
+        struct pollfd pfd = {fd, POLLIN, 0};
+        char c;
+        if (backend_write_all(fd, r, strlen(r)) < 0)
+            return -1;
+        backend_sleep_ms(30);
+        backend_write_all(fd, sneak, sizeof sneak - 1);
+        /* A client that keeps the connection would send its next request here. */
+        if (poll(&pfd, 1, 5000) == 1 && recv(fd, &c, 1, MSG_PEEK) == 0)
+            atomic_fetch_add(&bc->b->lenient_closed, 1);
+        return -1;
     }
     if (strncmp(path, "/?", 2) == 0)
         return backend_reply(fd, 200, NULL, path, strlen(path));

@@ -622,6 +622,87 @@ static void test_connection_handling(int port)
     }
 }
 
+/*
+ * Request boundary attacks (docs/http.md's table): each is followed in the
+ * same write by a valid request. Exactly one response comes back, the 4xx,
+ * then the close: the request behind the bad bytes is never served.
+ */
+static void test_smuggling(int port)
+{
+#define TE_POST "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+#define NEXT_REQ "GET /hello HTTP/1.1\r\nHost: t\r\n\r\n"
+    static const struct {
+        const char *name;
+        const char *req;
+        int status;
+    } cases[] = {
+        {"chunk data followed by XX", TE_POST "5\r\nhelloXX0\r\n\r\n" NEXT_REQ, 400},
+        {"CR X at the end of the head", "GET /hello HTTP/1.1\r\nHost: t\r\n\rX" NEXT_REQ, 400},
+        {"CR X after a chunk size", TE_POST "5\rXhello\r\n0\r\n\r\n" NEXT_REQ, 400},
+        {"CR X after the last chunk", TE_POST "5\r\nhello\r\n0\r\n\rX" NEXT_REQ, 400},
+        {"HTTP/1.0 chunked keep-alive",
+         "POST /echo HTTP/1.0\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n"
+         "5\r\nhello\r\n0\r\n\r\n" NEXT_REQ,
+         400},
+        {"Host with a space and a slash", "GET /hello HTTP/1.1\r\nHost: bad host/x\r\n\r\n" NEXT_REQ,
+         400},
+        {"HTTX/1.1", "GET /hello HTTX/1.1\r\nHost: t\r\n\r\n" NEXT_REQ, 400},
+        {"HTT\\xb3/1.1", "GET /hello HTT\xb3/1.1\r\nHost: t\r\n\r\n" NEXT_REQ, 400},
+        {"bare LF line ends", "GET /hello HTTP/1.1\nHost: t\n\n" NEXT_REQ, 400},
+        {"two spaces in the request line", "GET  /hello HTTP/1.1\r\nHost: t\r\n\r\n" NEXT_REQ, 400},
+        {"tab in the target", "GET /he\tllo HTTP/1.1\r\nHost: t\r\n\r\n" NEXT_REQ, 400},
+        {"LF in a chunk extension", TE_POST "5;a\nb\r\nhello\r\n0\r\n\r\n" NEXT_REQ, 400},
+        {"chunk data followed by CR X", TE_POST "5\r\nhello\rX0\r\n\r\n" NEXT_REQ, 400},
+        {"Transfer-Encoding chunked then gzip",
+         "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: gzip"
+         "\r\n\r\n0\r\n\r\n" NEXT_REQ,
+         400},
+        {"Transfer-Encoding gzip, chunked",
+         "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n"
+         NEXT_REQ,
+         501},
+        {"obs-fold in a trailer", TE_POST "0\r\nT: 1\r\n 2\r\n\r\n" NEXT_REQ, 400},
+        {"asterisk-form for GET", "GET * HTTP/1.1\r\nHost: t\r\n\r\n" NEXT_REQ, 400},
+    };
+
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct client c;
+        struct response r;
+
+        if (client_connect(&c, port) < 0) {
+            ok(0, what(cases[i].name, "connect"));
+            continue;
+        }
+        client_sends(&c, cases[i].req);
+        read_response(&c, &r, 0);
+        if (expect_status(&r, cases[i].status, cases[i].name))
+            check_common(&r, 0, -1, cases[i].name);
+        response_free(&r);
+        ok(client_wait_closed(&c, io_timeout_ms) == 1,
+           what(cases[i].name, "no second response, then the close"));
+        client_close(&c);
+    }
+    /* The same bodies, well framed, are served, and so is the request behind them. */
+    {
+        struct client c;
+        struct response r;
+        if (client_connect(&c, port) == 0) {
+            client_sends(&c, TE_POST "5;a=\"b c\"\r\nhello\r\n0\r\nT: 1\r\n\r\n" NEXT_REQ);
+            read_response(&c, &r, 0);
+            if (expect_status(&r, 200, "well-framed chunked body"))
+                expect_body(&r, "hello", "well-framed chunked body");
+            response_free(&r);
+            read_response(&c, &r, 0);
+            if (expect_status(&r, 200, "the request behind it"))
+                expect_body(&r, "Hello, World!", "the request behind it");
+            response_free(&r);
+            client_close(&c);
+        }
+    }
+#undef TE_POST
+#undef NEXT_REQ
+}
+
 static void test_malformed(int port)
 {
     static const struct {
@@ -1447,6 +1528,7 @@ int main(int argc, char **argv)
         test_pipelining(s.port);
         test_connection_handling(s.port);
         test_malformed(s.port);
+        test_smuggling(s.port);
         test_lua_errors(&s);
         test_default_limits(s.port);
         test_burst(s.port);

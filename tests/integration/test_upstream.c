@@ -122,6 +122,38 @@ static void test_responses(int port, int backend_port)
 }
 
 /*
+ * Responses with framing a lenient parser would take (backend.h's
+ * /lenient/N, each followed by a "sneak" response nobody asked for): the
+ * call fails as an invalid response, the backend connection is closed (never
+ * pooled, never read by the next call), and the next calls get their own
+ * answers.
+ */
+static void test_lenient_backend(int port)
+{
+    char path[64], what_[96];
+
+    for (int i = 0; i < BACKEND_LENIENT_COUNT; i++) {
+        struct response r;
+        int closed = atomic_load(&backend_a.lenient_closed);
+        long long deadline = now_ms() + 6000;
+
+        snprintf(path, sizeof path, "/via/a/lenient/%d", i);
+        get(port, path, &r);
+        snprintf(what_, sizeof what_, "lenient response %d: the call fails (502)", i);
+        ok(r.status == 502 && r.body && strstr(r.body, "invalid response"), what_);
+        if (r.status != 502)
+            dump_response(&r);
+        response_free(&r);
+        while (atomic_load(&backend_a.lenient_closed) == closed && now_ms() < deadline)
+            sleep_ms(10);
+        snprintf(what_, sizeof what_, "lenient response %d: the backend connection is closed", i);
+        ok(atomic_load(&backend_a.lenient_closed) == closed + 1, what_);
+        for (int k = 0; k < 3; k++)
+            check_get(port, "/via/a/hello", 200, "hello");
+    }
+}
+
+/*
  * The backend closes a reused connection as the next request arrives: an
  * idempotent call is sent once more and succeeds; a POST gets the error.
  */
@@ -508,6 +540,7 @@ int main(int argc, char **argv)
     }
     if (rc == 0) {
         test_responses(s.port, backend_a.port);
+        test_lenient_backend(s.port);
         test_timer_call(s.port);
         test_sequential(s.port, n);
         test_concurrent(s.port, 64, n_wrap ? 2 : 10);

@@ -135,10 +135,14 @@ static void feed(struct session *s, const char *data, size_t len)
     }
 }
 
-/* Parses raw split at the given points (ascending, 0 < cut < len) into out. */
-static void run(const char *raw, size_t len, const size_t *cuts, size_t ncuts, char *out,
-                size_t out_len)
+/*
+ * Parses raw split at the given points (ascending, 0 < cut < len) into out.
+ * Returns how many bytes the parser took in all.
+ */
+static size_t run(const char *raw, size_t len, const size_t *cuts, size_t ncuts, char *out,
+                  size_t out_len)
 {
+    size_t consumed;
     struct session s;
     size_t at = 0;
 
@@ -153,32 +157,40 @@ static void run(const char *raw, size_t len, const size_t *cuts, size_t ncuts, c
     if (s.anomalies)
         say(&s, "ANOMALIES %d\n", s.anomalies);
     snprintf(out, out_len, "%s", s.log);
+    consumed = s.consumed;
     session_end(&s);
+    return consumed;
 }
 
 /*
  * Checks that raw parses to want in one piece, byte by byte and split in two
- * at every point. Reports the first differing split only, so a broken case
- * costs one failure line per mode.
+ * at every point, and that the parser never takes more than limit bytes (the
+ * offset of the first byte it must not parse; len when all may be). Reports
+ * the first differing split only, so a broken case costs one failure line per
+ * mode.
  */
-static void check_parse(const char *name, const char *raw, size_t len, const char *want)
+static void check_parse_limit(const char *name, const char *raw, size_t len, const char *want,
+                              size_t limit)
 {
     static char got[8192], label[256];
     size_t *cuts = malloc(sizeof(size_t) * (len ? len : 1));
+    size_t most = 0, n;
     int bad_split = -1;
 
     snprintf(label, sizeof(label), "%s: one piece", name);
-    run(raw, len, NULL, 0, got, sizeof(got));
+    most = run(raw, len, NULL, 0, got, sizeof(got));
     is_str(got, want, label);
 
     for (size_t i = 0; i + 1 < len; i++)
         cuts[i] = i + 1;
-    run(raw, len, cuts, len ? len - 1 : 0, got, sizeof(got));
+    if ((n = run(raw, len, cuts, len ? len - 1 : 0, got, sizeof(got))) > most)
+        most = n;
     snprintf(label, sizeof(label), "%s: byte by byte", name);
     is_str(got, want, label);
 
     for (size_t cut = 1; cut < len && bad_split < 0; cut++) {
-        run(raw, len, &cut, 1, got, sizeof(got));
+        if ((n = run(raw, len, &cut, 1, got, sizeof(got))) > most)
+            most = n;
         if (strcmp(got, want) != 0)
             bad_split = (int)cut;
     }
@@ -188,7 +200,17 @@ static void check_parse(const char *name, const char *raw, size_t len, const cha
         run(raw, len, &cut, 1, got, sizeof(got));
         printf("     split at %d: got \"%s\", want \"%s\"\n", bad_split, got, want);
     }
+    if (limit < len) {
+        snprintf(label, sizeof(label), "%s: nothing parsed from byte %zu on", name, limit);
+        if (!ok(most <= limit, label))
+            printf("     the parser took %zu bytes\n", most);
+    }
     free(cuts);
+}
+
+static void check_parse(const char *name, const char *raw, size_t len, const char *want)
+{
+    check_parse_limit(name, raw, len, want, len);
 }
 
 /* ---- the tables ------------------------------------------------------------ */
@@ -271,14 +293,48 @@ static const struct parse_case good[] = {
     {"Expect: 100-continue with trailing whitespace",
      "PUT /ows HTTP/1.1\r\nHost: a\r\nExpect: 100-continue \r\nContent-Length: 1\r\n\r\nx",
      "PUT /ows q=- v1.1 ka1 hd0 ec1 |Host:a |Expect:100-continue |Content-Length:1 body=x\n"},
-    {"bare LF line ends", "GET /lf HTTP/1.1\nHost: a\n\n",
-     "GET /lf q=- v1.1 ka1 hd0 ec0 |Host:a body=\n"},
+    /* RFC 9112 7.1.1: extensions are token or quoted-string, around BWS; ignored. */
+    {"chunk extensions",
+     "POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+     "2;a\r\nab\r\n2 ; b = c ;d\r\ncd\r\n2;q=\"x \\\" ;\\\\y\"\t;z\r\nef\r\n0;last=1\r\n\r\n",
+     "POST /x q=- v1.1 ka1 hd0 ec0 |Host:a |Transfer-Encoding:chunked body=abcdef\n"},
+    {"trailers are read and not kept",
+     "POST /t HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+     "3\r\nabc\r\n0\r\nX-Sum: 1\r\nX-Other:\r\n\r\nGET /n HTTP/1.1\r\nHost: a\r\n\r\n",
+     "POST /t q=- v1.1 ka1 hd0 ec0 |Host:a |Transfer-Encoding:chunked body=abc\n"
+     "GET /n q=- v1.1 ka1 hd0 ec0 |Host:a body=\n"},
+    {"Transfer-Encoding is case-insensitive",
+     "POST /c HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\n\r\n1\r\nz\r\n0\r\n\r\n",
+     "POST /c q=- v1.1 ka1 hd0 ec0 |Host:a |Transfer-Encoding:Chunked body=z\n"},
+    {"chunk size with leading zeros and upper-case hex",
+     "POST /h HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+     "000A\r\n0123456789\r\n000\r\n\r\n",
+     "POST /h q=- v1.1 ka1 hd0 ec0 |Host:a |Transfer-Encoding:chunked body=0123456789\n"},
+    /* RFC 9112 3.2: uri-host [ ":" port ], empty allowed. */
+    {"Host forms",
+     "GET /1 HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\nGET /2 HTTP/1.1\r\nHost: [::1]:80\r\n\r\n"
+     "GET /3 HTTP/1.1\r\nHost:\r\n\r\nGET /4 HTTP/1.1\r\nHost: ex-am_ple.%41b~c!$&'()*+,;=:\r\n\r\n"
+     "GET /5 HTTP/1.1\r\nHost: [v1.fe80::a+b]\r\n\r\n",
+     "GET /1 q=- v1.1 ka1 hd0 ec0 |Host:127.0.0.1:8080 body=\n"
+     "GET /2 q=- v1.1 ka1 hd0 ec0 |Host:[::1]:80 body=\n"
+     "GET /3 q=- v1.1 ka1 hd0 ec0 |Host: body=\n"
+     "GET /4 q=- v1.1 ka1 hd0 ec0 |Host:ex-am_ple.%41b~c!$&'()*+,;=: body=\n"
+     "GET /5 q=- v1.1 ka1 hd0 ec0 |Host:[v1.fe80::a+b] body=\n"},
+    /* Bytes >= 0x80 in the target (raw UTF-8) cannot move a boundary: taken as sent. */
+    {"obs-text in the target", "GET /caf\xc3\xa9?q=\xff HTTP/1.1\r\nHost: a\r\n\r\n",
+     "GET /caf\xc3\xa9 q=q=\xff v1.1 ka1 hd0 ec0 |Host:a body=\n"},
+    {"obs-text in a header value", "GET / HTTP/1.1\r\nHost: a\r\nX-U: caf\xc3\xa9\r\n\r\n",
+     "GET / q=- v1.1 ka1 hd0 ec0 |Host:a |X-U:caf\xc3\xa9 body=\n"},
+    {"extra CRLF after a body, before the next request",
+     "POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\nx\r\nGET /b HTTP/1.1\r\nHost: a\r\n\r\n",
+     "POST /a q=- v1.1 ka1 hd0 ec0 |Host:a |Content-Length:1 body=x\n"
+     "GET /b q=- v1.1 ka1 hd0 ec0 |Host:a body=\n"},
 };
 
 static const struct parse_case bad[] = {
     {"garbage request line", "GARBAGE\r\n\r\n", "ERROR 400\n"},
-    /* No version at all is an HTTP/0.9 simple request to http-parser: major 0. */
-    {"request line without version", "GET /\r\nHost: a\r\n\r\n", "ERROR 505\n"},
+    /* http-parser takes a line without a version as HTTP/0.9; the request line needs one. */
+    {"request line without version", "GET /\r\nHost: a\r\n\r\n", "ERROR 400\n"},
     {"space in a header name", "GET / HTTP/1.1\r\nHost: a\r\nBad Name: x\r\n\r\n",
      "ERROR 400\n"},
     /* RFC 9112 5.1: whitespace between the name and the colon MUST get a 400. */
@@ -320,6 +376,10 @@ static const struct parse_case bad[] = {
      "ERROR 400\n"},
     {"Transfer-Encoding gzip alone",
      "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\nhello", "ERROR 400\n"},
+    /* RFC 9112 6.1: chunked last after a coding we do not decode: 501. */
+    {"Transfer-Encoding gzip, chunked",
+     "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+     "ERROR 501\n"},
     {"negative Content-Length", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n",
      "ERROR 400\n"},
     {"overflowing Content-Length",
@@ -333,6 +393,178 @@ static const struct parse_case bad[] = {
      "GET /ok HTTP/1.1\r\nHost: a\r\n\r\nGET /next HTTP/1.1\r\n\r\n",
      "GET /ok q=- v1.1 ka1 hd0 ec0 |Host:a body=\nERROR 400\n"},
 };
+
+/*
+ * Framing attacks, each a row of docs/http.md's table: what the non-strict
+ * http-parser would take (and where a second party could frame the bytes
+ * otherwise) is refused with the status in want, and the parser takes no
+ * byte from the first occurrence of stop on: nothing after the bad bytes,
+ * not the request smuggled behind them, is parsed.
+ */
+struct smuggle_case {
+    const char *name;
+    const char *raw;
+    const char *want;  /* the requests seen before, then "ERROR n" */
+    const char *stop;  /* the parser must not take this substring's first byte */
+};
+
+#define TE_CHUNKED "POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+#define NEXT "GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n"
+
+static const struct smuggle_case smuggle[] = {
+    /* The issue's five findings. */
+    {"chunk data followed by XX, not CRLF", TE_CHUNKED "5\r\nhelloXX0\r\n\r\n" NEXT,
+     "ERROR 400\n", "XX0"},
+    {"CR then X at the end of the head", "GET /a HTTP/1.1\r\nHost: x\r\n\rX" NEXT, "ERROR 400\n",
+     "X" NEXT},
+    {"CR then X after a chunk size", TE_CHUNKED "5\rXhello\r\n0\r\n\r\n" NEXT, "ERROR 400\n",
+     "Xhello"},
+    {"CR then X after the last chunk", TE_CHUNKED "5\r\nhello\r\n0\r\n\rX" NEXT, "ERROR 400\n",
+     "X" NEXT},
+    {"HTTP/1.0 with Transfer-Encoding: chunked and keep-alive",
+     "POST /echo HTTP/1.0\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n"
+     "5\r\nhello\r\n0\r\n\r\n" NEXT,
+     "ERROR 400\n", "5\r\nhello"},
+    {"Host with a space and a slash", "GET / HTTP/1.1\r\nHost: bad host/x\r\n\r\n" NEXT,
+     "ERROR 400\n", NEXT},
+    {"HTTX instead of HTTP", "GET / HTTX/1.1\r\nHost: a\r\n\r\n" NEXT, "ERROR 400\n", "X/1.1"},
+    {"HTT\\xb3 instead of HTTP", "GET / HTT\xb3/1.1\r\nHost: a\r\n\r\n" NEXT, "ERROR 400\n",
+     "\xb3/1.1"},
+    /* http-parser 2.9.4's other STRICT_CHECK sites. */
+    {"HTTP followed by another byte than /", "GET / HTTP|1.1\r\nHost: a\r\n\r\n" NEXT,
+     "ERROR 400\n", "|1.1"},
+    {"ICE/1.0 taken as HTTP for SOURCE", "SOURCE / ICE/1.0\r\nHost: a\r\n\r\n" NEXT,
+     "ERROR 400\n", "ICE/"},
+    {"CR then X after an empty field value", "GET / HTTP/1.1\r\nX:\rYHost: a\r\n\r\n" NEXT,
+     "ERROR 400\n", "YHost"},
+    {"CR then X after a field line", "GET / HTTP/1.1\r\nHost: a\rXY: b\r\n\r\n" NEXT,
+     "ERROR 400\n", "XY: b"},
+    {"chunk data followed by CR X", TE_CHUNKED "5\r\nhello\rX0\r\n\r\n" NEXT, "ERROR 400\n",
+     "X0\r\n"},
+    {"chunk data followed by X LF", TE_CHUNKED "5\r\nhelloX\n0\r\n\r\n" NEXT, "ERROR 400\n",
+     "X\n0"},
+    {"CR then X after a trailer field", TE_CHUNKED "0\r\nT: 1\rX\r\n\r\n" NEXT, "ERROR 400\n",
+     "X\r\n\r\n"},
+    /* Leniencies that are not STRICT_CHECKs. */
+    {"bare LF after the request line", "GET / HTTP/1.1\nHost: a\r\n\r\n" NEXT, "ERROR 400\n",
+     "\nHost"},
+    {"bare LF after a field line", "GET / HTTP/1.1\r\nHost: a\nX: y\r\n\r\n" NEXT, "ERROR 400\n",
+     "\nX: y"},
+    {"bare LF ending the head", "GET / HTTP/1.1\r\nHost: a\r\n\n" NEXT, "ERROR 400\n",
+     "\n" NEXT},
+    {"bare LF after a chunk size", TE_CHUNKED "5\nhello\r\n0\r\n\r\n" NEXT, "ERROR 400\n",
+     "\nhello"},
+    {"bare LF after an empty field value", "GET / HTTP/1.1\r\nX:\nHost: a\r\n\r\n" NEXT,
+     "ERROR 400\n", "\nHost"},
+    {"bare CR before the request line", "\rGET / HTTP/1.1\r\nHost: a\r\n\r\n" NEXT, "ERROR 400\n",
+     "GET / HTTP"},
+    {"bare LF before the request line", "\nGET / HTTP/1.1\r\nHost: a\r\n\r\n" NEXT, "ERROR 400\n",
+     "\nGET"},
+    {"two spaces before the target", "GET  / HTTP/1.1\r\nHost: a\r\n\r\n" NEXT, "ERROR 400\n",
+     " / HTTP"},
+    {"two spaces before the version", "GET /  HTTP/1.1\r\nHost: a\r\n\r\n" NEXT, "ERROR 400\n",
+     " HTTP/1.1"},
+    {"space after the version", "GET / HTTP/1.1 \r\nHost: a\r\n\r\n" NEXT, "ERROR 400\n",
+     " \r\nHost"},
+    {"tab in the target", "GET /a\tb HTTP/1.1\r\nHost: a\r\n\r\n" NEXT, "ERROR 400\n", "\tb"},
+    {"form feed in the target", "GET /a\fb HTTP/1.1\r\nHost: a\r\n\r\n" NEXT, "ERROR 400\n",
+     "\fb"},
+    {"DEL in the target", "GET /a\x7f HTTP/1.1\r\nHost: a\r\n\r\n" NEXT, "ERROR 400\n",
+     "\x7f"},
+    {"lower-case http", "GET / http/1.1\r\nHost: a\r\n\r\n" NEXT, "ERROR 400\n", "http/"},
+    {"two-digit minor version", "GET / HTTP/1.10\r\nHost: a\r\n\r\n" NEXT, "ERROR 400\n",
+     "0\r\nHost"},
+    {"space in a field name", "GET / HTTP/1.1\r\nHost: a\r\nA B: c\r\n\r\n" NEXT, "ERROR 400\n",
+     " B: c"},
+    {"empty field name", "GET / HTTP/1.1\r\nHost: a\r\n: c\r\n\r\n" NEXT, "ERROR 400\n",
+     ": c"},
+    {"whitespace before the first field line", "GET / HTTP/1.1\r\n Host: a\r\n\r\n" NEXT,
+     "ERROR 400\n", " Host"},
+    {"LF inside a chunk extension", TE_CHUNKED "5;a\nb\r\nhello\r\n0\r\n\r\n" NEXT,
+     "ERROR 400\n", "\nb\r\n"},
+    {"control byte inside a chunk extension", TE_CHUNKED "5;a=\"\x01\"\r\nhello\r\n0\r\n\r\n" NEXT,
+     "ERROR 400\n", "\x01"},
+    {"chunk size followed by a space only", TE_CHUNKED "5 \r\nhello\r\n0\r\n\r\n" NEXT,
+     "ERROR 400\n", "\r\nhello"},
+    {"chunk extension name followed by a space only", TE_CHUNKED "5;a \r\nhello\r\n0\r\n\r\n" NEXT,
+     "ERROR 400\n", "\r\nhello"},
+    {"unterminated quoted chunk extension", TE_CHUNKED "5;a=\"b\r\nhello\r\n0\r\n\r\n" NEXT,
+     "ERROR 400\n", "\r\nhello"},
+    {"chunk size with 0x", TE_CHUNKED "0x5\r\nhello\r\n0\r\n\r\n" NEXT, "ERROR 400\n",
+     "x5"},
+    {"space before a chunk size", TE_CHUNKED " 5\r\nhello\r\n0\r\n\r\n" NEXT, "ERROR 400\n",
+     " 5"},
+    {"obs-fold in a trailer", TE_CHUNKED "0\r\nT: 1\r\n 2\r\n\r\n" NEXT, "ERROR 400\n",
+     " 2\r\n"},
+    {"space before the colon in a trailer", TE_CHUNKED "0\r\nT : 1\r\n\r\n" NEXT, "ERROR 400\n",
+     " : 1"},
+    /* RFC 9110 5.6.1 allows empty list elements; http-parser 2.9.4 does not find chunked then. */
+    {"Transfer-Encoding with an empty list element",
+     "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: , chunked\r\n\r\n0\r\n\r\n" NEXT,
+     "ERROR 400\n", "0\r\n\r\n" NEXT},
+    {"Transfer-Encoding chunked twice in one field",
+     "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n" NEXT,
+     "ERROR 400\n", "0\r\n\r\n" NEXT},
+    {"Transfer-Encoding chunked, then gzip in a second field",
+     "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n"
+     "\r\n0\r\n\r\n" NEXT,
+     "ERROR 400\n", "0\r\n\r\n" NEXT},
+    {"Transfer-Encoding chunked in two fields",
+     "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n"
+     "\r\n0\r\n\r\n" NEXT,
+     "ERROR 400\n", "0\r\n\r\n" NEXT},
+    {"empty Transfer-Encoding",
+     "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: \r\nContent-Length: 2\r\n\r\nab" NEXT,
+     "ERROR 400\n", "ab" NEXT},
+    {"HTTP/1.0 with Transfer-Encoding and Content-Length",
+     "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n"
+     "0\r\n\r\n" NEXT,
+     "ERROR 400\n", "0\r\n\r\n" NEXT},
+    {"Host with a user", "GET / HTTP/1.1\r\nHost: u@h\r\n\r\n" NEXT, "ERROR 400\n", NEXT},
+    {"Host with a bad port", "GET / HTTP/1.1\r\nHost: h:8x\r\n\r\n" NEXT, "ERROR 400\n", NEXT},
+    {"Host with a bad percent-encoding", "GET / HTTP/1.1\r\nHost: h%zz\r\n\r\n" NEXT,
+     "ERROR 400\n", NEXT},
+    {"Host with a bad IPv6 literal", "GET / HTTP/1.1\r\nHost: [::g]\r\n\r\n" NEXT, "ERROR 400\n",
+     NEXT},
+    {"Host with an unclosed bracket", "GET / HTTP/1.1\r\nHost: [::1\r\n\r\n" NEXT, "ERROR 400\n",
+     NEXT},
+    {"asterisk-form for GET", "GET * HTTP/1.1\r\nHost: a\r\n\r\n" NEXT, "ERROR 400\n", NEXT},
+    {"a good request, then CR X", "GET /ok HTTP/1.1\r\nHost: a\r\n\r\nGET /b HTTP/1.1\r\nHost: a\r\n\rX" NEXT,
+     "GET /ok q=- v1.1 ka1 hd0 ec0 |Host:a body=\nERROR 400\n", "X" NEXT},
+};
+
+/* A NUL byte needs an explicit length. */
+static void test_nul_bytes(void)
+{
+    static const char value[] = "GET / HTTP/1.1\r\nHost: a\r\nX: a\0b\r\n\r\n" NEXT;
+    static const char ext[] = TE_CHUNKED "5;a\0\r\nhello\r\n0\r\n\r\n" NEXT;
+    static const char target[] = "GET /a\0b HTTP/1.1\r\nHost: a\r\n\r\n" NEXT;
+
+    check_parse_limit("NUL in a field value", value, sizeof(value) - 1, "ERROR 400\n",
+                      (size_t)(strchr(value, 'X') - value) + 4);
+    check_parse_limit("NUL in a chunk extension", ext, sizeof(ext) - 1, "ERROR 400\n",
+                      strlen(ext) + 0);
+    check_parse_limit("NUL in the target", target, sizeof(target) - 1, "ERROR 400\n",
+                      strlen(target));
+}
+
+/* A chunk-size line with its extensions counts against max_header_bytes (http-parser's count). */
+static void test_chunk_line_bound(void)
+{
+    static char raw[8192];
+    size_t n = (size_t)snprintf(raw, sizeof(raw), TE_CHUNKED "1;x=");
+
+    memset(raw + n, 'a', MAX_HEADER_BYTES);
+    n += MAX_HEADER_BYTES;
+    n += (size_t)snprintf(raw + n, sizeof(raw) - n, "\r\nz\r\n0\r\n\r\n");
+    check_parse("chunk extension over max_header_bytes", raw, n, "ERROR 431\n");
+    n = (size_t)snprintf(raw, sizeof(raw), TE_CHUNKED "1;x=");
+    memset(raw + n, 'a', MAX_HEADER_BYTES - 8);
+    n += MAX_HEADER_BYTES - 8;
+    n += (size_t)snprintf(raw + n, sizeof(raw) - n, "\r\nz\r\n0\r\n\r\n");
+    check_parse("chunk extension just under max_header_bytes", raw, n,
+                "POST /echo q=- v1.1 ka1 hd0 ec0 |Host:a |Transfer-Encoding:chunked body=z\n");
+}
 
 /* Builds inputs whose size depends on the limits, then checks them like the tables. */
 static void test_limits(void)
@@ -649,6 +881,15 @@ int main(void)
         check_parse(good[i].name, good[i].raw, strlen(good[i].raw), good[i].want);
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         check_parse(bad[i].name, bad[i].raw, strlen(bad[i].raw), bad[i].want);
+    for (size_t i = 0; i < sizeof(smuggle) / sizeof(smuggle[0]); i++) {
+        const char *raw = smuggle[i].raw, *stop = strstr(raw, smuggle[i].stop);
+        if (!ok(stop != NULL, "the stop marker is in the input"))
+            continue;
+        check_parse_limit(smuggle[i].name, raw, strlen(raw), smuggle[i].want,
+                          (size_t)(stop - raw));
+    }
+    test_nul_bytes();
+    test_chunk_line_bound();
     test_limits();
     test_absolute_form_empty_path();
     test_req_context();

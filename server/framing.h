@@ -1,0 +1,99 @@
+/*
+ * framing.h: strict HTTP/1.1 message framing (RFC 9112) in front of
+ * http-parser, for requests (http.c) and for the responses of backends
+ * (upstream.c).
+ *
+ * Debian's http-parser is built without HTTP_PARSER_STRICT: it then takes
+ * any byte after a CR as the LF, skips the two bytes after chunk data
+ * whatever they are, accepts bare LF line ends, "HTTX/1.1", several spaces in
+ * the request line, tabs in the target and anything up to the CR in a chunk
+ * extension. Where two parties frame the same bytes differently, a request or
+ * response can be smuggled. So every byte of a head and of chunked framing is
+ * first checked here, and only bytes that passed are given to the parser: a
+ * head's grammar (start line, field lines, CRLF line ends, no folding) and a
+ * chunked body's (chunk-size, extensions, CRLF after the data, last chunk,
+ * trailers). What the parser checks itself (methods, Content-Length digits,
+ * the body bytes of a Content-Length body) is not checked again, and body
+ * data is skipped by count, never scanned: the cost is one pass over the head.
+ * docs/http.md lists each leniency and what answers it.
+ *
+ * One struct tycho_framing per connection (client or backend); it belongs to
+ * the thread that owns that connection. No allocation; nothing to dispose.
+ */
+#ifndef TYCHO_FRAMING_H
+#define TYCHO_FRAMING_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct http_parser;
+struct http_parser_settings;
+
+/* Which start line a head begins with. */
+enum tycho_framing_kind {
+    TYCHO_FRAMING_REQUEST,   /* method SP request-target SP HTTP/d.d CRLF */
+    TYCHO_FRAMING_RESPONSE   /* HTTP/d.d SP 3DIGIT [SP reason] CRLF */
+};
+
+/* One message's framing check, fed the same bytes as the parser. Fields are private. */
+struct tycho_framing {
+    uint64_t _chunk_left;      /* data bytes of the current chunk still to come */
+    unsigned char _state;      /* where in the grammar the next byte is */
+    unsigned char _index;      /* position within a fixed token ("HTTP/1.1", a status) */
+    unsigned char _kind;       /* an enum tycho_framing_kind */
+    bool _gated;               /* bytes go through the check (head, chunked body) */
+    bool _chunked;             /* the check is in a chunked body (or its trailers) */
+    bool _bad;                 /* a byte broke the grammar: nothing more is parsed */
+};
+
+/*
+ * Starts f for a connection's first message of the given kind. Lengths are
+ * not bounded here: http-parser counts the head, each chunk-size line and
+ * the trailers against its header limit. Any thread (the connection's).
+ */
+void tycho_framing_init(struct tycho_framing *f, enum tycho_framing_kind kind);
+
+/* After a message: the next bytes begin a new head. Call it from on_message_complete. */
+void tycho_framing_next(struct tycho_framing *f);
+
+/*
+ * Feeds data to the parser p (with settings s) through the check: bytes are
+ * checked up to the end of the head or of the chunked body, and the parser
+ * gets only those that passed. After the head, the parser's own result says
+ * how the body is framed: chunked bodies are checked too, Content-Length
+ * bodies go to the parser as they are. Returns how many bytes the parser took
+ * (it stops early when a callback pauses or fails it). When the check refused
+ * a byte, tycho_framing_refused(f) is true and the parser stopped before it:
+ * the message is bad (answer 400 or drop the backend connection) and no byte
+ * after it may be parsed.
+ */
+size_t tycho_framing_execute(struct tycho_framing *f, struct http_parser *p,
+                             const struct http_parser_settings *s, const char *data, size_t len);
+
+/* Whether the check refused a byte of the current message. */
+bool tycho_framing_refused(const struct tycho_framing *f);
+
+/* What a Transfer-Encoding field list says about the body. */
+enum tycho_te {
+    TYCHO_TE_NONE,      /* no Transfer-Encoding field */
+    TYCHO_TE_CHUNKED,   /* exactly "chunked": the only coding we decode */
+    TYCHO_TE_UNKNOWN,   /* chunked last, after a coding we do not decode (501 for a request) */
+    TYCHO_TE_BAD        /* chunked not last, twice, or an empty list (400: the length is unknown) */
+};
+
+/* The state of a Transfer-Encoding list read field by field. */
+struct tycho_te_list {
+    unsigned codings;   /* non-empty elements so far */
+    unsigned chunked;   /* of which "chunked" */
+    bool last_chunked;  /* the latest element was "chunked" */
+    bool seen;          /* a Transfer-Encoding field was given */
+};
+
+/* Adds one Transfer-Encoding field value (a comma-separated list) to te. */
+void tycho_te_add(struct tycho_te_list *te, const char *value, size_t len);
+
+/* The verdict on everything added. */
+enum tycho_te tycho_te_verdict(const struct tycho_te_list *te);
+
+#endif
