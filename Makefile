@@ -5,6 +5,7 @@
 #   make asan       every test again under -fsanitize=address,undefined
 #   make valgrind   the integration tests with the server under valgrind
 #   make bench      Tycho against nginx + Lua (installs nginx, its Lua module and wrk)
+#   make fuzz       the request-path fuzz target with its framing oracle, FUZZ_SECONDS (60)
 #   make install    PREFIX=/usr/local (default) and DESTDIR: $(PREFIX)/bin/tycho, the man page
 #                   $(PREFIX)/share/man/man1/tycho.1, the example scripts in
 #                   $(PREFIX)/share/tycho/scripts/ and the README (the whole Lua API) in
@@ -16,9 +17,11 @@
 
 # Debian packages: build and runtime. The tests also need promtool (prometheus); the install
 # test needs luarocks (which brings lua5.1 and liblua5.1-0-dev), curl, and man-db, groff-base
-# and mandoc to render and lint the man page.
+# and mandoc to render and lint the man page; the fuzz target needs clang (FUZZ_PKGS).
 PKGS := gcc make libc6-dev pkg-config libevent-dev libhttp-parser-dev libluajit2-5.1-dev lua-cjson
-TEST_PKGS := prometheus luarocks curl man-db groff-base mandoc
+# clang and its libFuzzer runtime build the fuzz target, which `make test` runs briefly.
+FUZZ_PKGS := clang libclang-rt-14-dev
+TEST_PKGS := prometheus luarocks curl man-db groff-base mandoc $(FUZZ_PKGS)
 
 BUILD ?= obj
 CC ?= cc
@@ -40,6 +43,11 @@ UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/unit/%)
 INTEGRATION_SRCS := $(wildcard tests/integration/test_*.c)
 INTEGRATION_BINS := $(INTEGRATION_SRCS:tests/integration/%.c=$(BUILD)/integration/%)
 TYCHO := $(if $(filter obj,$(BUILD)),tycho,$(BUILD)/tycho)
+# The fuzz target (see `fuzz` below), built by clang whatever BUILD is.
+FUZZ_SECONDS ?= 60
+FUZZ_SMOKE_SECONDS ?= 10
+FUZZ_SRCS := tests/fuzz/fuzz_request.c server/http.c server/framing.c server/arena.c server/buf.c
+FUZZ_BIN := obj-fuzz/fuzz_request
 
 .PHONY: all deps build run test check unit integration asan valgrind bench fuzz clean install \
         uninstall
@@ -101,8 +109,9 @@ test:
 	@$(MAKE) --no-print-directory check
 
 # Every suite runs even if an earlier one failed; the last line totals them all.
-check: $(TYCHO) $(UNIT_BINS) $(INTEGRATION_BINS)
-	@sh tests/run_all.sh ./$(TYCHO) $(UNIT_BINS) -- $(INTEGRATION_BINS)
+check: $(TYCHO) $(UNIT_BINS) $(INTEGRATION_BINS) $(FUZZ_BIN)
+	@FUZZ_BIN=$(FUZZ_BIN) FUZZ_SECONDS=$(FUZZ_SMOKE_SECONDS) \
+	  sh tests/run_all.sh ./$(TYCHO) $(UNIT_BINS) -- $(INTEGRATION_BINS)
 
 unit: $(UNIT_BINS)
 	@for t in $(UNIT_BINS); do $$t || exit 1; done
@@ -160,15 +169,17 @@ clean:
 
 -include $(OBJS:.o=.d)
 
-# The request-path fuzz target (libFuzzer, clang, ASan + UBSan). FUZZ_SECONDS bounds the run.
-FUZZ_SECONDS ?= 60
-FUZZ_SRCS := tests/fuzz/fuzz_request.c server/http.c server/arena.c server/buf.c server/config.c
-fuzz: deps
-	@command -v clang >/dev/null && [ -n "$$(ls /usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a 2>/dev/null)" ] || \
-	  { if [ "$$(id -u)" = 0 ]; then apt-get install -y -q clang libclang-rt-dev; \
-	    else echo "run: sudo apt-get install -y clang libclang-rt-dev"; exit 1; fi; }
+# The request-path fuzz target (libFuzzer, clang, ASan + UBSan) with its framing oracle
+# (tests/fuzz/oracle.h). `make fuzz` runs it for FUZZ_SECONDS over tests/fuzz/seeds and a corpus
+# kept in obj-fuzz/corpus; `make test` runs it for FUZZ_SMOKE_SECONDS (tests/fuzz/run.sh).
+$(FUZZ_BIN): $(FUZZ_SRCS) tests/fuzz/oracle.h $(wildcard server/*.h)
+	@mkdir -p $(@D)
+	clang -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined \
+	  -fno-sanitize-recover=undefined -Iserver -o $@ $(FUZZ_SRCS) -lhttp_parser
+
+fuzz:
+	@$(MAKE) --no-print-directory deps PKGS="$(PKGS) $(FUZZ_PKGS)"
+	@$(MAKE) --no-print-directory $(FUZZ_BIN)
 	@mkdir -p obj-fuzz/corpus
-	clang -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -Iserver \
-	  -o obj-fuzz/fuzz_request $(FUZZ_SRCS) -lhttp_parser
-	obj-fuzz/fuzz_request -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -print_final_stats=1 \
-	  obj-fuzz/corpus tests/fuzz/seeds
+	$(FUZZ_BIN) -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -print_final_stats=1 \
+	  -artifact_prefix=obj-fuzz/ obj-fuzz/corpus tests/fuzz/seeds

@@ -10,7 +10,10 @@
 #                         then ignored)
 #          BENCH_WORKLOADS subset to run, e.g. "plaintext close" (default: all
 #                         of plaintext json users echo c1000 close proxy ops)
-# Default total: 8 workloads x 2 servers x (2 x 10 s + 2 s) + checks = ~7 minutes.
+#          BENCH_BASELINE  PATH of another Tycho binary (default: none), for a
+#                         before/after comparison: see "Before/after" below
+# Default total: 8 workloads x 2 servers x (2 x 10 s + 2 s) + checks = ~7 minutes
+# (BENCH_BASELINE adds one server to every workload).
 # Needs nginx, libnginx-mod-http-lua, lua-cjson (not pulled in by the Lua
 # module), wrk, curl: installed with apt-get when missing and run as root.
 #
@@ -47,6 +50,7 @@
 #   that workload's), its answer to the workload's request is checked with curl
 #   (status 200 + expected body; the script aborts if wrong), each gets a
 #   warm-up run, then measured runs alternate tycho, nginx, tycho, nginx...
+#   (tycho, base, nginx, ... with BENCH_BASELINE).
 # - Per run: req/s and p99 latency (wrk --latency), wrk's non-2xx and socket
 #   errors, and server CPU time (utime+stime from /proc/PID/stat read just
 #   before and just after wrk) divided by the requests wrk completed, in
@@ -61,6 +65,23 @@
 #   nginx/tycho CPU us/req (>1: Tycho cheaper per request).
 # - The machine should be otherwise idle: the script warns when it is not
 #   (anything else on CPU 0 or 1 skews every number).
+# - Before/after: BENCH_BASELINE=PATH adds a server "base" to EVERY workload:
+#   the Tycho binary at PATH, run exactly as tycho is (same arguments, same
+#   scripts/ and bench/proxy/ from this tree, --metrics and --access-log in
+#   ops), started, checked and measured the same way, its rounds interleaved
+#   with the others' (tycho, base, nginx, tycho, base, nginx...). It is not in
+#   the table; after it, one line per workload gives tycho/base req/s (best
+#   rounds) and the CPU us/req of each as the MEDIAN over its rounds, with
+#   tycho's change relative to base in % (+: tycho costs more per request).
+#   Use more rounds than the default 2 and keep the old binary out of the
+#   build tree (a rebuild during the run would change it), e.g.
+#     cp tycho /tmp/tycho-old   # before the change; then build the new one
+#     BENCH_BASELINE=/tmp/tycho-old BENCH_SERVERS=tycho BENCH_ROUNDS=5 \
+#         BENCH_WORKLOADS="plaintext echo" bench/run.sh ./tycho scripts/
+#   Pointing BENCH_BASELINE at the same binary as tycho gives an A/A line:
+#   the difference it shows is the noise of the machine, the least that a
+#   before/after difference must exceed to mean anything. Needs tycho in
+#   BENCH_SERVERS; nginx is optional.
 # - Nothing is written to the repo: the table goes to stdout, logs to a temp
 #   dir removed on exit. Only the PIDs this script started are ever signalled.
 # Exit status: 0 when every run completed; 1 on bad setup, a wrong answer or a
@@ -77,6 +98,7 @@ BENCH_ROUNDS=${BENCH_ROUNDS:-2}
 BENCH_WARMUP=${BENCH_WARMUP:-2}
 BENCH_SERVERS=${BENCH_SERVERS:-tycho nginx}
 BENCH_WORKLOADS=${BENCH_WORKLOADS:-plaintext json users echo c1000 close proxy ops}
+BENCH_BASELINE=${BENCH_BASELINE:-}
 for v in BENCH_SECONDS BENCH_ROUNDS BENCH_WARMUP; do
     [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a whole number, got '${!v}'"
 done
@@ -105,6 +127,15 @@ if has_server tycho; then
     [[ -d $SCRIPTS ]] || die "scripts directory '$2' not found"
     TYCHO=$(cd "$(dirname "$TYCHO")" && pwd)/$(basename "$TYCHO")
     SCRIPTS=$(cd "$SCRIPTS" && pwd)
+fi
+# BENCH_BASELINE: the "base" server, a second Tycho binary run as tycho is
+BASE=""
+if [[ -n $BENCH_BASELINE ]]; then
+    has_server tycho || die "BENCH_BASELINE needs tycho in BENCH_SERVERS (base runs with tycho's arguments)"
+    BASE=$BENCH_BASELINE
+    [[ $BASE == */* ]] || BASE=./$BASE
+    [[ -f $BASE && -x $BASE ]] || die "BENCH_BASELINE '$BENCH_BASELINE' is not an executable file"
+    BASE=$(cd "$(dirname "$BASE")" && pwd)/$(basename "$BASE")
 fi
 
 # ---------------------------------------------------------------- tools
@@ -415,27 +446,28 @@ CONF
 # start_server NAME TAG EXTRA -> sets SRV_PID, SRV_PORT, SRV_LOG, SRV_MEAS_CPU (pids
 # whose CPU is summed), SRV_MEAS_RSS (pid whose VmHWM is reported)
 start_server() {
-    local name=$1 tag=$2 extra=${3:-} port dir w i scripts=$SCRIPTS ops=()
+    local name=$1 tag=$2 extra=${3:-} port dir w i scripts=$SCRIPTS ops=() bin=$TYCHO
     [[ $extra == proxy ]] && scripts=$PROXY_SCRIPTS
-    [[ $extra == ops && $name == tycho ]] &&
-        ops=(--metrics /metrics --access-log "$TMP/tycho-$tag-access.log")
+    [[ $name == base ]] && bin=$BASE
+    [[ $extra == ops && ($name == tycho || $name == base) ]] &&
+        ops=(--metrics /metrics --access-log "$TMP/$name-$tag-access.log")
     port=$(free_port) || die "no free port found"
     SRV_PORT=$port
     case $name in
-    tycho | tycho-plain)
+    tycho | tycho-plain | base)
         SRV_LOG=$TMP/$name-$tag.log
-        TYCHO_BENCH_BACKEND=$BACKEND_PORT taskset -c 0 "$TYCHO" --workers 1 --port "$port" "${ops[@]}" "$scripts" \
+        TYCHO_BENCH_BACKEND=$BACKEND_PORT taskset -c 0 "$bin" --workers 1 --port "$port" "${ops[@]}" "$scripts" \
             >"$SRV_LOG" 2>&1 </dev/null &
         SRV_PID=$!
         STARTED_PIDS+=("$SRV_PID")
-        wait_ready "$SRV_PID" "$port" "$SRV_LOG" || die "tycho did not start listening on 127.0.0.1:$port within 10 s"
+        wait_ready "$SRV_PID" "$port" "$SRV_LOG" || die "$name ($bin) did not start listening on 127.0.0.1:$port within 10 s"
         for ((i = 0; i < 20; i++)); do
             grep -q "listening on http://127.0.0.1:$port" "$SRV_LOG" && break
             sleep 0.1
         done
-        ((i < 20)) || log "WARNING: tycho accepts on $port but has not printed its 'listening on' line"
+        ((i < 20)) || log "WARNING: $name accepts on $port but has not printed its 'listening on' line"
         w=$(pgrep -P "$SRV_PID" | tr '\n' ' ')
-        [[ -z $w ]] || log "WARNING: tycho has child processes ($w); CPU counts them, RSS is the main process only"
+        [[ -z $w ]] || log "WARNING: $name has child processes ($w); CPU counts them, RSS is the main process only"
         # shellcheck disable=SC2206
         SRV_MEAS_CPU=($SRV_PID $w)
         SRV_MEAS_RSS=$SRV_PID
@@ -559,6 +591,9 @@ run_wrk() {
 }
 
 declare -A R_RPS R_P99 R_CPU R_RSS R_ERR R_NOTE
+# every measured round's req/s and CPU us/req, space-separated, per "server,workload"
+# (the before/after lines take medians of them)
+declare -A ROUNDS_RPS ROUNDS_CPU
 fmt_kb() { awk -v k="$1" 'BEGIN { if (k == "" || k < 0) print "-"; else printf "%.1f MiB", k / 1024 }'; }
 
 # Is anything else using the CPUs? (1 s sample of /proc/stat)
@@ -583,6 +618,10 @@ IDLE_WARNINGS=0
 
 log "servers: ${SERVERS[*]}; ${BENCH_ROUNDS} round(s) x ${BENCH_SECONDS}s + ${BENCH_WARMUP}s warm-up per server per workload; server on CPU 0, wrk -t1 on CPU 1; tmp $TMP"
 [[ -n $TYCHO ]] && log "tycho: $TYCHO $SCRIPTS"
+if [[ -n $BASE ]]; then
+    log "base (BENCH_BASELINE, in every workload): $BASE $SCRIPTS"
+    [[ $BASE -ef $TYCHO ]] && log "base is the same binary as tycho: an A/A run, its before/after lines show the machine's noise"
+fi
 has_server nginx && log "nginx: $("$NGINX_BIN" -v 2>&1)"
 
 for wl in "${WORKLOADS[@]}"; do
@@ -596,7 +635,12 @@ for wl in "${WORKLOADS[@]}"; do
     check_idle "workload $wname"
     # ops: a plain tycho too, its rounds interleaved with the others', so that the cost of
     # --metrics and --access-log is measured under the same conditions.
-    WL_SERVERS=("${SERVERS[@]}")
+    # BENCH_BASELINE: base right after tycho in every workload, for the same reason.
+    WL_SERVERS=()
+    for s in "${SERVERS[@]}"; do
+        WL_SERVERS+=("$s")
+        if [[ $s == tycho && -n $BASE ]]; then WL_SERVERS+=(base); fi
+    done
     [[ $extra == ops ]] && has_server tycho && WL_SERVERS+=(tycho-plain)
     declare -A PID PORT MEAS_RSS LOGF
     declare -A MEAS_CPU
@@ -610,6 +654,7 @@ for wl in "${WORKLOADS[@]}"; do
         log "$s pid $SRV_PID (measured: cpu ${SRV_MEAS_CPU[*]}, rss $SRV_MEAS_RSS) port $SRV_PORT: 200 OK, Content-Type '$CHECK_CTYPE', body '$CHECK_BODY'"
         R_RPS[$s,$wname]=""; R_P99[$s,$wname]=""; R_CPU[$s,$wname]=""; R_RSS[$s,$wname]=""
         R_ERR[$s,$wname]=0; R_NOTE[$s,$wname]=""; BEST_RPS[$s]=-1
+        ROUNDS_RPS[$s,$wname]=""; ROUNDS_CPU[$s,$wname]=""
     done
     if has_server tycho && has_server nginx && [[ ${CTYPE[tycho]} != "${CTYPE[nginx]}" ]]; then
         log "WARNING: Content-Type differs: tycho '${CTYPE[tycho]}' vs nginx '${CTYPE[nginx]}'"
@@ -647,6 +692,7 @@ for wl in "${WORKLOADS[@]}"; do
             cpu_us=$(awk -v d=$((c1 - c0)) -v hz="$CLK_TCK" -v n="$reqs" \
                 'BEGIN { if (n > 0) printf "%.2f", d / hz * 1e6 / n; else print "-" }')
             R_ERR[$s,$wname]=$((R_ERR[$s,$wname] + non2xx + serr))
+            ROUNDS_RPS[$s,$wname]+="$rps "; ROUNDS_CPU[$s,$wname]+="$cpu_us "
             log "$(printf '%-5s round %d: %10.0f req/s  p99 %8.2f ms  %9d reqs  cpu %6s us/req  non-2xx %d  socket errors: %s' \
                 "$s" "$r" "$rps" "$p99" "$reqs" "$cpu_us" "$non2xx" "$sdesc")"
             if awk -v a="$rps" -v b="${BEST_RPS[$s]}" 'BEGIN { exit !(a > b) }'; then
@@ -662,8 +708,8 @@ for wl in "${WORKLOADS[@]}"; do
         if [[ $s == nginx ]] && grep -qE '\[(alert|crit|emerg)\]' "${LOGF[$s]}" 2>/dev/null; then
             log "WARNING: nginx error log has alerts:"; grep -E '\[(alert|crit|emerg)\]' "${LOGF[$s]}" | tail -n 5 >&2
         fi
-        if [[ $s == tycho ]] && grep -qiE '\[(warn|warning|error|fatal)\]' "${LOGF[$s]}" 2>/dev/null; then
-            log "WARNING: tycho logged warnings/errors ($(grep -ciE '\[(warn|warning|error|fatal)\]' "${LOGF[$s]}") lines), last ones:"
+        if [[ $s == tycho || $s == base || $s == tycho-plain ]] && grep -qiE '\[(warn|warning|error|fatal)\]' "${LOGF[$s]}" 2>/dev/null; then
+            log "WARNING: $s logged warnings/errors ($(grep -ciE '\[(warn|warning|error|fatal)\]' "${LOGF[$s]}") lines), last ones:"
             grep -iE '\[(warn|warning|error|fatal)\]' "${LOGF[$s]}" | tail -n 5 >&2
         fi
         stop_pid "${PID[$s]}"
@@ -687,6 +733,13 @@ cell() {   # server workload kind
 ratio() {   # a/b with 2 decimals, '-' if either missing
     awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || a == "-" || b == "-" || b + 0 == 0) print "-"; else printf "%.2f", a / b }'
 }
+median() {   # VALUES... -> "median count" (2 decimals; "-" values skipped; "- 0" if none)
+    printf '%s\n' "$@" | awk '$1 != "" && $1 != "-"' | sort -g |
+        awk '{ v[NR] = $1 }
+             END { if (NR == 0) { print "- 0"; exit }
+                   m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+                   printf "%.2f %d\n", m, NR }'
+}
 
 echo
 echo "Tycho vs nginx+Lua: 1 worker each (server on CPU 0, wrk -t1 on CPU 1), best of $BENCH_ROUNDS x ${BENCH_SECONDS}s (highest req/s; p99 and CPU from that round)"
@@ -706,15 +759,41 @@ for wl in "${WORKLOADS[@]}"; do
         "$(ratio "${R_CPU[nginx,$wname]:-}" "${R_CPU[tycho,$wname]:-}")"
 done
 echo
+# Before/after (BENCH_BASELINE): tycho against base, rounds interleaved in every workload.
+# req/s from each one's best round, as in the table; CPU us/req as the MEDIAN over rounds,
+# less swayed than one round by a disturbance on the machine.
+if [[ -n $BASE ]]; then
+    echo "before/after: tycho = $TYCHO, base = $BASE (BENCH_BASELINE), rounds interleaved; CPU us/req = median over rounds, % = tycho vs base (+: tycho costs more per request)"
+    for wl in "${WORKLOADS[@]}"; do
+        IFS='|' read -r wname _ _ _ <<<"$wl"
+        # shellcheck disable=SC2086
+        read -r t_cpu t_n <<<"$(median ${ROUNDS_CPU[tycho,$wname]:-})"
+        # shellcheck disable=SC2086
+        read -r b_cpu b_n <<<"$(median ${ROUNDS_CPU[base,$wname]:-})"
+        if [[ $t_cpu == - || $b_cpu == - ]]; then
+            echo "before/after $wname: n/a (tycho ${R_NOTE[tycho,$wname]:-$t_n round(s)}, base ${R_NOTE[base,$wname]:-$b_n round(s)})"
+            continue
+        fi
+        rounds="median of $t_n rounds each"
+        ((t_n == b_n)) || rounds="median of $t_n rounds (tycho) and $b_n (base)"
+        pct=$(awk -v t="$t_cpu" -v b="$b_cpu" 'BEGIN { if (b + 0 == 0) print "-"; else printf "%+.1f %%", (t / b - 1) * 100 }')
+        echo "before/after $wname: tycho/base req/s $(ratio "${R_RPS[tycho,$wname]:-}" "${R_RPS[base,$wname]:-}") (best rounds), CPU us/req base $b_cpu tycho $t_cpu -> $pct ($rounds)"
+    done
+    echo
+fi
 any=0
+# every server measured, the table's and the extra ones (base, tycho-plain in ops)
+ALL_MEASURED=("${SERVERS[@]}")
+[[ -n $BASE ]] && ALL_MEASURED+=(base)
+has_server tycho && ALL_MEASURED+=(tycho-plain)
 for wl in "${WORKLOADS[@]}"; do
     IFS='|' read -r wname _ _ _ <<<"$wl"
-    for s in "${SERVERS[@]}"; do
+    for s in "${ALL_MEASURED[@]}"; do
         if ((${R_ERR[$s,$wname]:-0} > 0)); then
             echo "wrk errors: $s $wname: ${R_ERR[$s,$wname]} non-2xx + socket errors over $BENCH_ROUNDS round(s) (details above on stderr)"
             any=1
         fi
-        if [[ -n ${R_NOTE[$s,$wname]} ]]; then
+        if [[ -n ${R_NOTE[$s,$wname]:-} ]]; then
             echo "FAILED: $s $wname: ${R_NOTE[$s,$wname]}"
         fi
     done

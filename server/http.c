@@ -400,7 +400,11 @@ static int on_headers_complete(http_parser *p)
     r->http_major = (unsigned char)p->http_major;
     r->http_minor = (unsigned char)p->http_minor;
     r->is_head = p->method == HTTP_HEAD;
-    if (split_url(r) < 0)
+    /*
+     * CONNECT asks for a tunnel, which Tycho does not make; http-parser would
+     * also end the message at the head whatever Content-Length says.
+     */
+    if (p->method == HTTP_CONNECT || split_url(r) < 0)
         return fail(h, 400);
     /* RFC 9112 3.2.4: the asterisk-form is for OPTIONS only. */
     if (r->path_len == 1 && r->path[0] == '*' && p->method != HTTP_OPTIONS)

@@ -72,7 +72,8 @@ struct tycho_family *tycho_metric_backend[7];
 static const char *const reject_names[TYCHO_REJECT_COUNT] = {
     "bad_request",       "timeout",           "body_too_large",
     "uri_too_long",      "expectation_failed", "headers_too_large",
-    "out_of_memory",     "version_not_supported", "other",
+    "out_of_memory",     "version_not_supported", "not_implemented",
+    "other",
 };
 
 enum tycho_reject tycho_reject_of(int status)
@@ -86,6 +87,7 @@ enum tycho_reject tycho_reject_of(int status)
     case 431: return TYCHO_REJECT_HEADERS_TOO_LARGE;
     case 503: return TYCHO_REJECT_OUT_OF_MEMORY;
     case 505: return TYCHO_REJECT_BAD_VERSION;
+    case 501: return TYCHO_REJECT_NOT_IMPLEMENTED;
     default: return TYCHO_REJECT_OTHER;
     }
 }

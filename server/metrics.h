@@ -60,6 +60,7 @@ enum tycho_reject {
     TYCHO_REJECT_HEADERS_TOO_LARGE,/* 431 */
     TYCHO_REJECT_OUT_OF_MEMORY,    /* 503 from the parser or with no request context */
     TYCHO_REJECT_BAD_VERSION,      /* 505 */
+    TYCHO_REJECT_NOT_IMPLEMENTED,  /* 501: a transfer coding other than chunked */
     TYCHO_REJECT_OTHER,
     TYCHO_REJECT_COUNT
 };

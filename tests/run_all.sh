@@ -2,6 +2,7 @@
 # tests/run_all.sh TYCHO UNIT_BINS... -- INTEGRATION_BINS...
 # Runs every suite (all of them, even after a failure), then prints the total
 # of their summary lines as the last line: `N passed, M failed`.
+# FUZZ_BIN (and FUZZ_SECONDS) in the environment: the fuzz target runs too.
 # Exit status 0 only if every suite passed.
 tycho=$1
 shift
@@ -51,6 +52,9 @@ run "example app (tycho --request)" sh tests/lua/run.sh "$tycho" scripts
 run "example app's tests (tycho test scripts)" "$tycho" test scripts
 run "tycho test and tycho new" sh tests/lua/test_runner.sh "$tycho"
 run "make install, the man page, LuaRocks" sh tests/install/run.sh "$tycho"
+[ -n "${FUZZ_BIN:-}" ] &&
+    run "fuzz target with its framing oracle (${FUZZ_SECONDS:-10} s)" \
+        sh tests/fuzz/run.sh "$FUZZ_BIN" "${FUZZ_SECONDS:-10}"
 
 echo "== all suites"
 echo "$total_passed passed, $total_failed failed"

@@ -1,24 +1,44 @@
 /*
- * fuzz_request.c: libFuzzer target for the request path without Lua: any
- * bytes go through the parser glue (split in two at a point the input
- * chooses, as reads would split them), every complete request gets a
- * response built from what was parsed (headers, path, query and body
- * echoed back) through the response writer, and every error through the
- * error writer. Built by `make fuzz` with clang and
- * -fsanitize=fuzzer,address,undefined.
+ * fuzz_request.c: libFuzzer target for the request path without Lua, with a
+ * differential oracle for framing.
+ *
+ * Any bytes go through the parser glue (split in two at a point the input
+ * chooses, as reads would split them). Every complete request gets a response
+ * built from what was parsed (headers, path, query and body echoed back)
+ * through the response writer, and every error through the error writer.
+ *
+ * The same bytes go to tests/fuzz/oracle.h, a strict framing checker written
+ * apart from the server. The glue may refuse more than the oracle (its limits,
+ * unknown methods, Host, Expect), never less: each request the glue accepts
+ * must be one the oracle accepts, ending at the same byte. A request the
+ * oracle rejects, or a boundary it does not find, aborts the run (a crash to
+ * libFuzzer, with the input kept).
+ *
+ * Built by `make fuzz` with clang and -fsanitize=fuzzer,address,undefined.
  */
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "buf.h"
 #include "config.h"
 #include "http.h"
+#include "oracle.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
+#define MAX_REQUESTS 256
+
 static struct tycho_config cfg;
+
+/* What the glue did with one input. */
+struct run {
+    size_t ends[MAX_REQUESTS]; /* where each accepted request ended (offsets in the input) */
+    size_t count;              /* requests accepted */
+    size_t offset;             /* bytes the glue took so far */
+};
 
 /* Builds a response from what the request holds, as a handler might. */
 static void respond(struct tycho_req *r, struct tycho_buf *out)
@@ -31,13 +51,16 @@ static void respond(struct tycho_req *r, struct tycho_buf *out)
         r->status = 200;
     for (unsigned i = 0; i < r->nheaders && i < 4; i++) {
         const struct tycho_header *in = &r->headers[i];
-        char *line = tycho_arena_append(&r->arena, r->res_headers, r->res_headers_len, "X-Echo: ", 8);
+        char *line = tycho_arena_append(&r->arena, r->res_headers, r->res_headers_len,
+                                        "X-Echo: ", 8);
         if (!line)
             return;
-        line = tycho_arena_append(&r->arena, line, r->res_headers_len + 8, in->value, in->value_len);
+        line = tycho_arena_append(&r->arena, line, r->res_headers_len + 8, in->value,
+                                  in->value_len);
         if (!line)
             return;
-        line = tycho_arena_append(&r->arena, line, r->res_headers_len + 8 + in->value_len, "\r\n", 2);
+        line = tycho_arena_append(&r->arena, line, r->res_headers_len + 8 + in->value_len,
+                                  "\r\n", 2);
         if (!line)
             return;
         r->res_headers = line;
@@ -50,18 +73,27 @@ static void respond(struct tycho_req *r, struct tycho_buf *out)
 
 /* Feeds one piece; returns 0 to go on, -1 once the connection would close. */
 static int feed(struct tycho_http *h, struct tycho_req *r, struct tycho_buf *out,
-                const char *data, size_t len)
+                struct run *run, const char *data, size_t len)
 {
     while (len > 0) {
         size_t n = tycho_http_parse(h, r, data, len);
+        if (n > len)
+            abort();                  /* the glue took bytes it was not given */
         data += n;
         len -= n;
+        run->offset += n;
         if (h->state == TYCHO_HTTP_ERROR) {
             tycho_http_write_simple(out, h->error_status, "", "Date: x\r\n", false, true);
             return -1;
         }
-        if (h->state == TYCHO_HTTP_MORE)
+        if (h->state == TYCHO_HTTP_MORE) {
+            if (len > 0)
+                abort();              /* MORE must mean every byte was taken */
             return 0;
+        }
+        if (run->count < MAX_REQUESTS)
+            run->ends[run->count] = run->offset;
+        run->count++;
         respond(r, out);
         if (!r->keep_alive)
             return -1;
@@ -71,15 +103,36 @@ static int feed(struct tycho_http *h, struct tycho_req *r, struct tycho_buf *out
     return 0;
 }
 
+/* The differential check: every request the glue accepted, the oracle accepts, same end. */
+static void check_against_oracle(const uint8_t *data, size_t size, const struct run *run)
+{
+    static size_t ends[MAX_REQUESTS];
+    size_t complete = 0;
+
+    oracle_frame(data, size, ends, MAX_REQUESTS, &complete, NULL);
+    if (run->count > complete) {
+        fprintf(stderr, "the glue accepted %zu requests, the oracle %zu\n", run->count, complete);
+        abort();
+    }
+    for (size_t i = 0; i < run->count && i < MAX_REQUESTS; i++) {
+        if (run->ends[i] != ends[i]) {
+            fprintf(stderr, "request %zu ends at %zu for the glue, at %zu for the oracle\n", i,
+                    run->ends[i], ends[i]);
+            abort();
+        }
+    }
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static struct tycho_req *r;
+    static struct run run;
     struct tycho_http h;
     struct tycho_buf out = {0};
     size_t split;
 
     if (!r) {
-        tycho_config_defaults(&cfg);
+        /* The three limits the glue reads, small so that the fuzzer reaches them. */
         cfg.max_header_bytes = 2048;
         cfg.max_body_bytes = 4096;
         cfg.max_headers = 32;
@@ -94,9 +147,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     split = data[0] % size;
     data++;
     size--;
+    memset(&run, 0, sizeof(run));
     tycho_http_init(&h, &cfg);
-    if (feed(&h, r, &out, (const char *)data, split) == 0)
-        feed(&h, r, &out, (const char *)data + split, size - split);
+    if (feed(&h, r, &out, &run, (const char *)data, split) == 0)
+        feed(&h, r, &out, &run, (const char *)data + split, size - split);
+    check_against_oracle(data, size, &run);
     tycho_req_reset(r);
     tycho_buf_dispose(&out);
     return 0;

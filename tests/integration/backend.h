@@ -79,6 +79,8 @@ static const char *const backend_lenient[] = {
     "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\rX0\r\n\r\n",
     "HTTP/1.1 200 OK\r\nX: a\r\n b\r\nContent-Length: 5\r\n\r\nhello",
     "HTTP/1.1 200 OK\r\nContent-Length : 5\r\n\r\nhello",
+    "HTTP/1.1 200 OK\rXContent-Length: 5\r\n\r\nhello",
+    "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX: \x01\r\n\r\nhello",
 };
 #define BACKEND_LENIENT_COUNT ((int)(sizeof backend_lenient / sizeof backend_lenient[0]))
 

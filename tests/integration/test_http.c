@@ -663,6 +663,9 @@ static void test_smuggling(int port)
          501},
         {"obs-fold in a trailer", TE_POST "0\r\nT: 1\r\n 2\r\n\r\n" NEXT_REQ, 400},
         {"asterisk-form for GET", "GET * HTTP/1.1\r\nHost: t\r\n\r\n" NEXT_REQ, 400},
+        /* http-parser (non-strict) would go on parsing after a message that closes. */
+        {"a request behind Connection: close",
+         "GET /hello HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n" NEXT_REQ, 200},
     };
 
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -675,7 +678,7 @@ static void test_smuggling(int port)
         }
         client_sends(&c, cases[i].req);
         read_response(&c, &r, 0);
-        if (expect_status(&r, cases[i].status, cases[i].name))
+        if (expect_status(&r, cases[i].status, cases[i].name) && cases[i].status >= 400)
             check_common(&r, 0, -1, cases[i].name);
         response_free(&r);
         ok(client_wait_closed(&c, io_timeout_ms) == 1,

@@ -129,6 +129,8 @@ static void send_known_sequence(int port)
     memcpy(big, "GET / HTTP/1.1\r\nHost: t\r\nX-Big: ", 32);
     memcpy(big + sizeof big - 5, "\r\n\r\n", 5);
     is_int(raw_status(port, big), 431, "a 20 KB head: 431");
+    is_int(raw_status(port, "POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"),
+           501, "a transfer coding other than chunked: 501");
     is_int(raw_status(port, "GET / HTTP/1.1\r\nHost: t\r\nContent-Length: 99999999\r\n\r\n"),
            413, "a body over --max-body: 413");
 }
@@ -172,10 +174,11 @@ static void test_known_counts(int port)
     is_sample(text, "tycho_http_rejected_total{reason=\"headers_too_large\"}", 1,
               "rejected: 431");
     is_sample(text, "tycho_http_rejected_total{reason=\"body_too_large\"}", 1, "rejected: 413");
+    is_sample(text, "tycho_http_rejected_total{reason=\"not_implemented\"}", 1, "rejected: 501");
     is_sample(text, "tycho_http_rejected_total{reason=\"timeout\"}", 0, "rejected: no 408");
     is_sample(text, "tycho_lua_errors_total{in=\"request\"}", 2, "2 Lua errors in requests");
     is_sample(text, "tycho_lua_errors_total{in=\"timer\"}", 0, "no Lua error in timers");
-    is_sample(text, "tycho_connections_accepted_total", 19, "19 connections taken");
+    is_sample(text, "tycho_connections_accepted_total", 20, "20 connections taken");
     is_sample(text, "tycho_workers", 2, "2 workers");
     is_sample(text, "tycho_generation", 1, "generation 1");
     is_sample(text, "tycho_worker_generation{worker=\"1\"}", 1, "worker 1: generation 1");

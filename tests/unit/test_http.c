@@ -529,6 +529,10 @@ static const struct smuggle_case smuggle[] = {
     {"Host with an unclosed bracket", "GET / HTTP/1.1\r\nHost: [::1\r\n\r\n" NEXT, "ERROR 400\n",
      NEXT},
     {"asterisk-form for GET", "GET * HTTP/1.1\r\nHost: a\r\n\r\n" NEXT, "ERROR 400\n", NEXT},
+    {"CONNECT with a body", "CONNECT /x HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello" NEXT,
+     "ERROR 400\n", "hello"},
+    {"CONNECT in authority-form", "CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n" NEXT,
+     "ERROR 400\n", NEXT},
     {"a good request, then CR X", "GET /ok HTTP/1.1\r\nHost: a\r\n\r\nGET /b HTTP/1.1\r\nHost: a\r\n\rX" NEXT,
      "GET /ok q=- v1.1 ka1 hd0 ec0 |Host:a body=\nERROR 400\n", "X" NEXT},
 };
