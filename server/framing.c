@@ -11,6 +11,7 @@
 #include "framing.h"
 
 #include <http_parser.h>
+#include <string.h>
 #include <strings.h>
 
 /* Character classes (RFC 9110 5.6.2 tchar, 5.5 field-vchar, 5.6.4 qdtext). */
@@ -262,6 +263,14 @@ static enum scan_result scan(struct tycho_framing *f, const unsigned char *d, si
             f->_index = 0;
             break;
         case ST_REQ_VERSION:
+            /* The usual case, the whole version in this read, in one comparison. */
+            if (f->_index == 0 && len - i >= sizeof(request_version) - 1 &&
+                memcmp(d + i, "HTTP/", 5) == 0 && (cls[d[i + 5]] & C_DIGIT) && d[i + 6] == '.' &&
+                (cls[d[i + 7]] & C_DIGIT) && d[i + 8] == '\r') {
+                i += sizeof(request_version) - 2;   /* the loop's i++ passes the CR */
+                state = ST_LINE_LF;
+                break;
+            }
             if (match_fixed(request_version, &f->_index, c, &bad))
                 state = ST_LINE_LF;
             if (bad)

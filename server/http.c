@@ -277,10 +277,16 @@ static void trim_values(struct tycho_req *r)
 }
 
 /* RFC 3986 2.3 unreserved and 2.2 sub-delims: what a reg-name holds besides pct-encoded. */
+static const bool host_chars[256] = {
+    ['0' ... '9'] = true, ['a' ... 'z'] = true, ['A' ... 'Z'] = true,
+    ['-'] = true, ['.'] = true, ['_'] = true, ['~'] = true,
+    ['!'] = true, ['$'] = true, ['&'] = true, ['\''] = true, ['('] = true, [')'] = true,
+    ['*'] = true, ['+'] = true, [','] = true, [';'] = true, ['='] = true,
+};
+
 static bool is_host_char(unsigned char c)
 {
-    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-           (c && strchr("-._~!$&'()*+,;=", c));
+    return host_chars[c];
 }
 
 static bool is_hex(unsigned char c)
@@ -326,15 +332,15 @@ static bool host_value_ok(const char *s, size_t len)
             return false;
         i = (size_t)(end - s) + 1;
     } else {
-        for (; i < len && s[i] != ':'; i++) {
-            if (s[i] == '%') {                      /* pct-encoded */
-                if (i + 2 >= len || !is_hex((unsigned char)s[i + 1]) ||
-                    !is_hex((unsigned char)s[i + 2]))
-                    return false;
-                i += 2;
-            } else if (!is_host_char((unsigned char)s[i])) {
-                return false;
-            }
+        while (i < len) {
+            while (i < len && host_chars[(unsigned char)s[i]])
+                i++;
+            if (i == len || s[i] == ':')
+                break;
+            if (s[i] != '%' || i + 2 >= len || !is_hex((unsigned char)s[i + 1]) ||
+                !is_hex((unsigned char)s[i + 2]))
+                return false;                       /* neither a reg-name byte nor pct-encoded */
+            i += 3;
         }
     }
     if (i == len)
