@@ -14,7 +14,12 @@
 #include <string.h>
 #include <strings.h>
 
-/* Character classes (RFC 9110 5.6.2 tchar, 5.5 field-vchar, 5.6.4 qdtext). */
+/*
+ * Character classes (RFC 9110 5.6.2 tchar, 5.5 field-vchar, 5.6.4 qdtext).
+ * The tables use GNU range designators ([a ... b]), which gcc and clang take
+ * in -std=c11 (we build without -pedantic): written out, 256 entries would
+ * hide which bytes are in a class.
+ */
 enum {
     C_TCHAR = 0x01,  /* token character */
     C_VCHAR = 0x02,  /* visible ASCII, %x21-7E */
@@ -359,7 +364,7 @@ static enum scan_result scan(struct tycho_framing *f, const unsigned char *d, si
         default:
             /* The rest of the chunk-size line; http-parser counts its length (431). */
             if ((state = chunk_line_byte(f, state, c)) < 0) {
-                state = ST_CHUNK_SIZE;
+                state = ST_CHUNK_SIZE;    /* any valid state to store; nothing is scanned after */
                 goto refused;
             }
             break;

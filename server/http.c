@@ -276,7 +276,10 @@ static void trim_values(struct tycho_req *r)
     }
 }
 
-/* RFC 3986 2.3 unreserved and 2.2 sub-delims: what a reg-name holds besides pct-encoded. */
+/*
+ * RFC 3986 2.3 unreserved and 2.2 sub-delims: what a reg-name holds besides
+ * pct-encoded (GNU range designators, as in framing.c).
+ */
 static const bool host_chars[256] = {
     ['0' ... '9'] = true, ['a' ... 'z'] = true, ['A' ... 'Z'] = true,
     ['-'] = true, ['.'] = true, ['_'] = true, ['~'] = true,
@@ -356,10 +359,10 @@ static bool host_value_ok(const char *s, size_t len)
 /*
  * The fields that decide how the request is read, checked in one pass:
  * exactly one valid Host (none is allowed on HTTP/1.0, RFC 9112 3.2), and
- * a Transfer-Encoding that is exactly chunked, on HTTP/1.1 only (6.1).
- * Returns 0 or the status to answer.
+ * a Transfer-Encoding that is exactly chunked, on HTTP/1.1 only (6.1), which
+ * http-parser reads as chunked too. Returns 0 or the status to answer.
  */
-static int framing_fields_status(const struct tycho_req *r)
+static int framing_fields_status(const struct tycho_req *r, const http_parser *p)
 {
     const struct tycho_header *host = NULL;
     struct tycho_te_list te = {0};
@@ -383,7 +386,7 @@ static int framing_fields_status(const struct tycho_req *r)
         return 0;
     case TYCHO_TE_CHUNKED:
         /* An HTTP/1.0 message with Transfer-Encoding has faulty framing (RFC 9112 6.1). */
-        return r->http_minor == 0 ? 400 : 0;
+        return r->http_minor == 0 || !(p->flags & F_CHUNKED) ? 400 : 0;
     case TYCHO_TE_UNKNOWN:
         return r->http_minor == 0 ? 400 : 501;
     case TYCHO_TE_BAD:
@@ -417,7 +420,7 @@ static int on_headers_complete(http_parser *p)
         return fail(h, 400);
     if (r->http_major != 1)
         return fail(h, 505);
-    if ((status = framing_fields_status(r)) != 0)
+    if ((status = framing_fields_status(r, p)) != 0)
         return fail(h, status);
     if (p->content_length != ULLONG_MAX && p->content_length > h->cfg->max_body_bytes)
         return fail(h, 413);
@@ -529,6 +532,13 @@ size_t tycho_http_parse(struct tycho_http *h, struct tycho_req *r, const char *d
 void tycho_http_next(struct tycho_http *h)
 {
     http_parser_pause(PARSER(h), 0);
+    /*
+     * http-parser counts head bytes in nread and resets it after a head or a
+     * chunk-size line, but not after trailers, and its count is not stored
+     * when on_message_complete pauses it: start the next head from zero, so
+     * that the limit does not depend on how the bytes came.
+     */
+    PARSER(h)->nread = 0;
     h->state = TYCHO_HTTP_MORE;
     h->in_message = false;
     h->last_was_value = false;

@@ -123,10 +123,9 @@ static void test_responses(int port, int backend_port)
 
 /*
  * Responses with framing a lenient parser would take (backend.h's
- * /lenient/N, each followed by a "sneak" response nobody asked for): the
- * call fails as an invalid response, the backend connection is closed (never
- * pooled, never read by the next call), and the next calls get their own
- * answers.
+ * /lenient/N): the call fails as an invalid response, the backend connection
+ * is closed at once (a pooled one would stay open until its idle timeout, 60
+ * s by default), and the next calls get their own answers.
  */
 static void test_lenient_backend(int port)
 {
