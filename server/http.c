@@ -287,11 +287,6 @@ static const bool host_chars[256] = {
     ['*'] = true, ['+'] = true, [','] = true, [';'] = true, ['='] = true,
 };
 
-static bool is_host_char(unsigned char c)
-{
-    return host_chars[c];
-}
-
 static bool is_hex(unsigned char c)
 {
     return (c >= '0' && c <= '9') || ((c | 0x20) >= 'a' && (c | 0x20) <= 'f');
@@ -310,7 +305,7 @@ static bool ip_literal_ok(const char *s, size_t len)
         if (i == 1 || i + 1 >= len || s[i] != '.')
             return false;
         for (i++; i < len; i++)
-            if (!is_host_char((unsigned char)s[i]) && s[i] != ':')
+            if (!host_chars[(unsigned char)s[i]] && s[i] != ':')
                 return false;
         return true;
     }
