@@ -149,10 +149,16 @@ static void *load_main(void *arg)
             if (c[i].fd < 0)
                 continue;
             if (exchange(&c[i], "GET /v HTTP/1.1\r\nHost: t\r\n\r\n", &r) == 0 && r.status == 200) {
+                const char *conn = header_get(&r, "Connection");
                 atomic_fetch_add(&l->good, 1);
                 if (l->want[0] && strcmp(r.body, l->want) == 0 && !atomic_load(&l->seen_v2)) {
                     l->first_want_ms = now_ms();
                     atomic_store(&l->seen_v2, 1);
+                }
+                /* The connection's last response (--max-requests-per-conn): go on on a new one. */
+                if (conn && strcasecmp(conn, "close") == 0) {
+                    client_close(&c[i]);
+                    client_connect(&c[i], l->port);
                 }
             } else {
                 atomic_fetch_add(&l->bad, 1);   /* a non-200, a reset or a timeout */
