@@ -48,6 +48,10 @@ FUZZ_SECONDS ?= 60
 FUZZ_SMOKE_SECONDS ?= 10
 FUZZ_SRCS := tests/fuzz/fuzz_request.c server/http.c server/framing.c server/arena.c server/buf.c
 FUZZ_BIN := obj-fuzz/fuzz_request
+FUZZ_RESPONSE_SRCS := tests/fuzz/fuzz_response.c server/framing.c
+FUZZ_RESPONSE_BIN := obj-fuzz/fuzz_response
+FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined \
+  -fno-sanitize-recover=undefined -Iserver
 
 .PHONY: all deps build run test check unit integration asan valgrind bench fuzz clean install \
         uninstall
@@ -109,8 +113,8 @@ test:
 	@$(MAKE) --no-print-directory check
 
 # Every suite runs even if an earlier one failed; the last line totals them all.
-check: $(TYCHO) $(UNIT_BINS) $(INTEGRATION_BINS) $(FUZZ_BIN)
-	@FUZZ_BIN=$(FUZZ_BIN) FUZZ_SECONDS=$(FUZZ_SMOKE_SECONDS) \
+check: $(TYCHO) $(UNIT_BINS) $(INTEGRATION_BINS) $(FUZZ_BIN) $(FUZZ_RESPONSE_BIN)
+	@FUZZ_BIN=$(FUZZ_BIN) FUZZ_RESPONSE_BIN=$(FUZZ_RESPONSE_BIN) FUZZ_SECONDS=$(FUZZ_SMOKE_SECONDS) \
 	  sh tests/run_all.sh ./$(TYCHO) $(UNIT_BINS) -- $(INTEGRATION_BINS)
 
 unit: $(UNIT_BINS)
@@ -170,16 +174,23 @@ clean:
 -include $(OBJS:.o=.d)
 
 # The request-path fuzz target (libFuzzer, clang, ASan + UBSan) with its framing oracle
-# (tests/fuzz/oracle.h). `make fuzz` runs it for FUZZ_SECONDS over tests/fuzz/seeds and a corpus
-# kept in obj-fuzz/corpus; `make test` runs it for FUZZ_SMOKE_SECONDS (tests/fuzz/run.sh).
+# (tests/fuzz/oracle.h), and the backend-response target (fuzz_response.c). `make fuzz` runs
+# each for FUZZ_SECONDS over its seeds and a corpus kept in obj-fuzz/; `make test` runs each
+# for FUZZ_SMOKE_SECONDS (tests/fuzz/run.sh).
 $(FUZZ_BIN): $(FUZZ_SRCS) tests/fuzz/oracle.h $(wildcard server/*.h)
 	@mkdir -p $(@D)
-	clang -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined \
-	  -fno-sanitize-recover=undefined -Iserver -o $@ $(FUZZ_SRCS) -lhttp_parser
+	clang $(FUZZ_CFLAGS) -o $@ $(FUZZ_SRCS) -lhttp_parser
 
+$(FUZZ_RESPONSE_BIN): $(FUZZ_RESPONSE_SRCS) tests/fuzz/oracle.h $(wildcard server/*.h)
+	@mkdir -p $(@D)
+	clang $(FUZZ_CFLAGS) -o $@ $(FUZZ_RESPONSE_SRCS) -lhttp_parser
+
+# Each target for FUZZ_SECONDS: requests, then backend responses, each with its own corpus.
 fuzz:
 	@$(MAKE) --no-print-directory deps PKGS="$(PKGS) $(FUZZ_PKGS)"
-	@$(MAKE) --no-print-directory $(FUZZ_BIN)
-	@mkdir -p obj-fuzz/corpus
+	@$(MAKE) --no-print-directory $(FUZZ_BIN) $(FUZZ_RESPONSE_BIN)
+	@mkdir -p obj-fuzz/corpus obj-fuzz/corpus-response
 	$(FUZZ_BIN) -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -print_final_stats=1 \
 	  -artifact_prefix=obj-fuzz/ obj-fuzz/corpus tests/fuzz/seeds
+	$(FUZZ_RESPONSE_BIN) -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -print_final_stats=1 \
+	  -artifact_prefix=obj-fuzz/ obj-fuzz/corpus-response tests/fuzz/seeds-response

@@ -453,3 +453,24 @@ enum tycho_te tycho_te_verdict(const struct tycho_te_list *te)
         return TYCHO_TE_BAD;
     return te->codings == 1 ? TYCHO_TE_CHUNKED : TYCHO_TE_UNKNOWN;
 }
+
+const char *tycho_framing_response_error(const struct http_parser *p,
+                                         const struct tycho_te_list *te)
+{
+    enum tycho_te verdict = tycho_te_verdict(te);
+
+    if (p->http_major != 1)
+        return "not HTTP/1.x";
+    if (p->status_code < 100 || p->status_code > 599)
+        return "a status code outside 100-599";
+    if (verdict == TYCHO_TE_UNKNOWN)
+        return "a Transfer-Encoding other than chunked";
+    if (verdict == TYCHO_TE_BAD)
+        return "a Transfer-Encoding without chunked last, once";
+    if (verdict == TYCHO_TE_CHUNKED && p->http_minor == 0)
+        return "Transfer-Encoding on HTTP/1.0";
+    if ((verdict == TYCHO_TE_CHUNKED) != ((p->flags & F_CHUNKED) != 0) ||
+        (verdict == TYCHO_TE_NONE) != !p->uses_transfer_encoding)
+        return "a Transfer-Encoding http-parser reads otherwise";
+    return NULL;
+}

@@ -96,4 +96,18 @@ void tycho_te_add(struct tycho_te_list *te, const char *value, size_t len);
 /* The verdict on everything added. */
 enum tycho_te tycho_te_verdict(const struct tycho_te_list *te);
 
+/*
+ * The checks of a response head that http-parser has read (call it from
+ * on_headers_complete, with te holding every Transfer-Encoding field):
+ * NULL when the response can be read safely, else why not, as a static
+ * string: a version other than 1.x, a status code outside 100-599 (RFC 9110
+ * 15; one under 100 would be read as having no body), or a Transfer-Encoding
+ * that is not exactly chunked on HTTP/1.1, or that http-parser reads
+ * otherwise (it takes any field whose name begins "Transfer-Encoding" for
+ * one, and finds no "chunked" behind an empty list element or before a
+ * trailing tab; it would then read the body to the close).
+ */
+const char *tycho_framing_response_error(const struct http_parser *p,
+                                         const struct tycho_te_list *te);
+
 #endif

@@ -967,47 +967,17 @@ static int on_header_value(http_parser *parser, const char *at, size_t len)
     return head_add(c, at, len, false);
 }
 
-/*
- * The response's Transfer-Encoding: none, or exactly "chunked" on HTTP/1.1,
- * and http-parser reading it the same way (it takes any field whose name
- * begins "Transfer-Encoding" for one, and does not find "chunked" behind an
- * empty list element or before a trailing tab; then it would read the body
- * to the close). Anything else fails the call: the reason, or NULL.
- */
-static const char *transfer_encoding_error(const struct tycho_call *c, const http_parser *parser)
+/* Why the response head cannot be read safely (framing.h), or NULL. */
+static const char *response_head_error(const struct tycho_call *c, const http_parser *parser)
 {
     struct tycho_te_list te = {0};
-    enum tycho_te verdict;
 
     for (size_t i = 0; i < c->nheaders; i++) {
         const struct header_span *h = &c->headers[i];
         if (h->name_len == 17 && memcmp(c->head + h->name_off, "transfer-encoding", 17) == 0)
             tycho_te_add(&te, h->value_len ? c->head + h->value_off : "", h->value_len);
     }
-    verdict = tycho_te_verdict(&te);
-    if (verdict == TYCHO_TE_UNKNOWN)
-        return "a Transfer-Encoding other than chunked";
-    if (verdict == TYCHO_TE_BAD)
-        return "a Transfer-Encoding without chunked last, once";
-    if (verdict == TYCHO_TE_CHUNKED && parser->http_minor == 0)
-        return "Transfer-Encoding on HTTP/1.0";
-    if ((verdict == TYCHO_TE_CHUNKED) != ((parser->flags & F_CHUNKED) != 0) ||
-        (verdict == TYCHO_TE_NONE) != !parser->uses_transfer_encoding)
-        return "a Transfer-Encoding http-parser reads otherwise";
-    return NULL;
-}
-
-/* What the head says about the response as a whole: the reason it fails the call, or NULL. */
-static const char *response_head_error(const struct tycho_call *c, const http_parser *parser)
-{
-    unsigned status = parser->status_code;
-
-    if (parser->http_major != 1)
-        return "not HTTP/1.x";
-    /* RFC 9110 15: codes outside 100-599 are invalid (a code under 100 would have no body). */
-    if (status < 100 || status > 599)
-        return "a status code outside 100-599";
-    return transfer_encoding_error(c, parser);
+    return tycho_framing_response_error(parser, &te);
 }
 
 static int on_headers_complete(http_parser *parser)

@@ -2,7 +2,7 @@
 # tests/run_all.sh TYCHO UNIT_BINS... -- INTEGRATION_BINS...
 # Runs every suite (all of them, even after a failure), then prints the total
 # of their summary lines as the last line: `N passed, M failed`.
-# FUZZ_BIN (and FUZZ_SECONDS) in the environment: the fuzz target runs too.
+# FUZZ_BIN, FUZZ_RESPONSE_BIN (and FUZZ_SECONDS) in the environment: the fuzz targets run too.
 # Exit status 0 only if every suite passed.
 tycho=$1
 shift
@@ -53,8 +53,11 @@ run "example app's tests (tycho test scripts)" "$tycho" test scripts
 run "tycho test and tycho new" sh tests/lua/test_runner.sh "$tycho"
 run "make install, the man page, LuaRocks" sh tests/install/run.sh "$tycho"
 [ -n "${FUZZ_BIN:-}" ] &&
-    run "fuzz target with its framing oracle (${FUZZ_SECONDS:-10} s)" \
-        sh tests/fuzz/run.sh "$FUZZ_BIN" "${FUZZ_SECONDS:-10}"
+    run "fuzz target for requests, with its framing oracle (${FUZZ_SECONDS:-10} s)" \
+        sh tests/fuzz/run.sh "$FUZZ_BIN" "${FUZZ_SECONDS:-10}" tests/fuzz/seeds
+[ -n "${FUZZ_RESPONSE_BIN:-}" ] &&
+    run "fuzz target for backend responses, with its oracle (${FUZZ_SECONDS:-10} s)" \
+        sh tests/fuzz/run.sh "$FUZZ_RESPONSE_BIN" "${FUZZ_SECONDS:-10}" tests/fuzz/seeds-response
 
 echo "== all suites"
 echo "$total_passed passed, $total_failed failed"

@@ -24,6 +24,7 @@
  * A reject names the first byte after which no continuation could be valid, except for the
  * body-length rules: those are decided once the header section's final CRLF is present and
  * name the start of the offending field line. No size limits (lines, fields) are applied.
+ * oracle_frame_response (at the end) applies the same rules to a backend's response(s).
  */
 #ifndef TYCHO_FUZZ_ORACLE_H
 #define TYCHO_FUZZ_ORACLE_H
@@ -356,35 +357,52 @@ static enum oracle_step oracle_chunked_body(struct oracle_cursor *c)
     }
 }
 
+/* How the body is framed once the header section is complete (RFC 9112 6.1, 6.3). */
+enum oracle_body { ORACLE_BODY_NONE, ORACLE_BODY_LENGTH, ORACLE_BODY_CHUNKED };
+
+/* Applies the body-length rules to a complete header section: ORACLE_BAD (c->bad = the start
+   of the offending field line) or ORACLE_OK with *body (the length is f->cl_value). */
+static enum oracle_step oracle_body_rules(struct oracle_cursor *c, const struct oracle_framing *f,
+                                          int http10, enum oracle_body *body)
+{
+    if (f->te_count > 0) {
+        if (http10) {
+            c->bad = f->te_first;
+            return ORACLE_BAD;
+        }
+        if (f->cl_count > 0) {
+            c->bad = f->te_first > f->cl_first ? f->te_first : f->cl_first;
+            return ORACLE_BAD;
+        }
+        if (f->te_invalid || f->te_elems != 1) {
+            c->bad = f->te_invalid ? f->te_bad_line : f->te_first;
+            return ORACLE_BAD;
+        }
+        *body = ORACLE_BODY_CHUNKED;
+        return ORACLE_OK;
+    }
+    if (f->cl_count > 1 || f->cl_invalid) {
+        c->bad = f->cl_count > 1 ? f->cl_second : f->cl_first;
+        return ORACLE_BAD;
+    }
+    *body = f->cl_count == 1 ? ORACLE_BODY_LENGTH : ORACLE_BODY_NONE;
+    return ORACLE_OK;
+}
+
 /* One request, from its first byte (leading empty lines already skipped). */
 static enum oracle_step oracle_request(struct oracle_cursor *c)
 {
     struct oracle_framing f;
+    enum oracle_body body;
     int http10 = 0;
 
     memset(&f, 0, sizeof f);
     ORACLE_TRY(oracle_request_line(c, &http10));
     ORACLE_TRY(oracle_field_section(c, &f));
-    if (f.te_count > 0) {
-        if (http10) {
-            c->bad = f.te_first;
-            return ORACLE_BAD;
-        }
-        if (f.cl_count > 0) {
-            c->bad = f.te_first > f.cl_first ? f.te_first : f.cl_first;
-            return ORACLE_BAD;
-        }
-        if (f.te_invalid || f.te_elems != 1) {
-            c->bad = f.te_invalid ? f.te_bad_line : f.te_first;
-            return ORACLE_BAD;
-        }
+    ORACLE_TRY(oracle_body_rules(c, &f, http10, &body));
+    if (body == ORACLE_BODY_CHUNKED)
         return oracle_chunked_body(c);
-    }
-    if (f.cl_count > 1 || f.cl_invalid) {
-        c->bad = f.cl_count > 1 ? f.cl_second : f.cl_first;
-        return ORACLE_BAD;
-    }
-    if (f.cl_count == 1) {
+    if (body == ORACLE_BODY_LENGTH) {
         if (f.cl_value > c->len - c->pos)
             return ORACLE_MORE;
         c->pos += (size_t)f.cl_value;
@@ -425,6 +443,106 @@ static enum oracle_verdict oracle_frame(const unsigned char *data, size_t len, s
         return ORACLE_REJECT;
     }
     return ORACLE_END;
+}
+
+/*
+ * Response framing, for the bytes a backend sends back for ONE request (RFC 9112 4, 6.3):
+ *   exchange       = *interim final                   ; no empty lines before a status line
+ *   interim        = status-line *( field-line CRLF ) CRLF   ; 1xx except 101: never a body
+ *   status-line    = "HTTP/1." DIGIT SP status-code [ SP reason-phrase ] CRLF
+ *   status-code    = %x31-35 2DIGIT                   ; 100..599; 101 is a reject
+ *   reason-phrase  = *( HTAB / SP / %x21-7E / %x80-FF )
+ * The final response's body: none after HEAD or for 204 / 304 (framing fields are ignored);
+ * else the request's body-length rules (chunked, or one Content-Length); else the body runs to
+ * the end of the connection. Interim responses' framing fields are ignored.
+ */
+enum oracle_response {
+    ORACLE_RES_INCOMPLETE,
+    ORACLE_RES_COMPLETE,
+    ORACLE_RES_EOF_BODY,
+    ORACLE_RES_REJECT
+};
+
+/* status-line; *code gets the status code, *http10 whether the version is exactly HTTP/1.0.
+   101 is rejected at its last digit; a code outside 100..599 at its first digit. */
+static enum oracle_step oracle_status_line(struct oracle_cursor *c, int *code, int *http10)
+{
+    static const char name[] = "HTTP/1.";
+
+    for (size_t i = 0; i < sizeof name - 1; i++)
+        ORACLE_TRY(oracle_expect(c, (unsigned char)name[i]));
+    ORACLE_TRY(oracle_range(c, '0', '9'));
+    *http10 = c->d[c->pos - 1] == '0';
+    ORACLE_TRY(oracle_expect(c, ' '));
+    ORACLE_TRY(oracle_range(c, '1', '5'));
+    ORACLE_TRY(oracle_range(c, '0', '9'));
+    ORACLE_TRY(oracle_range(c, '0', '9'));
+    *code = (c->d[c->pos - 3] - '0') * 100 + (c->d[c->pos - 2] - '0') * 10 +
+            (c->d[c->pos - 1] - '0');
+    if (*code == 101)
+        return c->pos--, oracle_fail(c);
+    if (c->pos < c->len && c->d[c->pos] == ' ') {
+        c->pos++;
+        while (c->pos < c->len && oracle_is_field_byte(c->d[c->pos]))
+            c->pos++;
+    }
+    return oracle_crlf(c);
+}
+
+/* Walks data[0..len) as the response(s) to ONE request (head_request: the request was HEAD).
+   Interim 1xx responses (100..199 except 101) are skipped: another response follows them.
+   COMPLETE: the final response ends at *end (bytes after it are not its). EOF_BODY: the final
+   response's body runs to the end of the connection (no length). INCOMPLETE: the data ran out
+   in a response that could still become valid. REJECT: a byte or a header makes it invalid
+   (*end gets the offending offset when known, else the start of the offending response).
+   Also: on EOF_BODY *end is where the body starts (the end of the head); on INCOMPLETE it is the
+   start of the response still in progress (len when the data ends right after an interim). A
+   body-length reject names the start of the offending field line, as oracle_frame does. */
+static enum oracle_response oracle_frame_response(const unsigned char *data, size_t len,
+                                                  int head_request, size_t *end)
+{
+    struct oracle_cursor c = { data, len, 0, 0 };
+
+    for (;;) {
+        struct oracle_framing f;
+        enum oracle_body body = ORACLE_BODY_NONE;
+        enum oracle_step s;
+        size_t start = c.pos;
+        int code = 0, http10 = 0;
+
+        memset(&f, 0, sizeof f);
+        s = oracle_status_line(&c, &code, &http10);
+        if (s == ORACLE_OK)
+            s = oracle_field_section(&c, &f);
+        if (s == ORACLE_OK && code < 200)
+            continue; /* interim: the next response starts right after its head */
+        if (s == ORACLE_OK && (head_request || code == 204 || code == 304)) {
+            *end = c.pos;
+            return ORACLE_RES_COMPLETE;
+        }
+        if (s == ORACLE_OK)
+            s = oracle_body_rules(&c, &f, http10, &body);
+        if (s == ORACLE_OK && body == ORACLE_BODY_NONE) {
+            *end = c.pos;
+            return ORACLE_RES_EOF_BODY;
+        }
+        if (s == ORACLE_OK && body == ORACLE_BODY_CHUNKED)
+            s = oracle_chunked_body(&c);
+        else if (s == ORACLE_OK && f.cl_value > c.len - c.pos)
+            s = ORACLE_MORE;
+        else if (s == ORACLE_OK)
+            c.pos += (size_t)f.cl_value;
+        if (s == ORACLE_MORE) {
+            *end = start;
+            return ORACLE_RES_INCOMPLETE;
+        }
+        if (s == ORACLE_BAD) {
+            *end = c.bad;
+            return ORACLE_RES_REJECT;
+        }
+        *end = c.pos;
+        return ORACLE_RES_COMPLETE;
+    }
 }
 
 #endif

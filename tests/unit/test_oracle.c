@@ -8,7 +8,9 @@
  * conflicts), chunked bodies (sizes, extensions, quoted strings, trailers) and pipelining. For
  * every case, every shorter prefix up to the offending byte must be ORACLE_END (incomplete is
  * not a reject), and for syntax errors the prefix through the offending byte must already be
- * the same reject. Ends with the harness line `N passed, M failed`.
+ * the same reject. A second table does the same for oracle_frame_response (a backend's
+ * response(s) to one request: status line, interim 1xx, HEAD / 204 / 304, body to EOF).
+ * Ends with the harness line `N passed, M failed`.
  */
 #include <stdio.h>
 #include <string.h>
@@ -274,9 +276,192 @@ static void test_api_edges(void)
            "NULL bad_at: REJECT");
 }
 
+/* Responses to one request (oracle_frame_response). */
+#define OK200 "HTTP/1.1 200 OK\r\n"
+#define RCL5 OK200 "Content-Length: 5\r\n\r\nhello"
+#define RCHUNKED OK200 TEC "\r\n5;a=b ; c=\"d e\"\r\nhello\r\n0;z\r\nX-T: 1\r\nY:\r\n\r\n"
+#define R100 "HTTP/1.1 100 Continue\r\n\r\n"
+#define R103 "HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"
+#define RTE_ODD OK200 "Transfer-Encoding: , CHUNKED ,\r\n\r\n0\r\n\r\n"
+#define RREASON "HTTP/1.1 200 O\tK \xc3\xa9\r\nContent-Length: 0\r\n\r\n"
+#define R204 "HTTP/1.1 204 No Content\r\n\r\n"
+
+enum {
+    INCOMPLETE = ORACLE_RES_INCOMPLETE,
+    COMPLETE = ORACLE_RES_COMPLETE,
+    EOF_BODY = ORACLE_RES_EOF_BODY,
+    RREJECT = ORACLE_RES_REJECT
+};
+
+struct rcase {
+    const char *name;
+    const char *data;
+    size_t len;
+    int head;    /* the request was HEAD */
+    int verdict;
+    size_t end;  /* *end: see oracle_frame_response */
+    size_t hend; /* a body-length reject: the end of the head, where it is decided; else 0 */
+};
+
+static const struct rcase rcases[] = {
+    /* Final responses with a length. */
+    { "CL body", S(RCL5), 0, COMPLETE, L(RCL5), 0 },
+    { "CL body, bytes after it", S(RCL5 "XYZ"), 0, COMPLETE, L(RCL5), 0 },
+    { "CL 0", S(OK200 "Content-Length: 0\r\n\r\n"), 0, COMPLETE,
+      L(OK200 "Content-Length: 0\r\n\r\n"), 0 },
+    { "CL OWS, any case, body of any bytes", S(OK200 "content-length:\t 3 \r\n\r\n\r\n\0"), 0,
+      COMPLETE, L(OK200 "content-length:\t 3 \r\n\r\n\r\n\0"), 0 },
+    { "chunked, extensions, trailers", S(RCHUNKED "HTTP"), 0, COMPLETE, L(RCHUNKED), 0 },
+    { "TE CHUNKED, OWS, empty elements", S(RTE_ODD), 0, COMPLETE, L(RTE_ODD), 0 },
+    { "HTTP/1.9, 599, no reason", S("HTTP/1.9 599\r\nContent-Length: 0\r\n\r\n"), 0, COMPLETE,
+      L("HTTP/1.9 599\r\nContent-Length: 0\r\n\r\n"), 0 },
+    { "SP then empty reason", S("HTTP/1.1 200 \r\nContent-Length: 0\r\n\r\n"), 0, COMPLETE,
+      L("HTTP/1.1 200 \r\nContent-Length: 0\r\n\r\n"), 0 },
+    { "reason with HTAB, SP, obs-text", S(RREASON), 0, COMPLETE, L(RREASON), 0 },
+    /* Interim responses. */
+    { "100 then 200", S(R100 RCL5), 0, COMPLETE, L(R100 RCL5), 0 },
+    { "100, 103 then 204", S(R100 R103 R204 "junk"), 0, COMPLETE, L(R100 R103 R204), 0 },
+    { "1xx framing fields ignored", S("HTTP/1.1 199\r\nContent-Length: 9\r\n" TEC "\r\n" RCL5), 0,
+      COMPLETE, L("HTTP/1.1 199\r\nContent-Length: 9\r\n" TEC "\r\n" RCL5), 0 },
+    { "1xx on HEAD, then the head", S(R100 OK200 "Content-Length: 5\r\n\r\n"), 1, COMPLETE,
+      L(R100 OK200 "Content-Length: 5\r\n\r\n"), 0 },
+    /* No body whatever the fields say. */
+    { "HEAD with CL", S(OK200 "Content-Length: 5\r\n\r\nhello"), 1, COMPLETE,
+      L(OK200 "Content-Length: 5\r\n\r\n"), 0 },
+    { "HEAD with TE + CL", S(OK200 TEC "Content-Length: x\r\n\r\n"), 1, COMPLETE,
+      L(OK200 TEC "Content-Length: x\r\n\r\n"), 0 },
+    { "304 with CL", S("HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\n\r\n"), 0, COMPLETE,
+      L("HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\n\r\n"), 0 },
+    { "204 with TE chunked", S("HTTP/1.1 204\r\n" TEC "\r\n0\r\n\r\n"), 0, COMPLETE,
+      L("HTTP/1.1 204\r\n" TEC "\r\n"), 0 },
+    /* Body to the end of the connection. */
+    { "EOF body", S(OK200 "Server: x\r\n\r\nabc"), 0, EOF_BODY, L(OK200 "Server: x\r\n\r\n"), 0 },
+    { "EOF body, HTTP/1.0, nothing yet", S("HTTP/1.0 404 Nope\r\n\r\n"), 0, EOF_BODY,
+      L("HTTP/1.0 404 Nope\r\n\r\n"), 0 },
+    { "EOF body after 100", S(R100 "HTTP/1.1 500 E\r\n\r\n"), 0, EOF_BODY,
+      L(R100 "HTTP/1.1 500 E\r\n\r\n"), 0 },
+    /* Incomplete. */
+    { "empty", S(""), 0, INCOMPLETE, 0, 0 },
+    { "partial status line", S("HTTP/1.1 20"), 0, INCOMPLETE, 0, 0 },
+    { "status line CR", S("HTTP/1.1 200 OK\r"), 0, INCOMPLETE, 0, 0 },
+    { "partial head", S(OK200 "Content-Length: 5\r\n"), 0, INCOMPLETE, 0, 0 },
+    { "partial CL body", S(OK200 "Content-Length: 5\r\n\r\nhell"), 0, INCOMPLETE, 0, 0 },
+    { "CL 2^53 accepted", S(OK200 "Content-Length: 9007199254740992\r\n\r\nx"), 0, INCOMPLETE,
+      0, 0 },
+    { "chunked without the final CRLF", S(OK200 TEC "\r\n0\r\nX: 1\r\n"), 0, INCOMPLETE, 0, 0 },
+    { "only a 100", S(R100), 0, INCOMPLETE, L(R100), 0 },
+    { "100 then a partial 200", S(R100 "HTTP/1.1 2"), 0, INCOMPLETE, L(R100), 0 },
+    /* Status line. */
+    { "leading CRLF", S("\r\n" RCL5), 0, RREJECT, 0, 0 },
+    { "leading LF", S("\n" RCL5), 0, RREJECT, 0, 0 },
+    { "101", S("HTTP/1.1 101 Switching Protocols\r\n\r\n"), 0, RREJECT, L("HTTP/1.1 10"), 0 },
+    { "100 then 101", S(R100 "HTTP/1.1 101\r\n\r\n"), 0, RREJECT, L(R100 "HTTP/1.1 10"), 0 },
+    { "099", S("HTTP/1.1 099 X\r\n\r\n"), 0, RREJECT, L("HTTP/1.1 "), 0 },
+    { "600", S("HTTP/1.1 600 X\r\n\r\n"), 0, RREJECT, L("HTTP/1.1 "), 0 },
+    { "HTTP/2.0", S("HTTP/2.0 200 OK\r\n\r\n"), 0, RREJECT, L("HTTP/"), 0 },
+    { "HTTP/1.10", S("HTTP/1.10 200 OK\r\n\r\n"), 0, RREJECT, L("HTTP/1.1"), 0 },
+    { "lower-case http", S("http/1.1 200 OK\r\n\r\n"), 0, RREJECT, 0, 0 },
+    { "two spaces before the code", S("HTTP/1.1  200 OK\r\n\r\n"), 0, RREJECT, L("HTTP/1.1 "),
+      0 },
+    { "code 20", S("HTTP/1.1 20\r\n\r\n"), 0, RREJECT, L("HTTP/1.1 20"), 0 },
+    { "code 20 then SP", S("HTTP/1.1 20 OK\r\n\r\n"), 0, RREJECT, L("HTTP/1.1 20"), 0 },
+    { "code 0200", S("HTTP/1.1 0200 OK\r\n\r\n"), 0, RREJECT, L("HTTP/1.1 "), 0 },
+    { "code 2000", S("HTTP/1.1 2000 OK\r\n\r\n"), 0, RREJECT, L("HTTP/1.1 200"), 0 },
+    { "control byte in the reason", S("HTTP/1.1 200 O\x01K\r\n\r\n"), 0, RREJECT,
+      L("HTTP/1.1 200 O"), 0 },
+    { "DEL in the reason", S("HTTP/1.1 200 \x7f\r\n\r\n"), 0, RREJECT, L("HTTP/1.1 200 "), 0 },
+    { "bare LF after the status line", S("HTTP/1.1 200 OK\n\r\n"), 0, RREJECT,
+      L("HTTP/1.1 200 OK"), 0 },
+    { "bare LF after the code", S("HTTP/1.1 200\n\r\n"), 0, RREJECT, L("HTTP/1.1 200"), 0 },
+    { "CR X after the status line", S("HTTP/1.1 200 OK\rX\n\r\n"), 0, RREJECT,
+      L("HTTP/1.1 200 OK\r"), 0 },
+    /* Field lines. */
+    { "obs-fold", S(OK200 "A: b\r\n c\r\n\r\n"), 0, RREJECT, L(OK200 "A: b\r\n"), 0 },
+    { "space before the colon", S(OK200 "A : b\r\n\r\n"), 0, RREJECT, L(OK200 "A"), 0 },
+    { "bare LF ends the head", S(OK200 "A: b\r\n\n"), 0, RREJECT, L(OK200 "A: b\r\n"), 0 },
+    { "bad field in a 100", S("HTTP/1.1 100\r\nA\r\n\r\n" RCL5), 0, RREJECT,
+      L("HTTP/1.1 100\r\nA"), 0 },
+    /* Body length (decided once the head is complete). */
+    { "TE + CL", S(OK200 TEC "Content-Length: 5\r\n\r\n"), 0, RREJECT, L(OK200 TEC),
+      L(OK200 TEC "Content-Length: 5\r\n\r\n") },
+    { "CL + TE", S(OK200 "Content-Length: 5\r\n" TEC "\r\n"), 0, RREJECT,
+      L(OK200 "Content-Length: 5\r\n"), L(OK200 "Content-Length: 5\r\n" TEC "\r\n") },
+    { "TE on HTTP/1.0", S("HTTP/1.0 200 OK\r\n" TEC "\r\n0\r\n\r\n"), 0, RREJECT,
+      L("HTTP/1.0 200 OK\r\n"), L("HTTP/1.0 200 OK\r\n" TEC "\r\n") },
+    { "TE chunked, gzip", S(OK200 "Transfer-Encoding: chunked, gzip\r\n\r\n"), 0, RREJECT,
+      L(OK200), L(OK200 "Transfer-Encoding: chunked, gzip\r\n\r\n") },
+    { "TE gzip, chunked", S(OK200 "Transfer-Encoding: gzip, chunked\r\n\r\n"), 0, RREJECT,
+      L(OK200), L(OK200 "Transfer-Encoding: gzip, chunked\r\n\r\n") },
+    { "two TE fields chunked", S(OK200 TEC TEC "\r\n0\r\n\r\n"), 0, RREJECT, L(OK200 TEC),
+      L(OK200 TEC TEC "\r\n") },
+    { "TE gzip alone", S(OK200 "Transfer-Encoding: gzip\r\n\r\nabc"), 0, RREJECT, L(OK200),
+      L(OK200 "Transfer-Encoding: gzip\r\n\r\n") },
+    { "two CL fields", S(OK200 "Content-Length: 5\r\nContent-Length: 5\r\n\r\nhello"), 0, RREJECT,
+      L(OK200 "Content-Length: 5\r\n"), L(OK200 "Content-Length: 5\r\nContent-Length: 5\r\n\r\n") },
+    { "CL not digits", S(OK200 "Content-Length: +5\r\n\r\nhello"), 0, RREJECT, L(OK200),
+      L(OK200 "Content-Length: +5\r\n\r\n") },
+    { "CL over 2^53", S(OK200 "Content-Length: 9007199254740993\r\n\r\n"), 0, RREJECT, L(OK200),
+      L(OK200 "Content-Length: 9007199254740993\r\n\r\n") },
+    /* Chunked syntax. */
+    { "chunk data then XX", S(OK200 TEC "\r\n5\r\nhelloXX"), 0, RREJECT,
+      L(OK200 TEC "\r\n5\r\nhello"), 0 },
+    { "chunk size not hex", S(OK200 TEC "\r\nz\r\n"), 0, RREJECT, L(OK200 TEC "\r\n"), 0 },
+    { "trailer bare LF", S(OK200 TEC "\r\n0\r\nT: 1\n\r\n"), 0, RREJECT,
+      L(OK200 TEC "\r\n0\r\nT: 1"), 0 },
+};
+
+/* Every prefix before the point of decision is INCOMPLETE: before the end (COMPLETE,
+   EOF_BODY), through the offending byte (a syntax reject) or before the end of the head (a
+   body-length reject). The prefix that adds the offending byte (or completes the head) is
+   already the same reject, and a COMPLETE or EOF_BODY prefix of exactly end bytes is the same. */
+static int rprefixes_ok(const struct rcase *t)
+{
+    const unsigned char *d = (const unsigned char *)t->data;
+    size_t limit, e = 0;
+    enum oracle_response v;
+
+    if (t->verdict == INCOMPLETE)
+        limit = t->len;
+    else if (t->verdict == RREJECT)
+        limit = t->hend ? t->hend : t->end + 1;
+    else
+        limit = t->end;
+    for (size_t k = 0; k < limit; k++)
+        if ((v = oracle_frame_response(d, k, t->head, &e)) != ORACLE_RES_INCOMPLETE) {
+            printf("     prefix of %zu bytes: %d, not INCOMPLETE\n", k, (int)v);
+            return 0;
+        }
+    if (t->verdict != INCOMPLETE &&
+        ((int)(v = oracle_frame_response(d, limit, t->head, &e)) != t->verdict || e != t->end)) {
+        printf("     prefix of %zu bytes: %d at %zu\n", limit, (int)v, e);
+        return 0;
+    }
+    return 1;
+}
+
+static void test_responses(void)
+{
+    char what[160];
+
+    for (size_t i = 0; i < sizeof rcases / sizeof rcases[0]; i++) {
+        const struct rcase *t = &rcases[i];
+        size_t end = 99999;
+        enum oracle_response v;
+
+        v = oracle_frame_response((const unsigned char *)t->data, t->len, t->head, &end);
+        snprintf(what, sizeof what, "response %s: verdict", t->name);
+        is_int(v, t->verdict, what);
+        snprintf(what, sizeof what, "response %s: end", t->name);
+        is_int(end, t->end, what);
+        snprintf(what, sizeof what, "response %s: prefixes", t->name);
+        ok(rprefixes_ok(t), what);
+    }
+}
+
 int main(void)
 {
     test_table();
     test_api_edges();
+    test_responses();
     return test_summary();
 }
