@@ -33,8 +33,9 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
+/* Bounds on what is kept of a head; past them the exchange fails (never truncated). */
 #define MAX_FIELDS 64
-#define MAX_FIELD_BYTES 256
+#define MAX_FIELD_BYTES 1024
 
 /* One exchange, as a client sees it. */
 struct exchange {
@@ -42,19 +43,21 @@ struct exchange {
     struct tycho_framing framing;
     bool head;                              /* the request was HEAD */
     bool complete;                          /* the final response ended */
-    char names[MAX_FIELDS][MAX_FIELD_BYTES]; /* field names, cut at the bound */
+    char names[MAX_FIELDS][MAX_FIELD_BYTES]; /* field names */
     char values[MAX_FIELDS][MAX_FIELD_BYTES];
     size_t name_len[MAX_FIELDS], value_len[MAX_FIELDS];
     size_t nfields;
     bool in_value;
 };
 
-static void add(char *dst, size_t *len, const char *at, size_t n)
+/* Appends a piece of a field; -1 past the bound (the call fails, as at upstream.c's bound). */
+static int add(char *dst, size_t *len, const char *at, size_t n)
 {
-    size_t room = MAX_FIELD_BYTES - *len;
-
-    memcpy(dst + *len, at, n < room ? n : room);
-    *len += n < room ? n : room;
+    if (n > MAX_FIELD_BYTES - *len)
+        return -1;
+    memcpy(dst + *len, at, n);
+    *len += n;
+    return 0;
 }
 
 static int on_header_field(http_parser *p, const char *at, size_t n)
@@ -68,8 +71,7 @@ static int on_header_field(http_parser *p, const char *at, size_t n)
         x->name_len[x->nfields - 1] = x->value_len[x->nfields - 1] = 0;
         x->in_value = false;
     }
-    add(x->names[x->nfields - 1], &x->name_len[x->nfields - 1], at, n);
-    return 0;
+    return add(x->names[x->nfields - 1], &x->name_len[x->nfields - 1], at, n);
 }
 
 static int on_header_value(http_parser *p, const char *at, size_t n)
@@ -77,8 +79,7 @@ static int on_header_value(http_parser *p, const char *at, size_t n)
     struct exchange *x = p->data;
 
     x->in_value = true;
-    add(x->values[x->nfields - 1], &x->value_len[x->nfields - 1], at, n);
-    return 0;
+    return add(x->values[x->nfields - 1], &x->value_len[x->nfields - 1], at, n);
 }
 
 static int on_headers_complete(http_parser *p)
