@@ -8,8 +8,9 @@
  * whatever they are, accepts "HTTX/1.1" and tabs in the target. Any build
  * also accepts bare LF line ends, several spaces in the request line and
  * anything up to the CR in a chunk extension. Where two parties frame the
- * same bytes differently, a request or response can be smuggled. So every byte of a head and of chunked framing is
- * first checked here, and only bytes that passed are given to the parser: a
+ * same bytes differently, a request or response can be smuggled. So every
+ * byte of a head and of chunked framing is first checked here, and only
+ * bytes that passed are given to the parser: a
  * head's grammar (start line, field lines, CRLF line ends, no folding) and a
  * chunked body's (chunk-size, extensions, CRLF after the data, last chunk,
  * trailers). What the parser checks itself (methods, Content-Length digits,

@@ -644,8 +644,8 @@ static void test_smuggling(int port)
          "POST /echo HTTP/1.0\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n"
          "5\r\nhello\r\n0\r\n\r\n" NEXT_REQ,
          400},
-        {"Host with a space and a slash", "GET /hello HTTP/1.1\r\nHost: bad host/x\r\n\r\n" NEXT_REQ,
-         400},
+        {"Host with a space and a slash",
+         "GET /hello HTTP/1.1\r\nHost: bad host/x\r\n\r\n" NEXT_REQ, 400},
         {"HTTX/1.1", "GET /hello HTTX/1.1\r\nHost: t\r\n\r\n" NEXT_REQ, 400},
         {"HTT\\xb3/1.1", "GET /hello HTT\xb3/1.1\r\nHost: t\r\n\r\n" NEXT_REQ, 400},
         {"bare LF line ends", "GET /hello HTTP/1.1\nHost: t\n\n" NEXT_REQ, 400},

@@ -129,7 +129,8 @@ static void send_known_sequence(int port)
     memcpy(big, "GET / HTTP/1.1\r\nHost: t\r\nX-Big: ", 32);
     memcpy(big + sizeof big - 5, "\r\n\r\n", 5);
     is_int(raw_status(port, big), 431, "a 20 KB head: 431");
-    is_int(raw_status(port, "POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"),
+    is_int(raw_status(port,
+                      "POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"),
            501, "a transfer coding other than chunked: 501");
     is_int(raw_status(port, "GET / HTTP/1.1\r\nHost: t\r\nContent-Length: 99999999\r\n\r\n"),
            413, "a body over --max-body: 413");

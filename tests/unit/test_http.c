@@ -326,7 +326,8 @@ static const struct parse_case good[] = {
     {"obs-text in a header value", "GET / HTTP/1.1\r\nHost: a\r\nX-U: caf\xc3\xa9\r\n\r\n",
      "GET / q=- v1.1 ka1 hd0 ec0 |Host:a |X-U:caf\xc3\xa9 body=\n"},
     {"extra CRLF after a body, before the next request",
-     "POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\nx\r\nGET /b HTTP/1.1\r\nHost: a\r\n\r\n",
+     "POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\nx\r\n"
+     "GET /b HTTP/1.1\r\nHost: a\r\n\r\n",
      "POST /a q=- v1.1 ka1 hd0 ec0 |Host:a |Content-Length:1 body=x\n"
      "GET /b q=- v1.1 ka1 hd0 ec0 |Host:a body=\n"},
 };
@@ -538,7 +539,8 @@ static const struct smuggle_case smuggle[] = {
      "ERROR 400\n", "hello"},
     {"CONNECT in authority-form", "CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n" NEXT,
      "ERROR 400\n", NEXT},
-    {"a good request, then CR X", "GET /ok HTTP/1.1\r\nHost: a\r\n\r\nGET /b HTTP/1.1\r\nHost: a\r\n\rX" NEXT,
+    {"a good request, then CR X",
+     "GET /ok HTTP/1.1\r\nHost: a\r\n\r\nGET /b HTTP/1.1\r\nHost: a\r\n\rX" NEXT,
      "GET /ok q=- v1.1 ka1 hd0 ec0 |Host:a body=\nERROR 400\n", "X" NEXT},
 };
 
