@@ -35,9 +35,11 @@ PKG_LIBS = $(shell pkg-config --libs luajit libevent) -lhttp_parser -lpthread -l
 CFLAGS_ALL = $(OPT) $(SAN) $(WARN) -MMD -MP -I$(BUILD) -Iserver $(PKG_CFLAGS) $(CFLAGS)
 LDFLAGS_ALL = $(SAN) $(LDFLAGS)
 
-SRCS := $(wildcard server/*.c)
+# server/ has one folder per layer, lowest first (server/layers says which may use which).
+LAYERS := core http net lua top
+SRCS := $(wildcard $(LAYERS:%=server/%/*.c))
 OBJS := $(SRCS:server/%.c=$(BUILD)/%.o)
-LIB_OBJS := $(filter-out $(BUILD)/main.o,$(OBJS))
+LAYER_LIBS := $(LAYERS:%=$(BUILD)/lib%.a)
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/unit/%)
 INTEGRATION_SRCS := $(wildcard tests/integration/test_*.c)
@@ -46,9 +48,10 @@ TYCHO := $(if $(filter obj,$(BUILD)),tycho,$(BUILD)/tycho)
 # The fuzz target (see `fuzz` below), built by clang whatever BUILD is.
 FUZZ_SECONDS ?= 60
 FUZZ_SMOKE_SECONDS ?= 10
-FUZZ_SRCS := tests/fuzz/fuzz_request.c server/http.c server/framing.c server/arena.c server/buf.c
+FUZZ_SRCS := tests/fuzz/fuzz_request.c server/http/http.c server/http/framing.c server/core/arena.c \
+  server/core/buf.c
 FUZZ_BIN := obj-fuzz/fuzz_request
-FUZZ_RESPONSE_SRCS := tests/fuzz/fuzz_response.c server/framing.c
+FUZZ_RESPONSE_SRCS := tests/fuzz/fuzz_response.c server/http/framing.c
 FUZZ_RESPONSE_BIN := obj-fuzz/fuzz_response
 FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined \
   -fno-sanitize-recover=undefined -Iserver
@@ -82,13 +85,28 @@ $(TYCHO): $(OBJS)
 	$(CC) $(LDFLAGS_ALL) -o $@ $(OBJS) $(PKG_LIBS)
 
 $(BUILD)/%.o: server/%.c | $(BUILD)/prelude_lua.h $(BUILD)/testing_lua.h
+	@mkdir -p $(@D)
 	$(CC) $(CFLAGS_ALL) -c -o $@ $<
 
-# The Lua halves (prelude.lua: the request path; testing.lua: `tycho test`),
-# compiled into the binary as C strings: server/X.lua -> X_lua.h: tycho_X_lua[].
+# One static library per layer: a unit test links its own module's objects and the layers
+# below as archives, so a call into a higher layer (or a sibling it did not name) fails to link.
+define layer_lib
+$(BUILD)/lib$(1).a: $(filter $(BUILD)/$(1)/%,$(OBJS))
+	rm -f $$@ && ar rcs $$@ $$^
+endef
+$(foreach l,$(LAYERS),$(eval $(call layer_lib,$(l))))
+BELOW_core :=
+BELOW_http := core
+BELOW_net := http core
+BELOW_lua := net http core
+BELOW_top := lua net http core
+
+# The Lua halves (lua/prelude.lua: the request path; top/testing.lua: `tycho test`),
+# compiled into the binary as C strings: X.lua -> X_lua.h: tycho_X_lua[].
 LUA_HEADERS := $(BUILD)/prelude_lua.h $(BUILD)/testing_lua.h
 .SECONDARY: $(LUA_HEADERS)   # made by a pattern rule, but kept: objects depend on them
-$(BUILD)/%_lua.h: server/%.lua | $(BUILD)
+vpath %.lua server/lua server/top
+$(BUILD)/%_lua.h: %.lua | $(BUILD)
 	{ echo 'static const char tycho_$*_lua[] ='; \
 	  sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/^/    "/' -e 's/$$/\\n"/' $<; \
 	  echo ';'; } > $@
@@ -96,9 +114,22 @@ $(BUILD)/%_lua.h: server/%.lua | $(BUILD)
 $(BUILD):
 	mkdir -p $@
 
-$(BUILD)/unit/test_%: tests/unit/test_%.c $(LIB_OBJS) tests/harness.h
+# What each unit test links: its module's objects (LAYER/NAME), then the layers below.
+UNIT_MODULE_test_arena := core/arena
+UNIT_MODULE_test_buf := core/buf
+UNIT_MODULE_test_mq := core/mq
+UNIT_MODULE_test_pool := core/pool
+UNIT_MODULE_test_router := http/router
+UNIT_MODULE_test_http := http/http http/framing
+UNIT_MODULE_test_oracle :=
+unit_objs = $(UNIT_MODULE_$(1):%=$(BUILD)/%.o)
+unit_libs = $(foreach l,$(BELOW_$(firstword $(subst /, ,$(UNIT_MODULE_$(1))))),$(BUILD)/lib$(l).a)
+.SECONDEXPANSION:
+$(BUILD)/unit/test_%: tests/unit/test_%.c $$(call unit_objs,test_$$*) $$(call unit_libs,test_$$*) \
+                      tests/harness.h
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS_ALL) -Itests $(LDFLAGS_ALL) -o $@ $< $(LIB_OBJS) $(PKG_LIBS)
+	$(CC) $(CFLAGS_ALL) -Itests $(LDFLAGS_ALL) -o $@ $< $(call unit_objs,test_$*) \
+	  $(call unit_libs,test_$*) $(PKG_LIBS)
 
 $(BUILD)/integration/test_%: tests/integration/test_%.c tests/harness.h tests/integration/support.h tests/integration/client.h tests/integration/backend.h
 	@mkdir -p $(@D)
@@ -114,7 +145,8 @@ test:
 
 # Every suite runs even if an earlier one failed; the last line totals them all.
 check: $(TYCHO) $(UNIT_BINS) $(INTEGRATION_BINS) $(FUZZ_BIN) $(FUZZ_RESPONSE_BIN)
-	@FUZZ_BIN=$(FUZZ_BIN) FUZZ_RESPONSE_BIN=$(FUZZ_RESPONSE_BIN) FUZZ_SECONDS=$(FUZZ_SMOKE_SECONDS) \
+	@OBJ_DIR=$(BUILD) FUZZ_BIN=$(FUZZ_BIN) FUZZ_RESPONSE_BIN=$(FUZZ_RESPONSE_BIN) \
+	  FUZZ_SECONDS=$(FUZZ_SMOKE_SECONDS) \
 	  sh tests/run_all.sh ./$(TYCHO) $(UNIT_BINS) -- $(INTEGRATION_BINS)
 
 unit: $(UNIT_BINS)
@@ -177,11 +209,11 @@ clean:
 # (tests/fuzz/oracle.h), and the backend-response target (fuzz_response.c). `make fuzz` runs
 # each for FUZZ_SECONDS over its seeds and a corpus kept in obj-fuzz/; `make test` runs each
 # for FUZZ_SMOKE_SECONDS (tests/fuzz/run.sh).
-$(FUZZ_BIN): $(FUZZ_SRCS) tests/fuzz/oracle.h $(wildcard server/*.h)
+$(FUZZ_BIN): $(FUZZ_SRCS) tests/fuzz/oracle.h $(wildcard server/*/*.h)
 	@mkdir -p $(@D)
 	clang $(FUZZ_CFLAGS) -o $@ $(FUZZ_SRCS) -lhttp_parser
 
-$(FUZZ_RESPONSE_BIN): $(FUZZ_RESPONSE_SRCS) tests/fuzz/oracle.h $(wildcard server/*.h)
+$(FUZZ_RESPONSE_BIN): $(FUZZ_RESPONSE_SRCS) tests/fuzz/oracle.h $(wildcard server/*/*.h)
 	@mkdir -p $(@D)
 	clang $(FUZZ_CFLAGS) -o $@ $(FUZZ_RESPONSE_SRCS) -lhttp_parser
 

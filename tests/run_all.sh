@@ -2,7 +2,8 @@
 # tests/run_all.sh TYCHO UNIT_BINS... -- INTEGRATION_BINS...
 # Runs every suite (all of them, even after a failure), then prints the total
 # of their summary lines as the last line: `N passed, M failed`.
-# FUZZ_BIN, FUZZ_RESPONSE_BIN (and FUZZ_SECONDS) in the environment: the fuzz targets run too.
+# FUZZ_BIN, FUZZ_RESPONSE_BIN (and FUZZ_SECONDS) in the environment: the fuzz targets run too;
+# OBJ_DIR: the layering check (tests/layers.sh) runs over the objects there.
 # Exit status 0 only if every suite passed.
 tycho=$1
 shift
@@ -48,6 +49,8 @@ for bin in "$@"; do
         run "$bin" "$bin" "$tycho" tests/integration/app
     fi
 done
+[ -n "${OBJ_DIR:-}" ] &&
+    run "layers: server/layers over the objects in $OBJ_DIR, no cycle" sh tests/layers.sh "$OBJ_DIR"
 run "example app (tycho --request)" sh tests/lua/run.sh "$tycho" scripts
 run "example app's tests (tycho test scripts)" "$tycho" test scripts
 run "tycho test and tycho new" sh tests/lua/test_runner.sh "$tycho"

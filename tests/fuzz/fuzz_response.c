@@ -28,7 +28,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "framing.h"
+#include "http/framing.h"
 #include "oracle.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

@@ -12,8 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "arena.h"
-#include "config.h"
+#include "core/arena.h"
+#include "core/status.h"
 #include "harness.h"
 
 /* How many blocks were added since the last reset (walks the opaque list by its first field). */

@@ -10,8 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "buf.h"
-#include "config.h"
+#include "core/buf.h"
+#include "core/status.h"
 #include "harness.h"
 
 /* Whether the readable bytes of b are exactly s. */

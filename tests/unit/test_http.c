@@ -18,9 +18,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "config.h"
+#include "core/config.h"
 #include "harness.h"
-#include "http.h"
+#include "http/http.h"
 
 #define MAX_HEADER_BYTES 2048
 #define MAX_BODY_BYTES 1024
@@ -703,7 +703,7 @@ static void test_req_context(void)
 
     session_start(&s);
     is_int(s.r->status, 200, "fresh context: status 200");
-    ok(s.r->_task == NULL, "fresh context: no task");
+    ok(s.r->app == NULL, "fresh context: no application state");
     ok(s.r->arena.first != NULL, "fresh context: arena ready");
     n = tycho_http_parse(&s.h, s.r, raw, strlen(raw));
     is_int(n, strlen(raw), "whole request consumed");
@@ -721,7 +721,7 @@ static void test_req_context(void)
     is_int(s.r->status, 200, "reset: status 200");
     is_int(s.r->nheaders, 0, "reset: no headers");
     ok(s.r->url == NULL && s.r->body == NULL, "reset: no url, no body");
-    ok(s.r->_task == NULL, "reset: no task");
+    ok(s.r->app == NULL, "reset: no application state");
     ok(s.r->arena.first != NULL && s.r->arena.used == 0, "reset keeps the arena's first block");
 
     /* Parse the same request again after next(). */

@@ -23,9 +23,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "config.h"
+#include "core/status.h"
 #include "harness.h"
-#include "mq.h"
+#include "core/mq.h"
 
 #define PRODUCERS 8
 #define PER_PRODUCER 10000

@@ -11,9 +11,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "config.h"
+#include "core/status.h"
 #include "harness.h"
-#include "pool.h"
+#include "core/pool.h"
 
 /* A pooled object: the first pointer is the pool's link while free. */
 struct thing {

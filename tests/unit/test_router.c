@@ -11,9 +11,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "config.h"
+#include "core/status.h"
 #include "harness.h"
-#include "router.h"
+#include "http/router.h"
 
 /* Looks up method and path (C strings); returns the result and fills m. */
 static enum tycho_route_result find(const struct tycho_router *r, const char *method,

@@ -1,0 +1,89 @@
+/*
+ * context.h: the per-worker context that connections and requests take (after
+ * h2o's h2o_context_t): the event loop, the settings, the pools, the scratch
+ * buffers, the counters, the cached clock and Date line, and the application
+ * the connections hand their requests to. The worker (top/worker.c) embeds one
+ * and fills it; the http layer reads and updates it and knows nothing of
+ * threads, inboxes or Lua. Everything here belongs to the worker's thread.
+ */
+#ifndef TYCHO_CONTEXT_H
+#define TYCHO_CONTEXT_H
+
+#include <stdbool.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include "core/buf.h"
+#include "core/list.h"
+#include "core/metrics.h"
+#include "core/pool.h"
+
+struct event;
+struct event_base;
+struct timeval;
+struct tycho_config;
+struct tycho_ctx;
+struct tycho_req;
+struct tycho_router;
+struct tycho_static;
+
+enum tycho_run {
+    TYCHO_RUN_DONE,     /* r holds its response */
+    TYCHO_RUN_PENDING   /* the handler waits; r->on_done(r) is called when it has finished */
+};
+
+/*
+ * The application a connection hands its requests to: the layer above HTTP
+ * (a script generation), reached only through these calls so that http/
+ * never calls lua/. The worker sets it, and sets it anew on a reload.
+ */
+struct tycho_app {
+    void *self;                            /* the application's state (a generation) */
+    const struct tycho_router *router;     /* borrowed: its routes, valid while self is */
+    /* The app.static mount that serves handler_id without running the app, or NULL. */
+    struct tycho_static *(*static_of)(void *self, int handler_id);
+    /* Runs r's route (r->match); fills r's response now or, when PENDING, before on_done. */
+    enum tycho_run (*run)(void *self, struct tycho_req *r);
+    /* Abandons r's handler, which waits (its connection is closing); r->on_done is not called. */
+    void (*cancel)(struct tycho_req *r);
+};
+
+/* The context itself: fields marked "worker" are set by the worker and only read here. */
+struct tycho_ctx {
+    int worker_id;                   /* worker: 1..N; 0 for the in-process --request worker */
+    const struct tycho_config *cfg;  /* worker: borrowed, read-only */
+    struct event_base *base;         /* worker: borrowed: the loop every event here is on */
+    struct tycho_app app;            /* worker: where requests go */
+    /* worker: a connection the listener counted has closed (see tycho_ctx_conn_gone). */
+    void (*conn_gone)(struct tycho_ctx *ctx, const struct sockaddr *peer);
+    struct tycho_pool conn_pool;     /* of struct tycho_conn */
+    struct tycho_pool req_pool;      /* of struct tycho_req */
+    char *rbuf;                      /* read scratch, TYCHO_READ_BYTES */
+    struct tycho_buf out;            /* write scratch: responses of the connection being served */
+    struct tycho_list conns;         /* open connections */
+    unsigned long requests;          /* requests answered (for the stop log line) */
+    unsigned long timeouts;          /* requests or writes cut off by a timeout */
+    unsigned long long next_request_id; /* generated X-Request-Id: random start, then +1 */
+    struct tycho_buf access_buf;     /* access log lines not yet written */
+    struct event *access_ev;         /* worker: borrowed: writes access_buf out; NULL: no log */
+    struct tycho_worker_stats stats; /* metrics counters (read by the scrape) */
+    bool draining;                   /* stopping: no new requests, in-flight ones finish */
+    const struct timeval *first_tv;  /* worker: common timeouts (libevent): --header-timeout, */
+    const struct timeval *idle_tv;   /* --idle-timeout, */
+    const struct timeval *write_tv;  /* --write-timeout */
+    time_t date_sec;                 /* second date_line was made for */
+    char date_line[48];              /* "Date: ...\r\n" */
+};
+
+#define TYCHO_READ_BYTES (64 * 1024)
+
+/* Milliseconds on the context's clock (the event loop's cached time). */
+long tycho_ctx_now_ms(struct tycho_ctx *ctx);
+
+/* The "Date: ...\r\n" line for now, cached per second. */
+const char *tycho_ctx_date(struct tycho_ctx *ctx);
+
+/* The monotonic clock in microseconds (request durations). Any thread. */
+long long tycho_now_us(void);
+
+#endif

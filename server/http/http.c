@@ -1,0 +1,716 @@
+/*
+ * http.c: http-parser glue and the response writer. Worker thread only.
+ *
+ * Every byte passes framing.c's strict check before the parser sees it, so
+ * the grammar of the head and of chunked framing (CRLF line ends, tokens,
+ * field-value bytes, no folding, the request line's shape) is already known
+ * good in the callbacks; what remains here is meaning: the URL, Host,
+ * Transfer-Encoding with the version, Expect, the limits.
+ *
+ * The parser delivers each field in pieces that may span reads, so every
+ * callback appends into the request arena (the bytes at `at` are valid only
+ * during the callback). The head size limit is the parser's own (see
+ * tycho_http_global_init); the URL and body limits are enforced inside the
+ * callbacks: a callback stores the status to answer in h->error_status and
+ * returns non-zero, which stops the parser. A complete message pauses the
+ * parser so that pipelined requests are answered one at a time, in order.
+ */
+#include "http/http.h"
+#include "core/config.h"
+
+#include <arpa/inet.h>
+#include <http_parser.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+_Static_assert(sizeof(http_parser) <= TYCHO_HTTP_PARSER_BYTES, "grow TYCHO_HTTP_PARSER_BYTES");
+
+#define ARENA_FIRST_BYTES 4096
+#define FIRST_HEADERS 16
+
+#define PARSER(h) ((http_parser *)(void *)(h)->_parser)
+
+int tycho_req_init(void *obj)
+{
+    struct tycho_req *r = obj;
+
+    if (tycho_arena_init(&r->arena, ARENA_FIRST_BYTES) < 0)
+        return TYCHO_ERR;
+    tycho_req_reset(r);
+    return TYCHO_OK;
+}
+
+void tycho_req_dispose(void *obj)
+{
+    struct tycho_req *r = obj;
+
+    tycho_arena_dispose(&r->arena);
+}
+
+void tycho_req_reset(struct tycho_req *r)
+{
+    struct tycho_arena arena = r->arena;
+
+    if (r->file_open)
+        close(r->file_fd);            /* a file body that was not sent (HEAD, an error, a close) */
+
+    tycho_arena_reset(&arena);
+    memset(r, 0, sizeof(*r));
+    r->arena = arena;
+    r->status = 200;
+}
+
+static bool valid_request_id(const char *s, size_t len)
+{
+    if (len == 0 || len > 128)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        char ch = s[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+              ch == '-' || ch == '_' || ch == '.' || ch == ':'))
+            return false;
+    }
+    return true;
+}
+
+void tycho_req_assign_id(struct tycho_req *r, unsigned long long *next)
+{
+    static const char hex[] = "0123456789abcdef";
+    const struct tycho_header *h = tycho_req_header(r, "x-request-id", 12);
+    unsigned long long v;
+
+    if (h && valid_request_id(h->value, h->value_len)) {
+        r->id = h->value;
+        r->id_len = h->value_len;
+        return;
+    }
+    v = (*next)++;
+    for (int i = 15; i >= 0; i--, v >>= 4)
+        r->id_buf[i] = hex[v & 15];
+    r->id_buf[16] = '\0';
+    r->id = r->id_buf;
+    r->id_len = 16;
+}
+
+const struct tycho_header *tycho_req_header(const struct tycho_req *r, const char *name,
+                                            size_t name_len)
+{
+    for (unsigned i = 0; i < r->nheaders; i++)
+        if (r->headers[i].name_len == name_len &&
+            strncasecmp(r->headers[i].name, name, name_len) == 0)
+            return &r->headers[i];
+    return NULL;
+}
+
+/* ---- parser callbacks ---------------------------------------------------- */
+
+static struct tycho_http *state_of(http_parser *p)
+{
+    return p->data;
+}
+
+/* Stops the parser with status to answer. */
+static int fail(struct tycho_http *h, int status)
+{
+    h->error_status = status;
+    return -1;
+}
+
+static int on_message_begin(http_parser *p)
+{
+    state_of(p)->in_message = true;
+    return 0;
+}
+
+static int on_url(http_parser *p, const char *at, size_t len)
+{
+    struct tycho_http *h = state_of(p);
+    struct tycho_req *r = h->req;
+    char *url;
+
+    if (r->url_len + len > h->cfg->max_header_bytes)
+        return fail(h, 414);
+    if (!(url = tycho_arena_append(&r->arena, r->url, r->url_len, at, len)))
+        return fail(h, 503);
+    r->url = url;
+    r->url_len += len;
+    return 0;
+}
+
+/* Starts a new header entry, growing the array by doubling. */
+static int new_header(struct tycho_http *h)
+{
+    struct tycho_req *r = h->req;
+
+    if (r->nheaders >= (unsigned)h->cfg->max_headers)
+        return fail(h, 431);
+    if (r->nheaders == r->headers_cap) {
+        unsigned cap = r->headers_cap ? r->headers_cap * 2 : FIRST_HEADERS;
+        struct tycho_header *grown = tycho_arena_alloc(&r->arena, sizeof(*grown) * cap);
+        if (!grown)
+            return fail(h, 503);
+        if (r->nheaders)
+            memcpy(grown, r->headers, sizeof(*grown) * r->nheaders);
+        r->headers = grown;
+        r->headers_cap = cap;
+    }
+    memset(&r->headers[r->nheaders++], 0, sizeof(struct tycho_header));
+    return 0;
+}
+
+/* RFC 9110 token characters: what a header name may hold (no space before the colon). */
+static bool is_tchar(unsigned char c)
+{
+    static const char extra[] = "!#$%&'*+-.^_`|~";
+
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+           (c && strchr(extra, c));
+}
+
+bool tycho_http_is_token(const char *s, size_t len)
+{
+    if (len == 0)
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if (!is_tchar((unsigned char)s[i]))
+            return false;
+    return true;
+}
+
+static int on_header_field(http_parser *p, const char *at, size_t len)
+{
+    struct tycho_http *h = state_of(p);
+    struct tycho_header *hd;
+    char *name;
+
+    if (h->headers_done)
+        return 0;                     /* chunked trailers are not kept */
+    /* framing.c let through only token bytes. */
+    if ((h->last_was_value || h->req->nheaders == 0) && new_header(h) < 0)
+        return -1;
+    h->last_was_value = false;
+    hd = &h->req->headers[h->req->nheaders - 1];
+    if (!(name = tycho_arena_append(&h->req->arena, (char *)hd->name, hd->name_len, at, len)))
+        return fail(h, 503);
+    hd->name = name;
+    hd->name_len += len;
+    return 0;
+}
+
+static int on_header_value(http_parser *p, const char *at, size_t len)
+{
+    struct tycho_http *h = state_of(p);
+    struct tycho_header *hd = &h->req->headers[h->req->nheaders - 1];
+    char *value;
+
+    if (h->headers_done)
+        return 0;
+    /* framing.c let through no control byte but HTAB (RFC 9110 5.5). */
+    h->last_was_value = true;
+    if (!(value = tycho_arena_append(&h->req->arena, (char *)hd->value, hd->value_len, at, len)))
+        return fail(h, 503);
+    hd->value = value;
+    hd->value_len += len;
+    return 0;
+}
+
+/* Splits the URL into path and query. Absolute-form URLs keep only their path. */
+static int split_url(struct tycho_req *r)
+{
+    struct http_parser_url u;
+    const char *q;
+
+    if (r->url_len == 0)
+        return -1;
+    if (r->url[0] != '/') {
+        if (r->url_len == 1 && r->url[0] == '*') {
+            r->path = r->url;
+            r->path_len = 1;
+            return 0;
+        }
+        http_parser_url_init(&u);
+        if (http_parser_parse_url(r->url, r->url_len, 0, &u) != 0)
+            return -1;
+        if (u.field_set & (1 << UF_PATH)) {
+            r->path = r->url + u.field_data[UF_PATH].off;
+            r->path_len = u.field_data[UF_PATH].len;
+        } else {
+            r->path = "/";            /* http://host is the root (RFC 9110 4.2.3) */
+            r->path_len = 1;
+        }
+        if (u.field_set & (1 << UF_QUERY)) {
+            r->query = r->url + u.field_data[UF_QUERY].off;
+            r->query_len = u.field_data[UF_QUERY].len;
+        }
+        return 0;
+    }
+    r->path = r->url;
+    q = memchr(r->url, '?', r->url_len);
+    r->path_len = q ? (size_t)(q - r->url) : r->url_len;
+    if (q) {
+        r->query = q + 1;
+        r->query_len = r->url_len - r->path_len - 1;
+    }
+    /* A fragment is never sent by clients; drop one if it is. */
+    {
+        const char *frag = memchr(r->path, '#', r->path_len);
+        if (frag)
+            r->path_len = (size_t)(frag - r->path);
+    }
+    return 0;
+}
+
+/* The parser drops leading white space of a value; RFC 9110 5.5 drops trailing too. */
+static void trim_values(struct tycho_req *r)
+{
+    for (unsigned i = 0; i < r->nheaders; i++) {
+        struct tycho_header *hd = &r->headers[i];
+        while (hd->value_len && (hd->value[hd->value_len - 1] == ' ' ||
+                                 hd->value[hd->value_len - 1] == '\t'))
+            hd->value_len--;
+    }
+}
+
+/*
+ * RFC 3986 2.3 unreserved and 2.2 sub-delims: what a reg-name holds besides
+ * pct-encoded (GNU range designators, as in framing.c).
+ */
+static const bool host_chars[256] = {
+    ['0' ... '9'] = true, ['a' ... 'z'] = true, ['A' ... 'Z'] = true,
+    ['-'] = true, ['.'] = true, ['_'] = true, ['~'] = true,
+    ['!'] = true, ['$'] = true, ['&'] = true, ['\''] = true, ['('] = true, [')'] = true,
+    ['*'] = true, ['+'] = true, [','] = true, [';'] = true, ['='] = true,
+};
+
+static bool is_hex(unsigned char c)
+{
+    return (c >= '0' && c <= '9') || ((c | 0x20) >= 'a' && (c | 0x20) <= 'f');
+}
+
+/* RFC 3986 3.2.2 IP-literal without its brackets: an IPv6 address or IPvFuture. */
+static bool ip_literal_ok(const char *s, size_t len)
+{
+    char addr[INET6_ADDRSTRLEN];
+    struct in6_addr a6;
+    size_t i = 1;
+
+    if (len && (s[0] == 'v' || s[0] == 'V')) {      /* "v" 1*HEXDIG "." 1*( ... / ":" ) */
+        while (i < len && is_hex((unsigned char)s[i]))
+            i++;
+        if (i == 1 || i + 1 >= len || s[i] != '.')
+            return false;
+        for (i++; i < len; i++)
+            if (!host_chars[(unsigned char)s[i]] && s[i] != ':')
+                return false;
+        return true;
+    }
+    if (len == 0 || len >= sizeof(addr))
+        return false;
+    memcpy(addr, s, len);
+    addr[len] = '\0';
+    return inet_pton(AF_INET6, addr, &a6) == 1;
+}
+
+/*
+ * RFC 9112 3.2: Host = uri-host [ ":" port ], uri-host an IP-literal, an
+ * IPv4 address or a reg-name (RFC 3986 3.2.2); empty is allowed.
+ */
+static bool host_value_ok(const char *s, size_t len)
+{
+    size_t i = 0;
+
+    if (len && s[0] == '[') {
+        const char *end = memchr(s, ']', len);
+        if (!end || !ip_literal_ok(s + 1, (size_t)(end - s) - 1))
+            return false;
+        i = (size_t)(end - s) + 1;
+    } else {
+        while (i < len) {
+            while (i < len && host_chars[(unsigned char)s[i]])
+                i++;
+            if (i == len || s[i] == ':')
+                break;
+            if (s[i] != '%' || i + 2 >= len || !is_hex((unsigned char)s[i + 1]) ||
+                !is_hex((unsigned char)s[i + 2]))
+                return false;                       /* neither a reg-name byte nor pct-encoded */
+            i += 3;
+        }
+    }
+    if (i == len)
+        return true;
+    if (s[i] != ':')
+        return false;
+    for (i++; i < len; i++)
+        if (s[i] < '0' || s[i] > '9')
+            return false;
+    return true;
+}
+
+/*
+ * The fields that decide how the request is read, checked in one pass:
+ * exactly one valid Host (none is allowed on HTTP/1.0, RFC 9112 3.2), and
+ * a Transfer-Encoding that is exactly chunked, on HTTP/1.1 only (6.1), which
+ * http-parser reads as chunked too. Returns 0 or the status to answer.
+ */
+static int framing_fields_status(const struct tycho_req *r, const http_parser *p)
+{
+    const struct tycho_header *host = NULL;
+    struct tycho_te_list te = {0};
+    unsigned hosts = 0;
+
+    for (unsigned i = 0; i < r->nheaders; i++) {
+        const struct tycho_header *hd = &r->headers[i];
+        if (hd->name_len == 4 && strncasecmp(hd->name, "host", 4) == 0) {
+            host = hd;
+            hosts++;
+        } else if (hd->name_len == 17 && strncasecmp(hd->name, "transfer-encoding", 17) == 0) {
+            tycho_te_add(&te, hd->value, hd->value_len);
+        }
+    }
+    if (hosts > 1 || (hosts == 0 && r->http_minor != 0))
+        return 400;
+    if (host && !host_value_ok(host->value, host->value_len))
+        return 400;
+    switch (tycho_te_verdict(&te)) {
+    case TYCHO_TE_NONE:
+        return 0;
+    case TYCHO_TE_CHUNKED:
+        /* An HTTP/1.0 message with Transfer-Encoding has faulty framing (RFC 9112 6.1). */
+        return r->http_minor == 0 || !(p->flags & F_CHUNKED) ? 400 : 0;
+    case TYCHO_TE_UNKNOWN:
+        return r->http_minor == 0 ? 400 : 501;
+    case TYCHO_TE_BAD:
+    default:
+        return 400;
+    }
+}
+
+static int on_headers_complete(http_parser *p)
+{
+    struct tycho_http *h = state_of(p);
+    struct tycho_req *r = h->req;
+    const struct tycho_header *expect;
+    int status;
+
+    h->headers_done = true;
+    trim_values(r);
+    r->method = http_method_str((enum http_method)p->method);
+    r->method_len = strlen(r->method);
+    r->http_major = (unsigned char)p->http_major;
+    r->http_minor = (unsigned char)p->http_minor;
+    r->is_head = p->method == HTTP_HEAD;
+    /*
+     * CONNECT asks for a tunnel, which Tycho does not make; http-parser would
+     * also end the message at the head whatever Content-Length says.
+     */
+    if (p->method == HTTP_CONNECT || split_url(r) < 0)
+        return fail(h, 400);
+    /* RFC 9112 3.2.4: the asterisk-form is for OPTIONS only. */
+    if (r->path_len == 1 && r->path[0] == '*' && p->method != HTTP_OPTIONS)
+        return fail(h, 400);
+    if (r->http_major != 1)
+        return fail(h, 505);
+    if ((status = framing_fields_status(r, p)) != 0)
+        return fail(h, status);
+    if (p->content_length != ULLONG_MAX && p->content_length > h->cfg->max_body_bytes)
+        return fail(h, 413);
+    expect = tycho_req_header(r, "expect", 6);
+    if (expect) {
+        if (expect->value_len != 12 || strncasecmp(expect->value, "100-continue", 12) != 0)
+            return fail(h, 417);
+        r->expect_continue = r->http_minor >= 1 &&
+                             ((p->flags & F_CHUNKED) || (p->content_length != ULLONG_MAX &&
+                                                         p->content_length > 0));
+    }
+    return 0;
+}
+
+static int on_body(http_parser *p, const char *at, size_t len)
+{
+    struct tycho_http *h = state_of(p);
+    struct tycho_req *r = h->req;
+    char *body;
+
+    if (r->body_len + len > h->cfg->max_body_bytes)
+        return fail(h, 413);
+    if (!(body = tycho_arena_append(&r->arena, r->body, r->body_len, at, len)))
+        return fail(h, 503);
+    r->body = body;
+    r->body_len += len;
+    return 0;
+}
+
+static int on_message_complete(http_parser *p)
+{
+    struct tycho_http *h = state_of(p);
+
+    /* An upgrade (e.g. websocket) is not spoken here: answer, then close. */
+    h->req->keep_alive = http_should_keep_alive(p) && !p->upgrade;
+    h->state = TYCHO_HTTP_DONE;
+    tycho_framing_next(&h->framing);
+    http_parser_pause(p, 1);
+    return 0;
+}
+
+static const http_parser_settings settings = {
+    .on_message_begin = on_message_begin,
+    .on_url = on_url,
+    .on_header_field = on_header_field,
+    .on_header_value = on_header_value,
+    .on_headers_complete = on_headers_complete,
+    .on_body = on_body,
+    .on_message_complete = on_message_complete,
+};
+
+void tycho_http_global_init(const struct tycho_config *cfg)
+{
+    /*
+     * The parser counts every byte of the head (request line, names, values,
+     * separators, CRLFs) against this process-wide limit and fails with
+     * HPE_HEADER_OVERFLOW, answered as 431.
+     */
+    http_parser_set_max_header_size((uint32_t)cfg->max_header_bytes);
+}
+
+void tycho_http_init(struct tycho_http *h, const struct tycho_config *cfg)
+{
+    memset(h, 0, sizeof(*h));
+    http_parser_init(PARSER(h), HTTP_REQUEST);
+    PARSER(h)->data = h;
+    h->cfg = cfg;
+    tycho_framing_init(&h->framing, TYCHO_FRAMING_REQUEST);
+    h->state = TYCHO_HTTP_MORE;
+}
+
+/* Maps a parser error to the status to answer. */
+static int status_for(enum http_errno err)
+{
+    switch (err) {
+    case HPE_HEADER_OVERFLOW:
+        return 431;
+    case HPE_INVALID_VERSION:
+        return 505;
+    default:
+        return 400;
+    }
+}
+
+size_t tycho_http_parse(struct tycho_http *h, struct tycho_req *r, const char *data, size_t len)
+{
+    http_parser *p = PARSER(h);
+    size_t n;
+    enum http_errno err;
+
+    h->req = r;
+    n = tycho_framing_execute(&h->framing, p, &settings, data, len);
+    err = HTTP_PARSER_ERRNO(p);
+    if (h->state == TYCHO_HTTP_DONE)
+        return n;
+    if (err != HPE_OK || tycho_framing_refused(&h->framing)) {
+        h->state = TYCHO_HTTP_ERROR;
+        if (!h->error_status)
+            h->error_status = err == HPE_OK ? 400 : status_for(err);
+        /* Over the head limit before any header: the request line, i.e. the URL, is too long. */
+        if (err == HPE_HEADER_OVERFLOW && r->nheaders == 0)
+            h->error_status = 414;
+        return n;
+    }
+    h->state = TYCHO_HTTP_MORE;
+    return n;
+}
+
+void tycho_http_next(struct tycho_http *h)
+{
+    http_parser_pause(PARSER(h), 0);
+    /*
+     * http-parser counts head bytes in nread and resets it after a head or a
+     * chunk-size line, but not after trailers, and its count is not stored
+     * when on_message_complete pauses it: start the next head from zero, so
+     * that the limit does not depend on how the bytes came.
+     */
+    PARSER(h)->nread = 0;
+    h->state = TYCHO_HTTP_MORE;
+    h->in_message = false;
+    h->last_was_value = false;
+    h->headers_done = false;
+    h->req = NULL;
+}
+
+/* ---- responses ----------------------------------------------------------- */
+
+const char *tycho_http_reason(int status)
+{
+    switch (status) {
+    case 100: return "Continue";
+    case 101: return "Switching Protocols";
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 204: return "No Content";
+    case 206: return "Partial Content";
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 303: return "See Other";
+    case 304: return "Not Modified";
+    case 307: return "Temporary Redirect";
+    case 308: return "Permanent Redirect";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 410: return "Gone";
+    case 411: return "Length Required";
+    case 413: return "Content Too Large";
+    case 414: return "URI Too Long";
+    case 415: return "Unsupported Media Type";
+    case 416: return "Range Not Satisfiable";
+    case 417: return "Expectation Failed";
+    case 422: return "Unprocessable Content";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
+    default: return "Unknown";
+    }
+}
+
+/* Statuses that never carry a body (RFC 9110 6.4.1). */
+static bool bodyless(int status)
+{
+    return status < 200 || status == 204 || status == 304;
+}
+
+/* Writes a decimal into dst (at least 20 bytes); returns its length. */
+static size_t put_uint(char *dst, size_t v)
+{
+    char tmp[24];
+    size_t n = 0, i;
+
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    for (i = 0; i < n; i++)
+        dst[i] = tmp[n - 1 - i];
+    return n;
+}
+
+bool tycho_http_has_body(const struct tycho_req *r)
+{
+    return !r->is_head && !bodyless(r->status);
+}
+
+#define PUT(lit) (memcpy(w, lit, sizeof(lit) - 1), w += sizeof(lit) - 1)
+#define PUTN(s, n) ((n) ? (memcpy(w, s, n), w += (n)) : w)
+
+int tycho_http_write_response(struct tycho_buf *out, const struct tycho_req *r,
+                              const char *date_line, bool keep_alive)
+{
+    const char *reason = tycho_http_reason(r->status);
+    size_t reason_len = strlen(reason), date_len = strlen(date_line);
+    bool no_body = bodyless(r->status);
+    /* A file body is the caller's to send after the head. */
+    size_t body_len =
+        no_body || r->is_head || (r->res_flags & TYCHO_RES_FILE) ? 0 : r->res_body_len;
+    size_t max = 64 + reason_len + date_len + r->res_headers_len + body_len + 96 + 16 + r->id_len;
+    char *start = tycho_buf_reserve(out, max), *w = start;
+
+    if (!start)
+        return TYCHO_ERR;
+    PUT("HTTP/1.1 ");
+    w += put_uint(w, (size_t)r->status);
+    *w++ = ' ';
+    PUTN(reason, reason_len);
+    PUT("\r\n");
+    if (!(r->res_flags & TYCHO_RES_SERVER))
+        PUT("Server: tycho\r\n");
+    PUTN(date_line, date_len);
+    if (!no_body) {
+        PUT("Content-Length: ");
+        w += put_uint(w, r->res_body_len);
+        PUT("\r\n");
+    }
+    if (!keep_alive)
+        PUT("Connection: close\r\n");
+    else if (r->http_minor == 0)
+        PUT("Connection: keep-alive\r\n");
+    if (!(r->res_flags & TYCHO_RES_CONTENT_TYPE) && r->res_body_len && !no_body)
+        PUT("Content-Type: text/plain; charset=utf-8\r\n");
+    if (r->id_len && !(r->res_flags & TYCHO_RES_REQUEST_ID)) {
+        PUT("X-Request-Id: ");
+        PUTN(r->id, r->id_len);
+        PUT("\r\n");
+    }
+    PUTN(r->res_headers, r->res_headers_len);
+    PUT("\r\n");
+    PUTN(r->res_body, body_len);
+    out->len += (size_t)(w - start);
+    return TYCHO_OK;
+}
+
+void tycho_http_date_line(char *buf, size_t len, time_t t)
+{
+    struct tm tm;
+
+    gmtime_r(&t, &tm);
+    strftime(buf, len, "Date: %a, %d %b %Y %H:%M:%S GMT\r\n", &tm);
+}
+
+size_t tycho_http_busy(char *buf, size_t len, const char *date_line)
+{
+    int n = snprintf(buf, len,
+                     "HTTP/1.1 503 Service Unavailable\r\nServer: tycho\r\n%sRetry-After: 1\r\n"
+                     "Content-Type: text/plain; charset=utf-8\r\nContent-Length: 20\r\n"
+                     "Connection: close\r\n\r\nService Unavailable\n",
+                     date_line);
+
+    return n < 0 ? 0 : ((size_t)n < len ? (size_t)n : len - 1);
+}
+
+int tycho_http_write_body(struct tycho_buf *out, int status, const char *content_type,
+                          const char *extra_headers, const char *date_line, bool keep_alive,
+                          const char *body, size_t body_len, bool with_body)
+{
+    char head[1024];                  /* extra_headers: an Allow list and an id line at most */
+    int n = snprintf(head, sizeof(head),
+                     "HTTP/1.1 %d %s\r\nServer: tycho\r\n%sContent-Type: %s\r\n"
+                     "Content-Length: %zu\r\n%s%s\r\n",
+                     status, tycho_http_reason(status), date_line, content_type, body_len,
+                     keep_alive ? "" : "Connection: close\r\n", extra_headers);
+
+    if (n < 0 || (size_t)n >= sizeof(head) || tycho_buf_append(out, head, (size_t)n) < 0)
+        return TYCHO_ERR;
+    if (with_body && tycho_buf_append(out, body, body_len) < 0)
+        return TYCHO_ERR;
+    return TYCHO_OK;
+}
+
+int tycho_http_write_text(struct tycho_buf *out, int status, const char *extra_headers,
+                          const char *date_line, bool keep_alive, const char *body,
+                          bool with_body)
+{
+    return tycho_http_write_body(out, status, "text/plain; charset=utf-8", extra_headers,
+                                 date_line, keep_alive, body, strlen(body), with_body);
+}
+
+int tycho_http_write_simple(struct tycho_buf *out, int status, const char *extra_headers,
+                            const char *date_line, bool keep_alive, bool with_body)
+{
+    char body[64];
+
+    snprintf(body, sizeof(body), "%s\n", tycho_http_reason(status));
+    return tycho_http_write_text(out, status, extra_headers, date_line, keep_alive, body,
+                                 with_body);
+}

@@ -1,0 +1,209 @@
+/*
+ * http.h: HTTP/1.1 request framing (http-parser glue) into struct tycho_req,
+ * and the response writer. http-parser's own types stay inside http.c so
+ * that replacing the parser touches one file. Everything here runs on the
+ * worker thread that owns the connection.
+ */
+#ifndef TYCHO_HTTP_H
+#define TYCHO_HTTP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <time.h>
+
+#include "core/arena.h"
+#include "core/buf.h"
+#include "http/framing.h"
+#include "http/router.h"
+
+struct tycho_config;
+struct tycho_conn;
+
+struct tycho_header {
+    const char *name;          /* arena; as the client spelt it */
+    size_t name_len;
+    const char *value;         /* arena */
+    size_t value_len;
+};
+
+/* Response flags. */
+#define TYCHO_RES_SENT 0x1         /* res:send/json/redirect ran: the body is final */
+#define TYCHO_RES_CONTENT_TYPE 0x2 /* the handler set Content-Type */
+#define TYCHO_RES_SERVER 0x4       /* the handler set Server */
+#define TYCHO_RES_CLOSE 0x8        /* the handler asked for Connection: close */
+#define TYCHO_RES_REQUEST_ID 0x10  /* the handler set X-Request-Id itself */
+#define TYCHO_RES_FILE 0x20        /* the body is res_body_len bytes of file_fd (app.static) */
+
+/*
+ * One request and its response. Pooled per worker; every field below
+ * _pool_next is reset (tycho_req_reset) before the context goes back.
+ */
+struct tycho_req {
+    void *_pool_next;              /* the pool's link while free */
+    struct tycho_arena arena;      /* owned: every string below lives here */
+    struct tycho_conn *conn;       /* borrowed: the connection it came on */
+
+    /* The request, filled by the parser. */
+    const char *method;            /* static string, e.g. "GET" */
+    size_t method_len;
+    char *url;                     /* as sent: path?query */
+    size_t url_len;
+    const char *path;              /* into url; "/..." without the query */
+    size_t path_len;
+    const char *query;             /* into url, after '?'; NULL when none */
+    size_t query_len;
+    struct tycho_header *headers;  /* arena array */
+    unsigned nheaders, headers_cap;
+    char *body;                    /* arena; NULL when empty */
+    size_t body_len;
+    unsigned char http_major, http_minor;
+    bool keep_alive;               /* what the client asked for (http_should_keep_alive) */
+    bool is_head;                  /* HEAD: answer without body bytes */
+    bool expect_continue;          /* Expect: 100-continue and a body is coming */
+    bool continue_sent;            /* the 100 Continue was written */
+
+    /* Its id: the client's valid X-Request-Id, or id_buf (generated). */
+    const char *id;
+    size_t id_len;
+    char id_buf[17];
+
+    /* For the access log. */
+    long long started_us;          /* when serving began (monotonic) */
+    int log_status;                /* the status sent */
+    size_t log_bytes;              /* the response's bytes */
+    const char *route_label;       /* metrics: the route pattern, or the path answered; NULL: unmatched */
+
+    /* The route, filled by the router. */
+    struct tycho_route_match match;
+
+    /* The response, filled by the handler. */
+    int status;                    /* 200 unless set */
+    unsigned res_flags;            /* TYCHO_RES_* */
+    char *res_headers;             /* arena: "Name: value\r\n" lines */
+    size_t res_headers_len;
+    const char *res_body;          /* arena or static; NULL for a file body */
+    size_t res_body_len;
+    int file_fd;                   /* owned while file_open: a file body's descriptor */
+    bool file_open;                /* file_fd is open; closed by tycho_req_reset unless taken */
+    long long file_off;            /* where the file body starts */
+
+    /* The application (the layer above: context.h's tycho_app). */
+    void *app;                     /* its own state for r while it holds r (a running handler's
+                                      task); NULL when it holds none. HTTP only tests it. */
+    void (*on_done)(struct tycho_req *r); /* set by the connection: a handler that waited is done */
+};
+
+/* Makes a request context ready for first use (pool init). TYCHO_OK or TYCHO_ERR. */
+int tycho_req_init(void *obj);
+
+/* Frees a context's memory (pool dispose). */
+void tycho_req_dispose(void *obj);
+
+/* Empties a context for its next request; keeps the arena's first block; closes file_fd if open. */
+void tycho_req_reset(struct tycho_req *r);
+
+/*
+ * Finds a request header by name, case-insensitively. Returns the first one,
+ * or NULL.
+ */
+const struct tycho_header *tycho_req_header(const struct tycho_req *r, const char *name,
+                                            size_t name_len);
+
+/* What tycho_http_parse left behind. */
+enum tycho_http_state {
+    TYCHO_HTTP_MORE,    /* needs more bytes */
+    TYCHO_HTTP_DONE,    /* a whole request is in the context; call tycho_http_next after it */
+    TYCHO_HTTP_ERROR    /* bad input; error_status says what to answer, then close */
+};
+
+#define TYCHO_HTTP_PARSER_BYTES 32
+
+/* Per-connection parser state, embedded in the connection. */
+struct tycho_http {
+    _Alignas(8) unsigned char _parser[TYCHO_HTTP_PARSER_BYTES]; /* an http_parser */
+    const struct tycho_config *cfg; /* borrowed, read-only */
+    struct tycho_req *req;          /* borrowed: the context being filled */
+    enum tycho_http_state state;
+    int error_status;               /* 400, 413, 414, 431, 501, 505 when state is ERROR */
+    bool in_message;                /* bytes of a request have been seen */
+    bool last_was_value;            /* the previous header callback was a value */
+    bool headers_done;              /* the head is complete: later fields are trailers */
+    struct tycho_framing framing;   /* the strict check every byte passes before the parser */
+};
+
+/* Sets process-wide parser limits from cfg. Main thread, before workers start. */
+void tycho_http_global_init(const struct tycho_config *cfg);
+
+/* Prepares h for a new connection. */
+void tycho_http_init(struct tycho_http *h, const struct tycho_config *cfg);
+
+/*
+ * Feeds bytes into the request in r. Returns how many were consumed; the
+ * rest (when DONE) belongs to the next request. Sets h->state. Bytes are
+ * checked against RFC 9112's grammar before the parser sees them (framing.h);
+ * after ERROR nothing more may be fed: answer error_status and close.
+ */
+size_t tycho_http_parse(struct tycho_http *h, struct tycho_req *r, const char *data, size_t len);
+
+/* After DONE: lets the parser go on to the next request of the connection. */
+void tycho_http_next(struct tycho_http *h);
+
+/* "OK", "Not Found", ... for a status code; "Unknown" for codes without one. */
+const char *tycho_http_reason(int status);
+
+/*
+ * Appends r's response to out: status line, Server, Date (date_line is a whole
+ * "Date: ...\r\n" line), Content-Length, Connection when needed, the handler's
+ * headers, then the body (none for HEAD). keep_alive says whether the
+ * connection stays open. TYCHO_OK or TYCHO_ERR (out of memory).
+ */
+int tycho_http_write_response(struct tycho_buf *out, const struct tycho_req *r,
+                              const char *date_line, bool keep_alive);
+
+/*
+ * Whether r's response carries body bytes: not for HEAD, nor for a status
+ * that has none (1xx, 204, 304). For a file body (TYCHO_RES_FILE) the
+ * writer puts only the head; the caller sends the file after it.
+ */
+bool tycho_http_has_body(const struct tycho_req *r);
+
+/*
+ * Appends a response made by the server itself (errors, 404, 405, 503):
+ * status, a short text body, extra_headers ("" or whole lines), Connection:
+ * close when !keep_alive. with_body false for HEAD.
+ */
+int tycho_http_write_simple(struct tycho_buf *out, int status, const char *extra_headers,
+                            const char *date_line, bool keep_alive, bool with_body);
+
+/* A response with body_len bytes of body of the given Content-Type. */
+int tycho_http_write_body(struct tycho_buf *out, int status, const char *content_type,
+                          const char *extra_headers, const char *date_line, bool keep_alive,
+                          const char *body, size_t body_len, bool with_body);
+
+/* The same with body (NUL-terminated text) instead of the reason phrase. */
+int tycho_http_write_text(struct tycho_buf *out, int status, const char *extra_headers,
+                          const char *date_line, bool keep_alive, const char *body,
+                          bool with_body);
+
+/*
+ * Gives r its id: the request's X-Request-Id when it is 1 to 128 of
+ * A-Z a-z 0-9 - _ . : (so it cannot forge log lines), else the 16 hex
+ * digits of *next (which then advances).
+ */
+void tycho_req_assign_id(struct tycho_req *r, unsigned long long *next);
+
+/* Whether s is an RFC 9110 token (a valid header name or method): not empty, no separators. */
+bool tycho_http_is_token(const char *s, size_t len);
+
+/* Writes "Date: <IMF-fixdate of t>\r\n" into buf (48 bytes suffice). Any thread. */
+void tycho_http_date_line(char *buf, size_t len, time_t t);
+
+/*
+ * Writes the 503 for a connection that cannot be served (over --max-conns,
+ * pools exhausted): Retry-After: 1, Connection: close. Returns its length
+ * (TYCHO_BUSY_BYTES suffice). Any thread.
+ */
+#define TYCHO_BUSY_BYTES 320
+size_t tycho_http_busy(char *buf, size_t len, const char *date_line);
+
+#endif

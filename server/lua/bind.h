@@ -1,0 +1,53 @@
+/*
+ * bind.h: the Lua-facing API (the `tycho` module, req and res objects): what
+ * gen.c calls to fill a new state. The bindings themselves call only down:
+ * task.h (where they may be called, waiting, timers), vm.h (the state's
+ * record) and the layers below lua/. Everything here runs on the thread that
+ * owns the lua_State. Functions that can raise are called inside
+ * lua_cpcall/pcall.
+ */
+#ifndef TYCHO_BIND_H
+#define TYCHO_BIND_H
+
+#include <lua.h>
+
+struct tycho_gen;
+struct tycho_req;
+struct tycho_router;
+
+/*
+ * bind_app.c: pushes the `tycho` module table (route functions), registers
+ * it as package.loaded.tycho and the global `tycho`. May raise.
+ */
+void tycho_bind_app(lua_State *L);
+
+/*
+ * bind_req.c: registers the "tycho.req" and "tycho.res" metatables and
+ * pushes the C function new_objects(lightuserdata r) -> req, res that the
+ * prelude calls at the start of every request. May raise.
+ */
+void tycho_bind_objects(lua_State *L);
+
+/*
+ * bind_req.c: after a request's coroutine returned, errored or yielded for
+ * good: the req and res objects stop pointing at r, and are no longer kept
+ * alive for it. Never raises, allocates nothing.
+ */
+void tycho_bind_release(lua_State *L, struct tycho_req *r);
+
+/* bind_http.c: adds tycho.http to the module table on top. May raise. */
+void tycho_bind_http(lua_State *L);
+
+/* bind_metrics.c: adds tycho.metrics to the module table on top. May raise. */
+void tycho_bind_metrics(lua_State *L);
+
+/* bind_shdict.c: adds tycho.shared to the module table on top. May raise. */
+void tycho_bind_shdict(lua_State *L);
+
+/* bind_time.c: adds sleep, now, worker_id, log and timer to the module table on top. */
+void tycho_bind_time(lua_State *L);
+
+/* bind_res.c: pushes the "tycho.res" metatable (made on first call). May raise. */
+void tycho_bind_res_metatable(lua_State *L);
+
+#endif

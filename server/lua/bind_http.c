@@ -1,0 +1,586 @@
+/*
+ * bind_http.c: tycho.http, outbound HTTP from handlers, middleware and
+ * timers: request{...}, get(url, opts), post(url, body, opts), and the
+ * per-backend settings and counters, pool(host_port, opts) and
+ * stats(host_port). The calls wait without blocking the worker
+ * (tycho_script_wait); the pools are upstream.c's.
+ *
+ * A call is a userdata holding the request bytes and the C call. The Lua
+ * wrappers keep it in a local while the coroutine waits, so it lives as
+ * long as the call can; its __gc frees what is left.
+ */
+#include "lua/bind.h"
+#include "lua/task.h"
+#include "lua/vm.h"
+#include "http/http.h"
+#include "net/upstream.h"
+
+#include <http_parser.h>
+#include <lauxlib.h>
+#include <math.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define CALL_MT "tycho.http.call"
+#define DEFAULT_TIMEOUT 60.0
+#define MAX_HOST 255
+
+struct http_call {
+    struct tycho_wait w;            /* first: script.c's handle is this struct */
+    struct tycho_upstreams *u;
+    struct tycho_call_spec spec;
+    struct tycho_call *call;        /* from the start until freed */
+    bool started;
+    char host[MAX_HOST + 1];
+    char request[];                 /* spec.request points here */
+};
+
+/* ---- a call's life ------------------------------------------------------- */
+
+static void on_call_done(struct tycho_call *c, void *arg)
+{
+    struct http_call *hc = arg;
+
+    (void)c;
+    tycho_task_wake(&hc->w);
+}
+
+static void wait_start(struct tycho_wait *w)
+{
+    struct http_call *hc = (struct http_call *)w;
+
+    hc->started = true;
+    hc->call = tycho_call_start(hc->u, &hc->spec, on_call_done, hc);
+    if (!hc->call)
+        tycho_task_wake(w);         /* out of memory: the result says so */
+}
+
+static void wait_cancel(struct tycho_wait *w)
+{
+    struct http_call *hc = (struct http_call *)w;
+
+    tycho_call_free(hc->call);       /* closes its backend connection, leaves its queue */
+    hc->call = NULL;
+}
+
+static int call_gc(lua_State *L)
+{
+    struct http_call *hc = luaL_checkudata(L, 1, CALL_MT);
+
+    tycho_call_free(hc->call);
+    hc->call = NULL;
+    return 0;
+}
+
+/* ---- building the request -------------------------------------------------- */
+
+struct target {
+    char host[MAX_HOST + 1];
+    unsigned port;
+    const char *path;               /* within the url, or "/" */
+    size_t path_len;
+    const char *query;              /* after the '?', within the url; NULL if none */
+    size_t query_len;
+};
+
+/* Parses an http:// URL. NULL, or an error message (static or pushed on L). */
+static const char *parse_url(lua_State *L, const char *url, size_t len, struct target *t)
+{
+    struct http_parser_url u;
+    size_t host_len;
+
+    for (size_t i = 0; i < len; i++)
+        if ((unsigned char)url[i] <= 0x20 || url[i] == 0x7f)
+            return "the url has a space or a control byte (percent-encode it)";
+    http_parser_url_init(&u);
+    if (http_parser_parse_url(url, len, 0, &u) != 0 || !(u.field_set & (1 << UF_SCHEMA)) ||
+        !(u.field_set & (1 << UF_HOST)))
+        return lua_pushfstring(L, "not an absolute http:// url: %s", url);
+    if (u.field_data[UF_SCHEMA].len != 4 ||
+        strncasecmp(url + u.field_data[UF_SCHEMA].off, "http", 4) != 0) {
+        lua_pushlstring(L, url + u.field_data[UF_SCHEMA].off, u.field_data[UF_SCHEMA].len);
+        return lua_pushfstring(L, "only http:// urls are supported, not %s://",
+                               lua_tostring(L, -1));
+    }
+    if (u.field_set & (1 << UF_USERINFO))
+        return "user:password@ in the url is not supported (send an Authorization header)";
+    host_len = u.field_data[UF_HOST].len;
+    if (host_len == 0 || host_len > MAX_HOST)
+        return "the url's host is empty or too long";
+    memcpy(t->host, url + u.field_data[UF_HOST].off, host_len);
+    t->host[host_len] = '\0';
+    t->port = (u.field_set & (1 << UF_PORT)) ? u.port : 80;
+    if (t->port == 0)
+        return "the url's port is 0";
+    /* The target is the path and the query, never the fragment; no path is "/". */
+    t->path = (u.field_set & (1 << UF_PATH)) ? url + u.field_data[UF_PATH].off : "/";
+    t->path_len = (u.field_set & (1 << UF_PATH)) ? u.field_data[UF_PATH].len : 1;
+    t->query = (u.field_set & (1 << UF_QUERY)) ? url + u.field_data[UF_QUERY].off : NULL;
+    t->query_len = t->query ? u.field_data[UF_QUERY].len : 0;
+    return NULL;
+}
+
+/* A header value a request may carry: no CR, LF or NUL (they would split the request). */
+static bool safe_value(const char *s, size_t len)
+{
+    for (size_t i = 0; i < len; i++)
+        if (s[i] == '\r' || s[i] == '\n' || s[i] == '\0')
+            return false;
+    return true;
+}
+
+/* Appends n bytes at *at when writing (out non-NULL); always counts them in *len. */
+static void put(char *out, size_t *len, const char *s, size_t n)
+{
+    if (out)
+        memcpy(out + *len, s, n);
+    *len += n;
+}
+
+/*
+ * Puts the headers table at idx ("Name: value\r\n" each; an array value
+ * gives one line per element) at out + *len, or only counts them when out is
+ * NULL. Sets *has_host. NULL, or an error message.
+ */
+static const char *put_headers(lua_State *L, int idx, char *out, size_t *len, bool *has_host)
+{
+    if (lua_isnil(L, idx))
+        return NULL;
+    if (!lua_istable(L, idx))
+        return "headers must be a table of name = value";
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        size_t name_len;
+        const char *name;
+        int n = 1;
+        bool list = lua_istable(L, -1);
+        if (lua_type(L, -2) != LUA_TSTRING)
+            return "header names must be strings";
+        name = lua_tolstring(L, -2, &name_len);
+        if (!tycho_http_is_token(name, name_len))
+            return lua_pushfstring(L, "header name '%s' is not a valid token", name);
+        if (strcasecmp(name, "content-length") == 0 || strcasecmp(name, "transfer-encoding") == 0)
+            return lua_pushfstring(L, "header %s is set from the body; do not give it", name);
+        if (strcasecmp(name, "upgrade") == 0)
+            return "header Upgrade: protocol upgrades are not supported";
+        if (strcasecmp(name, "host") == 0) {
+            if (*has_host)
+                return "header Host is given twice";
+            *has_host = true;
+        }
+        if (list)
+            n = (int)lua_objlen(L, -1);
+        for (int i = 1; i <= n; i++) {
+            size_t value_len;
+            const char *value;
+            if (list)
+                lua_rawgeti(L, -1, i);
+            else
+                lua_pushvalue(L, -1);
+            if (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER)
+                return lua_pushfstring(L, "header %s: the value must be a string or a number",
+                                       name);
+            value = lua_tolstring(L, -1, &value_len);
+            if (!safe_value(value, value_len))
+                return lua_pushfstring(L, "header %s: the value has a CR, LF or NUL byte", name);
+            put(out, len, name, name_len);
+            put(out, len, ": ", 2);
+            put(out, len, value, value_len);
+            put(out, len, "\r\n", 2);
+            lua_pop(L, 1);
+        }
+        lua_pop(L, 1);
+    }
+    return NULL;
+}
+
+struct request_parts {
+    const char *method;
+    size_t method_len;
+    const struct target *t;
+    const char *body;               /* NULL: none */
+    size_t body_len;
+};
+
+/* Puts the whole request at out (or counts it when out is NULL) in *len. NULL, or an error. */
+static const char *put_request(lua_State *L, const struct request_parts *q, int headers_idx,
+                               char *out, size_t *len)
+{
+    const struct target *t = q->t;
+    bool has_host = false;
+    const char *err;
+    char line[64];
+
+    *len = 0;
+    put(out, len, q->method, q->method_len);
+    put(out, len, " ", 1);
+    put(out, len, t->path, t->path_len);
+    if (t->query) {
+        put(out, len, "?", 1);
+        put(out, len, t->query, t->query_len);
+    }
+    put(out, len, " HTTP/1.1\r\n", 11);
+    if ((err = put_headers(L, headers_idx, out, len, &has_host)))
+        return err;
+    if (!has_host) {
+        bool v6 = strchr(t->host, ':') != NULL;
+        put(out, len, "Host: ", 6);
+        put(out, len, "[", v6);
+        put(out, len, t->host, strlen(t->host));
+        put(out, len, "]", v6);
+        if (t->port != 80)
+            put(out, len, line, (size_t)snprintf(line, sizeof(line), ":%u", t->port));
+        put(out, len, "\r\n", 2);
+    }
+    if (q->body || strcmp(q->method, "POST") == 0 || strcmp(q->method, "PUT") == 0 ||
+        strcmp(q->method, "PATCH") == 0)
+        put(out, len, line,
+            (size_t)snprintf(line, sizeof(line), "Content-Length: %zu\r\n", q->body_len));
+    put(out, len, "\r\n", 2);
+    if (q->body)
+        put(out, len, q->body, q->body_len);
+    return NULL;
+}
+
+static bool method_is_idempotent(const char *m)
+{
+    static const char *const list[] = {"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE"};
+
+    for (size_t i = 0; i < sizeof(list) / sizeof(list[0]); i++)
+        if (strcmp(m, list[i]) == 0)
+            return true;
+    return false;
+}
+
+/*
+ * new_call(fn, url, method, headers, body, timeout) -> call, or false and a
+ * message (the Lua wrapper raises it at the caller's line).
+ */
+static int new_call(lua_State *L)
+{
+    const char *fn = luaL_checkstring(L, 1);
+    size_t url_len, method_len, body_len = 0, req_len;
+    const char *url = lua_type(L, 2) == LUA_TSTRING ? lua_tolstring(L, 2, &url_len) : NULL;
+    const char *method = luaL_optlstring(L, 3, "GET", &method_len);
+    const char *body = NULL, *err = NULL;
+    double timeout = DEFAULT_TIMEOUT;
+    struct target t;
+    struct request_parts q;
+    struct http_call *hc;
+
+    lua_settop(L, 6);
+    if ((err = tycho_task_refusal(L, TYCHO_PLACE_WAIT)))
+        ;
+    else if (!url)
+        err = "url must be a string";
+    else if ((err = parse_url(L, url, url_len, &t)))
+        ;
+    else if (!tycho_http_is_token(method, method_len))
+        err = lua_pushfstring(L, "method '%s' is not a valid token", method);
+    else if (strcmp(method, "CONNECT") == 0)
+        err = "method CONNECT is not supported";
+    else if (!lua_isnil(L, 5) && !(body = lua_type(L, 5) == LUA_TSTRING
+                                              ? lua_tolstring(L, 5, &body_len) : NULL))
+        err = "body must be a string";
+    else if (!lua_isnil(L, 6) && (!lua_isnumber(L, 6) || !((timeout = lua_tonumber(L, 6)) > 0) ||
+                                  timeout > 31536000))
+        err = "timeout must be seconds, more than 0 and at most 31536000";
+    if (err) {
+        lua_pushboolean(L, 0);
+        lua_pushfstring(L, "%s: %s", fn, err);
+        return 2;
+    }
+    q.method = method;
+    q.method_len = method_len;
+    q.t = &t;
+    q.body = body;
+    q.body_len = body_len;
+    if ((err = put_request(L, &q, 4, NULL, &req_len))) {
+        lua_pushboolean(L, 0);
+        lua_pushfstring(L, "%s: %s", fn, err);
+        return 2;
+    }
+    hc = lua_newuserdata(L, sizeof(*hc) + req_len);
+    memset(hc, 0, sizeof(*hc));
+    put_request(L, &q, 4, hc->request, &req_len);
+    memcpy(hc->host, t.host, sizeof(hc->host));
+    hc->w.start = wait_start;
+    hc->w.cancel = wait_cancel;
+    hc->u = tycho_vm_of(L)->upstreams;
+    hc->spec.host = hc->host;
+    hc->spec.port = t.port;
+    hc->spec.request = hc->request;
+    hc->spec.request_len = req_len;
+    hc->spec.timeout = timeout;
+    hc->spec.head = strcmp(method, "HEAD") == 0;
+    hc->spec.idempotent = method_is_idempotent(method);
+    luaL_getmetatable(L, CALL_MT);
+    lua_setmetatable(L, -2);
+    return 1;
+}
+
+/* wait(call): suspends the caller until the call has finished (new_call checked the place). */
+static int wait_call(lua_State *L)
+{
+    struct http_call *hc = luaL_checkudata(L, 1, CALL_MT);
+
+    if (hc->started)
+        return luaL_error(L, "tycho.http: a call is waited for once");
+    return tycho_task_wait(L, &hc->w, "tycho.http");
+}
+
+/* result(call) -> res {status, headers, body}, or nil and the error. Frees the C call. */
+static int call_result(lua_State *L)
+{
+    struct http_call *hc = luaL_checkudata(L, 1, CALL_MT);
+    struct tycho_call *c = hc->call;
+    const char *err, *body;
+    size_t n, body_len;
+
+    if (!c || (err = tycho_call_error(c))) {
+        lua_pushnil(L);
+        lua_pushstring(L, c ? err : "out of memory starting the call");
+        tycho_call_free(c);
+        hc->call = NULL;
+        return 2;
+    }
+    lua_createtable(L, 0, 3);
+    lua_pushinteger(L, tycho_call_status(c));
+    lua_setfield(L, -2, "status");
+    n = tycho_call_header_count(c);
+    lua_createtable(L, 0, (int)n);
+    for (size_t i = 0; i < n; i++) {
+        const char *name, *value;
+        size_t name_len, value_len;
+        tycho_call_header(c, i, &name, &name_len, &value, &value_len);
+        lua_pushlstring(L, name, name_len);
+        lua_pushvalue(L, -1);
+        lua_rawget(L, -3);
+        if (lua_isnil(L, -1)) {
+            lua_pop(L, 1);
+            lua_pushlstring(L, value, value_len);
+        } else {                      /* a repeated field: values joined with ", " */
+            lua_pushliteral(L, ", ");
+            lua_pushlstring(L, value, value_len);
+            lua_concat(L, 3);
+        }
+        lua_rawset(L, -3);
+    }
+    lua_setfield(L, -2, "headers");
+    body = tycho_call_body(c, &body_len);
+    lua_pushlstring(L, body ? body : "", body_len);
+    lua_setfield(L, -2, "body");
+    tycho_call_free(c);
+    hc->call = NULL;
+    return 1;
+}
+
+/* ---- pool settings and counters ----------------------------------------- */
+
+/* "host:port" or "[v6]:port" at idx into host and port; raises naming fn. */
+static void check_host_port(lua_State *L, int idx, const char *fn, char *host, unsigned *port)
+{
+    size_t len;
+    const char *s = luaL_checklstring(L, idx, &len);
+    const char *colon = strrchr(s, ':');
+    const char *h = s;
+    size_t host_len = colon ? (size_t)(colon - s) : 0;
+    char *end;
+    unsigned long p = colon ? strtoul(colon + 1, &end, 10) : 0;
+
+    if (host_len >= 2 && s[0] == '[' && s[host_len - 1] == ']') {
+        h++;
+        host_len -= 2;
+    }
+    if (!colon || host_len == 0 || host_len > MAX_HOST || *end || p == 0 || p > 65535 ||
+        colon[1] < '0' || colon[1] > '9')
+        luaL_error(L, "%s: expected \"host:port\", got \"%s\"", fn, s);
+    memcpy(host, h, host_len);
+    host[host_len] = '\0';
+    *port = (unsigned)p;
+}
+
+struct opt_field {
+    const char *name;
+    size_t offset;
+    char kind;                      /* 'u' unsigned, 'd' seconds, 'z' bytes, 'b' boolean */
+};
+
+#define OPT(name, kind) {#name, offsetof(struct tycho_pool_opts, name), kind}
+static const struct opt_field opt_fields[] = {
+    OPT(max_conns, 'u'),       OPT(max_waiting, 'u'),    OPT(wait_timeout, 'd'),
+    OPT(idle_timeout, 'd'),    OPT(max_lifetime, 'd'),   OPT(connect_timeout, 'd'),
+    OPT(read_timeout, 'd'),    OPT(max_failures, 'u'),   OPT(cooldown, 'd'),
+    OPT(fail_on_5xx, 'b'),     OPT(max_body, 'z'),
+};
+#define NFIELDS (sizeof(opt_fields) / sizeof(opt_fields[0]))
+
+/* Sets one option from the value on top of the stack; raises on a bad value. */
+static void set_opt(lua_State *L, const struct opt_field *f, struct tycho_pool_opts *o)
+{
+    char *at = (char *)o + f->offset;
+    double v;
+
+    if (f->kind == 'b') {
+        if (!lua_isboolean(L, -1))
+            luaL_error(L, "tycho.http.pool: %s must be true or false", f->name);
+        *(bool *)at = lua_toboolean(L, -1);
+        return;
+    }
+    v = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : -1;
+    if (!(v >= 0) || isinf(v) || (f->kind == 'd' && v > 31536000) ||
+        (f->kind == 'u' && (v != floor(v) || v > 1e9)) ||
+        (f->kind == 'z' && (v != floor(v) || v > 1e15)))
+        luaL_error(L, "tycho.http.pool: %s must be a %s from 0, got %s", f->name,
+                   f->kind == 'd' ? "number of seconds" : "whole number",
+                   luaL_typename(L, -1));
+    if (f->kind == 'u' && strcmp(f->name, "max_conns") == 0 && v < 1)
+        luaL_error(L, "tycho.http.pool: max_conns must be at least 1");
+    if ((strcmp(f->name, "connect_timeout") == 0 || strcmp(f->name, "read_timeout") == 0) &&
+        v <= 0)
+        luaL_error(L, "tycho.http.pool: %s must be more than 0", f->name);
+    if (f->kind == 'u')
+        *(unsigned *)at = (unsigned)v;
+    else if (f->kind == 'z')
+        *(size_t *)at = (size_t)v;
+    else
+        *(double *)at = v;
+}
+
+static void push_opts(lua_State *L, const struct tycho_pool_opts *o)
+{
+    lua_createtable(L, 0, (int)NFIELDS);
+    for (size_t i = 0; i < NFIELDS; i++) {
+        const char *at = (const char *)o + opt_fields[i].offset;
+        switch (opt_fields[i].kind) {
+        case 'b': lua_pushboolean(L, *(const bool *)at); break;
+        case 'u': lua_pushnumber(L, *(const unsigned *)at); break;
+        case 'z': lua_pushnumber(L, (double)*(const size_t *)at); break;
+        default: lua_pushnumber(L, *(const double *)at); break;
+        }
+        lua_setfield(L, -2, opt_fields[i].name);
+    }
+}
+
+/*
+ * tycho.http.pool(host_port[, opts]) -> the settings now in force. Unknown
+ * option names raise (a typo must not pass silently).
+ */
+static int http_pool(lua_State *L)
+{
+    struct tycho_upstreams *u = tycho_vm_of(L)->upstreams;
+    struct tycho_pool_opts o;
+    struct tycho_pool_stats s;
+    char host[MAX_HOST + 1];
+    unsigned port;
+
+    check_host_port(L, 1, "tycho.http.pool", host, &port);
+    tycho_upstreams_inspect(u, host, port, &o, &s);
+    if (!lua_isnoneornil(L, 2)) {
+        luaL_checktype(L, 2, LUA_TTABLE);
+        lua_pushnil(L);
+        while (lua_next(L, 2)) {
+            size_t i = 0;
+            const char *key = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "?";
+            while (i < NFIELDS && strcmp(opt_fields[i].name, key) != 0)
+                i++;
+            if (i == NFIELDS)
+                luaL_error(L, "tycho.http.pool: unknown option '%s'", key);
+            set_opt(L, &opt_fields[i], &o);
+            lua_pop(L, 1);
+        }
+        if (tycho_upstreams_configure(u, host, port, &o) < 0)
+            luaL_error(L, "tycho.http.pool: out of memory");
+    }
+    push_opts(L, &o);
+    return 1;
+}
+
+/* tycho.http.stats(host_port) -> this worker's counters for the backend. */
+static int http_stats(lua_State *L)
+{
+    struct tycho_pool_opts o;
+    struct tycho_pool_stats s;
+    char host[MAX_HOST + 1];
+    unsigned port;
+
+    check_host_port(L, 1, "tycho.http.stats", host, &port);
+    tycho_upstreams_inspect(tycho_vm_of(L)->upstreams, host, port, &o, &s);
+    lua_createtable(L, 0, 8);
+    lua_pushnumber(L, s.open);
+    lua_setfield(L, -2, "open");
+    lua_pushnumber(L, s.idle);
+    lua_setfield(L, -2, "idle");
+    lua_pushnumber(L, s.waiting);
+    lua_setfield(L, -2, "waiting");
+    lua_pushnumber(L, (double)s.connects);
+    lua_setfield(L, -2, "connects");
+    lua_pushnumber(L, (double)s.requests);
+    lua_setfield(L, -2, "requests");
+    lua_pushnumber(L, (double)s.reused);
+    lua_setfield(L, -2, "reused");
+    lua_pushnumber(L, (double)s.failures);
+    lua_setfield(L, -2, "failures");
+    lua_pushstring(L, s.circuit);
+    lua_setfield(L, -2, "circuit");
+    return 1;
+}
+
+/*
+ * The public functions, in Lua: they keep the call in a local while it
+ * waits. No tail calls, so that error level 3 is the user's line.
+ */
+static const char http_lua[] =
+    "local new_call, wait, result = ...\n"
+    "local http = {}\n"
+    "local function call(fn, url, method, headers, body, timeout)\n"
+    "  local c, err = new_call(fn, url, method, headers, body, timeout)\n"
+    "  if not c then error(err, 3) end\n"
+    "  wait(c)\n"
+    "  local res, msg = result(c)\n"
+    "  return res, msg\n"
+    "end\n"
+    "local function opts(fn, o)\n"
+    "  if o ~= nil and type(o) ~= 'table' then error(fn .. ': opts must be a table', 3) end\n"
+    "  return o or {}\n"
+    "end\n"
+    "function http.request(o)\n"
+    "  if type(o) ~= 'table' then\n"
+    "    error('tycho.http.request: expected a table {url=, method=, headers=, body=, timeout=}', 2)\n"
+    "  end\n"
+    "  local res, err = call('tycho.http.request', o.url, o.method, o.headers, o.body, o.timeout)\n"
+    "  return res, err\n"
+    "end\n"
+    "function http.get(url, o)\n"
+    "  o = opts('tycho.http.get', o)\n"
+    "  local res, err = call('tycho.http.get', url, 'GET', o.headers, nil, o.timeout)\n"
+    "  return res, err\n"
+    "end\n"
+    "function http.post(url, body, o)\n"
+    "  o = opts('tycho.http.post', o)\n"
+    "  local res, err = call('tycho.http.post', url, 'POST', o.headers, body, o.timeout)\n"
+    "  return res, err\n"
+    "end\n"
+    "return http\n";
+
+void tycho_bind_http(lua_State *L)
+{
+    luaL_newmetatable(L, CALL_MT);
+    lua_pushcfunction(L, call_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pop(L, 1);
+    if (luaL_loadbuffer(L, http_lua, sizeof(http_lua) - 1, "=tycho.http"))
+        lua_error(L);
+    lua_pushcfunction(L, new_call);
+    lua_pushcfunction(L, wait_call);
+    lua_pushcfunction(L, call_result);
+    lua_call(L, 3, 1);
+    lua_pushcfunction(L, http_pool);
+    lua_setfield(L, -2, "pool");
+    lua_pushcfunction(L, http_stats);
+    lua_setfield(L, -2, "stats");
+    lua_setfield(L, -2, "http");
+}

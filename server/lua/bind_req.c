@@ -1,0 +1,361 @@
+/*
+ * bind_req.c: the `req` object a handler receives. A userdata holding a
+ * pointer to the request context; script.c sets the pointer to NULL when the
+ * request ends, so a stashed req raises "request finished" instead of reading
+ * freed memory. Fields are made when read: strings are pushed on each read,
+ * tables (query, params, headers) are built on first read and cached in the
+ * userdata's environment table. Runs on the worker thread inside the request
+ * coroutine; raises only on misuse.
+ */
+#include "lua/bind.h"
+#include "lua/task.h"
+#include "http/conn.h"
+#include "http/http.h"
+
+#include <ctype.h>
+#include <lauxlib.h>
+#include <string.h>
+
+/* Upvalues of req_index. */
+#define UP_REQ_MT lua_upvalueindex(1)
+#define UP_HEADERS_MT lua_upvalueindex(2)
+#define UP_NO_CACHE lua_upvalueindex(3)
+
+/*
+ * Registry key of the anchor table: lightuserdata(r) -> req and
+ * lightuserdata(r + 1) -> res while the request runs. It keeps the two
+ * userdata alive until tycho_bind_release has set their pointers to NULL,
+ * even when the handler dropped every reference to them (a GC in the middle
+ * of the handler would otherwise free them before C writes into them).
+ */
+static const char anchors_key = 0;
+
+/* Returns the live request behind the req at idx; raises on misuse. */
+static struct tycho_req *check_req(lua_State *L, int idx)
+{
+    void **box = lua_touserdata(L, idx);
+
+    if (!box || !lua_getmetatable(L, idx) || !lua_rawequal(L, -1, UP_REQ_MT))
+        luaL_typerror(L, idx, "tycho.req");
+    lua_pop(L, 1);
+    if (!*box)
+        luaL_error(L, "request finished: this req belongs to a request that has ended");
+    return *box;
+}
+
+static int hex_value(int c)
+{
+    return isdigit(c) ? c - '0' : (tolower(c) - 'a' + 10);
+}
+
+/* Pushes s percent-decoded ("+" as space too when plus_space). */
+static void push_decoded(lua_State *L, const char *s, size_t len, int plus_space)
+{
+    luaL_Buffer b;
+
+    if (!memchr(s, '%', len) && !(plus_space && memchr(s, '+', len))) {
+        lua_pushlstring(L, s, len);
+        return;
+    }
+    luaL_buffinit(L, &b);
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '%' && i + 2 < len && isxdigit((unsigned char)s[i + 1]) &&
+            isxdigit((unsigned char)s[i + 2])) {
+            luaL_addchar(&b, (char)(hex_value((unsigned char)s[i + 1]) * 16 +
+                                    hex_value((unsigned char)s[i + 2])));
+            i += 2;
+        } else if (c == '+' && plus_space) {
+            luaL_addchar(&b, ' ');
+        } else {
+            luaL_addchar(&b, (char)c);
+        }
+    }
+    luaL_pushresult(&b);
+}
+
+/* Pushes a table of the decoded query parameters; a repeated key keeps its last value. */
+static void push_query(lua_State *L, const struct tycho_req *r)
+{
+    const char *p = r->query, *end = r->query ? r->query + r->query_len : NULL;
+
+    lua_newtable(L);
+    while (p && p < end) {
+        const char *amp = memchr(p, '&', (size_t)(end - p));
+        const char *pair_end = amp ? amp : end;
+        const char *eq = memchr(p, '=', (size_t)(pair_end - p));
+        const char *key_end = eq ? eq : pair_end;
+
+        if (key_end > p) {
+            push_decoded(L, p, (size_t)(key_end - p), 1);
+            if (eq)
+                push_decoded(L, eq + 1, (size_t)(pair_end - eq - 1), 1);
+            else
+                lua_pushliteral(L, "");
+            lua_rawset(L, -3);
+        }
+        p = pair_end + 1;
+    }
+}
+
+/* Pushes a table of the route parameters, percent-decoded. */
+static void push_params(lua_State *L, const struct tycho_req *r)
+{
+    const struct tycho_route_match *m = &r->match;
+
+    lua_createtable(L, 0, (int)m->nparams);
+    for (unsigned i = 0; i < m->nparams; i++) {
+        lua_pushstring(L, m->param_names[i]);
+        push_decoded(L, m->param_values[i].at, m->param_values[i].len, 0);
+        lua_rawset(L, -3);
+    }
+}
+
+/* Pushes s lower-cased. */
+static void push_lower(lua_State *L, const char *s, size_t len)
+{
+    luaL_Buffer b;
+
+    luaL_buffinit(L, &b);
+    for (size_t i = 0; i < len; i++)
+        luaL_addchar(&b, (char)tolower((unsigned char)s[i]));
+    luaL_pushresult(&b);
+}
+
+/* Pushes the headers table: lower-case names, repeated headers joined with ", ". */
+static void push_headers(lua_State *L, const struct tycho_req *r)
+{
+    lua_createtable(L, 0, (int)r->nheaders);
+    for (unsigned i = 0; i < r->nheaders; i++) {
+        const struct tycho_header *h = &r->headers[i];
+        push_lower(L, h->name, h->name_len);
+        lua_pushvalue(L, -1);
+        lua_rawget(L, -3);
+        if (lua_isnil(L, -1)) {
+            lua_pop(L, 1);
+            lua_pushlstring(L, h->value, h->value_len);
+        } else {
+            lua_pushliteral(L, ", ");
+            lua_pushlstring(L, h->value, h->value_len);
+            lua_concat(L, 3);
+        }
+        lua_rawset(L, -3);
+    }
+    lua_pushvalue(L, UP_HEADERS_MT);
+    lua_setmetatable(L, -2);
+}
+
+/* headers.__index: any spelling of a name finds its lower-case key. */
+static int headers_index(lua_State *L)
+{
+    size_t len;
+    const char *k = lua_tolstring(L, 2, &len);
+
+    if (!k || lua_type(L, 2) != LUA_TSTRING)
+        return 0;
+    push_lower(L, k, len);
+    lua_rawget(L, 1);
+    return 1;
+}
+
+/* Pushes the cached table named key (building it with build on first use). */
+static int push_cached(lua_State *L, const struct tycho_req *r, const char *key,
+                       void (*build)(lua_State *, const struct tycho_req *))
+{
+    lua_getfenv(L, 1);
+    if (lua_rawequal(L, -1, UP_NO_CACHE)) {
+        /* First cached field of this req: give it a table of its own. */
+        lua_pop(L, 1);
+        lua_createtable(L, 0, 3);
+        lua_pushvalue(L, -1);
+        lua_setfenv(L, 1);
+    }
+    lua_getfield(L, -1, key);
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        build(L, r);
+        lua_pushvalue(L, -1);
+        lua_setfield(L, -3, key);
+    }
+    return 1;
+}
+
+static int req_index(lua_State *L)
+{
+    struct tycho_req *r = check_req(L, 1);
+    size_t len;
+    const char *k = lua_tolstring(L, 2, &len);
+    char addr[64];
+
+    if (!k)
+        return 0;
+    switch (len) {
+    case 2:
+        if (memcmp(k, "id", 2) == 0) {
+            lua_pushlstring(L, r->id ? r->id : "", r->id_len);
+            return 1;
+        }
+        break;
+    case 4:
+        if (memcmp(k, "path", 4) == 0) {
+            lua_pushlstring(L, r->path, r->path_len);
+            return 1;
+        }
+        if (memcmp(k, "body", 4) == 0) {
+            lua_pushlstring(L, r->body ? r->body : "", r->body_len);
+            return 1;
+        }
+        break;
+    case 5:
+        if (memcmp(k, "query", 5) == 0)
+            return push_cached(L, r, "query", push_query);
+        break;
+    case 6:
+        if (memcmp(k, "method", 6) == 0) {
+            lua_pushlstring(L, r->method, r->method_len);
+            return 1;
+        }
+        if (memcmp(k, "params", 6) == 0)
+            return push_cached(L, r, "params", push_params);
+        break;
+    case 7:
+        if (memcmp(k, "headers", 7) == 0)
+            return push_cached(L, r, "headers", push_headers);
+        break;
+    case 11:
+        if (memcmp(k, "remote_addr", 11) == 0) {
+            lua_pushlstring(L, addr, tycho_conn_peer(r->conn, addr, sizeof(addr)));
+            return 1;
+        }
+        break;
+    }
+    return 0;
+}
+
+static int req_newindex(lua_State *L)
+{
+    return luaL_error(L, "req is read-only (field \"%s\")", luaL_checkstring(L, 2));
+}
+
+static int req_tostring(lua_State *L)
+{
+    void **box = lua_touserdata(L, 1);
+    struct tycho_req *r = box ? *box : NULL;
+
+    if (!r)
+        lua_pushliteral(L, "tycho.req (finished)");
+    else {
+        lua_pushfstring(L, "tycho.req (%s ", r->method);
+        lua_pushlstring(L, r->path, r->path_len);
+        lua_pushliteral(L, ")");
+        lua_concat(L, 3);
+    }
+    return 1;
+}
+
+/* Upvalues of new_objects. */
+#define UP_NEW_REQ_MT lua_upvalueindex(1)
+#define UP_NEW_RES_MT lua_upvalueindex(2)
+#define UP_NEW_ANCHORS lua_upvalueindex(3)
+#define UP_NEW_NO_CACHE lua_upvalueindex(4)
+
+/* new_objects(r): the req and res objects for one request (called by the prelude). */
+static int new_objects(lua_State *L)
+{
+    struct tycho_req *r = lua_touserdata(L, 1);
+    void **req_box, **res_box;
+
+    req_box = lua_newuserdata(L, sizeof(void *));       /* 2 */
+    *req_box = NULL;
+    lua_pushvalue(L, UP_NEW_REQ_MT);
+    lua_setmetatable(L, 2);
+    /* Its environment is the "no cache yet" marker until a table field is read. */
+    lua_pushvalue(L, UP_NEW_NO_CACHE);
+    lua_setfenv(L, 2);
+    res_box = lua_newuserdata(L, sizeof(void *));       /* 3 */
+    *res_box = NULL;
+    lua_pushvalue(L, UP_NEW_RES_MT);
+    lua_setmetatable(L, 3);
+    lua_pushlightuserdata(L, r);
+    lua_pushvalue(L, 2);
+    lua_rawset(L, UP_NEW_ANCHORS);
+    lua_pushlightuserdata(L, (char *)r + 1);
+    lua_pushvalue(L, 3);
+    lua_rawset(L, UP_NEW_ANCHORS);
+    /* Only now, with everything that could raise done, do they point at r. */
+    *req_box = r;
+    *res_box = r;
+    tycho_task_objects(r)->req_box = req_box;
+    tycho_task_objects(r)->res_box = res_box;
+    return 2;
+}
+
+/* Removes the anchor at key from the table on top, without allocating. */
+static void unanchor(lua_State *L, void *key)
+{
+    lua_pushlightuserdata(L, key);
+    lua_rawget(L, -2);
+    if (!lua_isnil(L, -1)) {
+        lua_pushlightuserdata(L, key);
+        lua_pushnil(L);
+        lua_rawset(L, -4);    /* an existing key: setting nil allocates nothing */
+    }
+    lua_pop(L, 1);
+}
+
+void tycho_bind_release(lua_State *L, struct tycho_req *r)
+{
+    struct tycho_req_objects *o = tycho_task_objects(r);
+
+    if (o->req_box)
+        *o->req_box = NULL;
+    if (o->res_box)
+        *o->res_box = NULL;
+    o->req_box = o->res_box = NULL;
+    lua_pushlightuserdata(L, (void *)&anchors_key);
+    lua_rawget(L, LUA_REGISTRYINDEX);
+    unanchor(L, r);
+    unanchor(L, (char *)r + 1);
+    lua_pop(L, 1);
+}
+
+void tycho_bind_objects(lua_State *L)
+{
+    int req_mt, headers_mt, no_cache, anchors;
+
+    luaL_newmetatable(L, "tycho.req");
+    req_mt = lua_gettop(L);
+    lua_newtable(L);
+    headers_mt = lua_gettop(L);
+    lua_pushcfunction(L, headers_index);
+    lua_setfield(L, headers_mt, "__index");
+    lua_newtable(L);
+    no_cache = lua_gettop(L);
+    lua_pushlightuserdata(L, (void *)&anchors_key);
+    lua_newtable(L);
+    lua_pushvalue(L, -1);
+    lua_insert(L, -3);
+    lua_rawset(L, LUA_REGISTRYINDEX);
+    anchors = lua_gettop(L);
+
+    lua_pushvalue(L, req_mt);
+    lua_pushvalue(L, headers_mt);
+    lua_pushvalue(L, no_cache);
+    lua_pushcclosure(L, req_index, 3);
+    lua_setfield(L, req_mt, "__index");
+    lua_pushvalue(L, req_mt);
+    lua_pushcclosure(L, req_newindex, 1);
+    lua_setfield(L, req_mt, "__newindex");
+    lua_pushcfunction(L, req_tostring);
+    lua_setfield(L, req_mt, "__tostring");
+    lua_pushliteral(L, "tycho.req");
+    lua_setfield(L, req_mt, "__metatable");
+
+    lua_pushvalue(L, req_mt);
+    tycho_bind_res_metatable(L);    /* pushes res_mt */
+    lua_pushvalue(L, anchors);
+    lua_pushvalue(L, no_cache);
+    lua_pushcclosure(L, new_objects, 4);
+    lua_replace(L, req_mt);
+    lua_settop(L, req_mt);          /* leaves new_objects */
+}

@@ -1,0 +1,228 @@
+/*
+ * bind_res.c: the `res` object a handler receives: status, header, send,
+ * json, redirect. Like req, a userdata holding a pointer that is NULL once
+ * the request ended. The response is built in the request context (strings
+ * copied into its arena) and written by conn.c after the handler returns.
+ * Worker thread, inside the request coroutine. Misuse raises (a 500); no
+ * function here holds a resource when it raises (arena memory belongs to
+ * the request and goes with it).
+ */
+#include "lua/bind.h"
+#include "http/http.h"
+
+#include <lauxlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define UP_RES_MT lua_upvalueindex(1)
+#define UP_JSON_ENCODE lua_upvalueindex(2)
+
+/* Returns the live request behind the res at idx; raises on misuse. */
+static struct tycho_req *check_res(lua_State *L, int idx)
+{
+    void **box = lua_touserdata(L, idx);
+
+    if (!box || !lua_getmetatable(L, idx) || !lua_rawequal(L, -1, UP_RES_MT))
+        luaL_typerror(L, idx, "tycho.res");
+    lua_pop(L, 1);
+    if (!*box)
+        luaL_error(L, "request finished: this res belongs to a request that has ended");
+    return *box;
+}
+
+/*
+ * The request behind res, which must not have its body yet. Status and
+ * headers may still change after the body is set (nothing is written before
+ * the handler and its middleware return), so middleware can add headers
+ * after next(); a second body is an error.
+ */
+static struct tycho_req *check_no_body(lua_State *L, const char *fn)
+{
+    struct tycho_req *r = check_res(L, 1);
+
+    if (r->res_flags & TYCHO_RES_SENT)
+        luaL_error(L, "res:%s: the response body was already sent", fn);
+    return r;
+}
+
+/* Header values: no control characters but tab (this is what stops response splitting). */
+static int is_field_value(const char *s, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if ((c < 0x20 && c != '\t') || c == 0x7f)
+            return 0;
+    }
+    return 1;
+}
+
+static int name_is(const char *name, size_t len, const char *want)
+{
+    return strlen(want) == len && strncasecmp(name, want, len) == 0;
+}
+
+/* Appends "name: value\r\n" to the response headers; raises on bad input. */
+static void add_header(lua_State *L, struct tycho_req *r, const char *name, size_t name_len,
+                       const char *value, size_t value_len)
+{
+    size_t old = r->res_headers_len, add = name_len + 2 + value_len + 2;
+    char *line = r->res_headers;
+
+    if (!tycho_http_is_token(name, name_len))
+        luaL_error(L, "res:header: bad header name \"%s\"", name);
+    if (!is_field_value(value, value_len))
+        luaL_error(L, "res:header: the value of %s contains CR, LF, NUL or another control "
+                      "character", name);
+    if (name_is(name, name_len, "content-length") || name_is(name, name_len, "transfer-encoding"))
+        luaL_error(L, "res:header: %s is set by the server", name);
+    if (name_is(name, name_len, "connection")) {
+        if (value_len != 5 || strncasecmp(value, "close", 5) != 0)
+            luaL_error(L, "res:header: Connection can only be set to \"close\"");
+        r->res_flags |= TYCHO_RES_CLOSE;
+        return;
+    }
+    if (name_is(name, name_len, "content-type"))
+        r->res_flags |= TYCHO_RES_CONTENT_TYPE;
+    else if (name_is(name, name_len, "server"))
+        r->res_flags |= TYCHO_RES_SERVER;
+    else if (name_is(name, name_len, "x-request-id"))
+        r->res_flags |= TYCHO_RES_REQUEST_ID;
+    /* Appends grow in place while the header block is the arena's newest allocation. */
+    line = tycho_arena_append(&r->arena, line, old, name, name_len);
+    line = line ? tycho_arena_append(&r->arena, line, old + name_len, ": ", 2) : NULL;
+    line = line ? tycho_arena_append(&r->arena, line, old + name_len + 2, value, value_len) : NULL;
+    line = line ? tycho_arena_append(&r->arena, line, add - 2 + old, "\r\n", 2) : NULL;
+    if (!line)
+        luaL_error(L, "res:header: out of memory");
+    r->res_headers = line;
+    r->res_headers_len = old + add;
+}
+
+/* res:status(code) -> res. code: 200..599 (1xx are interim answers only the server sends). */
+static int res_status(lua_State *L)
+{
+    struct tycho_req *r = check_res(L, 1);
+    lua_Integer code = luaL_checkinteger(L, 2);
+
+    luaL_argcheck(L, code >= 200 && code <= 599 && lua_tonumber(L, 2) == (lua_Number)code, 2,
+                  "expected an HTTP status from 200 to 599");
+    r->status = (int)code;
+    lua_settop(L, 1);
+    return 1;
+}
+
+/* res:header(name, value) -> res. value: a string or a number. */
+static int res_header(lua_State *L)
+{
+    struct tycho_req *r = check_res(L, 1);
+    size_t name_len, value_len;
+    const char *name = luaL_checklstring(L, 2, &name_len);
+    const char *value = luaL_checklstring(L, 3, &value_len);
+
+    add_header(L, r, name, name_len, value, value_len);
+    lua_settop(L, 1);
+    return 1;
+}
+
+/* Copies the body string at idx into the response and marks it sent. */
+static void set_body(lua_State *L, struct tycho_req *r, int idx)
+{
+    size_t len;
+    const char *s = lua_tolstring(L, idx, &len);
+    char *body = len ? tycho_arena_alloc(&r->arena, len) : NULL;
+
+    if (len && !body)
+        luaL_error(L, "res:send: out of memory");
+    if (len)
+        memcpy(body, s, len);
+    r->res_body = body;
+    r->res_body_len = len;
+    r->res_flags |= TYCHO_RES_SENT;
+}
+
+/* res:send([body]) -> res. body: a string or a number; none sends an empty body. */
+static int res_send(lua_State *L)
+{
+    struct tycho_req *r = check_no_body(L, "send");
+
+    if (lua_isnoneornil(L, 2))
+        lua_pushliteral(L, "");
+    else
+        luaL_checkstring(L, 2);
+    set_body(L, r, 2);
+    lua_settop(L, 1);
+    return 1;
+}
+
+/* res:json(value) -> res. Encodes with lua-cjson; an unencodable value raises. */
+static int res_json(lua_State *L)
+{
+    struct tycho_req *r = check_no_body(L, "json");
+
+    luaL_checkany(L, 2);
+    lua_pushvalue(L, UP_JSON_ENCODE);
+    lua_pushvalue(L, 2);
+    lua_call(L, 1, 1);
+    if (!(r->res_flags & TYCHO_RES_CONTENT_TYPE))
+        add_header(L, r, "Content-Type", 12, "application/json", 16);
+    set_body(L, r, -1);
+    lua_settop(L, 1);
+    return 1;
+}
+
+/* res:redirect(url[, code]) -> res. code: 300..399, default 302. */
+static int res_redirect(lua_State *L)
+{
+    struct tycho_req *r = check_no_body(L, "redirect");
+    size_t url_len;
+    const char *url = luaL_checklstring(L, 2, &url_len);
+    lua_Integer code = luaL_optinteger(L, 3, 302);
+
+    luaL_argcheck(L, code >= 300 && code <= 399, 3, "expected a redirect status from 300 to 399");
+    add_header(L, r, "Location", 8, url, url_len);
+    r->status = (int)code;
+    lua_pushliteral(L, "");
+    set_body(L, r, -1);
+    lua_settop(L, 1);
+    return 1;
+}
+
+static int res_tostring(lua_State *L)
+{
+    void **box = lua_touserdata(L, 1);
+
+    lua_pushstring(L, box && *box ? "tycho.res" : "tycho.res (finished)");
+    return 1;
+}
+
+static const luaL_Reg res_methods[] = {
+    {"status", res_status},     {"header", res_header}, {"send", res_send},
+    {"redirect", res_redirect}, {NULL, NULL},
+};
+
+void tycho_bind_res_metatable(lua_State *L)
+{
+    int mt, methods;
+
+    luaL_newmetatable(L, "tycho.res");
+    mt = lua_gettop(L);
+    lua_newtable(L);
+    methods = lua_gettop(L);
+    lua_pushvalue(L, mt);
+    luaL_setfuncs(L, res_methods, 1);
+
+    lua_pushvalue(L, mt);
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "cjson");
+    lua_call(L, 1, 1);
+    lua_getfield(L, -1, "encode");
+    lua_remove(L, -2);
+    lua_pushcclosure(L, res_json, 2);
+    lua_setfield(L, methods, "json");
+
+    lua_setfield(L, mt, "__index");   /* pops methods */
+    lua_pushcfunction(L, res_tostring);
+    lua_setfield(L, mt, "__tostring");
+    lua_pushliteral(L, "tycho.res");
+    lua_setfield(L, mt, "__metatable");
+}

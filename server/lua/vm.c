@@ -1,0 +1,45 @@
+/*
+ * vm.c: a Lua state's record (vm.h), found from any coroutine of the state
+ * through the registry.
+ */
+#include "lua/vm.h"
+
+#include <event2/event.h>
+#include <stdlib.h>
+#include <sys/time.h>
+
+const char tycho_key_vm = 0;
+const char tycho_key_handlers = 0;
+const char tycho_key_on_start = 0;
+
+struct tycho_vm *tycho_vm_of(lua_State *L)
+{
+    struct tycho_vm *vm;
+
+    lua_pushlightuserdata(L, (void *)&tycho_key_vm);
+    lua_rawget(L, LUA_REGISTRYINDEX);
+    vm = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    return vm;
+}
+
+double tycho_vm_now(const struct tycho_vm *vm)
+{
+    struct timeval now;
+
+    if (!vm->base || event_base_gettimeofday_cached(vm->base, &now) < 0)
+        gettimeofday(&now, NULL);
+    return (double)now.tv_sec + (double)now.tv_usec / 1e6;
+}
+
+void tycho_vm_add_static(struct tycho_vm *vm, int handler_id, struct tycho_static *mount)
+{
+    struct tycho_static_route *grown = realloc(vm->statics, sizeof(*grown) * (vm->nstatics + 1));
+
+    if (!grown)
+        return;                       /* the route still works, through its Lua handler */
+    vm->statics = grown;
+    vm->statics[vm->nstatics].handler_id = handler_id;
+    vm->statics[vm->nstatics].mount = mount;
+    vm->nstatics++;
+}

@@ -1,0 +1,486 @@
+/*
+ * main.c: start-up and shutdown order, signals, and the --request mode.
+ *
+ * Serve: parse flags; load the scripts once in a scratch generation (so a
+ * load error is reported once, with file:line, before anything starts);
+ * bind; start the workers (each loads its own generation) and wait for all;
+ * print the address and routes; enable the listener; run the main loop
+ * until SIGINT/SIGTERM; then stop accepting, stop and join the workers,
+ * free everything in reverse order.
+ */
+#include "http/access.h"
+#include "lua/bind.h"
+#include "core/config.h"
+#include "http/conn.h"
+#include "http/http.h"
+#include "top/listener.h"
+#include "core/log.h"
+#include "core/metrics.h"
+#include "http/router.h"
+#include "core/shdict.h"
+#include "top/testing.h"
+#include "lua/gen.h"
+#include "top/watch.h"
+#include "top/worker.h"
+
+#include <arpa/inet.h>
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+static void print_route(const char *method, const char *path, int handler_id, void *arg)
+{
+    (void)handler_id;
+    (void)arg;
+    printf("  %-7s %s\n", method, path);
+}
+
+/* What a reload needs: the workers to tell, and the generation they serve. */
+struct reloader {
+    const struct tycho_config *cfg;
+    struct tycho_shared *shared;      /* its reload counts (metrics) */
+    struct tycho_worker *workers;
+    unsigned long generation;
+};
+
+static double ms_since(const struct timespec *t0)
+{
+    struct timespec t1;
+
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    return (double)(t1.tv_sec - t0->tv_sec) * 1e3 + (double)(t1.tv_nsec - t0->tv_nsec) / 1e6;
+}
+
+/*
+ * Loads the scripts once in a scratch state; if that fails, nothing changes.
+ * Otherwise every worker builds the new generation and switches to it
+ * between requests (worker.c), its old one finishing what it runs.
+ */
+static void reload(void *arg)
+{
+    struct reloader *rl = arg;
+    struct tycho_gen *scratch = NULL;
+    struct timespec t0;
+    char err[TYCHO_ERR_LEN];
+    unsigned nscripts;
+
+    if (!rl->workers)
+        return;                       /* still starting: the workers load the files anyway */
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    if (!(scratch = tycho_gen_new(rl->cfg->dir, 0, err))) {
+        tycho_log_error("reload failed: %s; still serving generation %lu", err, rl->generation);
+        atomic_fetch_add(&rl->shared->reload_failures, 1);
+        return;
+    }
+    nscripts = tycho_gen_script_count(scratch);
+    tycho_gen_free(scratch);
+    rl->generation++;
+    tycho_log_info("reloaded %u scripts in %.1f ms (generation %lu)", nscripts, ms_since(&t0),
+                   rl->generation);
+    tycho_workers_reload(rl->workers, rl->cfg->workers, rl->generation);
+    atomic_fetch_add(&rl->shared->reloads, 1);
+    atomic_store(&rl->shared->generation, rl->generation);
+}
+
+static void on_hangup(evutil_socket_t sig, short what, void *arg)
+{
+    (void)sig;
+    (void)what;
+    tycho_log_info("SIGHUP: reloading the scripts");
+    reload(arg);
+}
+
+static void on_usr1(evutil_socket_t sig, short what, void *arg)
+{
+    (void)sig;
+    (void)what;
+    (void)arg;
+    tycho_log_reopen();
+    tycho_access_reopen();
+}
+
+static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
+{
+    (void)what;
+    tycho_log_info("%s: stopping", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    event_base_loopbreak(arg);
+}
+
+/* --metrics-addr: the exposition on main's own small HTTP server (libevent's evhttp). */
+static void on_metrics_request(struct evhttp_request *req, void *arg)
+{
+    struct tycho_buf text = {0};
+    struct evbuffer *body = NULL;
+
+    (void)arg;
+    if (tycho_metrics_render(&text) < 0 || !(body = evbuffer_new()) ||
+        evbuffer_add(body, text.data + text.off, text.len) < 0) {
+        evhttp_send_error(req, 503, "out of memory");
+    } else {
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+                          TYCHO_METRICS_CONTENT_TYPE);
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Cache-Control", "no-store");
+        evhttp_send_reply(req, 200, "OK", body);
+    }
+    if (body)
+        evbuffer_free(body);
+    tycho_buf_dispose(&text);
+}
+
+/* Binds --metrics-addr [HOST:]PORT and prints where the metrics are. NULL with err on failure. */
+static struct evhttp *metrics_listen(struct event_base *base, const struct tycho_config *cfg,
+                                     char *err)
+{
+    const char *addr = cfg->metrics_addr, *colon = strrchr(addr, ':');
+    char host[256] = "127.0.0.1";
+    struct evhttp *http = evhttp_new(base);
+    struct evhttp_bound_socket *bound;
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    int port;
+
+    if (colon) {
+        size_t n = (size_t)(colon - addr);
+        if (n >= 2 && addr[0] == '[' && addr[n - 1] == ']') {
+            addr++;
+            n -= 2;                   /* [v6]:port */
+        }
+        snprintf(host, sizeof(host), "%.*s", (int)n, addr);
+    }
+    port = atoi(colon ? colon + 1 : cfg->metrics_addr);
+    if (!http) {
+        snprintf(err, TYCHO_ERR_LEN, "tycho: --metrics-addr: out of memory");
+        return NULL;
+    }
+    evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
+    evhttp_set_max_headers_size(http, 16384);
+    evhttp_set_max_body_size(http, 0);
+    evhttp_set_timeout(http, 10);
+    if (evhttp_set_cb(http, cfg->metrics_path, on_metrics_request, NULL) != 0 ||
+        !(bound = evhttp_bind_socket_with_handle(http, host, (ev_uint16_t)port))) {
+        snprintf(err, TYCHO_ERR_LEN, "tycho: --metrics-addr: cannot listen on %s:%d", host, port);
+        evhttp_free(http);
+        return NULL;
+    }
+    if (getsockname(evhttp_bound_socket_get_fd(bound), (struct sockaddr *)&ss, &len) == 0)
+        port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                              : ((struct sockaddr_in *)&ss)->sin_port);
+    printf("metrics on http://%s%s%s:%d%s\n", strchr(host, ':') ? "[" : "", host,
+           strchr(host, ':') ? "]" : "", port, cfg->metrics_path);
+    return http;
+}
+
+static int serve(struct tycho_config *cfg)
+{
+    struct tycho_shared shared = {.cfg = cfg};
+    struct tycho_listener listener = {.fd = -1};
+    struct tycho_worker *workers = NULL;
+    struct event_base *base = NULL;
+    struct event *sigint = NULL, *sigterm = NULL, *sighup = NULL, *sigusr1 = NULL;
+    struct tycho_watch *watch = NULL;
+    struct reloader rl = {.cfg = cfg, .shared = &shared, .generation = 1};
+    struct tycho_gen *scratch = NULL;
+    struct evhttp *metrics_http = NULL;
+    char err[TYCHO_ERR_LEN];
+    int rc = 1;
+
+    /*
+     * Until libevent handles them (below), a SIGHUP or SIGUSR1 would end the
+     * process by its default action: ignore them while starting (the workers
+     * load the scripts as they are anyway, and no log is open yet to reopen).
+     */
+    signal(SIGHUP, SIG_IGN);
+    signal(SIGUSR1, SIG_IGN);
+    if (!(base = event_base_new())) {
+        fprintf(stderr, "tycho: cannot create the main event loop\n");
+        return 1;
+    }
+    /* Watching starts before the first load, so that no change during start-up is missed. */
+    if (cfg->watch && !(watch = tycho_watch_new(base, cfg->dir, reload, &rl, err))) {
+        fprintf(stderr, "%s\n", err);
+        goto out;
+    }
+    if (!(scratch = tycho_gen_new(cfg->dir, 0, err))) {
+        fprintf(stderr, "tycho: %s\n", err);
+        goto out;
+    }
+    if (tycho_access_open(cfg, err) < 0) {
+        fprintf(stderr, "%s\n", err);
+        goto out;
+    }
+    if (cfg->error_log && tycho_log_open(cfg->error_log, err, sizeof(err)) < 0) {
+        fprintf(stderr, "%s\n", err);
+        goto out;
+    }
+    if (tycho_listener_bind(&listener, base, &shared, err) < 0) {
+        fprintf(stderr, "%s\n", err);
+        goto out;
+    }
+    atomic_store(&shared.generation, 1);
+    tycho_metrics_set_shared(&shared);
+    /* Signals first: one that arrives while the workers start is handled once the loop runs. */
+    sigint = evsignal_new(base, SIGINT, on_stop_signal, base);
+    sigterm = evsignal_new(base, SIGTERM, on_stop_signal, base);
+    sighup = evsignal_new(base, SIGHUP, on_hangup, &rl);
+    sigusr1 = evsignal_new(base, SIGUSR1, on_usr1, NULL);
+    if (!sigint || !sigterm || !sighup || !sigusr1 || evsignal_add(sigusr1, NULL) < 0 ||
+        evsignal_add(sigint, NULL) < 0 || evsignal_add(sigterm, NULL) < 0 ||
+        evsignal_add(sighup, NULL) < 0) {
+        fprintf(stderr, "tycho: cannot set up signals\n");
+        goto out;
+    }
+    if (!(workers = tycho_workers_start(cfg->workers, &shared, err))) {
+        fprintf(stderr, "tycho: %s\n", err);
+        goto out;
+    }
+    rl.workers = workers;
+    if (tycho_listener_enable(&listener, workers, cfg->workers) < 0) {
+        fprintf(stderr, "tycho: cannot set up the listener\n");
+        goto out;
+    }
+    printf("tycho %s listening on http://%s%s%s:%d (%d workers)\n", TYCHO_VERSION,
+           strchr(cfg->host, ':') ? "[" : "", cfg->host, strchr(cfg->host, ':') ? "]" : "",
+           listener.port, cfg->workers);
+    if (cfg->metrics_addr && !(metrics_http = metrics_listen(base, cfg, err))) {
+        fprintf(stderr, "%s\n", err);
+        goto out;
+    }
+    printf("routes:\n");
+    tycho_router_each(tycho_gen_router(scratch), print_route, NULL);
+    tycho_log_redirect();             /* --error-log: from here on, the log goes to the file */
+    if (tycho_router_count(tycho_gen_router(scratch)) == 0)
+        printf("  (none: no script in %s registered a route)\n", cfg->dir);
+    fflush(stdout);
+    tycho_gen_free(scratch);
+    scratch = NULL;
+
+    event_base_dispatch(base);
+    rc = 0;
+out:
+    if (metrics_http)
+        evhttp_free(metrics_http);
+    tycho_watch_free(watch);
+    tycho_listener_dispose(&listener);
+    if (tycho_workers_stop(workers, cfg->workers) < 0) {
+        /* A worker is stuck in Lua: nothing it owns can be freed safely. */
+        tycho_log_error("exiting without the stuck worker(s)");
+        _exit(1);
+    }
+    tycho_listener_free_counts(&listener);
+    tycho_metrics_set_shared(NULL);
+    {
+        /*
+         * Freeing the signal events gives the signals back their default
+         * action: one now (an impatient second kill, a log rotation) would
+         * end the process by the signal instead of status 0. The workers are gone,
+         * so blocking them in this thread is enough; we are stopping anyway.
+         */
+        sigset_t stop_signals;
+        sigemptyset(&stop_signals);
+        sigaddset(&stop_signals, SIGTERM);
+        sigaddset(&stop_signals, SIGINT);
+        sigaddset(&stop_signals, SIGHUP);   /* their default actions end the process too */
+        sigaddset(&stop_signals, SIGUSR1);
+        pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
+    }
+    if (sigint)
+        event_free(sigint);
+    if (sigterm)
+        event_free(sigterm);
+    if (sighup)
+        event_free(sighup);
+    if (sigusr1)
+        event_free(sigusr1);
+    tycho_access_close();
+    if (base)
+        event_base_free(base);
+    tycho_gen_free(scratch);
+    if (rc == 0)
+        tycho_log_info("stopped");
+    return rc;
+}
+
+/* Appends "K: V\r\n" for a --header argument; explains a bad one in err. */
+static int add_request_header(struct tycho_buf *raw, const char *header, char *err)
+{
+    const char *colon = strchr(header, ':');
+
+    if (!colon || colon == header || strpbrk(header, "\r\n")) {
+        snprintf(err, TYCHO_ERR_LEN, "tycho: --header: expected 'Name: value', got \"%s\"",
+                 header);
+        return TYCHO_ERR;
+    }
+    if (strncasecmp(header, "content-length:", 15) == 0 ||
+        strncasecmp(header, "transfer-encoding:", 18) == 0) {
+        snprintf(err, TYCHO_ERR_LEN,
+                 "tycho: --header: \"%.*s\" is set from --body; leave it out",
+                 (int)(colon - header), header);
+        return TYCHO_ERR;
+    }
+    if (tycho_buf_puts(raw, header) < 0 || tycho_buf_puts(raw, "\r\n") < 0) {
+        snprintf(err, TYCHO_ERR_LEN, "tycho: --request: out of memory");
+        return TYCHO_ERR;
+    }
+    return TYCHO_OK;
+}
+
+/* Builds the raw HTTP/1.1 request that --request describes. */
+static int build_request(const struct tycho_config *cfg, struct tycho_buf *raw, char *err)
+{
+    const char *line = cfg->request_line, *space = strchr(line, ' ');
+    int has_host = 0;
+    char length[64];
+
+    if (!space || space == line || space[1] != '/' || strpbrk(line, "\r\n") ||
+        strchr(space + 1, ' ')) {
+        snprintf(err, TYCHO_ERR_LEN,
+                 "tycho: --request: expected 'METHOD /path?query', got \"%s\"", line);
+        return TYCHO_ERR;
+    }
+    if (tycho_buf_append(raw, line, strlen(line)) < 0 ||
+        tycho_buf_puts(raw, " HTTP/1.1\r\n") < 0)
+        goto oom;
+    for (int i = 0; i < cfg->request_nheaders; i++) {
+        if (add_request_header(raw, cfg->request_headers[i], err) < 0)
+            return TYCHO_ERR;
+        has_host |= strncasecmp(cfg->request_headers[i], "host:", 5) == 0;
+    }
+    if (!has_host && tycho_buf_puts(raw, "Host: localhost\r\n") < 0)
+        goto oom;
+    snprintf(length, sizeof(length), "Content-Length: %zu\r\n\r\n",
+             cfg->request_body ? strlen(cfg->request_body) : 0);
+    if (tycho_buf_puts(raw, length) < 0 ||
+        (cfg->request_body && tycho_buf_puts(raw, cfg->request_body) < 0))
+        goto oom;
+    return TYCHO_OK;
+oom:
+    snprintf(err, TYCHO_ERR_LEN, "tycho: --request: out of memory");
+    return TYCHO_ERR;
+}
+
+/* --request: one request through the same parse/route/run path, no socket. */
+static int run_request(struct tycho_config *cfg)
+{
+    struct tycho_shared shared = {.cfg = cfg};
+    struct tycho_worker w = {0};
+    struct tycho_buf raw = {0}, out = {0};
+    char err[TYCHO_ERR_LEN];
+    int rc = 2;
+
+    if (build_request(cfg, &raw, err) < 0) {
+        fprintf(stderr, "%s\n", err);
+        goto out;
+    }
+    rc = 1;
+    if (tycho_worker_setup(&w, 0, &shared, err) < 0) {
+        fprintf(stderr, "tycho: %s\n", err);
+        goto out;
+    }
+    if (tycho_conn_run_local(&w.ctx, raw.data + raw.off, raw.len, &out, 0) < 0) {
+        fprintf(stderr, "tycho: --request: out of memory\n");
+        goto out_worker;
+    }
+    if (out.len && fwrite(out.data + out.off, 1, out.len, stdout) != out.len) {
+        fprintf(stderr, "tycho: --request: cannot write the response\n");
+        goto out_worker;
+    }
+    rc = fflush(stdout) == 0 ? 0 : 1;
+out_worker:
+    tycho_worker_teardown(&w);
+out:
+    tycho_buf_dispose(&raw);
+    tycho_buf_dispose(&out);
+    return rc;
+}
+
+/* --check: loads the scripts as a worker would, prints the routes or the error. */
+static int check(const struct tycho_config *cfg)
+{
+    char err[TYCHO_ERR_LEN];
+    struct tycho_gen *g = tycho_gen_new(cfg->dir, 0, err);
+
+    if (!g) {
+        fprintf(stderr, "tycho: %s\n", err);
+        return 1;
+    }
+    printf("%u scripts loaded from %s\nroutes:\n", tycho_gen_script_count(g), cfg->dir);
+    tycho_router_each(tycho_gen_router(g), print_route, NULL);
+    if (tycho_router_count(tycho_gen_router(g)) == 0)
+        printf("  (none: no script in %s registered a route)\n", cfg->dir);
+    tycho_gen_free(g);
+    return fflush(stdout) == 0 ? 0 : 1;
+}
+
+/* libevent's own messages (evdns's "nameserver ... has failed", say) go to Tycho's log. */
+static void on_libevent_log(int severity, const char *msg)
+{
+    enum tycho_log_level level = severity == EVENT_LOG_ERR    ? TYCHO_LOG_ERROR
+                                 : severity == EVENT_LOG_WARN ? TYCHO_LOG_WARN
+                                 : severity == EVENT_LOG_MSG  ? TYCHO_LOG_INFO
+                                                              : TYCHO_LOG_DEBUG;
+
+    tycho_log(level, "libevent: %s", msg);
+}
+
+int main(int argc, char **argv)
+{
+    struct tycho_config cfg;
+    char err[TYCHO_ERR_LEN];
+    int rc = 0;
+
+    if (tycho_config_parse(&cfg, argc, argv, err) < 0) {
+        fprintf(stderr, "%s\n", err);
+        tycho_config_dispose(&cfg);
+        return 2;
+    }
+    /* Writes to a closed socket must fail with EPIPE, not kill the process. */
+    signal(SIGPIPE, SIG_IGN);
+    tycho_log_min_level = (enum tycho_log_level)cfg.log_level;
+    event_set_log_callback(on_libevent_log);
+    tycho_http_global_init(&cfg);
+    tycho_shdict_default_bytes = cfg.shared_dict_bytes;
+    if (tycho_metrics_init(cfg.mode == TYCHO_MODE_SERVE ? cfg.workers : 0,
+                           (unsigned)cfg.metrics_max_series) < 0) {
+        fprintf(stderr, "tycho: out of memory\n");
+        tycho_config_dispose(&cfg);
+        return 1;
+    }
+    switch (cfg.mode) {
+    case TYCHO_MODE_HELP:
+        fputs(tycho_usage, stdout);
+        break;
+    case TYCHO_MODE_VERSION:
+        printf("tycho %s\n", TYCHO_VERSION);
+        break;
+    case TYCHO_MODE_REQUEST:
+        rc = run_request(&cfg);
+        break;
+    case TYCHO_MODE_SERVE:
+        rc = serve(&cfg);
+        break;
+    case TYCHO_MODE_CHECK:
+        rc = check(&cfg);
+        break;
+    case TYCHO_MODE_TEST:
+        rc = tycho_test_run(&cfg);
+        break;
+    case TYCHO_MODE_NEW:
+        rc = tycho_new_app(cfg.new_name);
+        break;
+    }
+    tycho_config_dispose(&cfg);
+    tycho_shdict_free_all();
+    tycho_metrics_free_all();
+    return rc;
+}

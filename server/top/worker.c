@@ -1,0 +1,453 @@
+/*
+ * worker.c: worker threads. Each thread builds everything it owns (event
+ * base, pools, script generation) itself, reports to main through the start
+ * lock, then runs its loop until STOP. Start-up waits for every worker so
+ * that the listener is enabled only once all can serve.
+ */
+#include "top/worker.h"
+#include "http/access.h"
+#include "http/conn.h"
+#include "http/http.h"
+#include "core/log.h"
+#include "lua/gen.h"
+
+#include <event2/event.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/time.h>
+#include <time.h>
+#include <stdatomic.h>
+#include <netinet/in.h>
+#include <unistd.h>
+
+/* Idle objects are given back after this long without being needed. */
+#define TRIM_INTERVAL_S 10
+
+static pthread_mutex_t start_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t start_cond = PTHREAD_COND_INITIALIZER;
+static int started; /* workers that reported, under start_lock */
+
+void tycho_worker_conn_gone(struct tycho_shared *shared, const struct sockaddr *peer)
+{
+    struct tycho_msg *m;
+
+    atomic_fetch_sub_explicit(&shared->open_conns, 1, memory_order_relaxed);
+    if (!shared->main_inbox)
+        return;
+    if (!(m = calloc(1, sizeof(*m)))) {
+        tycho_log_error("out of memory reporting a close: that address keeps one connection "
+                        "counted against --max-conns-per-ip");
+        return;
+    }
+    m->type = TYCHO_MSG_CLOSED;
+    m->fd = -1;
+    memcpy(&m->peer, peer, peer->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                                       : sizeof(struct sockaddr_in));
+    tycho_mq_push(shared->main_inbox, m);
+}
+
+/* ctx->conn_gone: the worker's context knows no worker; this is how it reaches it. */
+static void ctx_conn_gone(struct tycho_ctx *ctx, const struct sockaddr *peer)
+{
+    tycho_worker_conn_gone(tycho_container_of(ctx, struct tycho_worker, ctx)->shared, peer);
+}
+
+static void on_drain_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    struct tycho_worker *w = arg;
+
+    (void)fd;
+    (void)what;
+    tycho_log_warn("worker %d: --drain-timeout reached; closing the connections still open", w->id);
+    tycho_conn_close_all(&w->ctx);
+    event_base_loopbreak(w->base);
+}
+
+/* STOP: finish what is in flight (up to --drain-timeout), then leave the loop. */
+static void start_drain(struct tycho_worker *w)
+{
+    long ms = w->cfg->drain_timeout_ms;
+    struct timeval limit = {ms / 1000, (ms % 1000) * 1000};
+
+    if (w->ctx.draining)
+        return;
+    if (!(w->drain_ev = evtimer_new(w->base, on_drain_timeout, w)) ||
+        evtimer_add(w->drain_ev, &limit) < 0) {
+        tycho_conn_close_all(&w->ctx);
+        event_base_loopbreak(w->base);
+        return;
+    }
+    tycho_conn_drain(&w->ctx);
+}
+
+static void sample_metrics(struct tycho_worker *w);
+
+/* Builds the scripts anew and switches to them; the old generation finishes what it runs. */
+static void reload(struct tycho_worker *w, unsigned long generation)
+{
+    struct timespec t0, t1;
+    struct tycho_gen *g;
+    char err[TYCHO_ERR_LEN];
+
+    if (w->ctx.draining)
+        return;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    if (!(g = tycho_gen_new(w->cfg->dir, w->id, err))) {
+        tycho_log_error("worker %d: reload failed: %s; still serving generation %lu", w->id, err,
+                        w->generation);
+        return;
+    }
+    if (tycho_gen_attach(g, w->base) < 0) {
+        tycho_log_error("worker %d: reload failed: out of memory starting on_worker_start "
+                        "functions; still serving generation %lu", w->id, w->generation);
+        tycho_gen_free(g);
+        return;
+    }
+    tycho_gen_replace(w->gen, g, w->generation);
+    w->gen = g;
+    tycho_gen_app(g, &w->ctx.app);
+    w->generation = generation;
+    if (w->metrics_ev)
+        sample_metrics(w);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    tycho_log_info("worker %d: serving generation %lu (built in %.1f ms)", w->id, generation,
+                   (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6);
+}
+
+static void on_inbox(struct tycho_msg *list, void *arg)
+{
+    struct tycho_worker *w = arg;
+    struct tycho_msg *m, *next;
+
+    for (m = list; m; m = next) {
+        next = m->next;
+        if (m->type == TYCHO_MSG_NEW_CONN) {
+            if (w->ctx.draining) {
+                close(m->fd);         /* accepted just before the stop */
+                tycho_worker_conn_gone(w->shared, (struct sockaddr *)&m->peer);
+            } else {
+                tycho_conn_open(&w->ctx, m->fd, (struct sockaddr *)&m->peer, sizeof(m->peer));
+            }
+            free(m);
+        } else if (m->type == TYCHO_MSG_STOP) {
+            start_drain(w);           /* the stop message is embedded in the worker */
+        } else if (m->type == TYCHO_MSG_RELOAD) {
+            reload(w, m->generation);
+            free(m);
+        }
+    }
+}
+
+static void on_access_flush(evutil_socket_t fd, short what, void *arg)
+{
+    struct tycho_worker *w = arg;
+
+    (void)fd;
+    (void)what;
+    if (w->ctx.access_buf.len)
+        tycho_access_flush(&w->ctx.access_buf);
+}
+
+static void on_trim(evutil_socket_t fd, short what, void *arg)
+{
+    struct tycho_worker *w = arg;
+
+    (void)fd;
+    (void)what;
+    tycho_pool_trim(&w->ctx.conn_pool);
+    tycho_pool_trim(&w->ctx.req_pool);
+    /* The output scratch grows to the largest batch seen; give it back when quiet. */
+    if (w->ctx.out.len == 0 && w->ctx.out.cap > 64 * 1024)
+        tycho_buf_dispose(&w->ctx.out);
+}
+
+/* --metrics: the gauges only the worker can read (its Lua states, timers, pools), each second. */
+static void sample_metrics(struct tycho_worker *w)
+{
+    double lua_bytes, timers;
+
+    tycho_gen_sample(w->gen, ++w->metrics_round, &lua_bytes, &timers);
+    tycho_metric_set(&w->ctx.stats.lua_bytes, lua_bytes);
+    tycho_metric_set(&w->ctx.stats.timers, timers);
+    tycho_metric_set(&w->ctx.stats.generation, (double)w->generation);
+}
+
+static void on_metrics_sample(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    sample_metrics(arg);
+}
+
+/*
+ * The connection timeouts as libevent common timeouts: thousands of
+ * connections sharing one duration sit in one queue, O(1) to re-arm.
+ */
+static int set_timeouts(struct tycho_worker *w)
+{
+    const struct tycho_config *cfg = w->cfg;
+    struct timeval first = {cfg->header_timeout_ms / 1000, (cfg->header_timeout_ms % 1000) * 1000};
+    struct timeval idle = {cfg->idle_timeout_ms / 1000, (cfg->idle_timeout_ms % 1000) * 1000};
+    struct timeval write = {cfg->write_timeout_ms / 1000, (cfg->write_timeout_ms % 1000) * 1000};
+
+    w->ctx.first_tv = event_base_init_common_timeout(w->base, &first);
+    w->ctx.idle_tv = event_base_init_common_timeout(w->base, &idle);
+    w->ctx.write_tv = event_base_init_common_timeout(w->base, &write);
+    return w->ctx.first_tv && w->ctx.idle_tv && w->ctx.write_tv ? TYCHO_OK : TYCHO_ERR;
+}
+
+int tycho_worker_setup(struct tycho_worker *w, int id, struct tycho_shared *shared, char *err)
+{
+    struct event_config *ec = NULL;
+    struct timeval every = {TRIM_INTERVAL_S, 0};
+    const struct tycho_config *cfg = shared->cfg;
+
+    /* w arrives zeroed; no memset here: pthread_create may still be writing w->thread. */
+    w->id = id;
+    w->cfg = cfg;
+    w->shared = shared;
+    w->inbox.efd = -1;
+    w->ctx.worker_id = id;
+    w->ctx.cfg = cfg;
+    w->ctx.conn_gone = ctx_conn_gone;
+    tycho_list_init(&w->ctx.conns);
+    tycho_pool_init(&w->ctx.conn_pool, tycho_conn_bytes(), (unsigned)cfg->max_conns, NULL, NULL);
+    tycho_pool_init(&w->ctx.req_pool, sizeof(struct tycho_req), (unsigned)cfg->max_conns,
+                    tycho_req_init, tycho_req_dispose);
+    if (!(ec = event_config_new()) || event_config_set_flag(ec, EVENT_BASE_FLAG_NOLOCK) < 0 ||
+        !(w->base = event_base_new_with_config(ec)) || !(w->ctx.rbuf = malloc(TYCHO_READ_BYTES)) ||
+        tycho_mq_init(&w->inbox, w->base, on_inbox, w) < 0 ||
+        !(w->trim_ev = event_new(w->base, -1, EV_PERSIST, on_trim, w)) ||
+        event_add(w->trim_ev, &every) < 0) {
+        snprintf(err, TYCHO_ERR_LEN, "worker %d: out of memory or file descriptors", id);
+        goto fail;
+    }
+    event_config_free(ec);
+    ec = NULL;
+    w->ctx.base = w->base;
+    if (tycho_access_enabled()) {
+        struct timeval second = {1, 0};
+        if (!(w->access_ev = event_new(w->base, -1, EV_PERSIST, on_access_flush, w)) ||
+            event_add(w->access_ev, &second) < 0) {
+            snprintf(err, TYCHO_ERR_LEN, "worker %d: out of memory", id);
+            goto fail;
+        }
+        w->ctx.access_ev = w->access_ev;
+    }
+    if (set_timeouts(w) < 0) {
+        snprintf(err, TYCHO_ERR_LEN, "worker %d: cannot set up timeouts", id);
+        goto fail;
+    }
+    if (!(w->gen = tycho_gen_new(cfg->dir, id, err)))
+        goto fail;
+    w->generation = 1;
+    tycho_gen_app(w->gen, &w->ctx.app);
+    /* A random start per worker: ids stay unique across workers and restarts. */
+    if (getrandom(&w->ctx.next_request_id, sizeof(w->ctx.next_request_id), GRND_NONBLOCK) !=
+        (ssize_t)sizeof(w->ctx.next_request_id))
+        w->ctx.next_request_id = ((unsigned long long)time(NULL) << 20) ^ ((unsigned long long)id << 56);
+    if (tycho_gen_attach(w->gen, w->base) < 0) {
+        snprintf(err, TYCHO_ERR_LEN, "worker %d: out of memory starting on_worker_start "
+                 "functions", id);
+        goto fail;
+    }
+    if (cfg->metrics_path) {
+        struct timeval second = {1, 0};
+        if (!(w->metrics_ev = event_new(w->base, -1, EV_PERSIST, on_metrics_sample, w)) ||
+            event_add(w->metrics_ev, &second) < 0) {
+            snprintf(err, TYCHO_ERR_LEN, "worker %d: out of memory", id);
+            goto fail;
+        }
+        sample_metrics(w);
+    }
+    tycho_metrics_attach(id, &w->ctx.stats);
+    return TYCHO_OK;
+fail:
+    if (ec)
+        event_config_free(ec);
+    tycho_worker_teardown(w);
+    return TYCHO_ERR;
+}
+
+void tycho_worker_teardown(struct tycho_worker *w)
+{
+    tycho_metrics_attach(w->id, NULL);
+    if (w->metrics_ev)
+        event_free(w->metrics_ev);
+    w->metrics_ev = NULL;
+    if (w->base)
+        tycho_conn_close_all(&w->ctx);
+    tycho_gen_free(w->gen);
+    w->gen = NULL;
+    if (w->ctx.access_buf.len)
+        tycho_access_flush(&w->ctx.access_buf);
+    tycho_buf_dispose(&w->ctx.access_buf);
+    if (w->access_ev)
+        event_free(w->access_ev);
+    w->access_ev = w->ctx.access_ev = NULL;
+    tycho_mq_dispose(&w->inbox);
+    if (w->trim_ev)
+        event_free(w->trim_ev);
+    w->trim_ev = NULL;
+    if (w->drain_ev)
+        event_free(w->drain_ev);
+    w->drain_ev = NULL;
+    if (w->base)
+        event_base_free(w->base);
+    w->base = w->ctx.base = NULL;
+    tycho_pool_dispose(&w->ctx.conn_pool);
+    tycho_pool_dispose(&w->ctx.req_pool);
+    tycho_buf_dispose(&w->ctx.out);
+    free(w->ctx.rbuf);
+    w->ctx.rbuf = NULL;
+}
+
+static void report_start(struct tycho_worker *w, int rc)
+{
+    pthread_mutex_lock(&start_lock);
+    w->start_rc = rc;
+    started++;
+    pthread_cond_broadcast(&start_cond);
+    pthread_mutex_unlock(&start_lock);
+}
+
+static void *worker_main(void *arg)
+{
+    struct tycho_worker *w = arg;
+    char err[TYCHO_ERR_LEN];
+
+    if (tycho_worker_setup(w, w->id, w->shared, err) < 0) {
+        snprintf(w->start_err, sizeof(w->start_err), "%s", err);
+        report_start(w, TYCHO_ERR);
+        return NULL;
+    }
+    report_start(w, TYCHO_OK);
+    event_base_dispatch(w->base);
+    tycho_log_info("worker %d: %lu requests; made %lu connection objects and %lu request "
+                   "contexts (bound %u each); %lu timeouts",
+                   w->id, w->ctx.requests, w->ctx.conn_pool.made, w->ctx.req_pool.made,
+                   w->ctx.req_pool.max_live, w->ctx.timeouts);
+    tycho_worker_teardown(w);
+    return NULL;
+}
+
+int tycho_workers_reload(struct tycho_worker *ws, int n, unsigned long generation)
+{
+    int asked = 0;
+
+    for (int i = 0; i < n; i++) {
+        struct tycho_msg *m = calloc(1, sizeof(*m));
+        if (!m) {
+            tycho_log_error("reload: out of memory asking worker %d", ws[i].id);
+            continue;
+        }
+        m->type = TYCHO_MSG_RELOAD;
+        m->fd = -1;
+        m->generation = generation;
+        if (tycho_mq_push(&ws[i].inbox, m) < 0) {
+            free(m);
+            continue;
+        }
+        asked++;
+    }
+    return asked;
+}
+
+static void send_stop(struct tycho_worker *w)
+{
+    w->stop_msg.type = TYCHO_MSG_STOP;
+    tycho_mq_push(&w->inbox, &w->stop_msg);
+}
+
+/* Waits until count workers have reported. */
+static void wait_started(int count)
+{
+    pthread_mutex_lock(&start_lock);
+    while (started < count)
+        pthread_cond_wait(&start_cond, &start_lock);
+    pthread_mutex_unlock(&start_lock);
+}
+
+struct tycho_worker *tycho_workers_start(int n, struct tycho_shared *shared, char *err)
+{
+    struct tycho_worker *ws = calloc((size_t)n, sizeof(*ws));
+    int launched = 0, failed = -1;
+
+    if (!ws) {
+        snprintf(err, TYCHO_ERR_LEN, "out of memory starting workers");
+        return NULL;
+    }
+    started = 0;
+    for (; launched < n; launched++) {
+        ws[launched].id = launched + 1;
+        ws[launched].shared = shared;
+        if (pthread_create(&ws[launched].thread, NULL, worker_main, &ws[launched]) != 0) {
+            snprintf(err, TYCHO_ERR_LEN, "cannot start worker thread %d", launched + 1);
+            break;
+        }
+    }
+    wait_started(launched);
+    for (int i = 0; i < launched && failed < 0; i++)
+        if (ws[i].start_rc != TYCHO_OK) {
+            failed = i;
+            snprintf(err, TYCHO_ERR_LEN, "%s", ws[i].start_err);
+        }
+    if (launched == n && failed < 0)
+        return ws;
+    for (int i = 0; i < launched; i++) {
+        if (ws[i].start_rc == TYCHO_OK)
+            send_stop(&ws[i]);
+        pthread_join(ws[i].thread, NULL);
+    }
+    free(ws);
+    return NULL;
+}
+
+void tycho_worker_give_conn(struct tycho_worker *w, int fd, const struct sockaddr *peer,
+                            socklen_t peer_len)
+{
+    struct tycho_msg *m = malloc(sizeof(*m));
+
+    if (!m) {
+        char busy[TYCHO_BUSY_BYTES], date[48];
+        tycho_http_date_line(date, sizeof(date), time(NULL));
+        send(fd, busy, tycho_http_busy(busy, sizeof(busy), date), MSG_NOSIGNAL);
+        close(fd);
+        tycho_worker_conn_gone(w->shared, peer);
+        return;
+    }
+    m->type = TYCHO_MSG_NEW_CONN;
+    m->fd = fd;
+    memset(&m->peer, 0, sizeof(m->peer));
+    memcpy(&m->peer, peer, peer_len < sizeof(m->peer) ? peer_len : sizeof(m->peer));
+    tycho_mq_push(&w->inbox, m);
+}
+
+int tycho_workers_stop(struct tycho_worker *ws, int n)
+{
+    /* A worker drains for --drain-timeout at most; allow it that and a margin. */
+    long wait_ms = ws ? ws[0].shared->cfg->drain_timeout_ms + 5000 : 0;
+    struct timespec until;
+    int stuck = 0;
+
+    if (!ws)
+        return TYCHO_OK;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += wait_ms / 1000 + (until.tv_nsec + (wait_ms % 1000) * 1000000L) / 1000000000L;
+    until.tv_nsec = (until.tv_nsec + (wait_ms % 1000) * 1000000L) % 1000000000L;
+    for (int i = 0; i < n; i++)
+        send_stop(&ws[i]);
+    for (int i = 0; i < n; i++) {
+        if (pthread_timedjoin_np(ws[i].thread, NULL, &until) != 0) {
+            tycho_log_error("worker %d did not stop in time (a handler that never returns?)",
+                            i + 1);
+            stuck++;
+        }
+    }
+    if (stuck)
+        return TYCHO_ERR;             /* its memory is still in use: do not free it */
+    free(ws);
+    return TYCHO_OK;
+}
