@@ -14,6 +14,7 @@
 #include "http/conn.h"
 #include "http/http.h"
 #include "top/listener.h"
+#include "top/reload.h"
 #include "core/log.h"
 #include "core/metrics.h"
 #include "http/router.h"
@@ -46,59 +47,12 @@ static void print_route(const char *method, const char *path, int handler_id, vo
     printf("  %-7s %s\n", method, path);
 }
 
-/* What a reload needs: the workers to tell, and the generation they serve. */
-struct reloader {
-    const struct tycho_config *cfg;
-    struct tycho_shared *shared;      /* its reload counts (metrics) */
-    struct tycho_worker *workers;
-    unsigned long generation;
-};
-
-static double ms_since(const struct timespec *t0)
-{
-    struct timespec t1;
-
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    return (double)(t1.tv_sec - t0->tv_sec) * 1e3 + (double)(t1.tv_nsec - t0->tv_nsec) / 1e6;
-}
-
-/*
- * Loads the scripts once in a scratch state; if that fails, nothing changes.
- * Otherwise every worker builds the new generation and switches to it
- * between requests (worker.c), its old one finishing what it runs.
- */
-static void reload(void *arg)
-{
-    struct reloader *rl = arg;
-    struct tycho_gen *scratch = NULL;
-    struct timespec t0;
-    char err[TYCHO_ERR_LEN];
-    unsigned nscripts;
-
-    if (!rl->workers)
-        return;                       /* still starting: the workers load the files anyway */
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    if (!(scratch = tycho_gen_new(rl->cfg->dir, 0, err))) {
-        tycho_log_error("reload failed: %s; still serving generation %lu", err, rl->generation);
-        atomic_fetch_add(&rl->shared->reload_failures, 1);
-        return;
-    }
-    nscripts = tycho_gen_script_count(scratch);
-    tycho_gen_free(scratch);
-    rl->generation++;
-    tycho_log_info("reloaded %u scripts in %.1f ms (generation %lu)", nscripts, ms_since(&t0),
-                   rl->generation);
-    tycho_workers_reload(rl->workers, rl->cfg->workers, rl->generation);
-    atomic_fetch_add(&rl->shared->reloads, 1);
-    atomic_store(&rl->shared->generation, rl->generation);
-}
-
 static void on_hangup(evutil_socket_t sig, short what, void *arg)
 {
     (void)sig;
     (void)what;
     tycho_log_info("SIGHUP: reloading the scripts");
-    reload(arg);
+    tycho_reload(arg);
 }
 
 static void on_usr1(evutil_socket_t sig, short what, void *arg)
@@ -189,7 +143,7 @@ static int serve(struct tycho_config *cfg)
     struct event_base *base = NULL;
     struct event *sigint = NULL, *sigterm = NULL, *sighup = NULL, *sigusr1 = NULL;
     struct tycho_watch *watch = NULL;
-    struct reloader rl = {.cfg = cfg, .shared = &shared, .generation = 1};
+    struct tycho_reloader rl = {.cfg = cfg, .shared = &shared, .generation = 1};
     struct tycho_gen *scratch = NULL;
     struct evhttp *metrics_http = NULL;
     char err[TYCHO_ERR_LEN];
@@ -207,7 +161,7 @@ static int serve(struct tycho_config *cfg)
         return 1;
     }
     /* Watching starts before the first load, so that no change during start-up is missed. */
-    if (cfg->watch && !(watch = tycho_watch_new(base, cfg->dir, reload, &rl, err))) {
+    if (cfg->watch && !(watch = tycho_watch_new(base, cfg->dir, tycho_reload, &rl, err))) {
         fprintf(stderr, "%s\n", err);
         goto out;
     }
@@ -262,6 +216,7 @@ static int serve(struct tycho_config *cfg)
     if (tycho_router_count(tycho_gen_router(scratch)) == 0)
         printf("  (none: no script in %s registered a route)\n", cfg->dir);
     fflush(stdout);
+    tycho_reload_routes(&rl, tycho_gen_router(scratch)); /* out of memory: all new next time */
     tycho_gen_free(scratch);
     scratch = NULL;
 
@@ -306,6 +261,7 @@ out:
     if (base)
         event_base_free(base);
     tycho_gen_free(scratch);
+    tycho_reload_dispose(&rl);
     if (rc == 0)
         tycho_log_info("stopped");
     return rc;

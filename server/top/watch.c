@@ -6,6 +6,9 @@
  * directories and names starting with ".." (Kubernetes swaps a ConfigMap's
  * files in through ..data).
  *
+ * DIR/tests is not watched: it holds the app's tests (`tycho test`), which the
+ * server does not load, so saving a test reloads nothing.
+ *
  * Directories come and go (renamed, removed, DIR itself replaced by a new
  * one), and a watch follows an inode, not a path. So after any such change
  * the whole watch set is rebuilt from DIR's path, on a fresh inotify
@@ -36,6 +39,7 @@ struct tycho_watch {
     struct event_base *base;
     char *root;                     /* DIR as given */
     int fd;                         /* inotify, -1 when none */
+    int root_wd;                    /* the watch on DIR itself */
     struct event *readable;
     struct event *settle;           /* the debounce timer */
     bool rebuild;                   /* directories changed: watch anew before the callback */
@@ -57,17 +61,22 @@ static int add_tree(struct tycho_watch *w, const char *path, int depth, char *er
     DIR *d;
     struct dirent *e;
 
-    if (inotify_add_watch(w->fd, path, WATCH_MASK) < 0) {
+    int wd = inotify_add_watch(w->fd, path, WATCH_MASK);
+
+    if (wd < 0) {
         snprintf(err, TYCHO_ERR_LEN, "tycho: --watch: cannot watch %s: %s%s", path,
                  strerror(errno),
                  errno == ENOSPC ? " (raise /proc/sys/fs/inotify/max_user_watches)" : "");
         return TYCHO_ERR;
     }
+    if (depth == 0)
+        w->root_wd = wd;
     if (depth >= MAX_DEPTH || !(d = opendir(path)))
         return TYCHO_OK;
     while ((e = readdir(d))) {
         char sub[PATH_MAX];
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0 ||
+            (depth == 0 && strcmp(e->d_name, "tests") == 0))
             continue;
         if (e->d_type != DT_DIR && e->d_type != DT_LNK && e->d_type != DT_UNKNOWN)
             continue;
@@ -108,7 +117,8 @@ static int watch_tree(struct tycho_watch *w, char *err)
 }
 
 /* Whether an event may change what the scripts see; sets *structural for directory changes. */
-static bool matters(const struct inotify_event *ev, bool *structural)
+static bool matters(const struct tycho_watch *w, const struct inotify_event *ev,
+                    bool *structural)
 {
     size_t len = ev->len ? strlen(ev->name) : 0;
 
@@ -116,7 +126,7 @@ static bool matters(const struct inotify_event *ev, bool *structural)
         *structural = true;
         return true;
     }
-    if (len == 0)
+    if (len == 0 || (ev->wd == w->root_wd && strcmp(ev->name, "tests") == 0))
         return false;
     if (ev->mask & IN_ISDIR) {
         *structural = true;
@@ -142,7 +152,7 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
         for (char *p = buf; p < buf + n;) {
             const struct inotify_event *ev = (const struct inotify_event *)p;
             p += sizeof(*ev) + ev->len;
-            changed |= matters(ev, &w->rebuild);
+            changed |= matters(w, ev, &w->rebuild);
         }
     }
     if (changed)

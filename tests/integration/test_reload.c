@@ -326,6 +326,31 @@ static void test_module(const struct server *s)
     rmdir(sub);
 }
 
+/* --watch does not watch DIR/tests: saving a test file (tycho test) reloads nothing. */
+static void test_tests_dir_ignored(const struct server *s)
+{
+    char tests[160], path[200];
+    int before;
+    FILE *f;
+
+    sleep_ms(600);                    /* the reload the previous test's clean-up causes */
+    before = log_count(s, "reloaded ");
+    snprintf(tests, sizeof tests, "%s/tests", dir);
+    snprintf(path, sizeof path, "%s/app_test.lua", tests);
+    ok(mkdir(tests, 0755) == 0, "DIR/tests made while watching");
+    sleep_ms(400);                    /* the watcher's 100 ms settling, and more */
+    if ((f = fopen(path, "w"))) {
+        fputs("test(\"v\", function() end)\n", f);
+        fclose(f);
+    }
+    sleep_ms(400);
+    is_int(log_count(s, "reloaded "), before, "--watch: a file saved in DIR/tests reloads nothing");
+    unlink(path);
+    rmdir(tests);
+    sleep_ms(400);
+    is_int(log_count(s, "reloaded "), before, "--watch: DIR/tests removed: no reload either");
+}
+
 /* DIR replaced by another directory (a deploy: mv new DIR): watched anew, reloaded. */
 static void test_dir_replaced(const struct server *s)
 {
@@ -382,6 +407,30 @@ static void test_many_reloads(const struct server *s, int n, int workers)
 #endif
 }
 
+/* A reload's log line names the routes it added and removed. */
+static void test_route_changes_logged(struct server *s)
+{
+    char path[160];
+    FILE *f;
+
+    snprintf(path, sizeof path, "%s/extra.lua", dir);
+    if (!(f = fopen(path, "w"))) {
+        ok(0, "extra.lua written");
+        return;
+    }
+    fprintf(f, "local app = require \"tycho\"\n"
+               "app.get(\"/extra\", function() return \"x\" end)\n"
+               "app.post(\"/extra/:id\", function() return \"y\" end)\n");
+    fclose(f);
+    kill(s->pid, SIGHUP);
+    ok(wait_for_log(s, "(generation 3); routes added: GET /extra, POST /extra/:id", 5000),
+       "a reload that adds routes names them");
+    unlink(path);
+    kill(s->pid, SIGHUP);
+    ok(wait_for_log(s, "(generation 4); routes removed: GET /extra, POST /extra/:id", 5000),
+       "a reload that removes routes names them");
+}
+
 /* SIGHUP without --watch: a change is not seen until the signal. */
 static void test_sighup_only(void)
 {
@@ -401,6 +450,9 @@ static void test_sighup_only(void)
     kill(s.pid, SIGHUP);
     ok(wait_version(s.port, "h2", 5000) >= 0, "SIGHUP reloads");
     ok(log_has_line(&s, "reloaded 1 scripts in ", "(generation 2)"), "the reload is logged");
+    ok(log_has_line(&s, "(generation 2)", "; routes unchanged (4)"),
+       "the reload line says the routes did not change");
+    test_route_changes_logged(&s);
     test_many_reloads(&s, n_wrap ? 10 : 100, 2);
     is_int(server_stop(&s), 0, "exit status 0 after SIGTERM");
     server_cleanup(&s);
@@ -449,6 +501,7 @@ int main(int argc, char **argv)
         test_broken_script(&s);
         test_in_flight(&s);
         test_module(&s);
+        test_tests_dir_ignored(&s);
         test_dir_replaced(&s);
         is_int(server_stop(&s), 0, "--watch server: exit status 0 after SIGTERM");
     }
