@@ -6,6 +6,7 @@
 #include "core/log.h"
 #include "core/metrics.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <limits.h>
 #include <stddef.h>
@@ -15,7 +16,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-const char tycho_usage[] =
+/* The lines --help prints before the flags. */
+static const char usage_head[] =
     "usage: tycho [flags] DIR\n"
     "       tycho --request 'METHOD /path?query' [--header 'K: V']... [--body STR] DIR\n"
     "       tycho --check DIR\n"
@@ -25,106 +27,140 @@ const char tycho_usage[] =
     "\n"
     "Serves the Lua route scripts in DIR over HTTP/1.1. SIGHUP reloads them.\n"
     "\n"
-    "flags (times in seconds, fractions allowed; sizes in bytes):\n"
-    "  --host ADDR             address to listen on (default 127.0.0.1)\n"
-    "  --port N                port to listen on, 0 for any free port (default 8080)\n"
-    "  --workers N             worker threads, 1..1024 (default: number of cores)\n"
-    "  --max-conns N           open connections in total; past it a new connection\n"
-    "                          gets 503 with Retry-After and is closed (default 10000)\n"
-    "  --max-conns-per-ip N    open connections from one client address, the same 503\n"
-    "                          past it (default 0: no bound)\n"
-    "  --max-body BYTES        largest request body; larger gets 413 (default 1048576)\n"
-    "  --max-header-bytes BYTES\n"
-    "                          largest request line + headers; larger gets 431,\n"
-    "                          or 414 when the URL alone is larger (default 16384)\n"
-    "  --max-headers N         most header fields in a request; more gets 431 (default 100)\n"
-    "  --max-requests-per-conn N\n"
-    "                          requests on one connection; the last is answered with\n"
-    "                          Connection: close (default 10000; 0: no bound)\n"
-    "  --header-timeout S      time to receive a whole request head, counted from its\n"
-    "                          first byte; then 408 and close (default 10)\n"
-    "  --body-timeout S        time to receive a whole body after the head; then 408\n"
-    "                          and close (default 60)\n"
-    "  --idle-timeout S        how long a keep-alive connection may wait for its next\n"
-    "                          request; then it is closed (default 75)\n"
-    "  --write-timeout S       how long a client may take no response bytes; then it is\n"
-    "                          closed (default 60)\n"
-    "  --max-conn-lifetime S   after this long a connection is closed after its next\n"
-    "                          response (default 3600; 0: no bound)\n"
-    "  --drain-timeout S       on SIGTERM/SIGINT, how long requests in flight may take to\n"
-    "                          finish before their connections are closed (default 10)\n"
-    "  --shared-dict-bytes BYTES\n"
-    "                          bound of each tycho.shared.dict declared without\n"
-    "                          max_bytes; least recently used entries make room\n"
-    "                          (default 16777216)\n"
-    "  --request 'METHOD /path?query'\n"
-    "                          run one request in-process (no socket), print the\n"
-    "                          raw HTTP response and exit 0\n"
-    "  --header 'K: V'         a request header for --request (repeatable)\n"
-    "  --body STR              the request body for --request\n"
-    "  --health PATH           answer GET PATH with 200 ok while serving, 503 while\n"
-    "                          stopping, without running Lua (default: off)\n"
-    "  --metrics PATH          serve Prometheus metrics at GET PATH, without running\n"
-    "                          Lua (default: off)\n"
-    "  --metrics-addr [HOST:]PORT\n"
-    "                          serve them on this separate address instead of --port\n"
-    "                          (HOST default 127.0.0.1; PATH default /metrics)\n"
-    "  --metrics-max-series N  series one metric may have on each worker; new label\n"
-    "                          values past it are not counted (default 10000)\n"
-    "  --access-log FILE|-|off one line per request to FILE (appended), - for stdout;\n"
-    "                          SIGUSR1 reopens FILE (default off)\n"
-    "  --access-log-format common|json\n"
-    "                          common log format, or JSON lines (default common)\n"
-    "  --error-log FILE        the log (errors, reloads, start and stop) to FILE,\n"
-    "                          appended, instead of stderr once serving; SIGUSR1\n"
-    "                          reopens it (default: stderr)\n"
-    "  --log-level LEVEL       debug, info, warn or error: lines below it are dropped\n"
-    "                          (default info)\n"
-    "  --watch                 reload the scripts when a file in DIR (or below) changes\n"
-    "  --check                 load the scripts, print the routes or the load error,\n"
-    "                          exit 0 or 1 (nothing is served)\n"
-    "  --test-timeout S        tycho test: how long one request's handler may take\n"
-    "                          before the test fails (default 30)\n"
-    "  --help                  print this help and exit\n"
-    "  --version               print the version and exit\n";
+    "flags (times in seconds, fractions allowed; sizes in bytes):\n";
 
-enum flag_kind { FLAG_INT, FLAG_SIZE, FLAG_SECONDS };
+enum flag_kind { FLAG_INT, FLAG_SIZE, FLAG_SECONDS, FLAG_STRING, FLAG_SWITCH };
 
-/* A flag with a number: where it goes and what it may be. */
-struct number_flag {
+/*
+ * A flag: the one description of it. Parsing, the defaults and --help all
+ * come from this table; docs/cli.md and the man page are checked against
+ * --help (tests/docs/flags.sh).
+ */
+struct flag {
     const char *name;
+    const char *arg;        /* what --help shows after the name; NULL for a switch */
     enum flag_kind kind;
-    double min, max;
-    size_t offset;      /* into struct tycho_config */
+    double min, max;        /* numbers: the range accepted */
+    size_t offset;          /* numbers: where the value goes in struct tycho_config */
+    const char *value;      /* the default, parsed as a value of the flag is; NULL: none here */
+    const char *shown;      /* the default as --help says it, when not just `value` */
+    const char *help;       /* what it does; '\n' starts another line */
 };
 
 #define AT(field) offsetof(struct tycho_config, field)
+#define NUM(kind, min, max, field) kind, min, max, AT(field)
+#define STR FLAG_STRING, 0, 0, 0
+#define SWITCH NULL, FLAG_SWITCH, 0, 0, 0
 
-static const struct number_flag number_flags[] = {
-    {"--port", FLAG_INT, 0, 65535, AT(port)},
-    {"--workers", FLAG_INT, 1, 1024, AT(workers)},
-    {"--max-conns", FLAG_INT, 1, 10000000, AT(max_conns)},
-    {"--max-conns-per-ip", FLAG_INT, 0, 10000000, AT(max_conns_per_ip)},
-    {"--max-body", FLAG_SIZE, 0, 1099511627776.0, AT(max_body_bytes)},
-    {"--max-header-bytes", FLAG_SIZE, 256, 16777216, AT(max_header_bytes)},
-    {"--max-headers", FLAG_INT, 1, 100000, AT(max_headers)},
-    {"--max-requests-per-conn", FLAG_INT, 0, 2000000000, AT(max_requests_per_conn)},
-    {"--header-timeout", FLAG_SECONDS, 0.001, 86400, AT(header_timeout_ms)},
-    {"--body-timeout", FLAG_SECONDS, 0.001, 86400, AT(body_timeout_ms)},
-    {"--idle-timeout", FLAG_SECONDS, 0.001, 86400, AT(idle_timeout_ms)},
-    {"--write-timeout", FLAG_SECONDS, 0.001, 86400, AT(write_timeout_ms)},
-    {"--max-conn-lifetime", FLAG_SECONDS, 0, 31536000, AT(max_conn_lifetime_ms)},
-    {"--drain-timeout", FLAG_SECONDS, 0, 86400, AT(drain_timeout_ms)},
-    {"--shared-dict-bytes", FLAG_SIZE, 4096, 1099511627776.0, AT(shared_dict_bytes)},
-    {"--metrics-max-series", FLAG_INT, 1, 10000000, AT(metrics_max_series)},
-    {"--test-timeout", FLAG_SECONDS, 0.001, 86400, AT(test_timeout_ms)},
+static const struct flag flags[] = {
+    {"--host", "ADDR", STR, "127.0.0.1", NULL, "address to listen on"},
+    {"--port", "N", NUM(FLAG_INT, 0, 65535, port), "8080", NULL,
+     "port to listen on, 0 for any free port"},
+    {"--workers", "N", NUM(FLAG_INT, 1, 1024, workers), NULL, "the number of cores",
+     "worker threads, 1..1024"},
+    {"--max-conns", "N", NUM(FLAG_INT, 1, 10000000, max_conns), "10000", NULL,
+     "open connections in total; past it a new connection\n"
+     "gets 503 with Retry-After and is closed"},
+    {"--max-conns-per-ip", "N", NUM(FLAG_INT, 0, 10000000, max_conns_per_ip), "0",
+     "0: no bound", "open connections from one client address, the same 503\npast it"},
+    {"--max-body", "BYTES", NUM(FLAG_SIZE, 0, 1099511627776.0, max_body_bytes), "1048576", NULL,
+     "largest request body; larger gets 413"},
+    {"--max-header-bytes", "BYTES", NUM(FLAG_SIZE, 256, 16777216, max_header_bytes), "16384",
+     NULL, "largest request line + headers; larger gets 431,\n"
+     "or 414 when the URL alone is larger"},
+    {"--max-headers", "N", NUM(FLAG_INT, 1, 100000, max_headers), "100", NULL,
+     "most header fields in a request; more gets 431"},
+    {"--max-requests-per-conn", "N", NUM(FLAG_INT, 0, 2000000000, max_requests_per_conn),
+     "10000", "10000; 0: no bound",
+     "requests on one connection; the last is answered with\nConnection: close"},
+    {"--header-timeout", "S", NUM(FLAG_SECONDS, 0.001, 86400, header_timeout_ms), "10", NULL,
+     "time to receive a whole request head, counted from its\nfirst byte; then 408 and close"},
+    {"--body-timeout", "S", NUM(FLAG_SECONDS, 0.001, 86400, body_timeout_ms), "60", NULL,
+     "time to receive a whole body after the head; then 408\nand close"},
+    {"--idle-timeout", "S", NUM(FLAG_SECONDS, 0.001, 86400, idle_timeout_ms), "75", NULL,
+     "how long a keep-alive connection may wait for its next\nrequest; then it is closed"},
+    {"--write-timeout", "S", NUM(FLAG_SECONDS, 0.001, 86400, write_timeout_ms), "60", NULL,
+     "how long a client may take no response bytes; then it is\nclosed"},
+    {"--max-conn-lifetime", "S", NUM(FLAG_SECONDS, 0, 31536000, max_conn_lifetime_ms), "3600",
+     "3600; 0: no bound",
+     "after this long a connection is closed after its next\nresponse"},
+    {"--drain-timeout", "S", NUM(FLAG_SECONDS, 0, 86400, drain_timeout_ms), "10", NULL,
+     "on SIGTERM/SIGINT, how long requests in flight may take to\n"
+     "finish before their connections are closed"},
+    {"--shared-dict-bytes", "BYTES",
+     NUM(FLAG_SIZE, 4096, 1099511627776.0, shared_dict_bytes), "16777216", NULL,
+     "bound of each tycho.shared.dict declared without\n"
+     "max_bytes; least recently used entries make room"},
+    {"--request", "'METHOD /path?query'", STR, NULL, NULL,
+     "run one request in-process (no socket), print the\nraw HTTP response and exit 0"},
+    {"--header", "'K: V'", STR, NULL, NULL, "a request header for --request (repeatable)"},
+    {"--body", "STR", STR, NULL, NULL, "the request body for --request"},
+    {"--health", "PATH", STR, NULL, "off",
+     "answer GET PATH with 200 ok while serving, 503 while\nstopping, without running Lua"},
+    {"--metrics", "PATH", STR, NULL, "off",
+     "serve Prometheus metrics at GET PATH, without running\nLua"},
+    {"--metrics-addr", "[HOST:]PORT", STR, NULL, NULL,
+     "serve them on this separate address instead of --port\n"
+     "(HOST default 127.0.0.1; PATH default /metrics)"},
+    {"--metrics-max-series", "N", NUM(FLAG_INT, 1, 10000000, metrics_max_series), "10000", NULL,
+     "series one metric may have on each worker; new label\nvalues past it are not counted"},
+    {"--access-log", "FILE|-|off", STR, NULL, "off",
+     "one line per request to FILE (appended), - for stdout;\nSIGUSR1 reopens FILE"},
+    {"--access-log-format", "common|json", STR, "common", NULL,
+     "common log format, or JSON lines"},
+    {"--error-log", "FILE", STR, NULL, "stderr",
+     "the log (errors, reloads, start and stop) to FILE,\n"
+     "appended, instead of stderr once serving; SIGUSR1\nreopens it"},
+    {"--log-level", "LEVEL", STR, "info", NULL,
+     "debug, info, warn or error: lines below it are dropped"},
+    {"--watch", SWITCH, NULL, NULL,
+     "reload the scripts when a file in DIR (or below) changes\n(not in DIR/tests)"},
+    {"--check", SWITCH, NULL, NULL,
+     "load the scripts, print the routes or the load error,\nexit 0 or 1 (nothing is served)"},
+    {"--test-timeout", "S", NUM(FLAG_SECONDS, 0.001, 86400, test_timeout_ms), "30", NULL,
+     "tycho test: how long one request's handler may take\nbefore the test fails"},
+    {"--help", SWITCH, NULL, NULL, "print this help and exit"},
+    {"--version", SWITCH, NULL, NULL, "print the version and exit"},
 };
 
-/* Flags that take a string. */
-static const char *const string_flags[] = {"--host", "--request", "--header", "--body",
-                                            "--health", "--log-level", "--access-log",
-                                            "--access-log-format", "--metrics", "--error-log",
-                                            "--metrics-addr", NULL};
+#define NFLAGS (sizeof(flags) / sizeof(flags[0]))
+/* Where --help starts a flag's description, and how wide its lines may be. */
+#define HELP_COLUMN 26
+#define HELP_WIDTH 90
+
+/* One flag's entry: name and argument, the description, then its default. */
+static void print_flag(FILE *out, const struct flag *f)
+{
+    const char *def = f->shown ? f->shown : f->value, *line = f->help;
+    int col = fprintf(out, "  %s%s%s", f->name, f->arg ? " " : "", f->arg ? f->arg : "");
+
+    if (col >= HELP_COLUMN) {         /* a long name and argument: the text starts below */
+        fputc('\n', out);
+        col = 0;
+    }
+    for (;;) {
+        const char *nl = strchr(line, '\n');
+        int len = nl ? (int)(nl - line) : (int)strlen(line);
+        col += fprintf(out, "%*s%.*s", HELP_COLUMN - col, "", len, line);
+        if (!nl)
+            break;
+        fputc('\n', out);
+        col = 0;
+        line = nl + 1;
+    }
+    if (def && col + (int)strlen(" (default )") + (int)strlen(def) > HELP_WIDTH)
+        fprintf(out, "\n%*s(default %s)", HELP_COLUMN, "", def);
+    else if (def)
+        fprintf(out, " (default %s)", def);
+    fputc('\n', out);
+}
+
+void tycho_usage(FILE *out)
+{
+    fputs(usage_head, out);
+    for (size_t i = 0; i < NFLAGS; i++)
+        print_flag(out, &flags[i]);
+}
 
 static int default_workers(void)
 {
@@ -132,48 +168,40 @@ static int default_workers(void)
     return n < 1 ? 1 : (n > 1024 ? 1024 : (int)n);
 }
 
+static int set_number(struct tycho_config *cfg, const struct flag *f, const char *text,
+                      char *err);
+static int set_string(struct tycho_config *cfg, const char *flag, const char *val, char *err);
+
 void tycho_config_defaults(struct tycho_config *cfg)
 {
+    char err[TYCHO_ERR_LEN];
+
     memset(cfg, 0, sizeof(*cfg));
     cfg->mode = TYCHO_MODE_SERVE;
-    cfg->host = "127.0.0.1";
-    cfg->port = 8080;
     cfg->workers = default_workers();
-    cfg->max_conns = 10000;
-    cfg->max_body_bytes = 1024 * 1024;
-    cfg->max_header_bytes = 16 * 1024;
-    cfg->max_headers = 100;
-    cfg->max_requests_per_conn = 10000;
-    cfg->header_timeout_ms = 10 * 1000;
-    cfg->body_timeout_ms = 60 * 1000;
-    cfg->idle_timeout_ms = 75 * 1000;
-    cfg->write_timeout_ms = 60 * 1000;
-    cfg->max_conn_lifetime_ms = 3600 * 1000;
-    cfg->drain_timeout_ms = 10 * 1000;
-    cfg->shared_dict_bytes = 16 * 1024 * 1024;
-    cfg->log_level = TYCHO_LOG_INFO;
-    cfg->metrics_max_series = 10000;
-    cfg->test_timeout_ms = 30 * 1000;
+    /* Every other default is the table's, set as if given on the command line. */
+    for (size_t i = 0; i < NFLAGS; i++) {
+        const struct flag *f = &flags[i];
+        int rc = TYCHO_OK;
+        if (f->value && f->kind == FLAG_STRING)
+            rc = set_string(cfg, f->name, f->value, err);
+        else if (f->value)
+            rc = set_number(cfg, f, f->value, err);
+        assert(rc == TYCHO_OK && "a default the flag itself refuses");
+        (void)rc;
+    }
 }
 
-static const struct number_flag *find_number_flag(const char *name, size_t len)
+static const struct flag *find_flag(const char *name, size_t len)
 {
-    for (size_t i = 0; i < sizeof(number_flags) / sizeof(number_flags[0]); i++)
-        if (strlen(number_flags[i].name) == len && strncmp(number_flags[i].name, name, len) == 0)
-            return &number_flags[i];
+    for (size_t i = 0; i < NFLAGS; i++)
+        if (strlen(flags[i].name) == len && strncmp(flags[i].name, name, len) == 0)
+            return &flags[i];
     return NULL;
 }
 
-static int is_string_flag(const char *name, size_t len)
-{
-    for (int i = 0; string_flags[i]; i++)
-        if (strlen(string_flags[i]) == len && strncmp(string_flags[i], name, len) == 0)
-            return 1;
-    return 0;
-}
-
 /* Parses text for f into cfg; explains a bad value in err. */
-static int set_number(struct tycho_config *cfg, const struct number_flag *f, const char *text,
+static int set_number(struct tycho_config *cfg, const struct flag *f, const char *text,
                       char *err)
 {
     char *end = NULL, *field = (char *)cfg + f->offset;
@@ -335,7 +363,7 @@ int tycho_config_parse(struct tycho_config *cfg, int argc, char **argv, char *er
     }
     for (int i = first; i < argc; i++) {
         const char *arg = argv[i], *eq, *val;
-        const struct number_flag *number;
+        const struct flag *f;
         char flag[64];
         size_t name_len;
 
@@ -362,8 +390,8 @@ int tycho_config_parse(struct tycho_config *cfg, int argc, char **argv, char *er
         }
         eq = strchr(arg, '=');
         name_len = eq ? (size_t)(eq - arg) : strlen(arg);
-        number = find_number_flag(arg, name_len);
-        if ((!number && !is_string_flag(arg, name_len)) || name_len >= sizeof(flag)) {
+        f = find_flag(arg, name_len);
+        if (!f || f->kind == FLAG_SWITCH || name_len >= sizeof(flag)) {
             snprintf(err, TYCHO_ERR_LEN, "tycho: unknown flag %.*s (see tycho --help)",
                      (int)name_len, arg);
             return TYCHO_ERR;
@@ -378,7 +406,8 @@ int tycho_config_parse(struct tycho_config *cfg, int argc, char **argv, char *er
             snprintf(err, TYCHO_ERR_LEN, "tycho: %s: missing value", flag);
             return TYCHO_ERR;
         }
-        if ((number ? set_number(cfg, number, val, err) : set_string(cfg, flag, val, err)) < 0)
+        if ((f->kind == FLAG_STRING ? set_string(cfg, flag, val, err)
+                                    : set_number(cfg, f, val, err)) < 0)
             return TYCHO_ERR;
     }
     if (help) {

@@ -8,6 +8,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 
 #include "core/status.h"
 
@@ -76,6 +77,6 @@ void tycho_config_defaults(struct tycho_config *cfg);
 void tycho_config_dispose(struct tycho_config *cfg);
 
 /* The text --help prints. */
-extern const char tycho_usage[];
+void tycho_usage(FILE *out);
 
 #endif

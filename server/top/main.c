@@ -414,7 +414,7 @@ int main(int argc, char **argv)
     }
     switch (cfg.mode) {
     case TYCHO_MODE_HELP:
-        fputs(tycho_usage, stdout);
+        tycho_usage(stdout);
         break;
     case TYCHO_MODE_VERSION:
         printf("tycho %s\n", TYCHO_VERSION);
