@@ -25,7 +25,9 @@ TEST_PKGS := prometheus luarocks curl man-db groff-base mandoc $(FUZZ_PKGS)
 
 BUILD ?= obj
 CC ?= cc
-OPT ?= -O2 -g
+# assert() checks the invariants the code states; off (NDEBUG) in the default, optimised build,
+# on in `make asan` (and in any build given its own OPT without -DNDEBUG).
+OPT ?= -O2 -g -DNDEBUG
 SAN ?=
 WARN := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
         -Wwrite-strings $(if $(CI),-Werror)

@@ -6,6 +6,7 @@
 #include "core/pool.h"
 #include "core/status.h"
 
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -49,6 +50,7 @@ void *tycho_pool_get(struct tycho_pool *p)
 
 void tycho_pool_put(struct tycho_pool *p, void *obj)
 {
+    assert(obj && p->live > 0 && "put back more than was taken");
     *(void **)obj = p->free_head;
     p->free_head = obj;
     p->free_count++;

@@ -5,6 +5,7 @@
  * under a lock).
  */
 #include "core/shdict.h"
+#include "core/list.h"
 
 #include <pthread.h>
 #include <stdint.h>
@@ -16,7 +17,7 @@
 
 struct entry {
     struct entry *next;          /* bucket chain */
-    struct entry *lru_prev, *lru_next; /* lru_next: older */
+    struct tycho_list lru;       /* in its shard's LRU list */
     uint64_t hash;
     double expires;              /* 0: never */
     size_t klen, vlen;
@@ -28,7 +29,7 @@ struct shard {
     pthread_mutex_t lock;
     struct entry **buckets;      /* owned */
     size_t nbuckets, count;
-    struct entry *newest, *oldest; /* LRU ends */
+    struct tycho_list lru;       /* of struct entry: the newest first */
     size_t bytes, max_bytes;
 };
 
@@ -68,6 +69,7 @@ static struct tycho_shdict *make_dict(const char *name, size_t max_bytes)
     d->max_bytes = max_bytes;
     for (int i = 0; i < SHARDS; i++) {
         struct shard *s = &d->shards[i];
+        tycho_list_init(&s->lru);
         s->nbuckets = 64;
         if (!(s->buckets = calloc(s->nbuckets, sizeof(*s->buckets))))
             goto fail;
@@ -115,11 +117,9 @@ void tycho_shdict_free_all(void)
         struct tycho_shdict *d = registry;
         registry = d->next;
         for (int i = 0; i < SHARDS; i++) {
-            struct entry *e = d->shards[i].newest, *next;
-            for (; e; e = next) {
-                next = e->lru_next;
-                free(e);
-            }
+            struct tycho_list *node, *next;
+            tycho_list_each_safe(node, next, &d->shards[i].lru)
+                free(tycho_container_of(node, struct entry, lru));
             free(d->shards[i].buckets);
             pthread_mutex_destroy(&d->shards[i].lock);
         }
@@ -131,28 +131,9 @@ void tycho_shdict_free_all(void)
 
 /* ---- one shard, its lock held ------------------------------------------- */
 
-static void lru_unlink(struct shard *s, struct entry *e)
-{
-    if (e->lru_prev)
-        e->lru_prev->lru_next = e->lru_next;
-    else
-        s->newest = e->lru_next;
-    if (e->lru_next)
-        e->lru_next->lru_prev = e->lru_prev;
-    else
-        s->oldest = e->lru_prev;
-    e->lru_prev = e->lru_next = NULL;
-}
-
 static void lru_push(struct shard *s, struct entry *e)
 {
-    e->lru_prev = NULL;
-    e->lru_next = s->newest;
-    if (s->newest)
-        s->newest->lru_prev = e;
-    s->newest = e;
-    if (!s->oldest)
-        s->oldest = e;
+    tycho_list_push_front(&s->lru, &e->lru);
 }
 
 static struct entry **slot_of(struct shard *s, uint64_t h, const char *key, size_t klen)
@@ -169,7 +150,7 @@ static void remove_entry(struct shard *s, struct entry **slot)
     struct entry *e = *slot;
 
     *slot = e->next;
-    lru_unlink(s, e);
+    tycho_list_remove(&e->lru);
     s->count--;
     s->bytes -= entry_bytes(e->klen, e->vlen);
     free(e);
@@ -213,8 +194,10 @@ static void maybe_grow(struct shard *s)
 /* Frees the least recently used entries until `need` more bytes fit. */
 static void evict_for(struct shard *s, size_t need)
 {
-    while (s->oldest && s->bytes + need > s->max_bytes) {
-        struct entry *e = s->oldest;
+    struct tycho_list *oldest;
+
+    while ((oldest = tycho_list_last(&s->lru)) && s->bytes + need > s->max_bytes) {
+        struct entry *e = tycho_container_of(oldest, struct entry, lru);
         remove_entry(s, slot_of(s, e->hash, e->data, e->klen));
     }
 }
@@ -241,7 +224,7 @@ enum tycho_shdict_rc tycho_shdict_lookup(struct tycho_shdict *d, const char *key
         *vlen = e->vlen;
         if (e->vlen <= cap)
             memcpy(buf, e->data + e->klen, e->vlen);
-        lru_unlink(s, e);
+        tycho_list_remove(&e->lru);
         lru_push(s, e);
         rc = TYCHO_SHDICT_OK;
     }
@@ -330,7 +313,7 @@ enum tycho_shdict_rc tycho_shdict_incr(struct tycho_shdict *d, const char *key, 
             memcpy(&v, e->data + e->klen, sizeof(v));
             v += n;
             memcpy(e->data + e->klen, &v, sizeof(v));
-            lru_unlink(s, e);
+            tycho_list_remove(&e->lru);
             lru_push(s, e);
             *out = v;
         }
@@ -369,7 +352,8 @@ size_t tycho_shdict_keys(struct tycho_shdict *d, double now, void *buf, size_t c
     for (int i = 0; i < SHARDS; i++) {
         struct shard *s = &d->shards[i];
         pthread_mutex_lock(&s->lock);
-        for (struct entry *e = s->newest; e; e = e->lru_next) {
+        for (struct tycho_list *node = s->lru.next; node != &s->lru; node = node->next) {
+            const struct entry *e = tycho_container_of(node, struct entry, lru);
             uint32_t len = (uint32_t)e->klen;
             if (e->expires && e->expires <= now)
                 continue;

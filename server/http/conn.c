@@ -28,6 +28,7 @@
 #include "http/router.h"
 #include "http/static.h"
 
+#include <assert.h>
 #include <arpa/inet.h>
 #include <errno.h>
 #include <event2/event.h>
@@ -244,6 +245,7 @@ static void account(struct tycho_conn *c)
 /* The end of every request: the access log, metrics, keep-alive or close, counters, the context back to its pool. */
 static void end_request(struct tycho_conn *c, bool keep_alive)
 {
+    assert(!c->waiting && "a request ends once its handler has finished");
     struct tycho_ctx *ctx = c->ctx;
 
     if (c->req && (ctx->access_ev || ctx->cfg->metrics_path))
@@ -360,6 +362,7 @@ static void on_request_done(struct tycho_req *r)
 {
     struct tycho_conn *c = r->conn;
 
+    assert(c->waiting && c->req == r && "only the request a connection waits for is done");
     c->waiting = false;
     respond(c);
     if (c->local_out)
@@ -655,6 +658,7 @@ static void close_conn(struct tycho_conn *c)
 {
     struct tycho_ctx *ctx = c->ctx;
 
+    assert(ctx && "a connection closed twice (it is back in the pool)");
     if (c->ev_what)
         event_del(&c->ev);
     if (ctx->draining && tycho_list_first(&ctx->conns) == &c->link && c->link.next == &ctx->conns)

@@ -18,6 +18,7 @@
 #include "http/http.h"
 #include "core/config.h"
 
+#include <assert.h>
 #include <arpa/inet.h>
 #include <http_parser.h>
 #include <limits.h>
@@ -506,6 +507,7 @@ size_t tycho_http_parse(struct tycho_http *h, struct tycho_req *r, const char *d
     size_t n;
     enum http_errno err;
 
+    assert(h->state != TYCHO_HTTP_ERROR && "nothing may be fed after ERROR");
     h->req = r;
     n = tycho_framing_execute(&h->framing, p, &settings, data, len);
     err = HTTP_PARSER_ERRNO(p);

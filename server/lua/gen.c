@@ -36,7 +36,11 @@ struct tycho_gen {
     int handlers_ref;              /* table: handler id -> function */
     unsigned nscripts;
     unsigned long number;          /* its generation number, for the log once retired */
-    struct tycho_gen *older, *newer; /* retired generations still finishing, newest first */
+    /*
+     * A ring of the worker's generations, newest first: the one served and
+     * the retired ones still finishing. No sentinel: any member reaches all.
+     */
+    struct tycho_list ring;
     struct event free_ev;          /* frees a retired, idle generation from the loop */
     char *dir;                     /* owned: the script directory, as given */
     unsigned middleware;           /* app.use functions registered (known once loaded) */
@@ -259,8 +263,10 @@ struct tycho_gen *tycho_gen_new(const char *dir_arg, int worker_id, char *err)
     char **names = NULL, *dir = clean_dir(dir_arg);
     unsigned count = 0;
 
-    if (g)
+    if (g) {
         tycho_list_init(&g->vm.timers);
+        tycho_list_init(&g->ring);
+    }
 
     if (!g || !dir || !(g->dir = strdup(dir)) || !(g->router = tycho_router_new()) ||
         !(g->vm.upstreams = tycho_upstreams_new(worker_id)) ||
@@ -327,10 +333,7 @@ static void on_free_retired(evutil_socket_t fd, short what, void *arg)
         return;                       /* the event was made active twice; the count decides */
     tycho_log_info("worker %d: generation %lu closed (its last request ended)", g->vm.worker_id,
                    g->number);
-    if (g->newer)
-        g->newer->older = g->older;
-    if (g->older)
-        g->older->newer = g->newer;
+    tycho_list_remove(&g->ring);
     gen_free_one(g);
 }
 
@@ -367,8 +370,8 @@ void tycho_gen_cancel(struct tycho_req *r)
 
 void tycho_gen_replace(struct tycho_gen *old, struct tycho_gen *g, unsigned long old_number)
 {
-    g->older = old;
-    old->newer = g;
+    /* g goes just before old: the newest first, from g round the ring. */
+    tycho_list_insert_after(old->ring.prev, &g->ring);
     old->number = old_number;
     /* Its timers stop: none fires again, and runs that wait are abandoned. */
     tycho_task_retire(&old->vm);
@@ -386,11 +389,14 @@ void tycho_gen_sample(struct tycho_gen *g, unsigned round, double *lua_bytes, do
         return;
     *timers = tycho_task_timer_count(&g->vm);
     /* The retired generations still finishing count too: their memory and connections are held. */
-    for (struct tycho_gen *x = g; x; x = x->older) {
+    for (struct tycho_list *node = &g->ring;; ) {
+        const struct tycho_gen *x = tycho_container_of(node, struct tycho_gen, ring);
         lua_State *L = x->vm.L;
         *lua_bytes += (double)lua_gc(L, LUA_GCCOUNT, 0) * 1024 + lua_gc(L, LUA_GCCOUNTB, 0);
         if (n < sizeof(us) / sizeof(us[0]))
             us[n++] = x->vm.upstreams;
+        if ((node = node->next) == &g->ring)
+            break;
     }
     tycho_upstreams_sample(us, n, round);
 }
@@ -399,9 +405,9 @@ void tycho_gen_free(struct tycho_gen *g)
 {
     if (!g)
         return;
-    while (g->older) {                /* retired ones still finishing go too */
-        struct tycho_gen *old = g->older;
-        g->older = old->older;
+    while (tycho_list_linked(&g->ring)) {  /* retired ones still finishing go too */
+        struct tycho_gen *old = tycho_container_of(g->ring.next, struct tycho_gen, ring);
+        tycho_list_remove(&old->ring);
         gen_free_one(old);
     }
     gen_free_one(g);

@@ -13,9 +13,11 @@
 #include "net/upstream.h"
 #include "core/status.h"
 #include "http/framing.h"
+#include "core/list.h"
 #include "core/log.h"
 #include "core/metrics.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -46,7 +48,7 @@ struct tycho_pool;
 struct upconn {
     struct tycho_pool *pool;
     struct bufferevent *bev;        /* owned; closes the socket when freed */
-    struct upconn *prev, *next;     /* idle list */
+    struct tycho_list idle_link;    /* in its pool's idle list while idle */
     struct tycho_call *call;        /* the call using it, NULL while idle */
     struct event connect_timer;     /* connect_timeout, name lookup included */
     double born;                    /* when it connected (monotonic seconds) */
@@ -65,7 +67,7 @@ struct tycho_call {
     void *done_arg;
     enum call_state state;
     struct upconn *conn;            /* while connecting or exchanging */
-    struct tycho_call *prev, *next; /* wait queue */
+    struct tycho_list wait_link;    /* in its pool's wait queue while waiting */
     struct event timer;             /* wait bound, then the whole-call deadline */
     double deadline;                /* monotonic seconds */
     bool retried;                   /* already sent again once */
@@ -90,8 +92,8 @@ struct tycho_pool {
     unsigned port;
     struct tycho_pool_opts o;
     unsigned open, idle;
-    struct upconn *idle_head;       /* most recently used first */
-    struct tycho_call *wait_head, *wait_tail;
+    struct tycho_list idle_conns;   /* of struct upconn: most recently used first */
+    struct tycho_list waiters;      /* of struct tycho_call: first come first */
     unsigned waiting;
     enum circuit circuit;
     unsigned fails;                 /* consecutive */
@@ -269,6 +271,8 @@ static struct tycho_pool *pool_get(struct tycho_upstreams *u, const char *host, 
     }
     p->u = u;
     p->port = port;
+    tycho_list_init(&p->idle_conns);
+    tycho_list_init(&p->waiters);
     tycho_pool_opts_default(&p->o);
     {
         char key[TYCHO_METRIC_KEY_BYTES];
@@ -333,13 +337,7 @@ static void idle_unlink(struct upconn *conn)
 {
     struct tycho_pool *p = conn->pool;
 
-    if (conn->prev)
-        conn->prev->next = conn->next;
-    else
-        p->idle_head = conn->next;
-    if (conn->next)
-        conn->next->prev = conn->prev;
-    conn->prev = conn->next = NULL;
+    tycho_list_remove(&conn->idle_link);
     p->idle--;
 }
 
@@ -385,8 +383,10 @@ static struct upconn *pool_take_idle(struct tycho_pool *p)
 {
     double now = now_mono();
 
-    while (p->idle_head) {
-        struct upconn *conn = p->idle_head;
+    struct tycho_list *first;
+
+    while ((first = tycho_list_first(&p->idle_conns))) {
+        struct upconn *conn = tycho_container_of(first, struct upconn, idle_link);
         bool old = p->o.max_lifetime > 0 && now - conn->born >= p->o.max_lifetime;
         if (!old && conn_alive(conn)) {
             idle_unlink(conn);
@@ -409,7 +409,7 @@ static void conn_release(struct upconn *conn)
         conn_close(conn);
         return;
     }
-    if (p->wait_head) {
+    if (!tycho_list_empty(&p->waiters)) {
         call_send(pool_pop_waiter(p), conn);
         return;
     }
@@ -421,10 +421,7 @@ static void conn_release(struct upconn *conn)
     bufferevent_setcb(conn->bev, idle_read, NULL, idle_event, conn);
     bufferevent_set_timeouts(conn->bev, &idle_tv, NULL);
     bufferevent_enable(conn->bev, EV_READ);
-    conn->next = p->idle_head;
-    if (p->idle_head)
-        p->idle_head->prev = conn;
-    p->idle_head = conn;
+    tycho_list_push_front(&p->idle_conns, &conn->idle_link);
     p->idle++;
 }
 
@@ -473,6 +470,7 @@ static void conn_open(struct tycho_pool *p, struct tycho_call *c)
         return;
     }
     conn->pool = p;
+    tycho_list_init(&conn->idle_link);
     p->open++;
     evtimer_assign(&conn->connect_timer, u->base, conn_on_connect_timeout, conn);
     /* Addresses need no resolver; names go through evdns, made on first use. */
@@ -503,7 +501,7 @@ static void pool_on_serve(evutil_socket_t fd, short what, void *arg)
 
     (void)fd;
     (void)what;
-    while (p->wait_head && p->open < p->o.max_conns)
+    while (!tycho_list_empty(&p->waiters) && p->open < p->o.max_conns)
         conn_open(p, pool_pop_waiter(p));
 }
 
@@ -514,7 +512,7 @@ static void pool_on_serve(evutil_socket_t fd, short what, void *arg)
  */
 static void pool_serve_waiters(struct tycho_pool *p)
 {
-    if (!p->wait_head || p->open >= p->o.max_conns)
+    if (tycho_list_empty(&p->waiters) || p->open >= p->o.max_conns)
         return;
     if (!p->serve_ready) {
         event_assign(&p->serve, p->u->base, -1, 0, pool_on_serve, p);
@@ -543,8 +541,8 @@ static void breaker_open(struct tycho_pool *p, const char *last_err)
     p->circuit = CIRCUIT_OPEN;
     p->trial = NULL;
     p->open_until = now_mono() + p->o.cooldown;
-    while (p->wait_head) {
-        struct tycho_call *w = p->wait_head;
+    while (!tycho_list_empty(&p->waiters)) {
+        struct tycho_call *w = tycho_container_of(p->waiters.next, struct tycho_call, wait_link);
         call_unqueue(w);
         call_finish(w, "circuit open", false);
     }
@@ -621,12 +619,7 @@ static void call_acquire(struct tycho_call *c)
         return;
     }
     c->state = CALL_WAITING;
-    c->prev = p->wait_tail;
-    if (p->wait_tail)
-        p->wait_tail->next = c;
-    else
-        p->wait_head = c;
-    p->wait_tail = c;
+    tycho_list_push_back(&p->waiters, &c->wait_link);
     p->waiting++;
     call_timer_arm(c, p->o.wait_timeout < left ? p->o.wait_timeout : left);
 }
@@ -634,8 +627,9 @@ static void call_acquire(struct tycho_call *c)
 /* Takes the first queued caller; its timer goes from the queue's bound to its own deadline. */
 static struct tycho_call *pool_pop_waiter(struct tycho_pool *p)
 {
-    struct tycho_call *c = p->wait_head;
+    struct tycho_call *c = tycho_container_of(p->waiters.next, struct tycho_call, wait_link);
 
+    assert(!tycho_list_empty(&p->waiters));
     call_unqueue(c);
     c->state = CALL_NEW;
     call_timer_arm(c, c->deadline - now_mono());
@@ -646,15 +640,7 @@ static void call_unqueue(struct tycho_call *c)
 {
     struct tycho_pool *p = c->pool;
 
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        p->wait_head = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    else
-        p->wait_tail = c->prev;
-    c->prev = c->next = NULL;
+    tycho_list_remove(&c->wait_link);
     p->waiting--;
 }
 
@@ -856,6 +842,7 @@ struct tycho_call *tycho_call_start(struct tycho_upstreams *u, const struct tych
         return NULL;
     }
     c->pool = p;
+    tycho_list_init(&c->wait_link);
     c->spec = *spec;
     c->done = done;
     c->done_arg = arg;
@@ -1085,8 +1072,9 @@ void tycho_upstreams_free(struct tycho_upstreams *u)
     while (u->pools) {
         struct tycho_pool *p = u->pools;
         u->pools = p->next;
-        while (p->idle_head) {
-            struct upconn *conn = p->idle_head;
+        struct tycho_list *first;
+        while ((first = tycho_list_first(&p->idle_conns))) {
+            struct upconn *conn = tycho_container_of(first, struct upconn, idle_link);
             idle_unlink(conn);
             conn_free(conn);
         }
