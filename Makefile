@@ -14,7 +14,7 @@
 #   make uninstall  removes what `make install` put there (same PREFIX and DESTDIR)
 #   make clean
 # `luarocks make --tree T tycho-scm-1.rockspec` runs `make all` and `make install
-# PREFIX=<the rock's directory in T>`; see the README's "Install with LuaRocks".
+# PREFIX=<the rock's directory in T>`; see "Install with LuaRocks" in docs/operations.md.
 
 # Debian packages: build and runtime. The tests also need promtool (prometheus); the install
 # test needs luarocks (which brings lua5.1 and liblua5.1-0-dev), curl, and man-db, groff-base
