@@ -123,9 +123,9 @@ request() {
 
 # routes FILE: METHOD PATH per route the block declares with a literal path.
 routes() {
-    sed -n \
-        -e 's/.*app\.\(get\|post\|put\|patch\|delete\|options\|head\)("\(\/[^"]*\)".*/\1 \2/p' \
-        -e 's/.*app\.route("\([A-Za-z]*\)", *"\(\/[^"]*\)".*/\1 \2/p' "$1" |
+    sed -n -E \
+        -e 's/.*app\.(get|post|put|patch|delete|options|head)\("(\/[^"]*)".*/\1 \2/p' \
+        -e 's/.*app\.route\("([A-Za-z]*)", *"(\/[^"]*)".*/\1 \2/p' "$1" |
         awk '{ m = toupper($1); p = $2
                gsub(/:[A-Za-z0-9_]+/, "1", p); gsub(/\*[A-Za-z0-9_]+/, "x", p)
                print m, p }'
