@@ -8,12 +8,13 @@
 #   make fuzz       the request-path fuzz target with its framing oracle, FUZZ_SECONDS (60)
 #   make install    PREFIX=/usr/local (default) and DESTDIR: $(PREFIX)/bin/tycho, the man page
 #                   $(PREFIX)/share/man/man1/tycho.1, the example scripts in
-#                   $(PREFIX)/share/tycho/scripts/ and the README (the whole Lua API) in
-#                   $(PREFIX)/share/doc/tycho/; the Lua prelude is compiled into the binary
+#                   $(PREFIX)/share/tycho/scripts/ and the README with docs/*.md (the Lua API,
+#                   the command line, HTTP, operations, testing) in $(PREFIX)/share/doc/tycho/;
+#                   the Lua prelude is compiled into the binary
 #   make uninstall  removes what `make install` put there (same PREFIX and DESTDIR)
 #   make clean
 # `luarocks make --tree T tycho-scm-1.rockspec` runs `make all` and `make install
-# PREFIX=<the rock's directory in T>`; see the README's "Install with LuaRocks".
+# PREFIX=<the rock's directory in T>`; see "Install with LuaRocks" in docs/operations.md.
 
 # Debian packages: build and runtime. The tests also need promtool (prometheus); the install
 # test needs luarocks (which brings lua5.1 and liblua5.1-0-dev), curl, and man-db, groff-base
@@ -182,6 +183,7 @@ DATADIR = $(PREFIX)/share/tycho
 DOCDIR = $(PREFIX)/share/doc/tycho
 EXAMPLES := $(wildcard scripts/*.lua)
 EXAMPLE_TESTS := $(wildcard scripts/tests/*_test.lua)
+DOCS := $(wildcard docs/*.md)
 
 install: all
 	install -d "$(DESTDIR)$(BINDIR)" "$(DESTDIR)$(MAN1DIR)" "$(DESTDIR)$(DATADIR)/scripts/tests" \
@@ -190,13 +192,14 @@ install: all
 	install -m 644 man/tycho.1 "$(DESTDIR)$(MAN1DIR)/tycho.1"
 	install -m 644 $(EXAMPLES) "$(DESTDIR)$(DATADIR)/scripts/"
 	install -m 644 $(EXAMPLE_TESTS) "$(DESTDIR)$(DATADIR)/scripts/tests/"
-	install -m 644 README.md "$(DESTDIR)$(DOCDIR)/README.md"
+	install -m 644 README.md $(DOCS) "$(DESTDIR)$(DOCDIR)/"
 
 # Removes the files by name (never a whole directory: one may hold files of the user's), then
 # the directories of our own if that left them empty.
 uninstall:
 	rm -f "$(DESTDIR)$(BINDIR)/tycho" "$(DESTDIR)$(MAN1DIR)/tycho.1" \
-	  "$(DESTDIR)$(DOCDIR)/README.md" $(EXAMPLES:scripts/%="$(DESTDIR)$(DATADIR)/scripts/%") \
+	  "$(DESTDIR)$(DOCDIR)/README.md" $(DOCS:docs/%="$(DESTDIR)$(DOCDIR)/%") \
+	  $(EXAMPLES:scripts/%="$(DESTDIR)$(DATADIR)/scripts/%") \
 	  $(EXAMPLE_TESTS:scripts/%="$(DESTDIR)$(DATADIR)/scripts/%")
 	rmdir "$(DESTDIR)$(DATADIR)/scripts/tests" "$(DESTDIR)$(DATADIR)/scripts" \
 	  "$(DESTDIR)$(DATADIR)" "$(DESTDIR)$(DOCDIR)" \

@@ -1,7 +1,7 @@
 -- Build and install from a checkout: luarocks make --tree T tycho-scm-1.rockspec
--- (T/bin/tycho; the man page, the example scripts and the README stay in the rock's
--- directory, T/lib/luarocks/rocks-5.1/tycho/scm-1/share/). See the README's
--- "Install with LuaRocks".
+-- (T/bin/tycho; the man page, the example scripts and the docs stay in the rock's
+-- directory, T/lib/luarocks/rocks-5.1/tycho/scm-1/share/). See "Install with LuaRocks"
+-- in docs/operations.md.
 rockspec_format = "3.0"
 package = "tycho"
 version = "scm-1"

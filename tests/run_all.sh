@@ -55,6 +55,8 @@ run "example app (tycho --request)" sh tests/lua/run.sh "$tycho" scripts
 run "example app's tests (tycho test scripts)" "$tycho" test scripts
 run "tycho test and tycho new" sh tests/lua/test_runner.sh "$tycho"
 run "make install, the man page, LuaRocks" sh tests/install/run.sh "$tycho"
+run "the flags in --help, man/tycho.1 and docs/cli.md" sh tests/docs/flags.sh "$tycho"
+run "the Lua examples of README.md and docs/*.md" sh tests/docs/examples.sh "$tycho"
 [ -n "${FUZZ_BIN:-}" ] &&
     run "fuzz target for requests, with its framing oracle (${FUZZ_SECONDS:-10} s)" \
         sh tests/fuzz/run.sh "$FUZZ_BIN" "${FUZZ_SECONDS:-10}" tests/fuzz/seeds
