@@ -68,7 +68,7 @@ void tycho_answer_account(struct tycho_ctx *ctx, const struct tycho_req *r, cons
 
     if (ctx->access_ev)
         log_access(ctx, r, remote, now);
-    if (ctx->cfg->metrics_path)
+    if (ctx->cfg->metrics_path && !ctx->metrics_only)  /* a scrape is not the app's traffic */
         count_request(ctx->worker_id, r, now);
 }
 
@@ -144,6 +144,9 @@ bool tycho_answer_is_builtin(const struct tycho_ctx *ctx, const struct tycho_req
 {
     const struct tycho_config *cfg = ctx->cfg;
 
+    /* --metrics-addr: the metrics on their own address (its context), not on --port's. */
+    if (ctx->metrics_only)
+        return is_builtin(r, cfg->metrics_path);
     return is_builtin(r, cfg->health_path) ||
            (!cfg->metrics_addr && is_builtin(r, cfg->metrics_path));
 }
@@ -151,7 +154,7 @@ bool tycho_answer_is_builtin(const struct tycho_ctx *ctx, const struct tycho_req
 int tycho_answer_builtin(struct tycho_ctx *ctx, struct tycho_req *r, struct tycho_buf *out,
                          bool keep_alive)
 {
-    bool health = is_builtin(r, ctx->cfg->health_path);
+    bool health = !ctx->metrics_only && is_builtin(r, ctx->cfg->health_path);
     int status;
 
     r->route_label = health ? ctx->cfg->health_path : ctx->cfg->metrics_path;

@@ -68,6 +68,7 @@ struct tycho_ctx {
     struct event *access_ev;         /* worker: borrowed: writes access_buf out; NULL: no log */
     struct tycho_worker_stats stats; /* metrics counters (read by the scrape) */
     bool draining;                   /* stopping: no new requests, in-flight ones finish */
+    bool metrics_only;               /* owner: it serves --metrics-addr: the metrics path only */
     const struct timeval *first_tv;  /* worker: common timeouts (libevent): --header-timeout, */
     const struct timeval *idle_tv;   /* --idle-timeout, */
     const struct timeval *write_tv;  /* --write-timeout */
@@ -76,6 +77,20 @@ struct tycho_ctx {
 };
 
 #define TYCHO_READ_BYTES (64 * 1024)
+
+/*
+ * Sets up ctx's own parts for a loop on base: the connection and request
+ * pools (max_conns objects each, a connection being conn_bytes:
+ * tycho_conn_bytes()), the read buffer, the list of connections, and cfg's
+ * timeouts as common timeouts of base. The owner sets the rest (app,
+ * conn_gone, access_ev). TYCHO_OK, or TYCHO_ERR when out of memory (then
+ * tycho_ctx_dispose still frees what was made).
+ */
+int tycho_ctx_init(struct tycho_ctx *ctx, const struct tycho_config *cfg, struct event_base *base,
+                   int worker_id, unsigned max_conns, size_t conn_bytes);
+
+/* Frees what tycho_ctx_init made, and the output and access-log buffers. Connections closed first. */
+void tycho_ctx_dispose(struct tycho_ctx *ctx);
 
 /* Milliseconds on the context's clock (the event loop's cached time). */
 long tycho_ctx_now_ms(struct tycho_ctx *ctx);

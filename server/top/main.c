@@ -15,6 +15,7 @@
 #include "http/http.h"
 #include "top/listener.h"
 #include "top/reload.h"
+#include "top/scrape.h"
 #include "core/log.h"
 #include "core/metrics.h"
 #include "http/router.h"
@@ -27,8 +28,6 @@
 #include <arpa/inet.h>
 #include <event2/buffer.h>
 #include <event2/event.h>
-#include <event2/http.h>
-#include <event2/keyvalq_struct.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -71,70 +70,6 @@ static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
     event_base_loopbreak(arg);
 }
 
-/* --metrics-addr: the exposition on main's own small HTTP server (libevent's evhttp). */
-static void on_metrics_request(struct evhttp_request *req, void *arg)
-{
-    struct tycho_buf text = {0};
-    struct evbuffer *body = NULL;
-
-    (void)arg;
-    if (tycho_metrics_render(&text) < 0 || !(body = evbuffer_new()) ||
-        evbuffer_add(body, text.data + text.off, text.len) < 0) {
-        evhttp_send_error(req, 503, "out of memory");
-    } else {
-        evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
-                          TYCHO_METRICS_CONTENT_TYPE);
-        evhttp_add_header(evhttp_request_get_output_headers(req), "Cache-Control", "no-store");
-        evhttp_send_reply(req, 200, "OK", body);
-    }
-    if (body)
-        evbuffer_free(body);
-    tycho_buf_dispose(&text);
-}
-
-/* Binds --metrics-addr [HOST:]PORT and prints where the metrics are. NULL with err on failure. */
-static struct evhttp *metrics_listen(struct event_base *base, const struct tycho_config *cfg,
-                                     char *err)
-{
-    const char *addr = cfg->metrics_addr, *colon = strrchr(addr, ':');
-    char host[256] = "127.0.0.1";
-    struct evhttp *http = evhttp_new(base);
-    struct evhttp_bound_socket *bound;
-    struct sockaddr_storage ss;
-    socklen_t len = sizeof(ss);
-    int port;
-
-    if (colon) {
-        size_t n = (size_t)(colon - addr);
-        if (n >= 2 && addr[0] == '[' && addr[n - 1] == ']') {
-            addr++;
-            n -= 2;                   /* [v6]:port */
-        }
-        snprintf(host, sizeof(host), "%.*s", (int)n, addr);
-    }
-    port = atoi(colon ? colon + 1 : cfg->metrics_addr);
-    if (!http) {
-        snprintf(err, TYCHO_ERR_LEN, "tycho: --metrics-addr: out of memory");
-        return NULL;
-    }
-    evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
-    evhttp_set_max_headers_size(http, 16384);
-    evhttp_set_max_body_size(http, 0);
-    evhttp_set_timeout(http, 10);
-    if (evhttp_set_cb(http, cfg->metrics_path, on_metrics_request, NULL) != 0 ||
-        !(bound = evhttp_bind_socket_with_handle(http, host, (ev_uint16_t)port))) {
-        snprintf(err, TYCHO_ERR_LEN, "tycho: --metrics-addr: cannot listen on %s:%d", host, port);
-        evhttp_free(http);
-        return NULL;
-    }
-    if (getsockname(evhttp_bound_socket_get_fd(bound), (struct sockaddr *)&ss, &len) == 0)
-        port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
-                                              : ((struct sockaddr_in *)&ss)->sin_port);
-    printf("metrics on http://%s%s%s:%d%s\n", strchr(host, ':') ? "[" : "", host,
-           strchr(host, ':') ? "]" : "", port, cfg->metrics_path);
-    return http;
-}
-
 static int serve(struct tycho_config *cfg)
 {
     struct tycho_shared shared = {.cfg = cfg};
@@ -145,7 +80,7 @@ static int serve(struct tycho_config *cfg)
     struct tycho_watch *watch = NULL;
     struct tycho_reloader rl = {.cfg = cfg, .shared = &shared, .generation = 1};
     struct tycho_gen *scratch = NULL;
-    struct evhttp *metrics_http = NULL;
+    struct tycho_scrape *scrape = NULL;
     char err[TYCHO_ERR_LEN];
     int rc = 1;
 
@@ -206,7 +141,7 @@ static int serve(struct tycho_config *cfg)
     printf("tycho %s listening on http://%s%s%s:%d (%d workers)\n", TYCHO_VERSION,
            strchr(cfg->host, ':') ? "[" : "", cfg->host, strchr(cfg->host, ':') ? "]" : "",
            listener.port, cfg->workers);
-    if (cfg->metrics_addr && !(metrics_http = metrics_listen(base, cfg, err))) {
+    if (cfg->metrics_addr && !(scrape = tycho_scrape_new(base, cfg, err))) {
         fprintf(stderr, "%s\n", err);
         goto out;
     }
@@ -223,8 +158,7 @@ static int serve(struct tycho_config *cfg)
     event_base_dispatch(base);
     rc = 0;
 out:
-    if (metrics_http)
-        evhttp_free(metrics_http);
+    tycho_scrape_free(scrape);
     tycho_watch_free(watch);
     tycho_listener_dispose(&listener);
     if (tycho_workers_stop(workers, cfg->workers) < 0) {

@@ -181,23 +181,6 @@ static void on_metrics_sample(evutil_socket_t fd, short what, void *arg)
     sample_metrics(arg);
 }
 
-/*
- * The connection timeouts as libevent common timeouts: thousands of
- * connections sharing one duration sit in one queue, O(1) to re-arm.
- */
-static int set_timeouts(struct tycho_worker *w)
-{
-    const struct tycho_config *cfg = w->cfg;
-    struct timeval first = {cfg->header_timeout_ms / 1000, (cfg->header_timeout_ms % 1000) * 1000};
-    struct timeval idle = {cfg->idle_timeout_ms / 1000, (cfg->idle_timeout_ms % 1000) * 1000};
-    struct timeval write = {cfg->write_timeout_ms / 1000, (cfg->write_timeout_ms % 1000) * 1000};
-
-    w->ctx.first_tv = event_base_init_common_timeout(w->base, &first);
-    w->ctx.idle_tv = event_base_init_common_timeout(w->base, &idle);
-    w->ctx.write_tv = event_base_init_common_timeout(w->base, &write);
-    return w->ctx.first_tv && w->ctx.idle_tv && w->ctx.write_tv ? TYCHO_OK : TYCHO_ERR;
-}
-
 int tycho_worker_setup(struct tycho_worker *w, int id, struct tycho_shared *shared, char *err)
 {
     struct event_config *ec = NULL;
@@ -209,15 +192,10 @@ int tycho_worker_setup(struct tycho_worker *w, int id, struct tycho_shared *shar
     w->cfg = cfg;
     w->shared = shared;
     w->inbox.efd = -1;
-    w->ctx.worker_id = id;
-    w->ctx.cfg = cfg;
-    w->ctx.conn_gone = ctx_conn_gone;
-    tycho_list_init(&w->ctx.conns);
-    tycho_pool_init(&w->ctx.conn_pool, tycho_conn_bytes(), (unsigned)cfg->max_conns, NULL, NULL);
-    tycho_pool_init(&w->ctx.req_pool, sizeof(struct tycho_req), (unsigned)cfg->max_conns,
-                    tycho_req_init, tycho_req_dispose);
+    tycho_list_init(&w->ctx.conns);   /* teardown walks it, whatever failed */
     if (!(ec = event_config_new()) || event_config_set_flag(ec, EVENT_BASE_FLAG_NOLOCK) < 0 ||
-        !(w->base = event_base_new_with_config(ec)) || !(w->ctx.rbuf = malloc(TYCHO_READ_BYTES)) ||
+        !(w->base = event_base_new_with_config(ec)) ||
+        tycho_ctx_init(&w->ctx, cfg, w->base, id, (unsigned)cfg->max_conns, tycho_conn_bytes()) < 0 ||
         tycho_mq_init(&w->inbox, w->base, on_inbox, w) < 0 ||
         !(w->trim_ev = event_new(w->base, -1, EV_PERSIST, on_trim, w)) ||
         event_add(w->trim_ev, &every) < 0) {
@@ -226,7 +204,7 @@ int tycho_worker_setup(struct tycho_worker *w, int id, struct tycho_shared *shar
     }
     event_config_free(ec);
     ec = NULL;
-    w->ctx.base = w->base;
+    w->ctx.conn_gone = ctx_conn_gone;
     if (tycho_access_enabled()) {
         struct timeval second = {1, 0};
         if (!(w->access_ev = event_new(w->base, -1, EV_PERSIST, on_access_flush, w)) ||
@@ -235,10 +213,6 @@ int tycho_worker_setup(struct tycho_worker *w, int id, struct tycho_shared *shar
             goto fail;
         }
         w->ctx.access_ev = w->access_ev;
-    }
-    if (set_timeouts(w) < 0) {
-        snprintf(err, TYCHO_ERR_LEN, "worker %d: cannot set up timeouts", id);
-        goto fail;
     }
     if (!(w->gen = tycho_gen_new(cfg->dir, id, err)))
         goto fail;
@@ -283,7 +257,6 @@ void tycho_worker_teardown(struct tycho_worker *w)
     w->gen = NULL;
     if (w->ctx.access_buf.len)
         tycho_access_flush(&w->ctx.access_buf);
-    tycho_buf_dispose(&w->ctx.access_buf);
     if (w->access_ev)
         event_free(w->access_ev);
     w->access_ev = w->ctx.access_ev = NULL;
@@ -297,11 +270,7 @@ void tycho_worker_teardown(struct tycho_worker *w)
     if (w->base)
         event_base_free(w->base);
     w->base = w->ctx.base = NULL;
-    tycho_pool_dispose(&w->ctx.conn_pool);
-    tycho_pool_dispose(&w->ctx.req_pool);
-    tycho_buf_dispose(&w->ctx.out);
-    free(w->ctx.rbuf);
-    w->ctx.rbuf = NULL;
+    tycho_ctx_dispose(&w->ctx);
 }
 
 static void report_start(struct tycho_worker *w, int rc)

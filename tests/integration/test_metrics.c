@@ -533,6 +533,21 @@ static void test_metrics_addr(void)
     if (mport)
         expect_status_of(mport, "GET /other HTTP/1.1\r\nHost: t\r\n\r\n", 404,
                          "metrics port: other paths 404");
+    if (mport) {
+        /* Tycho's own connection code serves it: the same strict framing, the same answers. */
+        expect_status_of(mport, "POST /metrics HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n",
+                         405, "metrics port: POST /metrics is 405");
+        expect_status_of(mport, "GET /metrics HTTP/1.1\nHost: t\n\n", 400,
+                         "metrics port: a bare LF is refused as on --port");
+        expect_status_of(mport, "GET /metrics HTTP/1.1\r\n\r\n", 400,
+                         "metrics port: no Host is refused as on --port");
+        expect_status_of(mport, "HEAD /metrics HTTP/1.1\r\nHost: t\r\n\r\n", 200,
+                         "metrics port: HEAD /metrics is 200");
+        text = scrape(mport, "/metrics");
+        ok(text && !strstr(text, "route=\"/metrics\""),
+           "metrics port: scrapes are not counted as the app's requests");
+        free(text);
+    }
     is_int(server_stop(&s), 0, "exit status 0");
     server_cleanup(&s);
 }
