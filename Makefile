@@ -51,7 +51,8 @@ TYCHO := $(if $(filter obj,$(BUILD)),tycho,$(BUILD)/tycho)
 # The fuzz target (see `fuzz` below), built by clang whatever BUILD is.
 FUZZ_SECONDS ?= 60
 FUZZ_SMOKE_SECONDS ?= 10
-FUZZ_SRCS := tests/fuzz/fuzz_request.c server/http/http.c server/http/framing.c server/core/arena.c \
+FUZZ_SRCS := tests/fuzz/fuzz_request.c server/http/request.c server/http/response.c \
+  server/http/framing.c server/core/arena.c \
   server/core/buf.c
 FUZZ_BIN := obj-fuzz/fuzz_request
 FUZZ_RESPONSE_SRCS := tests/fuzz/fuzz_response.c server/http/framing.c
@@ -123,7 +124,7 @@ UNIT_MODULE_test_buf := core/buf
 UNIT_MODULE_test_mq := core/mq
 UNIT_MODULE_test_pool := core/pool
 UNIT_MODULE_test_router := http/router
-UNIT_MODULE_test_http := http/http http/framing
+UNIT_MODULE_test_http := http/request http/response http/framing
 UNIT_MODULE_test_oracle :=
 unit_objs = $(UNIT_MODULE_$(1):%=$(BUILD)/%.o)
 unit_libs = $(foreach l,$(BELOW_$(firstword $(subst /, ,$(UNIT_MODULE_$(1))))),$(BUILD)/lib$(l).a)

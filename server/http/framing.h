@@ -1,7 +1,7 @@
 /*
  * framing.h: strict HTTP/1.1 message framing (RFC 9112) in front of
- * http-parser, for requests (http.c) and for the responses of backends
- * (upstream.c).
+ * http-parser, for requests (request.c) and for the responses of backends
+ * (net/wire.c).
  *
  * Debian's http-parser is built without HTTP_PARSER_STRICT: it then takes
  * any byte after a CR as the LF, skips the two bytes after chunk data

@@ -1,8 +1,10 @@
 /*
- * http.h: HTTP/1.1 request framing (http-parser glue) into struct tycho_req,
- * and the response writer. http-parser's own types stay inside http.c so
- * that replacing the parser touches one file. Everything here runs on the
- * worker thread that owns the connection.
+ * http.h: HTTP/1.1 request framing (request.c: the http-parser glue) into
+ * struct tycho_req, and the response writer (response.c). http-parser's own
+ * types stay inside the framing files (framing.c, request.c; net/wire.c on
+ * the client side), so that replacing the parser touches those alone.
+ * Everything here runs on the worker thread that owns the connection,
+ * unless a function says otherwise.
  */
 #ifndef TYCHO_HTTP_H
 #define TYCHO_HTTP_H

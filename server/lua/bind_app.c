@@ -55,7 +55,7 @@ static int add_route(lua_State *L, const char *method, int path_idx)
     const char *path = luaL_checkstring(L, path_idx);
 
     luaL_checktype(L, path_idx + 1, LUA_TFUNCTION);
-    if (!tycho_vm_of(L)->router)
+    if (tycho_task_refusal(L, TYCHO_PLACE_LOAD))
         return luaL_error(L, "routes can only be registered while the scripts load, not in a "
                              "handler (%s %s)", method, path);
     register_route(L, "", method, path, path_idx + 1);
@@ -78,9 +78,7 @@ static int app_route(lua_State *L)
 static int app_on_worker_start(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TFUNCTION);
-    if (!tycho_vm_of(L)->router)
-        return luaL_error(L, "app.on_worker_start: only while the scripts load, not in a "
-                             "handler");
+    tycho_task_check(L, "app.on_worker_start", TYCHO_PLACE_LOAD);
     lua_pushlightuserdata(L, (void *)&tycho_key_on_start);
     lua_rawget(L, LUA_REGISTRYINDEX);
     lua_pushvalue(L, 1);
@@ -221,8 +219,7 @@ static int app_static(lua_State *L)
     if (dir_len == 0 || memchr(dir, '\0', dir_len))
         return luaL_error(L, "app.static: expected a directory, got \"%s\"", dir);
     check_static_opts(L, &o);
-    if (!tycho_vm_of(L)->router)
-        return luaL_error(L, "app.static: only while the scripts load, not in a handler");
+    tycho_task_check(L, "app.static", TYCHO_PLACE_LOAD);
     if (dir[0] != '/') {
         lua_pushfstring(L, "%s/%s", tycho_vm_of(L)->dir, dir);
         dir = lua_tostring(L, -1);

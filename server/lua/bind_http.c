@@ -3,7 +3,7 @@
  * timers: request{...}, get(url, opts), post(url, body, opts), and the
  * per-backend settings and counters, pool(host_port, opts) and
  * stats(host_port). The calls wait without blocking the worker
- * (tycho_script_wait); the pools are upstream.c's.
+ * (tycho_task_wait); the pools are net/upstream.c's.
  *
  * A call is a userdata holding the request bytes and the C call. The Lua
  * wrappers keep it in a local while the coroutine waits, so it lives as
@@ -14,8 +14,8 @@
 #include "lua/vm.h"
 #include "http/http.h"
 #include "net/upstream.h"
+#include "net/wire.h"
 
-#include <http_parser.h>
 #include <lauxlib.h>
 #include <math.h>
 #include <stdbool.h>
@@ -29,7 +29,7 @@
 #define MAX_HOST 255
 
 struct http_call {
-    struct tycho_wait w;            /* first: script.c's handle is this struct */
+    struct tycho_wait w;            /* first: task.c's handle is this struct */
     struct tycho_upstreams *u;
     struct tycho_call_spec spec;
     struct tycho_call *call;        /* from the start until freed */
@@ -77,50 +77,15 @@ static int call_gc(lua_State *L)
 
 /* ---- building the request -------------------------------------------------- */
 
-struct target {
-    char host[MAX_HOST + 1];
-    unsigned port;
-    const char *path;               /* within the url, or "/" */
-    size_t path_len;
-    const char *query;              /* after the '?', within the url; NULL if none */
-    size_t query_len;
-};
-
-/* Parses an http:// URL. NULL, or an error message (static or pushed on L). */
-static const char *parse_url(lua_State *L, const char *url, size_t len, struct target *t)
+/* Parses an http:// URL. NULL, or an error message (pushed on L). */
+static const char *parse_url(lua_State *L, const char *url, size_t len, struct tycho_url *t)
 {
-    struct http_parser_url u;
-    size_t host_len;
+    char err[TYCHO_ERR_LEN];
 
-    for (size_t i = 0; i < len; i++)
-        if ((unsigned char)url[i] <= 0x20 || url[i] == 0x7f)
-            return "the url has a space or a control byte (percent-encode it)";
-    http_parser_url_init(&u);
-    if (http_parser_parse_url(url, len, 0, &u) != 0 || !(u.field_set & (1 << UF_SCHEMA)) ||
-        !(u.field_set & (1 << UF_HOST)))
-        return lua_pushfstring(L, "not an absolute http:// url: %s", url);
-    if (u.field_data[UF_SCHEMA].len != 4 ||
-        strncasecmp(url + u.field_data[UF_SCHEMA].off, "http", 4) != 0) {
-        lua_pushlstring(L, url + u.field_data[UF_SCHEMA].off, u.field_data[UF_SCHEMA].len);
-        return lua_pushfstring(L, "only http:// urls are supported, not %s://",
-                               lua_tostring(L, -1));
-    }
-    if (u.field_set & (1 << UF_USERINFO))
-        return "user:password@ in the url is not supported (send an Authorization header)";
-    host_len = u.field_data[UF_HOST].len;
-    if (host_len == 0 || host_len > MAX_HOST)
-        return "the url's host is empty or too long";
-    memcpy(t->host, url + u.field_data[UF_HOST].off, host_len);
-    t->host[host_len] = '\0';
-    t->port = (u.field_set & (1 << UF_PORT)) ? u.port : 80;
-    if (t->port == 0)
-        return "the url's port is 0";
-    /* The target is the path and the query, never the fragment; no path is "/". */
-    t->path = (u.field_set & (1 << UF_PATH)) ? url + u.field_data[UF_PATH].off : "/";
-    t->path_len = (u.field_set & (1 << UF_PATH)) ? u.field_data[UF_PATH].len : 1;
-    t->query = (u.field_set & (1 << UF_QUERY)) ? url + u.field_data[UF_QUERY].off : NULL;
-    t->query_len = t->query ? u.field_data[UF_QUERY].len : 0;
-    return NULL;
+    if (tycho_url_parse(url, len, t, err, sizeof(err)) == TYCHO_OK)
+        return NULL;
+    lua_pushstring(L, err);
+    return lua_tostring(L, -1);
 }
 
 /* A header value a request may carry: no CR, LF or NUL (they would split the request). */
@@ -200,7 +165,7 @@ static const char *put_headers(lua_State *L, int idx, char *out, size_t *len, bo
 struct request_parts {
     const char *method;
     size_t method_len;
-    const struct target *t;
+    const struct tycho_url *t;
     const char *body;               /* NULL: none */
     size_t body_len;
 };
@@ -209,7 +174,7 @@ struct request_parts {
 static const char *put_request(lua_State *L, const struct request_parts *q, int headers_idx,
                                char *out, size_t *len)
 {
-    const struct target *t = q->t;
+    const struct tycho_url *t = q->t;
     bool has_host = false;
     const char *err;
     char line[64];
@@ -267,7 +232,7 @@ static int new_call(lua_State *L)
     const char *method = luaL_optlstring(L, 3, "GET", &method_len);
     const char *body = NULL, *err = NULL;
     double timeout = DEFAULT_TIMEOUT;
-    struct target t;
+    struct tycho_url t;
     struct request_parts q;
     struct http_call *hc;
 

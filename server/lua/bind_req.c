@@ -1,6 +1,6 @@
 /*
  * bind_req.c: the `req` object a handler receives. A userdata holding a
- * pointer to the request context; script.c sets the pointer to NULL when the
+ * pointer to the request context; tycho_bind_release sets it to NULL when the
  * request ends, so a stashed req raises "request finished" instead of reading
  * freed memory. Fields are made when read: strings are pushed on each read,
  * tables (query, params, headers) are built on first read and cached in the

@@ -1,12 +1,14 @@
 /*
- * script.h: script generations. A generation is one lua_State with the
- * directory's scripts loaded, plus the router they filled. Each worker owns
- * its generation and is the only thread that touches it; main builds a
- * scratch one at start-up to report load errors once and print the routes.
- * script.c is the only caller of lua_resume.
+ * gen.h: script generations. A generation is one lua_State (its vm, vm.h)
+ * with the directory's scripts loaded, plus the router they filled; requests
+ * and timers run in it as tasks (task.h, the only caller of lua_resume).
+ * Each worker owns its generation and is the only thread that touches it;
+ * main builds a scratch one at start-up (and for each reload) to report
+ * load errors once and print the routes. To the http layer a generation is
+ * the application behind struct tycho_app (tycho_gen_app).
  */
-#ifndef TYCHO_SCRIPT_H
-#define TYCHO_SCRIPT_H
+#ifndef TYCHO_GEN_H
+#define TYCHO_GEN_H
 
 #include "core/status.h"
 #include "http/context.h"

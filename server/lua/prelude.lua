@@ -1,7 +1,7 @@
 -- prelude.lua: the Lua half of the request path, compiled into the binary.
 -- It gets the `tycho` module table and the C function that makes req/res
 -- objects, adds app.use, and returns dispatch(handler, r) and seal(), which
--- script.c calls once the scripts have loaded. Middleware and
+-- gen.c calls once the scripts have loaded. Middleware and
 -- next() live here, in Lua, so that a handler may one day yield through them
 -- (C frames cannot be resumed across in LuaJIT).
 local app, new_objects = ...

@@ -12,7 +12,7 @@
  */
 #include "net/upstream.h"
 #include "core/status.h"
-#include "http/framing.h"
+#include "net/wire.h"
 #include "core/list.h"
 #include "core/log.h"
 #include "core/metrics.h"
@@ -28,16 +28,13 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <http_parser.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <time.h>
 
-#define MAX_RESPONSE_HEADERS 128
-#define MAX_RESPONSE_HEAD (64 * 1024)
-#define ERR_LEN 384
+#define ERR_LEN TYCHO_REPLY_ERR_LEN
 
 enum circuit { CIRCUIT_CLOSED, CIRCUIT_OPEN, CIRCUIT_HALF_OPEN };
 enum call_state { CALL_NEW, CALL_WAITING, CALL_CONNECTING, CALL_EXCHANGING, CALL_DONE };
@@ -56,10 +53,6 @@ struct upconn {
     bool connected;
 };
 
-struct header_span {
-    size_t name_off, name_len, value_off, value_len;
-};
-
 struct tycho_call {
     struct tycho_pool *pool;        /* NULL once done */
     struct tycho_call_spec spec;
@@ -72,16 +65,8 @@ struct tycho_call {
     double deadline;                /* monotonic seconds */
     bool retried;                   /* already sent again once */
     bool got_bytes;                 /* the backend answered something */
-    /* The response. */
-    http_parser parser;
-    struct tycho_framing framing;   /* the strict check the response passes first */
-    bool complete;
-    bool in_value;                  /* the last header piece was a value */
-    char *head;                     /* header names and values, spans index it */
-    size_t head_len, head_cap;
-    struct header_span headers[MAX_RESPONSE_HEADERS];
-    size_t nheaders;
-    struct evbuffer *body;
+    struct tycho_reply reply;       /* the response, read (wire.c) */
+    struct evbuffer *body;          /* owned: the response body (reply.body borrows it) */
     char err[ERR_LEN];              /* why it failed; "" on success */
 };
 
@@ -112,7 +97,6 @@ struct tycho_upstreams {
     struct tycho_pool *pools;
 };
 
-static http_parser_settings response_settings;
 static void pool_serve_waiters(struct tycho_pool *p);
 
 static double now_mono(void)
@@ -672,9 +656,7 @@ static void call_send(struct tycho_call *c, struct upconn *conn)
     count(p, TYCHO_BACKEND_REQUESTS, &p->stats.requests);
     if (conn->uses++ > 0)
         count(p, TYCHO_BACKEND_REUSED, &p->stats.reused);
-    http_parser_init(&c->parser, HTTP_RESPONSE);
-    c->parser.data = c;
-    tycho_framing_init(&c->framing, TYCHO_FRAMING_RESPONSE);
+    tycho_reply_start(&c->reply, p->host, p->port, c->spec.head, p->o.max_body, c->body);
     bufferevent_setcb(conn->bev, conn_read, NULL, conn_event, conn);
     if (conn->connected)
         bufferevent_set_timeouts(conn->bev, &io_tv, &io_tv);
@@ -746,8 +728,8 @@ static void conn_event(struct bufferevent *bev, short what, void *arg)
     }
     if ((what & BEV_EVENT_EOF) && c->state == CALL_EXCHANGING) {
         /* A body that runs to EOF ends here. */
-        http_parser_execute(&c->parser, &response_settings, NULL, 0);
-        if (c->complete) {
+        tycho_reply_eof(&c->reply);
+        if (c->reply.complete) {
             conn_read(bev, arg);
             return;
         }
@@ -786,39 +768,23 @@ static void conn_read(struct bufferevent *bev, void *arg)
     bool reusable;
     int status;
 
-    while (!c->complete && evbuffer_get_length(in) > 0) {
+    while (!c->reply.complete && evbuffer_get_length(in) > 0) {
         struct evbuffer_iovec v;
         size_t n;
         evbuffer_peek(in, -1, NULL, &v, 1);
         c->got_bytes = true;
-        n = tycho_framing_execute(&c->framing, &c->parser, &response_settings, v.iov_base,
-                                  v.iov_len);
-        if (c->err[0]) {
-            call_fail(c, c->err, true);
-            return;
-        }
-        if (tycho_framing_refused(&c->framing)) {
-            /* Closed, never pooled: where this response ends is in doubt. */
-            char err[ERR_LEN];
-            snprintf(err, sizeof(err), "%s:%u: invalid response: malformed framing (status "
-                     "line, field line or chunk not as RFC 9112 has it)", p->host, p->port);
-            call_fail(c, err, true);
-            return;
-        }
-        if (!c->complete && HTTP_PARSER_ERRNO(&c->parser) != HPE_OK) {
-            char err[ERR_LEN];
-            snprintf(err, sizeof(err), "%s:%u: invalid response: %s", p->host, p->port,
-                     http_errno_description(HTTP_PARSER_ERRNO(&c->parser)));
-            call_fail(c, err, true);
+        n = tycho_reply_feed(&c->reply, v.iov_base, v.iov_len);
+        if (c->reply.err[0]) {
+            call_fail(c, c->reply.err, true);   /* closed, never pooled */
             return;
         }
         evbuffer_drain(in, n);
     }
-    if (!c->complete)
+    if (!c->reply.complete)
         return;
-    status = (int)c->parser.status_code;
+    status = tycho_reply_status(&c->reply);
     /* Extra bytes after the response, or a close asked for: not reusable. */
-    reusable = evbuffer_get_length(in) == 0 && http_should_keep_alive(&c->parser);
+    reusable = evbuffer_get_length(in) == 0 && tycho_reply_keep_alive(&c->reply);
     c->conn = NULL;
     if (reusable) {
         conn_release(conn);
@@ -880,153 +846,11 @@ void tycho_call_free(struct tycho_call *c)
         }
     }
     evbuffer_free(c->body);
-    free(c->head);
+    tycho_reply_dispose(&c->reply);
     free(c);
 }
 
-/* ---- the response -------------------------------------------------------- */
-
-static struct tycho_call *call_of(http_parser *parser)
-{
-    return parser->data;
-}
-
-/* Appends a piece of a header name (lower-cased) or value to c->head. */
-static int head_add(struct tycho_call *c, const char *at, size_t len, bool lower)
-{
-    if (c->head_len + len > MAX_RESPONSE_HEAD) {
-        snprintf(c->err, sizeof(c->err), "%s:%u: response head over %d bytes", c->spec.host,
-                 c->spec.port, MAX_RESPONSE_HEAD);
-        return -1;
-    }
-    if (c->head_len + len > c->head_cap) {
-        size_t cap = c->head_cap ? c->head_cap * 2 : 1024;
-        char *grown;
-        while (cap < c->head_len + len)
-            cap *= 2;
-        if (!(grown = realloc(c->head, cap))) {
-            snprintf(c->err, sizeof(c->err), "out of memory reading the response");
-            return -1;
-        }
-        c->head = grown;
-        c->head_cap = cap;
-    }
-    memcpy(c->head + c->head_len, at, len);
-    for (size_t i = 0; lower && i < len; i++) {
-        char *ch = c->head + c->head_len + i;
-        if (*ch >= 'A' && *ch <= 'Z')
-            *ch = (char)(*ch + 32);
-    }
-    c->head_len += len;
-    return 0;
-}
-
-static int on_header_field(http_parser *parser, const char *at, size_t len)
-{
-    struct tycho_call *c = call_of(parser);
-
-    if (c->in_value || c->nheaders == 0) {
-        struct header_span *h;
-        if (c->nheaders == MAX_RESPONSE_HEADERS) {
-            snprintf(c->err, sizeof(c->err), "%s:%u: response has over %d header fields",
-                     c->spec.host, c->spec.port, MAX_RESPONSE_HEADERS);
-            return -1;
-        }
-        h = &c->headers[c->nheaders++];
-        h->name_off = c->head_len;
-        h->name_len = h->value_len = 0;
-        c->in_value = false;
-    }
-    c->headers[c->nheaders - 1].name_len += len;
-    return head_add(c, at, len, true);
-}
-
-static int on_header_value(http_parser *parser, const char *at, size_t len)
-{
-    struct tycho_call *c = call_of(parser);
-    struct header_span *h = &c->headers[c->nheaders - 1];
-
-    if (!c->in_value) {
-        h->value_off = c->head_len;
-        c->in_value = true;
-    }
-    h->value_len += len;
-    return head_add(c, at, len, false);
-}
-
-/* Why the response head cannot be read safely (framing.h), or NULL. */
-static const char *response_head_error(const struct tycho_call *c, const http_parser *parser)
-{
-    struct tycho_te_list te = {0};
-
-    for (size_t i = 0; i < c->nheaders; i++) {
-        const struct header_span *h = &c->headers[i];
-        if (h->name_len == 17 && memcmp(c->head + h->name_off, "transfer-encoding", 17) == 0)
-            tycho_te_add(&te, h->value_len ? c->head + h->value_off : "", h->value_len);
-    }
-    return tycho_framing_response_error(parser, &te);
-}
-
-static int on_headers_complete(http_parser *parser)
-{
-    struct tycho_call *c = call_of(parser);
-    unsigned status = parser->status_code;
-    const char *reason = response_head_error(c, parser);
-
-    if (reason) {
-        snprintf(c->err, sizeof(c->err), "%s:%u: invalid response: %s", c->spec.host,
-                 c->spec.port, reason);
-        return -1;
-    }
-    if (status == 101) {
-        snprintf(c->err, sizeof(c->err), "%s:%u: the backend switched protocols (101); "
-                 "upgrades are not supported", c->spec.host, c->spec.port);
-        return -1;
-    }
-    /* 1: no body, whatever Content-Length says (RFC 9110 6.4.1). */
-    return c->spec.head || status < 200 || status == 204 || status == 304 ? 1 : 0;
-}
-
-static int on_body(http_parser *parser, const char *at, size_t len)
-{
-    struct tycho_call *c = call_of(parser);
-    struct tycho_pool *p = c->pool;
-
-    if (evbuffer_get_length(c->body) + len > p->o.max_body) {
-        snprintf(c->err, sizeof(c->err), "%s:%u: response body over %zu bytes", p->host,
-                 p->port, p->o.max_body);
-        return -1;
-    }
-    if (evbuffer_add(c->body, at, len) < 0) {
-        snprintf(c->err, sizeof(c->err), "out of memory reading the response");
-        return -1;
-    }
-    return 0;
-}
-
-static int on_message_complete(http_parser *parser)
-{
-    struct tycho_call *c = call_of(parser);
-
-    tycho_framing_next(&c->framing);
-    if (parser->status_code >= 100 && parser->status_code < 200) {
-        c->nheaders = 0;              /* an interim response: the real one follows */
-        c->head_len = 0;
-        c->in_value = false;
-        return 0;
-    }
-    c->complete = true;
-    http_parser_pause(parser, 1);     /* what follows is not this response's */
-    return 0;
-}
-
-static http_parser_settings response_settings = {
-    .on_header_field = on_header_field,
-    .on_header_value = on_header_value,
-    .on_headers_complete = on_headers_complete,
-    .on_body = on_body,
-    .on_message_complete = on_message_complete,
-};
+/* ---- the response ------------------------------------------------------------ */
 
 const char *tycho_call_error(const struct tycho_call *c)
 {
@@ -1035,22 +859,22 @@ const char *tycho_call_error(const struct tycho_call *c)
 
 int tycho_call_status(const struct tycho_call *c)
 {
-    return (int)c->parser.status_code;
+    return tycho_reply_status(&c->reply);
 }
 
 size_t tycho_call_header_count(const struct tycho_call *c)
 {
-    return c->nheaders;
+    return c->reply.nheaders;
 }
 
 void tycho_call_header(const struct tycho_call *c, size_t i, const char **name, size_t *name_len,
                        const char **value, size_t *value_len)
 {
-    const struct header_span *h = &c->headers[i];
+    const struct tycho_reply_header *h = &c->reply.headers[i];
 
-    *name = c->head + h->name_off;
+    *name = c->reply.head + h->name_off;
     *name_len = h->name_len;
-    *value = h->value_len ? c->head + h->value_off : "";
+    *value = h->value_len ? c->reply.head + h->value_off : "";
     *value_len = h->value_len;
 }
 

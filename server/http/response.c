@@ -1,0 +1,184 @@
+/*
+ * response.c: the response writer (http.h): status line, Server, Date,
+ * Content-Length, Connection, the handler's headers and the body; and the
+ * responses the server makes itself. Any thread for the functions that say
+ * so; the rest on the worker thread of the connection.
+ */
+#include "http/http.h"
+#include "core/status.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+const char *tycho_http_reason(int status)
+{
+    switch (status) {
+    case 100: return "Continue";
+    case 101: return "Switching Protocols";
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 204: return "No Content";
+    case 206: return "Partial Content";
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 303: return "See Other";
+    case 304: return "Not Modified";
+    case 307: return "Temporary Redirect";
+    case 308: return "Permanent Redirect";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 410: return "Gone";
+    case 411: return "Length Required";
+    case 413: return "Content Too Large";
+    case 414: return "URI Too Long";
+    case 415: return "Unsupported Media Type";
+    case 416: return "Range Not Satisfiable";
+    case 417: return "Expectation Failed";
+    case 422: return "Unprocessable Content";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
+    default: return "Unknown";
+    }
+}
+
+/* Statuses that never carry a body (RFC 9110 6.4.1). */
+static bool bodyless(int status)
+{
+    return status < 200 || status == 204 || status == 304;
+}
+
+/* Writes a decimal into dst (at least 20 bytes); returns its length. */
+static size_t put_uint(char *dst, size_t v)
+{
+    char tmp[24];
+    size_t n = 0, i;
+
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    for (i = 0; i < n; i++)
+        dst[i] = tmp[n - 1 - i];
+    return n;
+}
+
+bool tycho_http_has_body(const struct tycho_req *r)
+{
+    return !r->is_head && !bodyless(r->status);
+}
+
+#define PUT(lit) (memcpy(w, lit, sizeof(lit) - 1), w += sizeof(lit) - 1)
+#define PUTN(s, n) ((n) ? (memcpy(w, s, n), w += (n)) : w)
+
+int tycho_http_write_response(struct tycho_buf *out, const struct tycho_req *r,
+                              const char *date_line, bool keep_alive)
+{
+    const char *reason = tycho_http_reason(r->status);
+    size_t reason_len = strlen(reason), date_len = strlen(date_line);
+    bool no_body = bodyless(r->status);
+    /* A file body is the caller's to send after the head. */
+    size_t body_len =
+        no_body || r->is_head || (r->res_flags & TYCHO_RES_FILE) ? 0 : r->res_body_len;
+    size_t max = 64 + reason_len + date_len + r->res_headers_len + body_len + 96 + 16 + r->id_len;
+    char *start = tycho_buf_reserve(out, max), *w = start;
+
+    if (!start)
+        return TYCHO_ERR;
+    PUT("HTTP/1.1 ");
+    w += put_uint(w, (size_t)r->status);
+    *w++ = ' ';
+    PUTN(reason, reason_len);
+    PUT("\r\n");
+    if (!(r->res_flags & TYCHO_RES_SERVER))
+        PUT("Server: tycho\r\n");
+    PUTN(date_line, date_len);
+    if (!no_body) {
+        PUT("Content-Length: ");
+        w += put_uint(w, r->res_body_len);
+        PUT("\r\n");
+    }
+    if (!keep_alive)
+        PUT("Connection: close\r\n");
+    else if (r->http_minor == 0)
+        PUT("Connection: keep-alive\r\n");
+    if (!(r->res_flags & TYCHO_RES_CONTENT_TYPE) && r->res_body_len && !no_body)
+        PUT("Content-Type: text/plain; charset=utf-8\r\n");
+    if (r->id_len && !(r->res_flags & TYCHO_RES_REQUEST_ID)) {
+        PUT("X-Request-Id: ");
+        PUTN(r->id, r->id_len);
+        PUT("\r\n");
+    }
+    PUTN(r->res_headers, r->res_headers_len);
+    PUT("\r\n");
+    PUTN(r->res_body, body_len);
+    out->len += (size_t)(w - start);
+    return TYCHO_OK;
+}
+
+void tycho_http_date_line(char *buf, size_t len, time_t t)
+{
+    struct tm tm;
+
+    gmtime_r(&t, &tm);
+    strftime(buf, len, "Date: %a, %d %b %Y %H:%M:%S GMT\r\n", &tm);
+}
+
+size_t tycho_http_busy(char *buf, size_t len, const char *date_line)
+{
+    int n = snprintf(buf, len,
+                     "HTTP/1.1 503 Service Unavailable\r\nServer: tycho\r\n%sRetry-After: 1\r\n"
+                     "Content-Type: text/plain; charset=utf-8\r\nContent-Length: 20\r\n"
+                     "Connection: close\r\n\r\nService Unavailable\n",
+                     date_line);
+
+    return n < 0 ? 0 : ((size_t)n < len ? (size_t)n : len - 1);
+}
+
+int tycho_http_write_body(struct tycho_buf *out, int status, const char *content_type,
+                          const char *extra_headers, const char *date_line, bool keep_alive,
+                          const char *body, size_t body_len, bool with_body)
+{
+    char head[1024];                  /* extra_headers: an Allow list and an id line at most */
+    int n = snprintf(head, sizeof(head),
+                     "HTTP/1.1 %d %s\r\nServer: tycho\r\n%sContent-Type: %s\r\n"
+                     "Content-Length: %zu\r\n%s%s\r\n",
+                     status, tycho_http_reason(status), date_line, content_type, body_len,
+                     keep_alive ? "" : "Connection: close\r\n", extra_headers);
+
+    if (n < 0 || (size_t)n >= sizeof(head) || tycho_buf_append(out, head, (size_t)n) < 0)
+        return TYCHO_ERR;
+    if (with_body && tycho_buf_append(out, body, body_len) < 0)
+        return TYCHO_ERR;
+    return TYCHO_OK;
+}
+
+int tycho_http_write_text(struct tycho_buf *out, int status, const char *extra_headers,
+                          const char *date_line, bool keep_alive, const char *body,
+                          bool with_body)
+{
+    return tycho_http_write_body(out, status, "text/plain; charset=utf-8", extra_headers,
+                                 date_line, keep_alive, body, strlen(body), with_body);
+}
+
+int tycho_http_write_simple(struct tycho_buf *out, int status, const char *extra_headers,
+                            const char *date_line, bool keep_alive, bool with_body)
+{
+    char body[64];
+
+    snprintf(body, sizeof(body), "%s\n", tycho_http_reason(status));
+    return tycho_http_write_text(out, status, extra_headers, date_line, keep_alive, body,
+                                 with_body);
+}
