@@ -20,7 +20,8 @@ struct tycho_list {
 };
 
 /* The object of type `type` whose member `member` is at ptr. */
-#define tycho_container_of(ptr, type, member) ((type *)(void *)((char *)(ptr) - offsetof(type, member)))
+#define tycho_container_of(ptr, type, member) \
+    ((type *)(void *)((char *)(ptr) - offsetof(type, member)))
 
 /* An empty list, or a node in no list. */
 static inline void tycho_list_init(struct tycho_list *l)

@@ -26,7 +26,10 @@ void tycho_shdict_free_all(void);
 /* The bound a dictionary was made with. */
 size_t tycho_shdict_max_bytes(const struct tycho_shdict *d);
 
-/* The bound of a dictionary declared without max_bytes (--shared-dict-bytes); set before workers start. */
+/*
+ * The bound of a dictionary declared without max_bytes (--shared-dict-bytes);
+ * set before workers start.
+ */
 extern size_t tycho_shdict_default_bytes;
 
 enum tycho_shdict_rc {

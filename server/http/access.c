@@ -187,7 +187,8 @@ static int append_json(struct tycho_buf *b, const struct tycho_access_entry *e)
                               tycho_buf_puts(b, "\"") < 0)) ||
                    tycho_buf_puts(b, ",\"status\":") < 0 || put_signed(b, e->status) < 0 ||
                    tycho_buf_puts(b, ",\"bytes\":") < 0 || put_number(b, e->bytes) < 0 ||
-                   tycho_buf_puts(b, ",\"duration_us\":") < 0 || put_signed(b, e->duration_us) < 0 ||
+                   tycho_buf_puts(b, ",\"duration_us\":") < 0 ||
+                   put_signed(b, e->duration_us) < 0 ||
                    tycho_buf_puts(b, ",\"worker\":") < 0 || put_signed(b, e->worker) < 0 ||
                    tycho_buf_puts(b, "}\n") < 0
                ? TYCHO_ERR

@@ -15,7 +15,7 @@ struct tycho_buf;
 struct tycho_config;
 struct tycho_req;
 
-/* Opens the log cfg names (nothing for "off"). Main thread, before workers. TYCHO_OK or TYCHO_ERR. */
+/* Opens the log cfg names (nothing for "off"). Main thread, before workers. TYCHO_OK/TYCHO_ERR. */
 int tycho_access_open(const struct tycho_config *cfg, char *err);
 
 /* Whether lines are written. */
@@ -37,7 +37,7 @@ struct tycho_access_entry {
     int worker;
 };
 
-/* Appends e's line to buf (the worker's). TYCHO_OK or TYCHO_ERR (out of memory: the line is lost). */
+/* Appends e's line to buf (the worker's). TYCHO_OK, or TYCHO_ERR (no memory: the line is lost). */
 int tycho_access_append(struct tycho_buf *buf, const struct tycho_access_entry *e);
 
 /* Writes buf out and empties it. Any thread (one write per batch, O_APPEND). */

@@ -23,7 +23,7 @@ const char *tycho_answer_id_line(const struct tycho_req *r, char *buf, size_t ca
     return buf;
 }
 
-/* Appends the request's access log line to the worker's batch (written at 32 KiB or each second). */
+/* Appends r's access log line to the worker's batch (written at 32 KiB or each second). */
 static void log_access(struct tycho_ctx *ctx, const struct tycho_req *r, const char *remote,
                        long long now)
 {
@@ -56,7 +56,8 @@ static void count_request(int worker_id, const struct tycho_req *r, long long no
     key[route_len + 1 + method_len] = '\0';
     memcpy(key + route_len + method_len + 2, "0xx", 4);
     key[route_len + method_len + 2] = (char)('0' + (class >= 1 && class <= 5 ? class : 5));
-    if ((v = tycho_metric_series(tycho_metric_requests, worker_id, key, route_len + method_len + 6)))
+    v = tycho_metric_series(tycho_metric_requests, worker_id, key, route_len + method_len + 6);
+    if (v)
         tycho_metric_add(v, 1);
     if ((v = tycho_metric_series(tycho_metric_duration, worker_id, key, route_len + 1)))
         tycho_metric_observe(tycho_metric_duration, v, (double)(now - r->started_us) / 1e6);

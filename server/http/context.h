@@ -89,7 +89,7 @@ struct tycho_ctx {
 int tycho_ctx_init(struct tycho_ctx *ctx, const struct tycho_config *cfg, struct event_base *base,
                    int worker_id, unsigned max_conns, size_t conn_bytes);
 
-/* Frees what tycho_ctx_init made, and the output and access-log buffers. Connections closed first. */
+/* Frees what tycho_ctx_init made, and the output and access-log buffers (connections closed). */
 void tycho_ctx_dispose(struct tycho_ctx *ctx);
 
 /* Milliseconds on the context's clock (the event loop's cached time). */

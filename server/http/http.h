@@ -73,7 +73,7 @@ struct tycho_req {
     long long started_us;          /* when serving began (monotonic) */
     int log_status;                /* the status sent */
     size_t log_bytes;              /* the response's bytes */
-    const char *route_label;       /* metrics: the route pattern, or the path answered; NULL: unmatched */
+    const char *route_label;       /* metrics: the route pattern or the path answered; NULL: none */
 
     /* The route, filled by the router. */
     struct tycho_route_match match;

@@ -29,7 +29,7 @@ static int register_route(lua_State *L, const char *who, const char *method, con
     char err[TYCHO_ERR_LEN];
     int id;
 
-    /* The pattern is the route's metrics label: it must fit one and be UTF-8, as the exposition is. */
+    /* The pattern is the route's metrics label: it must fit one, and be UTF-8 as the exposition. */
     if (strlen(path) > TYCHO_ROUTE_MAX_BYTES)
         return luaL_error(L, "%sthe path is longer than %d bytes", who, TYCHO_ROUTE_MAX_BYTES);
     if (!tycho_metric_utf8_ok(path, strlen(path)))

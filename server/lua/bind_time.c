@@ -106,7 +106,10 @@ static int timer_after(lua_State *L)
     return new_timer(L, "tycho.timer.after", 0);
 }
 
-/* tycho.timer.every(seconds, fn) -> handle: fn runs every `seconds` (a tick is skipped while the previous run still waits). */
+/*
+ * tycho.timer.every(seconds, fn) -> handle: fn runs every `seconds` (a tick
+ * is skipped while the previous run still waits).
+ */
 static int timer_every(lua_State *L)
 {
     return new_timer(L, "tycho.timer.every", 1);

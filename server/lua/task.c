@@ -340,7 +340,10 @@ static enum tycho_run step(struct tycho_task *t, int nargs)
 
 static void timer_done(struct tycho_timer *tm);
 
-/* A sleeping task's time is up, or its wait is over: resume it, and finish its request or timer if it ends. */
+/*
+ * A sleeping task's time is up, or its wait is over: resume it, and finish
+ * its request or timer if it ends.
+ */
 static void on_wake(evutil_socket_t fd, short what, void *arg)
 {
     struct tycho_task *t = arg;

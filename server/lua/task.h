@@ -20,8 +20,8 @@ struct tycho_req;
 /* Where a Lua function may be called (docs/api.md says it for each function). */
 enum tycho_place {
     TYCHO_PLACE_LOAD,    /* while the scripts load: the top level of a script */
-    TYCHO_PLACE_WORKER,  /* in a worker once loaded: a handler, middleware, a timer, on_worker_start */
-    TYCHO_PLACE_WAIT     /* where code may wait: in a handler, middleware or timer coroutine itself */
+    TYCHO_PLACE_WORKER,  /* in a worker once loaded: handler, middleware, timer, on_worker_start */
+    TYCHO_PLACE_WAIT     /* where code may wait: a handler, middleware or timer coroutine itself */
 };
 
 /* Why the running code is not at place (a message to prefix with the call's name), or NULL. */

@@ -146,13 +146,18 @@ struct tycho_upstreams *tycho_upstreams_new(int worker)
     return u;
 }
 
-/* "host:port" ("[v6]:port") and a NUL into key (TYCHO_METRIC_KEY_BYTES); returns its length with the NUL. */
+/*
+ * "host:port" ("[v6]:port") and a NUL into key (TYCHO_METRIC_KEY_BYTES);
+ * returns its length with the NUL.
+ */
 static size_t backend_label(const struct tycho_pool *p, char *key)
 {
     int n = snprintf(key, TYCHO_METRIC_KEY_BYTES - 16, strchr(p->host, ':') ? "[%s]:%u" : "%s:%u",
                      p->host, p->port);
 
-    return n < 0 ? 1 : (size_t)(n < TYCHO_METRIC_KEY_BYTES - 16 ? n : TYCHO_METRIC_KEY_BYTES - 17) + 1;
+    if (n < 0)
+        return 1;
+    return (size_t)(n < TYCHO_METRIC_KEY_BYTES - 16 ? n : TYCHO_METRIC_KEY_BYTES - 17) + 1;
 }
 
 /* Adds one to a pool's metrics counter, and to its own count. */
@@ -564,7 +569,8 @@ static void call_finish(struct tycho_call *c, const char *err, bool counts)
         p->trial = NULL;
         p->fails = 0;
     } else if (trial) {
-        p->circuit = CIRCUIT_OPEN;    /* the trial did not decide (pool exhausted): the next call tries */
+        /* The trial did not decide (pool exhausted): the next call tries. */
+        p->circuit = CIRCUIT_OPEN;
         p->open_until = now_mono();
     }
     c->done(c, c->done_arg);

@@ -58,7 +58,7 @@ static int by_name(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/* Pushes the sorted list of dir/ *_test.lua paths (not hidden). Returns how many, or -1 (printed why). */
+/* Pushes the sorted dir/ *_test.lua paths (not hidden). Returns how many, or -1 (printed why). */
 static int push_test_files(lua_State *L, const char *dir)
 {
     DIR *d = opendir(dir);

@@ -195,7 +195,8 @@ int tycho_worker_setup(struct tycho_worker *w, int id, struct tycho_shared *shar
     tycho_list_init(&w->ctx.conns);   /* teardown walks it, whatever failed */
     if (!(ec = event_config_new()) || event_config_set_flag(ec, EVENT_BASE_FLAG_NOLOCK) < 0 ||
         !(w->base = event_base_new_with_config(ec)) ||
-        tycho_ctx_init(&w->ctx, cfg, w->base, id, (unsigned)cfg->max_conns, tycho_conn_bytes()) < 0 ||
+        tycho_ctx_init(&w->ctx, cfg, w->base, id, (unsigned)cfg->max_conns,
+                       tycho_conn_bytes()) < 0 ||
         tycho_mq_init(&w->inbox, w->base, on_inbox, w) < 0 ||
         !(w->trim_ev = event_new(w->base, -1, EV_PERSIST, on_trim, w)) ||
         event_add(w->trim_ev, &every) < 0) {
@@ -221,7 +222,8 @@ int tycho_worker_setup(struct tycho_worker *w, int id, struct tycho_shared *shar
     /* A random start per worker: ids stay unique across workers and restarts. */
     if (getrandom(&w->ctx.next_request_id, sizeof(w->ctx.next_request_id), GRND_NONBLOCK) !=
         (ssize_t)sizeof(w->ctx.next_request_id))
-        w->ctx.next_request_id = ((unsigned long long)time(NULL) << 20) ^ ((unsigned long long)id << 56);
+        w->ctx.next_request_id =
+            ((unsigned long long)time(NULL) << 20) ^ ((unsigned long long)id << 56);
     if (tycho_gen_attach(w->gen, w->base) < 0) {
         snprintf(err, TYCHO_ERR_LEN, "worker %d: out of memory starting on_worker_start "
                  "functions", id);

@@ -1,0 +1,99 @@
+/*
+ * conn_int.h: the inside of a client connection, shared by the two halves of
+ * the connection: conn.c (the socket: reading, writing, sendfile, timeouts,
+ * lingering, closing) and exchange.c (the requests: parse, route, hand to
+ * the application, answer, end each request). exchange.c never calls into
+ * conn.c: it uses the inline helpers here, and conn.c's resume callback to
+ * go on after a handler that waited. Nothing else includes it. A connection
+ * belongs to its worker's thread.
+ */
+#ifndef TYCHO_CONN_INT_H
+#define TYCHO_CONN_INT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+#include <time.h>
+
+#include <event2/event_struct.h>
+
+#include "core/buf.h"
+#include "core/list.h"
+#include "http/context.h"
+#include "http/http.h"
+
+/*
+ * Output a connection may have waiting before it stops answering pipelined
+ * requests it has already read (their bytes wait in its input buffer). This
+ * bounds the memory a client that sends many requests and reads nothing can
+ * make the server hold.
+ */
+#define TYCHO_CONN_OUT_HIGH_BYTES (256 * 1024)
+
+/* A client connection; it belongs to its worker's thread. */
+struct tycho_conn {
+    void *_pool_next;                  /* the pool's link while free */
+    struct tycho_ctx *ctx;             /* borrowed: the owning worker's context */
+    struct tycho_list link;            /* in ctx->conns while open */
+    struct tycho_req *req;             /* from the worker's pool while a request is in progress */
+    struct tycho_buf *local_out;       /* borrowed: --request output, else NULL */
+    int fd;                            /* owned; -1 for --request */
+    unsigned nrequests;                /* answered on this connection */
+    short ev_what;                     /* EV_READ or EV_WRITE: what ev waits for; 0: none */
+    unsigned char timer;               /* TIMER_*: what ev's timeout stands for now */
+    unsigned char peer_family;         /* AF_INET or AF_INET6 */
+    bool closing;                      /* close once pending output is written */
+    bool peer_eof;                     /* the client closed its side */
+    bool linger;                       /* input may still be coming: close lingering */
+    bool lingering;                    /* write side shut; dropping input until EOF or timeout */
+    bool nodelay;                      /* TCP_NODELAY is set */
+    bool started;                      /* bytes of the next request came (blank lines too) */
+    bool waiting;                      /* its handler waits (tycho.sleep); nothing is read */
+    bool sending_file;                 /* file_fd is open and its bytes are the next output */
+    int file_fd;                       /* owned while sending_file: a file body (app.static) */
+    off_t file_off;                    /* the next file byte to send */
+    size_t file_left;                  /* file bytes still to send */
+    unsigned char peer_addr[16];
+    time_t linger_until;               /* lingering ends by then, however much keeps coming */
+    long born_ms;                      /* when it was accepted (worker clock) */
+    long req_started_ms;               /* when the next request's first bytes came */
+    long body_started_ms;              /* when its head was complete; 0 before */
+    long write_wait_ms;                /* when output began to wait; 0 when none waits */
+    struct event ev;                   /* embedded, so a connection is one allocation */
+    struct tycho_http http;            /* parser state */
+    struct tycho_buf pending;          /* owned: output the socket has not taken */
+    struct tycho_buf input;            /* owned: read but not parsed yet (back-pressure) */
+    /* conn.c: go on after a handler that waited has been answered (write, read what came). */
+    void (*resume)(struct tycho_conn *c);
+};
+
+/* Whether output waits for the socket: bytes in pending, or a file body being sent. */
+static inline bool tycho_conn_output_waits(const struct tycho_conn *c)
+{
+    return c->pending.len > 0 || c->sending_file;
+}
+
+/* Where responses go now: after pending output, so order is kept. */
+static inline struct tycho_buf *tycho_conn_out(struct tycho_conn *c)
+{
+    if (c->local_out)
+        return c->local_out;
+    return c->pending.len ? &c->pending : &c->ctx->out;
+}
+
+/*
+ * exchange.c: feeds bytes read to the parser and answers the requests they
+ * hold; returns how many it used. It stops early when the connection is
+ * closing (the rest is dropped), when its handler waits, or when the output
+ * waiting is over the high-water mark (the caller keeps the rest).
+ */
+size_t tycho_exchange_feed(struct tycho_conn *c, const char *data, size_t len);
+
+/* exchange.c: gives c's request context back (abandoning a handler that waits). */
+void tycho_exchange_release(struct tycho_conn *c);
+
+/* exchange.c: answers c's request itself with status (408 on a timeout, 400 cut short). */
+void tycho_exchange_answer_simple(struct tycho_conn *c, int status, const char *extra,
+                                  bool keep_alive, bool with_body);
+
+#endif
