@@ -2,9 +2,10 @@
  * context.h: the per-worker context that connections and requests take (after
  * h2o's h2o_context_t): the event loop, the settings, the pools, the scratch
  * buffers, the counters, the cached clock and Date line, and the application
- * the connections hand their requests to. The worker (top/worker.c) embeds one
- * and fills it; the http layer reads and updates it and knows nothing of
- * threads, inboxes or Lua. Everything here belongs to the worker's thread.
+ * the connections hand their requests to. Each worker (top/worker.c) embeds
+ * one and fills it, and main has one for --metrics-addr (top/scrape.c); the
+ * http layer reads and updates it and knows nothing of threads, inboxes or
+ * Lua. Everything here belongs to the thread that runs the context's loop.
  */
 #ifndef TYCHO_CONTEXT_H
 #define TYCHO_CONTEXT_H
@@ -35,7 +36,7 @@ enum tycho_run {
 /*
  * The application a connection hands its requests to: the layer above HTTP
  * (a script generation), reached only through these calls so that http/
- * never calls lua/. The worker sets it, and sets it anew on a reload.
+ * never calls lua/. The owner sets it (a worker: anew on each reload).
  */
 struct tycho_app {
     void *self;                            /* the application's state (a generation) */
@@ -48,13 +49,16 @@ struct tycho_app {
     void (*cancel)(struct tycho_req *r);
 };
 
-/* The context itself: fields marked "worker" are set by the worker and only read here. */
+/*
+ * The context itself. Fields marked "owner" are set by whoever owns the
+ * context (a worker; main for --metrics-addr) and only read by http/.
+ */
 struct tycho_ctx {
-    int worker_id;                   /* worker: 1..N; 0 for the in-process --request worker */
-    const struct tycho_config *cfg;  /* worker: borrowed, read-only */
-    struct event_base *base;         /* worker: borrowed: the loop every event here is on */
-    struct tycho_app app;            /* worker: where requests go */
-    /* worker: a connection the listener counted has closed (see tycho_ctx_conn_gone). */
+    int worker_id;                   /* owner: 1..N; 0 for the in-process --request worker */
+    const struct tycho_config *cfg;  /* owner: borrowed, read-only */
+    struct event_base *base;         /* owner: borrowed: the loop every event here is on */
+    struct tycho_app app;            /* owner: where requests go */
+    /* owner: a connection has closed; the owner gives back what the listener counted. */
     void (*conn_gone)(struct tycho_ctx *ctx, const struct sockaddr *peer);
     struct tycho_pool conn_pool;     /* of struct tycho_conn */
     struct tycho_pool req_pool;      /* of struct tycho_req */
@@ -65,11 +69,11 @@ struct tycho_ctx {
     unsigned long timeouts;          /* requests or writes cut off by a timeout */
     unsigned long long next_request_id; /* generated X-Request-Id: random start, then +1 */
     struct tycho_buf access_buf;     /* access log lines not yet written */
-    struct event *access_ev;         /* worker: borrowed: writes access_buf out; NULL: no log */
+    struct event *access_ev;         /* owner: borrowed: writes access_buf out; NULL: no log */
     struct tycho_worker_stats stats; /* metrics counters (read by the scrape) */
     bool draining;                   /* stopping: no new requests, in-flight ones finish */
     bool metrics_only;               /* owner: it serves --metrics-addr: the metrics path only */
-    const struct timeval *first_tv;  /* worker: common timeouts (libevent): --header-timeout, */
+    const struct timeval *first_tv;  /* owner: common timeouts (libevent): --header-timeout, */
     const struct timeval *idle_tv;   /* --idle-timeout, */
     const struct timeval *write_tv;  /* --write-timeout */
     time_t date_sec;                 /* second date_line was made for */

@@ -66,11 +66,6 @@ struct tycho_static *tycho_gen_static(const struct tycho_gen *g, int handler_id)
     return NULL;
 }
 
-static const struct tycho_router *router_of(void *self)
-{
-    return tycho_gen_router(self);
-}
-
 static struct tycho_static *static_of(void *self, int handler_id)
 {
     return tycho_gen_static(self, handler_id);
@@ -84,7 +79,7 @@ static enum tycho_run run(void *self, struct tycho_req *r)
 void tycho_gen_app(struct tycho_gen *g, struct tycho_app *app)
 {
     app->self = g;
-    app->router = router_of(g);
+    app->router = g->router;
     app->static_of = static_of;
     app->run = run;
     app->cancel = tycho_gen_cancel;
