@@ -3,7 +3,7 @@
  * blocks. Alignment is 16 bytes so any object can live here.
  */
 #include "core/arena.h"
-#include "core/status.h"
+#include "core/tycho.h"
 
 #include <stdlib.h>
 #include <string.h>

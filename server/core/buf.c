@@ -3,7 +3,7 @@
  * out of the way before growing.
  */
 #include "core/buf.h"
-#include "core/status.h"
+#include "core/tycho.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -10,7 +10,7 @@
 #include <stddef.h>
 #include <stdio.h>
 
-#include "core/status.h"
+#include "core/tycho.h"
 
 #define TYCHO_VERSION "0.1.0"
 

@@ -3,7 +3,7 @@
  * out under the lock and handles it unlocked.
  */
 #include "core/mq.h"
-#include "core/status.h"
+#include "core/tycho.h"
 
 #include <event2/event.h>
 #include <stdint.h>

@@ -4,7 +4,7 @@
  * never needed in that period; trim frees exactly those.
  */
 #include "core/pool.h"
-#include "core/status.h"
+#include "core/tycho.h"
 
 #include <assert.h>
 #include <stdlib.h>

@@ -5,7 +5,7 @@
  * so; the rest on the worker thread of the connection.
  */
 #include "http/http.h"
-#include "core/status.h"
+#include "core/tycho.h"
 
 #include <stdio.h>
 #include <string.h>

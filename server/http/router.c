@@ -6,7 +6,7 @@
  * tries static, then parameter, then wildcard, backtracking on a dead end.
  */
 #include "http/router.h"
-#include "core/status.h"
+#include "core/tycho.h"
 
 #include <ctype.h>
 #include <stdio.h>

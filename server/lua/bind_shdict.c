@@ -8,7 +8,7 @@
 #include "lua/bind.h"
 #include "lua/task.h"
 #include "lua/vm.h"
-#include "core/status.h"
+#include "core/tycho.h"
 #include "core/shdict.h"
 
 #include <lauxlib.h>

@@ -10,7 +10,7 @@
 #ifndef TYCHO_GEN_H
 #define TYCHO_GEN_H
 
-#include "core/status.h"
+#include "core/tycho.h"
 #include "http/context.h"
 
 struct tycho_gen;

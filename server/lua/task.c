@@ -7,7 +7,7 @@
  */
 #include "lua/task.h"
 #include "core/log.h"
-#include "core/status.h"
+#include "core/tycho.h"
 #include "core/metrics.h"
 #include "http/http.h"
 

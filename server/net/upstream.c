@@ -11,7 +11,7 @@
  * that runs early (inside tycho_call_start) is safe.
  */
 #include "net/upstream.h"
-#include "core/status.h"
+#include "core/tycho.h"
 #include "net/wire.h"
 #include "core/list.h"
 #include "core/log.h"

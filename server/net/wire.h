@@ -13,7 +13,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "core/status.h"
+#include "core/tycho.h"
 #include "http/framing.h"
 
 struct evbuffer;

@@ -8,7 +8,7 @@
 #ifndef TYCHO_RELOAD_H
 #define TYCHO_RELOAD_H
 
-#include "core/status.h"
+#include "core/tycho.h"
 
 struct tycho_config;
 struct tycho_shared;

@@ -8,7 +8,7 @@
 #ifndef TYCHO_SCRAPE_H
 #define TYCHO_SCRAPE_H
 
-#include "core/status.h"
+#include "core/tycho.h"
 
 struct event_base;
 struct tycho_config;

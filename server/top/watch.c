@@ -15,7 +15,7 @@
  * instance, before the callback runs.
  */
 #include "top/watch.h"
-#include "core/status.h"
+#include "core/tycho.h"
 #include "core/log.h"
 
 #include <dirent.h>

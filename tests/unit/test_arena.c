@@ -13,7 +13,7 @@
 #include <string.h>
 
 #include "core/arena.h"
-#include "core/status.h"
+#include "core/tycho.h"
 #include "harness.h"
 
 /* How many blocks were added since the last reset (walks the opaque list by its first field). */

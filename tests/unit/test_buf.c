@@ -11,7 +11,7 @@
 #include <string.h>
 
 #include "core/buf.h"
-#include "core/status.h"
+#include "core/tycho.h"
 #include "harness.h"
 
 /* Whether the readable bytes of b are exactly s. */

@@ -23,7 +23,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "core/status.h"
+#include "core/tycho.h"
 #include "harness.h"
 #include "core/mq.h"
 

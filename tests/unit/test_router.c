@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/status.h"
+#include "core/tycho.h"
 #include "harness.h"
 #include "http/router.h"
 

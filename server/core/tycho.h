@@ -1,9 +1,9 @@
 /*
- * status.h: what every module's functions return, and the size of the error
+ * tycho.h: what every module's functions return, and the size of the error
  * messages they fill. The bottom of the build: it includes nothing.
  */
-#ifndef TYCHO_STATUS_H
-#define TYCHO_STATUS_H
+#ifndef TYCHO_TYCHO_H
+#define TYCHO_TYCHO_H
 
 #define TYCHO_OK 0
 #define TYCHO_ERR (-1)
