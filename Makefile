@@ -19,7 +19,8 @@
 # Debian packages: build and runtime. The tests also need promtool (prometheus); the install
 # test needs luarocks (which brings lua5.1 and liblua5.1-0-dev), curl, and man-db, groff-base
 # and mandoc to render and lint the man page; the fuzz target needs clang (FUZZ_PKGS).
-PKGS := gcc make libc6-dev pkg-config libevent-dev libhttp-parser-dev libluajit2-5.1-dev lua-cjson
+PKGS := gcc make libc6-dev pkg-config libevent-dev libhttp-parser-dev libluajit2-5.1-dev lua-cjson \
+        libsqlite3-dev
 # clang and its libFuzzer runtime build the fuzz target, which `make test` runs briefly.
 FUZZ_PKGS := clang libclang-rt-14-dev
 TEST_PKGS := prometheus luarocks curl man-db groff-base mandoc $(FUZZ_PKGS)
@@ -33,8 +34,8 @@ SAN ?=
 WARN := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
         -Wwrite-strings $(if $(CI),-Werror)
 # Deferred (=) so that pkg-config runs after `deps` has installed the packages.
-PKG_CFLAGS = $(shell pkg-config --cflags luajit libevent)
-PKG_LIBS = $(shell pkg-config --libs luajit libevent) -lhttp_parser -lpthread -lm -ldl
+PKG_CFLAGS = $(shell pkg-config --cflags luajit libevent sqlite3)
+PKG_LIBS = $(shell pkg-config --libs luajit libevent sqlite3) -lhttp_parser -lpthread -lm -ldl
 CFLAGS_ALL = $(OPT) $(SAN) $(WARN) -MMD -MP -I$(BUILD) -Iserver $(PKG_CFLAGS) $(CFLAGS)
 LDFLAGS_ALL = $(SAN) $(LDFLAGS)
 

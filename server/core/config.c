@@ -102,6 +102,8 @@ static const struct flag flags[] = {
     {"--metrics-addr", "[HOST:]PORT", STR, NULL, NULL,
      "serve them on this separate address instead of --port\n"
      "(HOST default 127.0.0.1; PATH default /metrics)"},
+    {"--db-threads", "N", NUM(FLAG_INT, 1, 64, db_threads), "2", NULL,
+     "threads that run SQLite queries (tycho.db), so no worker\nwaits on one"},
     {"--metrics-max-series", "N", NUM(FLAG_INT, 1, 10000000, metrics_max_series), "10000", NULL,
      "series one metric may have on each worker; new label\nvalues past it are not counted"},
     {"--access-log", "FILE|-|off", STR, NULL, "off",

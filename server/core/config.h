@@ -32,6 +32,7 @@ struct tycho_config {
     const char *metrics_path; /* --metrics PATH, or NULL: no metrics */
     const char *metrics_addr; /* --metrics-addr [HOST:]PORT: serve them there, not on --port */
     int metrics_max_series;   /* --metrics-max-series: series per metric on each worker */
+    int db_threads;           /* --db-threads: SQLite's database threads */
     const char *access_log;   /* --access-log FILE, "-" (stdout) or "off" (NULL: off) */
     const char *error_log;    /* --error-log FILE, or NULL: stderr */
     bool access_log_json;     /* --access-log-format json */

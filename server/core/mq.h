@@ -18,7 +18,9 @@ enum tycho_msg_type {
     TYCHO_MSG_NEW_CONN, /* fd and peer: a connection the listener accepted */
     TYCHO_MSG_STOP,     /* leave the event loop */
     TYCHO_MSG_CLOSED,   /* to main: a connection from peer closed (--max-conns-per-ip) */
-    TYCHO_MSG_RELOAD    /* build the scripts anew as generation `generation` and switch to it */
+    TYCHO_MSG_RELOAD,   /* build the scripts anew as generation `generation` and switch to it */
+    TYCHO_MSG_WORK_DONE /* work handed back to its owner: the message is the first member of
+                           the owner's job, which the owner's callback knows and frees */
 };
 
 struct tycho_msg {

@@ -38,6 +38,9 @@ void tycho_bind_release(lua_State *L, struct tycho_req *r);
 /* bind_http.c: adds tycho.http to the module table on top. May raise. */
 void tycho_bind_http(lua_State *L);
 
+/* bind_db.c: adds tycho.db (SQLite) and tycho.null to the module table on top. May raise. */
+void tycho_bind_db(lua_State *L);
+
 /* bind_metrics.c: adds tycho.metrics to the module table on top. May raise. */
 void tycho_bind_metrics(lua_State *L);
 

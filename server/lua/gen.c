@@ -14,6 +14,7 @@
 #include "lua/bind.h"
 #include "lua/task.h"
 #include "lua/vm.h"
+#include "net/sqlite.h"
 #include "net/upstream.h"
 
 #include <dirent.h>
@@ -139,6 +140,7 @@ static int setup_state(lua_State *L)
     tycho_bind_shdict(L);
     tycho_bind_http(L);
     tycho_bind_metrics(L);
+    tycho_bind_db(L);
     if (luaL_loadbuffer(L, tycho_prelude_lua, sizeof(tycho_prelude_lua) - 1, "=tycho.prelude"))
         return lua_error(L);
     lua_pushvalue(L, -2);             /* app */
@@ -265,6 +267,7 @@ struct tycho_gen *tycho_gen_new(const char *dir_arg, int worker_id, char *err)
 
     if (!g || !dir || !(g->dir = strdup(dir)) || !(g->router = tycho_router_new()) ||
         !(g->vm.upstreams = tycho_upstreams_new(worker_id)) ||
+        !(g->vm.sqlite = tycho_sqlite_owner_new()) ||
         !(g->vm.L = luaL_newstate())) {
         snprintf(err, TYCHO_ERR_LEN, "out of memory creating a Lua state");
         goto fail;
@@ -337,6 +340,8 @@ int tycho_gen_attach(struct tycho_gen *g, struct event_base *base)
     g->vm.base = base;
     event_assign(&g->free_ev, base, -1, 0, on_free_retired, g);
     tycho_upstreams_attach(g->vm.upstreams, base);
+    if (tycho_sqlite_owner_attach(g->vm.sqlite, base) < 0)
+        return TYCHO_ERR;
     return tycho_task_start_functions(&g->vm);
 }
 
@@ -416,6 +421,7 @@ static void gen_free_one(struct tycho_gen *g)
     if (g->vm.L)
         tycho_task_free_all(&g->vm);
     tycho_upstreams_free(g->vm.upstreams);  /* no call is in flight any more */
+    tycho_sqlite_owner_free(g->vm.sqlite);  /* waits for queries whose client left */
     if (g->vm.L)
         lua_close(g->vm.L);   /* also frees the cached coroutines, and closes app.static's mounts */
     tycho_router_free(g->router);

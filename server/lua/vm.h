@@ -20,6 +20,7 @@ struct tycho_router;
 struct tycho_static;
 struct tycho_task;
 struct tycho_upstreams;
+struct tycho_sqlite_owner;
 
 #define TYCHO_THREAD_CACHE_MAX 256
 
@@ -42,6 +43,7 @@ struct tycho_vm {
     const char *dir;               /* borrowed: the script directory, as given */
     struct tycho_router *router;   /* borrowed: the routes, while loading; NULL once loaded */
     struct tycho_upstreams *upstreams; /* borrowed: backend pools (tycho.http) */
+    struct tycho_sqlite_owner *sqlite; /* borrowed: where its SQLite jobs come back */
     struct tycho_static_route *statics; /* owned array: the app.static routes */
     unsigned nstatics;
     bool retired;                  /* a newer generation serves: no new timers */

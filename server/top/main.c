@@ -14,6 +14,7 @@
 #include "http/conn.h"
 #include "http/http.h"
 #include "top/listener.h"
+#include "net/sqlite.h"
 #include "top/reload.h"
 #include "top/scrape.h"
 #include "core/log.h"
@@ -346,6 +347,14 @@ int main(int argc, char **argv)
         tycho_config_dispose(&cfg);
         return 1;
     }
+    /* The database threads, for modes that run handlers (they wait for work, idle). */
+    if ((cfg.mode == TYCHO_MODE_SERVE || cfg.mode == TYCHO_MODE_REQUEST ||
+         cfg.mode == TYCHO_MODE_TEST) &&
+        tycho_sqlite_start((unsigned)cfg.db_threads, err) < 0) {
+        fprintf(stderr, "tycho: %s\n", err);
+        tycho_config_dispose(&cfg);
+        return 1;
+    }
     switch (cfg.mode) {
     case TYCHO_MODE_HELP:
         tycho_usage(stdout);
@@ -369,6 +378,7 @@ int main(int argc, char **argv)
         rc = tycho_new_app(cfg.new_name);
         break;
     }
+    tycho_sqlite_stop();              /* after the workers: no job is left to run */
     tycho_config_dispose(&cfg);
     tycho_shdict_free_all();
     tycho_metrics_free_all();

@@ -1,0 +1,314 @@
+/*
+ * bind_db.c: tycho.db, SQL from handlers, middleware and timers, and
+ * tycho.null. `tycho.db.open("sqlite:PATH")` names a database (nothing is
+ * opened yet; the database threads connect on first use); `db:query` and
+ * `db:exec` hand their statement to a database thread (net/sqlite.c) and
+ * wait without blocking the worker (tycho_task_wait).
+ *
+ * A call is a userdata holding the job. Lua code (below) strings the three C
+ * steps together, because a C function cannot go on after a yield in Lua
+ * 5.1: new_job (checks and copies everything; raises on misuse), wait
+ * (yields until the job is back), result (rows, or nil, message, code).
+ */
+#include "lua/bind.h"
+#include "core/metrics.h"
+#include "lua/task.h"
+#include "lua/vm.h"
+#include "net/sqlite.h"
+
+#include <lauxlib.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define DB_MT "tycho.db"
+#define CALL_MT "tycho.db.call"
+/* Integers a Lua number holds exactly; beyond them a value is a decimal string. */
+#define EXACT_INT 9007199254740992LL
+
+struct db_handle {
+    char path[4096];                 /* the database file */
+};
+
+struct db_call {
+    struct tycho_wait w;             /* first: the task's handle is this struct */
+    struct tycho_sqlite_job *job;    /* owned while not on a database thread; NULL once taken */
+    bool sent, back;
+};
+
+/* ---- waiting ------------------------------------------------------------------- */
+
+static void on_back(struct tycho_sqlite_job *j)
+{
+    struct db_call *call = j->arg;
+
+    call->back = true;
+    tycho_task_wake(&call->w);
+}
+
+static void wait_start(struct tycho_wait *w)
+{
+    struct db_call *call = (struct db_call *)w;
+
+    call->sent = true;
+    if (tycho_sqlite_send(call->job, on_back, call) == TYCHO_OK)
+        return;
+    call->job->rc = TYCHO_ERR;
+    call->job->code = "SQLITE_ERROR";
+    strcpy(call->job->err, "no database thread is running");
+    call->back = true;
+    tycho_task_wake(w);
+}
+
+/* The task was abandoned (its client left, a reload, a stop): the job is freed when back. */
+static void wait_cancel(struct tycho_wait *w)
+{
+    struct db_call *call = (struct db_call *)w;
+
+    if (call->back)
+        tycho_sqlite_job_free(call->job);
+    else
+        tycho_sqlite_cancel(call->job);
+    call->job = NULL;
+}
+
+static int call_gc(lua_State *L)
+{
+    struct db_call *call = luaL_checkudata(L, 1, CALL_MT);
+
+    if (call->job && call->sent && !call->back)
+        tycho_sqlite_cancel(call->job);   /* freed when it comes back */
+    else
+        tycho_sqlite_job_free(call->job);
+    call->job = NULL;
+    return 0;
+}
+
+/* ---- building a job ------------------------------------------------------------ */
+
+/* Copies the Lua value at idx into v; raises (naming fn and the value's number) on a table etc. */
+static void to_value(lua_State *L, int idx, int n, const char *fn, struct tycho_sql_value *v)
+{
+    int type = lua_type(L, idx);
+
+    if (type == LUA_TNIL || (type == LUA_TLIGHTUSERDATA && !lua_touserdata(L, idx))) {
+        v->type = TYCHO_SQL_NULL;
+    } else if (type == LUA_TBOOLEAN) {
+        v->type = TYCHO_SQL_INT;
+        v->i = lua_toboolean(L, idx);
+    } else if (type == LUA_TNUMBER) {
+        double d = lua_tonumber(L, idx);
+        if (d == floor(d) && d >= -9223372036854775808.0 && d < 9223372036854775808.0) {
+            v->type = TYCHO_SQL_INT;
+            v->i = (long long)d;
+        } else {
+            v->type = TYCHO_SQL_FLOAT;
+            v->d = d;
+        }
+    } else if (type == LUA_TSTRING) {
+        size_t len;
+        const char *s = lua_tolstring(L, idx, &len);
+        /* Bytes that are not text (a NUL, invalid UTF-8) go in as a blob, unchanged. */
+        v->type = memchr(s, '\0', len) || !tycho_metric_utf8_ok(s, len) ? TYCHO_SQL_BLOB
+                                                                      : TYCHO_SQL_TEXT;
+        if (!(v->s = malloc(len + 1)))
+            luaL_error(L, "%s: out of memory", fn);
+        memcpy(v->s, s, len + 1);
+        v->len = len;
+    } else {
+        luaL_error(L, "%s: value %d is a %s, which SQL cannot take (encode it first, e.g. "
+                      "cjson.encode)", fn, n, lua_typename(L, type));
+    }
+}
+
+/* new_job(db, fn, sql, ...) -> call: checks the place and the arguments, copies them. */
+static int new_job(lua_State *L)
+{
+    struct db_handle *db = luaL_checkudata(L, 1, DB_MT);
+    const char *fn = luaL_checkstring(L, 2);
+    size_t sql_len;
+    const char *sql = lua_type(L, 3) == LUA_TSTRING ? lua_tolstring(L, 3, &sql_len) : NULL;
+    int nvalues = lua_gettop(L) - 3;
+    struct tycho_vm *vm = tycho_vm_of(L);
+    struct db_call *call;
+
+    tycho_task_check(L, fn, TYCHO_PLACE_WAIT);
+    if (!sql)
+        return luaL_error(L, "%s: the SQL must be a string, got %s", fn, luaL_typename(L, 3));
+    call = lua_newuserdata(L, sizeof(*call));
+    memset(call, 0, sizeof(*call));
+    luaL_getmetatable(L, CALL_MT);
+    lua_setmetatable(L, -2);          /* from here on __gc frees what the call holds */
+    call->w.start = wait_start;
+    call->w.cancel = wait_cancel;
+    call->job = tycho_sqlite_job_new(vm->sqlite, db->path, sql, sql_len, (unsigned)nvalues);
+    if (!call->job)
+        return luaL_error(L, "%s: out of memory", fn);
+    for (int i = 0; i < nvalues; i++)
+        to_value(L, 4 + i, i + 1, fn, &call->job->params[i]);
+    return 1;
+}
+
+/* wait(call): suspends the caller until the job is back (new_job checked the place). */
+static int wait_job(lua_State *L)
+{
+    struct db_call *call = luaL_checkudata(L, 1, CALL_MT);
+
+    if (call->sent || !call->job)
+        return luaL_error(L, "tycho.db: a call is waited for once");
+    return tycho_task_wait(L, &call->w, "tycho.db");
+}
+
+/* ---- results ----------------------------------------------------------------------- */
+
+static void push_int(lua_State *L, long long i)
+{
+    char text[24];
+
+    if (i >= -EXACT_INT && i <= EXACT_INT) {
+        lua_pushnumber(L, (lua_Number)i);
+        return;
+    }
+    snprintf(text, sizeof(text), "%lld", i);
+    lua_pushstring(L, text);          /* not rounded: a string keeps every digit */
+}
+
+static void push_value(lua_State *L, const struct tycho_sql_value *v)
+{
+    switch (v->type) {
+    case TYCHO_SQL_NULL:
+        lua_pushlightuserdata(L, NULL);
+        break;
+    case TYCHO_SQL_INT:
+        push_int(L, v->i);
+        break;
+    case TYCHO_SQL_FLOAT:
+        lua_pushnumber(L, v->d);
+        break;
+    case TYCHO_SQL_TEXT:
+    case TYCHO_SQL_BLOB:
+        lua_pushlstring(L, v->s ? v->s : "", v->len);
+        break;
+    }
+}
+
+/* The rows: an array of tables keyed by column name. */
+static void push_rows(lua_State *L, const struct tycho_sqlite_job *j)
+{
+    lua_createtable(L, (int)j->nrows, 0);
+    for (size_t r = 0; r < j->nrows; r++) {
+        lua_createtable(L, 0, (int)j->ncols);
+        for (unsigned c = 0; c < j->ncols; c++) {
+            push_value(L, &j->cells[r * j->ncols + c]);
+            lua_setfield(L, -2, j->cols[c]);
+        }
+        lua_rawseti(L, -2, (int)r + 1);
+    }
+}
+
+/* result(call, exec) -> rows | {changes=, last_id=} ; or nil, message, code. */
+static int job_result(lua_State *L)
+{
+    struct db_call *call = luaL_checkudata(L, 1, CALL_MT);
+    bool exec = lua_toboolean(L, 2);
+    struct tycho_sqlite_job *j = call->job;
+    int n = 1;
+
+    if (!j || !call->back)
+        return luaL_error(L, "tycho.db: no result to read");
+    if (j->rc != TYCHO_OK) {
+        lua_pushnil(L);
+        lua_pushstring(L, j->err);
+        lua_pushstring(L, j->code);
+        n = 3;
+    } else if (exec) {
+        lua_createtable(L, 0, 2);
+        push_int(L, j->changes);
+        lua_setfield(L, -2, "changes");
+        push_int(L, j->last_id);
+        lua_setfield(L, -2, "last_id");
+    } else {
+        push_rows(L, j);
+    }
+    tycho_sqlite_job_free(j);
+    call->job = NULL;
+    return n;
+}
+
+/* ---- the handle ------------------------------------------------------------------- */
+
+/* tycho.db.open("sqlite:PATH") -> db: PATH relative to the app directory unless absolute. */
+static int db_open(lua_State *L)
+{
+    size_t len;
+    const char *url = luaL_checklstring(L, 1, &len);
+    const char *dir = tycho_vm_of(L)->dir;
+    struct db_handle *db;
+    int n;
+
+    if (strncmp(url, "sqlite:", 7) != 0 || len == 7 || memchr(url, '\0', len))
+        return luaL_error(L, "tycho.db.open: expected \"sqlite:PATH\", got \"%s\" (PostgreSQL "
+                             "is not supported yet)", url);
+    if (strcmp(url + 7, ":memory:") == 0)
+        return luaL_error(L, "tycho.db.open: sqlite::memory: is not supported (each database "
+                             "thread would have its own); use a file");
+    db = lua_newuserdata(L, sizeof(*db));
+    if (url[7] == '/' || !dir)
+        n = snprintf(db->path, sizeof(db->path), "%s", url + 7);
+    else
+        n = snprintf(db->path, sizeof(db->path), "%s/%s", dir, url + 7);
+    if (n < 0 || (size_t)n >= sizeof(db->path))
+        return luaL_error(L, "tycho.db.open: the path is too long");
+    luaL_getmetatable(L, DB_MT);
+    lua_setmetatable(L, -2);
+    return 1;
+}
+
+static int db_tostring(lua_State *L)
+{
+    struct db_handle *db = luaL_checkudata(L, 1, DB_MT);
+
+    lua_pushfstring(L, "tycho.db (sqlite:%s)", db->path);
+    return 1;
+}
+
+static const char db_lua[] =
+    "local new_job, wait, result = ...\n"
+    "local methods = {}\n"
+    "function methods.query(db, sql, ...)\n"
+    "  local call = new_job(db, 'db:query', sql, ...)\n"
+    "  wait(call)\n"
+    "  return result(call, false)\n"
+    "end\n"
+    "function methods.exec(db, sql, ...)\n"
+    "  local call = new_job(db, 'db:exec', sql, ...)\n"
+    "  wait(call)\n"
+    "  return result(call, true)\n"
+    "end\n"
+    "return methods\n";
+
+void tycho_bind_db(lua_State *L)
+{
+    luaL_newmetatable(L, CALL_MT);
+    lua_pushcfunction(L, call_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pop(L, 1);
+    luaL_newmetatable(L, DB_MT);
+    if (luaL_loadbuffer(L, db_lua, sizeof(db_lua) - 1, "=tycho.db") != 0)
+        lua_error(L);
+    lua_pushcfunction(L, new_job);
+    lua_pushcfunction(L, wait_job);
+    lua_pushcfunction(L, job_result);
+    lua_call(L, 3, 1);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, db_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_pushcfunction(L, db_open);
+    lua_setfield(L, -2, "open");
+    lua_setfield(L, -2, "db");
+    lua_pushlightuserdata(L, NULL);   /* the same value as cjson.null */
+    lua_setfield(L, -2, "null");
+}

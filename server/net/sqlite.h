@@ -1,0 +1,107 @@
+/*
+ * sqlite.h: SQLite on database threads, so that no worker loop ever waits on
+ * a query. A process-wide pool of threads (--db-threads) takes jobs from one
+ * queue; each thread keeps its own connection per database file (WAL mode, a
+ * busy timeout, foreign keys on). A job carries its SQL and its parameters
+ * (copied), runs on a thread, and goes back to its owner (one per script
+ * generation, on the worker's loop) through a message queue, with its rows
+ * copied out. The owner's thread turns them into Lua values.
+ *
+ * Threads: tycho_sqlite_start/stop on the main thread; jobs are made, sent
+ * and freed on the owner's thread; the database threads touch a job only
+ * between send and its return.
+ */
+#ifndef TYCHO_SQLITE_H
+#define TYCHO_SQLITE_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "core/mq.h"
+#include "core/tycho.h"
+
+struct event_base;
+
+/* The default and the bound of --db-threads. */
+#define TYCHO_SQLITE_THREADS_DEFAULT 2
+#define TYCHO_SQLITE_THREADS_MAX 64
+/* How long a statement waits for a lock another connection holds (SQLITE_BUSY after). */
+#define TYCHO_SQLITE_BUSY_MS 5000
+
+enum tycho_sql_type { TYCHO_SQL_NULL, TYCHO_SQL_INT, TYCHO_SQL_FLOAT, TYCHO_SQL_TEXT,
+                      TYCHO_SQL_BLOB };
+
+/* A parameter or a cell. text/blob bytes are owned by the job. */
+struct tycho_sql_value {
+    enum tycho_sql_type type;
+    long long i;
+    double d;
+    char *s;
+    size_t len;
+};
+
+struct tycho_sqlite_owner;
+struct tycho_sqlite_job;
+
+/* Called on the owner's thread when a job is back (not for a job cancelled first). */
+typedef void tycho_sqlite_done_fn(struct tycho_sqlite_job *j);
+
+struct tycho_sqlite_job {
+    struct tycho_msg msg;             /* first: how it goes back (TYCHO_MSG_WORK_DONE) */
+    struct tycho_sqlite_owner *owner;
+    char *path;                       /* owned: the database file */
+    char *sql;                        /* owned, NUL-terminated */
+    struct tycho_sql_value *params;   /* owned array */
+    unsigned nparams;
+    tycho_sqlite_done_fn *done;
+    void *arg;                        /* the owner side's */
+    _Atomic bool cancelled;           /* the owner gave up on it: freed on return */
+    /* The result, filled on the database thread. */
+    int rc;                           /* TYCHO_OK, or TYCHO_ERR with err and code */
+    char err[TYCHO_ERR_LEN];          /* SQLite's message */
+    const char *code;                 /* static: the extended result code's name */
+    long long changes, last_id;       /* rows changed by the statement, the last rowid */
+    unsigned ncols;
+    char **cols;                      /* owned: column names */
+    struct tycho_sql_value *cells;    /* owned: nrows * ncols, row by row */
+    size_t nrows;
+};
+
+/* Starts n database threads (main thread, before workers). TYCHO_OK, or TYCHO_ERR with err. */
+int tycho_sqlite_start(unsigned n, char *err);
+
+/* Stops and joins them, closing their connections (main thread, after the workers). */
+void tycho_sqlite_stop(void);
+
+/* A script generation's side: where its jobs come back, on its worker's loop. */
+struct tycho_sqlite_owner *tycho_sqlite_owner_new(void);
+
+/* Jobs come back on base from now on (the worker's thread). TYCHO_OK or TYCHO_ERR. */
+int tycho_sqlite_owner_attach(struct tycho_sqlite_owner *o, struct event_base *base);
+
+/*
+ * Frees o, first waiting for its jobs still on a database thread (a query
+ * whose client left): their results are dropped. Owner's thread. NULL is a
+ * no-op.
+ */
+void tycho_sqlite_owner_free(struct tycho_sqlite_owner *o);
+
+/* A job for path and sql (copied), with room for nparams parameters. NULL: out of memory. */
+struct tycho_sqlite_job *tycho_sqlite_job_new(struct tycho_sqlite_owner *o, const char *path,
+                                              const char *sql, size_t sql_len, unsigned nparams);
+
+/*
+ * Hands j to a database thread; done(j) is called on the owner's thread when
+ * it is back. TYCHO_ERR when the owner is not attached or no thread runs (j
+ * still the caller's).
+ */
+int tycho_sqlite_send(struct tycho_sqlite_job *j, tycho_sqlite_done_fn *done, void *arg);
+
+/* The owner gives up on j (sent, not back yet): it is freed when it comes back. */
+void tycho_sqlite_cancel(struct tycho_sqlite_job *j);
+
+/* Frees j and what it owns (a job that was never sent, or is back). NULL is a no-op. */
+void tycho_sqlite_job_free(struct tycho_sqlite_job *j);
+
+#endif

@@ -1,0 +1,239 @@
+/*
+ * test_db.c: tycho.db with SQLite, over real sockets: every type in and out,
+ * errors with their codes, parameters ($N and ?), misuse, the place rules,
+ * data kept across a restart, and a slow query that does not hold up another
+ * request on the same worker (shown by the order of the answers, not by
+ * timing). The app is written into a temporary directory, with its database.
+ */
+#include "harness.h"
+#include "support.h"
+#include "client.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+static char dir[64];
+
+static const char app_lua[] =
+    "local app = require \"tycho\"\n"
+    "local cjson = require \"cjson\"\n"
+    "local db = tycho.db.open(\"sqlite:data.db\")\n"
+    "local function out(res, v) res:header('Content-Type', 'text/plain') return v end\n"
+    "app.post('/setup', function(req, res)\n"
+    "  assert(db:exec('CREATE TABLE IF NOT EXISTS notes (id INTEGER PRIMARY KEY,'\n"
+    "    .. ' title TEXT UNIQUE NOT NULL, n INTEGER, f REAL, b BLOB, note TEXT)'))\n"
+    "  return 'ok'\n"
+    "end)\n"
+    "app.post('/notes', function(req, res)\n"
+    "  local r, err, code = db:exec('INSERT INTO notes (title, n, f, b, note)'\n"
+    "    .. ' VALUES ($1, $2, $3, $4, $5)', req.query.title, req.query.n, 1.5, 'x\\0y', nil)\n"
+    "  if not r then res:status(409) return err .. '|' .. code end\n"
+    "  return r.changes .. ' ' .. r.last_id\n"
+    "end)\n"
+    "app.get('/notes/:title', function(req, res)\n"
+    "  local rows, err, code = db:query('SELECT * FROM notes WHERE title = ?', req.params.title)\n"
+    "  if not rows then return err end\n"
+    "  if #rows == 0 then res:status(404) return 'none' end\n"
+    "  local r = rows[1]\n"
+    "  return table.concat({r.title, type(r.n), tostring(r.n), tostring(r.f), #r.b,\n"
+    "    tostring(r.b == 'x\\0y'), tostring(r.note == tycho.null), tostring(r.note == nil)}, ' ')\n"
+    "end)\n"
+    "app.get('/big', function(req, res)\n"
+    "  local rows = assert(db:query('SELECT 9007199254740993 AS big, -5 AS small, 1 = 1 AS t'))\n"
+    "  return type(rows[1].big) .. ' ' .. rows[1].big .. ' ' .. rows[1].small .. ' ' .. rows[1].t\n"
+    "end)\n"
+    "app.get('/count', function(req, res)\n"
+    "  local rows = assert(db:query('SELECT count(*) AS n FROM notes'))\n"
+    "  return tostring(rows[1].n)\n"
+    "end)\n"
+    "app.get('/json', function(req, res)\n"
+    "  local rows = assert(db:query('SELECT title, note FROM notes ORDER BY id LIMIT 1'))\n"
+    "  res:json(rows)\n"
+    "end)\n"
+    "app.get('/error/:which', function(req, res)\n"
+    "  local sql = ({syntax = 'SELEC 1', table = 'SELECT * FROM nowhere',\n"
+    "    notnull = 'INSERT INTO notes (title) VALUES (NULL)',\n"
+    "    two = 'SELECT 1; SELECT 2', count = 'SELECT $1, $2',\n"
+    "    named = 'SELECT :name'})[req.params.which]\n"
+    "  local rows, err, code\n"
+    "  if req.params.which == 'count' then rows, err, code = db:query(sql, 'one value')\n"
+    "  else rows, err, code = db:query(sql) end\n"
+    "  return tostring(rows) .. '|' .. err .. '|' .. tostring(code)\n"
+    "end)\n"
+    "app.get('/misuse/:which', function(req, res)\n"
+    "  if req.params.which == 'table' then db:query('SELECT $1', {}) end\n"
+    "  if req.params.which == 'sql' then db:query(42) end\n"
+    "  if req.params.which == 'coroutine' then\n"
+    "    coroutine.wrap(function() db:query('SELECT 1') end)()\n"
+    "  end\n"
+    "  return 'not raised'\n"
+    "end)\n"
+    "app.get('/slow', function(req, res)\n"
+    "  local rows = assert(db:query('WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL'\n"
+    "    .. ' SELECT x + 1 FROM c WHERE x < 1000000) SELECT count(*) AS n FROM c'))\n"
+    "  return 'slow ' .. rows[1].n\n"
+    "end)\n"
+    "app.get('/fast', function() return 'fast' end)\n";
+
+static int write_app(const char *extra)
+{
+    char path[128];
+    FILE *f;
+
+    snprintf(path, sizeof path, "%s/app.lua", dir);
+    if (!(f = fopen(path, "w")))
+        return -1;
+    fputs(app_lua, f);
+    fputs(extra, f);
+    return fclose(f);
+}
+
+static void post(int port, const char *path, int status, const char *body)
+{
+    char req[512];
+    struct response r;
+
+    snprintf(req, sizeof req, "POST %s HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n", path);
+    fetch(port, req, &r);
+    expect_status(&r, status, path);
+    expect_body(&r, body, path);
+    response_free(&r);
+}
+
+/* Rows, every type, NULL as tycho.null, last_id and changes, and a unique violation's code. */
+static void test_round_trip(int port)
+{
+    post(port, "/setup", 200, "ok");
+    post(port, "/notes?title=first&n=42", 200, "1 1");
+    post(port, "/notes?title=second&n=7", 200, "1 2");
+    check_get(port, "/notes/first", 200, "first number 42 1.5 3 true true false");
+    check_get(port, "/notes/nobody", 404, "none");
+    post(port, "/notes?title=first&n=1", 409,
+         "UNIQUE constraint failed: notes.title|SQLITE_CONSTRAINT_UNIQUE");
+    check_get(port, "/big", 200, "string 9007199254740993 -5 1");
+    {
+        struct response r;
+        fetch(port, "GET /json HTTP/1.1\r\nHost: t\r\n\r\n", &r);
+        ok(r.body && strstr(r.body, "\"note\":null") && strstr(r.body, "\"title\":\"first\""),
+           "tycho.null encodes as JSON null (it is cjson.null)");
+        response_free(&r);
+    }
+    check_get(port, "/count", 200, "2");
+}
+
+/* Expected failures are nil, message, code; misuse raises (a 500). */
+static void test_errors(int port)
+{
+    check_get(port, "/error/syntax", 200, "nil|near \"SELEC\": syntax error|SQLITE_ERROR");
+    check_get(port, "/error/table", 200, "nil|no such table: nowhere|SQLITE_ERROR");
+    check_get(port, "/error/notnull", 200,
+              "nil|NOT NULL constraint failed: notes.title|SQLITE_CONSTRAINT_NOTNULL");
+    check_get(port, "/error/two", 200,
+              "nil|one statement per call (this SQL holds more)|SQLITE_MISUSE");
+    check_get(port, "/error/count", 200, "nil|the statement takes 2 values, 1 given|SQLITE_RANGE");
+    check_get(port, "/error/named", 200,
+              "nil|parameter :name: use $1, $2, ... or ? (named parameters are not supported)|"
+              "SQLITE_RANGE");
+    expect_status_of(port, "GET /misuse/table HTTP/1.1\r\nHost: t\r\n\r\n", 500,
+                     "a table as a value raises");
+    expect_status_of(port, "GET /misuse/sql HTTP/1.1\r\nHost: t\r\n\r\n", 500,
+                     "SQL that is not a string raises");
+    expect_status_of(port, "GET /misuse/coroutine HTTP/1.1\r\nHost: t\r\n\r\n", 500,
+                     "a query inside the script's own coroutine raises");
+}
+
+/*
+ * A query that runs on a database thread for a while does not hold up another
+ * request on the same worker: the second request, sent after it, is answered
+ * while the first still waits.
+ */
+static void test_no_blocking(int port)
+{
+    struct client slow, fast;
+    struct response r = {0};
+    long long deadline = now_ms() + 60000;
+
+    if (client_connect(&slow, port) < 0 || client_connect(&fast, port) < 0) {
+        ok(0, "two connections");
+        return;
+    }
+    client_sends(&slow, "GET /slow HTTP/1.1\r\nHost: t\r\n\r\n");
+    sleep_ms(50);                     /* the slow query is on its thread */
+    client_sends(&fast, "GET /fast HTTP/1.1\r\nHost: t\r\n\r\n");
+    read_response(&fast, &r, 0);
+    expect_status(&r, 200, "the request after a slow query");
+    expect_body(&r, "fast", "the request after a slow query");
+    response_free(&r);
+    ok(slow.len == 0 && client_fill(&slow, now_ms()) < 0,
+       "the slow query's request is still waiting when the other one is answered");
+    read_response(&slow, &r, 0);
+    expect_body(&r, "slow 1000000", "the slow query answers afterwards");
+    ok(now_ms() < deadline, "within a minute");
+    response_free(&r);
+    client_close(&slow);
+    client_close(&fast);
+}
+
+/* tycho.db.open at load time is fine; a query at load time is refused, naming the call. */
+static void test_load_time(void)
+{
+    char cmd[256], out[4096];
+
+    write_app("db:query('SELECT 1')\n");
+    snprintf(cmd, sizeof cmd, "%s --check %s 2>&1", tycho_binary, dir);
+    is_int(run_command(cmd, out, sizeof out), 1, "a query at load time: the load fails");
+    ok(strstr(out, "db:query: only in a handler, middleware or timer, not while the scripts "
+                   "load") != NULL, "a query at load time: the message names the call and place");
+    write_app("tycho.db.open('postgres://x')\n");
+    run_command(cmd, out, sizeof out);
+    ok(strstr(out, "tycho.db.open: expected \"sqlite:PATH\", got \"postgres://x\"") != NULL,
+       "an unsupported URL is refused by name");
+    write_app("");
+}
+
+static void cleanup(void)
+{
+    char path[128];
+    const char *files[] = {"app.lua", "data.db", "data.db-wal", "data.db-shm"};
+
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, files[i]);
+        unlink(path);
+    }
+    rmdir(dir);
+}
+
+int main(int argc, char **argv)
+{
+    struct server s;
+    const char *args[] = {"--port", "0", "--workers", "1", dir, NULL};
+
+    if (suite_setup(argc, argv))
+        return 2;
+    snprintf(dir, sizeof dir, "/tmp/tycho-test-db-XXXXXX");
+    if (!mkdtemp(dir) || write_app("") != 0) {
+        ok(0, "a temporary app directory");
+        return test_summary();
+    }
+    if (server_start(&s, args) == 0) {
+        test_round_trip(s.port);
+        test_errors(s.port);
+        test_no_blocking(s.port);
+        is_int(server_stop(&s), 0, "exit status 0 after SIGTERM");
+    } else {
+        ok(0, "server starts");
+    }
+    server_cleanup(&s);
+    /* The data is in the file: a new server sees it. */
+    if (server_start(&s, args) == 0) {
+        check_get(s.port, "/count", 200, "2");
+        check_get(s.port, "/notes/second", 200, "second number 7 1.5 3 true true false");
+        is_int(server_stop(&s), 0, "second start: exit status 0");
+    } else {
+        ok(0, "server starts again");
+    }
+    server_cleanup(&s);
+    test_load_time();
+    cleanup();
+    return test_summary();
+}
