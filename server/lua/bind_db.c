@@ -14,16 +14,19 @@
 #include "core/metrics.h"
 #include "lua/task.h"
 #include "lua/vm.h"
+#include "core/log.h"
 #include "net/sqlite.h"
 
 #include <lauxlib.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define DB_MT "tycho.db"
 #define CALL_MT "tycho.db.call"
+#define TX_MT "tycho.db.tx"
 /* Integers a Lua number holds exactly; beyond them a value is a decimal string. */
 #define EXACT_INT 9007199254740992LL
 
@@ -34,8 +37,34 @@ struct db_handle {
 struct db_call {
     struct tycho_wait w;             /* first: the task's handle is this struct */
     struct tycho_sqlite_job *job;    /* owned while not on a database thread; NULL once taken */
+    int thread;                      /* a transaction's thread; -1: any */
     bool sent, back;
 };
+
+/* An open transaction: the database thread it holds, until its end is sent. */
+struct db_tx {
+    struct tycho_defer defer;        /* first: rolls it back if the task ends with it open */
+    struct tycho_sqlite_owner *owner;
+    char *path;                      /* owned */
+    int thread;
+    bool open;
+};
+
+/*
+ * Raises fmt with the position of the script's code that made the call: two
+ * levels up, past the Lua helper in db_lua (a tail call from the method).
+ */
+static int raise(lua_State *L, const char *fmt, ...)
+{
+    va_list ap;
+
+    luaL_where(L, 2);
+    va_start(ap, fmt);
+    lua_pushvfstring(L, fmt, ap);
+    va_end(ap);
+    lua_concat(L, 2);
+    return lua_error(L);
+}
 
 /* ---- waiting ------------------------------------------------------------------- */
 
@@ -52,7 +81,9 @@ static void wait_start(struct tycho_wait *w)
     struct db_call *call = (struct db_call *)w;
 
     call->sent = true;
-    if (tycho_sqlite_send(call->job, on_back, call) == TYCHO_OK)
+    if ((call->thread < 0 ? tycho_sqlite_send(call->job, on_back, call)
+                          : tycho_sqlite_send_to(call->job, call->thread, on_back, call)) ==
+        TYCHO_OK)
         return;
     call->job->rc = TYCHO_ERR;
     call->job->code = "SQLITE_ERROR";
@@ -113,41 +144,147 @@ static void to_value(lua_State *L, int idx, int n, const char *fn, struct tycho_
         v->type = memchr(s, '\0', len) || !tycho_metric_utf8_ok(s, len) ? TYCHO_SQL_BLOB
                                                                       : TYCHO_SQL_TEXT;
         if (!(v->s = malloc(len + 1)))
-            luaL_error(L, "%s: out of memory", fn);
+            raise(L, "%s: out of memory", fn);
         memcpy(v->s, s, len + 1);
         v->len = len;
     } else {
-        luaL_error(L, "%s: value %d is a %s, which SQL cannot take (encode it first, e.g. "
-                      "cjson.encode)", fn, n, lua_typename(L, type));
+        raise(L, "%s: value %d is a %s, which SQL cannot take (encode it first, e.g. "
+                 "cjson.encode)", fn, n, lua_typename(L, type));
     }
+}
+
+/*
+ * Pushes a call for sql (the string at sql_idx) on path, with the values from
+ * sql_idx + 1 on; thread: a transaction's, or -1. Raises on misuse.
+ */
+static struct db_call *push_call(lua_State *L, const char *fn, const char *path, int sql_idx,
+                                 int thread)
+{
+    size_t sql_len;
+    const char *sql = lua_type(L, sql_idx) == LUA_TSTRING ? lua_tolstring(L, sql_idx, &sql_len)
+                                                          : NULL;
+    int nvalues = lua_gettop(L) - sql_idx;
+    struct db_call *call;
+
+    const char *refusal = tycho_task_refusal(L, TYCHO_PLACE_WAIT);
+
+    if (refusal)
+        raise(L, "%s: %s", fn, refusal);
+    if (!sql)
+        raise(L, "%s: the SQL must be a string, got %s", fn, luaL_typename(L, sql_idx));
+    call = lua_newuserdata(L, sizeof(*call));
+    memset(call, 0, sizeof(*call));
+    call->thread = thread;
+    luaL_getmetatable(L, CALL_MT);
+    lua_setmetatable(L, -2);          /* from here on __gc frees what the call holds */
+    call->w.start = wait_start;
+    call->w.cancel = wait_cancel;
+    call->job = tycho_sqlite_job_new(tycho_vm_of(L)->sqlite, path, sql, sql_len,
+                                     (unsigned)nvalues);
+    if (!call->job)
+        raise(L, "%s: out of memory", fn);
+    for (int i = 0; i < nvalues; i++)
+        to_value(L, sql_idx + 1 + i, i + 1, fn, &call->job->params[i]);
+    return call;
 }
 
 /* new_job(db, fn, sql, ...) -> call: checks the place and the arguments, copies them. */
 static int new_job(lua_State *L)
 {
     struct db_handle *db = luaL_checkudata(L, 1, DB_MT);
-    const char *fn = luaL_checkstring(L, 2);
-    size_t sql_len;
-    const char *sql = lua_type(L, 3) == LUA_TSTRING ? lua_tolstring(L, 3, &sql_len) : NULL;
-    int nvalues = lua_gettop(L) - 3;
-    struct tycho_vm *vm = tycho_vm_of(L);
-    struct db_call *call;
 
-    tycho_task_check(L, fn, TYCHO_PLACE_WAIT);
-    if (!sql)
-        return luaL_error(L, "%s: the SQL must be a string, got %s", fn, luaL_typename(L, 3));
-    call = lua_newuserdata(L, sizeof(*call));
-    memset(call, 0, sizeof(*call));
-    luaL_getmetatable(L, CALL_MT);
-    lua_setmetatable(L, -2);          /* from here on __gc frees what the call holds */
-    call->w.start = wait_start;
-    call->w.cancel = wait_cancel;
-    call->job = tycho_sqlite_job_new(vm->sqlite, db->path, sql, sql_len, (unsigned)nvalues);
-    if (!call->job)
-        return luaL_error(L, "%s: out of memory", fn);
-    for (int i = 0; i < nvalues; i++)
-        to_value(L, 4 + i, i + 1, fn, &call->job->params[i]);
+    push_call(L, luaL_checkstring(L, 2), db->path, 3, -1);
     return 1;
+}
+
+/* tx_job(tx, fn, sql, ...) -> call on the transaction's thread. */
+static int tx_job(lua_State *L)
+{
+    struct db_tx *tx = luaL_checkudata(L, 1, TX_MT);
+    const char *fn = luaL_checkstring(L, 2);
+
+    if (!tx->open)
+        return raise(L, "%s: the transaction has ended", fn);
+    push_call(L, fn, tx->path, 3, tx->thread);
+    return 1;
+}
+
+/* begin(db) -> call: BEGIN IMMEDIATE on a thread it then holds (the write lock at once). */
+static int tx_begin(lua_State *L)
+{
+    struct db_handle *db = luaL_checkudata(L, 1, DB_MT);
+
+    lua_settop(L, 1);
+    lua_pushliteral(L, "BEGIN IMMEDIATE");
+    push_call(L, "db:transaction", db->path, 2, -1)->job->begins = true;
+    return 1;
+}
+
+/* The task ended with the transaction open (client gone, error, stop): roll it back. */
+static void tx_abandon(struct tycho_defer *d)
+{
+    struct db_tx *tx = (struct db_tx *)d;
+
+    if (tx->open && tycho_sqlite_abandon(tx->owner, tx->path, tx->thread) < 0)
+        tycho_log_error("tycho.db: out of memory rolling back an abandoned transaction: its "
+                        "database thread stays held");
+    tx->open = false;
+}
+
+/* tx_open(call) -> tx, or nil, message, code: the BEGIN's result. */
+static int tx_open(lua_State *L)
+{
+    struct db_call *call = luaL_checkudata(L, 1, CALL_MT);
+    struct tycho_sqlite_job *j = call->job;
+    struct db_tx *tx;
+
+    if (!j || !call->back)
+        return luaL_error(L, "tycho.db: no result to read");
+    if (j->rc != TYCHO_OK) {
+        lua_pushnil(L);
+        lua_pushstring(L, j->err);
+        lua_pushstring(L, j->code);
+        return 3;
+    }
+    tx = lua_newuserdata(L, sizeof(*tx));
+    memset(tx, 0, sizeof(*tx));
+    tx->owner = j->owner;
+    tx->thread = j->thread;
+    tx->defer.fn = tx_abandon;
+    luaL_getmetatable(L, TX_MT);
+    lua_setmetatable(L, -2);
+    tx->path = j->path;               /* the job's copy, taken over */
+    j->path = NULL;
+    tx->open = true;
+    tycho_task_defer(L, &tx->defer);
+    tycho_sqlite_job_free(j);
+    call->job = NULL;
+    return 1;
+}
+
+/* tx_end(tx, commit) -> call: COMMIT (or ROLLBACK), after which the thread is let go. */
+static int tx_end(lua_State *L)
+{
+    struct db_tx *tx = luaL_checkudata(L, 1, TX_MT);
+    bool commit = lua_toboolean(L, 2);
+
+    if (!tx->open)
+        return luaL_error(L, "db:transaction: the transaction has ended");
+    lua_settop(L, 1);
+    lua_pushstring(L, commit ? "COMMIT" : "ROLLBACK");
+    push_call(L, "db:transaction", tx->path, 2, tx->thread)->job->ends = true;
+    tycho_task_undefer(L, &tx->defer);  /* the end is on its way: nothing left to roll back */
+    tx->open = false;
+    return 1;
+}
+
+static int tx_gc(lua_State *L)
+{
+    struct db_tx *tx = luaL_checkudata(L, 1, TX_MT);
+
+    free(tx->path);                   /* still open is impossible: its task rolled it back */
+    tx->path = NULL;
+    return 0;
 }
 
 /* wait(call): suspends the caller until the job is back (new_job checked the place). */
@@ -273,18 +410,64 @@ static int db_tostring(lua_State *L)
     return 1;
 }
 
+/*
+ * The methods, in Lua: each step that waits is a C function of its own. The
+ * coroutine running a transaction is marked, so that a query on `db` or a
+ * second transaction inside it (which would wait for a database thread the
+ * transaction may hold) is refused instead of hanging.
+ */
 static const char db_lua[] =
-    "local new_job, wait, result = ...\n"
-    "local methods = {}\n"
+    "local new_job, wait, result, begin, tx_open, tx_end, tx_job, tx_mt = ...\n"
+    "local pcall, error, unpack, select, type = pcall, error, unpack, select, type\n"
+    "local running = coroutine.running\n"
+    "local in_tx = setmetatable({}, { __mode = 'k' })\n"
+    "local methods, tx_methods = {}, {}\n"
+    "tx_mt.__index = tx_methods\n"
+    "local function pack(...) return { n = select('#', ...), ... } end\n"
+    "local function outside(fn)\n"
+    "  local co = running()\n"
+    "  if co and in_tx[co] then\n"
+    "    error(fn .. ': inside a transaction use its tx (tx:query, tx:exec)', 3)\n"
+    "  end\n"
+    "end\n"
+    "local function call(make, handle, fn, exec, sql, ...)\n"
+    "  local c = make(handle, fn, sql, ...)\n"
+    "  wait(c)\n"
+    "  return result(c, exec)\n"
+    "end\n"
     "function methods.query(db, sql, ...)\n"
-    "  local call = new_job(db, 'db:query', sql, ...)\n"
-    "  wait(call)\n"
-    "  return result(call, false)\n"
+    "  outside('db:query')\n"
+    "  return call(new_job, db, 'db:query', false, sql, ...)\n"
     "end\n"
     "function methods.exec(db, sql, ...)\n"
-    "  local call = new_job(db, 'db:exec', sql, ...)\n"
-    "  wait(call)\n"
-    "  return result(call, true)\n"
+    "  outside('db:exec')\n"
+    "  return call(new_job, db, 'db:exec', true, sql, ...)\n"
+    "end\n"
+    "function tx_methods.query(tx, sql, ...)\n"
+    "  return call(tx_job, tx, 'tx:query', false, sql, ...)\n"
+    "end\n"
+    "function tx_methods.exec(tx, sql, ...)\n"
+    "  return call(tx_job, tx, 'tx:exec', true, sql, ...)\n"
+    "end\n"
+    "function methods.transaction(db, fn)\n"
+    "  if type(fn) ~= 'function' then\n"
+    "    error('db:transaction: expected a function, got ' .. type(fn), 2)\n"
+    "  end\n"
+    "  outside('db:transaction')\n"
+    "  local c = begin(db)\n"
+    "  wait(c)\n"
+    "  local tx, err, code = tx_open(c)\n"
+    "  if not tx then return nil, err, code end\n"
+    "  local co = running()\n"
+    "  in_tx[co] = true\n"
+    "  local done = pack(pcall(fn, tx))\n"
+    "  in_tx[co] = nil\n"
+    "  local fin = tx_end(tx, done[1])\n"
+    "  wait(fin)\n"
+    "  local r, ferr, fcode = result(fin, true)\n"
+    "  if not done[1] then error(done[2], 0) end\n"
+    "  if not r then return nil, ferr, fcode end\n"
+    "  return true, unpack(done, 2, done.n)\n"
     "end\n"
     "return methods\n";
 
@@ -300,7 +483,14 @@ void tycho_bind_db(lua_State *L)
     lua_pushcfunction(L, new_job);
     lua_pushcfunction(L, wait_job);
     lua_pushcfunction(L, job_result);
-    lua_call(L, 3, 1);
+    lua_pushcfunction(L, tx_begin);
+    lua_pushcfunction(L, tx_open);
+    lua_pushcfunction(L, tx_end);
+    lua_pushcfunction(L, tx_job);
+    luaL_newmetatable(L, TX_MT);
+    lua_pushcfunction(L, tx_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_call(L, 8, 1);
     lua_setfield(L, -2, "__index");
     lua_pushcfunction(L, db_tostring);
     lua_setfield(L, -2, "__tostring");

@@ -32,6 +32,7 @@ struct tycho_task {
     struct tycho_req *r;           /* a request's task; NULL for a timer's */
     struct tycho_timer *timer;     /* a timer's task; NULL for a request's */
     struct tycho_req_objects objects; /* a request's req and res objects (bind_req.c) */
+    struct tycho_defer *defers;    /* what must be let go of when it ends (tycho_task_defer) */
     bool sleeping;                 /* yielded in tycho.sleep; wake is armed */
     struct tycho_wait *wait;       /* yielded in tycho_task_wait; its work is under way */
     struct timeval sleep_tv;       /* what tycho.sleep asked for, armed once the yield is done */
@@ -202,6 +203,12 @@ static void task_put(struct tycho_task *t)
     assert(vm->live_tasks > 0);
     if (vm->base)
         event_del(&t->wake);          /* never back on the list with a wake-up pending */
+    while (t->defers) {               /* a transaction still open, say: rolled back */
+        struct tycho_defer *d = t->defers;
+        t->defers = d->next;
+        d->next = NULL;
+        d->fn(d);
+    }
     t->r = NULL;
     t->timer = NULL;
     t->objects.req_box = t->objects.res_box = NULL;
@@ -393,6 +400,27 @@ void tycho_task_cancel(struct tycho_req *r)
 {
     if (r->app)
         abandon(r->app);              /* the request's vm, maybe a retired one */
+}
+
+void tycho_task_defer(lua_State *L, struct tycho_defer *d)
+{
+    struct tycho_task *t = tycho_vm_of(L)->current;
+
+    assert(t && "defer only from code a task runs");
+    d->next = t->defers;
+    t->defers = d;
+}
+
+void tycho_task_undefer(lua_State *L, struct tycho_defer *d)
+{
+    struct tycho_task *t = tycho_vm_of(L)->current;
+
+    for (struct tycho_defer **p = t ? &t->defers : NULL; p && *p; p = &(*p)->next)
+        if (*p == d) {
+            *p = d->next;
+            d->next = NULL;
+            return;
+        }
 }
 
 struct tycho_req_objects *tycho_task_objects(struct tycho_req *r)

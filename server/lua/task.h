@@ -54,6 +54,19 @@ enum tycho_run tycho_task_run(struct tycho_vm *vm, struct tycho_req *r, tycho_ta
  */
 void tycho_task_cancel(struct tycho_req *r);
 
+/*
+ * Something the running task holds that must be let go of however the task
+ * ends (an open transaction): fn(d) is called when the task ends, normally
+ * or abandoned, unless tycho_task_undefer(d) was called first. d lives in
+ * the binding's memory until then; fn must not raise or resume anything.
+ */
+struct tycho_defer {
+    void (*fn)(struct tycho_defer *d);
+    struct tycho_defer *next;         /* task.c's */
+};
+void tycho_task_defer(lua_State *L, struct tycho_defer *d);
+void tycho_task_undefer(lua_State *L, struct tycho_defer *d);
+
 /* The req and res objects' pointer slots of a request whose task runs (bind_req.c). */
 struct tycho_req_objects {
     void **req_box;

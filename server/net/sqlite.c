@@ -10,6 +10,7 @@
 #include <assert.h>
 #include <event2/event.h>
 #include <pthread.h>
+#include <signal.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,8 +35,11 @@ struct conn {
 
 struct db_thread {
     pthread_t thread;
+    int index;
     struct conn conns[CONNS_PER_THREAD];
     unsigned long jobs;
+    struct tycho_sqlite_job *own_head, *own_tail; /* under pool.lock: its transaction's jobs */
+    bool pinned;                      /* under pool.lock: a transaction holds it */
 };
 
 static struct {
@@ -44,8 +48,9 @@ static struct {
     struct tycho_sqlite_job *head, *tail; /* under lock: jobs waiting for a thread */
     bool stopping;
     unsigned nthreads;
+    unsigned pinned;                  /* threads a transaction holds */
     struct db_thread *threads;
-} pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, NULL, false, 0, NULL};
+} pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, NULL, false, 0, 0, NULL};
 
 /* ---- result codes ------------------------------------------------------------ */
 
@@ -310,15 +315,60 @@ static void step_all(sqlite3 *db, sqlite3_stmt *st, struct tycho_sqlite_job *j)
     j->last_id = sqlite3_last_insert_rowid(db);
 }
 
+static void run_statement(struct db_thread *t, struct tycho_sqlite_job *j, sqlite3 *db);
+
+/* Pins or unpins t (under pool.lock). */
+static void set_pinned(struct db_thread *t, bool pinned)
+{
+    pthread_mutex_lock(&pool.lock);
+    if (t->pinned != pinned) {
+        t->pinned = pinned;
+        pool.pinned += pinned ? 1 : (unsigned)-1;
+        pthread_cond_broadcast(&pool.work);
+    }
+    pthread_mutex_unlock(&pool.lock);
+}
+
+/* Rolls back what is open on db, if anything (the end of a transaction, however it ends). */
+static void roll_back(sqlite3 *db)
+{
+    if (db && !sqlite3_get_autocommit(db))
+        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+}
+
+/*
+ * Runs j, and keeps the transaction rules: a BEGIN that worked pins the
+ * thread (unless its owner gave up meanwhile: rolled back at once); an end
+ * unpins it, rolling back what a failed COMMIT left open.
+ */
 static void run_job(struct db_thread *t, struct tycho_sqlite_job *j)
 {
     sqlite3 *db = conn_for(t, j);
+
+    j->thread = t->index;
+    if (db && (!atomic_load(&j->cancelled) || j->ends))
+        run_statement(t, j, db);
+    if (j->begins && j->rc == TYCHO_OK && db) {
+        if (atomic_load(&j->cancelled)) {
+            roll_back(db);
+            j->rolled_back = true;
+        } else {
+            set_pinned(t, true);
+        }
+    }
+    if (j->ends) {
+        roll_back(db);
+        set_pinned(t, false);
+    }
+}
+
+static void run_statement(struct db_thread *t, struct tycho_sqlite_job *j, sqlite3 *db)
+{
     sqlite3_stmt *st = NULL;
     const char *tail = NULL;
     int rc;
 
-    if (!db)
-        return;
+    (void)t;
     rc = sqlite3_prepare_v2(db, j->sql, -1, &st, &tail);
     if (rc != SQLITE_OK)
         fail(j, sqlite3_extended_errcode(db), sqlite3_errmsg(db));
@@ -346,6 +396,49 @@ static void hand_back(struct tycho_sqlite_job *j)
     pthread_mutex_unlock(&o->lock);
 }
 
+/* The most threads transactions may hold at once: all but one, so plain queries go on. */
+static unsigned max_pinned(void)
+{
+    return pool.nthreads > 1 ? pool.nthreads - 1 : 1;
+}
+
+/* Unlinks j from the list head/tail, where prev is the job before it (NULL: first). */
+static void unlink_job(struct tycho_sqlite_job **head, struct tycho_sqlite_job **tail,
+                       struct tycho_sqlite_job *prev, struct tycho_sqlite_job *j)
+{
+    struct tycho_sqlite_job *next = (struct tycho_sqlite_job *)(void *)j->msg.next;
+
+    if (prev)
+        prev->msg.next = j->msg.next;
+    else
+        *head = next;
+    if (*tail == j)
+        *tail = prev;
+}
+
+/*
+ * The next job t may run (under pool.lock): its transaction's first; else,
+ * when no transaction holds t, the first shared job it may take (a BEGIN
+ * only while fewer than max_pinned threads are held). NULL: none now.
+ */
+static struct tycho_sqlite_job *next_job(struct db_thread *t)
+{
+    struct tycho_sqlite_job *j, *prev = NULL;
+
+    if ((j = t->own_head)) {
+        unlink_job(&t->own_head, &t->own_tail, NULL, j);
+        return j;
+    }
+    if (t->pinned)
+        return NULL;
+    for (j = pool.head; j; prev = j, j = (struct tycho_sqlite_job *)(void *)j->msg.next)
+        if (!j->begins || pool.pinned < max_pinned()) {
+            unlink_job(&pool.head, &pool.tail, prev, j);
+            return j;
+        }
+    return NULL;
+}
+
 static void *thread_main(void *arg)
 {
     struct db_thread *t = arg;
@@ -353,30 +446,26 @@ static void *thread_main(void *arg)
     for (;;) {
         struct tycho_sqlite_job *j;
         pthread_mutex_lock(&pool.lock);
-        while (!pool.head && !pool.stopping)
+        while (!(j = next_job(t)) && !pool.stopping)
             pthread_cond_wait(&pool.work, &pool.lock);
-        if (!pool.head) {
-            pthread_mutex_unlock(&pool.lock);
-            break;                    /* stopping, and nothing left to run */
-        }
-        j = pool.head;
-        pool.head = (struct tycho_sqlite_job *)(void *)j->msg.next;
-        if (!pool.head)
-            pool.tail = NULL;
         pthread_mutex_unlock(&pool.lock);
+        if (!j)
+            break;                    /* stopping, and nothing left for this thread */
         t->jobs++;
-        if (!atomic_load(&j->cancelled))
+        if (!atomic_load(&j->cancelled) || j->ends || j->begins)
             run_job(t, j);
         hand_back(j);
     }
     for (int i = 0; i < CONNS_PER_THREAD; i++)
         if (t->conns[i].db)
-            conn_close(&t->conns[i]);
+            conn_close(&t->conns[i]);  /* sqlite3_close rolls back what is still open */
     return NULL;
 }
 
 int tycho_sqlite_start(unsigned n, char *err)
 {
+    sigset_t all, old;
+
     pthread_mutex_lock(&pool.lock);
     if (pool.nthreads) {
         pthread_mutex_unlock(&pool.lock);
@@ -388,8 +477,14 @@ int tycho_sqlite_start(unsigned n, char *err)
         return TYCHO_ERR;
     }
     pool.stopping = false;
+    pool.pinned = 0;
+    /* Signals are main's: the threads start with every one blocked (they inherit the mask). */
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
     for (unsigned i = 0; i < n; i++) {
+        pool.threads[i].index = (int)i;
         if (pthread_create(&pool.threads[i].thread, NULL, thread_main, &pool.threads[i]) != 0) {
+            pthread_sigmask(SIG_SETMASK, &old, NULL);
             snprintf(err, TYCHO_ERR_LEN, "cannot start database thread %u of %u", i + 1, n);
             pool.nthreads = i;
             pthread_mutex_unlock(&pool.lock);
@@ -397,6 +492,7 @@ int tycho_sqlite_start(unsigned n, char *err)
             return TYCHO_ERR;
         }
     }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
     pool.nthreads = n;
     pthread_mutex_unlock(&pool.lock);
     return TYCHO_OK;
@@ -432,10 +528,14 @@ static void on_back(struct tycho_msg *list, void *arg)
         struct tycho_sqlite_job *j = (struct tycho_sqlite_job *)(void *)m;
         next = m->next;
         assert(m->type == TYCHO_MSG_WORK_DONE);
-        if (atomic_load(&j->cancelled))
-            tycho_sqlite_job_free(j);
-        else
+        if (!atomic_load(&j->cancelled)) {
             j->done(j);
+            continue;
+        }
+        /* A BEGIN given up on after the thread took it: its transaction is rolled back. */
+        if (j->begins && j->rc == TYCHO_OK && !j->rolled_back)
+            tycho_sqlite_abandon(j->owner, j->path, j->thread);
+        tycho_sqlite_job_free(j);
     }
 }
 
@@ -463,14 +563,18 @@ void tycho_sqlite_owner_free(struct tycho_sqlite_owner *o)
 {
     if (!o)
         return;
-    pthread_mutex_lock(&o->lock);
-    while (o->inflight > 0)
-        pthread_cond_wait(&o->idle, &o->lock);
-    pthread_mutex_unlock(&o->lock);
-    if (o->attached) {
+    /* Jobs back may send more (a rollback): wait, and drain, until none is left. */
+    for (;;) {
+        pthread_mutex_lock(&o->lock);
+        while (o->inflight > 0)
+            pthread_cond_wait(&o->idle, &o->lock);
+        pthread_mutex_unlock(&o->lock);
+        if (!o->attached || !o->mq.head)
+            break;
         tycho_mq_drain(&o->mq);       /* every job still queued was cancelled: freed */
-        tycho_mq_dispose(&o->mq);
     }
+    if (o->attached)
+        tycho_mq_dispose(&o->mq);
     pthread_mutex_destroy(&o->lock);
     pthread_cond_destroy(&o->idle);
     free(o);
@@ -497,33 +601,66 @@ struct tycho_sqlite_job *tycho_sqlite_job_new(struct tycho_sqlite_owner *o, cons
     return j;
 }
 
-int tycho_sqlite_send(struct tycho_sqlite_job *j, tycho_sqlite_done_fn *done, void *arg)
+/* Queues j for any thread (thread < 0) or for one; TYCHO_ERR: not attached, no such thread. */
+static int queue_job(struct tycho_sqlite_job *j, int thread, tycho_sqlite_done_fn *done,
+                     void *arg)
 {
     struct tycho_sqlite_owner *o = j->owner;
+    struct tycho_sqlite_job **head, **tail;
 
     if (!o->attached)
         return TYCHO_ERR;
     j->done = done;
     j->arg = arg;
     j->msg.next = NULL;
+    pthread_mutex_lock(&pool.lock);
+    if (!pool.nthreads || pool.stopping || thread >= (int)pool.nthreads) {
+        pthread_mutex_unlock(&pool.lock);
+        return TYCHO_ERR;
+    }
     pthread_mutex_lock(&o->lock);
     o->inflight++;
     pthread_mutex_unlock(&o->lock);
-    pthread_mutex_lock(&pool.lock);
-    if (!pool.nthreads || pool.stopping) {
-        pthread_mutex_unlock(&pool.lock);
-        pthread_mutex_lock(&o->lock);
-        o->inflight--;
-        pthread_mutex_unlock(&o->lock);
+    head = thread < 0 ? &pool.head : &pool.threads[thread].own_head;
+    tail = thread < 0 ? &pool.tail : &pool.threads[thread].own_tail;
+    if (*tail)
+        (*tail)->msg.next = &j->msg;
+    else
+        *head = j;
+    *tail = j;
+    pthread_cond_broadcast(&pool.work);
+    pthread_mutex_unlock(&pool.lock);
+    return TYCHO_OK;
+}
+
+int tycho_sqlite_send(struct tycho_sqlite_job *j, tycho_sqlite_done_fn *done, void *arg)
+{
+    return queue_job(j, -1, done, arg);
+}
+
+int tycho_sqlite_send_to(struct tycho_sqlite_job *j, int thread, tycho_sqlite_done_fn *done,
+                         void *arg)
+{
+    return queue_job(j, thread < 0 ? 0 : thread, done, arg);
+}
+
+static void drop(struct tycho_sqlite_job *j)
+{
+    (void)j;                          /* never called: the job is cancelled before it goes */
+}
+
+int tycho_sqlite_abandon(struct tycho_sqlite_owner *o, const char *path, int thread)
+{
+    struct tycho_sqlite_job *j = tycho_sqlite_job_new(o, path, "ROLLBACK", 8, 0);
+
+    if (!j)
+        return TYCHO_ERR;
+    j->ends = true;
+    atomic_store(&j->cancelled, true);  /* its result is dropped when it comes back */
+    if (queue_job(j, thread, drop, NULL) < 0) {
+        tycho_sqlite_job_free(j);
         return TYCHO_ERR;
     }
-    if (pool.tail)
-        pool.tail->msg.next = &j->msg;
-    else
-        pool.head = j;
-    pool.tail = j;
-    pthread_cond_signal(&pool.work);
-    pthread_mutex_unlock(&pool.lock);
     return TYCHO_OK;
 }
 

@@ -7,6 +7,13 @@
  * generation, on the worker's loop) through a message queue, with its rows
  * copied out. The owner's thread turns them into Lua values.
  *
+ * A transaction pins one thread (and so its connection): its BEGIN job
+ * (begins) pins the thread that runs it, its later jobs are sent to that
+ * thread alone (tycho_sqlite_send_to), and its COMMIT or ROLLBACK job (ends)
+ * unpins it, rolling back whatever is still open. A pinned thread runs no
+ * other job; at most all threads but one are pinned at once (one with a
+ * single thread), so other queries go on while transactions are open.
+ *
  * Threads: tycho_sqlite_start/stop on the main thread; jobs are made, sent
  * and freed on the owner's thread; the database threads touch a job only
  * between send and its return.
@@ -57,6 +64,10 @@ struct tycho_sqlite_job {
     tycho_sqlite_done_fn *done;
     void *arg;                        /* the owner side's */
     _Atomic bool cancelled;           /* the owner gave up on it: freed on return */
+    bool begins;                      /* a transaction's BEGIN: pins the thread it runs on */
+    bool ends;                        /* its COMMIT or ROLLBACK: unpins the thread */
+    int thread;                       /* the thread that ran it (where a transaction goes on) */
+    bool rolled_back;                 /* begins, but given up on: the thread rolled it back */
     /* The result, filled on the database thread. */
     int rc;                           /* TYCHO_OK, or TYCHO_ERR with err and code */
     char err[TYCHO_ERR_LEN];          /* SQLite's message */
@@ -97,6 +108,21 @@ struct tycho_sqlite_job *tycho_sqlite_job_new(struct tycho_sqlite_owner *o, cons
  * still the caller's).
  */
 int tycho_sqlite_send(struct tycho_sqlite_job *j, tycho_sqlite_done_fn *done, void *arg);
+
+/*
+ * Hands j to database thread `thread` (a transaction's), which is pinned to
+ * it. Otherwise as tycho_sqlite_send.
+ */
+int tycho_sqlite_send_to(struct tycho_sqlite_job *j, int thread, tycho_sqlite_done_fn *done,
+                         void *arg);
+
+/*
+ * Ends the transaction pinned to `thread` without waiting for it (its owner
+ * gave up: a client left, a stop): a ROLLBACK job whose result is dropped.
+ * TYCHO_ERR when out of memory (the thread stays pinned until the process
+ * stops).
+ */
+int tycho_sqlite_abandon(struct tycho_sqlite_owner *o, const char *path, int thread);
 
 /* The owner gives up on j (sent, not back yet): it is freed when it comes back. */
 void tycho_sqlite_cancel(struct tycho_sqlite_job *j);

@@ -73,7 +73,50 @@ static const char app_lua[] =
     "    .. ' SELECT x + 1 FROM c WHERE x < 1000000) SELECT count(*) AS n FROM c'))\n"
     "  return 'slow ' .. rows[1].n\n"
     "end)\n"
-    "app.get('/fast', function() return 'fast' end)\n";
+    "app.get('/fast', function() return 'fast' end)\n"
+    "app.post('/acc', function()\n"
+    "  assert(db:exec('CREATE TABLE IF NOT EXISTS acc (name TEXT PRIMARY KEY,'\n"
+    "    .. ' bal INTEGER NOT NULL CHECK (bal >= 0))'))\n"
+    "  assert(db:exec(\"INSERT OR REPLACE INTO acc VALUES ('a', 100), ('b', 0)\"))\n"
+    "  return 'ok'\n"
+    "end)\n"
+    "app.get('/acc', function()\n"
+    "  local rows = assert(db:query('SELECT name, bal FROM acc ORDER BY name'))\n"
+    "  local out = {}\n"
+    "  for _, r in ipairs(rows) do out[#out + 1] = r.name .. '=' .. r.bal end\n"
+    "  return table.concat(out, ' ')\n"
+    "end)\n"
+    "app.post('/move/:n', function(req, res)\n"
+    "  local n = tonumber(req.params.n)\n"
+    "  local ok, committed, a, b = pcall(db.transaction, db, function(tx)\n"
+    "    assert(tx:exec(\"UPDATE acc SET bal = bal + $1 WHERE name = 'b'\", n))\n"
+    "    local r, err, code = tx:exec(\"UPDATE acc SET bal = bal - $1 WHERE name = 'a'\", n)\n"
+    "    if not r then error({code = code}) end\n"
+    "    return 'moved', n\n"
+    "  end)\n"
+    "  if not ok then res:status(409) return committed.code end\n"
+    "  return a .. ' ' .. b .. ' ' .. tostring(committed)\n"
+    "end)\n"
+    "app.post('/hold', function()\n"
+    "  db:transaction(function(tx)\n"
+    "    assert(tx:exec(\"UPDATE acc SET bal = 0 WHERE name = 'a'\"))\n"
+    "    tycho.sleep(30)\n"
+    "  end)\n"
+    "  return 'held'\n"
+    "end)\n"
+    "app.get('/tx/misuse/:which', function(req)\n"
+    "  local w = req.params.which\n"
+    "  local ok, err = pcall(db.transaction, db, function(tx)\n"
+    "    if w == 'db' then return db:query('SELECT 1') end\n"
+    "    if w == 'nested' then return db:transaction(function() end) end\n"
+    "  end)\n"
+    "  if w == 'ended' then\n"
+    "    local kept\n"
+    "    db:transaction(function(tx) kept = tx end)\n"
+    "    ok, err = pcall(function() local r = kept:query('SELECT 1') return r end)\n"
+    "  end\n"
+    "  return tostring(ok) .. '|' .. tostring(err)\n"
+    "end)\n";
 
 static int write_app(const char *extra)
 {
@@ -174,6 +217,44 @@ static void test_no_blocking(int port)
     client_close(&fast);
 }
 
+/*
+ * Transactions: committed together; rolled back on an error inside (the
+ * error raised again); rolled back when the client leaves while one is open,
+ * letting its database thread go (a later transaction gets the write lock).
+ */
+static void test_transactions(int port)
+{
+    struct client gone;
+
+    post(port, "/acc", 200, "ok");
+    post(port, "/move/30", 200, "moved 30 true");
+    check_get(port, "/acc", 200, "a=70 b=30");
+    post(port, "/move/100", 409, "SQLITE_CONSTRAINT_CHECK");
+    check_get(port, "/acc", 200, "a=70 b=30");
+    check_get(port, "/tx/misuse/db", 200,
+              "false|db:query: inside a transaction use its tx (tx:query, tx:exec)");
+    check_get(port, "/tx/misuse/nested", 200,
+              "false|db:transaction: inside a transaction use its tx (tx:query, tx:exec)");
+    {
+        struct response r;
+        fetch(port, "GET /tx/misuse/ended HTTP/1.1\r\nHost: t\r\n\r\n", &r);
+        ok(r.body && strstr(r.body, "false|") && strstr(r.body, "/app.lua:") &&
+               strstr(r.body, ": tx:query: the transaction has ended"),
+           "a tx kept past its transaction raises, at the script's line");
+        response_free(&r);
+    }
+    /* A client that leaves while its transaction is open (sleeping inside it). */
+    if (client_connect(&gone, port) == 0) {
+        client_sends(&gone, "POST /hold HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n");
+        sleep_ms(300);                /* the transaction is open, its update made */
+        client_close(&gone);
+    }
+    sleep_ms(100);
+    /* Only if that transaction was rolled back and let go can these take the write lock. */
+    post(port, "/move/5", 200, "moved 5 true");
+    check_get(port, "/acc", 200, "a=65 b=35");
+}
+
 /* tycho.db.open at load time is fine; a query at load time is refused, naming the call. */
 static void test_load_time(void)
 {
@@ -219,6 +300,7 @@ int main(int argc, char **argv)
         test_round_trip(s.port);
         test_errors(s.port);
         test_no_blocking(s.port);
+        test_transactions(s.port);
         is_int(server_stop(&s), 0, "exit status 0 after SIGTERM");
     } else {
         ok(0, "server starts");
