@@ -1,4 +1,4 @@
--- Tests of items.lua (the shared dictionary lasts for the whole run: each test makes its own items).
+-- Tests of items.lua (the database lasts for the whole run: each test makes its own items).
 
 test("create, read, update, delete", function()
     local r = client:post("/items", nil, { json = { name = "pen" } })

@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #define DB_MT "tycho.db"
 #define CALL_MT "tycho.db.call"
@@ -375,12 +376,22 @@ static int job_result(lua_State *L)
 
 /* ---- the handle ------------------------------------------------------------------- */
 
+/* Makes the directories above the file at path (mkdir -p of its dirname); failures are left to the open. */
+static void make_parents(char *path)
+{
+    for (char *p = strchr(path + 1, '/'); p; p = strchr(p + 1, '/')) {
+        *p = '\0';
+        mkdir(path, 0755);
+        *p = '/';
+    }
+}
+
 /* tycho.db.open("sqlite:PATH") -> db: PATH relative to the app directory unless absolute. */
 static int db_open(lua_State *L)
 {
     size_t len;
     const char *url = luaL_checklstring(L, 1, &len);
-    const char *dir = tycho_vm_of(L)->dir;
+    const char *dir = tycho_sqlite_dir ? tycho_sqlite_dir : tycho_vm_of(L)->dir;
     struct db_handle *db;
     int n;
 
@@ -397,6 +408,8 @@ static int db_open(lua_State *L)
         n = snprintf(db->path, sizeof(db->path), "%s/%s", dir, url + 7);
     if (n < 0 || (size_t)n >= sizeof(db->path))
         return luaL_error(L, "tycho.db.open: the path is too long");
+    if (tycho_sqlite_dir && url[7] != '/')
+        make_parents(db->path);       /* `tycho test`: its fresh directory has none yet */
     luaL_getmetatable(L, DB_MT);
     lua_setmetatable(L, -2);
     return 1;

@@ -52,6 +52,8 @@ static struct {
     struct db_thread *threads;
 } pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, NULL, false, 0, 0, NULL};
 
+const char *tycho_sqlite_dir;
+
 /* ---- result codes ------------------------------------------------------------ */
 
 #define CODE(c) {c, #c}

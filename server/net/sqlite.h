@@ -79,6 +79,13 @@ struct tycho_sqlite_job {
     size_t nrows;
 };
 
+/*
+ * Where "sqlite:PATH" with a relative PATH goes: NULL for the app directory
+ * (serving), or a directory of its own (`tycho test`: a fresh temporary one
+ * per run). Set on the main thread before any generation is built.
+ */
+extern const char *tycho_sqlite_dir;
+
 /* Starts n database threads (main thread, before workers). TYCHO_OK, or TYCHO_ERR with err. */
 int tycho_sqlite_start(unsigned n, char *err);
 

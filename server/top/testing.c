@@ -14,9 +14,12 @@
 #include "core/buf.h"
 #include "http/conn.h"
 #include "lua/gen.h"
+#include "net/sqlite.h"
 #include "top/worker.h"
 
 #include <dirent.h>
+#include <unistd.h>
+#include <stdbool.h>
 #include <errno.h>
 #include <lauxlib.h>
 #include <stdio.h>
@@ -138,11 +141,46 @@ out:
     return failed;
 }
 
+/* A fresh directory under $TMPDIR (or /tmp) into buf; false (printed why) when none can be made. */
+static bool make_data_dir(char *buf, size_t cap)
+{
+    const char *tmp = getenv("TMPDIR");
+
+    snprintf(buf, cap, "%s/tycho-test-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    if (mkdtemp(buf))
+        return true;
+    fprintf(stderr, "tycho test: cannot make a directory for the test databases (%s): %s\n",
+            buf, strerror(errno));
+    return false;
+}
+
+/* Removes dir and everything below it (the test databases; no symlinks are followed). */
+static void remove_tree(const char *dir)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    char path[4096];
+
+    while (d && (e = readdir(d))) {
+        struct stat st;
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+        if (lstat(path, &st) == 0 && S_ISDIR(st.st_mode))
+            remove_tree(path);
+        else
+            unlink(path);
+    }
+    if (d)
+        closedir(d);
+    rmdir(dir);
+}
+
 int tycho_test_run(const struct tycho_config *cfg)
 {
     struct tycho_shared shared = {.cfg = cfg};
     struct tycho_worker w = {0};
-    char err[TYCHO_ERR_LEN], test_dir[4096];
+    char err[TYCHO_ERR_LEN], test_dir[4096], data_dir[4096];
     int failed;
 
     if (cfg->test_dir)
@@ -151,13 +189,21 @@ int tycho_test_run(const struct tycho_config *cfg)
         snprintf(test_dir, sizeof(test_dir), "%s/tests", cfg->dir);
     /* Results line by line, so they interleave sensibly with handlers' log lines on stderr. */
     setvbuf(stdout, NULL, _IOLBF, 0);
+    /* SQLite files with a relative path go in a fresh directory, removed after the run. */
+    if (!make_data_dir(data_dir, sizeof(data_dir)))
+        return 1;
+    tycho_sqlite_dir = data_dir;
     if (tycho_worker_setup(&w, 0, &shared, err) < 0) {
         fprintf(stderr, "tycho: %s\n", err);
+        remove_tree(data_dir);
         return 1;
     }
     failed = run_runner(&w, test_dir);
     fflush(stdout);
     tycho_worker_teardown(&w);
+    tycho_sqlite_stop();              /* their connections closed before the files go */
+    remove_tree(data_dir);
+    tycho_sqlite_dir = NULL;
     return failed == 0 ? 0 : 1;
 }
 
