@@ -24,6 +24,8 @@ static const char usage_head[] =
     "       tycho test [DIR] [TESTDIR]   run the *_test.lua files in TESTDIR (default\n"
     "                                    DIR/tests, DIR default .) against the app in DIR\n"
     "       tycho new NAME               write a starter app (a route, a test) in NAME\n"
+    "       tycho migrate [--status] [--db URL] [DIR]\n"
+    "                                    apply DIR/migrations/*.sql to the app's database\n"
     "\n"
     "Serves the Lua route scripts in DIR over HTTP/1.1. SIGHUP reloads them.\n"
     "\n"
@@ -104,6 +106,10 @@ static const struct flag flags[] = {
      "(HOST default 127.0.0.1; PATH default /metrics)"},
     {"--db-threads", "N", NUM(FLAG_INT, 1, 64, db_threads), "2", NULL,
      "threads that run SQLite queries (tycho.db), so no worker\nwaits on one"},
+    {"--db", "URL", STR, NULL, NULL,
+     "tycho migrate: the database; without it, the one the\nscripts open with tycho.db.open"},
+    {"--status", SWITCH, NULL, NULL,
+     "tycho migrate: list the migrations, applied or pending;\napply nothing"},
     {"--metrics-max-series", "N", NUM(FLAG_INT, 1, 10000000, metrics_max_series), "10000", NULL,
      "series one metric may have on each worker; new label\nvalues past it are not counted"},
     {"--access-log", "FILE|-|off", STR, NULL, "off",
@@ -281,6 +287,8 @@ static int set_string(struct tycho_config *cfg, const char *flag, const char *va
             return TYCHO_ERR;
         }
         *(health ? &cfg->health_path : &cfg->metrics_path) = val;
+    } else if (strcmp(flag, "--db") == 0) {
+        cfg->db_url = val;
     } else if (strcmp(flag, "--metrics-addr") == 0) {
         return set_metrics_addr(cfg, val, err);
     } else if (strcmp(flag, "--access-log") == 0) {
@@ -359,8 +367,11 @@ int tycho_config_parse(struct tycho_config *cfg, int argc, char **argv, char *er
 
     tycho_config_defaults(cfg);
     /* Subcommands come first: `tycho test ...`, `tycho new NAME`. */
-    if (argc > 1 && (strcmp(argv[1], "test") == 0 || strcmp(argv[1], "new") == 0)) {
-        cfg->mode = strcmp(argv[1], "test") == 0 ? TYCHO_MODE_TEST : TYCHO_MODE_NEW;
+    if (argc > 1 && (strcmp(argv[1], "test") == 0 || strcmp(argv[1], "new") == 0 ||
+                     strcmp(argv[1], "migrate") == 0)) {
+        cfg->mode = strcmp(argv[1], "test") == 0      ? TYCHO_MODE_TEST
+                    : strcmp(argv[1], "migrate") == 0 ? TYCHO_MODE_MIGRATE
+                                                      : TYCHO_MODE_NEW;
         first = 2;
     }
     for (int i = first; i < argc; i++) {
@@ -383,6 +394,10 @@ int tycho_config_parse(struct tycho_config *cfg, int argc, char **argv, char *er
         }
         if (strcmp(arg, "--check") == 0) {
             check = 1;
+            continue;
+        }
+        if (strcmp(arg, "--status") == 0) {
+            cfg->migrate_status = true;
             continue;
         }
         if (arg[0] != '-' || strcmp(arg, "-") == 0) {
@@ -435,6 +450,20 @@ static int check_combinations(struct tycho_config *cfg, bool check, char *err)
             return TYCHO_ERR;
         }
         return TYCHO_OK;
+    }
+    if ((cfg->db_url || cfg->migrate_status) && cfg->mode != TYCHO_MODE_MIGRATE) {
+        snprintf(err, TYCHO_ERR_LEN, "tycho: %s: only goes with tycho migrate",
+                 cfg->db_url ? "--db" : "--status");
+        return TYCHO_ERR;
+    }
+    if (cfg->mode == TYCHO_MODE_MIGRATE) {
+        if (check || cfg->watch || cfg->metrics_path || cfg->metrics_addr) {
+            snprintf(err, TYCHO_ERR_LEN, "tycho: migrate: %s does not go with it",
+                     check ? "--check" : cfg->watch ? "--watch" : "--metrics");
+            return TYCHO_ERR;
+        }
+        if (!cfg->dir)
+            cfg->dir = ".";
     }
     if (cfg->mode == TYCHO_MODE_TEST) {
         if (check || cfg->watch || cfg->metrics_path || cfg->metrics_addr) {

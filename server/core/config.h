@@ -21,6 +21,7 @@ enum tycho_mode {
     TYCHO_MODE_CHECK,   /* tycho --check DIR: load, print the routes or the error, exit */
     TYCHO_MODE_TEST,    /* tycho test [DIR] [TESTDIR]: run DIR's *_test.lua files in-process */
     TYCHO_MODE_NEW,     /* tycho new NAME: write a starter app */
+    TYCHO_MODE_MIGRATE, /* tycho migrate [--status] [--db URL] [DIR]: apply DIR/migrations */
     TYCHO_MODE_HELP,    /* --help */
     TYCHO_MODE_VERSION  /* --version */
 };
@@ -33,6 +34,8 @@ struct tycho_config {
     const char *metrics_addr; /* --metrics-addr [HOST:]PORT: serve them there, not on --port */
     int metrics_max_series;   /* --metrics-max-series: series per metric on each worker */
     int db_threads;           /* --db-threads: SQLite's database threads */
+    const char *db_url;       /* tycho migrate --db URL; NULL: the database the scripts open */
+    bool migrate_status;      /* tycho migrate --status: list, apply nothing */
     const char *access_log;   /* --access-log FILE, "-" (stdout) or "off" (NULL: off) */
     const char *error_log;    /* --error-log FILE, or NULL: stderr */
     bool access_log_json;     /* --access-log-format json */

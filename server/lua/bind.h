@@ -41,6 +41,9 @@ void tycho_bind_http(lua_State *L);
 /* bind_db.c: adds tycho.db (SQLite) and tycho.null to the module table on top. May raise. */
 void tycho_bind_db(lua_State *L);
 
+/* bind_db.c: pushes an array of the URLs tycho.db.open was given (tycho migrate). May raise. */
+void tycho_bind_db_opened(lua_State *L);
+
 /* bind_metrics.c: adds tycho.metrics to the module table on top. May raise. */
 void tycho_bind_metrics(lua_State *L);
 

@@ -198,6 +198,20 @@ static int new_job(lua_State *L)
     return 1;
 }
 
+/* script_job(db or tx, fn, sql) -> call: several statements in turn, no values. */
+static int script_job(lua_State *L)
+{
+    struct db_tx *tx = luaL_testudata(L, 1, TX_MT);
+    struct db_handle *db = tx ? NULL : luaL_checkudata(L, 1, DB_MT);
+    const char *fn = luaL_checkstring(L, 2);
+
+    if (tx && !tx->open)
+        return raise(L, "%s: the transaction has ended", fn);
+    lua_settop(L, 3);
+    push_call(L, fn, tx ? tx->path : db->path, 3, tx ? tx->thread : -1)->job->script = true;
+    return 1;
+}
+
 /* tx_job(tx, fn, sql, ...) -> call on the transaction's thread. */
 static int tx_job(lua_State *L)
 {
@@ -376,6 +390,38 @@ static int job_result(lua_State *L)
 
 /* ---- the handle ------------------------------------------------------------------- */
 
+static const char opened_key = 0;  /* registry: url -> true for every tycho.db.open */
+
+/* Notes url among the databases the scripts open (tycho migrate uses the only one). */
+static void remember(lua_State *L, const char *url)
+{
+    lua_pushlightuserdata(L, (void *)&opened_key);
+    lua_rawget(L, LUA_REGISTRYINDEX);
+    if (lua_istable(L, -1)) {
+        lua_pushboolean(L, 1);
+        lua_setfield(L, -2, url);
+    }
+    lua_pop(L, 1);
+}
+
+void tycho_bind_db_opened(lua_State *L)
+{
+    int n = 0;
+
+    lua_newtable(L);
+    lua_pushlightuserdata(L, (void *)&opened_key);
+    lua_rawget(L, LUA_REGISTRYINDEX);
+    if (!lua_istable(L, -1)) {
+        lua_pop(L, 1);
+        return;
+    }
+    for (lua_pushnil(L); lua_next(L, -2); lua_pop(L, 1)) {
+        lua_pushvalue(L, -2);
+        lua_rawseti(L, -5, ++n);
+    }
+    lua_pop(L, 1);
+}
+
 /* Makes the directories above the file at path (mkdir -p of its dirname); failures are left to the open. */
 static void make_parents(char *path)
 {
@@ -412,6 +458,7 @@ static int db_open(lua_State *L)
         make_parents(db->path);       /* `tycho test`: its fresh directory has none yet */
     luaL_getmetatable(L, DB_MT);
     lua_setmetatable(L, -2);
+    remember(L, url);
     return 1;
 }
 
@@ -430,7 +477,7 @@ static int db_tostring(lua_State *L)
  * transaction may hold) is refused instead of hanging.
  */
 static const char db_lua[] =
-    "local new_job, wait, result, begin, tx_open, tx_end, tx_job, tx_mt = ...\n"
+    "local new_job, wait, result, begin, tx_open, tx_end, tx_job, tx_mt, script_job = ...\n"
     "local pcall, error, unpack, select, type = pcall, error, unpack, select, type\n"
     "local running = coroutine.running\n"
     "local in_tx = setmetatable({}, { __mode = 'k' })\n"
@@ -455,6 +502,17 @@ static const char db_lua[] =
     "function methods.exec(db, sql, ...)\n"
     "  outside('db:exec')\n"
     "  return call(new_job, db, 'db:exec', true, sql, ...)\n"
+    "end\n"
+    "function methods.exec_script(db, sql)\n"
+    "  outside('db:exec_script')\n"
+    "  local r, err, code = call(script_job, db, 'db:exec_script', true, sql)\n"
+    "  if not r then return nil, err, code end\n"
+    "  return true\n"
+    "end\n"
+    "function tx_methods.exec_script(tx, sql)\n"
+    "  local r, err, code = call(script_job, tx, 'tx:exec_script', true, sql)\n"
+    "  if not r then return nil, err, code end\n"
+    "  return true\n"
     "end\n"
     "function tx_methods.query(tx, sql, ...)\n"
     "  return call(tx_job, tx, 'tx:query', false, sql, ...)\n"
@@ -486,6 +544,9 @@ static const char db_lua[] =
 
 void tycho_bind_db(lua_State *L)
 {
+    lua_pushlightuserdata(L, (void *)&opened_key);
+    lua_newtable(L);
+    lua_rawset(L, LUA_REGISTRYINDEX);
     luaL_newmetatable(L, CALL_MT);
     lua_pushcfunction(L, call_gc);
     lua_setfield(L, -2, "__gc");
@@ -503,7 +564,8 @@ void tycho_bind_db(lua_State *L)
     luaL_newmetatable(L, TX_MT);
     lua_pushcfunction(L, tx_gc);
     lua_setfield(L, -2, "__gc");
-    lua_call(L, 8, 1);
+    lua_pushcfunction(L, script_job);
+    lua_call(L, 9, 1);
     lua_setfield(L, -2, "__index");
     lua_pushcfunction(L, db_tostring);
     lua_setfield(L, -2, "__tostring");

@@ -371,6 +371,13 @@ static void run_statement(struct db_thread *t, struct tycho_sqlite_job *j, sqlit
     int rc;
 
     (void)t;
+    if (j->script) {
+        if (sqlite3_exec(db, j->sql, NULL, NULL, NULL) != SQLITE_OK)
+            fail(j, sqlite3_extended_errcode(db), sqlite3_errmsg(db));
+        j->changes = sqlite3_changes64(db);
+        j->last_id = sqlite3_last_insert_rowid(db);
+        return;
+    }
     rc = sqlite3_prepare_v2(db, j->sql, -1, &st, &tail);
     if (rc != SQLITE_OK)
         fail(j, sqlite3_extended_errcode(db), sqlite3_errmsg(db));

@@ -64,6 +64,7 @@ struct tycho_sqlite_job {
     tycho_sqlite_done_fn *done;
     void *arg;                        /* the owner side's */
     _Atomic bool cancelled;           /* the owner gave up on it: freed on return */
+    bool script;                      /* sql is several statements, run in turn, no values */
     bool begins;                      /* a transaction's BEGIN: pins the thread it runs on */
     bool ends;                        /* its COMMIT or ROLLBACK: unpins the thread */
     int thread;                       /* the thread that ran it (where a transaction goes on) */

@@ -14,6 +14,7 @@
 #include "http/conn.h"
 #include "http/http.h"
 #include "top/listener.h"
+#include "top/migrate.h"
 #include "net/sqlite.h"
 #include "top/reload.h"
 #include "top/scrape.h"
@@ -349,7 +350,7 @@ int main(int argc, char **argv)
     }
     /* The database threads, for modes that run handlers (they wait for work, idle). */
     if ((cfg.mode == TYCHO_MODE_SERVE || cfg.mode == TYCHO_MODE_REQUEST ||
-         cfg.mode == TYCHO_MODE_TEST) &&
+         cfg.mode == TYCHO_MODE_TEST || cfg.mode == TYCHO_MODE_MIGRATE) &&
         tycho_sqlite_start((unsigned)cfg.db_threads, err) < 0) {
         fprintf(stderr, "tycho: %s\n", err);
         tycho_config_dispose(&cfg);
@@ -376,6 +377,9 @@ int main(int argc, char **argv)
         break;
     case TYCHO_MODE_NEW:
         rc = tycho_new_app(cfg.new_name);
+        break;
+    case TYCHO_MODE_MIGRATE:
+        rc = tycho_migrate_run(&cfg);
         break;
     }
     tycho_sqlite_stop();              /* after the workers: no job is left to run */

@@ -272,10 +272,69 @@ static void test_load_time(void)
     write_app("");
 }
 
+static void write_file(const char *name, const char *text)
+{
+    char path[160];
+    FILE *f;
+
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    if ((f = fopen(path, "w"))) {
+        fputs(text, f);
+        fclose(f);
+    }
+}
+
+/* tycho migrate: each file once, in name order, in a transaction; --status; a failure. */
+static void test_migrate(void)
+{
+    char cmd[512], out[8192];
+
+    snprintf(cmd, sizeof cmd, "%s/migrations", dir);
+    mkdir(cmd, 0755);
+    write_file("migrations/002_tags.sql", "ALTER TABLE notes ADD COLUMN tags TEXT;\n"
+                                          "UPDATE notes SET tags = 'x';\n");
+    write_file("migrations/001_kinds.sql", "CREATE TABLE kinds (name TEXT PRIMARY KEY);\n"
+                                           "INSERT INTO kinds VALUES ('a'), ('b');\n");
+    snprintf(cmd, sizeof cmd, "%s migrate --status %s 2>&1", tycho_binary, dir);
+    is_int(run_command(cmd, out, sizeof out), 0, "migrate --status: exit 0");
+    ok(strstr(out, "pending  001_kinds.sql\npending  002_tags.sql\n") != NULL,
+       "migrate --status lists both as pending, in name order");
+    snprintf(cmd, sizeof cmd, "%s migrate %s 2>&1", tycho_binary, dir);
+    is_int(run_command(cmd, out, sizeof out), 0, "migrate: exit 0");
+    ok(strstr(out, "applied  001_kinds.sql\napplied  002_tags.sql\n2 applied, 0 already") !=
+       NULL, "migrate applies both, in name order");
+    is_int(run_command(cmd, out, sizeof out), 0, "migrate again: exit 0");
+    ok(strstr(out, "0 applied, 2 already") != NULL, "migrate again applies nothing");
+    write_file("migrations/003_bad.sql", "INSERT INTO kinds VALUES ('c');\nSELEC nope;\n");
+    is_int(run_command(cmd, out, sizeof out), 1, "a failing migration: exit 1");
+    ok(strstr(out, "tycho migrate: 003_bad.sql: near \"SELEC\": syntax error (SQLITE_ERROR); "
+                   "nothing of it was applied") != NULL, "a failing migration says so");
+    snprintf(cmd, sizeof cmd, "%s migrate --status %s 2>&1", tycho_binary, dir);
+    run_command(cmd, out, sizeof out);
+    ok(strstr(out, "applied  001_kinds.sql  ") && strstr(out, "pending  003_bad.sql"),
+       "--status: applied with their time, the failed one pending");
+    write_file("migrations/003_bad.sql", "SELECT 1;\n");
+    snprintf(cmd, sizeof cmd, "%s migrate --db sqlite:%s/other.db %s 2>&1", tycho_binary, dir,
+             dir);
+    is_int(run_command(cmd, out, sizeof out), 1, "migrate --db another database: its own list");
+    ok(strstr(out, "applied  001_kinds.sql") && strstr(out, "002_tags.sql: no such table: notes"),
+       "--db: the migrations run against that database");
+    snprintf(cmd, sizeof cmd, "%s migrate --db sqlite:%s/other.db --status %s 2>&1",
+             tycho_binary, dir, dir);
+    run_command(cmd, out, sizeof out);
+    ok(strstr(out, "applied  001_kinds.sql") && strstr(out, "pending  002_tags.sql"),
+       "--db --status: that database's list");
+    unlink(strcat(strcpy(out, dir), "/migrations/001_kinds.sql"));
+    unlink(strcat(strcpy(out, dir), "/migrations/002_tags.sql"));
+    unlink(strcat(strcpy(out, dir), "/migrations/003_bad.sql"));
+    rmdir(strcat(strcpy(out, dir), "/migrations"));
+}
+
 static void cleanup(void)
 {
     char path[128];
-    const char *files[] = {"app.lua", "data.db", "data.db-wal", "data.db-shm"};
+    const char *files[] = {"app.lua", "data.db", "data.db-wal", "data.db-shm", "other.db",
+                           "other.db-wal", "other.db-shm"};
 
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
         snprintf(path, sizeof path, "%s/%s", dir, files[i]);
@@ -315,6 +374,7 @@ int main(int argc, char **argv)
         ok(0, "server starts again");
     }
     server_cleanup(&s);
+    test_migrate();
     test_load_time();
     cleanup();
     return test_summary();
