@@ -246,21 +246,32 @@ static void tx_abandon(struct tycho_defer *d)
     tx->open = false;
 }
 
+/* The job of a call that is back; raises (misuse of the helpers) otherwise. */
+static struct tycho_sqlite_job *back_job(lua_State *L, struct db_call *call)
+{
+    if (!call->job || !call->back)
+        luaL_error(L, "tycho.db: no result to read");
+    return call->job;
+}
+
+/* Pushes nil, message, code for a job that failed; returns 3. */
+static int push_failure(lua_State *L, const struct tycho_sqlite_job *j)
+{
+    lua_pushnil(L);
+    lua_pushstring(L, j->err);
+    lua_pushstring(L, j->code);
+    return 3;
+}
+
 /* tx_open(call) -> tx, or nil, message, code: the BEGIN's result. */
 static int tx_open(lua_State *L)
 {
     struct db_call *call = luaL_checkudata(L, 1, CALL_MT);
-    struct tycho_sqlite_job *j = call->job;
+    struct tycho_sqlite_job *j = back_job(L, call);
     struct db_tx *tx;
 
-    if (!j || !call->back)
-        return luaL_error(L, "tycho.db: no result to read");
-    if (j->rc != TYCHO_OK) {
-        lua_pushnil(L);
-        lua_pushstring(L, j->err);
-        lua_pushstring(L, j->code);
-        return 3;
-    }
+    if (j->rc != TYCHO_OK)
+        return push_failure(L, j);
     tx = lua_newuserdata(L, sizeof(*tx));
     memset(tx, 0, sizeof(*tx));
     tx->owner = j->owner;
@@ -364,16 +375,11 @@ static int job_result(lua_State *L)
 {
     struct db_call *call = luaL_checkudata(L, 1, CALL_MT);
     bool exec = lua_toboolean(L, 2);
-    struct tycho_sqlite_job *j = call->job;
+    struct tycho_sqlite_job *j = back_job(L, call);
     int n = 1;
 
-    if (!j || !call->back)
-        return luaL_error(L, "tycho.db: no result to read");
     if (j->rc != TYCHO_OK) {
-        lua_pushnil(L);
-        lua_pushstring(L, j->err);
-        lua_pushstring(L, j->code);
-        n = 3;
+        n = push_failure(L, j);
     } else if (exec) {
         lua_createtable(L, 0, 2);
         push_int(L, j->changes);
