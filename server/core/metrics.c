@@ -68,6 +68,8 @@ static struct {
 struct tycho_family *tycho_metric_requests;
 struct tycho_family *tycho_metric_duration;
 struct tycho_family *tycho_metric_backend[7];
+struct tycho_family *tycho_metric_db_queries;
+struct tycho_family *tycho_metric_db_duration;
 
 static const char *const reject_names[TYCHO_REJECT_COUNT] = {
     "bad_request",       "timeout",           "body_too_large",
@@ -357,10 +359,21 @@ int tycho_metrics_init(int nworkers, unsigned max_series)
                                        "1 while a worker's circuit breaker for the backend is "
                                        "open or half-open (sampled each second).", TYCHO_GAUGE,
                                        TYCHO_GAUGE_WORKER, "backend", NULL, NULL);
+    tycho_metric_db_queries = builtin("tycho_db_queries_total",
+                                      "SQL statements run (tycho.db), by database and result "
+                                      "(ok or error).", TYCHO_COUNTER, 0, "database", "result",
+                                      NULL);
+    tycho_metric_db_duration = builtin("tycho_db_query_duration_seconds",
+                                       "Time from a statement handed to a database thread to its "
+                                       "result back, waiting for a thread included.",
+                                       TYCHO_HISTOGRAM, 0, "database", NULL, NULL);
     for (int i = 0; i < 7; i++)
         if (!b[i])
             return TYCHO_ERR;
-    return tycho_metric_requests && tycho_metric_duration ? TYCHO_OK : TYCHO_ERR;
+    return tycho_metric_requests && tycho_metric_duration && tycho_metric_db_queries &&
+                   tycho_metric_db_duration
+               ? TYCHO_OK
+               : TYCHO_ERR;
 }
 
 void tycho_metrics_free_all(void)

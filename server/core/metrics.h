@@ -81,6 +81,8 @@ struct tycho_worker_stats {
 extern struct tycho_family *tycho_metric_requests;   /* {route, method, status}: counter */
 extern struct tycho_family *tycho_metric_duration;   /* {route}: histogram, seconds */
 extern struct tycho_family *tycho_metric_backend[7];  /* see enum tycho_backend_metric */
+extern struct tycho_family *tycho_metric_db_queries;  /* {database, result}: counter */
+extern struct tycho_family *tycho_metric_db_duration; /* {database}: histogram, seconds */
 
 enum tycho_backend_metric {
     TYCHO_BACKEND_CONNECTS,    /* counters, {backend} */

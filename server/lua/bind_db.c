@@ -12,6 +12,7 @@
  */
 #include "lua/bind.h"
 #include "core/metrics.h"
+#include "http/context.h"
 #include "lua/task.h"
 #include "lua/vm.h"
 #include "core/log.h"
@@ -40,6 +41,8 @@ struct db_call {
     struct tycho_sqlite_job *job;    /* owned while not on a database thread; NULL once taken */
     int thread;                      /* a transaction's thread; -1: any */
     bool sent, back;
+    int worker;                      /* whose metrics series count it */
+    long long sent_us;               /* when it was handed over (monotonic) */
 };
 
 /* An open transaction: the database thread it holds, until its end is sent. */
@@ -69,11 +72,36 @@ static int raise(lua_State *L, const char *fmt, ...)
 
 /* ---- waiting ------------------------------------------------------------------- */
 
+/*
+ * Counts a statement in the metrics: by database (its file) and result, and
+ * its time. The owner's (worker's) thread, as every series' writer is.
+ */
+static void count_query(const struct db_call *call, const struct tycho_sqlite_job *j)
+{
+    char key[TYCHO_METRIC_KEY_BYTES];
+    size_t len = strlen(j->path);
+    const char *result = j->rc == TYCHO_OK ? "ok" : "error";
+    _Atomic double *v;
+
+    if (len > TYCHO_METRIC_KEY_BYTES - 16 || !tycho_metric_utf8_ok(j->path, len))
+        len = 0;                      /* a label value must be UTF-8 and fit: counted as "" */
+    memcpy(key, j->path, len);
+    key[len] = '\0';
+    memcpy(key + len + 1, result, strlen(result) + 1);
+    if ((v = tycho_metric_series(tycho_metric_db_queries, call->worker, key,
+                                 len + 1 + strlen(result) + 1)))
+        tycho_metric_add(v, 1);
+    if ((v = tycho_metric_series(tycho_metric_db_duration, call->worker, key, len + 1)))
+        tycho_metric_observe(tycho_metric_db_duration, v,
+                             (double)(tycho_now_us() - call->sent_us) / 1e6);
+}
+
 static void on_back(struct tycho_sqlite_job *j)
 {
     struct db_call *call = j->arg;
 
     call->back = true;
+    count_query(call, j);
     tycho_task_wake(&call->w);
 }
 
@@ -82,6 +110,7 @@ static void wait_start(struct tycho_wait *w)
     struct db_call *call = (struct db_call *)w;
 
     call->sent = true;
+    call->sent_us = tycho_now_us();
     if ((call->thread < 0 ? tycho_sqlite_send(call->job, on_back, call)
                           : tycho_sqlite_send_to(call->job, call->thread, on_back, call)) ==
         TYCHO_OK)
@@ -176,6 +205,7 @@ static struct db_call *push_call(lua_State *L, const char *fn, const char *path,
     call = lua_newuserdata(L, sizeof(*call));
     memset(call, 0, sizeof(*call));
     call->thread = thread;
+    call->worker = tycho_vm_of(L)->worker_id;
     luaL_getmetatable(L, CALL_MT);
     lua_setmetatable(L, -2);          /* from here on __gc frees what the call holds */
     call->w.start = wait_start;

@@ -185,6 +185,25 @@ static void test_errors(int port)
                      "a query inside the script's own coroutine raises");
 }
 
+/* Statements are counted by database and result, and timed. */
+static void test_metrics(int port)
+{
+    struct response r;
+    char want[256];
+
+    fetch(port, "GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n", &r);
+    snprintf(want, sizeof want, "tycho_db_queries_total{database=\"%s/data.db\",result=\"ok\"} ",
+             dir);
+    ok(r.body && strstr(r.body, want), "tycho_db_queries_total counts the statements that worked");
+    snprintf(want, sizeof want,
+             "tycho_db_queries_total{database=\"%s/data.db\",result=\"error\"} ", dir);
+    ok(r.body && strstr(r.body, want), "and those that failed");
+    snprintf(want, sizeof want, "tycho_db_query_duration_seconds_count{database=\"%s/data.db\"} ",
+             dir);
+    ok(r.body && strstr(r.body, want), "tycho_db_query_duration_seconds times them");
+    response_free(&r);
+}
+
 /*
  * A query that runs on a database thread for a while does not hold up another
  * request on the same worker: the second request, sent after it, is answered
@@ -346,7 +365,7 @@ static void cleanup(void)
 int main(int argc, char **argv)
 {
     struct server s;
-    const char *args[] = {"--port", "0", "--workers", "1", dir, NULL};
+    const char *args[] = {"--port", "0", "--workers", "1", "--metrics", "/metrics", dir, NULL};
 
     if (suite_setup(argc, argv))
         return 2;
@@ -358,6 +377,7 @@ int main(int argc, char **argv)
     if (server_start(&s, args) == 0) {
         test_round_trip(s.port);
         test_errors(s.port);
+        test_metrics(s.port);
         test_no_blocking(s.port);
         test_transactions(s.port);
         is_int(server_stop(&s), 0, "exit status 0 after SIGTERM");
