@@ -18,6 +18,8 @@
 
 /* Databases one thread keeps open at once; past it the least recently used is closed. */
 #define CONNS_PER_THREAD 16
+/* Prepared statements a connection keeps for reuse; past it the least recently used goes. */
+#define STMTS_PER_CONN 32
 
 struct tycho_sqlite_owner {
     struct tycho_mq mq;               /* where its jobs come back */
@@ -27,10 +29,18 @@ struct tycho_sqlite_owner {
     unsigned inflight;                /* under lock: jobs sent and not yet pushed back */
 };
 
+/* A prepared statement kept for its SQL text: preparing is skipped when it comes again. */
+struct cached_stmt {
+    char *sql;                        /* owned */
+    sqlite3_stmt *st;                 /* owned */
+    unsigned long used;               /* when it last ran (the thread's job count) */
+};
+
 struct conn {
     char *path;                       /* owned */
     sqlite3 *db;                      /* owned */
     unsigned long used;               /* when it last ran a job (the thread's job count) */
+    struct cached_stmt stmts[STMTS_PER_CONN];
 };
 
 struct db_thread {
@@ -99,6 +109,10 @@ static void fail(struct tycho_sqlite_job *j, int code, const char *msg)
 
 static void conn_close(struct conn *c)
 {
+    for (int i = 0; i < STMTS_PER_CONN; i++) {
+        sqlite3_finalize(c->stmts[i].st);
+        free(c->stmts[i].sql);
+    }
     sqlite3_close_v2(c->db);
     free(c->path);
     memset(c, 0, sizeof(*c));
@@ -114,7 +128,7 @@ static int conn_setup(sqlite3 *db)
 }
 
 /* The thread's connection to j's database, opened if need be; NULL with j failed. */
-static sqlite3 *conn_for(struct db_thread *t, struct tycho_sqlite_job *j)
+static struct conn *conn_for(struct db_thread *t, struct tycho_sqlite_job *j)
 {
     struct conn *c = NULL, *oldest = &t->conns[0];
     int rc;
@@ -123,7 +137,7 @@ static sqlite3 *conn_for(struct db_thread *t, struct tycho_sqlite_job *j)
         struct conn *x = &t->conns[i];
         if (x->db && strcmp(x->path, j->path) == 0) {
             x->used = t->jobs;
-            return x->db;
+            return x;
         }
         if (!x->db && !c)
             c = x;
@@ -151,7 +165,7 @@ static sqlite3 *conn_for(struct db_thread *t, struct tycho_sqlite_job *j)
         return NULL;
     }
     c->used = t->jobs;
-    return c->db;
+    return c;
 }
 
 /* ---- running a job ------------------------------------------------------------- */
@@ -298,13 +312,17 @@ static bool only_blank(const char *tail)
 static void step_all(sqlite3 *db, sqlite3_stmt *st, struct tycho_sqlite_job *j)
 {
     size_t cap = 0;
-    int rc;
+    int rc = sqlite3_step(st);
 
-    if (copy_columns(st, j) < 0) {
+    /*
+     * The columns after the first step: a kept statement whose table changed
+     * (ALTER TABLE) is prepared anew by that step, and its columns with it.
+     */
+    if ((rc == SQLITE_ROW || rc == SQLITE_DONE) && copy_columns(st, j) < 0) {
         fail(j, SQLITE_NOMEM, "out of memory reading the result");
         return;
     }
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+    for (; rc == SQLITE_ROW; rc = sqlite3_step(st))
         if (copy_row(st, j, &cap) < 0) {
             fail(j, SQLITE_NOMEM, "out of memory reading the result");
             return;
@@ -317,7 +335,7 @@ static void step_all(sqlite3 *db, sqlite3_stmt *st, struct tycho_sqlite_job *j)
     j->last_id = sqlite3_last_insert_rowid(db);
 }
 
-static void run_statement(struct db_thread *t, struct tycho_sqlite_job *j, sqlite3 *db);
+static void run_statement(struct db_thread *t, struct tycho_sqlite_job *j, struct conn *c);
 
 /* Pins or unpins t (under pool.lock). */
 static void set_pinned(struct db_thread *t, bool pinned)
@@ -345,11 +363,12 @@ static void roll_back(sqlite3 *db)
  */
 static void run_job(struct db_thread *t, struct tycho_sqlite_job *j)
 {
-    sqlite3 *db = conn_for(t, j);
+    struct conn *c = conn_for(t, j);
+    sqlite3 *db = c ? c->db : NULL;
 
     j->thread = t->index;
     if (db && (!atomic_load(&j->cancelled) || j->ends))
-        run_statement(t, j, db);
+        run_statement(t, j, c);
     if (j->begins && j->rc == TYCHO_OK && db) {
         if (atomic_load(&j->cancelled)) {
             roll_back(db);
@@ -364,13 +383,44 @@ static void run_job(struct db_thread *t, struct tycho_sqlite_job *j)
     }
 }
 
-static void run_statement(struct db_thread *t, struct tycho_sqlite_job *j, sqlite3 *db)
+/* c's prepared statement for sql, if it keeps one (then marked used now). */
+static sqlite3_stmt *cached(struct db_thread *t, struct conn *c, const char *sql)
 {
+    for (int i = 0; i < STMTS_PER_CONN; i++)
+        if (c->stmts[i].st && strcmp(c->stmts[i].sql, sql) == 0) {
+            c->stmts[i].used = t->jobs;
+            return c->stmts[i].st;
+        }
+    return NULL;
+}
+
+/* Keeps st for sql in c, in place of the least recently used; false: not kept (memory). */
+static bool keep(struct db_thread *t, struct conn *c, const char *sql, sqlite3_stmt *st)
+{
+    struct cached_stmt *slot = &c->stmts[0];
+    char *copy = strdup(sql);
+
+    if (!copy)
+        return false;
+    for (int i = 1; i < STMTS_PER_CONN && slot->st; i++)
+        if (!c->stmts[i].st || c->stmts[i].used < slot->used)
+            slot = &c->stmts[i];
+    sqlite3_finalize(slot->st);
+    free(slot->sql);
+    slot->sql = copy;
+    slot->st = st;
+    slot->used = t->jobs;
+    return true;
+}
+
+static void run_statement(struct db_thread *t, struct tycho_sqlite_job *j, struct conn *c)
+{
+    sqlite3 *db = c->db;
     sqlite3_stmt *st = NULL;
     const char *tail = NULL;
+    bool kept = false;
     int rc;
 
-    (void)t;
     if (j->script) {
         if (sqlite3_exec(db, j->sql, NULL, NULL, NULL) != SQLITE_OK)
             fail(j, sqlite3_extended_errcode(db), sqlite3_errmsg(db));
@@ -378,16 +428,32 @@ static void run_statement(struct db_thread *t, struct tycho_sqlite_job *j, sqlit
         j->last_id = sqlite3_last_insert_rowid(db);
         return;
     }
-    rc = sqlite3_prepare_v2(db, j->sql, -1, &st, &tail);
-    if (rc != SQLITE_OK)
-        fail(j, sqlite3_extended_errcode(db), sqlite3_errmsg(db));
-    else if (!st)
-        fail(j, SQLITE_MISUSE, "the SQL holds no statement");
-    else if (!only_blank(tail))
-        fail(j, SQLITE_MISUSE, "one statement per call (this SQL holds more)");
-    else if (bind_params(st, j) == TYCHO_OK)
+    if ((st = cached(t, c, j->sql))) {
+        kept = true;
+    } else {
+        rc = sqlite3_prepare_v3(db, j->sql, -1, SQLITE_PREPARE_PERSISTENT, &st, &tail);
+        if (rc != SQLITE_OK) {
+            fail(j, sqlite3_extended_errcode(db), sqlite3_errmsg(db));
+            return;
+        }
+        if (!st) {
+            fail(j, SQLITE_MISUSE, "the SQL holds no statement");
+            return;
+        }
+        if (!only_blank(tail)) {
+            fail(j, SQLITE_MISUSE, "one statement per call (this SQL holds more)");
+            sqlite3_finalize(st);
+            return;
+        }
+        kept = keep(t, c, j->sql, st);
+    }
+    if (bind_params(st, j) == TYCHO_OK)
         step_all(db, st, j);
-    sqlite3_finalize(st);
+    /* The values are the job's memory: unbound before the job goes back. */
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    if (!kept)
+        sqlite3_finalize(st);
 }
 
 /* ---- the threads ----------------------------------------------------------------- */

@@ -74,6 +74,16 @@ static const char app_lua[] =
     "  return 'slow ' .. rows[1].n\n"
     "end)\n"
     "app.get('/fast', function() return 'fast' end)\n"
+    "app.get('/schema', function()\n"
+    "  assert(db:exec_script('DROP TABLE IF EXISTS sx; CREATE TABLE sx (a INTEGER);'\n"
+    "    .. ' INSERT INTO sx VALUES (1);'))\n"
+    "  local before\n"
+    "  for i = 1, 4 do before = assert(db:query('SELECT * FROM sx')) end\n"
+    "  assert(db:exec(\"ALTER TABLE sx ADD COLUMN b TEXT DEFAULT 'new'\"))\n"
+    "  local after = {}\n"
+    "  for i = 1, 4 do after[i] = assert(db:query('SELECT * FROM sx'))[1].b end\n"
+    "  return tostring(before[1].b) .. ' ' .. table.concat(after, ' ')\n"
+    "end)\n"
     "app.post('/acc', function()\n"
     "  assert(db:exec('CREATE TABLE IF NOT EXISTS acc (name TEXT PRIMARY KEY,'\n"
     "    .. ' bal INTEGER NOT NULL CHECK (bal >= 0))'))\n"
@@ -162,6 +172,8 @@ static void test_round_trip(int port)
         response_free(&r);
     }
     check_get(port, "/count", 200, "2");
+    /* Statements are kept prepared: one kept from before an ALTER TABLE sees the new column. */
+    check_get(port, "/schema", 200, "nil new new new new");
 }
 
 /* Expected failures are nil, message, code; misuse raises (a 500). */
