@@ -363,8 +363,13 @@ static void roll_back(sqlite3 *db)
  */
 static void run_job(struct db_thread *t, struct tycho_sqlite_job *j)
 {
-    struct conn *c = conn_for(t, j);
-    sqlite3 *db = c ? c->db : NULL;
+    struct conn *c;
+    sqlite3 *db;
+
+    if (atomic_load(&j->cancelled) && !j->begins && !j->ends)
+        return;                       /* given up on: nothing to run, nothing to keep */
+    c = conn_for(t, j);
+    db = c ? c->db : NULL;
 
     j->thread = t->index;
     if (db && (!atomic_load(&j->cancelled) || j->ends))
@@ -527,8 +532,7 @@ static void *thread_main(void *arg)
         if (!j)
             break;                    /* stopping, and nothing left for this thread */
         t->jobs++;
-        if (!atomic_load(&j->cancelled) || j->ends || j->begins)
-            run_job(t, j);
+        run_job(t, j);                /* a cancelled job is skipped there, its end kept */
         hand_back(j);
     }
     for (int i = 0; i < CONNS_PER_THREAD; i++)
@@ -719,11 +723,6 @@ int tycho_sqlite_send_to(struct tycho_sqlite_job *j, int thread, tycho_sqlite_do
     return queue_job(j, thread < 0 ? 0 : thread, done, arg);
 }
 
-static void drop(struct tycho_sqlite_job *j)
-{
-    (void)j;                          /* never called: the job is cancelled before it goes */
-}
-
 int tycho_sqlite_abandon(struct tycho_sqlite_owner *o, const char *path, int thread)
 {
     struct tycho_sqlite_job *j = tycho_sqlite_job_new(o, path, "ROLLBACK", 8, 0);
@@ -732,7 +731,7 @@ int tycho_sqlite_abandon(struct tycho_sqlite_owner *o, const char *path, int thr
         return TYCHO_ERR;
     j->ends = true;
     atomic_store(&j->cancelled, true);  /* its result is dropped when it comes back */
-    if (queue_job(j, thread, drop, NULL) < 0) {
+    if (queue_job(j, thread, NULL, NULL) < 0) {   /* cancelled: done is never called */
         tycho_sqlite_job_free(j);
         return TYCHO_ERR;
     }

@@ -153,6 +153,22 @@ static void post(int port, const char *path, int status, const char *body)
     response_free(&r);
 }
 
+/* Whether GET path answers a body holding a and b (b may be NULL). */
+static int body_has(int port, const char *path, const char *a, const char *b)
+{
+    char req[256];
+    struct response r;
+    int found;
+
+    snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: t\r\n\r\n", path);
+    fetch(port, req, &r);
+    found = r.body && strstr(r.body, a) && (!b || strstr(r.body, b));
+    if (!found)
+        dump_response(&r);
+    response_free(&r);
+    return found;
+}
+
 /* Rows, every type, NULL as tycho.null, last_id and changes, and a unique violation's code. */
 static void test_round_trip(int port)
 {
@@ -164,13 +180,8 @@ static void test_round_trip(int port)
     post(port, "/notes?title=first&n=1", 409,
          "UNIQUE constraint failed: notes.title|SQLITE_CONSTRAINT_UNIQUE");
     check_get(port, "/big", 200, "string 9007199254740993 -5 1");
-    {
-        struct response r;
-        fetch(port, "GET /json HTTP/1.1\r\nHost: t\r\n\r\n", &r);
-        ok(r.body && strstr(r.body, "\"note\":null") && strstr(r.body, "\"title\":\"first\""),
-           "tycho.null encodes as JSON null (it is cjson.null)");
-        response_free(&r);
-    }
+    ok(body_has(port, "/json", "\"note\":null", "\"title\":\"first\""),
+       "tycho.null encodes as JSON null (it is cjson.null)");
     check_get(port, "/count", 200, "2");
     /* Statements are kept prepared: one kept from before an ALTER TABLE sees the new column. */
     check_get(port, "/schema", 200, "nil new new new new");
@@ -200,20 +211,18 @@ static void test_errors(int port)
 /* Statements are counted by database and result, and timed. */
 static void test_metrics(int port)
 {
-    struct response r;
-    char want[256];
+    char ok_series[256], error_series[256], timed[256];
 
-    fetch(port, "GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n", &r);
-    snprintf(want, sizeof want, "tycho_db_queries_total{database=\"%s/data.db\",result=\"ok\"} ",
-             dir);
-    ok(r.body && strstr(r.body, want), "tycho_db_queries_total counts the statements that worked");
-    snprintf(want, sizeof want,
+    snprintf(ok_series, sizeof ok_series,
+             "tycho_db_queries_total{database=\"%s/data.db\",result=\"ok\"} ", dir);
+    snprintf(error_series, sizeof error_series,
              "tycho_db_queries_total{database=\"%s/data.db\",result=\"error\"} ", dir);
-    ok(r.body && strstr(r.body, want), "and those that failed");
-    snprintf(want, sizeof want, "tycho_db_query_duration_seconds_count{database=\"%s/data.db\"} ",
-             dir);
-    ok(r.body && strstr(r.body, want), "tycho_db_query_duration_seconds times them");
-    response_free(&r);
+    snprintf(timed, sizeof timed,
+             "tycho_db_query_duration_seconds_count{database=\"%s/data.db\"} ", dir);
+    ok(body_has(port, "/metrics", ok_series, NULL),
+       "tycho_db_queries_total counts the statements that worked");
+    ok(body_has(port, "/metrics", error_series, NULL), "and those that failed");
+    ok(body_has(port, "/metrics", timed, NULL), "tycho_db_query_duration_seconds times them");
 }
 
 /*
@@ -266,14 +275,9 @@ static void test_transactions(int port)
               "false|db:query: inside a transaction use its tx (tx:query, tx:exec)");
     check_get(port, "/tx/misuse/nested", 200,
               "false|db:transaction: inside a transaction use its tx (tx:query, tx:exec)");
-    {
-        struct response r;
-        fetch(port, "GET /tx/misuse/ended HTTP/1.1\r\nHost: t\r\n\r\n", &r);
-        ok(r.body && strstr(r.body, "false|") && strstr(r.body, "/app.lua:") &&
-               strstr(r.body, ": tx:query: the transaction has ended"),
-           "a tx kept past its transaction raises, at the script's line");
-        response_free(&r);
-    }
+    ok(body_has(port, "/tx/misuse/ended", "false|", "/app.lua:") &&
+           body_has(port, "/tx/misuse/ended", ": tx:query: the transaction has ended", NULL),
+       "a tx kept past its transaction raises, at the script's line");
     /* A client that leaves while its transaction is open (sleeping inside it). */
     if (client_connect(&gone, port) == 0) {
         client_sends(&gone, "POST /hold HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n");
