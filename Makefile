@@ -16,14 +16,16 @@
 # `luarocks make --tree T tycho-scm-1.rockspec` runs `make all` and `make install
 # PREFIX=<the rock's directory in T>`; see "Install with LuaRocks" in docs/operations.md.
 
-# Debian packages: build and runtime. The tests also need promtool (prometheus); the install
+# Debian packages: build and runtime. The tests also need promtool (prometheus), and real
+# PostgreSQL and Redis servers (postgresql, redis-server) that they start themselves; the install
 # test needs luarocks (which brings lua5.1 and liblua5.1-0-dev), curl, and man-db, groff-base
 # and mandoc to render and lint the man page; the fuzz target needs clang (FUZZ_PKGS).
 PKGS := gcc make libc6-dev pkg-config libevent-dev libhttp-parser-dev libluajit2-5.1-dev lua-cjson \
-        libsqlite3-dev
+        libsqlite3-dev libpq-dev libhiredis-dev
 # clang and its libFuzzer runtime build the fuzz target, which `make test` runs briefly.
 FUZZ_PKGS := clang libclang-rt-14-dev
-TEST_PKGS := prometheus luarocks curl man-db groff-base mandoc $(FUZZ_PKGS)
+TEST_PKGS := prometheus luarocks curl man-db groff-base mandoc postgresql redis-server \
+             $(FUZZ_PKGS)
 
 BUILD ?= obj
 CC ?= cc
@@ -34,8 +36,8 @@ SAN ?=
 WARN := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
         -Wwrite-strings $(if $(CI),-Werror)
 # Deferred (=) so that pkg-config runs after `deps` has installed the packages.
-PKG_CFLAGS = $(shell pkg-config --cflags luajit libevent sqlite3)
-PKG_LIBS = $(shell pkg-config --libs luajit libevent sqlite3) -lhttp_parser -lpthread -lm -ldl
+PKG_CFLAGS = $(shell pkg-config --cflags luajit libevent sqlite3 libpq hiredis)
+PKG_LIBS = $(shell pkg-config --libs luajit libevent sqlite3 libpq hiredis) -lhttp_parser -lpthread -lm -ldl
 CFLAGS_ALL = $(OPT) $(SAN) $(WARN) -MMD -MP -I$(BUILD) -Iserver $(PKG_CFLAGS) $(CFLAGS)
 LDFLAGS_ALL = $(SAN) $(LDFLAGS)
 
@@ -136,7 +138,13 @@ $(BUILD)/unit/test_%: tests/unit/test_%.c $$(call unit_objs,test_$$*) $$(call un
 	$(CC) $(CFLAGS_ALL) -Itests $(LDFLAGS_ALL) -o $@ $< $(call unit_objs,test_$*) \
 	  $(call unit_libs,test_$*) $(PKG_LIBS)
 
-$(BUILD)/integration/test_%: tests/integration/test_%.c tests/harness.h tests/integration/support.h tests/integration/client.h tests/integration/backend.h
+# The PostgreSQL and Redis servers the doc examples run against (tests/docs/examples.sh).
+DOC_SERVERS := $(BUILD)/docs/servers
+$(DOC_SERVERS): tests/docs/servers.c tests/harness.h tests/integration/support.h tests/integration/servers.h
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS_ALL) -Itests $(LDFLAGS_ALL) -o $@ $<
+
+$(BUILD)/integration/test_%: tests/integration/test_%.c tests/harness.h tests/integration/support.h tests/integration/client.h tests/integration/backend.h tests/integration/servers.h
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS_ALL) -Itests $(LDFLAGS_ALL) -o $@ $< -lpthread
 
@@ -149,8 +157,8 @@ test:
 	@$(MAKE) --no-print-directory check
 
 # Every suite runs even if an earlier one failed; the last line totals them all.
-check: $(TYCHO) $(UNIT_BINS) $(INTEGRATION_BINS) $(FUZZ_BIN) $(FUZZ_RESPONSE_BIN)
-	@OBJ_DIR=$(BUILD) FUZZ_BIN=$(FUZZ_BIN) FUZZ_RESPONSE_BIN=$(FUZZ_RESPONSE_BIN) \
+check: $(TYCHO) $(UNIT_BINS) $(INTEGRATION_BINS) $(FUZZ_BIN) $(FUZZ_RESPONSE_BIN) $(DOC_SERVERS)
+	@OBJ_DIR=$(BUILD) DOC_SERVERS=$(DOC_SERVERS) FUZZ_BIN=$(FUZZ_BIN) FUZZ_RESPONSE_BIN=$(FUZZ_RESPONSE_BIN) \
 	  FUZZ_SECONDS=$(FUZZ_SMOKE_SECONDS) \
 	  sh tests/run_all.sh ./$(TYCHO) $(UNIT_BINS) -- $(INTEGRATION_BINS)
 

@@ -70,6 +70,7 @@ struct tycho_family *tycho_metric_duration;
 struct tycho_family *tycho_metric_backend[7];
 struct tycho_family *tycho_metric_db_queries;
 struct tycho_family *tycho_metric_db_duration;
+struct tycho_family *tycho_metric_pool[6];
 
 static const char *const reject_names[TYCHO_REJECT_COUNT] = {
     "bad_request",       "timeout",           "body_too_large",
@@ -318,6 +319,37 @@ static struct tycho_family *builtin(const char *name, const char *help,
     return tycho_metric_family(&spec, err);
 }
 
+/* The database and Redis pools' families (net/connpool.c). */
+static int pool_families(void)
+{
+    struct tycho_family **p = tycho_metric_pool;
+
+    p[TYCHO_POOL_CONNECTS] = builtin("tycho_pool_connects_total",
+                                     "Connections opened by a database or Redis pool.",
+                                     TYCHO_COUNTER, 0, "pool", NULL, NULL);
+    p[TYCHO_POOL_ACQUIRED] = builtin("tycho_pool_acquired_total",
+                                     "Connections handed to a query or command by a pool.",
+                                     TYCHO_COUNTER, 0, "pool", NULL, NULL);
+    p[TYCHO_POOL_ERRORS] = builtin("tycho_pool_errors_total",
+                                   "Connection failures of a pool: connect errors, connections "
+                                   "lost mid-query, timeouts (the circuit breaker's sense).",
+                                   TYCHO_COUNTER, 0, "pool", NULL, NULL);
+    p[TYCHO_POOL_CONNECTIONS] = builtin("tycho_pool_connections",
+                                        "Open connections of a pool, busy or idle.", TYCHO_GAUGE,
+                                        TYCHO_GAUGE_SUM, "pool", "state", NULL);
+    p[TYCHO_POOL_WAITING] = builtin("tycho_pool_waiting",
+                                    "Queries or commands queued for a pool's connection.",
+                                    TYCHO_GAUGE, TYCHO_GAUGE_SUM, "pool", NULL, NULL);
+    p[TYCHO_POOL_CIRCUIT] = builtin("tycho_pool_circuit_open",
+                                    "1 while a worker's circuit breaker for the pool is open or "
+                                    "half-open.", TYCHO_GAUGE, TYCHO_GAUGE_WORKER, "pool", NULL,
+                                    NULL);
+    for (int i = 0; i < TYCHO_POOL_METRIC_COUNT; i++)
+        if (!p[i])
+            return TYCHO_ERR;
+    return TYCHO_OK;
+}
+
 int tycho_metrics_init(int nworkers, unsigned max_series)
 {
     struct tycho_family **b = tycho_metric_backend;
@@ -370,6 +402,8 @@ int tycho_metrics_init(int nworkers, unsigned max_series)
     for (int i = 0; i < 7; i++)
         if (!b[i])
             return TYCHO_ERR;
+    if (pool_families() < 0)
+        return TYCHO_ERR;
     return tycho_metric_requests && tycho_metric_duration && tycho_metric_db_queries &&
                    tycho_metric_db_duration
                ? TYCHO_OK

@@ -83,6 +83,18 @@ extern struct tycho_family *tycho_metric_duration;   /* {route}: histogram, seco
 extern struct tycho_family *tycho_metric_backend[7];  /* see enum tycho_backend_metric */
 extern struct tycho_family *tycho_metric_db_queries;  /* {database, result}: counter */
 extern struct tycho_family *tycho_metric_db_duration; /* {database}: histogram, seconds */
+extern struct tycho_family *tycho_metric_pool[6];     /* see enum tycho_pool_metric */
+
+/* Database and Redis pools (net/connpool.c), labelled {pool}; gauges kept by deltas. */
+enum tycho_pool_metric {
+    TYCHO_POOL_CONNECTS,       /* counters */
+    TYCHO_POOL_ACQUIRED,
+    TYCHO_POOL_ERRORS,
+    TYCHO_POOL_CONNECTIONS,    /* gauge, {pool, state}: busy, idle */
+    TYCHO_POOL_WAITING,        /* gauge */
+    TYCHO_POOL_CIRCUIT,        /* gauge per worker: 1 while the breaker is open or half-open */
+    TYCHO_POOL_METRIC_COUNT
+};
 
 enum tycho_backend_metric {
     TYCHO_BACKEND_CONNECTS,    /* counters, {backend} */

@@ -38,8 +38,24 @@ void tycho_bind_release(lua_State *L, struct tycho_req *r);
 /* bind_http.c: adds tycho.http to the module table on top. May raise. */
 void tycho_bind_http(lua_State *L);
 
-/* bind_db.c: adds tycho.db (SQLite) and tycho.null to the module table on top. May raise. */
+/*
+ * bind_db.c: adds tycho.db (SQLite and PostgreSQL) and tycho.null to the
+ * module table on top. May raise.
+ */
 void tycho_bind_db(lua_State *L);
+/* bind_redis.c: adds tycho.redis to the module table on top. May raise. */
+void tycho_bind_redis(lua_State *L);
+
+struct tycho_connpool_opts;
+/*
+ * bind_db.c, for every binding with a pool: a pool's options from the table at idx (none: the defaults), for fn's
+ * messages: pool, max_waiting, wait_timeout, idle_timeout, max_lifetime,
+ * connect_timeout, timeout, max_failures, cooldown. Raises on an unknown
+ * or bad one.
+ */
+void tycho_bind_pool_opts(lua_State *L, int idx, const char *fn, struct tycho_connpool_opts *o);
+/* url without the password of its user part (its name in logs, metrics and errors). */
+void tycho_bind_redact(const char *url, char *out, size_t cap);
 
 /* bind_db.c: pushes an array of the URLs tycho.db.open was given (tycho migrate). May raise. */
 void tycho_bind_db_opened(lua_State *L);

@@ -16,6 +16,7 @@
 #include "lua/task.h"
 #include "lua/vm.h"
 #include "core/log.h"
+#include "net/pg.h"
 #include "net/sqlite.h"
 
 #include <lauxlib.h>
@@ -29,17 +30,41 @@
 #define DB_MT "tycho.db"
 #define CALL_MT "tycho.db.call"
 #define TX_MT "tycho.db.tx"
+#define PGPOOL_MT "tycho.db.pgpool"
 /* Integers a Lua number holds exactly; beyond them a value is a decimal string. */
 #define EXACT_INT 9007199254740992LL
 
+/*
+ * A PostgreSQL database in one Lua state: its URL, options and (made on the
+ * worker, at the first statement) its pool. One per URL per state, kept in
+ * the registry until the state closes, whatever handles name it.
+ */
+struct pg_box {
+    struct tycho_vm *vm;
+    struct tycho_pg *pg;             /* owned; NULL until the first statement */
+    struct tycho_connpool_opts o;
+    char url[2048];
+    char name[2048];                 /* the URL without its password: logs, metrics, errors */
+};
+
 struct db_handle {
-    char path[4096];                 /* the database file */
+    char path[4096];                 /* SQLite: the database file; PostgreSQL: the name */
+    struct pg_box *box;              /* PostgreSQL's pool; NULL for SQLite */
+};
+
+/* Where a statement goes: a database, and a transaction's thread or connection. */
+struct db_target {
+    const char *path;
+    struct pg_box *box;
+    int thread;                      /* SQLite: a transaction's thread; -1: any */
+    void *pin;                       /* PostgreSQL: a transaction's connection */
 };
 
 struct db_call {
     struct tycho_wait w;             /* first: the task's handle is this struct */
-    struct tycho_sqlite_job *job;    /* owned while not on a database thread; NULL once taken */
+    struct tycho_sql_job *job;    /* owned while not on a database thread; NULL once taken */
     int thread;                      /* a transaction's thread; -1: any */
+    struct pg_box *box;              /* PostgreSQL's; NULL for SQLite */
     bool sent, back;
     int worker;                      /* whose metrics series count it */
     long long sent_us;               /* when it was handed over (monotonic) */
@@ -51,6 +76,8 @@ struct db_tx {
     struct tycho_sqlite_owner *owner;
     char *path;                      /* owned */
     int thread;
+    struct pg_box *box;              /* PostgreSQL's; NULL for SQLite */
+    void *pin;                       /* PostgreSQL: the connection it holds */
     bool open;
 };
 
@@ -76,7 +103,7 @@ static int raise(lua_State *L, const char *fmt, ...)
  * Counts a statement in the metrics: by database (its file) and result, and
  * its time. The owner's (worker's) thread, as every series' writer is.
  */
-static void count_query(const struct db_call *call, const struct tycho_sqlite_job *j)
+static void count_query(const struct db_call *call, const struct tycho_sql_job *j)
 {
     char key[TYCHO_METRIC_KEY_BYTES];
     size_t len = strlen(j->path);
@@ -96,7 +123,7 @@ static void count_query(const struct db_call *call, const struct tycho_sqlite_jo
                              (double)(tycho_now_us() - call->sent_us) / 1e6);
 }
 
-static void on_back(struct tycho_sqlite_job *j)
+static void on_back(struct tycho_sql_job *j)
 {
     struct db_call *call = j->arg;
 
@@ -105,12 +132,33 @@ static void on_back(struct tycho_sqlite_job *j)
     tycho_task_wake(&call->w);
 }
 
+/* Makes the box's pool on its worker's loop at the first statement; NULL with err. */
+static struct tycho_pg *pg_of(struct pg_box *box, char *err)
+{
+    if (!box->pg)
+        box->pg = tycho_pg_new(box->url, box->name, &box->o, box->vm->base, box->vm->worker_id,
+                               err);
+    return box->pg;
+}
+
 static void wait_start(struct tycho_wait *w)
 {
     struct db_call *call = (struct db_call *)w;
+    struct tycho_pg *pg;
 
     call->sent = true;
     call->sent_us = tycho_now_us();
+    if (call->box) {
+        if ((pg = pg_of(call->box, call->job->err))) {
+            tycho_pg_send(pg, call->job, on_back, call);
+            return;
+        }
+        call->job->rc = TYCHO_ERR;
+        call->job->code = "08001";
+        call->back = true;
+        tycho_task_wake(w);
+        return;
+    }
     if ((call->thread < 0 ? tycho_sqlite_send(call->job, on_back, call)
                           : tycho_sqlite_send_to(call->job, call->thread, on_back, call)) ==
         TYCHO_OK)
@@ -128,7 +176,9 @@ static void wait_cancel(struct tycho_wait *w)
     struct db_call *call = (struct db_call *)w;
 
     if (call->back)
-        tycho_sqlite_job_free(call->job);
+        tycho_sql_job_free(call->job);
+    else if (call->box)
+        tycho_pg_cancel(call->job);
     else
         tycho_sqlite_cancel(call->job);
     call->job = NULL;
@@ -138,10 +188,12 @@ static int call_gc(lua_State *L)
 {
     struct db_call *call = luaL_checkudata(L, 1, CALL_MT);
 
-    if (call->job && call->sent && !call->back)
+    if (call->job && call->sent && !call->back && call->box)
+        tycho_pg_cancel(call->job);       /* freed when it comes back */
+    else if (call->job && call->sent && !call->back)
         tycho_sqlite_cancel(call->job);   /* freed when it comes back */
     else
-        tycho_sqlite_job_free(call->job);
+        tycho_sql_job_free(call->job);
     call->job = NULL;
     return 0;
 }
@@ -156,7 +208,7 @@ static void to_value(lua_State *L, int idx, int n, const char *fn, struct tycho_
     if (type == LUA_TNIL || (type == LUA_TLIGHTUSERDATA && !lua_touserdata(L, idx))) {
         v->type = TYCHO_SQL_NULL;
     } else if (type == LUA_TBOOLEAN) {
-        v->type = TYCHO_SQL_INT;
+        v->type = TYCHO_SQL_BOOL;         /* SQLite stores 1 or 0 */
         v->i = lua_toboolean(L, idx);
     } else if (type == LUA_TNUMBER) {
         double d = lua_tonumber(L, idx);
@@ -184,11 +236,11 @@ static void to_value(lua_State *L, int idx, int n, const char *fn, struct tycho_
 }
 
 /*
- * Pushes a call for sql (the string at sql_idx) on path, with the values from
- * sql_idx + 1 on; thread: a transaction's, or -1. Raises on misuse.
+ * Pushes a call for sql (the string at sql_idx) to `to`, with the values
+ * from sql_idx + 1 on. Raises on misuse.
  */
-static struct db_call *push_call(lua_State *L, const char *fn, const char *path, int sql_idx,
-                                 int thread)
+static struct db_call *push_call(lua_State *L, const char *fn, const struct db_target *to,
+                                 int sql_idx)
 {
     size_t sql_len;
     const char *sql = lua_type(L, sql_idx) == LUA_TSTRING ? lua_tolstring(L, sql_idx, &sql_len)
@@ -204,27 +256,44 @@ static struct db_call *push_call(lua_State *L, const char *fn, const char *path,
         raise(L, "%s: the SQL must be a string, got %s", fn, luaL_typename(L, sql_idx));
     call = lua_newuserdata(L, sizeof(*call));
     memset(call, 0, sizeof(*call));
-    call->thread = thread;
+    call->thread = to->thread;
+    call->box = to->box;
     call->worker = tycho_vm_of(L)->worker_id;
     luaL_getmetatable(L, CALL_MT);
     lua_setmetatable(L, -2);          /* from here on __gc frees what the call holds */
     call->w.start = wait_start;
     call->w.cancel = wait_cancel;
-    call->job = tycho_sqlite_job_new(tycho_vm_of(L)->sqlite, path, sql, sql_len,
+    call->job = tycho_sqlite_job_new(tycho_vm_of(L)->sqlite, to->path, sql, sql_len,
                                      (unsigned)nvalues);
     if (!call->job)
         raise(L, "%s: out of memory", fn);
+    call->job->pin = to->pin;
     for (int i = 0; i < nvalues; i++)
         to_value(L, sql_idx + 1 + i, i + 1, fn, &call->job->params[i]);
     return call;
+}
+
+static struct db_target db_target(const struct db_handle *db)
+{
+    struct db_target to = {db->path, db->box, -1, NULL};
+
+    return to;
+}
+
+static struct db_target tx_target(const struct db_tx *tx)
+{
+    struct db_target to = {tx->path, tx->box, tx->thread, tx->pin};
+
+    return to;
 }
 
 /* new_job(db, fn, sql, ...) -> call: checks the place and the arguments, copies them. */
 static int new_job(lua_State *L)
 {
     struct db_handle *db = luaL_checkudata(L, 1, DB_MT);
+    struct db_target to = db_target(db);
 
-    push_call(L, luaL_checkstring(L, 2), db->path, 3, -1);
+    push_call(L, luaL_checkstring(L, 2), &to, 3);
     return 1;
 }
 
@@ -234,11 +303,13 @@ static int script_job(lua_State *L)
     struct db_tx *tx = luaL_testudata(L, 1, TX_MT);
     struct db_handle *db = tx ? NULL : luaL_checkudata(L, 1, DB_MT);
     const char *fn = luaL_checkstring(L, 2);
+    struct db_target to;
 
     if (tx && !tx->open)
         return raise(L, "%s: the transaction has ended", fn);
+    to = tx ? tx_target(tx) : db_target(db);
     lua_settop(L, 3);
-    push_call(L, fn, tx ? tx->path : db->path, 3, tx ? tx->thread : -1)->job->script = true;
+    push_call(L, fn, &to, 3)->job->script = true;
     return 1;
 }
 
@@ -247,21 +318,29 @@ static int tx_job(lua_State *L)
 {
     struct db_tx *tx = luaL_checkudata(L, 1, TX_MT);
     const char *fn = luaL_checkstring(L, 2);
+    struct db_target to = tx_target(tx);
 
     if (!tx->open)
         return raise(L, "%s: the transaction has ended", fn);
-    push_call(L, fn, tx->path, 3, tx->thread);
+    push_call(L, fn, &to, 3);
     return 1;
 }
 
-/* begin(db) -> call: BEGIN IMMEDIATE on a thread it then holds (the write lock at once). */
+/*
+ * begin(db) -> call: BEGIN on a thread or connection it then holds; SQLite's
+ * BEGIN IMMEDIATE takes the write lock at once.
+ */
 static int tx_begin(lua_State *L)
 {
     struct db_handle *db = luaL_checkudata(L, 1, DB_MT);
+    struct db_target to = db_target(db);
 
     lua_settop(L, 1);
-    lua_pushliteral(L, "BEGIN IMMEDIATE");
-    push_call(L, "db:transaction", db->path, 2, -1)->job->begins = true;
+    if (db->box)
+        lua_pushliteral(L, "BEGIN");
+    else
+        lua_pushliteral(L, "BEGIN IMMEDIATE");
+    push_call(L, "db:transaction", &to, 2)->job->begins = true;
     return 1;
 }
 
@@ -270,6 +349,11 @@ static void tx_abandon(struct tycho_defer *d)
 {
     struct db_tx *tx = (struct db_tx *)d;
 
+    if (tx->open && tx->box) {
+        tycho_pg_abandon(tx->pin);    /* closed: PostgreSQL rolls it back */
+        tx->open = false;
+        return;
+    }
     if (tx->open && tycho_sqlite_abandon(tx->owner, tx->path, tx->thread) < 0)
         tycho_log_error("tycho.db: out of memory rolling back an abandoned transaction: its "
                         "database thread stays held");
@@ -277,7 +361,7 @@ static void tx_abandon(struct tycho_defer *d)
 }
 
 /* The job of a call that is back; raises (misuse of the helpers) otherwise. */
-static struct tycho_sqlite_job *back_job(lua_State *L, struct db_call *call)
+static struct tycho_sql_job *back_job(lua_State *L, struct db_call *call)
 {
     if (!call->job || !call->back)
         luaL_error(L, "tycho.db: no result to read");
@@ -285,7 +369,7 @@ static struct tycho_sqlite_job *back_job(lua_State *L, struct db_call *call)
 }
 
 /* Pushes nil, message, code for a job that failed; returns 3. */
-static int push_failure(lua_State *L, const struct tycho_sqlite_job *j)
+static int push_failure(lua_State *L, const struct tycho_sql_job *j)
 {
     lua_pushnil(L);
     lua_pushstring(L, j->err);
@@ -297,7 +381,7 @@ static int push_failure(lua_State *L, const struct tycho_sqlite_job *j)
 static int tx_open(lua_State *L)
 {
     struct db_call *call = luaL_checkudata(L, 1, CALL_MT);
-    struct tycho_sqlite_job *j = back_job(L, call);
+    struct tycho_sql_job *j = back_job(L, call);
     struct db_tx *tx;
 
     if (j->rc != TYCHO_OK)
@@ -306,6 +390,8 @@ static int tx_open(lua_State *L)
     memset(tx, 0, sizeof(*tx));
     tx->owner = j->owner;
     tx->thread = j->thread;
+    tx->box = call->box;
+    tx->pin = j->pin;
     tx->defer.fn = tx_abandon;
     luaL_getmetatable(L, TX_MT);
     lua_setmetatable(L, -2);
@@ -313,7 +399,7 @@ static int tx_open(lua_State *L)
     j->path = NULL;
     tx->open = true;
     tycho_task_defer(L, &tx->defer);
-    tycho_sqlite_job_free(j);
+    tycho_sql_job_free(j);
     call->job = NULL;
     return 1;
 }
@@ -323,12 +409,13 @@ static int tx_end(lua_State *L)
 {
     struct db_tx *tx = luaL_checkudata(L, 1, TX_MT);
     bool commit = lua_toboolean(L, 2);
+    struct db_target to = tx_target(tx);
 
     if (!tx->open)
         return luaL_error(L, "db:transaction: the transaction has ended");
     lua_settop(L, 1);
     lua_pushstring(L, commit ? "COMMIT" : "ROLLBACK");
-    push_call(L, "db:transaction", tx->path, 2, tx->thread)->job->ends = true;
+    push_call(L, "db:transaction", &to, 2)->job->ends = true;
     tycho_task_undefer(L, &tx->defer);  /* the end is on its way: nothing left to roll back */
     tx->open = false;
     return 1;
@@ -376,6 +463,9 @@ static void push_value(lua_State *L, const struct tycho_sql_value *v)
     case TYCHO_SQL_INT:
         push_int(L, v->i);
         break;
+    case TYCHO_SQL_BOOL:
+        lua_pushboolean(L, (int)v->i);
+        break;
     case TYCHO_SQL_FLOAT:
         lua_pushnumber(L, v->d);
         break;
@@ -387,7 +477,7 @@ static void push_value(lua_State *L, const struct tycho_sql_value *v)
 }
 
 /* The rows: an array of tables keyed by column name. */
-static void push_rows(lua_State *L, const struct tycho_sqlite_job *j)
+static void push_rows(lua_State *L, const struct tycho_sql_job *j)
 {
     lua_createtable(L, (int)j->nrows, 0);
     for (size_t r = 0; r < j->nrows; r++) {
@@ -405,7 +495,7 @@ static int job_result(lua_State *L)
 {
     struct db_call *call = luaL_checkudata(L, 1, CALL_MT);
     bool exec = lua_toboolean(L, 2);
-    struct tycho_sqlite_job *j = back_job(L, call);
+    struct tycho_sql_job *j = back_job(L, call);
     int n = 1;
 
     if (j->rc != TYCHO_OK) {
@@ -414,12 +504,14 @@ static int job_result(lua_State *L)
         lua_createtable(L, 0, 2);
         push_int(L, j->changes);
         lua_setfield(L, -2, "changes");
-        push_int(L, j->last_id);
-        lua_setfield(L, -2, "last_id");
+        if (!j->no_last_id) {
+            push_int(L, j->last_id);
+            lua_setfield(L, -2, "last_id");
+        }
     } else {
         push_rows(L, j);
     }
-    tycho_sqlite_job_free(j);
+    tycho_sql_job_free(j);
     call->job = NULL;
     return n;
 }
@@ -468,7 +560,135 @@ static void make_parents(char *path)
     }
 }
 
-/* tycho.db.open("sqlite:PATH") -> db: PATH relative to the app directory unless absolute. */
+/* Reads number field `key` of the options table at idx into *v, within [min, max]. */
+static void opt_number(lua_State *L, int idx, const char *fn, const char *key, double min,
+                       double max, double *v)
+{
+    lua_getfield(L, idx, key);
+    if (!lua_isnil(L, -1)) {
+        if (lua_type(L, -1) != LUA_TNUMBER || !(lua_tonumber(L, -1) >= min) ||
+            !(lua_tonumber(L, -1) <= max))
+            luaL_error(L, "%s: option %s must be a number from %g to %g", fn, key, min, max);
+        *v = lua_tonumber(L, -1);
+    }
+    lua_pop(L, 1);
+}
+
+static void opt_count(lua_State *L, int idx, const char *fn, const char *key, double min,
+                      double max, unsigned *v)
+{
+    double d = *v;
+
+    opt_number(L, idx, fn, key, min, max, &d);
+    if (d != floor(d))
+        luaL_error(L, "%s: option %s must be a whole number", fn, key);
+    *v = (unsigned)d;
+}
+
+void tycho_bind_pool_opts(lua_State *L, int idx, const char *fn, struct tycho_connpool_opts *o)
+{
+    static const char *const known[] = {"pool", "max_waiting", "wait_timeout", "idle_timeout",
+                                        "max_lifetime", "connect_timeout", "timeout",
+                                        "max_failures", "cooldown", NULL};
+
+    tycho_connpool_opts_default(o);
+    if (lua_isnoneornil(L, idx))
+        return;
+    luaL_checktype(L, idx, LUA_TTABLE);
+    for (lua_pushnil(L); lua_next(L, idx); lua_pop(L, 1)) {
+        const char *key = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "";
+        int i = 0;
+        while (known[i] && strcmp(known[i], key) != 0)
+            i++;
+        if (!known[i])
+            luaL_error(L, "%s: unknown option %s", fn, lua_type(L, -2) == LUA_TSTRING
+                                                         ? key : luaL_typename(L, -2));
+    }
+    opt_count(L, idx, fn, "pool", 1, 10000, &o->max_conns);
+    opt_count(L, idx, fn, "max_waiting", 0, 1000000, &o->max_waiting);
+    opt_number(L, idx, fn, "wait_timeout", 0, 86400, &o->wait_timeout);
+    opt_number(L, idx, fn, "idle_timeout", 0, 86400, &o->idle_timeout);
+    opt_number(L, idx, fn, "max_lifetime", 0, 31536000, &o->max_lifetime);
+    opt_number(L, idx, fn, "connect_timeout", 0.001, 86400, &o->connect_timeout);
+    opt_number(L, idx, fn, "timeout", 0.001, 86400, &o->timeout);
+    opt_count(L, idx, fn, "max_failures", 0, 1000000, &o->max_failures);
+    opt_number(L, idx, fn, "cooldown", 0, 86400, &o->cooldown);
+}
+
+void tycho_bind_redact(const char *url, char *out, size_t cap)
+{
+    const char *auth = strstr(url, "://");
+    const char *at, *colon;
+
+    snprintf(out, cap, "%s", url);
+    if (!auth)
+        return;
+    auth += 3;
+    at = strchr(auth, '@');
+    colon = strchr(auth, ':');
+    if (at && colon && colon < at && !memchr(auth, '/', (size_t)(at - auth)))
+        snprintf(out, cap, "%.*s%s", (int)(colon - url), url, at);
+}
+
+static int pgpool_gc(lua_State *L)
+{
+    struct pg_box *box = luaL_checkudata(L, 1, PGPOOL_MT);
+
+    tycho_pg_free(box->pg);           /* connections closed, statements in flight dropped */
+    box->pg = NULL;
+    return 0;
+}
+
+static const char pgpools_key = 0;  /* registry: url -> its pg_box, for the state's life */
+
+/* The box for url, made with the options at opts_idx if it is the first open of url. */
+static struct pg_box *pg_box_for(lua_State *L, const char *url, int opts_idx)
+{
+    struct pg_box *box;
+
+    lua_pushlightuserdata(L, (void *)&pgpools_key);
+    lua_rawget(L, LUA_REGISTRYINDEX);
+    lua_getfield(L, -1, url);
+    if ((box = luaL_testudata(L, -1, PGPOOL_MT))) {
+        lua_pop(L, 2);
+        return box;                   /* the first open's pool and options serve */
+    }
+    lua_pop(L, 1);
+    box = lua_newuserdata(L, sizeof(*box));
+    memset(box, 0, sizeof(*box));
+    tycho_bind_pool_opts(L, opts_idx, "tycho.db.open", &box->o);
+    box->vm = tycho_vm_of(L);
+    snprintf(box->url, sizeof(box->url), "%s", url);
+    tycho_bind_redact(url, box->name, sizeof(box->name));
+    luaL_getmetatable(L, PGPOOL_MT);
+    lua_setmetatable(L, -2);
+    lua_setfield(L, -2, url);
+    lua_pop(L, 1);
+    return box;
+}
+
+/* tycho.db.open("postgres://...", opts) -> db: nothing connects until the first statement. */
+static int pg_open(lua_State *L, const char *url, size_t len)
+{
+    struct db_handle *db;
+    struct pg_box *box;
+
+    if (len >= sizeof(box->url))
+        return luaL_error(L, "tycho.db.open: the URL is too long");
+    box = pg_box_for(L, url, 2);
+    db = lua_newuserdata(L, sizeof(*db));
+    db->box = box;
+    snprintf(db->path, sizeof(db->path), "%s", box->name);
+    luaL_getmetatable(L, DB_MT);
+    lua_setmetatable(L, -2);
+    remember(L, url);
+    return 1;
+}
+
+/*
+ * tycho.db.open("sqlite:PATH") -> db: PATH relative to the app directory
+ * unless absolute; or a PostgreSQL URL (pg_open).
+ */
 static int db_open(lua_State *L)
 {
     size_t len;
@@ -477,13 +697,22 @@ static int db_open(lua_State *L)
     struct db_handle *db;
     int n;
 
-    if (strncmp(url, "sqlite:", 7) != 0 || len == 7 || memchr(url, '\0', len))
-        return luaL_error(L, "tycho.db.open: expected \"sqlite:PATH\", got \"%s\" (PostgreSQL "
-                             "is not supported yet)", url);
+    lua_settop(L, 2);                 /* the options at 2, even when not given */
+    if (memchr(url, '\0', len))
+        return luaL_error(L, "tycho.db.open: the URL holds a NUL byte");
+    if (strncmp(url, "postgres://", 11) == 0 || strncmp(url, "postgresql://", 13) == 0)
+        return pg_open(L, url, len);
+    if (strncmp(url, "sqlite:", 7) != 0 || len == 7)
+        return luaL_error(L, "tycho.db.open: expected \"sqlite:PATH\" or \"postgres://...\", "
+                             "got \"%s\"", url);
+    if (!lua_isnoneornil(L, 2))
+        return luaL_error(L, "tycho.db.open: options are for PostgreSQL's pool; SQLite takes "
+                             "none (see --db-threads)");
     if (strcmp(url + 7, ":memory:") == 0)
         return luaL_error(L, "tycho.db.open: sqlite::memory: is not supported (each database "
                              "thread would have its own); use a file");
     db = lua_newuserdata(L, sizeof(*db));
+    db->box = NULL;
     if (url[7] == '/' || !dir)
         n = snprintf(db->path, sizeof(db->path), "%s", url + 7);
     else
@@ -502,7 +731,10 @@ static int db_tostring(lua_State *L)
 {
     struct db_handle *db = luaL_checkudata(L, 1, DB_MT);
 
-    lua_pushfstring(L, "tycho.db (sqlite:%s)", db->path);
+    if (db->box)
+        lua_pushfstring(L, "tycho.db (%s)", db->path);
+    else
+        lua_pushfstring(L, "tycho.db (sqlite:%s)", db->path);
     return 1;
 }
 
@@ -583,6 +815,13 @@ void tycho_bind_db(lua_State *L)
     lua_pushlightuserdata(L, (void *)&opened_key);
     lua_newtable(L);
     lua_rawset(L, LUA_REGISTRYINDEX);
+    lua_pushlightuserdata(L, (void *)&pgpools_key);
+    lua_newtable(L);
+    lua_rawset(L, LUA_REGISTRYINDEX);
+    luaL_newmetatable(L, PGPOOL_MT);
+    lua_pushcfunction(L, pgpool_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pop(L, 1);
     luaL_newmetatable(L, CALL_MT);
     lua_pushcfunction(L, call_gc);
     lua_setfield(L, -2, "__gc");

@@ -141,6 +141,7 @@ static int setup_state(lua_State *L)
     tycho_bind_http(L);
     tycho_bind_metrics(L);
     tycho_bind_db(L);
+    tycho_bind_redis(L);
     if (luaL_loadbuffer(L, tycho_prelude_lua, sizeof(tycho_prelude_lua) - 1, "=tycho.prelude"))
         return lua_error(L);
     lua_pushvalue(L, -2);             /* app */

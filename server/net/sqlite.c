@@ -48,14 +48,14 @@ struct db_thread {
     int index;
     struct conn conns[CONNS_PER_THREAD];
     unsigned long jobs;
-    struct tycho_sqlite_job *own_head, *own_tail; /* under pool.lock: its transaction's jobs */
+    struct tycho_sql_job *own_head, *own_tail; /* under pool.lock: its transaction's jobs */
     bool pinned;                      /* under pool.lock: a transaction holds it */
 };
 
 static struct {
     pthread_mutex_t lock;
     pthread_cond_t work;
-    struct tycho_sqlite_job *head, *tail; /* under lock: jobs waiting for a thread */
+    struct tycho_sql_job *head, *tail; /* under lock: jobs waiting for a thread */
     bool stopping;
     unsigned nthreads;
     unsigned pinned;                  /* threads a transaction holds */
@@ -98,7 +98,7 @@ static const char *code_name(int code)
     return "SQLITE_ERROR";
 }
 
-static void fail(struct tycho_sqlite_job *j, int code, const char *msg)
+static void fail(struct tycho_sql_job *j, int code, const char *msg)
 {
     j->rc = TYCHO_ERR;
     j->code = code_name(code);
@@ -128,7 +128,7 @@ static int conn_setup(sqlite3 *db)
 }
 
 /* The thread's connection to j's database, opened if need be; NULL with j failed. */
-static struct conn *conn_for(struct db_thread *t, struct tycho_sqlite_job *j)
+static struct conn *conn_for(struct db_thread *t, struct tycho_sql_job *j)
 {
     struct conn *c = NULL, *oldest = &t->conns[0];
     int rc;
@@ -195,6 +195,7 @@ static int bind_value(sqlite3_stmt *st, int i, const struct tycho_sql_value *v)
     case TYCHO_SQL_NULL:
         return sqlite3_bind_null(st, i);
     case TYCHO_SQL_INT:
+    case TYCHO_SQL_BOOL:
         return sqlite3_bind_int64(st, i, v->i);
     case TYCHO_SQL_FLOAT:
         return sqlite3_bind_double(st, i, v->d);
@@ -207,7 +208,7 @@ static int bind_value(sqlite3_stmt *st, int i, const struct tycho_sql_value *v)
 }
 
 /* Binds j's values to st's parameters; TYCHO_ERR with j failed on a mismatch. */
-static int bind_params(sqlite3_stmt *st, struct tycho_sqlite_job *j)
+static int bind_params(sqlite3_stmt *st, struct tycho_sql_job *j)
 {
     int n = sqlite3_bind_parameter_count(st);
     unsigned most = 0;
@@ -265,7 +266,7 @@ static int copy_cell(sqlite3_stmt *st, int c, struct tycho_sql_value *v)
 }
 
 /* Appends st's current row to j's cells. */
-static int copy_row(sqlite3_stmt *st, struct tycho_sqlite_job *j, size_t *cap)
+static int copy_row(sqlite3_stmt *st, struct tycho_sql_job *j, size_t *cap)
 {
     if ((j->nrows + 1) * j->ncols > *cap) {
         size_t want = *cap ? *cap * 2 : (size_t)j->ncols * 8;
@@ -285,7 +286,7 @@ static int copy_row(sqlite3_stmt *st, struct tycho_sqlite_job *j, size_t *cap)
     return TYCHO_OK;
 }
 
-static int copy_columns(sqlite3_stmt *st, struct tycho_sqlite_job *j)
+static int copy_columns(sqlite3_stmt *st, struct tycho_sql_job *j)
 {
     j->ncols = (unsigned)sqlite3_column_count(st);
     if (j->ncols == 0)
@@ -309,7 +310,7 @@ static bool only_blank(const char *tail)
     return true;
 }
 
-static void step_all(sqlite3 *db, sqlite3_stmt *st, struct tycho_sqlite_job *j)
+static void step_all(sqlite3 *db, sqlite3_stmt *st, struct tycho_sql_job *j)
 {
     size_t cap = 0;
     int rc = sqlite3_step(st);
@@ -335,7 +336,7 @@ static void step_all(sqlite3 *db, sqlite3_stmt *st, struct tycho_sqlite_job *j)
     j->last_id = sqlite3_last_insert_rowid(db);
 }
 
-static void run_statement(struct db_thread *t, struct tycho_sqlite_job *j, struct conn *c);
+static void run_statement(struct db_thread *t, struct tycho_sql_job *j, struct conn *c);
 
 /* Pins or unpins t (under pool.lock). */
 static void set_pinned(struct db_thread *t, bool pinned)
@@ -361,7 +362,7 @@ static void roll_back(sqlite3 *db)
  * thread (unless its owner gave up meanwhile: rolled back at once); an end
  * unpins it, rolling back what a failed COMMIT left open.
  */
-static void run_job(struct db_thread *t, struct tycho_sqlite_job *j)
+static void run_job(struct db_thread *t, struct tycho_sql_job *j)
 {
     struct conn *c;
     sqlite3 *db;
@@ -418,7 +419,7 @@ static bool keep(struct db_thread *t, struct conn *c, const char *sql, sqlite3_s
     return true;
 }
 
-static void run_statement(struct db_thread *t, struct tycho_sqlite_job *j, struct conn *c)
+static void run_statement(struct db_thread *t, struct tycho_sql_job *j, struct conn *c)
 {
     sqlite3 *db = c->db;
     sqlite3_stmt *st = NULL;
@@ -464,7 +465,7 @@ static void run_statement(struct db_thread *t, struct tycho_sqlite_job *j, struc
 /* ---- the threads ----------------------------------------------------------------- */
 
 /* Gives j back to its owner, and counts it out. */
-static void hand_back(struct tycho_sqlite_job *j)
+static void hand_back(struct tycho_sql_job *j)
 {
     struct tycho_sqlite_owner *o = j->owner;
 
@@ -483,10 +484,10 @@ static unsigned max_pinned(void)
 }
 
 /* Unlinks j from the list head/tail, where prev is the job before it (NULL: first). */
-static void unlink_job(struct tycho_sqlite_job **head, struct tycho_sqlite_job **tail,
-                       struct tycho_sqlite_job *prev, struct tycho_sqlite_job *j)
+static void unlink_job(struct tycho_sql_job **head, struct tycho_sql_job **tail,
+                       struct tycho_sql_job *prev, struct tycho_sql_job *j)
 {
-    struct tycho_sqlite_job *next = (struct tycho_sqlite_job *)(void *)j->msg.next;
+    struct tycho_sql_job *next = (struct tycho_sql_job *)(void *)j->msg.next;
 
     if (prev)
         prev->msg.next = j->msg.next;
@@ -501,9 +502,9 @@ static void unlink_job(struct tycho_sqlite_job **head, struct tycho_sqlite_job *
  * when no transaction holds t, the first shared job it may take (a BEGIN
  * only while fewer than max_pinned threads are held). NULL: none now.
  */
-static struct tycho_sqlite_job *next_job(struct db_thread *t)
+static struct tycho_sql_job *next_job(struct db_thread *t)
 {
-    struct tycho_sqlite_job *j, *prev = NULL;
+    struct tycho_sql_job *j, *prev = NULL;
 
     if ((j = t->own_head)) {
         unlink_job(&t->own_head, &t->own_tail, NULL, j);
@@ -511,7 +512,7 @@ static struct tycho_sqlite_job *next_job(struct db_thread *t)
     }
     if (t->pinned)
         return NULL;
-    for (j = pool.head; j; prev = j, j = (struct tycho_sqlite_job *)(void *)j->msg.next)
+    for (j = pool.head; j; prev = j, j = (struct tycho_sql_job *)(void *)j->msg.next)
         if (!j->begins || pool.pinned < max_pinned()) {
             unlink_job(&pool.head, &pool.tail, prev, j);
             return j;
@@ -524,7 +525,7 @@ static void *thread_main(void *arg)
     struct db_thread *t = arg;
 
     for (;;) {
-        struct tycho_sqlite_job *j;
+        struct tycho_sql_job *j;
         pthread_mutex_lock(&pool.lock);
         while (!(j = next_job(t)) && !pool.stopping)
             pthread_cond_wait(&pool.work, &pool.lock);
@@ -604,7 +605,7 @@ static void on_back(struct tycho_msg *list, void *arg)
 
     (void)arg;
     for (m = list; m; m = next) {
-        struct tycho_sqlite_job *j = (struct tycho_sqlite_job *)(void *)m;
+        struct tycho_sql_job *j = (struct tycho_sql_job *)(void *)m;
         next = m->next;
         assert(m->type == TYCHO_MSG_WORK_DONE);
         if (!atomic_load(&j->cancelled)) {
@@ -614,7 +615,7 @@ static void on_back(struct tycho_msg *list, void *arg)
         /* A BEGIN given up on after the thread took it: its transaction is rolled back. */
         if (j->begins && j->rc == TYCHO_OK && !j->rolled_back)
             tycho_sqlite_abandon(j->owner, j->path, j->thread);
-        tycho_sqlite_job_free(j);
+        tycho_sql_job_free(j);
     }
 }
 
@@ -659,33 +660,22 @@ void tycho_sqlite_owner_free(struct tycho_sqlite_owner *o)
     free(o);
 }
 
-struct tycho_sqlite_job *tycho_sqlite_job_new(struct tycho_sqlite_owner *o, const char *path,
+struct tycho_sql_job *tycho_sqlite_job_new(struct tycho_sqlite_owner *o, const char *path,
                                               const char *sql, size_t sql_len, unsigned nparams)
 {
-    struct tycho_sqlite_job *j = calloc(1, sizeof(*j));
+    struct tycho_sql_job *j = tycho_sql_job_new(path, sql, sql_len, nparams);
 
-    if (!j)
-        return NULL;
-    j->owner = o;
-    j->path = strdup(path);
-    j->sql = malloc(sql_len + 1);
-    j->params = nparams ? calloc(nparams, sizeof(*j->params)) : NULL;
-    j->nparams = nparams;
-    if (!j->path || !j->sql || (nparams && !j->params)) {
-        tycho_sqlite_job_free(j);
-        return NULL;
-    }
-    memcpy(j->sql, sql, sql_len);
-    j->sql[sql_len] = '\0';
+    if (j)
+        j->owner = o;
     return j;
 }
 
 /* Queues j for any thread (thread < 0) or for one; TYCHO_ERR: not attached, no such thread. */
-static int queue_job(struct tycho_sqlite_job *j, int thread, tycho_sqlite_done_fn *done,
+static int queue_job(struct tycho_sql_job *j, int thread, tycho_sql_done_fn *done,
                      void *arg)
 {
     struct tycho_sqlite_owner *o = j->owner;
-    struct tycho_sqlite_job **head, **tail;
+    struct tycho_sql_job **head, **tail;
 
     if (!o->attached)
         return TYCHO_ERR;
@@ -712,12 +702,12 @@ static int queue_job(struct tycho_sqlite_job *j, int thread, tycho_sqlite_done_f
     return TYCHO_OK;
 }
 
-int tycho_sqlite_send(struct tycho_sqlite_job *j, tycho_sqlite_done_fn *done, void *arg)
+int tycho_sqlite_send(struct tycho_sql_job *j, tycho_sql_done_fn *done, void *arg)
 {
     return queue_job(j, -1, done, arg);
 }
 
-int tycho_sqlite_send_to(struct tycho_sqlite_job *j, int thread, tycho_sqlite_done_fn *done,
+int tycho_sqlite_send_to(struct tycho_sql_job *j, int thread, tycho_sql_done_fn *done,
                          void *arg)
 {
     return queue_job(j, thread < 0 ? 0 : thread, done, arg);
@@ -725,38 +715,20 @@ int tycho_sqlite_send_to(struct tycho_sqlite_job *j, int thread, tycho_sqlite_do
 
 int tycho_sqlite_abandon(struct tycho_sqlite_owner *o, const char *path, int thread)
 {
-    struct tycho_sqlite_job *j = tycho_sqlite_job_new(o, path, "ROLLBACK", 8, 0);
+    struct tycho_sql_job *j = tycho_sqlite_job_new(o, path, "ROLLBACK", 8, 0);
 
     if (!j)
         return TYCHO_ERR;
     j->ends = true;
     atomic_store(&j->cancelled, true);  /* its result is dropped when it comes back */
     if (queue_job(j, thread, NULL, NULL) < 0) {   /* cancelled: done is never called */
-        tycho_sqlite_job_free(j);
+        tycho_sql_job_free(j);
         return TYCHO_ERR;
     }
     return TYCHO_OK;
 }
 
-void tycho_sqlite_cancel(struct tycho_sqlite_job *j)
+void tycho_sqlite_cancel(struct tycho_sql_job *j)
 {
     atomic_store(&j->cancelled, true);
-}
-
-void tycho_sqlite_job_free(struct tycho_sqlite_job *j)
-{
-    if (!j)
-        return;
-    for (unsigned i = 0; i < j->nparams; i++)
-        free(j->params[i].s);
-    for (size_t i = 0; i < j->nrows * j->ncols; i++)
-        free(j->cells[i].s);
-    for (unsigned c = 0; j->cols && c < j->ncols; c++)
-        free(j->cols[c]);
-    free(j->cols);
-    free(j->cells);
-    free(j->params);
-    free(j->sql);
-    free(j->path);
-    free(j);
 }

@@ -27,6 +27,7 @@
 
 #include "core/mq.h"
 #include "core/tycho.h"
+#include "net/sql.h"
 
 struct event_base;
 
@@ -35,50 +36,6 @@ struct event_base;
 #define TYCHO_SQLITE_THREADS_MAX 64
 /* How long a statement waits for a lock another connection holds (SQLITE_BUSY after). */
 #define TYCHO_SQLITE_BUSY_MS 5000
-
-enum tycho_sql_type { TYCHO_SQL_NULL, TYCHO_SQL_INT, TYCHO_SQL_FLOAT, TYCHO_SQL_TEXT,
-                      TYCHO_SQL_BLOB };
-
-/* A parameter or a cell. text/blob bytes are owned by the job. */
-struct tycho_sql_value {
-    enum tycho_sql_type type;
-    long long i;
-    double d;
-    char *s;
-    size_t len;
-};
-
-struct tycho_sqlite_owner;
-struct tycho_sqlite_job;
-
-/* Called on the owner's thread when a job is back (not for a job cancelled first). */
-typedef void tycho_sqlite_done_fn(struct tycho_sqlite_job *j);
-
-struct tycho_sqlite_job {
-    struct tycho_msg msg;             /* first: how it goes back (TYCHO_MSG_WORK_DONE) */
-    struct tycho_sqlite_owner *owner;
-    char *path;                       /* owned: the database file */
-    char *sql;                        /* owned, NUL-terminated */
-    struct tycho_sql_value *params;   /* owned array */
-    unsigned nparams;
-    tycho_sqlite_done_fn *done;
-    void *arg;                        /* the owner side's */
-    _Atomic bool cancelled;           /* the owner gave up on it: freed on return */
-    bool script;                      /* sql is several statements, run in turn, no values */
-    bool begins;                      /* a transaction's BEGIN: pins the thread it runs on */
-    bool ends;                        /* its COMMIT or ROLLBACK: unpins the thread */
-    int thread;                       /* the thread that ran it (where a transaction goes on) */
-    bool rolled_back;                 /* begins, but given up on: the thread rolled it back */
-    /* The result, filled on the database thread. */
-    int rc;                           /* TYCHO_OK, or TYCHO_ERR with err and code */
-    char err[TYCHO_ERR_LEN];          /* SQLite's message */
-    const char *code;                 /* static: the extended result code's name */
-    long long changes, last_id;       /* rows changed by the statement, the last rowid */
-    unsigned ncols;
-    char **cols;                      /* owned: column names */
-    struct tycho_sql_value *cells;    /* owned: nrows * ncols, row by row */
-    size_t nrows;
-};
 
 /*
  * Where "sqlite:PATH" with a relative PATH goes: NULL for the app directory
@@ -107,7 +64,7 @@ int tycho_sqlite_owner_attach(struct tycho_sqlite_owner *o, struct event_base *b
 void tycho_sqlite_owner_free(struct tycho_sqlite_owner *o);
 
 /* A job for path and sql (copied), with room for nparams parameters. NULL: out of memory. */
-struct tycho_sqlite_job *tycho_sqlite_job_new(struct tycho_sqlite_owner *o, const char *path,
+struct tycho_sql_job *tycho_sqlite_job_new(struct tycho_sqlite_owner *o, const char *path,
                                               const char *sql, size_t sql_len, unsigned nparams);
 
 /*
@@ -115,13 +72,13 @@ struct tycho_sqlite_job *tycho_sqlite_job_new(struct tycho_sqlite_owner *o, cons
  * it is back. TYCHO_ERR when the owner is not attached or no thread runs (j
  * still the caller's).
  */
-int tycho_sqlite_send(struct tycho_sqlite_job *j, tycho_sqlite_done_fn *done, void *arg);
+int tycho_sqlite_send(struct tycho_sql_job *j, tycho_sql_done_fn *done, void *arg);
 
 /*
  * Hands j to database thread `thread` (a transaction's), which is pinned to
  * it. Otherwise as tycho_sqlite_send.
  */
-int tycho_sqlite_send_to(struct tycho_sqlite_job *j, int thread, tycho_sqlite_done_fn *done,
+int tycho_sqlite_send_to(struct tycho_sql_job *j, int thread, tycho_sql_done_fn *done,
                          void *arg);
 
 /*
@@ -133,9 +90,7 @@ int tycho_sqlite_send_to(struct tycho_sqlite_job *j, int thread, tycho_sqlite_do
 int tycho_sqlite_abandon(struct tycho_sqlite_owner *o, const char *path, int thread);
 
 /* The owner gives up on j (sent, not back yet): it is freed when it comes back. */
-void tycho_sqlite_cancel(struct tycho_sqlite_job *j);
+void tycho_sqlite_cancel(struct tycho_sql_job *j);
 
-/* Frees j and what it owns (a job that was never sent, or is back). NULL is a no-op. */
-void tycho_sqlite_job_free(struct tycho_sqlite_job *j);
 
 #endif

@@ -22,7 +22,9 @@
 # Any other word after `lua` is a failure. Prefer whole, runnable examples to fragments.
 # The requests run with TYCHO_UPSTREAM=127.0.0.1:PORT in the environment: a backend
 # serving the example app in scripts/ (its GET /plaintext answers "Hello, World!"),
-# started here on 127.0.0.1 with --port 0 and stopped by its PID. Every run is bounded
+# started here on 127.0.0.1 with --port 0 and stopped by its PID; and with DATABASE_URL
+# and REDIS_URL naming a PostgreSQL database and a Redis server started for the run
+# ($DOC_SERVERS, below). Every run is bounded
 # in time. Failures print `FAIL FILE:LINE: ...` with what was expected and what came.
 # Ends with the summary line `N passed, M failed`.
 tycho=${1:-./tycho}
@@ -30,11 +32,14 @@ top=${2:-.}
 case $tycho in /*) ;; *) tycho=$(pwd)/$tycho ;; esac
 work=$(mktemp -d)
 backend_pid=
+servers_pid=
 passed=0
 failed=0
 
 cleanup() {
     [ -n "$backend_pid" ] && kill "$backend_pid" 2>/dev/null
+    # Closing its stdin stops the database servers; it waits for them (bounded by servers.h).
+    [ -n "$servers_pid" ] && { exec 9>&-; wait "$servers_pid"; }
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -65,6 +70,34 @@ done
 if [ -n "$port" ]; then pass; else fail "the backend did not start in 10 s:"; show "$work/backend.log"; fi
 TYCHO_UPSTREAM=127.0.0.1:$port
 export TYCHO_UPSTREAM
+
+# PostgreSQL and Redis for the examples that use them: $DOC_SERVERS is tests/docs/servers.c's
+# program (`make test` builds it and sets this). It starts both and writes their URLs, here
+# put in DATABASE_URL and REDIS_URL; it stops them when its stdin (fd 9 here) closes.
+if [ -n "$DOC_SERVERS" ] && [ -x "$DOC_SERVERS" ]; then
+    mkfifo "$work/hold"
+    "$DOC_SERVERS" <"$work/hold" >"$work/servers.out" 2>"$work/servers.err" &
+    servers_pid=$!
+    exec 9>"$work/hold"
+    i=0
+    while [ $i -lt 600 ] && ! grep -q '^ready$' "$work/servers.out" &&
+        kill -0 "$servers_pid" 2>/dev/null; do
+        sleep 0.1
+        i=$((i + 1))
+    done
+    if grep -q '^ready$' "$work/servers.out"; then
+        DATABASE_URL=$(sed -n 's/^DATABASE_URL=//p' "$work/servers.out")
+        REDIS_URL=$(sed -n 's/^REDIS_URL=//p' "$work/servers.out")
+        export DATABASE_URL REDIS_URL
+        pass
+    else
+        fail "PostgreSQL and Redis for the examples did not start in 60 s:"
+        show "$work/servers.out"
+        show "$work/servers.err"
+    fi
+else
+    fail "no PostgreSQL and Redis for the examples: DOC_SERVERS names no program (make test sets it)"
+fi
 
 # Split the docs into blocks: $work/b/N holds block N, $work/index a line per block:
 # N FILE LINE INFO (INFO: the words after `lua`, or "-" for none).
