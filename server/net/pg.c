@@ -36,6 +36,19 @@
 
 enum phase { PHASE_START, PHASE_LOOKUP, PHASE_CONNECT, PHASE_READY };
 
+/*
+ * Statements kept prepared on a connection, at most: the first STMT_CACHE
+ * distinct SQL texts it runs (with values as $N, a handful per app). Others
+ * run unnamed, parsed each time.
+ */
+#define STMT_CACHE 64
+
+/* A statement prepared on a connection: its SQL text and its server-side name. */
+struct pg_stmt {
+    char *sql;                       /* owned */
+    char name[24];                   /* t1, t2, ...: never reused on a connection */
+};
+
 struct pg_conn;
 
 /* A job on its way: waiting for a connection, then on one. */
@@ -46,6 +59,7 @@ struct pg_req {
     struct pg_conn *conn;            /* once it has one */
     tycho_sql_done_fn *done;
     bool cancelled;                  /* freed when back, never told */
+    bool retried;                    /* sent again once, its prepared statement outdated */
 };
 
 struct pg_conn {
@@ -63,6 +77,11 @@ struct pg_conn {
     bool pinned;                     /* a transaction holds it */
     bool broken;                     /* lost or timed out: closed when let go */
     bool doomed;                     /* its transaction was abandoned: closed when free */
+    struct pg_stmt stmts[STMT_CACHE];
+    unsigned nstmts;
+    unsigned long serial;            /* the last statement name's number */
+    struct pg_stmt *preparing;       /* the statement being prepared for req, or NULL */
+    struct pg_stmt *running;         /* the prepared statement req runs, or NULL */
 };
 
 struct tycho_pg {
@@ -158,6 +177,8 @@ static void conn_close(struct tycho_pconn *pc)
     PQclear(c->result);
     if (c->conn)
         PQfinish(c->conn);
+    for (unsigned i = 0; i < c->nstmts; i++)
+        free(c->stmts[i].sql);
     tycho_list_remove(&c->all);
     free(c);
 }
@@ -493,6 +514,8 @@ static void statement_end(struct pg_conn *c, const char *code, const char *msg)
 
     c->req = NULL;
     r->conn = NULL;
+    c->preparing = NULL;
+    c->running = NULL;
     event_del(&c->timer);
     if (c->io_set)
         event_del(&c->io);
@@ -538,6 +561,10 @@ static void statement_lost(struct pg_conn *c)
 
 static void statement_flush(struct pg_conn *c);
 
+static void statement_send(struct pg_conn *c, struct pg_req *r);
+static bool statement_again(struct pg_conn *c);
+static void prepared(struct pg_conn *c);
+
 /* Reads what came; ends the statement once libpq has its whole result. */
 static void statement_read(struct pg_conn *c)
 {
@@ -553,7 +580,10 @@ static void statement_read(struct pg_conn *c)
                 statement_lost(c);
                 return;
             }
-            statement_end(c, NULL, NULL);
+            if (c->preparing)
+                prepared(c);
+            else if (!statement_again(c))
+                statement_end(c, NULL, NULL);
             return;
         }
         /* Several results (a script): the first error, else the last result, counts. */
@@ -636,39 +666,137 @@ static void param_of(const struct tycho_sql_value *v, char *num, size_t cap, con
 
 #define NUM_BYTES 32
 
-/* Sends j's statement on c, with its values bound. */
-static void statement_send(struct pg_conn *c, struct pg_req *r)
+/* Whether j may run as a statement kept prepared: one statement, no blob (typed as bytea). */
+static bool cacheable(const struct tycho_sql_job *j)
 {
-    struct tycho_sql_job *j = r->j;
+    if (j->script)
+        return false;
+    for (unsigned i = 0; i < j->nparams; i++)
+        if (j->params[i].type == TYCHO_SQL_BLOB)
+            return false;
+    return true;
+}
+
+static struct pg_stmt *stmt_find(struct pg_conn *c, const char *sql)
+{
+    for (unsigned i = 0; i < c->nstmts; i++)
+        if (strcmp(c->stmts[i].sql, sql) == 0)
+            return &c->stmts[i];
+    return NULL;
+}
+
+/* Forgets stmt (the server's copy stays until the connection closes: its name is not reused). */
+static void stmt_forget(struct pg_conn *c, struct pg_stmt *stmt)
+{
+    free(stmt->sql);
+    *stmt = c->stmts[--c->nstmts];
+}
+
+/* Sends j's statement with its values bound: by stmt's name, or unnamed when stmt is NULL. */
+static int send_query(struct pg_conn *c, const struct tycho_sql_job *j, const struct pg_stmt *stmt)
+{
     unsigned n = j->nparams;
     const char **values = n ? calloc(n, sizeof(*values)) : NULL;
     int *lens = n ? calloc(n, sizeof(*lens)) : NULL, *formats = n ? calloc(n, sizeof(int)) : NULL;
     Oid *types = n ? calloc(n, sizeof(*types)) : NULL;
     char *nums = n ? malloc((size_t)n * NUM_BYTES) : NULL;
-    struct timeval tv = to_tv(tycho_connpool_opts(c->pg->pool)->timeout);
     int sent = 0;
 
-    c->req = r;
-    r->conn = c;
     if (!n || (values && lens && formats && types && nums)) {
         for (unsigned i = 0; i < n; i++)
             param_of(&j->params[i], nums + (size_t)i * NUM_BYTES, NUM_BYTES, &values[i],
                      &lens[i], &formats[i], &types[i]);
-        sent = j->script ? PQsendQuery(c->conn, j->sql)
-                         : PQsendQueryParams(c->conn, j->sql, (int)n, types, values, lens,
-                                             formats, 0);
+        if (j->script)
+            sent = PQsendQuery(c->conn, j->sql);
+        else if (stmt)
+            sent = PQsendQueryPrepared(c->conn, stmt->name, (int)n, values, lens, formats, 0);
+        else
+            sent = PQsendQueryParams(c->conn, j->sql, (int)n, types, values, lens, formats, 0);
     }
     free(values);
     free(lens);
     free(formats);
     free(types);
     free(nums);
+    return sent;
+}
+
+/*
+ * Sends r's statement on c: by the name it was prepared under on c, or, the
+ * first time c sees its SQL (with room left), prepares it first (prepared()
+ * then sends it), or unnamed.
+ */
+static void statement_send(struct pg_conn *c, struct pg_req *r)
+{
+    struct tycho_sql_job *j = r->j;
+    struct timeval tv = to_tv(tycho_connpool_opts(c->pg->pool)->timeout);
+    struct pg_stmt *stmt = cacheable(j) ? stmt_find(c, j->sql) : NULL;
+    int sent;
+
+    c->req = r;
+    r->conn = c;
     evtimer_add(&c->timer, &tv);
+    if (!stmt && cacheable(j) && c->nstmts < STMT_CACHE) {
+        stmt = &c->stmts[c->nstmts];
+        snprintf(stmt->name, sizeof(stmt->name), "t%lu", ++c->serial);
+        c->preparing = stmt;
+        sent = PQsendPrepare(c->conn, stmt->name, j->sql, 0, NULL);
+    } else {
+        c->running = stmt;
+        sent = send_query(c, j, stmt);
+    }
     if (!sent) {
         statement_lost(c);
         return;
     }
     statement_flush(c);
+}
+
+/* The PREPARE is back: kept and run, or its error is the statement's. */
+static void prepared(struct pg_conn *c)
+{
+    struct pg_stmt *stmt = c->preparing;
+    struct tycho_sql_job *j = c->req->j;
+
+    c->preparing = NULL;
+    if (PQresultStatus(c->result) != PGRES_COMMAND_OK) {
+        statement_end(c, NULL, NULL);
+        return;
+    }
+    PQclear(c->result);
+    c->result = NULL;
+    stmt->sql = strdup(j->sql);
+    if (stmt->sql)
+        c->nstmts++;                  /* out of memory: run by name this once, not kept */
+    c->running = stmt;
+    if (!send_query(c, j, stmt)) {
+        statement_lost(c);
+        return;
+    }
+    statement_flush(c);
+}
+
+/*
+ * A kept statement whose tables changed since it was prepared (SQLSTATE
+ * 0A000, "cached plan must not change result type", after an ALTER TABLE)
+ * is prepared again and sent once more, outside a transaction (inside, the
+ * error has aborted it). Returns whether it was.
+ */
+static bool statement_again(struct pg_conn *c)
+{
+    struct pg_req *r = c->req;
+    const char *state = PQresultErrorField(c->result, PG_DIAG_SQLSTATE);
+
+    if (!c->running || r->retried || !state || strcmp(state, "0A000") != 0 ||
+        PQtransactionStatus(c->conn) != PQTRANS_IDLE)
+        return false;
+    stmt_forget(c, c->running);
+    c->running = NULL;
+    r->retried = true;
+    PQclear(c->result);
+    c->result = NULL;
+    statement_send(c, r);
+    return true;
 }
 
 /* ---- sending -------------------------------------------------------------------- */

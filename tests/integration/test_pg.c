@@ -96,6 +96,21 @@ static const char app_lua[] =
     "  while not first do tycho.sleep(0.05) end\n"
     "  return tostring(rows) .. '|' .. err .. '|' .. code .. '|' .. #first[1]\n"
     "end)\n"
+    "app.get('/prepared', function()\n"
+    "  for i = 1, 3 do assert(one:query('SELECT 41 + $1::int AS n', i)) end\n"
+    "  local rows = assert(one:query([[SELECT name, statement FROM pg_prepared_statements\n"
+    "    WHERE statement LIKE 'SELECT 41%' ]]))\n"
+    "  return #rows .. ' ' .. rows[1].statement\n"
+    "end)\n"
+    "app.get('/schema', function()\n"
+    "  assert(one:exec_script('DROP TABLE IF EXISTS sx; CREATE TABLE sx (a int);'\n"
+    "    .. ' INSERT INTO sx VALUES (1);'))\n"
+    "  local before = assert(one:query('SELECT * FROM sx'))[1]\n"
+    "  assert(one:query('SELECT * FROM sx'))\n"
+    "  assert(one:exec(\"ALTER TABLE sx ADD COLUMN b text DEFAULT 'new'\"))\n"
+    "  local after, err = one:query('SELECT * FROM sx')\n"
+    "  return tostring(before.b) .. ' ' .. tostring(after and after[1].b or err)\n"
+    "end)\n"
     "app.get('/pid', function()\n"
     "  local function pid() return assert(short:query('SELECT pg_backend_pid() AS p'))[1].p end\n"
     "  local a, b = pid(), pid()\n"
@@ -225,6 +240,13 @@ static void test_round_trip(int port)
          "(Key (title)=(first) already exists.)|23505");
 }
 
+/* Statements are kept prepared per connection; one outdated by ALTER TABLE is prepared anew. */
+static void test_prepared(int port)
+{
+    check_get(port, "/prepared", 200, "1 SELECT 41 + $1::int AS n");
+    check_get(port, "/schema", 200, "nil new");
+}
+
 static void test_errors(int port)
 {
     check_get(port, "/error/syntax", 200, "nil|syntax error at or near \"SELEC\"|42601");
@@ -234,7 +256,7 @@ static void test_errors(int port)
                                         "contains (", "null).)|23502"),
        "a NOT NULL violation: 23502, with the server's detail");
     ok(body_has(port, "/error/count", "nil|bind message supplies 1 parameters, but prepared "
-                                      "statement \"\" requires 2|08P01", NULL),
+                                      "statement \"t", "\" requires 2|08P01"),
        "a wrong number of values: PostgreSQL's protocol error");
     ok(body_has(port, "/error/two", "nil|cannot insert multiple commands into a prepared "
                                     "statement|42601", NULL),
@@ -483,6 +505,7 @@ int main(int argc, char **argv)
     if (server_start(&s, args) == 0) {
         test_round_trip(s.port);
         test_errors(s.port);
+        test_prepared(s.port);
         test_transactions(s.port);
         test_pool_bound(s.port);
         test_exhausted_and_timeout(s.port);
