@@ -413,6 +413,25 @@ static void test_reload_and_stop(struct server *s)
     int n = -1;
     long long deadline;
 
+    /* Fill the pools: twelve requests at once, each a connection's for 0.3 s. */
+    {
+        struct client c[12];
+        int opened = 0;
+        for (int i = 0; i < 12; i++)
+            if (client_connect(&c[i], s->port) == 0) {
+                client_sends(&c[i], "GET /sleep/0.3 HTTP/1.1\r\nHost: t\r\n\r\n");
+                opened = i + 1;
+            } else {
+                break;
+            }
+        for (int i = 0; i < opened; i++) {
+            read_response(&c[i], &r, 0);
+            response_free(&r);
+            client_close(&c[i]);
+        }
+    }
+    n = server_conns("pooltest");
+    ok(n >= 3, what("before reload", "before the reload the pools hold connections: %d", n));
     if (client_connect(&slow, s->port) == 0) {
         client_sends(&slow, "GET /sleep/1 HTTP/1.1\r\nHost: t\r\n\r\n");
         sleep_ms(200);
@@ -423,6 +442,11 @@ static void test_reload_and_stop(struct server *s)
         client_close(&slow);
     }
     check_get(s->port, "/sleep/0", 200, "slept");
+    /* The old scripts' pools are closed once their last request ended: one connection left. */
+    deadline = now_ms() + 10000;
+    while ((n = server_conns("pooltest")) > 1 && now_ms() < deadline)
+        sleep_ms(100);
+    is_int(n, 1, "after a reload the old pools' connections are closed (no leak)");
     if (client_connect(&slow, s->port) == 0) {
         client_sends(&slow, "GET /sleep/1 HTTP/1.1\r\nHost: t\r\n\r\n");
         sleep_ms(200);

@@ -219,6 +219,23 @@ static void test_metrics(int port)
     ok(body_has(port, "/metrics", want, NULL), "pool metrics, without the password");
 }
 
+/* A command at load time cannot wait: the load fails, naming the call and the place. */
+static void test_load_time(void)
+{
+    char cmd[256], out[4096];
+    FILE *f;
+
+    snprintf(cmd, sizeof cmd, "%s/app.lua", dir);
+    if (!(f = fopen(cmd, "w")))
+        return;
+    fputs("local red = tycho.redis.open('redis://127.0.0.1:1')\nred:call('PING')\n", f);
+    fclose(f);
+    snprintf(cmd, sizeof cmd, "%s --check %s 2>&1", tycho_binary, dir);
+    is_int(run_command(cmd, out, sizeof out), 1, "a command at load time: the load fails");
+    ok(strstr(out, "app.lua:2: red:call: only in a handler, middleware or timer, not while the "
+                   "scripts load") != NULL, what("load time", "the message: %s", out));
+}
+
 int main(int argc, char **argv)
 {
     struct server s;
@@ -253,6 +270,7 @@ int main(int argc, char **argv)
         ok(0, "server starts");
     }
     server_cleanup(&s);
+    test_load_time();
     redis_stop(&rs);
     snprintf(url, sizeof url, "rm -rf %s", dir);
     system(url);
