@@ -54,6 +54,12 @@ struct tycho_connpool_opts;
  * or bad one.
  */
 void tycho_bind_pool_opts(lua_State *L, int idx, const char *fn, struct tycho_connpool_opts *o);
+/*
+ * bind_db.c: raises fmt at the script's line that called a method written
+ * in Lua (db:query, red:call, ...): the position two levels up, past the
+ * method's Lua helper. Never returns.
+ */
+int tycho_bind_raise(lua_State *L, const char *fmt, ...);
 /* url without the password of its user part (its name in logs, metrics and errors). */
 void tycho_bind_redact(const char *url, char *out, size_t cap);
 

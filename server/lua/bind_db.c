@@ -81,11 +81,7 @@ struct db_tx {
     bool open;
 };
 
-/*
- * Raises fmt with the position of the script's code that made the call: two
- * levels up, past the Lua helper in db_lua (a tail call from the method).
- */
-static int raise(lua_State *L, const char *fmt, ...)
+int tycho_bind_raise(lua_State *L, const char *fmt, ...)
 {
     va_list ap;
 
@@ -226,11 +222,11 @@ static void to_value(lua_State *L, int idx, int n, const char *fn, struct tycho_
         v->type = memchr(s, '\0', len) || !tycho_metric_utf8_ok(s, len) ? TYCHO_SQL_BLOB
                                                                       : TYCHO_SQL_TEXT;
         if (!(v->s = malloc(len + 1)))
-            raise(L, "%s: out of memory", fn);
+            tycho_bind_raise(L, "%s: out of memory", fn);
         memcpy(v->s, s, len + 1);
         v->len = len;
     } else {
-        raise(L, "%s: value %d is a %s, which SQL cannot take (encode it first, e.g. "
+        tycho_bind_raise(L, "%s: value %d is a %s, which SQL cannot take (encode it first, e.g. "
                  "cjson.encode)", fn, n, lua_typename(L, type));
     }
 }
@@ -251,9 +247,9 @@ static struct db_call *push_call(lua_State *L, const char *fn, const struct db_t
     const char *refusal = tycho_task_refusal(L, TYCHO_PLACE_WAIT);
 
     if (refusal)
-        raise(L, "%s: %s", fn, refusal);
+        tycho_bind_raise(L, "%s: %s", fn, refusal);
     if (!sql)
-        raise(L, "%s: the SQL must be a string, got %s", fn, luaL_typename(L, sql_idx));
+        tycho_bind_raise(L, "%s: the SQL must be a string, got %s", fn, luaL_typename(L, sql_idx));
     call = lua_newuserdata(L, sizeof(*call));
     memset(call, 0, sizeof(*call));
     call->thread = to->thread;
@@ -266,7 +262,7 @@ static struct db_call *push_call(lua_State *L, const char *fn, const struct db_t
     call->job = tycho_sqlite_job_new(tycho_vm_of(L)->sqlite, to->path, sql, sql_len,
                                      (unsigned)nvalues);
     if (!call->job)
-        raise(L, "%s: out of memory", fn);
+        tycho_bind_raise(L, "%s: out of memory", fn);
     call->job->pin = to->pin;
     for (int i = 0; i < nvalues; i++)
         to_value(L, sql_idx + 1 + i, i + 1, fn, &call->job->params[i]);
@@ -306,7 +302,7 @@ static int script_job(lua_State *L)
     struct db_target to;
 
     if (tx && !tx->open)
-        return raise(L, "%s: the transaction has ended", fn);
+        return tycho_bind_raise(L, "%s: the transaction has ended", fn);
     to = tx ? tx_target(tx) : db_target(db);
     lua_settop(L, 3);
     push_call(L, fn, &to, 3)->job->script = true;
@@ -321,7 +317,7 @@ static int tx_job(lua_State *L)
     struct db_target to = tx_target(tx);
 
     if (!tx->open)
-        return raise(L, "%s: the transaction has ended", fn);
+        return tycho_bind_raise(L, "%s: the transaction has ended", fn);
     push_call(L, fn, &to, 3);
     return 1;
 }
@@ -550,7 +546,8 @@ void tycho_bind_db_opened(lua_State *L)
     lua_pop(L, 1);
 }
 
-/* Makes the directories above the file at path (mkdir -p of its dirname); failures are left to the open. */
+/* Makes the directories above the file at path (mkdir -p of its dirname); failures are left
+ * to the open. */
 static void make_parents(char *path)
 {
     for (char *p = strchr(path + 1, '/'); p; p = strchr(p + 1, '/')) {

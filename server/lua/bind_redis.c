@@ -13,7 +13,6 @@
 
 #include <lauxlib.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,19 +45,6 @@ struct red_call {
     struct red_box *box;
     bool sent, back;
 };
-
-/* Raises fmt at the script's line that called red:call (past the method, written in Lua). */
-static int raise(lua_State *L, const char *fmt, ...)
-{
-    va_list ap;
-
-    luaL_where(L, 2);
-    va_start(ap, fmt);
-    lua_pushvfstring(L, fmt, ap);
-    va_end(ap);
-    lua_concat(L, 2);
-    return lua_error(L);
-}
 
 /* ---- waiting ------------------------------------------------------------------- */
 
@@ -141,14 +127,14 @@ static int new_cmd(lua_State *L)
     const char *which;
 
     if (refusal)
-        return raise(L, "red:call: %s", refusal);
+        return tycho_bind_raise(L, "red:call: %s", refusal);
     if (argc < 1 || lua_type(L, 2) != LUA_TSTRING)
-        return raise(L, "red:call: expected a command name (a string), got %s",
+        return tycho_bind_raise(L, "red:call: expected a command name (a string), got %s",
                           argc < 1 ? "nothing" : luaL_typename(L, 2));
     if (argc > MAX_WORDS)
-        return raise(L, "red:call: more than %d words", MAX_WORDS);
+        return tycho_bind_raise(L, "red:call: more than %d words", MAX_WORDS);
     if ((which = refused(lua_tostring(L, 2), lua_objlen(L, 2))))
-        return raise(L, "red:call: %s is not supported: each call may run on another "
+        return tycho_bind_raise(L, "red:call: %s is not supported: each call may run on another "
                              "pooled connection (use EVAL for several commands at once, and "
                              "another URL for another database)", which);
     argv = lua_newuserdata(L, (size_t)argc * (sizeof(*argv) + sizeof(*lens)));
@@ -165,7 +151,7 @@ static int new_cmd(lua_State *L)
             lua_pushstring(L, nums);
             lua_replace(L, idx);          /* anchored where it was, for argv to borrow */
         } else if (type != LUA_TSTRING) {
-            return raise(L, "red:call: word %d is a %s; Redis takes strings and numbers",
+            return tycho_bind_raise(L, "red:call: word %d is a %s; Redis takes strings and numbers",
                               i + 1, lua_typename(L, type));
         }
         argv[i] = lua_tolstring(L, idx, &lens[i]);
@@ -178,7 +164,7 @@ static int new_cmd(lua_State *L)
     call->w.start = wait_start;
     call->w.cancel = wait_cancel;
     if (!(call->cmd = tycho_redis_cmd_new(argc, argv, lens)))
-        return raise(L, "red:call: out of memory");
+        return tycho_bind_raise(L, "red:call: out of memory");
     return 1;
 }
 

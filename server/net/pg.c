@@ -9,13 +9,13 @@
 
 #include "core/list.h"
 #include "core/log.h"
+#include "net/lookup.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <event2/dns.h>
 #include <event2/event.h>
 #include <libpq-fe.h>
-#include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -71,7 +71,7 @@ struct pg_conn {
     struct event io;                 /* the socket, assigned anew (libpq may change it) */
     bool io_set;
     struct event timer;              /* start, then connect timeout, then statement timeout */
-    struct evdns_getaddrinfo_request *lookup;
+    struct tycho_lookup *lookup;     /* the host name's, under way */
     struct pg_req *req;              /* the statement in flight */
     PGresult *result;                /* the statement's result so far (the first error wins) */
     bool pinned;                     /* a transaction holds it */
@@ -98,17 +98,6 @@ static struct tycho_pconn *conn_open(struct tycho_connpool *p, void *arg);
 static bool conn_alive(struct tycho_pconn *pc);
 
 static const struct tycho_connpool_driver pg_driver = {conn_open, conn_close, conn_alive};
-
-static struct timeval to_tv(double seconds)
-{
-    struct timeval tv;
-
-    if (seconds < 0.001)
-        seconds = 0.001;
-    tv.tv_sec = (time_t)seconds;
-    tv.tv_usec = (suseconds_t)((seconds - (double)tv.tv_sec) * 1e6);
-    return tv;
-}
 
 /* libpq's messages end in a newline; the first line is the one to show. */
 static void first_line(char *dst, size_t cap, const char *msg)
@@ -171,7 +160,7 @@ static void conn_close(struct tycho_pconn *pc)
         event_del(&c->io);
     event_del(&c->timer);
     if (c->lookup)
-        evdns_getaddrinfo_cancel(c->lookup);  /* calls back with EVUTIL_EAI_CANCEL: ignored */
+        tycho_lookup_cancel(c->lookup);
     if (c->req)
         req_fail(c->req, "08006", "the connection was closed");
     PQclear(c->result);
@@ -262,46 +251,26 @@ static void connect_start(struct pg_conn *c, const char *hostaddr)
     watch(c, EV_WRITE);                   /* libpq: poll once the socket is writable */
 }
 
-static void on_lookup(int result, struct evutil_addrinfo *res, void *arg)
+static void on_lookup(void *arg, const char *addr, const char *why)
 {
     struct pg_conn *c = arg;
-    char addr[INET6_ADDRSTRLEN] = "";
 
-    if (result == EVUTIL_EAI_CANCEL)
-        return;                           /* c is being closed */
     c->lookup = NULL;
-    if (result != 0 || !res) {
-        connect_failed(c, evutil_gai_strerror(result));
-        return;
-    }
-    if (res->ai_family == AF_INET)
-        inet_ntop(AF_INET, &((struct sockaddr_in *)res->ai_addr)->sin_addr, addr, sizeof(addr));
+    if (!addr)
+        connect_failed(c, why);
     else
-        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)res->ai_addr)->sin6_addr, addr,
-                  sizeof(addr));
-    evutil_freeaddrinfo(res);
-    connect_start(c, addr);
+        connect_start(c, addr);
 }
 
 static void lookup_start(struct pg_conn *c)
 {
-    struct tycho_pg *pg = c->pg;
-    struct evutil_addrinfo hints;
-    struct evdns_getaddrinfo_request *q;
+    struct tycho_lookup *l;
 
-    if (!pg->dns && !(pg->dns = evdns_base_new(pg->base, EVDNS_BASE_INITIALIZE_NAMESERVERS |
-                                                             EVDNS_BASE_DISABLE_WHEN_INACTIVE))) {
-        connect_failed(c, "cannot start the name resolver");
-        return;
-    }
-    memset(&hints, 0, sizeof(hints));
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
     c->phase = PHASE_LOOKUP;
-    /* NULL when it has called back already (a failure, a cached name): c may be gone. */
-    q = evdns_getaddrinfo(pg->dns, pg->host, NULL, &hints, on_lookup, c);
-    if (q)
-        c->lookup = q;
+    /* NULL when it has answered already: c may be gone. */
+    l = tycho_lookup_start(&c->pg->dns, c->pg->base, c->pg->host, on_lookup, c);
+    if (l)
+        c->lookup = l;
 }
 
 static void statement_timeout(struct pg_conn *c);
@@ -309,7 +278,7 @@ static void statement_timeout(struct pg_conn *c);
 static void on_timer(evutil_socket_t fd, short what, void *arg)
 {
     struct pg_conn *c = arg;
-    struct timeval tv = to_tv(tycho_connpool_opts(c->pg->pool)->connect_timeout);
+    struct timeval tv = tycho_tv(tycho_connpool_opts(c->pg->pool)->connect_timeout);
 
     (void)fd;
     (void)what;
@@ -729,7 +698,7 @@ static int send_query(struct pg_conn *c, const struct tycho_sql_job *j, const st
 static void statement_send(struct pg_conn *c, struct pg_req *r)
 {
     struct tycho_sql_job *j = r->j;
-    struct timeval tv = to_tv(tycho_connpool_opts(c->pg->pool)->timeout);
+    struct timeval tv = tycho_tv(tycho_connpool_opts(c->pg->pool)->timeout);
     struct pg_stmt *stmt = cacheable(j) ? stmt_find(c, j->sql) : NULL;
     int sent;
 

@@ -12,6 +12,7 @@
 #include "net/redis.h"
 
 #include "core/log.h"
+#include "net/lookup.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -44,7 +45,7 @@ struct red_conn {
     redisAsyncContext *ac;             /* hiredis'; NULL once it has gone */
     enum phase phase;
     struct event timer;                /* start, then connect timeout, then command timeout */
-    struct evdns_getaddrinfo_request *lookup;
+    struct tycho_lookup *lookup;     /* the host name's, under way */
     struct red_req *req;
     struct tycho_list all;             /* in rd->conns until freed */
     unsigned setup_left;               /* AUTH and SELECT replies still to come */
@@ -70,17 +71,6 @@ static void conn_close(struct tycho_pconn *pc);
 static bool conn_alive(struct tycho_pconn *pc);
 
 static const struct tycho_connpool_driver redis_driver = {conn_open, conn_close, conn_alive};
-
-static struct timeval to_tv(double seconds)
-{
-    struct timeval tv;
-
-    if (seconds < 0.001)
-        seconds = 0.001;
-    tv.tv_sec = (time_t)seconds;
-    tv.tv_usec = (suseconds_t)((seconds - (double)tv.tv_sec) * 1e6);
-    return tv;
-}
 
 /* ---- replies ------------------------------------------------------------------- */
 
@@ -181,7 +171,7 @@ static void conn_close(struct tycho_pconn *pc)
     c->dead = true;
     event_del(&c->timer);
     if (c->lookup)
-        evdns_getaddrinfo_cancel(c->lookup);
+        tycho_lookup_cancel(c->lookup);
     c->lookup = NULL;
     if (c->req) {
         struct red_req *r = c->req;
@@ -333,46 +323,26 @@ static void connect_start(struct red_conn *c, const char *addr)
     redisAsyncSetDisconnectCallback(ac, on_disconnect);
 }
 
-static void on_lookup(int result, struct evutil_addrinfo *res, void *arg)
+static void on_lookup(void *arg, const char *addr, const char *why)
 {
     struct red_conn *c = arg;
-    char addr[INET6_ADDRSTRLEN] = "";
 
-    if (result == EVUTIL_EAI_CANCEL)
-        return;
     c->lookup = NULL;
-    if (result != 0 || !res) {
-        connect_failed(c, evutil_gai_strerror(result));
-        return;
-    }
-    if (res->ai_family == AF_INET)
-        inet_ntop(AF_INET, &((struct sockaddr_in *)res->ai_addr)->sin_addr, addr, sizeof(addr));
+    if (!addr)
+        connect_failed(c, why);
     else
-        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)res->ai_addr)->sin6_addr, addr,
-                  sizeof(addr));
-    evutil_freeaddrinfo(res);
-    connect_start(c, addr);
+        connect_start(c, addr);
 }
 
 static void lookup_start(struct red_conn *c)
 {
-    struct tycho_redis *rd = c->rd;
-    struct evutil_addrinfo hints;
-    struct evdns_getaddrinfo_request *q;
+    struct tycho_lookup *l;
 
-    if (!rd->dns && !(rd->dns = evdns_base_new(rd->base, EVDNS_BASE_INITIALIZE_NAMESERVERS |
-                                                             EVDNS_BASE_DISABLE_WHEN_INACTIVE))) {
-        connect_failed(c, "cannot start the name resolver");
-        return;
-    }
-    memset(&hints, 0, sizeof(hints));
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
     c->phase = PHASE_LOOKUP;
-    /* NULL when it has called back already: c may be gone. */
-    q = evdns_getaddrinfo(rd->dns, rd->host, NULL, &hints, on_lookup, c);
-    if (q)
-        c->lookup = q;
+    /* NULL when it has answered already: c may be gone. */
+    l = tycho_lookup_start(&c->rd->dns, c->rd->base, c->rd->host, on_lookup, c);
+    if (l)
+        c->lookup = l;
 }
 
 static void command_end(struct red_conn *c, redisReply *reply, const char *err);
@@ -380,7 +350,7 @@ static void command_end(struct red_conn *c, redisReply *reply, const char *err);
 static void on_timer(evutil_socket_t fd, short what, void *arg)
 {
     struct red_conn *c = arg;
-    struct timeval tv = to_tv(tycho_connpool_opts(c->rd->pool)->connect_timeout);
+    struct timeval tv = tycho_tv(tycho_connpool_opts(c->rd->pool)->connect_timeout);
     char msg[2 * TYCHO_ERR_LEN];
 
     (void)fd;
@@ -470,7 +440,7 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *priv)
 static void command_send(struct red_conn *c, struct red_req *r)
 {
     struct tycho_redis_cmd *cmd = r->cmd;
-    struct timeval tv = to_tv(tycho_connpool_opts(c->rd->pool)->timeout);
+    struct timeval tv = tycho_tv(tycho_connpool_opts(c->rd->pool)->timeout);
 
     c->req = r;
     r->conn = c;

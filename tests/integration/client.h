@@ -604,6 +604,31 @@ static void check_get(int port, const char *path, int status, const char *body)
     response_free(&r);
 }
 
+/* The body of GET path on a fresh connection, into out ("" when none came). */
+static void body_of(int port, const char *path, char *out, size_t cap)
+{
+    char req[512];
+    struct response r;
+
+    snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: t\r\n\r\n", path);
+    out[0] = '\0';
+    if (fetch(port, req, &r) > 0 && r.body)
+        snprintf(out, cap, "%s", r.body);
+    response_free(&r);
+}
+
+/* Whether GET path answers a body holding a and b (b may be NULL); notes the body if not. */
+static int body_has(int port, const char *path, const char *a, const char *b)
+{
+    static char body[65536];
+
+    body_of(port, path, body, sizeof body);
+    if (strstr(body, a) && (!b || strstr(body, b)))
+        return 1;
+    note("GET %s: %.400s", path, body);
+    return 0;
+}
+
 /*
  * Runs a shell command, its stdout and stderr captured into out (cap bytes,
  * NUL-terminated). Returns its exit status, or -1 when it did not exit

@@ -153,22 +153,6 @@ static void post(int port, const char *path, int status, const char *body)
     response_free(&r);
 }
 
-/* Whether GET path answers a body holding a and b (b may be NULL). */
-static int body_has(int port, const char *path, const char *a, const char *b)
-{
-    char req[256];
-    struct response r;
-    int found;
-
-    snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: t\r\n\r\n", path);
-    fetch(port, req, &r);
-    found = r.body && strstr(r.body, a) && (!b || strstr(r.body, b));
-    if (!found)
-        dump_response(&r);
-    response_free(&r);
-    return found;
-}
-
 /* Rows, every type, NULL as tycho.null, last_id and changes, and a unique violation's code. */
 static void test_round_trip(int port)
 {

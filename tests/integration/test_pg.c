@@ -56,7 +56,8 @@ static const char app_lua[] =
     "end)\n"
     "app.get('/types', function()\n"
     "  local r = assert(db:query([[SELECT 9007199254740993::bigint AS big, -5::int2 AS small,\n"
-    "    $1::bigint AS param_big, 'NaN'::float8 AS nan, 123456789012345678901.5::numeric AS bignum,\n"
+    "    $1::bigint AS param_big, 'NaN'::float8 AS nan,\n"
+    "    123456789012345678901.5::numeric AS bignum,\n"
     "    2.5::numeric AS num, true AS t, NULL::int AS nothing, '\\x00ff'::bytea AS bytes,\n"
     "    'é'::text AS accent]], '9007199254740995'))[1]\n"
     "  return table.concat({type(r.big), r.big, r.small, r.param_big, tostring(r.nan ~= r.nan),\n"
@@ -186,29 +187,6 @@ static void post(int port, const char *path, int status, const char *body)
 }
 
 /* The body of GET path (status 200 expected), into out. */
-static void get_body(int port, const char *path, char *out, size_t cap)
-{
-    char req[256];
-    struct response r;
-
-    snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: t\r\n\r\n", path);
-    out[0] = '\0';
-    if (fetch(port, req, &r) > 0 && r.body)
-        snprintf(out, cap, "%s", r.body);
-    response_free(&r);
-}
-
-static int body_has(int port, const char *path, const char *a, const char *b)
-{
-    char body[65536];
-
-    get_body(port, path, body, sizeof body);
-    if (strstr(body, a) && (!b || strstr(body, b)))
-        return 1;
-    note("GET %s: %.400s", path, body);
-    return 0;
-}
-
 /* Connections the server has for application_name app (pg_stat_activity), or -1. */
 static int server_conns(const char *app)
 {
@@ -396,7 +374,7 @@ static void test_server_killed(int port)
     ok(pg_restart(&pg) == 0, "the server restarts");
     for (int i = 0; i < 10 && !good; i++) {
         char body[256];
-        get_body(port, "/sleep/0", body, sizeof body);
+        body_of(port, "/sleep/0", body, sizeof body);
         good = strcmp(body, "slept") == 0;
         if (!good)
             sleep_ms(300);

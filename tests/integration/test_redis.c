@@ -23,6 +23,7 @@ static const char app_lua[] =
     "local red = tycho.redis.open(os.getenv('REDIS_URL'), { pool = 3, timeout = 1 })\n"
     "local wrong = tycho.redis.open(os.getenv('REDIS_WRONG'))\n"
     "local nowhere = tycho.redis.open(os.getenv('REDIS_NOWHERE'), { max_failures = 2 })\n"
+    "local byname = tycho.redis.open(os.getenv('REDIS_BYNAME'))\n"
     "app.get('/kinds', function()\n"
     "  local out = {}\n"
     "  local function add(...) for i = 1, select('#', ...) do\n"
@@ -66,7 +67,8 @@ static const char app_lua[] =
     "  end\n"
     "  return table.concat(out, '\\n')\n"
     "end)\n"
-    "app.get('/ping', function() return red:call('PING') end)\n";
+    "app.get('/ping', function() return red:call('PING') end)\n"
+    "app.get('/byname', function() return byname:call('GET', 'k') end)\n";
 
 static int write_app(void)
 {
@@ -80,30 +82,7 @@ static int write_app(void)
     return fclose(f);
 }
 
-static void get_body(int port, const char *path, char *out, size_t cap)
-{
-    char req[256];
-    struct response r;
-
-    snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: t\r\n\r\n", path);
-    out[0] = '\0';
-    if (fetch(port, req, &r) > 0 && r.body)
-        snprintf(out, cap, "%s", r.body);
-    response_free(&r);
-}
-
-static int body_has(int port, const char *path, const char *a, const char *b)
-{
-    char body[65536];
-
-    get_body(port, path, body, sizeof body);
-    if (strstr(body, a) && (!b || strstr(body, b)))
-        return 1;
-    note("GET %s: %.400s", path, body);
-    return 0;
-}
-
-/* Clients of database 3 (Tycho's) in CLIENT LIST, or -1. */
+/* Clients of the pool of red (CLIENT LIST), or -1. */
 static int server_conns(void)
 {
     const char *words[] = {"CLIENT", "LIST", NULL};
@@ -112,8 +91,10 @@ static int server_conns(void)
 
     if (redis_cmd(&rs, words, out, sizeof out) != 0)
         return -1;
-    for (const char *p = out; (p = strstr(p, " db=3 ")); p++)
-        n++;
+    /* A line per client; the pool's are in db 3 and were last used for BLPOP. */
+    for (char *line = strtok(out, "\n"); line; line = strtok(NULL, "\n"))
+        if (strstr(line, " db=3 ") && strstr(line, " cmd=blpop"))
+            n++;
     return n;
 }
 
@@ -128,6 +109,7 @@ static void test_kinds(int port)
               "ERR unknown command 'NOSUCHCOMMAND', with args beginning with:  ERR");
     redis_cmd(&rs, get, out, sizeof out);
     is_str(out, "v", "the URL's database (3) is the one written");
+    check_get(port, "/byname", 200, "v");
     expect_status_of(port, "GET /refused/multi HTTP/1.1\r\nHost: t\r\n\r\n", 500,
                      "MULTI raises (each call may take another connection)");
     expect_status_of(port, "GET /refused/table HTTP/1.1\r\nHost: t\r\n\r\n", 500,
@@ -202,7 +184,7 @@ static void test_failures(int port)
     redis_cmd(&rs, acl, NULL, 0);         /* it keeps nothing: the user again */
     for (int i = 0; i < 10 && !good; i++) {
         char body[256];
-        get_body(port, "/ping", body, sizeof body);
+        body_of(port, "/ping", body, sizeof body);
         good = strcmp(body, "PONG") == 0;
         if (!good)
             sleep_ms(300);
@@ -260,6 +242,8 @@ int main(int argc, char **argv)
     setenv("REDIS_WRONG", url, 1);
     snprintf(url, sizeof url, "redis://127.0.0.1:%d", srv_free_port());
     setenv("REDIS_NOWHERE", url, 1);
+    snprintf(url, sizeof url, "redis://app:secret@localhost:%d/3", rs.port);
+    setenv("REDIS_BYNAME", url, 1);
     if (server_start(&s, args) == 0) {
         test_kinds(s.port);
         test_pool_bound(s.port);
