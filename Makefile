@@ -21,7 +21,7 @@
 # test needs luarocks (which brings lua5.1 and liblua5.1-0-dev), curl, and man-db, groff-base
 # and mandoc to render and lint the man page; the fuzz target needs clang (FUZZ_PKGS).
 PKGS := gcc make libc6-dev pkg-config libevent-dev libhttp-parser-dev libluajit2-5.1-dev lua-cjson \
-        libsqlite3-dev libpq-dev libhiredis-dev
+        libsqlite3-dev libpq-dev libhiredis-dev libssl-dev libjansson-dev
 # clang and its libFuzzer runtime build the fuzz target, which `make test` runs briefly.
 FUZZ_PKGS := clang libclang-rt-14-dev
 TEST_PKGS := prometheus luarocks curl man-db groff-base mandoc postgresql redis-server \
@@ -36,8 +36,8 @@ SAN ?=
 WARN := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
         -Wwrite-strings $(if $(CI),-Werror)
 # Deferred (=) so that pkg-config runs after `deps` has installed the packages.
-PKG_CFLAGS = $(shell pkg-config --cflags luajit libevent sqlite3 libpq hiredis)
-PKG_LIBS = $(shell pkg-config --libs luajit libevent sqlite3 libpq hiredis) -lhttp_parser -lpthread -lm -ldl
+PKG_CFLAGS = $(shell pkg-config --cflags luajit libevent sqlite3 libpq hiredis libcrypto jansson)
+PKG_LIBS = $(shell pkg-config --libs luajit libevent sqlite3 libpq hiredis libcrypto jansson) -lhttp_parser -lpthread -lm -ldl
 CFLAGS_ALL = $(OPT) $(SAN) $(WARN) -MMD -MP -I$(BUILD) -Iserver $(PKG_CFLAGS) $(CFLAGS)
 LDFLAGS_ALL = $(SAN) $(LDFLAGS)
 
@@ -91,7 +91,7 @@ deps:
 $(TYCHO): $(OBJS)
 	$(CC) $(LDFLAGS_ALL) -o $@ $(OBJS) $(PKG_LIBS)
 
-$(BUILD)/%.o: server/%.c | $(BUILD)/prelude_lua.h $(BUILD)/testing_lua.h
+$(BUILD)/%.o: server/%.c | $(BUILD)/prelude_lua.h $(BUILD)/web_lua.h $(BUILD)/testing_lua.h
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS_ALL) -c -o $@ $<
 
@@ -108,9 +108,10 @@ BELOW_net := http core
 BELOW_lua := net http core
 BELOW_top := lua net http core
 
-# The Lua halves (lua/prelude.lua: the request path; top/testing.lua: `tycho test`),
+# The Lua halves (lua/prelude.lua: the request path; lua/web.lua: sessions, CORS and the
+# other web helpers; top/testing.lua: `tycho test`),
 # compiled into the binary as C strings: X.lua -> X_lua.h: tycho_X_lua[].
-LUA_HEADERS := $(BUILD)/prelude_lua.h $(BUILD)/testing_lua.h
+LUA_HEADERS := $(BUILD)/prelude_lua.h $(BUILD)/web_lua.h $(BUILD)/testing_lua.h
 .SECONDARY: $(LUA_HEADERS)   # made by a pattern rule, but kept: objects depend on them
 vpath %.lua server/lua server/top
 $(BUILD)/%_lua.h: %.lua | $(BUILD)

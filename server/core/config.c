@@ -108,6 +108,9 @@ static const struct flag flags[] = {
      "threads that run SQLite queries (tycho.db), so no worker\nwaits on one"},
     {"--db", "URL", STR, NULL, NULL,
      "tycho migrate: the database; without it, the one the\nscripts open with tycho.db.open"},
+    {"--secret-file", "FILE", STR, NULL, "$TYCHO_SECRET",
+     "the app's secret (16 bytes at least), which signs cookies\n"
+     "and sessions; without it, the variable TYCHO_SECRET"},
     {"--status", SWITCH, NULL, NULL,
      "tycho migrate: list the migrations, applied or pending;\napply nothing"},
     {"--metrics-max-series", "N", NUM(FLAG_INT, 1, 10000000, metrics_max_series), "10000", NULL,
@@ -289,6 +292,8 @@ static int set_string(struct tycho_config *cfg, const char *flag, const char *va
         *(health ? &cfg->health_path : &cfg->metrics_path) = val;
     } else if (strcmp(flag, "--db") == 0) {
         cfg->db_url = val;
+    } else if (strcmp(flag, "--secret-file") == 0) {
+        cfg->secret_file = val;
     } else if (strcmp(flag, "--metrics-addr") == 0) {
         return set_metrics_addr(cfg, val, err);
     } else if (strcmp(flag, "--access-log") == 0) {

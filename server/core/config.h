@@ -36,6 +36,7 @@ struct tycho_config {
     int db_threads;           /* --db-threads: SQLite's database threads */
     const char *db_url;       /* tycho migrate --db URL; NULL: the database the scripts open */
     bool migrate_status;      /* tycho migrate --status: list, apply nothing */
+    const char *secret_file;  /* --secret-file FILE: the app's secret; NULL: $TYCHO_SECRET */
     const char *access_log;   /* --access-log FILE, "-" (stdout) or "off" (NULL: off) */
     const char *error_log;    /* --error-log FILE, or NULL: stderr */
     bool access_log_json;     /* --access-log-format json */

@@ -8,6 +8,7 @@
 #include "core/list.h"
 
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -329,6 +330,58 @@ enum tycho_shdict_rc tycho_shdict_incr(struct tycho_shdict *d, const char *key, 
     pthread_mutex_unlock(&s->lock);
     free(fresh);
     return rc;
+}
+
+/* Refills a bucket {tokens, stamp} to now and takes one token if there is one. */
+static bool bucket_take(double b[2], double rate, double burst, double now, double *wait)
+{
+    double tokens = b[0] + (now - b[1]) * rate;
+
+    if (tokens > burst)
+        tokens = burst;
+    b[1] = now;
+    if (tokens >= 1) {
+        b[0] = tokens - 1;
+        *wait = 0;
+        return true;
+    }
+    b[0] = tokens;
+    *wait = (1 - tokens) / rate;
+    return false;
+}
+
+enum tycho_shdict_rc tycho_shdict_take(struct tycho_shdict *d, const char *key, size_t klen,
+                                       double rate, double burst, double now, bool *allowed,
+                                       double *wait)
+{
+    uint64_t h = hash_key(key, klen);
+    struct shard *s = shard_of(d, h);
+    struct entry **slot, *e, *fresh;
+    double b[2] = {burst, now};
+    double idle = burst / rate;       /* a bucket untouched this long is full: it may go */
+
+    if (entry_bytes(klen, sizeof(b)) > s->max_bytes)
+        return TYCHO_SHDICT_TOO_BIG;
+    if (!(fresh = new_entry(h, key, klen, 'k', b, sizeof(b), now + idle)))
+        return TYCHO_SHDICT_NOMEM;
+    pthread_mutex_lock(&s->lock);
+    if ((e = find(s, h, key, klen, now, &slot)) && e->tag == 'k' && e->vlen == sizeof(b)) {
+        memcpy(b, e->data + e->klen, sizeof(b));
+        *allowed = bucket_take(b, rate, burst, now, wait);
+        memcpy(e->data + e->klen, b, sizeof(b));
+        e->expires = now + idle;
+        tycho_list_remove(&e->lru);
+        lru_push(s, e);
+    } else {
+        /* New, or another kind of value under the key: insert replaces it. */
+        *allowed = bucket_take(b, rate, burst, now, wait);
+        memcpy(fresh->data + klen, b, sizeof(b));
+        insert(s, slot, fresh);
+        fresh = NULL;
+    }
+    pthread_mutex_unlock(&s->lock);
+    free(fresh);
+    return TYCHO_SHDICT_OK;
 }
 
 void tycho_shdict_delete(struct tycho_shdict *d, const char *key, size_t klen)

@@ -9,6 +9,7 @@
 #ifndef TYCHO_SHDICT_H
 #define TYCHO_SHDICT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 struct tycho_shdict;
@@ -67,6 +68,17 @@ enum tycho_shdict_rc tycho_shdict_store(struct tycho_shdict *d, const char *key,
 enum tycho_shdict_rc tycho_shdict_incr(struct tycho_shdict *d, const char *key, size_t klen,
                                        double n, int has_init, double init, double now,
                                        double *out);
+
+/*
+ * A token bucket under key (a rate limiter shared by every worker): it
+ * holds at most burst tokens and gains rate per second; a call takes one.
+ * *allowed says whether there was one; if not, *wait is the seconds until
+ * there will be. A bucket left alone until full is dropped. TOO_BIG or
+ * NOMEM as for set; another kind of value under key is replaced.
+ */
+enum tycho_shdict_rc tycho_shdict_take(struct tycho_shdict *d, const char *key, size_t klen,
+                                       double rate, double burst, double now, bool *allowed,
+                                       double *wait);
 
 /* Removes key; a missing key is fine. */
 void tycho_shdict_delete(struct tycho_shdict *d, const char *key, size_t klen);

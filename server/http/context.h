@@ -47,6 +47,13 @@ struct tycho_app {
     enum tycho_run (*run)(void *self, struct tycho_req *r);
     /* Abandons r's handler, which waits (its connection is closing); r->on_done is not called. */
     void (*cancel)(struct tycho_req *r);
+    /*
+     * The app answers 404 and 405 itself (it has middleware or a not-found
+     * handler): such a request goes to run with r->match.handler_id
+     * TYCHO_HANDLER_NOT_FOUND or TYCHO_HANDLER_WRONG_METHOD, its status and
+     * (405) its Allow header already set.
+     */
+    bool misses;
 };
 
 /*

@@ -289,6 +289,73 @@ static void answer_builtin(struct tycho_conn *c)
     end_request(c, keep_alive);
 }
 
+/* Hands r to the application; its response is appended now or when it is done. */
+static void run_app(struct tycho_conn *c)
+{
+    struct tycho_req *r = c->req;
+
+    r->on_done = on_request_done;
+    if (c->ctx->app.run(c->ctx->app.self, r) == TYCHO_RUN_PENDING) {
+        c->waiting = true;
+        return;
+    }
+    respond(c);
+}
+
+/*
+ * A 405 the app answers itself: status 405 and the Allow line (allow,
+ * "Allow: ...\r\n") set, then the app runs. False when out of memory (the
+ * server answers).
+ */
+static bool run_miss_405(struct tycho_conn *c, const char *allow)
+{
+    struct tycho_req *r = c->req;
+    size_t len = strlen(allow);
+    char *line = tycho_arena_alloc(&r->arena, len);
+
+    if (!line)
+        return false;
+    memcpy(line, allow, len);
+    r->res_headers = line;
+    r->res_headers_len = len;
+    r->match.handler_id = TYCHO_HANDLER_WRONG_METHOD;
+    r->match.nparams = 0;
+    r->status = 405;
+    run_app(c);
+    return true;
+}
+
+/* The server's own 404. */
+static void answer_404(struct tycho_conn *c)
+{
+    bool keep_alive = keeps_alive(c);
+    char id_line[150];
+
+    tycho_exchange_answer_simple(c, 404, tycho_answer_id_line(c->req, id_line, sizeof(id_line)),
+                                 keep_alive, !c->req->is_head);
+    end_request(c, keep_alive);
+}
+
+/* A 405 with its Allow list: the app's to answer when it answers misses, else the server's. */
+static void answer_405(struct tycho_conn *c)
+{
+    struct tycho_req *r = c->req;
+    bool keep_alive = keeps_alive(c);
+    char allow[7 + 247 + 2 + 150];    /* "Allow: " list CRLF, then the id line */
+    size_t used;
+
+    memcpy(allow, "Allow: ", 7);
+    tycho_router_allow(c->ctx->app.router, r->path, r->path_len, allow + 7,
+                       sizeof(allow) - 7 - 2 - 150);   /* room for CRLF and the id line */
+    strcat(allow, "\r\n");
+    if (c->ctx->app.misses && run_miss_405(c, allow))
+        return;
+    used = strlen(allow);
+    tycho_answer_id_line(r, allow + used, sizeof(allow) - used);
+    tycho_exchange_answer_simple(c, 405, allow, keep_alive, !r->is_head);
+    end_request(c, keep_alive);
+}
+
 /*
  * Routes and runs a complete request. Its response is appended now, or, when
  * the handler waits (tycho.sleep), by on_request_done later; meanwhile the
@@ -298,7 +365,6 @@ static void serve(struct tycho_conn *c)
 {
     struct tycho_req *r = c->req;
     struct tycho_ctx *ctx = c->ctx;
-    char allow[7 + 247 + 2 + 150];    /* "Allow: " list CRLF, then the id line */
 
     tycho_req_assign_id(r, &ctx->next_request_id);
     if (ctx->access_ev || ctx->cfg->metrics_path)
@@ -318,34 +384,22 @@ static void serve(struct tycho_conn *c)
             respond(c);
             return;
         }
-        r->on_done = on_request_done;
-        if (ctx->app.run(ctx->app.self, r) == TYCHO_RUN_PENDING) {
-            c->waiting = true;
+        run_app(c);
+        return;
+    }
+    case TYCHO_ROUTE_NOT_FOUND:
+        if (ctx->app.misses) {
+            r->match.handler_id = TYCHO_HANDLER_NOT_FOUND;
+            r->match.nparams = 0;
+            r->status = 404;
+            run_app(c);
             return;
         }
-        respond(c);
+        answer_404(c);
         return;
-    }
-    case TYCHO_ROUTE_NOT_FOUND: {
-        bool keep_alive = keeps_alive(c);
-        tycho_exchange_answer_simple(c, 404, tycho_answer_id_line(r, allow, sizeof(allow)),
-                                     keep_alive, !r->is_head);
-        end_request(c, keep_alive);
+    case TYCHO_ROUTE_WRONG_METHOD:
+        answer_405(c);
         return;
-    }
-    case TYCHO_ROUTE_WRONG_METHOD: {
-        bool keep_alive = keeps_alive(c);
-        size_t used;
-        memcpy(allow, "Allow: ", 7);
-        tycho_router_allow(ctx->app.router, r->path, r->path_len, allow + 7,
-                           sizeof(allow) - 7 - 2 - 150);   /* room for CRLF and the id line */
-        strcat(allow, "\r\n");
-        used = strlen(allow);
-        tycho_answer_id_line(r, allow + used, sizeof(allow) - used);
-        tycho_exchange_answer_simple(c, 405, allow, keep_alive, !r->is_head);
-        end_request(c, keep_alive);
-        return;
-    }
     }
 }
 

@@ -9,6 +9,9 @@
 
 #include <stddef.h>
 
+/* The handler ids of a request no route takes, when the app answers those itself. */
+#define TYCHO_HANDLER_NOT_FOUND (-1)
+#define TYCHO_HANDLER_WRONG_METHOD (-2)
 #define TYCHO_ROUTE_MAX_PARAMS 16
 
 struct tycho_router;

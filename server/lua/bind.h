@@ -23,8 +23,12 @@ void tycho_bind_app(lua_State *L);
 
 /*
  * bind_req.c: registers the "tycho.req" and "tycho.res" metatables and
- * pushes the C function new_objects(lightuserdata r) -> req, res that the
- * prelude calls at the start of every request. May raise.
+ * pushes four values for the prelude: the C function
+ * new_objects(lightuserdata r) -> req, res that it calls at the start of
+ * every request; the tables of req's and res's methods, to which it adds
+ * those written in Lua; and form_pairs(body[, name]), which reads a
+ * urlencoded body as req.query and req:query_all read the query string.
+ * May raise.
  */
 void tycho_bind_objects(lua_State *L);
 
@@ -43,6 +47,19 @@ void tycho_bind_http(lua_State *L);
  * module table on top. May raise.
  */
 void tycho_bind_db(lua_State *L);
+/* bind_crypto.c: adds tycho.crypto to the module table on top. May raise. */
+void tycho_bind_crypto(lua_State *L);
+/*
+ * bind_crypto.c: the app's secret (copied), which tycho.crypto.sign uses.
+ * Main thread, once, before any state is made. TYCHO_OK or TYCHO_ERR.
+ */
+int tycho_bind_set_secret(const char *secret, size_t len);
+/* bind_crypto.c: seeds the state's math.random from the kernel (each state its own). */
+void tycho_bind_seed(lua_State *L);
+/* bind_json.c: adds tycho.json to the module table on top. May raise. */
+void tycho_bind_json(lua_State *L);
+/* bind_json.c: tycho.json.encode(value) -> text, as a lua_CFunction (res:json uses it). */
+int tycho_json_encode(lua_State *L);
 /* bind_redis.c: adds tycho.redis to the module table on top. May raise. */
 void tycho_bind_redis(lua_State *L);
 

@@ -254,6 +254,29 @@ static const char *const methods[][2] = {
     {"delete", "DELETE"}, {"options", "OPTIONS"}, {"head", "HEAD"},
 };
 
+/*
+ * tycho.abort(status[, message]): ends the request with status (400..599)
+ * and message as a plain-text body, from any depth of a handler or
+ * middleware; nothing is logged (task.c answers it, see tycho_task_abort).
+ */
+static int app_abort(lua_State *L)
+{
+    lua_Integer status = luaL_checkinteger(L, 1);
+    const char *message = luaL_optstring(L, 2, NULL);
+
+    luaL_argcheck(L, status >= 400 && status <= 599, 1, "expected a status from 400 to 599");
+    lua_createtable(L, 0, 2);
+    lua_pushinteger(L, status);
+    lua_setfield(L, -2, "status");
+    if (message) {
+        lua_pushstring(L, message);
+        lua_setfield(L, -2, "message");
+    }
+    luaL_getmetatable(L, TYCHO_ABORT_MT);
+    lua_setmetatable(L, -2);
+    return lua_error(L);
+}
+
 void tycho_bind_app(lua_State *L)
 {
     lua_createtable(L, 0, 16);
@@ -270,6 +293,10 @@ void tycho_bind_app(lua_State *L)
     lua_setfield(L, -2, "static");
     lua_pushliteral(L, TYCHO_VERSION);
     lua_setfield(L, -2, "version");
+    luaL_newmetatable(L, TYCHO_ABORT_MT);
+    lua_pop(L, 1);
+    lua_pushcfunction(L, app_abort);
+    lua_setfield(L, -2, "abort");
 
     lua_getglobal(L, "package");
     lua_getfield(L, -1, "loaded");

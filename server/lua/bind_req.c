@@ -15,11 +15,18 @@
 #include <ctype.h>
 #include <lauxlib.h>
 #include <string.h>
+#include <strings.h>
 
 /* Upvalues of req_index. */
 #define UP_REQ_MT lua_upvalueindex(1)
 #define UP_HEADERS_MT lua_upvalueindex(2)
 #define UP_NO_CACHE lua_upvalueindex(3)
+#define UP_METHODS lua_upvalueindex(4)
+
+/* The fields the server gives a req; any other name is the app's own (req.user = ...). */
+static const char *const builtin_fields[] = {"id", "path", "body", "query", "method", "params",
+                                             "headers", "remote_addr", "query_string",
+                                             "cookies", NULL};
 
 /*
  * Registry key of the anchor table: lightuserdata(r) -> req and
@@ -74,12 +81,17 @@ static void push_decoded(lua_State *L, const char *s, size_t len, int plus_space
     luaL_pushresult(&b);
 }
 
-/* Pushes a table of the decoded query parameters; a repeated key keeps its last value. */
-static void push_query(lua_State *L, const struct tycho_req *r)
+/*
+ * Reads the urlencoded pairs of s (a query string, a form body) into the
+ * table on top: every key its last value; or, with want (a decoded key),
+ * only that key's values, appended in order.
+ */
+static void read_pairs(lua_State *L, const char *s, size_t len, const char *want,
+                       size_t want_len)
 {
-    const char *p = r->query, *end = r->query ? r->query + r->query_len : NULL;
+    const char *p = s, *end = s ? s + len : NULL;
+    int n = 0;
 
-    lua_newtable(L);
     while (p && p < end) {
         const char *amp = memchr(p, '&', (size_t)(end - p));
         const char *pair_end = amp ? amp : end;
@@ -88,14 +100,92 @@ static void push_query(lua_State *L, const struct tycho_req *r)
 
         if (key_end > p) {
             push_decoded(L, p, (size_t)(key_end - p), 1);
-            if (eq)
-                push_decoded(L, eq + 1, (size_t)(pair_end - eq - 1), 1);
-            else
-                lua_pushliteral(L, "");
-            lua_rawset(L, -3);
+            if (want && !(lua_objlen(L, -1) == want_len &&
+                          memcmp(lua_tostring(L, -1), want, want_len) == 0)) {
+                lua_pop(L, 1);
+            } else {
+                if (eq)
+                    push_decoded(L, eq + 1, (size_t)(pair_end - eq - 1), 1);
+                else
+                    lua_pushliteral(L, "");
+                if (want) {
+                    lua_remove(L, -2);
+                    lua_rawseti(L, -2, ++n);
+                } else {
+                    lua_rawset(L, -3);
+                }
+            }
         }
         p = pair_end + 1;
     }
+}
+
+/* Pushes a table of the decoded query parameters; a repeated key keeps its last value. */
+static void push_query(lua_State *L, const struct tycho_req *r)
+{
+    lua_newtable(L);
+    read_pairs(L, r->query, r->query_len, NULL, 0);
+}
+
+/* Pushes the request's cookies (every Cookie header), name -> value; the first of a name wins. */
+static void push_cookies(lua_State *L, const struct tycho_req *r)
+{
+    lua_newtable(L);
+    for (unsigned i = 0; i < r->nheaders; i++) {
+        const struct tycho_header *h = &r->headers[i];
+        const char *p = h->value, *end = h->value + h->value_len;
+        if (h->name_len != 6 || strncasecmp(h->name, "cookie", 6) != 0)
+            continue;
+        while (p < end) {
+            const char *semi = memchr(p, ';', (size_t)(end - p));
+            const char *pair_end = semi ? semi : end, *eq;
+            while (p < pair_end && (*p == ' ' || *p == '\t'))
+                p++;
+            eq = memchr(p, '=', (size_t)(pair_end - p));
+            if (eq && eq > p) {
+                const char *v = eq + 1, *v_end = pair_end;
+                while (v_end > v && (v_end[-1] == ' ' || v_end[-1] == '\t'))
+                    v_end--;
+                if (v_end - v >= 2 && *v == '"' && v_end[-1] == '"')
+                    v++, v_end--;            /* a quoted value: the quotes are not part of it */
+                lua_pushlstring(L, p, (size_t)(eq - p));
+                lua_pushvalue(L, -1);
+                lua_rawget(L, -3);
+                if (lua_isnil(L, -1)) {
+                    lua_pop(L, 1);
+                    lua_pushlstring(L, v, (size_t)(v_end - v));
+                    lua_rawset(L, -3);
+                } else {
+                    lua_pop(L, 2);
+                }
+            }
+            p = pair_end + 1;
+        }
+    }
+}
+
+/* req:query_all(name) -> every value of name in the query string, in order (maybe none). */
+static int req_query_all(lua_State *L)
+{
+    struct tycho_req *r = check_req(L, 1);
+    size_t len;
+    const char *want = luaL_checklstring(L, 2, &len);
+
+    lua_newtable(L);
+    read_pairs(L, r->query, r->query_len, want, len);
+    return 1;
+}
+
+/* tycho_form_all(body, name) / tycho_form(body): a urlencoded body read as req.query is. */
+static int form_pairs(lua_State *L)
+{
+    size_t len, want_len = 0;
+    const char *s = luaL_checklstring(L, 1, &len);
+    const char *want = luaL_optlstring(L, 2, NULL, &want_len);
+
+    lua_newtable(L);
+    read_pairs(L, s, len, want, want_len);
+    return 1;
 }
 
 /* Pushes a table of the route parameters, percent-decoded. */
@@ -221,6 +311,14 @@ static int req_index(lua_State *L)
     case 7:
         if (memcmp(k, "headers", 7) == 0)
             return push_cached(L, r, "headers", push_headers);
+        if (memcmp(k, "cookies", 7) == 0)
+            return push_cached(L, r, "cookies", push_cookies);
+        break;
+    case 12:
+        if (memcmp(k, "query_string", 12) == 0) {
+            lua_pushlstring(L, r->query ? r->query : "", r->query_len);
+            return 1;
+        }
         break;
     case 11:
         if (memcmp(k, "remote_addr", 11) == 0) {
@@ -229,12 +327,45 @@ static int req_index(lua_State *L)
         }
         break;
     }
-    return 0;
+    /* A method (req:json, ...), else a field the app set (req.user), else nil. */
+    lua_pushvalue(L, 2);
+    lua_rawget(L, UP_METHODS);
+    if (!lua_isnil(L, -1))
+        return 1;
+    lua_getfenv(L, 1);
+    if (lua_rawequal(L, -1, UP_NO_CACHE))
+        return 0;
+    lua_pushvalue(L, 2);
+    lua_rawget(L, -2);
+    return 1;
 }
 
+/* req.NAME = value: the app's own fields (middleware to handler); the server's stay read-only. */
 static int req_newindex(lua_State *L)
 {
-    return luaL_error(L, "req is read-only (field \"%s\")", luaL_checkstring(L, 2));
+    const char *k = luaL_checkstring(L, 2);
+
+    check_req(L, 1);
+    for (int i = 0; builtin_fields[i]; i++)
+        if (strcmp(k, builtin_fields[i]) == 0)
+            return luaL_error(L, "req.%s is read-only (set a field of your own: req.user = ...)",
+                              k);
+    lua_pushvalue(L, 2);
+    lua_rawget(L, UP_METHODS);
+    if (!lua_isnil(L, -1))
+        return luaL_error(L, "req.%s is a method: choose another name", k);
+    lua_pop(L, 1);
+    lua_getfenv(L, 1);
+    if (lua_rawequal(L, -1, UP_NO_CACHE)) {
+        lua_pop(L, 1);
+        lua_createtable(L, 0, 3);
+        lua_pushvalue(L, -1);
+        lua_setfenv(L, 1);
+    }
+    lua_pushvalue(L, 2);
+    lua_pushvalue(L, 3);
+    lua_rawset(L, -3);
+    return 0;
 }
 
 static int req_tostring(lua_State *L)
@@ -321,7 +452,7 @@ void tycho_bind_release(lua_State *L, struct tycho_req *r)
 
 void tycho_bind_objects(lua_State *L)
 {
-    int req_mt, headers_mt, no_cache, anchors;
+    int req_mt, headers_mt, no_cache, anchors, methods;
 
     luaL_newmetatable(L, "tycho.req");
     req_mt = lua_gettop(L);
@@ -337,14 +468,23 @@ void tycho_bind_objects(lua_State *L)
     lua_insert(L, -3);
     lua_rawset(L, LUA_REGISTRYINDEX);
     anchors = lua_gettop(L);
+    lua_newtable(L);                  /* req's methods: query_all here, the rest in the prelude */
+    methods = lua_gettop(L);
+    lua_pushvalue(L, req_mt);
+    lua_pushcclosure(L, req_query_all, 1);
+    lua_setfield(L, methods, "query_all");
 
     lua_pushvalue(L, req_mt);
     lua_pushvalue(L, headers_mt);
     lua_pushvalue(L, no_cache);
-    lua_pushcclosure(L, req_index, 3);
+    lua_pushvalue(L, methods);
+    lua_pushcclosure(L, req_index, 4);
     lua_setfield(L, req_mt, "__index");
     lua_pushvalue(L, req_mt);
-    lua_pushcclosure(L, req_newindex, 1);
+    lua_pushvalue(L, headers_mt);
+    lua_pushvalue(L, no_cache);
+    lua_pushvalue(L, methods);
+    lua_pushcclosure(L, req_newindex, 4);
     lua_setfield(L, req_mt, "__newindex");
     lua_pushcfunction(L, req_tostring);
     lua_setfield(L, req_mt, "__tostring");
@@ -357,5 +497,13 @@ void tycho_bind_objects(lua_State *L)
     lua_pushvalue(L, no_cache);
     lua_pushcclosure(L, new_objects, 4);
     lua_replace(L, req_mt);
-    lua_settop(L, req_mt);          /* leaves new_objects */
+    lua_pushvalue(L, methods);
+    lua_replace(L, req_mt + 1);
+    luaL_getmetatable(L, "tycho.res");
+    lua_getfield(L, -1, "__index");  /* res's methods */
+    lua_replace(L, req_mt + 2);
+    lua_pop(L, 1);
+    lua_pushcfunction(L, form_pairs);
+    lua_replace(L, req_mt + 3);
+    lua_settop(L, req_mt + 3);      /* leaves new_objects, req's and res's methods, form_pairs */
 }

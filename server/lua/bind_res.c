@@ -61,6 +61,41 @@ static int name_is(const char *name, size_t len, const char *want)
     return strlen(want) == len && strncasecmp(name, want, len) == 0;
 }
 
+/*
+ * The header line of the block starting at *at whose name is name, or NULL;
+ * *at is moved past it. Lines are "Name: value\r\n".
+ */
+static const char *find_line(const struct tycho_req *r, size_t *at, const char *name,
+                             size_t name_len, size_t *line_len)
+{
+    while (*at < r->res_headers_len) {
+        const char *line = r->res_headers + *at;
+        const char *end = memchr(line, '\n', r->res_headers_len - *at);
+        size_t len = end ? (size_t)(end - line) + 1 : r->res_headers_len - *at;
+        *at += len;
+        if (len > name_len && line[name_len] == ':' && strncasecmp(line, name, name_len) == 0) {
+            *line_len = len;
+            return line;
+        }
+    }
+    return NULL;
+}
+
+/* Removes every header line named name (the flags that name set stay: it is set again next). */
+static void remove_header(struct tycho_req *r, const char *name, size_t name_len)
+{
+    size_t at = 0, len;
+    const char *line;
+
+    while ((line = find_line(r, &at, name, name_len, &len))) {
+        size_t start = (size_t)(line - r->res_headers);
+        memmove(r->res_headers + start, r->res_headers + start + len,
+                r->res_headers_len - start - len);
+        r->res_headers_len -= len;
+        at = start;
+    }
+}
+
 /* Appends "name: value\r\n" to the response headers; raises on bad input. */
 static void add_header(lua_State *L, struct tycho_req *r, const char *name, size_t name_len,
                        const char *value, size_t value_len)
@@ -111,8 +146,23 @@ static int res_status(lua_State *L)
     return 1;
 }
 
-/* res:header(name, value) -> res. value: a string or a number. */
+/* res:header(name, value) -> res: sets the header, replacing any of the same name. */
 static int res_header(lua_State *L)
+{
+    struct tycho_req *r = check_res(L, 1);
+    size_t name_len, value_len;
+    const char *name = luaL_checklstring(L, 2, &name_len);
+    const char *value = luaL_checklstring(L, 3, &value_len);
+
+    if (tycho_http_is_token(name, name_len))
+        remove_header(r, name, name_len);
+    add_header(L, r, name, name_len, value, value_len);
+    lua_settop(L, 1);
+    return 1;
+}
+
+/* res:add_header(name, value) -> res: adds a line, keeping those of the same name (Set-Cookie). */
+static int res_add_header(lua_State *L)
 {
     struct tycho_req *r = check_res(L, 1);
     size_t name_len, value_len;
@@ -121,6 +171,37 @@ static int res_header(lua_State *L)
 
     add_header(L, r, name, name_len, value, value_len);
     lua_settop(L, 1);
+    return 1;
+}
+
+/* res:get_header(name) -> the value of the first header of that name set so far, or nil. */
+static int res_get_header(lua_State *L)
+{
+    struct tycho_req *r = check_res(L, 1);
+    size_t name_len, at = 0, len;
+    const char *name = luaL_checklstring(L, 2, &name_len);
+    const char *line = find_line(r, &at, name, name_len, &len);
+
+    if (!line) {
+        lua_pushnil(L);
+        return 1;
+    }
+    line += name_len + 1;
+    len -= name_len + 1;
+    while (len > 0 && (*line == ' ' || *line == '\t'))
+        line++, len--;
+    while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
+        len--;
+    lua_pushlstring(L, line, len);
+    return 1;
+}
+
+/* res:get_status() -> the status set so far (200 unless set). */
+static int res_get_status(lua_State *L)
+{
+    struct tycho_req *r = check_res(L, 1);
+
+    lua_pushinteger(L, r->status ? r->status : 200);
     return 1;
 }
 
@@ -196,8 +277,10 @@ static int res_tostring(lua_State *L)
 }
 
 static const luaL_Reg res_methods[] = {
-    {"status", res_status},     {"header", res_header}, {"send", res_send},
-    {"redirect", res_redirect}, {NULL, NULL},
+    {"status", res_status},         {"header", res_header},
+    {"add_header", res_add_header}, {"get_header", res_get_header},
+    {"get_status", res_get_status}, {"send", res_send},
+    {"redirect", res_redirect},     {NULL, NULL},
 };
 
 void tycho_bind_res_metatable(lua_State *L)
@@ -212,11 +295,7 @@ void tycho_bind_res_metatable(lua_State *L)
     luaL_setfuncs(L, res_methods, 1);
 
     lua_pushvalue(L, mt);
-    lua_getglobal(L, "require");
-    lua_pushliteral(L, "cjson");
-    lua_call(L, 1, 1);
-    lua_getfield(L, -1, "encode");
-    lua_remove(L, -2);
+    lua_pushcfunction(L, tycho_json_encode);
     lua_pushcclosure(L, res_json, 2);
     lua_setfield(L, methods, "json");
 

@@ -12,6 +12,7 @@
 #include "core/shdict.h"
 
 #include <lauxlib.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -201,6 +202,33 @@ static int dict_incr(lua_State *L)
     return 1;
 }
 
+/*
+ * d:take(key, rate, burst) -> true, or false and the seconds to wait: one
+ * token from the bucket under key (rate tokens a second, burst at most),
+ * shared by every worker. For rate limits (tycho.rate_limit).
+ */
+static int dict_take(lua_State *L)
+{
+    struct tycho_shdict *d = check_dict(L);
+    size_t klen;
+    const char *key = check_key(L, 2, &klen);
+    double rate = luaL_checknumber(L, 3), burst = luaL_checknumber(L, 4), wait = 0;
+    bool allowed = false;
+    enum tycho_shdict_rc rc;
+
+    luaL_argcheck(L, rate > 0 && rate < 1e9, 3, "expected a rate above 0 (tokens a second)");
+    luaL_argcheck(L, burst >= 1 && burst < 1e9, 4, "expected a burst of 1 token or more");
+    rc = tycho_shdict_take(d, key, klen, rate, burst, tycho_vm_now(tycho_vm_of(L)), &allowed,
+                           &wait);
+    if (rc != TYCHO_SHDICT_OK)
+        return push_failure(L, rc);
+    lua_pushboolean(L, allowed);
+    if (allowed)
+        return 1;
+    lua_pushnumber(L, wait);
+    return 2;
+}
+
 /* d:delete(key) */
 static int dict_delete(lua_State *L)
 {
@@ -270,7 +298,7 @@ static int shared_dict(lua_State *L)
 
 static const luaL_Reg dict_methods[] = {
     {"get", dict_get},       {"set", dict_set},   {"add", dict_add}, {"incr", dict_incr},
-    {"delete", dict_delete}, {"keys", dict_keys}, {NULL, NULL},
+    {"take", dict_take},     {"delete", dict_delete}, {"keys", dict_keys}, {NULL, NULL},
 };
 
 void tycho_bind_shdict(lua_State *L)

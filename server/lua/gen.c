@@ -28,6 +28,7 @@
 #include <string.h>
 
 #include "prelude_lua.h" /* generated from prelude.lua: tycho_prelude_lua[] */
+#include "web_lua.h"     /* generated from web.lua: tycho_web_lua[] */
 
 struct tycho_gen {
     struct tycho_vm vm;            /* its Lua state (vm.L, owned) and what runs in it */
@@ -45,6 +46,7 @@ struct tycho_gen {
     struct event free_ev;          /* frees a retired, idle generation from the loop */
     char *dir;                     /* owned: the script directory, as given */
     unsigned middleware;           /* app.use functions registered (known once loaded) */
+    bool misses;                   /* the scripts answer 404 and 405 (middleware, not_found) */
 };
 
 lua_State *tycho_gen_lua(struct tycho_gen *g)
@@ -84,6 +86,7 @@ void tycho_gen_app(struct tycho_gen *g, struct tycho_app *app)
     app->static_of = static_of;
     app->run = run;
     app->cancel = tycho_gen_cancel;
+    app->misses = g->misses;
 }
 
 unsigned tycho_gen_script_count(const struct tycho_gen *g)
@@ -142,11 +145,17 @@ static int setup_state(lua_State *L)
     tycho_bind_metrics(L);
     tycho_bind_db(L);
     tycho_bind_redis(L);
+    tycho_bind_crypto(L);
+    tycho_bind_json(L);
+    tycho_bind_seed(L);               /* never the same math.random in two workers or loads */
     if (luaL_loadbuffer(L, tycho_prelude_lua, sizeof(tycho_prelude_lua) - 1, "=tycho.prelude"))
         return lua_error(L);
     lua_pushvalue(L, -2);             /* app */
-    tycho_bind_objects(L);            /* new_objects */
-    lua_call(L, 2, 2);
+    tycho_bind_objects(L);            /* new_objects, req's and res's methods, form_pairs */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, g->handlers_ref);
+    if (luaL_loadbuffer(L, tycho_web_lua, sizeof(tycho_web_lua) - 1, "=tycho.web"))
+        return lua_error(L);
+    lua_call(L, 7, 2);
     g->seal_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     g->dispatch_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_pop(L, 1);
@@ -296,12 +305,14 @@ struct tycho_gen *tycho_gen_new(const char *dir_arg, int worker_id, char *err)
     /* From here on routes and middleware are fixed: a handler cannot add any. */
     g->vm.router = NULL;
     lua_rawgeti(g->vm.L, LUA_REGISTRYINDEX, g->seal_ref);
-    if (lua_pcall(g->vm.L, 0, 1, 0) != 0) {
+    if (lua_pcall(g->vm.L, 0, 2, 0) != 0) {
         snprintf(err, TYCHO_ERR_LEN, "setting up Lua: %s", lua_tostring(g->vm.L, -1));
         goto fail;
     }
-    g->middleware = (unsigned)lua_tointeger(g->vm.L, -1);   /* seal() returns #middleware */
-    lua_pop(g->vm.L, 1);
+    /* seal() returns #middleware and whether there is an app.not_found function. */
+    g->middleware = (unsigned)lua_tointeger(g->vm.L, -2);
+    g->misses = g->middleware > 0 || lua_toboolean(g->vm.L, -1);
+    lua_pop(g->vm.L, 2);
     luaL_unref(g->vm.L, LUA_REGISTRYINDEX, g->seal_ref);
     g->seal_ref = LUA_NOREF;
     for (unsigned i = 0; i < count; i++)

@@ -1,10 +1,19 @@
 -- prelude.lua: the Lua half of the request path, compiled into the binary.
--- It gets the `tycho` module table and the C function that makes req/res
--- objects, adds app.use, and returns dispatch(handler, r) and seal(), which
--- gen.c calls once the scripts have loaded. Middleware and
--- next() live here, in Lua, so that a handler may one day yield through them
--- (C frames cannot be resumed across in LuaJIT).
-local app, new_objects = ...
+-- It gets the `tycho` module table, the C function that makes req/res
+-- objects, the tables of req's and res's methods (it adds those written in
+-- Lua), form_pairs (a urlencoded body read as the query string is) and the
+-- handlers table (ids -1 and -2 answer 404 and 405 when the app does). It
+-- adds app.use, app.not_found and app.error, and returns dispatch(handler, r)
+-- and seal(), which gen.c calls once the scripts have loaded. Middleware and
+-- next() live here, in Lua, so that a handler may yield through them (C
+-- frames cannot be resumed across in LuaJIT).
+local app, new_objects, req_methods, res_methods, form_pairs, handlers, web = ...
+local json_decode = app.json.decode
+local type, error, pcall, xpcall, tostring = type, error, pcall, xpcall, tostring
+local getmetatable = getmetatable
+local traceback = debug.traceback
+local abort = app.abort
+local abort_mt = debug.getregistry()["tycho.abort"]
 
 -- One script must not be able to stop the server for every client.
 os.exit = function()
@@ -13,6 +22,17 @@ end
 
 local middleware = {}
 local sealed = false
+local error_fn
+
+-- Registration functions run while the scripts load only.
+local function loading(fn, what)
+  if sealed then
+    error(what .. ": only while the scripts load, not in a handler", 3)
+  end
+  if type(fn) ~= "function" then
+    error(what .. ": expected a function, got " .. type(fn), 3)
+  end
+end
 
 function app.use(fn)
   if sealed then
@@ -24,18 +44,179 @@ function app.use(fn)
   middleware[#middleware + 1] = fn
 end
 
--- Ends registration; returns how many middleware functions there are (with
--- none, C serves app.static routes without entering Lua).
-local function seal()
-  sealed = true
-  return #middleware
+-- The server's own answers to a request no route takes, when middleware runs for it.
+local function default_not_found() return "Not Found\n" end
+handlers[-1] = default_not_found
+handlers[-2] = function() return "Method Not Allowed\n" end
+
+-- app.not_found(fn): fn(req, res) answers a request no route takes (the status is 404).
+function app.not_found(fn)
+  loading(fn, "app.not_found")
+  handlers[-1] = fn
 end
 
-local function dispatch(handler, r)
-  local req, res = new_objects(r)
+-- app.error(fn): fn(err, req, res) answers a request whose handler raised (the status is 500).
+function app.error(fn)
+  loading(fn, "app.error")
+  error_fn = fn
+end
+
+-- Ends registration; returns how many middleware functions there are (with
+-- none, C serves app.static routes without entering Lua) and whether the
+-- app answers 404 itself.
+local function seal()
+  sealed = true
+  return #middleware, handlers[-1] ~= default_not_found
+end
+
+-- ---- req and res methods written in Lua ---------------------------------------------
+
+-- req:json(): the body decoded, or a 400 that says why.
+function req_methods.json(req)
+  local body = req.body
+  if body == "" then
+    abort(400, "expected a JSON body, got an empty one")
+  end
+  local value, err = json_decode(body)
+  if value == nil then
+    abort(400, "the body is not valid JSON: " .. err)
+  end
+  return value
+end
+
+local function form_body(req, fn)
+  local ctype = req.headers["content-type"]
+  if ctype and not ctype:lower():find("^%s*application/x%-www%-form%-urlencoded") then
+    abort(415, fn .. ": expected a body of type application/x-www-form-urlencoded, got "
+      .. ctype)
+  end
+  return req.body
+end
+
+-- req:form(): the urlencoded body's fields, each its last value (as req.query).
+function req_methods.form(req)
+  return form_pairs(form_body(req, "req:form"))
+end
+
+-- req:form_all(name): every value of name in the urlencoded body, in order.
+function req_methods.form_all(req, name)
+  if type(name) ~= "string" then
+    error("req:form_all: expected a field name (a string), got " .. type(name), 2)
+  end
+  return form_pairs(form_body(req, "req:form_all"), name)
+end
+
+-- ---- cookies (RFC 6265) --------------------------------------------------------------
+
+local crypto = tycho.crypto
+local date = os.date
+local floor = math.floor
+
+-- A cookie name is an HTTP token; a value, cookie-octets (no space, quote, comma, ; or \).
+local function check_cookie(fn, name, value)
+  if type(name) ~= "string" or not name:find("^[!#$%%&'*+%-.^_`|~%w]+$") then
+    error(fn .. ": bad cookie name " .. tostring(name) .. " (letters, digits, !#$%&'*+-.^_`|~)", 3)
+  end
+  if type(value) ~= "string" then
+    error(fn .. ": the value must be a string, got " .. type(value), 3)
+  end
+  if value:find('[%c%s",;\\\127-\255]') then
+    error(fn .. ": the value of " .. name .. " holds a space, a quote, a comma, a semicolon, "
+      .. "a backslash or a byte that is not ASCII: encode it first (tycho.crypto.base64url)", 3)
+  end
+end
+
+local same_sites = { Strict = true, Lax = true, None = true }
+
+-- The attributes of a Set-Cookie line from opts; defaults: Path=/, HttpOnly, SameSite=Lax.
+local function cookie_attributes(fn, opts)
+  local parts = {}
+  if opts.max_age ~= nil then
+    if type(opts.max_age) ~= "number" then
+      error(fn .. ": max_age must be a number of seconds", 3)
+    end
+    parts[#parts + 1] = "Max-Age=" .. floor(opts.max_age)
+  end
+  if opts.expires ~= nil then
+    if type(opts.expires) ~= "number" then
+      error(fn .. ": expires must be a time in seconds since the epoch (tycho.now())", 3)
+    end
+    parts[#parts + 1] = "Expires=" .. date("!%a, %d %b %Y %H:%M:%S GMT", floor(opts.expires))
+  end
+  local path = opts.path == nil and "/" or opts.path
+  if path then
+    parts[#parts + 1] = "Path=" .. path
+  end
+  if opts.domain then
+    parts[#parts + 1] = "Domain=" .. opts.domain
+  end
+  if opts.secure then
+    parts[#parts + 1] = "Secure"
+  end
+  if opts.http_only ~= false then
+    parts[#parts + 1] = "HttpOnly"
+  end
+  local same_site = opts.same_site == nil and "Lax" or opts.same_site
+  if same_site then
+    if not same_sites[same_site] then
+      error(fn .. ': same_site must be "Strict", "Lax" or "None", got ' .. tostring(same_site),
+        3)
+    end
+    if same_site == "None" and not opts.secure then
+      error(fn .. ': same_site = "None" needs secure = true (browsers refuse it otherwise)', 3)
+    end
+    parts[#parts + 1] = "SameSite=" .. same_site
+  end
+  return #parts > 0 and "; " .. table.concat(parts, "; ") or ""
+end
+
+-- res:cookie(name, value[, opts]): a Set-Cookie header; opts.signed signs the value.
+function res_methods.cookie(res, name, value, opts)
+  opts = opts or {}
+  check_cookie("res:cookie", name, value)
+  if opts.signed then
+    value = crypto.sign(value, "cookie:" .. name)
+  end
+  res:add_header("Set-Cookie", name .. "=" .. value .. cookie_attributes("res:cookie", opts))
+  return res
+end
+
+-- res:clear_cookie(name[, opts]): tells the browser to drop it (same path and domain).
+function res_methods.clear_cookie(res, name, opts)
+  opts = opts or {}
+  check_cookie("res:clear_cookie", name, "")
+  local o = { path = opts.path, domain = opts.domain, secure = opts.secure,
+              http_only = opts.http_only, same_site = opts.same_site, max_age = 0, expires = 0 }
+  res:add_header("Set-Cookie", name .. "=" .. cookie_attributes("res:clear_cookie", o))
+  return res
+end
+
+-- req:signed_cookie(name): the value of a cookie set with signed = true, or nil and why.
+function req_methods.signed_cookie(req, name)
+  local raw = req.cookies[name]
+  if raw == nil then
+    return nil, "no such cookie"
+  end
+  return crypto.unsign(raw, "cookie:" .. name)
+end
+
+web(app, req_methods)
+
+-- ---- dispatch -----------------------------------------------------------------------
+
+-- A handler's return: a string is the body (C takes it), a table is answered as JSON.
+local function answer(res, result)
+  if type(result) == "table" then
+    res:json(result)
+    return nil
+  end
+  return result
+end
+
+local function run(handler, req, res)
   local n = #middleware
   if n == 0 then
-    return handler(req, res)
+    return answer(res, handler(req, res))
   end
   local i, result = 0, nil
   local function next_step()
@@ -44,11 +225,42 @@ local function dispatch(handler, r)
     if fn then
       fn(req, res, next_step)
     elseif i == n + 1 then
-      result = handler(req, res)
+      result = answer(res, handler(req, res))
     end
   end
   next_step()
   return result
+end
+
+-- Keeps tycho.abort's value as it is; gives any other error its traceback.
+local function with_traceback(err)
+  if type(err) == "table" and getmetatable(err) == abort_mt then
+    return err
+  end
+  return { err = err, trace = traceback(tostring(err), 2) }
+end
+
+-- With app.error: the error is logged here, and fn's answer replaces the generic 500.
+local function run_guarded(handler, req, res)
+  local ok, result = xpcall(run, with_traceback, handler, req, res)
+  if ok then
+    return result
+  end
+  if result.trace == nil then
+    error(result, 0)                  -- tycho.abort: C answers it
+  end
+  tycho.log.error(req.method .. " " .. req.path .. " [request " .. req.id .. "]: "
+    .. result.trace)
+  res:status(500)
+  return answer(res, error_fn(result.err, req, res))
+end
+
+local function dispatch(handler, r)
+  local req, res = new_objects(r)
+  if error_fn then
+    return run_guarded(handler, req, res)
+  end
+  return run(handler, req, res)
 end
 
 return dispatch, seal

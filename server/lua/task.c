@@ -258,6 +258,43 @@ static void fail_request(struct tycho_req *r)
     r->res_body_len = strlen(r->res_body);
 }
 
+/*
+ * Whether the error on co is tycho.abort's: then r is answered with its
+ * status and message (plain text; headers set before are dropped).
+ */
+static bool aborted(struct tycho_req *r, lua_State *co)
+{
+    bool is_abort;
+    size_t len = 0;
+    const char *msg;
+    char *body;
+
+    if (!lua_istable(co, -1) || !lua_getmetatable(co, -1))
+        return false;
+    luaL_getmetatable(co, TYCHO_ABORT_MT);
+    is_abort = lua_rawequal(co, -1, -2);
+    lua_pop(co, 2);
+    if (!is_abort)
+        return false;
+    fail_request(r);
+    lua_getfield(co, -1, "status");
+    r->status = (int)lua_tointeger(co, -1);
+    lua_getfield(co, -2, "message");
+    msg = lua_tolstring(co, -1, &len);
+    if (!msg) {
+        msg = tycho_http_reason(r->status);
+        len = strlen(msg);
+    }
+    if ((body = tycho_arena_alloc(&r->arena, len + 1))) {
+        memcpy(body, msg, len);
+        body[len] = '\n';
+        r->res_body = body;
+        r->res_body_len = len + 1;
+    }
+    lua_pop(co, 2);
+    return true;
+}
+
 /* A normal return of a request's coroutine: a string result is the body. */
 static void collect_result(struct tycho_task *t)
 {
@@ -333,6 +370,10 @@ static enum tycho_run step(struct tycho_task *t, int nargs)
         if (t->r)
             collect_result(t);
         keep_thread(vm, &t->t);
+        return TYCHO_RUN_DONE;
+    }
+    if (t->r && rc == LUA_ERRRUN && aborted(t->r, co)) {
+        drop_thread(vm, &t->t);
         return TYCHO_RUN_DONE;
     }
     log_error(t, co,

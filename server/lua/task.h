@@ -126,4 +126,7 @@ void tycho_task_retire(struct tycho_vm *vm);
 /* Frees vm's timers and idle tasks (before its state is closed; requests were cancelled). */
 void tycho_task_free_all(struct tycho_vm *vm);
 
+/* The metatable (registry name) of the error value tycho.abort raises. */
+#define TYCHO_ABORT_MT "tycho.abort"
+
 #endif

@@ -28,6 +28,7 @@
 #include "top/worker.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <netinet/in.h>
@@ -325,6 +326,52 @@ static void on_libevent_log(int severity, const char *msg)
     tycho_log(level, "libevent: %s", msg);
 }
 
+/* Bytes an app secret has at least (a shorter one could be guessed). */
+#define SECRET_MIN 16
+
+/*
+ * The app's secret: the file --secret-file names (a trailing newline is not
+ * part of it), or the variable TYCHO_SECRET; none is fine until something
+ * signs. TYCHO_OK, or TYCHO_ERR with why.
+ */
+static int load_secret(const struct tycho_config *cfg, char *err)
+{
+    char buf[4096];
+    size_t len = 0;
+    const char *env = getenv("TYCHO_SECRET");
+    const char *from = cfg->secret_file ? cfg->secret_file : "TYCHO_SECRET";
+
+    if (cfg->secret_file) {
+        FILE *f = fopen(cfg->secret_file, "rb");
+        if (!f) {
+            snprintf(err, TYCHO_ERR_LEN, "--secret-file %s: %s", cfg->secret_file,
+                     strerror(errno));
+            return TYCHO_ERR;
+        }
+        len = fread(buf, 1, sizeof(buf), f);
+        fclose(f);
+        while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r'))
+            len--;
+    } else if (env) {
+        len = strlen(env);
+        if (len > sizeof(buf))
+            len = sizeof(buf);
+        memcpy(buf, env, len);
+    } else {
+        return TYCHO_OK;
+    }
+    if (len < SECRET_MIN) {
+        snprintf(err, TYCHO_ERR_LEN, "%s: the secret must be %d bytes at least, got %zu (make "
+                 "one with: head -c 32 /dev/urandom | base64)", from, SECRET_MIN, len);
+        return TYCHO_ERR;
+    }
+    if (tycho_bind_set_secret(buf, len) < 0) {
+        snprintf(err, TYCHO_ERR_LEN, "out of memory");
+        return TYCHO_ERR;
+    }
+    return TYCHO_OK;
+}
+
 int main(int argc, char **argv)
 {
     struct tycho_config cfg;
@@ -342,6 +389,11 @@ int main(int argc, char **argv)
     event_set_log_callback(on_libevent_log);
     tycho_http_global_init(&cfg);
     tycho_shdict_default_bytes = cfg.shared_dict_bytes;
+    if (load_secret(&cfg, err) < 0) {
+        fprintf(stderr, "tycho: %s\n", err);
+        tycho_config_dispose(&cfg);
+        return 2;
+    }
     if (tycho_metrics_init(cfg.mode == TYCHO_MODE_SERVE ? cfg.workers : 0,
                            (unsigned)cfg.metrics_max_series) < 0) {
         fprintf(stderr, "tycho: out of memory\n");

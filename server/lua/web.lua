@@ -1,0 +1,463 @@
+-- web.lua: the everyday web helpers, compiled into the binary and run by the
+-- prelude once per Lua state (so per worker and per script generation):
+-- sessions (tycho.session) with CSRF tokens (tycho.csrf), CORS (tycho.cors),
+-- a rate limiter (tycho.rate_limit), HTML escaping and templates
+-- (tycho.html), and req:multipart(). It gets the tycho module and the
+-- tables of req's and res's methods.
+local tycho, req_methods = ...
+local crypto, abort = tycho.crypto, tycho.abort
+local cjson = require "cjson"
+local type, error, pairs, ipairs, tostring, tonumber = type, error, pairs, ipairs, tostring, tonumber
+local setmetatable, pcall, select = setmetatable, pcall, select
+local concat, floor, ceil = table.concat, math.floor, math.ceil
+local byte, sub, find, gsub, lower, format = string.byte, string.sub, string.find, string.gsub,
+  string.lower, string.format
+
+local function check_options(fn, opts, known)
+  if opts == nil then
+    return {}
+  end
+  if type(opts) ~= "table" then
+    error(fn .. ": expected a table of options, got " .. type(opts), 3)
+  end
+  for k in pairs(opts) do
+    if not known[k] then
+      error(fn .. ": unknown option " .. tostring(k), 3)
+    end
+  end
+  return opts
+end
+
+-- ---- sessions ----------------------------------------------------------------------------
+
+local session = {}
+local live = setmetatable({}, { __mode = "k" })   -- req -> what its session middleware knows
+
+local function new_id()
+  return crypto.base64url(crypto.random(24))
+end
+
+-- The stores: load(id) -> table or nil; save(id, table, ttl); drop(id).
+local function dict_store(dict)
+  return {
+    load = function(id) local v = dict:get("session:" .. id) return type(v) == "table" and v or nil end,
+    save = function(id, data, ttl)
+      local ok, err = dict:set("session:" .. id, data, ttl)
+      if not ok then error("tycho.session: cannot save the session: " .. tostring(err), 0) end
+    end,
+    drop = function(id) dict:delete("session:" .. id) end,
+  }
+end
+
+local function redis_store(red)
+  return {
+    load = function(id)
+      local v = red:call("GET", "session:" .. id)
+      if type(v) ~= "string" then return nil end
+      local ok, data = pcall(cjson.decode, v)
+      return ok and type(data) == "table" and data or nil
+    end,
+    save = function(id, data, ttl)
+      local ok, err = red:call("SET", "session:" .. id, cjson.encode(data), "EX", ttl)
+      if not ok then error("tycho.session: cannot save the session: " .. tostring(err), 0) end
+    end,
+    drop = function(id) red:call("DEL", "session:" .. id) end,
+  }
+end
+
+local function store_of(store)
+  if store == nil or store == "cookie" then
+    return nil                        -- the data itself in a signed cookie
+  end
+  local t = type(store)
+  if (t == "userdata" or t == "table") and store.call then
+    return redis_store(store)
+  end
+  if (t == "userdata" or t == "table") and store.get and store.set and store.delete then
+    return dict_store(store)
+  end
+  error('tycho.session: store must be "cookie", a tycho.shared.dict or a tycho.redis handle', 3)
+end
+
+-- The cookie store's cookie: the data and its expiry as JSON, base64url, signed.
+local function cookie_load(raw, name, now)
+  local payload = raw and crypto.unsign(raw, "session:" .. name)
+  local json = payload and crypto.from_base64url(payload)
+  local ok, box = pcall(cjson.decode, json or "")
+  if ok and type(box) == "table" and type(box.d) == "table" and tonumber(box.e)
+    and box.e > now then
+    return box.d
+  end
+  return nil
+end
+
+local function cookie_value(name, data, now, ttl)
+  local value = crypto.sign(crypto.base64url(cjson.encode({ d = data, e = now + ttl })),
+    "session:" .. name)
+  if #value > 4000 then
+    error("tycho.session: the session is " .. #value .. " bytes as a cookie, over the 4000 "
+      .. "browsers keep: store less, or use a tycho.shared.dict or tycho.redis store", 0)
+  end
+  return value
+end
+
+local session_options = { store = true, ttl = true, name = true, secure = true,
+  same_site = true, path = true, domain = true }
+
+-- tycho.session{...}: middleware that gives req.session, saved after the handler when changed.
+local function make_session(opts)
+  opts = check_options("tycho.session", opts, session_options)
+  local store = store_of(opts.store)
+  local ttl = opts.ttl or 86400
+  local name = opts.name or "tycho_session"
+  if type(ttl) ~= "number" or ttl <= 0 then
+    error("tycho.session: ttl must be a number of seconds above 0", 2)
+  end
+  local cookie_opts = { max_age = ttl, secure = opts.secure, same_site = opts.same_site,
+    path = opts.path, domain = opts.domain }
+  if not pcall(crypto.sign, "", "check") then  -- no secret: say so at load time
+    error("tycho.session: no secret to sign the session cookie with: start Tycho with "
+      .. "--secret-file FILE or the variable TYCHO_SECRET", 2)
+  end
+
+  return function(req, res, nxt)
+    local now = tycho.now()
+    local raw = req.cookies[name]
+    local st = { name = name }
+    local data
+    if store then
+      st.id = raw and crypto.unsign(raw, "session-id:" .. name)
+      data = st.id and store.load(st.id)
+      if not data then st.id = nil end
+    else
+      data = cookie_load(raw, name, now)
+    end
+    st.had = data ~= nil
+    data = data or {}
+    st.before = cjson.encode(data)
+    live[req] = st
+    req.session = data
+    nxt()
+    local after = req.session
+    if st.destroyed then
+      if store and st.id then store.drop(st.id) end
+      res:clear_cookie(name, { path = opts.path, domain = opts.domain })
+      return
+    end
+    local now_json = cjson.encode(after)
+    if now_json == st.before and not st.rotated and st.had then
+      return
+    end
+    if now_json == "{}" and not st.had then
+      return                          -- nothing to keep: no cookie for a visitor
+    end
+    if store then
+      if st.rotated and st.id then store.drop(st.id) end
+      if st.rotated or not st.id then st.id = new_id() end
+      store.save(st.id, after, ttl)
+      res:cookie(name, crypto.sign(st.id, "session-id:" .. name), cookie_opts)
+    else
+      res:cookie(name, cookie_value(name, after, tycho.now(), ttl), cookie_opts)
+    end
+  end
+end
+
+local function session_of(req, fn)
+  local st = live[req]
+  if not st then
+    error(fn .. ": no session: add app.use(tycho.session{...}) before the routes that use it", 3)
+  end
+  return st
+end
+
+-- tycho.session.rotate(req): a new id for the same data (after a log-in).
+function session.rotate(req)
+  session_of(req, "tycho.session.rotate").rotated = true
+end
+
+-- tycho.session.destroy(req): the data goes, and the cookie (a log-out).
+function session.destroy(req)
+  session_of(req, "tycho.session.destroy").destroyed = true
+  req.session = {}
+end
+
+-- tycho.session.csrf_token(req): this session's token for forms (made on first use).
+function session.csrf_token(req)
+  session_of(req, "tycho.session.csrf_token")
+  local s = req.session
+  if type(s._csrf) ~= "string" then
+    s._csrf = crypto.base64url(crypto.random(24))
+  end
+  return s._csrf
+end
+
+setmetatable(session, { __call = function(_, opts) return make_session(opts) end })
+tycho.session = session
+
+local unsafe = { POST = true, PUT = true, PATCH = true, DELETE = true }
+
+-- tycho.csrf(): middleware refusing (403) a POST, PUT, PATCH or DELETE without this session's
+-- token, sent as the form field csrf_token or the header X-CSRF-Token.
+function tycho.csrf()
+  return function(req, res, nxt)
+    if unsafe[req.method] then
+      session_of(req, "tycho.csrf")
+      local want = req.session._csrf
+      local sent = req.headers["x-csrf-token"]
+      if not sent then
+        local ctype = req.headers["content-type"] or ""
+        if find(lower(ctype), "application/x-www-form-urlencoded", 1, true) then
+          sent = req:form().csrf_token
+        end
+      end
+      if type(want) ~= "string" or type(sent) ~= "string" or not crypto.equals(sent, want) then
+        abort(403, "the form's CSRF token is missing or wrong: reload the page and try again")
+      end
+    end
+    nxt()
+  end
+end
+
+-- ---- CORS ----------------------------------------------------------------------------------
+
+local cors_options = { origins = true, methods = true, headers = true, expose = true,
+  credentials = true, max_age = true }
+
+local function list(v, default)
+  if v == nil then return default end
+  if type(v) == "table" then return concat(v, ", ") end
+  return tostring(v)
+end
+
+-- tycho.cors{...}: Access-Control-* headers for allowed origins, and preflights answered.
+function tycho.cors(opts)
+  opts = check_options("tycho.cors", opts, cors_options)
+  local origins = opts.origins or "*"
+  local allowed
+  if origins == "*" then
+    if opts.credentials then
+      error('tycho.cors: origins = "*" cannot go with credentials = true (browsers refuse it): '
+        .. "list the origins", 2)
+    end
+    allowed = function() return true end
+  elseif type(origins) == "table" then
+    local set = {}
+    for _, o in ipairs(origins) do set[o] = true end
+    allowed = function(o) return set[o] == true end
+  elseif type(origins) == "function" then
+    allowed = origins
+  else
+    error('tycho.cors: origins must be "*", a list of origins or a function(origin)', 2)
+  end
+  local methods = list(opts.methods, "GET, HEAD, POST, PUT, PATCH, DELETE")
+  local expose = opts.expose and list(opts.expose)
+  local max_age = tostring(opts.max_age or 600)
+  return function(req, res, nxt)
+    local origin = req.headers.origin
+    if not origin or not allowed(origin) then
+      return nxt()
+    end
+    res:header("Access-Control-Allow-Origin", origins == "*" and "*" or origin)
+    if origins ~= "*" then res:add_header("Vary", "Origin") end
+    if opts.credentials then res:header("Access-Control-Allow-Credentials", "true") end
+    local wanted = req.headers["access-control-request-method"]
+    if req.method == "OPTIONS" and wanted then
+      res:header("Access-Control-Allow-Methods", methods)
+      local headers = opts.headers and list(opts.headers)
+        or req.headers["access-control-request-headers"]
+      if headers then res:header("Access-Control-Allow-Headers", headers) end
+      res:header("Access-Control-Max-Age", max_age)
+      res:status(204)
+      res:send("")
+      return                          -- a preflight: answered here, whatever the route
+    end
+    if expose then res:header("Access-Control-Expose-Headers", expose) end
+    nxt()
+  end
+end
+
+-- ---- rate limits ----------------------------------------------------------------------------
+
+local limit_options = { rate = true, burst = true, key = true, dict = true }
+
+-- tycho.rate_limit{rate = N, burst = M, key = fn, dict = d}: a token bucket per key (the
+-- client's address by default) shared by every worker; past it 429 with Retry-After.
+function tycho.rate_limit(opts)
+  opts = check_options("tycho.rate_limit", opts, limit_options)
+  local rate = opts.rate
+  if type(rate) ~= "number" or rate <= 0 then
+    error("tycho.rate_limit: rate must be a number of requests a second above 0", 2)
+  end
+  local burst = opts.burst or math.max(1, rate)
+  if type(burst) ~= "number" or burst < 1 then
+    error("tycho.rate_limit: burst must be a number, 1 or more", 2)
+  end
+  local key = opts.key or function(req) return req.remote_addr end
+  local dict = opts.dict or tycho.shared.dict("tycho.rate_limit")
+  return function(req, res, nxt)
+    local k = key(req)
+    if k ~= nil then
+      local ok, wait = dict:take("rate:" .. tostring(k), rate, burst)
+      if ok == false then
+        res:status(429)
+        res:header("Retry-After", tostring(ceil(wait)))
+        res:send("Too Many Requests\n")
+        return
+      end
+    end
+    nxt()
+  end
+end
+
+-- ---- HTML escaping and templates -----------------------------------------------------------
+
+local html = {}
+local entities = { ["&"] = "&amp;", ["<"] = "&lt;", [">"] = "&gt;", ['"'] = "&quot;",
+  ["'"] = "&#39;" }
+
+-- tycho.html.escape(v): text safe inside HTML elements and quoted attributes.
+function html.escape(v)
+  if v == nil then return "" end
+  return (gsub(tostring(v), "[&<>\"']", entities))
+end
+tycho.html = html
+
+local template = {}
+local compiled = {}                   -- source -> render function, for this state's life
+
+-- The Lua code of a template: {{ expr }} escaped, {{{ expr }}} as it is, {% code %} run.
+local function translate(src, name)
+  local out, pos = { "local _b, _e = {}, ...\n" }, 1
+  while true do
+    local s, e, kind = find(src, "{([{%%])", pos)
+    if not s then break end
+    if s > pos then out[#out + 1] = format("_b[#_b+1] = %q\n", sub(src, pos, s - 1)) end
+    local code, close
+    if kind == "%" then
+      close = find(src, "%}", e + 1, true)
+      if not close then error(name .. ": a {% with no %}", 0) end
+      out[#out + 1] = sub(src, e + 1, close - 1) .. "\n"
+      pos = close + 2
+    elseif sub(src, e + 1, e + 1) == "{" then
+      close = find(src, "}}}", e + 2, true)
+      if not close then error(name .. ": a {{{ with no }}}", 0) end
+      code = sub(src, e + 2, close - 1)
+      out[#out + 1] = "_b[#_b+1] = tostring(" .. code .. ")\n"
+      pos = close + 3
+    else
+      close = find(src, "}}", e + 1, true)
+      if not close then error(name .. ": a {{ with no }}", 0) end
+      code = sub(src, e + 1, close - 1)
+      out[#out + 1] = "_b[#_b+1] = _e(" .. code .. ")\n"
+      pos = close + 2
+    end
+  end
+  if pos <= #src then out[#out + 1] = format("_b[#_b+1] = %q\n", sub(src, pos)) end
+  out[#out + 1] = "return table.concat(_b)\n"
+  return concat(out)
+end
+
+-- tycho.template.compile(src[, name]) -> render(values): compiled once per source.
+function template.compile(src, name)
+  if type(src) ~= "string" then
+    error("tycho.template.compile: expected the template (a string), got " .. type(src), 2)
+  end
+  local render = compiled[src]
+  if render then return render end
+  name = name or "template"
+  local ok, code = pcall(translate, src, name)
+  if not ok then error("tycho.template.compile: " .. code, 2) end
+  local chunk, err = loadstring(code, "=" .. name)
+  if not chunk then error("tycho.template.compile: " .. err, 2) end
+  render = function(values)
+    local env = setmetatable({}, { __index = function(_, k)
+      local v = values and values[k]
+      if v == nil then v = _G[k] end
+      return v
+    end })
+    setfenv(chunk, env)
+    return chunk(html.escape)
+  end
+  compiled[src] = render
+  return render
+end
+
+-- tycho.template.render(src, values): compile (once) and render.
+function template.render(src, values)
+  return template.compile(src)(values)
+end
+tycho.template = template
+
+-- ---- multipart/form-data (RFC 7578) -----------------------------------------------------
+
+local multipart_options = { max_parts = true, max_header_bytes = true }
+
+-- The parameter name of a header value (name="x" or name=x), unquoted.
+local function param(value, key)
+  local _, e = find(value, ";%s*" .. key .. "%s*=%s*")
+  if not e then return nil end
+  if sub(value, e + 1, e + 1) == '"' then
+    local close = find(value, '"', e + 2, true)
+    return close and gsub(sub(value, e + 2, close - 1), '\\(.)', "%1") or nil
+  end
+  return (sub(value, e + 1):match("^[^;%s]+"))
+end
+
+local function part_headers(block, limit)
+  local headers = {}
+  for line in block:gmatch("[^\r\n]+") do
+    local k, v = line:match("^([!#$%%&'*+%-.^_`|~%w]+):%s*(.-)%s*$")
+    if not k then abort(400, "multipart: a part's header line is malformed") end
+    headers[lower(k)] = v
+  end
+  return headers
+end
+
+-- req:multipart{max_parts = 100, max_header_bytes = 8192} -> the parts, in order.
+function req_methods.multipart(req, opts)
+  opts = check_options("req:multipart", opts, multipart_options)
+  local max_parts = opts.max_parts or 100
+  local max_header = opts.max_header_bytes or 8192
+  local ctype = req.headers["content-type"] or ""
+  if not find(lower(ctype), "^%s*multipart/form%-data") then
+    abort(415, "req:multipart: expected a body of type multipart/form-data, got "
+      .. (ctype == "" and "none" or ctype))
+  end
+  local boundary = param(ctype, "boundary")
+  if not boundary or #boundary < 1 or #boundary > 70 then
+    abort(400, "multipart: the Content-Type has no boundary (or one over 70 characters)")
+  end
+  local body, delim = req.body, "--" .. boundary
+  local parts = {}
+  local s, e = find(body, delim, 1, true)
+  if not s or (s > 1 and sub(body, s - 2, s - 1) ~= "\r\n") then
+    abort(400, "multipart: the body does not start with its boundary")
+  end
+  while true do
+    if sub(body, e + 1, e + 2) == "--" then
+      return parts                    -- the closing delimiter
+    end
+    local line_end = find(body, "\r\n", e + 1, true)
+    if not line_end then abort(400, "multipart: the body ends before its closing boundary") end
+    local head_end = find(body, "\r\n\r\n", line_end, true)
+    if not head_end or head_end - line_end > max_header then
+      if not head_end then abort(400, "multipart: a part's headers are not finished") end
+      abort(431, "multipart: a part's headers are over " .. max_header .. " bytes")
+    end
+    if #parts >= max_parts then
+      abort(413, "multipart: more than " .. max_parts .. " parts")
+    end
+    local headers = part_headers(sub(body, line_end + 2, head_end - 1), max_header)
+    local next_s, next_e = find(body, "\r\n" .. delim, head_end + 4, true)
+    if not next_s then abort(400, "multipart: the body ends before its closing boundary") end
+    local disposition = headers["content-disposition"] or ""
+    parts[#parts + 1] = {
+      name = param(disposition, "name"),
+      filename = param(disposition, "filename"),
+      content_type = headers["content-type"] or "text/plain",
+      headers = headers,
+      body = sub(body, head_end + 4, next_s - 1),
+    }
+    e = next_e
+  end
+end
