@@ -319,7 +319,8 @@ static void collect_result(struct tycho_task *t)
     } else if (type != LUA_TNIL && type != LUA_TSTRING) {
         char what[128];
         snprintf(what, sizeof(what),
-                 "handler returned a %s value; return a string, or use res:send / res:json",
+                 "handler returned a %s value; return a string or a table (sent as JSON), or "
+                 "use res:send / res:json",
                  lua_typename(co, type));
         log_error(t, co, what);
         fail_request(r);

@@ -815,7 +815,7 @@ static void test_lua_errors(const struct server *s)
 {
     static const char *const paths[] = {"/error",       "/error-nested", "/send-twice",
                                         "/error-table", "/error-nil",    "/status-1xx",
-                                        "/header-split", "/return-table", "/use-stashed"};
+                                        "/header-split", "/return-function", "/use-stashed"};
     static const char *const secrets[] = {"boom", "30_errors", "traceback", "attempt to",
                                           "missing", "second"};
     struct client c;
@@ -863,8 +863,8 @@ static void test_lua_errors(const struct server *s)
        "log: res:status(101) is refused");
     ok(wait_for_log(s, "contains CR, LF, NUL", io_timeout_ms),
        "log: a header value with CR LF is refused (no response splitting)");
-    ok(wait_for_log(s, "handler returned a table value", io_timeout_ms),
-       "log: returning a table is an error");
+    ok(wait_for_log(s, "handler returned a function value", io_timeout_ms),
+       "log: returning a function is an error");
     ok(wait_for_log(s, "request finished", io_timeout_ms),
        "log: a stashed req raises \"request finished\"");
     if (!wait_for_log(s, "30_errors.lua:15", 0))

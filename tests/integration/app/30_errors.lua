@@ -38,8 +38,8 @@ app.get("/header-split", function(req, res)
     res:header("X-Split", "a\r\nInjected: yes"):send("split")
 end)
 
-app.get("/return-table", function(req, res)
-    return { "not", "a", "string" }
+app.get("/return-function", function(req, res)
+    return function() end
 end)
 
 local stashed
