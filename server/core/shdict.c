@@ -332,14 +332,21 @@ enum tycho_shdict_rc tycho_shdict_incr(struct tycho_shdict *d, const char *key, 
     return rc;
 }
 
-/* Refills a bucket {tokens, stamp} to now and takes one token if there is one. */
+/*
+ * Refills a bucket {tokens, stamp} to now and takes one token if there is one.
+ * now may be behind the stamp: each worker reads its event loop's cached time,
+ * so the next take, on another worker, can come a little "earlier" (and the
+ * wall clock can step back). Time that goes back refills nothing and must not
+ * drain the bucket: a bucket left at exactly 1 token refused its next request.
+ */
 static bool bucket_take(double b[2], double rate, double burst, double now, double *wait)
 {
-    double tokens = b[0] + (now - b[1]) * rate;
+    double tokens = b[0] + (now > b[1] ? (now - b[1]) * rate : 0);
 
     if (tokens > burst)
         tokens = burst;
-    b[1] = now;
+    if (now > b[1])
+        b[1] = now;
     if (tokens >= 1) {
         b[0] = tokens - 1;
         *wait = 0;

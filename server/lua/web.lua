@@ -6,8 +6,7 @@
 -- tables of req's and res's methods.
 local tycho, req_methods = ...
 local crypto, abort = tycho.crypto, tycho.abort
-local cjson = require "cjson"
-local type, error, pairs, ipairs, tostring, tonumber = type, error, pairs, ipairs, tostring, tonumber
+local type, error, pairs, ipairs, tostring = type, error, pairs, ipairs, tostring
 local setmetatable, pcall, select = setmetatable, pcall, select
 local concat, floor, ceil = table.concat, math.floor, math.ceil
 local byte, sub, find, gsub, lower, format = string.byte, string.sub, string.find, string.gsub,
@@ -33,6 +32,17 @@ end
 local session = {}
 local live = setmetatable({}, { __mode = "k" })   -- req -> what its session middleware knows
 
+-- Session data is kept as tycho.json text in every store, not through cjson (nor a shared
+-- dict's table values, which are cjson too): cjson writes 14 significant digits, so an id
+-- such as 123456789012345 came back changed, and an empty array came back as {}.
+local json_encode, json_decode = tycho.json.encode, tycho.json.decode
+
+-- The table a stored text holds, or nil (missing, not JSON, not a table).
+local function decode_table(text)
+  local data = type(text) == "string" and json_decode(text)
+  return type(data) == "table" and data or nil
+end
+
 local function new_id()
   return crypto.base64url(crypto.random(24))
 end
@@ -40,9 +50,9 @@ end
 -- The stores: load(id) -> table or nil; save(id, table, ttl); drop(id).
 local function dict_store(dict)
   return {
-    load = function(id) local v = dict:get("session:" .. id) return type(v) == "table" and v or nil end,
+    load = function(id) return decode_table(dict:get("session:" .. id)) end,
     save = function(id, data, ttl)
-      local ok, err = dict:set("session:" .. id, data, ttl)
+      local ok, err = dict:set("session:" .. id, json_encode(data), ttl)
       if not ok then error("tycho.session: cannot save the session: " .. tostring(err), 0) end
     end,
     drop = function(id) dict:delete("session:" .. id) end,
@@ -51,14 +61,9 @@ end
 
 local function redis_store(red)
   return {
-    load = function(id)
-      local v = red:call("GET", "session:" .. id)
-      if type(v) ~= "string" then return nil end
-      local ok, data = pcall(cjson.decode, v)
-      return ok and type(data) == "table" and data or nil
-    end,
+    load = function(id) return decode_table(red:call("GET", "session:" .. id)) end,
     save = function(id, data, ttl)
-      local ok, err = red:call("SET", "session:" .. id, cjson.encode(data), "EX", ttl)
+      local ok, err = red:call("SET", "session:" .. id, json_encode(data), "EX", ttl)
       if not ok then error("tycho.session: cannot save the session: " .. tostring(err), 0) end
     end,
     drop = function(id) red:call("DEL", "session:" .. id) end,
@@ -83,16 +88,15 @@ end
 local function cookie_load(raw, name, now)
   local payload = raw and crypto.unsign(raw, "session:" .. name)
   local json = payload and crypto.from_base64url(payload)
-  local ok, box = pcall(cjson.decode, json or "")
-  if ok and type(box) == "table" and type(box.d) == "table" and tonumber(box.e)
-    and box.e > now then
+  local box = decode_table(json)
+  if box and type(box.d) == "table" and type(box.e) == "number" and box.e > now then
     return box.d
   end
   return nil
 end
 
 local function cookie_value(name, data, now, ttl)
-  local value = crypto.sign(crypto.base64url(cjson.encode({ d = data, e = now + ttl })),
+  local value = crypto.sign(crypto.base64url(json_encode({ d = data, e = now + ttl })),
     "session:" .. name)
   if #value > 4000 then
     error("tycho.session: the session is " .. #value .. " bytes as a cookie, over the 4000 "
@@ -134,7 +138,7 @@ local function make_session(opts)
     end
     st.had = data ~= nil
     data = data or {}
-    st.before = cjson.encode(data)
+    st.before = json_encode(data)
     live[req] = st
     req.session = data
     nxt()
@@ -144,7 +148,7 @@ local function make_session(opts)
       res:clear_cookie(name, { path = opts.path, domain = opts.domain })
       return
     end
-    local now_json = cjson.encode(after)
+    local now_json = json_encode(after)
     if now_json == st.before and not st.rotated and st.had then
       return
     end
@@ -254,11 +258,13 @@ function tycho.cors(opts)
   local max_age = tostring(opts.max_age or 600)
   return function(req, res, nxt)
     local origin = req.headers.origin
+    -- Whether the answer has CORS headers depends on Origin, allowed or not, sent or not: a
+    -- cache must not give a response made without them to an allowed origin.
+    if origins ~= "*" then res:add_header("Vary", "Origin") end
     if not origin or not allowed(origin) then
       return nxt()
     end
     res:header("Access-Control-Allow-Origin", origins == "*" and "*" or origin)
-    if origins ~= "*" then res:add_header("Vary", "Origin") end
     if opts.credentials then res:header("Access-Control-Allow-Credentials", "true") end
     local wanted = req.headers["access-control-request-method"]
     if req.method == "OPTIONS" and wanted then
@@ -326,8 +332,13 @@ local template = {}
 local compiled = {}                   -- source -> render function, for this state's life
 
 -- The Lua code of a template: {{ expr }} escaped, {{{ expr }}} as it is, {% code %} run.
+-- The chunk returns a new render function at each call, so that every render has its own
+-- environment (the values): a render that waits (a value that queries a database) or that
+-- renders the same template inside (a tree) must not see another render's values. The
+-- helpers are locals taken before, so that a value named table or tostring changes nothing.
 local function translate(src, name)
-  local out, pos = { "local _b, _e = {}, ...\n" }, 1
+  local out, pos = { "local _concat, _tostring = table.concat, tostring\n"
+    .. "return function(_e)\nlocal _b = {}\n" }, 1
   while true do
     local s, e, kind = find(src, "{([{%%])", pos)
     if not s then break end
@@ -342,7 +353,7 @@ local function translate(src, name)
       close = find(src, "}}}", e + 2, true)
       if not close then error(name .. ": a {{{ with no }}}", 0) end
       code = sub(src, e + 2, close - 1)
-      out[#out + 1] = "_b[#_b+1] = tostring(" .. code .. ")\n"
+      out[#out + 1] = "_b[#_b+1] = _tostring(" .. code .. ")\n"
       pos = close + 3
     else
       close = find(src, "}}", e + 1, true)
@@ -353,7 +364,7 @@ local function translate(src, name)
     end
   end
   if pos <= #src then out[#out + 1] = format("_b[#_b+1] = %q\n", sub(src, pos)) end
-  out[#out + 1] = "return table.concat(_b)\n"
+  out[#out + 1] = "return _concat(_b)\nend\n"
   return concat(out)
 end
 
@@ -375,8 +386,7 @@ function template.compile(src, name)
       if v == nil then v = _G[k] end
       return v
     end })
-    setfenv(chunk, env)
-    return chunk(html.escape)
+    return setfenv(chunk(), env)(html.escape)
   end
   compiled[src] = render
   return render
@@ -392,13 +402,22 @@ tycho.template = template
 
 local multipart_options = { max_parts = true, max_header_bytes = true }
 
--- The parameter name of a header value (name="x" or name=x), unquoted.
+-- The parameter key of a header value (key="x" or key=x), unquoted. Parameter names are
+-- case-insensitive (RFC 2045: Boundary= is a boundary); their values are not.
 local function param(value, key)
-  local _, e = find(value, ";%s*" .. key .. "%s*=%s*")
+  local _, e = find(lower(value), ";%s*" .. key .. "%s*=%s*")
   if not e then return nil end
   if sub(value, e + 1, e + 1) == '"' then
-    local close = find(value, '"', e + 2, true)
-    return close and gsub(sub(value, e + 2, close - 1), '\\(.)', "%1") or nil
+    -- A quoted string ends at the first quote that is not escaped: name="a\"b" is a"b.
+    local out, i = {}, e + 2
+    while true do
+      local q = find(value, '[\\"]', i)
+      if not q then return nil end
+      out[#out + 1] = sub(value, i, q - 1)
+      if sub(value, q, q) == '"' then return concat(out) end
+      out[#out + 1] = sub(value, q + 1, q + 1)
+      i = q + 2
+    end
   end
   return (sub(value, e + 1):match("^[^;%s]+"))
 end
