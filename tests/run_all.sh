@@ -53,6 +53,9 @@ done
     run "layers: server/layers over the objects in $OBJ_DIR, no cycle" sh tests/layers.sh "$OBJ_DIR"
 run "example app (tycho --request)" sh tests/lua/run.sh "$tycho" scripts
 run "example app's tests (tycho test scripts)" "$tycho" test scripts
+# The login example signs its session cookie: a throwaway secret for the test (never a real one).
+run "the login example's tests (tycho test examples/login)" \
+    env TYCHO_SECRET=tests-only-secret-not-for-use-0123456789 "$tycho" test examples/login
 run "tycho test and tycho new" sh tests/lua/test_runner.sh "$tycho"
 run "make install, the man page, LuaRocks" sh tests/install/run.sh "$tycho"
 run "the flags in --help, man/tycho.1 and docs/cli.md" sh tests/docs/flags.sh "$tycho"

@@ -24,7 +24,8 @@
 # serving the example app in scripts/ (its GET /plaintext answers "Hello, World!"),
 # started here on 127.0.0.1 with --port 0 and stopped by its PID; and with DATABASE_URL
 # and REDIS_URL naming a PostgreSQL database and a Redis server started for the run
-# ($DOC_SERVERS, below). Every run is bounded
+# ($DOC_SERVERS, below); and with TYCHO_SECRET set (below), for the examples that sign
+# cookies and sessions. Every run is bounded
 # in time. Failures print `FAIL FILE:LINE: ...` with what was expected and what came.
 # Ends with the summary line `N passed, M failed`.
 tycho=${1:-./tycho}
@@ -70,6 +71,12 @@ done
 if [ -n "$port" ]; then pass; else fail "the backend did not start in 10 s:"; show "$work/backend.log"; fi
 TYCHO_UPSTREAM=127.0.0.1:$port
 export TYCHO_UPSTREAM
+
+# The app's secret for the examples that sign (res:cookie{signed = true}, tycho.session,
+# tycho.crypto.sign): a throwaway value for these tests only. The docs never show a secret;
+# they tell the reader to make one (docs/security.md).
+TYCHO_SECRET=docs-examples-only-not-a-real-secret-42
+export TYCHO_SECRET
 
 # PostgreSQL and Redis for the examples that use them: $DOC_SERVERS is tests/docs/servers.c's
 # program (`make test` builds it and sets this). It starts both and writes their URLs, here
