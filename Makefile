@@ -4,7 +4,7 @@
 #   make test       install missing Debian packages, build, run every test (and `tycho test scripts`)
 #   make asan       every test again under -fsanitize=address,undefined
 #   make valgrind   the integration tests with the server under valgrind
-#   make bench      Tycho against nginx + Lua (installs nginx, its Lua module and wrk)
+#   make bench      Tycho against nginx + Lua, and Go for pgquery/redisget (installs what it needs)
 #   make fuzz       the request-path fuzz target with its framing oracle, FUZZ_SECONDS (60)
 #   make install    PREFIX=/usr/local (default) and DESTDIR: $(PREFIX)/bin/tycho, the man page
 #                   $(PREFIX)/share/man/man1/tycho.1, the example scripts in
