@@ -127,7 +127,7 @@ UNIT_MODULE_test_buf := core/buf
 UNIT_MODULE_test_mq := core/mq
 UNIT_MODULE_test_pool := core/pool
 UNIT_MODULE_test_router := http/router
-UNIT_MODULE_test_connpool := net/connpool
+UNIT_MODULE_test_connpool := net/connpool net/lookup
 UNIT_MODULE_test_http := http/request http/response http/framing
 UNIT_MODULE_test_oracle :=
 unit_objs = $(UNIT_MODULE_$(1):%=$(BUILD)/%.o)

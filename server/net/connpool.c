@@ -4,6 +4,7 @@
  * socket itself; the driver does.
  */
 #include "net/connpool.h"
+#include "net/lookup.h"
 
 #include "core/log.h"
 #include "core/metrics.h"
@@ -44,17 +45,6 @@ static double now_mono(void)
 
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static struct timeval to_tv(double seconds)
-{
-    struct timeval tv;
-
-    if (seconds < 0.001)
-        seconds = 0.001;              /* libevent reads a zero timeval as "no timeout" */
-    tv.tv_sec = (time_t)seconds;
-    tv.tv_usec = (suseconds_t)((seconds - (double)tv.tv_sec) * 1e6);
-    return tv;
 }
 
 void tycho_connpool_opts_default(struct tycho_connpool_opts *o)
@@ -424,7 +414,7 @@ static void take(struct tycho_connpool *p, struct tycho_pwaiter *w)
     p->waiting++;
     add(p, TYCHO_POOL_WAITING, 1);
     /* One whose connection is being made waits for the connect too. */
-    tv = to_tv(p->o.wait_timeout + (p->open < p->o.max_conns ? p->o.connect_timeout : 0));
+    tv = tycho_tv(p->o.wait_timeout + (p->open < p->o.max_conns ? p->o.connect_timeout : 0));
     evtimer_assign(&w->timer, p->base, on_wait_timeout, w);
     evtimer_add(&w->timer, &tv);
     serve_waiters(p);

@@ -17,6 +17,7 @@
 #include "net/upstream.h"
 #include "core/tycho.h"
 #include "net/connpool.h"
+#include "net/lookup.h"
 #include "net/wire.h"
 #include "core/metrics.h"
 
@@ -94,19 +95,6 @@ static void conn_close(struct tycho_pconn *pc);
 static bool conn_alive(struct tycho_pconn *pc);
 
 static const struct tycho_connpool_driver http_driver = {conn_open, conn_close, conn_alive};
-
-static struct timeval to_tv(double seconds)
-{
-    struct timeval tv;
-
-    if (seconds < 0)
-        seconds = 0;
-    else if (seconds > 0 && seconds < 0.001)
-        seconds = 0.001;              /* libevent reads a zero timeval as "no timeout" */
-    tv.tv_sec = (time_t)seconds;
-    tv.tv_usec = (suseconds_t)((seconds - (double)tv.tv_sec) * 1e6);
-    return tv;
-}
 
 void tycho_pool_opts_default(struct tycho_pool_opts *o)
 {
@@ -356,7 +344,7 @@ static void conn_start(struct upconn *conn)
 {
     struct tycho_pool *p = conn->pool;
     struct tycho_upstreams *u = p->u;
-    struct timeval connect_tv = to_tv(p->o.connect_timeout);
+    struct timeval connect_tv = tycho_tv(p->o.connect_timeout);
     struct in6_addr addr;
     struct evdns_base *dns = NULL;
 
@@ -596,7 +584,7 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
 static void call_send(struct tycho_call *c, struct upconn *conn)
 {
     struct tycho_pool *p = c->pool;
-    struct timeval io_tv = to_tv(p->o.read_timeout);
+    struct timeval io_tv = tycho_tv(p->o.read_timeout);
     const char *req = c->spec.request;
     size_t len = c->spec.request_len;
 
@@ -670,7 +658,7 @@ struct tycho_call *tycho_call_start(struct tycho_upstreams *u, const struct tych
                                     tycho_call_done_fn done, void *arg)
 {
     struct tycho_call *c = calloc(1, sizeof(*c));
-    struct timeval tv = to_tv(spec->timeout);
+    struct timeval tv = tycho_tv(spec->timeout);
     struct tycho_pool *p = NULL;
 
     if (!c || !(c->body = evbuffer_new()) || !(p = pool_get(u, spec->host, spec->port)) ||
