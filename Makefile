@@ -4,7 +4,7 @@
 #   make test       install missing Debian packages, build, run every test (and `tycho test scripts`)
 #   make asan       every test again under -fsanitize=address,undefined
 #   make valgrind   the integration tests with the server under valgrind
-#   make bench      Tycho against nginx + Lua (installs nginx, its Lua module and wrk)
+#   make bench      Tycho against nginx + Lua, and Go for pgquery/redisget (installs what it needs)
 #   make fuzz       the request-path fuzz target with its framing oracle, FUZZ_SECONDS (60)
 #   make install    PREFIX=/usr/local (default) and DESTDIR: $(PREFIX)/bin/tycho, the man page
 #                   $(PREFIX)/share/man/man1/tycho.1, the example scripts in
@@ -128,6 +128,7 @@ UNIT_MODULE_test_buf := core/buf
 UNIT_MODULE_test_mq := core/mq
 UNIT_MODULE_test_pool := core/pool
 UNIT_MODULE_test_router := http/router
+UNIT_MODULE_test_connpool := net/connpool net/lookup
 UNIT_MODULE_test_http := http/request http/response http/framing
 UNIT_MODULE_test_oracle :=
 unit_objs = $(UNIT_MODULE_$(1):%=$(BUILD)/%.o)

@@ -1,21 +1,27 @@
 #!/usr/bin/env bash
-# bench/run.sh: Tycho vs nginx + Lua (ngx_http_lua, content_by_lua_block).
+# bench/run.sh: Tycho vs nginx + Lua (ngx_http_lua, content_by_lua_block), and
+# for the two data workloads (pgquery, redisget) vs a Go server too.
 #
 # Usage:   bench/run.sh ./tycho scripts/        (this is what `make bench` runs)
 # Env:     BENCH_SECONDS  seconds per measured run          (default 10)
 #          BENCH_ROUNDS   measured runs per server/workload (default 2)
 #          BENCH_WARMUP   seconds of warm-up per server/workload (default 2)
-#          BENCH_SERVERS  "tycho nginx" (default); "nginx" alone tests the
+#          BENCH_SERVERS  "tycho nginx go" (default); "nginx" alone tests the
 #                         harness without a Tycho binary (the tycho args are
-#                         then ignored)
+#                         then ignored); go takes part in pgquery and redisget
+#                         only
 #          BENCH_WORKLOADS subset to run, e.g. "plaintext close" (default: all
-#                         of plaintext json users echo c1000 close proxy ops)
+#                         of plaintext json users echo c1000 close proxy ops
+#                         pgquery redisget)
 #          BENCH_BASELINE  PATH of another Tycho binary (default: none), for a
 #                         before/after comparison: see "Before/after" below
-# Default total: 8 workloads x 2 servers x (2 x 10 s + 2 s) + checks = ~7 minutes
+# Default total: 10 workloads x 2 servers x (2 x 10 s + 2 s) (+ tycho-plain in ops,
+# + go in the data workloads, no nginx in pgquery) + checks = ~9 minutes
 # (BENCH_BASELINE adds one server to every workload).
 # Needs nginx, libnginx-mod-http-lua, lua-cjson (not pulled in by the Lua
-# module), wrk, curl: installed with apt-get when missing and run as root.
+# module), wrk, curl; for pgquery/redisget also postgresql, redis-server and,
+# for the go server, golang-go with Debian's packaged pgx v4, redigo and
+# fasthttp sources: installed with apt-get when missing and run as root.
 #
 # What it does
 # - Both servers serve the same app with ONE worker each: Tycho as
@@ -41,6 +47,26 @@
 #   ngx.location.capture to an internal location that proxy_passes to an
 #   upstream with `keepalive 64` (HTTP/1.1, the Lua-to-backend path OpenResty
 #   users take without extra libraries).
+#   pgquery (64 conns): GET /db, the TechEmpower "single query" test: the
+#   server picks a random id 1..10000 and answers the row of world(id int
+#   primary key, randomnumber int), 10,000 rows, as {"id":N,"randomNumber":M}.
+#   redisget (64 conns): GET /cache answers with one Redis GET of a fixed
+#   100-byte value. For both, the script starts its own PostgreSQL 15 (initdb
+#   in the temp dir, fsync off, TCP on 127.0.0.1 with a password) and
+#   redis-server (no persistence), as the user nobody when run as root, both
+#   pinned to CPU 1 with wrk (their CPU is not counted for any server), once
+#   for the whole run, stopped at the end. Tycho runs bench/data/ (pool = 16
+#   per pool, 1 worker). The go server is bench/gopeer/ (fasthttp, pgx v4's
+#   pgxpool with 16 connections and its default prepared-statement cache,
+#   redigo's pool of 16), built here offline from Debian's Go packages
+#   (GO111MODULE=off, GOPATH=/usr/share/gocode), run with GOMAXPROCS=1 on
+#   CPU 0 as Tycho is; it has its own table under the main one. nginx runs
+#   redisget with lua-resty-redis (Debian's lua-nginx-redis: its one Lua file
+#   is taken from the .deb with `apt-get download` into the temp dir, as the
+#   package depends on nginx-extras and its twenty modules), cosocket pool of
+#   16 (connect's pool_size); pgquery has no nginx: Debian packages no
+#   non-blocking PostgreSQL client for ngx_lua (no pgmoon; luasql and luadbi
+#   would block the worker), so that cell is n/a.
 #   ops: plaintext again, with Tycho's --metrics /metrics and --access-log FILE
 #   (common format) on, and nginx's access_log on (combined, buffer=32k
 #   flush=1s, as Tycho buffers); a third server, a plain tycho, runs in this
@@ -50,11 +76,13 @@
 #   that workload's), its answer to the workload's request is checked with curl
 #   (status 200 + expected body; the script aborts if wrong), each gets a
 #   warm-up run, then measured runs alternate tycho, nginx, tycho, nginx...
-#   (tycho, base, nginx, ... with BENCH_BASELINE).
+#   (tycho, base, nginx, ... with BENCH_BASELINE; tycho, nginx, go, ... in
+#   pgquery and redisget).
 # - Per run: req/s and p99 latency (wrk --latency), wrk's non-2xx and socket
 #   errors, and server CPU time (utime+stime from /proc/PID/stat read just
 #   before and just after wrk) divided by the requests wrk completed, in
-#   microseconds. For nginx, CPU is master + worker (the master is idle).
+#   microseconds. For nginx, CPU is master + worker (the master is idle); for
+#   go, its process (all its threads).
 #   Kernel work done in softirq on wrk's CPU (much of loopback TCP) is not in
 #   it, for either server.
 #   After the last run, peak RSS = VmHWM from /proc/PID/status: Tycho's process
@@ -62,7 +90,8 @@
 # - The table shows, per server, the BEST round (highest req/s); p99 and CPU
 #   per request are from that same round. All rounds are printed as progress
 #   on stderr. ratio = tycho/nginx req/s (>1: Tycho faster); CPU ratio =
-#   nginx/tycho CPU us/req (>1: Tycho cheaper per request).
+#   nginx/tycho CPU us/req (>1: Tycho cheaper per request). The go table
+#   under it: the same with go in nginx's place.
 # - The machine should be otherwise idle: the script warns when it is not
 #   (anything else on CPU 0 or 1 skews every number).
 # - Before/after: BENCH_BASELINE=PATH adds a server "base" to EVERY workload:
@@ -96,8 +125,9 @@ log() { echo "bench: $*" >&2; }
 BENCH_SECONDS=${BENCH_SECONDS:-10}
 BENCH_ROUNDS=${BENCH_ROUNDS:-2}
 BENCH_WARMUP=${BENCH_WARMUP:-2}
-BENCH_SERVERS=${BENCH_SERVERS:-tycho nginx}
-BENCH_WORKLOADS=${BENCH_WORKLOADS:-plaintext json users echo c1000 close proxy ops}
+BENCH_SERVERS=${BENCH_SERVERS:-tycho nginx go}
+KNOWN_WORKLOADS="plaintext json users echo c1000 close proxy ops pgquery redisget"
+BENCH_WORKLOADS=${BENCH_WORKLOADS:-$KNOWN_WORKLOADS}
 BENCH_BASELINE=${BENCH_BASELINE:-}
 for v in BENCH_SECONDS BENCH_ROUNDS BENCH_WARMUP; do
     [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a whole number, got '${!v}'"
@@ -107,16 +137,24 @@ done
 ((BENCH_WARMUP <= 60)) || die "BENCH_WARMUP must be 0..60"
 SERVERS=()
 for s in $BENCH_SERVERS; do
-    case $s in tycho|nginx) SERVERS+=("$s") ;; *) die "BENCH_SERVERS: unknown server '$s'" ;; esac
+    case $s in tycho|nginx|go) SERVERS+=("$s") ;; *) die "BENCH_SERVERS: unknown server '$s'" ;; esac
 done
 ((${#SERVERS[@]} > 0)) || die "BENCH_SERVERS is empty"
 has_server() { local s; for s in "${SERVERS[@]}"; do [[ $s == "$1" ]] && return 0; done; return 1; }
+has_workload() { [[ " $BENCH_WORKLOADS " == *" $1 "* ]]; }
+# the data workloads need PostgreSQL and Redis (both started for either)
+DATA=0
+if has_workload pgquery || has_workload redisget; then DATA=1; fi
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ECHO_LUA=$BENCH_DIR/echo.lua
 [[ -f $ECHO_LUA ]] || die "missing $ECHO_LUA"
 PROXY_SCRIPTS=$BENCH_DIR/proxy
 [[ -f $PROXY_SCRIPTS/proxy.lua ]] || die "missing $PROXY_SCRIPTS/proxy.lua"
+DATA_SCRIPTS=$BENCH_DIR/data
+[[ -f $DATA_SCRIPTS/app.lua ]] || die "missing $DATA_SCRIPTS/app.lua"
+GOPEER_SRC=$BENCH_DIR/gopeer
+[[ -f $GOPEER_SRC/main.go ]] || die "missing $GOPEER_SRC/main.go"
 
 TYCHO=""; SCRIPTS=""
 if has_server tycho; then
@@ -151,11 +189,34 @@ need_install() {
         # cjson for LuaJIT (lua 5.1 ABI); its path differs per arch, so ask dpkg
         dpkg -s lua-cjson >/dev/null 2>&1 || return 0
     fi
+    if ((DATA)); then
+        pg_bindir >/dev/null || return 0
+        command -v psql >/dev/null || return 0
+        command -v redis-server >/dev/null || return 0
+        command -v redis-cli >/dev/null || return 0
+        if has_server go; then
+            command -v go >/dev/null || return 0
+            local p
+            for p in $GO_PKGS; do dpkg -s "$p" >/dev/null 2>&1 || return 0; done
+        fi
+    fi
     return 1
 }
+# PostgreSQL's server programs (Debian: /usr/lib/postgresql/N/bin): 15, else the newest
+pg_bindir() {
+    local d
+    for d in /usr/lib/postgresql/15/bin $(printf '%s\n' /usr/lib/postgresql/*/bin | sort -rV); do
+        [[ -x $d/initdb && -x $d/postgres && -x $d/pg_isready ]] && { echo "$d"; return 0; }
+    done
+    return 1
+}
+# the go server's sources, as Debian packages them under /usr/share/gocode
+GO_PKGS="golang-github-jackc-pgx-v4-dev golang-github-gomodule-redigo-dev golang-github-valyala-fasthttp-dev"
 if need_install; then
     PKGS="nginx libnginx-mod-http-lua lua-cjson wrk"
     command -v curl >/dev/null || PKGS="$PKGS curl"
+    ((DATA)) && PKGS="$PKGS postgresql redis-server"
+    ((DATA)) && has_server go && PKGS="$PKGS golang-go $GO_PKGS"
     if ((EUID != 0)); then
         echo "bench: missing tools; install them as root with:" >&2
         echo "  apt-get update && apt-get install -y $PKGS" >&2
@@ -170,6 +231,15 @@ fi
 for t in taskset timeout curl wrk awk pgrep getconf; do
     command -v "$t" >/dev/null || die "'$t' not found"
 done
+if ((DATA)); then
+    for t in psql redis-server redis-cli; do
+        command -v "$t" >/dev/null || die "'$t' not found"
+    done
+    PG_BIN=$(pg_bindir) || die "PostgreSQL's initdb/postgres not found under /usr/lib/postgresql/*/bin"
+    if ((EUID == 0)); then command -v setpriv >/dev/null || die "'setpriv' not found"; fi
+    # libpq reads these even when given a URL: none of the caller's may change the servers' runs
+    unset PGHOST PGHOSTADDR PGPORT PGUSER PGPASSWORD PGDATABASE PGOPTIONS PGSERVICE PGSSLMODE
+fi
 NGINX_BIN=$(command -v nginx || echo /usr/sbin/nginx)
 if has_server nginx; then
     [[ -x $NGINX_BIN ]] || die "nginx binary not found"
@@ -188,6 +258,7 @@ TMP=$(mktemp -d /tmp/tycho-bench.XXXXXX) || die "mktemp failed"
 chmod 755 "$TMP"   # nginx workers run as 'nobody' when the master is root
 STARTED_PIDS=()    # every server PID this script started (tycho, nginx master)
 NGINX_WORKERS=()   # nginx worker PIDs seen (children of our masters)
+DATA_PIDS=()       # postgres and redis-server ("PID:SIGNAL"), stopped after the servers
 STATUS=0
 
 is_alive() {   # alive and not a zombie
@@ -197,13 +268,13 @@ is_alive() {   # alive and not a zombie
     [[ -n $st && $st != Z && $st != X ]]
 }
 
-stop_pid() {   # TERM, wait up to 5 s, then KILL; reap
-    local pid=$1 i
+stop_pid() {   # PID [SIGNAL]: SIGNAL (default TERM), wait up to 5 s, then KILL; reap
+    local pid=$1 sig=${2:-TERM} i
     is_alive "$pid" || { wait "$pid" 2>/dev/null; return 0; }
-    kill -TERM "$pid" 2>/dev/null
+    kill -"$sig" "$pid" 2>/dev/null
     for ((i = 0; i < 50; i++)); do is_alive "$pid" || break; sleep 0.1; done
     if is_alive "$pid"; then
-        log "pid $pid ignored SIGTERM for 5 s; sending SIGKILL"
+        log "pid $pid ignored SIG$sig for 5 s; sending SIGKILL"
         kill -KILL "$pid" 2>/dev/null
         for ((i = 0; i < 20; i++)); do is_alive "$pid" || break; sleep 0.1; done
     fi
@@ -216,6 +287,8 @@ cleanup() {
     local pid w
     trap - EXIT INT TERM
     for pid in "${STARTED_PIDS[@]}"; do stop_pid "$pid"; done
+    # postgres: SIGINT is its fast shutdown (SIGTERM would wait for its clients)
+    for pid in "${DATA_PIDS[@]}"; do stop_pid "${pid%%:*}" "${pid#*:}"; done
     # an nginx worker left behind by a KILLed master: only ours, only nginx
     for w in "${NGINX_WORKERS[@]}"; do
         if is_alive "$w" && [[ $(cat "/proc/$w/comm" 2>/dev/null) == nginx ]]; then
@@ -279,6 +352,18 @@ cpu_ticks() {
     echo "$total"
 }
 
+# CPU ticks of a server and its children: its own, its reaped children's
+# (cutime+cstime) and its live children's (PostgreSQL's backends)
+tree_ticks() {
+    local total f c
+    f=$(sed -e 's/^.*) //' "/proc/$1/stat" 2>/dev/null) || { echo 0; return; }
+    total=$(echo "$f" | awk '{print $12 + $13 + $14 + $15}')
+    for c in $(pgrep -P "$1"); do
+        total=$((total + $(cpu_ticks "$c")))
+    done
+    echo "$total"
+}
+
 vm_hwm_kb() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status" 2>/dev/null; }
 
 # ---------------------------------------------------------------- servers
@@ -287,7 +372,8 @@ write_nginx_conf() {   # dir port [access]: with "access", an access log buffere
     [[ $access == access ]] && log_line="access_log $dir/logs/access.log combined buffer=32k flush=1s;"
     mkdir -p "$dir/logs" "$dir/tmp"
     sed -e "s|access_log off;|$log_line|" -e "s|__DIR__|$dir|g" -e "s|__PORT__|$port|g" -e "s|__BACKEND__|$BACKEND_PORT|g" \
-        -e "s|__NDK__|$NDK_SO|g" -e "s|__LUA__|$LUA_SO|g" >"$dir/nginx.conf" <<'EOF'
+        -e "s|__NDK__|$NDK_SO|g" -e "s|__LUA__|$LUA_SO|g" -e "s|__REDIS__|$REDIS_PORT|g" \
+        -e "s|__LUAPATH__|${NGX_REDIS_LUADIR:+$NGX_REDIS_LUADIR/?.lua}|g" >"$dir/nginx.conf" <<'EOF'
 load_module __NDK__;
 load_module __LUA__;
 
@@ -313,6 +399,9 @@ http {
     fastcgi_temp_path     __DIR__/tmp/fastcgi;
     uwsgi_temp_path       __DIR__/tmp/uwsgi;
     scgi_temp_path        __DIR__/tmp/scgi;
+
+    # lua-resty-redis (Debian's lua-nginx-redis: require "nginx.redis") for redisget
+    lua_package_path "__LUAPATH__;;";
 
     init_by_lua_block {
         cjson = require "cjson"
@@ -344,6 +433,30 @@ http {
             proxy_pass http://backend/plaintext;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
+        }
+
+        # redisget: one GET over a cosocket pool of 16 per worker (as Tycho's pool = 16)
+        location = /cache {
+            content_by_lua_block {
+                local redis = require "nginx.redis"
+                local red = redis:new()
+                red:set_timeout(30000)
+                local ok, err = red:connect("127.0.0.1", __REDIS__, { pool_size = 16, backlog = 1024 })
+                if not ok then
+                    ngx.status = 503
+                    return ngx.print(err)
+                end
+                local v
+                v, err = red:get("bench:cache")
+                if not v or v == ngx.null then
+                    ngx.status = 503
+                    return ngx.print(err or "no value")
+                end
+                red:set_keepalive(60000, 16)
+                ngx.header["Content-Type"] = "text/plain; charset=utf-8"
+                ngx.header["Content-Length"] = #v
+                ngx.print(v)
+            }
         }
 
         location = /plaintext {
@@ -443,11 +556,130 @@ CONF
     log "backend (proxy workload): nginx pid $pid on 127.0.0.1:$BACKEND_PORT, CPU 1"
 }
 
+# ---------------------------------------------------------------- data workloads
+# pgquery and redisget: PostgreSQL and Redis on CPU 1 (with wrk), started once for the
+# run, as the user nobody when we are root (PostgreSQL refuses root; Redis gets the same).
+PG_PORT=9
+REDIS_PORT=9
+PG_PID=""
+REDIS_PID=""
+DATABASE_URL_BENCH=""
+REDIS_URL_BENCH=""
+CACHE_VALUE=$(printf '0123456789%.0s' {1..10})   # redisget's value: 100 bytes
+AS_DATA_USER=()
+if ((EUID == 0)); then
+    AS_DATA_USER=(setpriv --reuid="$(id -u nobody)" --regid="$(id -g nobody)" --clear-groups)
+fi
+data_dir() {   # DIR: created, and owned by the servers' user
+    mkdir -p "$1" || die "mkdir $1 failed"
+    if ((EUID == 0)); then chown "$(id -u nobody):$(id -g nobody)" "$1" || die "chown $1 failed"; fi
+}
+# psql as USER (local trust) over the Unix socket in $TMP/pg: pg_sql USER DB ARGS...
+pg_sql() {
+    psql -X -q -A -t -h "$TMP/pg" -p "$PG_PORT" -U "$1" -d "$2" -v ON_ERROR_STOP=1 "${@:3}"
+}
+start_postgres() {
+    local dir=$TMP/pg pid i n
+    data_dir "$dir"
+    # initdb refuses root too; cd: it must be able to stat its working directory
+    (cd "$dir" && "${AS_DATA_USER[@]}" "$PG_BIN/initdb" -D "$dir/data" -U postgres --auth-local=trust \
+        --auth-host=scram-sha-256 --no-sync --locale=C --encoding=UTF8 --no-instructions) \
+        >"$dir/initdb.log" 2>&1 </dev/null || { tail -n 20 "$dir/initdb.log" >&2; die "initdb failed"; }
+    PG_PORT=$(free_port) || die "no free port found"
+    # fsync etc. off: nothing here must survive a crash; the workload only reads anyway
+    taskset -c 1 "${AS_DATA_USER[@]}" "$PG_BIN/postgres" -D "$dir/data" -p "$PG_PORT" \
+        -c listen_addresses=127.0.0.1 -c "unix_socket_directories=$dir" \
+        -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
+        -c max_connections=200 -c jit=off -c lc_messages=C -c TimeZone=UTC \
+        >"$dir/postgres.log" 2>&1 </dev/null &
+    pid=$!
+    PG_PID=$pid
+    DATA_PIDS+=("$pid:INT")
+    for ((i = 0; i < 300; i++)); do
+        is_alive "$pid" || { tail -n 30 "$dir/postgres.log" >&2; die "postgres exited during startup"; }
+        "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" -t 1 && break
+        sleep 0.1
+    done
+    ((i < 300)) || { tail -n 30 "$dir/postgres.log" >&2; die "postgres not ready on 127.0.0.1:$PG_PORT within 30 s"; }
+    pg_sql postgres postgres -c "CREATE ROLE bench LOGIN PASSWORD 'bench'" \
+        -c "CREATE DATABASE bench OWNER bench" >"$dir/setup.log" 2>&1 ||
+        { cat "$dir/setup.log" >&2; die "PostgreSQL: creating the role and database failed"; }
+    pg_sql bench bench -c "CREATE TABLE world (id integer PRIMARY KEY, randomnumber integer NOT NULL)" \
+        -c "INSERT INTO world SELECT i, 1 + floor(random() * 10000)::int FROM generate_series(1, 10000) AS i" \
+        -c "VACUUM ANALYZE world" >>"$dir/setup.log" 2>&1 ||
+        { cat "$dir/setup.log" >&2; die "PostgreSQL: filling the table world failed"; }
+    n=$(pg_sql bench bench -c "SELECT count(*) FROM world") || die "PostgreSQL: counting world failed"
+    [[ $n == 10000 ]] || die "PostgreSQL: world has $n rows, not 10000"
+    DATABASE_URL_BENCH="postgres://bench:bench@127.0.0.1:$PG_PORT/bench"
+    log "PostgreSQL ($PG_BIN): pid $pid on 127.0.0.1:$PG_PORT, CPU 1, table world 10000 rows"
+}
+start_redis() {
+    local dir=$TMP/redis pid i v
+    data_dir "$dir"
+    REDIS_PORT=$(free_port) || die "no free port found"
+    taskset -c 1 "${AS_DATA_USER[@]}" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' \
+        --appendonly no --dir "$dir" --daemonize no --protected-mode no \
+        >"$dir/redis.log" 2>&1 </dev/null &
+    pid=$!
+    REDIS_PID=$pid
+    DATA_PIDS+=("$pid:TERM")
+    for ((i = 0; i < 100; i++)); do
+        is_alive "$pid" || { tail -n 30 "$dir/redis.log" >&2; die "redis-server exited during startup"; }
+        [[ $(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" PING 2>/dev/null) == PONG ]] && break
+        sleep 0.1
+    done
+    ((i < 100)) || { tail -n 30 "$dir/redis.log" >&2; die "redis-server not ready on 127.0.0.1:$REDIS_PORT within 10 s"; }
+    [[ $(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" SET bench:cache "$CACHE_VALUE") == OK ]] || die "Redis: SET failed"
+    v=$(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" GET bench:cache)
+    [[ $v == "$CACHE_VALUE" ]] || die "Redis: GET bench:cache gave '$v'"
+    REDIS_URL_BENCH="redis://127.0.0.1:$REDIS_PORT/0"
+    log "Redis ($(redis-server --version | awk '{print $3}')): pid $pid on 127.0.0.1:$REDIS_PORT, CPU 1, key bench:cache ${#CACHE_VALUE} bytes"
+}
+# The go server, built offline from Debian's packaged sources (GOPATH mode, no modules).
+GOPEER=""
+build_gopeer() {
+    GOPEER=$TMP/gopeer
+    log "building bench/gopeer ($(go version | awk '{print $3}'), GO111MODULE=off, GOPATH=/usr/share/gocode)"
+    (cd "$GOPEER_SRC" && GO111MODULE=off GOPATH=/usr/share/gocode GOCACHE=$TMP/gocache GOFLAGS='' \
+        GOPROXY=off go build -o "$GOPEER" .) >"$TMP/gobuild.log" 2>&1 ||
+        { cat "$TMP/gobuild.log" >&2; die "building bench/gopeer failed (missing $GO_PKGS ?)"; }
+}
+# lua-resty-redis for nginx's redisget. Debian's lua-nginx-redis depends on nginx-extras
+# (twenty modules, enabled under /etc/nginx): its one Lua file is taken from the .deb
+# instead, unless the package is installed. Empty NGX_REDIS_LUADIR: nginx sits redisget out.
+NGX_REDIS_LUADIR=""
+fetch_ngx_redis() {
+    local d=$TMP/lua-nginx-redis deb
+    if [[ -f /usr/share/lua/5.1/nginx/redis.lua ]]; then
+        NGX_REDIS_LUADIR=/usr/share/lua/5.1
+        return 0
+    fi
+    mkdir -p "$d"
+    (cd "$d" && apt-get download lua-nginx-redis) >"$d/download.log" 2>&1
+    deb=$(find "$d" -maxdepth 1 -name 'lua-nginx-redis_*.deb' | head -n 1)
+    if [[ -z $deb ]] || ! dpkg-deb -x "$deb" "$d/root" || [[ ! -f $d/root/usr/share/lua/5.1/nginx/redis.lua ]]; then
+        tail -n 3 "$d/download.log" >&2
+        log "WARNING: could not get lua-nginx-redis (apt-get download; run apt-get update?): nginx sits redisget out"
+        return 1
+    fi
+    NGX_REDIS_LUADIR=$d/root/usr/share/lua/5.1
+    log "nginx redisget: lua-resty-redis from $(basename "$deb") (extracted in the temp dir)"
+}
+# Does SERVER take part in the workload with PATH and EXTRA?
+takes_part() {
+    case $1 in
+    go) [[ $3 == data ]] ;;
+    nginx) [[ $2 != /db && ($2 != /cache || -n $NGX_REDIS_LUADIR) ]] ;;
+    *) return 0 ;;
+    esac
+}
+
 # start_server NAME TAG EXTRA -> sets SRV_PID, SRV_PORT, SRV_LOG, SRV_MEAS_CPU (pids
 # whose CPU is summed), SRV_MEAS_RSS (pid whose VmHWM is reported)
 start_server() {
     local name=$1 tag=$2 extra=${3:-} port dir w i scripts=$SCRIPTS ops=() bin=$TYCHO
     [[ $extra == proxy ]] && scripts=$PROXY_SCRIPTS
+    [[ $extra == data ]] && scripts=$DATA_SCRIPTS
     [[ $name == base ]] && bin=$BASE
     [[ $extra == ops && ($name == tycho || $name == base) ]] &&
         ops=(--metrics /metrics --access-log "$TMP/$name-$tag-access.log")
@@ -456,7 +688,8 @@ start_server() {
     case $name in
     tycho | tycho-plain | base)
         SRV_LOG=$TMP/$name-$tag.log
-        TYCHO_BENCH_BACKEND=$BACKEND_PORT taskset -c 0 "$bin" --workers 1 --port "$port" "${ops[@]}" "$scripts" \
+        TYCHO_BENCH_BACKEND=$BACKEND_PORT DATABASE_URL=$DATABASE_URL_BENCH REDIS_URL=$REDIS_URL_BENCH \
+            taskset -c 0 "$bin" --workers 1 --port "$port" "${ops[@]}" "$scripts" \
             >"$SRV_LOG" 2>&1 </dev/null &
         SRV_PID=$!
         STARTED_PIDS+=("$SRV_PID")
@@ -495,11 +728,22 @@ start_server() {
         SRV_MEAS_CPU=("$SRV_PID" "$w")
         SRV_MEAS_RSS=$w
         ;;
+    go)
+        SRV_LOG=$TMP/go-$tag.log
+        GOMAXPROCS=1 PORT=$port POOL=16 DATABASE_URL=$DATABASE_URL_BENCH REDIS_URL=$REDIS_URL_BENCH \
+            taskset -c 0 "$GOPEER" >"$SRV_LOG" 2>&1 </dev/null &
+        SRV_PID=$!
+        STARTED_PIDS+=("$SRV_PID")
+        wait_ready "$SRV_PID" "$port" "$SRV_LOG" || die "go ($GOPEER) did not start listening on 127.0.0.1:$port within 10 s"
+        SRV_MEAS_CPU=("$SRV_PID")
+        SRV_MEAS_RSS=$SRV_PID
+        ;;
     esac
 }
 
 # ---------------------------------------------------------------- workloads
-# key | name | connections | path | extra (post = wrk echo.lua, close = Connection: close)
+# key | name | connections | path | extra (post = wrk echo.lua, close = Connection: close,
+# proxy = bench/proxy/, ops = see ops above, data = bench/data/ with PostgreSQL and Redis)
 ALL_WORKLOADS=(
     "plaintext|plaintext|64|/plaintext|"
     "json|json|64|/json|"
@@ -509,6 +753,8 @@ ALL_WORKLOADS=(
     "close|plaintext conn-close|16|/plaintext|close"
     "proxy|proxy (pooled)|64|/proxy|proxy"
     "ops|plaintext +log+metrics|64|/plaintext|ops"
+    "pgquery|pgquery (PG 1 row)|64|/db|data"
+    "redisget|redisget (Redis GET)|64|/cache|data"
 )
 WORKLOADS=()
 for k in $BENCH_WORKLOADS; do
@@ -516,7 +762,7 @@ for k in $BENCH_WORKLOADS; do
     for wl in "${ALL_WORKLOADS[@]}"; do
         [[ ${wl%%|*} == "$k" ]] && { WORKLOADS+=("${wl#*|}"); found=1; }
     done
-    ((found)) || die "BENCH_WORKLOADS: unknown workload '$k' (known: plaintext json users echo c1000 close proxy ops)"
+    ((found)) || die "BENCH_WORKLOADS: unknown workload '$k' (known: $KNOWN_WORKLOADS)"
 done
 ((${#WORKLOADS[@]} > 0)) || die "BENCH_WORKLOADS is empty"
 ECHO_BODY=$TMP/echo-body.bin
@@ -527,7 +773,7 @@ printf '0123456789abcdef%.0s' {1..64} >"$ECHO_BODY"
 check_answer() {
     local srv=$1 port=$2 path=$3 extra=$4 out=$TMP/check.body hdr=$TMP/check.hdr
     local args=(-sS --max-time 5 -o "$out" -D "$hdr" -w '%{http_code}')
-    local code ok=0 norm ctype
+    local code ok=0 norm ctype id="" rn=""
     case $extra in
     post)  args+=(-X POST -H 'Content-Type: application/octet-stream' --data-binary "@$ECHO_BODY") ;;
     close) args+=(-H 'Connection: close') ;;
@@ -540,6 +786,18 @@ check_answer() {
     /json)      [[ $norm == '{"message":"Hello,World!"}' ]] && ok=1 ;;
     /users/7)   [[ $norm == *'"id":"7"'* || $norm == *'"id":7,'* || $norm == *'"id":7}'* ]] && ok=1 ;;
     /echo)      cmp -s "$out" "$ECHO_BODY" && ok=1 ;;
+    /cache)     [[ $(cat "$out") == "$CACHE_VALUE" ]] && ok=1 ;;
+    /db)        # exactly {"id":N,"randomNumber":M} (either order), and M is id N's in the table
+        if [[ $norm =~ ^\{\"id\":([0-9]+),\"randomNumber\":([0-9]+)\}$ ]]; then
+            id=${BASH_REMATCH[1]}; rn=${BASH_REMATCH[2]}
+        elif [[ $norm =~ ^\{\"randomNumber\":([0-9]+),\"id\":([0-9]+)\}$ ]]; then
+            rn=${BASH_REMATCH[1]}; id=${BASH_REMATCH[2]}
+        fi
+        if [[ -n $id ]] && ((id >= 1 && id <= 10000)) &&
+            [[ $(pg_sql bench bench -c "SELECT randomnumber FROM world WHERE id = $id") == "$rn" ]]; then
+            ok=1
+        fi
+        ;;
     esac
     if [[ $code != 200 || $ok != 1 ]]; then
         echo "bench: ERROR: $srv answered ${extra:+$extra }$path wrongly: HTTP $code" >&2
@@ -591,9 +849,12 @@ run_wrk() {
 }
 
 declare -A R_RPS R_P99 R_CPU R_RSS R_ERR R_NOTE
+declare -A SKIPPED   # "server,workload" -> 1: the server does not take part (n/a in the table)
 # every measured round's req/s and CPU us/req, space-separated, per "server,workload"
 # (the before/after lines take medians of them)
 declare -A ROUNDS_RPS ROUNDS_CPU
+# the data workloads: PostgreSQL's or Redis' CPU us/req in each round, per "server,workload"
+declare -A ROUNDS_DSCPU
 fmt_kb() { awk -v k="$1" 'BEGIN { if (k == "" || k < 0) print "-"; else printf "%.1f MiB", k / 1024 }'; }
 
 # Is anything else using the CPUs? (1 s sample of /proc/stat)
@@ -627,6 +888,12 @@ has_server nginx && log "nginx: $("$NGINX_BIN" -v 2>&1)"
 for wl in "${WORKLOADS[@]}"; do
     [[ ${wl##*|} == proxy ]] && start_backend
 done
+if ((DATA)); then
+    has_server go && build_gopeer
+    has_server nginx && has_workload redisget && fetch_ngx_redis
+    start_postgres
+    start_redis
+fi
 wi=0
 for wl in "${WORKLOADS[@]}"; do
     IFS='|' read -r wname conns path extra <<<"$wl"
@@ -636,8 +903,10 @@ for wl in "${WORKLOADS[@]}"; do
     # ops: a plain tycho too, its rounds interleaved with the others', so that the cost of
     # --metrics and --access-log is measured under the same conditions.
     # BENCH_BASELINE: base right after tycho in every workload, for the same reason.
+    # go: only in the data workloads; nginx: not in pgquery (see the top)
     WL_SERVERS=()
     for s in "${SERVERS[@]}"; do
+        if ! takes_part "$s" "$path" "$extra"; then SKIPPED[$s,$wname]=1; continue; fi
         WL_SERVERS+=("$s")
         if [[ $s == tycho && -n $BASE ]]; then WL_SERVERS+=(base); fi
     done
@@ -656,9 +925,17 @@ for wl in "${WORKLOADS[@]}"; do
         R_ERR[$s,$wname]=0; R_NOTE[$s,$wname]=""; BEST_RPS[$s]=-1
         ROUNDS_RPS[$s,$wname]=""; ROUNDS_CPU[$s,$wname]=""
     done
-    if has_server tycho && has_server nginx && [[ ${CTYPE[tycho]} != "${CTYPE[nginx]}" ]]; then
-        log "WARNING: Content-Type differs: tycho '${CTYPE[tycho]}' vs nginx '${CTYPE[nginx]}'"
-    fi
+    for s in nginx go; do
+        if [[ -n ${CTYPE[tycho]+x} && -n ${CTYPE[$s]+x} && ${CTYPE[tycho]} != "${CTYPE[$s]}" ]]; then
+            log "WARNING: Content-Type differs: tycho '${CTYPE[tycho]}' vs $s '${CTYPE[$s]}'"
+        fi
+    done
+    # the data workloads: the CPU that PostgreSQL or Redis spends per request, on CPU 1
+    DS_PID=""; DS_NAME=""
+    case $path in
+    /db)    DS_PID=$PG_PID; DS_NAME=postgres ;;
+    /cache) DS_PID=$REDIS_PID; DS_NAME=redis ;;
+    esac
     if ((BENCH_WARMUP > 0)); then
         for s in "${WL_SERVERS[@]}"; do
             run_wrk "$s" "${PORT[$s]}" "$conns" "$path" "$extra" "$BENCH_WARMUP" "$TMP/warm.out" ||
@@ -669,12 +946,14 @@ for wl in "${WORKLOADS[@]}"; do
         for s in "${WL_SERVERS[@]}"; do
             [[ -n ${R_NOTE[$s,$wname]} ]] && continue   # died earlier
             out=$TMP/wrk-$s-w$wi-r$r.out
+            [[ -n $DS_PID ]] && d0=$(tree_ticks "$DS_PID")
             # shellcheck disable=SC2086
             c0=$(cpu_ticks ${MEAS_CPU[$s]})
             run_wrk "$s" "${PORT[$s]}" "$conns" "$path" "$extra" "$BENCH_SECONDS" "$out"
             wrc=$?
             # shellcheck disable=SC2086
             c1=$(cpu_ticks ${MEAS_CPU[$s]})
+            [[ -n $DS_PID ]] && d1=$(tree_ticks "$DS_PID")
             alive=1
             for p in ${MEAS_CPU[$s]}; do is_alive "$p" || alive=0; done
             if ((alive == 0)); then
@@ -693,8 +972,15 @@ for wl in "${WORKLOADS[@]}"; do
                 'BEGIN { if (n > 0) printf "%.2f", d / hz * 1e6 / n; else print "-" }')
             R_ERR[$s,$wname]=$((R_ERR[$s,$wname] + non2xx + serr))
             ROUNDS_RPS[$s,$wname]+="$rps "; ROUNDS_CPU[$s,$wname]+="$cpu_us "
-            log "$(printf '%-5s round %d: %10.0f req/s  p99 %8.2f ms  %9d reqs  cpu %6s us/req  non-2xx %d  socket errors: %s' \
-                "$s" "$r" "$rps" "$p99" "$reqs" "$cpu_us" "$non2xx" "$sdesc")"
+            ds_note=""
+            if [[ -n $DS_PID ]]; then
+                ds_us=$(awk -v d=$((d1 - d0)) -v hz="$CLK_TCK" -v n="$reqs" \
+                    'BEGIN { if (n > 0) printf "%.2f", d / hz * 1e6 / n; else print "-" }')
+                ROUNDS_DSCPU[$s,$wname]+="$ds_us "
+                ds_note="  $DS_NAME cpu $ds_us us/req"
+            fi
+            log "$(printf '%-5s round %d: %10.0f req/s  p99 %8.2f ms  %9d reqs  cpu %6s us/req  non-2xx %d  socket errors: %s%s' \
+                "$s" "$r" "$rps" "$p99" "$reqs" "$cpu_us" "$non2xx" "$sdesc" "$ds_note")"
             if awk -v a="$rps" -v b="${BEST_RPS[$s]}" 'BEGIN { exit !(a > b) }'; then
                 BEST_RPS[$s]=$rps
                 R_RPS[$s,$wname]=$rps; R_P99[$s,$wname]=$p99; R_CPU[$s,$wname]=$cpu_us
@@ -722,6 +1008,7 @@ done
 cell() {   # server workload kind
     local s=$1 w=$2 k=$3
     has_server "$s" || { echo "n/a"; return; }
+    [[ -n ${SKIPPED[$s,$w]:-} ]] && { echo "n/a"; return; }
     [[ -n ${R_NOTE[$s,$w]} && -z ${R_RPS[$s,$w]} ]] && { echo "${R_NOTE[$s,$w]}"; return; }
     case $k in
     rps) awk -v v="${R_RPS[$s,$w]}" 'BEGIN { if (v == "") print "-"; else printf "%.0f", v }' ;;
@@ -741,24 +1028,52 @@ median() {   # VALUES... -> "median count" (2 decimals; "-" values skipped; "- 0
                    printf "%.2f %d\n", m, NR }'
 }
 
-echo
-echo "Tycho vs nginx+Lua: 1 worker each (server on CPU 0, wrk -t1 on CPU 1), best of $BENCH_ROUNDS x ${BENCH_SECONDS}s (highest req/s; p99 and CPU from that round)"
-echo "ratio = tycho/nginx req/s (>1: Tycho faster); CPU ratio = nginx/tycho CPU us/req (>1: Tycho cheaper); RSS = peak (VmHWM) over the workload"
 row() { printf '| %-20s | %11s | %11s | %5s | %9s | %9s | %9s | %9s | %10s | %10s | %9s |\n' "$@"; }
-row workload "tycho req/s" "nginx req/s" ratio "tycho p99" "nginx p99" "tycho RSS" "nginx RSS" "tycho CPU" "nginx CPU" "CPU ratio"
-row "" "" "" "" "" "" "" "" "us/req" "us/req" "ngx/tyc"
-printf '|%s|\n' "----------------------+-------------+-------------+-------+-----------+-----------+-----------+-----------+------------+------------+-----------"
+peer_table() {   # PEER SHORT TITLE WORKLOAD_NAMES...: tycho vs PEER, a row per workload
+    local p=$1 short=$2 title=$3 wname
+    shift 3
+    echo
+    echo "$title"
+    echo "ratio = tycho/$p req/s (>1: Tycho faster); CPU ratio = $p/tycho CPU us/req (>1: Tycho cheaper); RSS = peak (VmHWM) over the workload"
+    row workload "tycho req/s" "$p req/s" ratio "tycho p99" "$p p99" "tycho RSS" "$p RSS" "tycho CPU" "$p CPU" "CPU ratio"
+    row "" "" "" "" "" "" "" "" "us/req" "us/req" "$short/tyc"
+    printf '|%s|\n' "----------------------+-------------+-------------+-------+-----------+-----------+-----------+-----------+------------+------------+-----------"
+    for wname in "$@"; do
+        row "$wname" \
+            "$(cell tycho "$wname" rps)" "$(cell "$p" "$wname" rps)" \
+            "$(ratio "${R_RPS[tycho,$wname]:-}" "${R_RPS[$p,$wname]:-}")" \
+            "$(cell tycho "$wname" p99)" "$(cell "$p" "$wname" p99)" \
+            "$(cell tycho "$wname" rss)" "$(cell "$p" "$wname" rss)" \
+            "$(cell tycho "$wname" cpu)" "$(cell "$p" "$wname" cpu)" \
+            "$(ratio "${R_CPU[$p,$wname]:-}" "${R_CPU[tycho,$wname]:-}")"
+    done
+}
+ALL_NAMES=(); GO_NAMES=()
 for wl in "${WORKLOADS[@]}"; do
     IFS='|' read -r wname _ _ _ <<<"$wl"
-    row "$wname" \
-        "$(cell tycho "$wname" rps)" "$(cell nginx "$wname" rps)" \
-        "$(ratio "${R_RPS[tycho,$wname]:-}" "${R_RPS[nginx,$wname]:-}")" \
-        "$(cell tycho "$wname" p99)" "$(cell nginx "$wname" p99)" \
-        "$(cell tycho "$wname" rss)" "$(cell nginx "$wname" rss)" \
-        "$(cell tycho "$wname" cpu)" "$(cell nginx "$wname" cpu)" \
-        "$(ratio "${R_CPU[nginx,$wname]:-}" "${R_CPU[tycho,$wname]:-}")"
+    ALL_NAMES+=("$wname")
+    has_server go && [[ -z ${SKIPPED[go,$wname]:-} ]] && GO_NAMES+=("$wname")
 done
+peer_table nginx ngx "Tycho vs nginx+Lua: 1 worker each (server on CPU 0, wrk -t1 on CPU 1), best of $BENCH_ROUNDS x ${BENCH_SECONDS}s (highest req/s; p99 and CPU from that round)" \
+    "${ALL_NAMES[@]}"
+if ((${#GO_NAMES[@]} > 0)); then
+    peer_table go go "Tycho vs Go (bench/gopeer: fasthttp, pgx v4 pgxpool, redigo; GOMAXPROCS=1), pools of 16, both on CPU 0 (wrk, PostgreSQL, Redis on CPU 1), best of $BENCH_ROUNDS x ${BENCH_SECONDS}s" \
+        "${GO_NAMES[@]}"
+fi
 echo
+# The data workloads: what PostgreSQL or Redis spent per request (on CPU 1, in no table)
+for wl in "${WORKLOADS[@]}"; do
+    IFS='|' read -r wname _ path extra <<<"$wl"
+    [[ $extra == data ]] || continue
+    line=""
+    for s in tycho nginx go; do
+        [[ -n ${ROUNDS_DSCPU[$s,$wname]:-} ]] || continue
+        # shellcheck disable=SC2086
+        read -r m n <<<"$(median ${ROUNDS_DSCPU[$s,$wname]})"
+        line+=" $s $m"
+    done
+    [[ -n $line ]] && echo "$([[ $path == /db ]] && echo PostgreSQL || echo Redis) CPU us/req in $wname (median over rounds, on CPU 1 with wrk, not in the tables):$line"
+done
 # Before/after (BENCH_BASELINE): tycho against base, rounds interleaved in every workload.
 # req/s from each one's best round, as in the table; CPU us/req as the MEDIAN over rounds,
 # less swayed than one round by a disturbance on the machine.

@@ -1,8 +1,8 @@
 /*
  * lookup.h: what the database drivers (pg.c, redis.c) share to connect
  * without blocking the worker: a host name looked up to one address with
- * libevent's evdns (libpq and hiredis would call getaddrinfo and block), and
- * seconds as a libevent timeval.
+ * libevent's evdns (libpq and hiredis would call getaddrinfo and block); and
+ * seconds as a libevent timeval, for every timer in net/.
  *
  * Threads: the loop's (the worker's) thread, as the driver that calls it.
  */

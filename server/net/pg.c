@@ -68,8 +68,10 @@ struct pg_conn {
     struct tycho_list all;           /* in pg->conns */
     PGconn *conn;
     enum phase phase;
-    struct event io;                 /* the socket, assigned anew (libpq may change it) */
+    struct event io;                 /* the socket (persistent; anew when libpq changes it) */
     bool io_set;
+    int io_fd;                       /* what io watches, while io_set */
+    short io_what;
     struct event timer;              /* start, then connect timeout, then statement timeout */
     struct tycho_lookup *lookup;     /* the host name's, under way */
     struct pg_req *req;              /* the statement in flight */
@@ -137,19 +139,36 @@ static void req_fail(struct pg_req *r, const char *code, const char *msg)
 
 static void on_io(evutil_socket_t fd, short what, void *arg);
 
-/* Waits for the socket to be ready for `what` (libpq may have a new one since last time). */
+/*
+ * Watches the socket for `what` (libpq may have a new one since last time).
+ * The event persists, so a connection that goes on reading between
+ * statements costs no epoll change per statement; it is changed only when
+ * the socket or `what` does.
+ */
 static void watch(struct pg_conn *c, short what)
 {
     int fd = PQsocket(c->conn);
 
+    if (c->io_set && c->io_fd == fd && c->io_what == what)
+        return;
     if (c->io_set)
         event_del(&c->io);
     c->io_set = false;
     if (fd < 0)
         return;
-    event_assign(&c->io, c->pg->base, fd, what, on_io, c);
+    event_assign(&c->io, c->pg->base, fd, what | EV_PERSIST, on_io, c);
     event_add(&c->io, NULL);
     c->io_set = true;
+    c->io_fd = fd;
+    c->io_what = what;
+}
+
+/* Stops watching the socket. */
+static void unwatch(struct pg_conn *c)
+{
+    if (c->io_set)
+        event_del(&c->io);
+    c->io_set = false;
 }
 
 static void conn_close(struct tycho_pconn *pc)
@@ -180,7 +199,7 @@ static bool conn_alive(struct tycho_pconn *pc)
     char byte;
     ssize_t n;
 
-    if (fd < 0 || PQstatus(c->conn) != CONNECTION_OK)
+    if (fd < 0 || c->broken || PQstatus(c->conn) != CONNECTION_OK)
         return false;
     n = recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
     return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
@@ -207,9 +226,7 @@ static void connect_poll(struct pg_conn *c)
         watch(c, EV_WRITE);
         return;
     case PGRES_POLLING_OK:
-        if (c->io_set)
-            event_del(&c->io);
-        c->io_set = false;
+        watch(c, EV_READ);                /* from now on while it lives: replies, and EOF */
         event_del(&c->timer);
         c->phase = PHASE_READY;
         if (PQsetnonblocking(c->conn, 1) != 0) {
@@ -486,9 +503,7 @@ static void statement_end(struct pg_conn *c, const char *code, const char *msg)
     c->preparing = NULL;
     c->running = NULL;
     event_del(&c->timer);
-    if (c->io_set)
-        event_del(&c->io);
-    c->io_set = false;
+    watch(c, EV_READ);                    /* idle: an EOF or a notice may still come */
     if (code) {
         c->broken = true;
         tycho_connpool_failed(c->pg->pool, msg);
@@ -584,13 +599,18 @@ static void on_io(evutil_socket_t fd, short what, void *arg)
     struct pg_conn *c = arg;
 
     (void)fd;
-    c->io_set = false;                    /* one-shot: it has fired */
     if (c->phase != PHASE_READY) {
         connect_poll(c);
         return;
     }
-    if (!c->req)
+    if (!c->req) {
+        /* Idle (or its transaction between statements): a notice, or the server leaving. */
+        if (!PQconsumeInput(c->conn)) {
+            c->broken = true;             /* the pool's check closes it */
+            unwatch(c);
+        }
         return;
+    }
     if (what & EV_WRITE) {
         statement_flush(c);
         if (!c->req || !(what & EV_READ))

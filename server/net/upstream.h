@@ -1,12 +1,15 @@
 /*
  * upstream.h: outbound HTTP/1.1 calls through per-worker connection pools.
  *
- * A worker owns one tycho_upstreams: a pool per backend host:port, each with
- * a bound on its connections, a bounded queue of callers waiting for one,
- * keep-alive reuse with idle and lifetime limits, a liveness check before a
- * connection is reused, and a circuit breaker. libevent's bufferevents do
- * the socket work and evdns the name lookups; http-parser reads responses.
- * Everything here runs on the worker thread that owns the upstreams.
+ * A worker owns one tycho_upstreams: a pool per backend host:port
+ * (net/connpool.c, the pool every backend kind uses), each with a bound on
+ * its connections, a bounded queue of callers waiting for one, keep-alive
+ * reuse with idle and lifetime limits, a liveness check before a connection
+ * is reused, and a circuit breaker counted per call. This module is the
+ * pool's HTTP driver and the calls: libevent's bufferevents do the socket
+ * work and evdns the name lookups; net/wire.c reads responses. It counts
+ * the tycho_backend_* metrics itself (the pools count none). Everything
+ * here runs on the worker thread that owns the upstreams.
  */
 #ifndef TYCHO_UPSTREAM_H
 #define TYCHO_UPSTREAM_H
