@@ -154,6 +154,17 @@ void tycho_http_next(struct tycho_http *h);
 const char *tycho_http_reason(int status);
 
 /*
+ * The first line of r's response headers, from byte *at on, whose name is
+ * name (any case), or NULL; *at is moved past it and *line_len is its
+ * length ("Name: value\r\n"). Worker thread, as r.
+ */
+const char *tycho_http_find_header(const struct tycho_req *r, size_t *at, const char *name,
+                                   size_t name_len, size_t *line_len);
+
+/* Removes every line of r's response headers named name (any case). */
+void tycho_http_remove_header(struct tycho_req *r, const char *name, size_t name_len);
+
+/*
  * Appends r's response to out: status line, Server, Date (date_line is a whole
  * "Date: ...\r\n" line), Content-Length, Connection when needed, the handler's
  * headers, then the body (none for HEAD). keep_alive says whether the

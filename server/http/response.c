@@ -9,6 +9,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 const char *tycho_http_reason(int status)
@@ -181,4 +182,34 @@ int tycho_http_write_simple(struct tycho_buf *out, int status, const char *extra
     snprintf(body, sizeof(body), "%s\n", tycho_http_reason(status));
     return tycho_http_write_text(out, status, extra_headers, date_line, keep_alive, body,
                                  with_body);
+}
+
+const char *tycho_http_find_header(const struct tycho_req *r, size_t *at, const char *name,
+                                   size_t name_len, size_t *line_len)
+{
+    while (*at < r->res_headers_len) {
+        const char *line = r->res_headers + *at;
+        const char *end = memchr(line, '\n', r->res_headers_len - *at);
+        size_t len = end ? (size_t)(end - line) + 1 : r->res_headers_len - *at;
+        *at += len;
+        if (len > name_len && line[name_len] == ':' && strncasecmp(line, name, name_len) == 0) {
+            *line_len = len;
+            return line;
+        }
+    }
+    return NULL;
+}
+
+void tycho_http_remove_header(struct tycho_req *r, const char *name, size_t name_len)
+{
+    size_t at = 0, len;
+    const char *line;
+
+    while ((line = tycho_http_find_header(r, &at, name, name_len, &len))) {
+        size_t start = (size_t)(line - r->res_headers);
+        memmove(r->res_headers + start, r->res_headers + start + len,
+                r->res_headers_len - start - len);
+        r->res_headers_len -= len;
+        at = start;
+    }
 }

@@ -60,6 +60,8 @@ void tycho_bind_seed(lua_State *L);
 void tycho_bind_json(lua_State *L);
 /* bind_json.c: tycho.json.encode(value) -> text, as a lua_CFunction (res:json uses it). */
 int tycho_json_encode(lua_State *L);
+/* bind_json.c: tycho.json.decode(text) -> value, or nil and why, as a lua_CFunction. */
+int tycho_json_decode(lua_State *L);
 /* bind_redis.c: adds tycho.redis to the module table on top. May raise. */
 void tycho_bind_redis(lua_State *L);
 

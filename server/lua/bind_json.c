@@ -289,7 +289,7 @@ static void push_json(lua_State *L, json_t *v, int depth)
  * tycho.json.decode(text) -> the value, or nil and why ("line 1, column 6:
  * ..."). Any JSON value at the top; integers too large for 64 bits fail.
  */
-static int json_decode(lua_State *L)
+int tycho_json_decode(lua_State *L)
 {
     size_t len;
     const char *s = luaL_checklstring(L, 1, &len);
@@ -309,11 +309,13 @@ static int json_decode(lua_State *L)
 /* tycho.json.array([t]) -> t (a new table if none), marked to encode as an array, even empty. */
 static int json_mark_array(lua_State *L)
 {
-    if (lua_isnoneornil(L, 1))
+    if (lua_isnoneornil(L, 1)) {
+        lua_settop(L, 0);
         lua_newtable(L);
-    else
+    } else {
         luaL_checktype(L, 1, LUA_TTABLE);
-    lua_settop(L, 1);
+        lua_settop(L, 1);
+    }
     luaL_getmetatable(L, ARRAY_MT);
     lua_setmetatable(L, 1);
     return 1;
@@ -326,7 +328,7 @@ void tycho_bind_json(lua_State *L)
     lua_newtable(L);
     lua_pushcfunction(L, tycho_json_encode);
     lua_setfield(L, -2, "encode");
-    lua_pushcfunction(L, json_decode);
+    lua_pushcfunction(L, tycho_json_decode);
     lua_setfield(L, -2, "decode");
     lua_pushcfunction(L, json_mark_array);
     lua_setfield(L, -2, "array");

@@ -61,58 +61,23 @@ static int name_is(const char *name, size_t len, const char *want)
     return strlen(want) == len && strncasecmp(name, want, len) == 0;
 }
 
-/*
- * The header line of the block starting at *at whose name is name, or NULL;
- * *at is moved past it. Lines are "Name: value\r\n".
- */
-static const char *find_line(const struct tycho_req *r, size_t *at, const char *name,
-                             size_t name_len, size_t *line_len)
-{
-    while (*at < r->res_headers_len) {
-        const char *line = r->res_headers + *at;
-        const char *end = memchr(line, '\n', r->res_headers_len - *at);
-        size_t len = end ? (size_t)(end - line) + 1 : r->res_headers_len - *at;
-        *at += len;
-        if (len > name_len && line[name_len] == ':' && strncasecmp(line, name, name_len) == 0) {
-            *line_len = len;
-            return line;
-        }
-    }
-    return NULL;
-}
-
-/* Removes every header line named name (the flags that name set stay: it is set again next). */
-static void remove_header(struct tycho_req *r, const char *name, size_t name_len)
-{
-    size_t at = 0, len;
-    const char *line;
-
-    while ((line = find_line(r, &at, name, name_len, &len))) {
-        size_t start = (size_t)(line - r->res_headers);
-        memmove(r->res_headers + start, r->res_headers + start + len,
-                r->res_headers_len - start - len);
-        r->res_headers_len -= len;
-        at = start;
-    }
-}
-
 /* Appends "name: value\r\n" to the response headers; raises on bad input. */
-static void add_header(lua_State *L, struct tycho_req *r, const char *name, size_t name_len,
-                       const char *value, size_t value_len)
+static void add_header(lua_State *L, struct tycho_req *r, const char *fn, const char *name,
+                       size_t name_len, const char *value, size_t value_len)
 {
     size_t old = r->res_headers_len, add = name_len + 2 + value_len + 2;
     char *line = r->res_headers;
 
     if (!tycho_http_is_token(name, name_len))
-        luaL_error(L, "res:header: bad header name \"%s\"", name);
+        luaL_error(L, "%s: bad header name \"%s\"", fn, name);
     if (!is_field_value(value, value_len))
-        luaL_error(L, "res:header: the value of %s contains CR, LF, NUL or another control "
-                      "character", name);
+        luaL_error(L, "%s: the value of %s contains CR, LF, NUL or another control "
+                      "character", fn, name);
     if (name_is(name, name_len, "content-length") || name_is(name, name_len, "transfer-encoding"))
-        luaL_error(L, "res:header: %s is set by the server", name);
+        luaL_error(L, "%s: %s is set by the server", fn, name);
     if (name_is(name, name_len, "connection")) {
         if (value_len != 5 || strncasecmp(value, "close", 5) != 0)
-            luaL_error(L, "res:header: Connection can only be set to \"close\"");
+            luaL_error(L, "%s: Connection can only be set to \"close\"", fn);
         r->res_flags |= TYCHO_RES_CLOSE;
         return;
     }
@@ -128,7 +93,7 @@ static void add_header(lua_State *L, struct tycho_req *r, const char *name, size
     line = line ? tycho_arena_append(&r->arena, line, old + name_len + 2, value, value_len) : NULL;
     line = line ? tycho_arena_append(&r->arena, line, add - 2 + old, "\r\n", 2) : NULL;
     if (!line)
-        luaL_error(L, "res:header: out of memory");
+        luaL_error(L, "%s: out of memory", fn);
     r->res_headers = line;
     r->res_headers_len = old + add;
 }
@@ -155,8 +120,8 @@ static int res_header(lua_State *L)
     const char *value = luaL_checklstring(L, 3, &value_len);
 
     if (tycho_http_is_token(name, name_len))
-        remove_header(r, name, name_len);
-    add_header(L, r, name, name_len, value, value_len);
+        tycho_http_remove_header(r, name, name_len);
+    add_header(L, r, "res:header", name, name_len, value, value_len);
     lua_settop(L, 1);
     return 1;
 }
@@ -169,7 +134,7 @@ static int res_add_header(lua_State *L)
     const char *name = luaL_checklstring(L, 2, &name_len);
     const char *value = luaL_checklstring(L, 3, &value_len);
 
-    add_header(L, r, name, name_len, value, value_len);
+    add_header(L, r, "res:add_header", name, name_len, value, value_len);
     lua_settop(L, 1);
     return 1;
 }
@@ -180,7 +145,7 @@ static int res_get_header(lua_State *L)
     struct tycho_req *r = check_res(L, 1);
     size_t name_len, at = 0, len;
     const char *name = luaL_checklstring(L, 2, &name_len);
-    const char *line = find_line(r, &at, name, name_len, &len);
+    const char *line = tycho_http_find_header(r, &at, name, name_len, &len);
 
     if (!line) {
         lua_pushnil(L);
@@ -245,7 +210,7 @@ static int res_json(lua_State *L)
     lua_pushvalue(L, 2);
     lua_call(L, 1, 1);
     if (!(r->res_flags & TYCHO_RES_CONTENT_TYPE))
-        add_header(L, r, "Content-Type", 12, "application/json", 16);
+        add_header(L, r, "res:json", "Content-Type", 12, "application/json", 16);
     set_body(L, r, -1);
     lua_settop(L, 1);
     return 1;
@@ -260,7 +225,7 @@ static int res_redirect(lua_State *L)
     lua_Integer code = luaL_optinteger(L, 3, 302);
 
     luaL_argcheck(L, code >= 300 && code <= 399, 3, "expected a redirect status from 300 to 399");
-    add_header(L, r, "Location", 8, url, url_len);
+    add_header(L, r, "res:redirect", "Location", 8, url, url_len);
     r->status = (int)code;
     lua_pushliteral(L, "");
     set_body(L, r, -1);

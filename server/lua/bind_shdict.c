@@ -1,7 +1,7 @@
 /*
  * bind_shdict.c: tycho.shared.dict(name[, opts]) and the dictionary's
  * methods (get, set, add, incr, delete, keys). Values are strings, numbers,
- * booleans or tables (tables are stored as JSON through lua-cjson, so they
+ * booleans or tables (tables are stored as JSON through tycho.json, so they
  * hold what JSON holds). Worker or main thread, inside Lua. Misuse raises;
  * a full or failed store returns nil, message.
  */
@@ -305,12 +305,8 @@ void tycho_bind_shdict(lua_State *L)
 {
     luaL_newmetatable(L, DICT_MT);
     lua_newtable(L);
-    lua_getglobal(L, "require");
-    lua_pushliteral(L, "cjson");
-    lua_call(L, 1, 1);
-    lua_getfield(L, -1, "encode");
-    lua_getfield(L, -2, "decode");
-    lua_remove(L, -3);
+    lua_pushcfunction(L, tycho_json_encode);
+    lua_pushcfunction(L, tycho_json_decode);
     luaL_setfuncs(L, dict_methods, 2);
     lua_setfield(L, -2, "__index");
     lua_pop(L, 1);

@@ -228,7 +228,13 @@ static int run_script(lua_State *L, const char *dir, const char *name, char *err
     lua_pushfstring(L, "%s/%s", dir, name);
     if (luaL_loadfile(L, lua_tostring(L, -1)) != 0 || lua_pcall(L, 0, 1, 0) != 0) {
         const char *msg = lua_tostring(L, -1);
-        snprintf(err, TYCHO_ERR_LEN, "%s", msg ? msg : "error object is not a string");
+        if (msg)
+            snprintf(err, TYCHO_ERR_LEN, "%s", msg);
+        else                          /* no position in it: name the file at least */
+            snprintf(err, TYCHO_ERR_LEN, "%s/%s: %s", dir, name,
+                     lua_istable(L, -1) ? "a table was raised (tycho.abort answers requests: "
+                                          "only in a handler or middleware)"
+                                        : "error object is not a string");
         goto out;
     }
     if (lua_isnil(L, -1)) {

@@ -175,7 +175,11 @@ function res_methods.cookie(res, name, value, opts)
   opts = opts or {}
   check_cookie("res:cookie", name, value)
   if opts.signed then
-    value = crypto.sign(value, "cookie:" .. name)
+    local ok, signed = pcall(crypto.sign, value, "cookie:" .. name)
+    if not ok then
+      error("res:cookie: " .. tostring(signed):gsub("^.-tycho%.crypto%.sign: ", ""), 2)
+    end
+    value = signed
   end
   res:add_header("Set-Cookie", name .. "=" .. value .. cookie_attributes("res:cookie", opts))
   return res
@@ -206,6 +210,9 @@ web(app, req_methods)
 
 -- A handler's return: a string is the body (C takes it), a table is answered as JSON.
 local function answer(res, result)
+  if result == res then
+    return nil                        -- return res:redirect(...), res:json(...): res itself
+  end
   if type(result) == "table" then
     res:json(result)
     return nil

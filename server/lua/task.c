@@ -133,6 +133,19 @@ struct error_args {
     const char *what;      /* NULL: the error is on co's stack */
 };
 
+/* Whether the value on top of co is what tycho.abort raises. */
+static bool is_abort(lua_State *co)
+{
+    bool yes;
+
+    if (!lua_istable(co, -1) || !lua_getmetatable(co, -1))
+        return false;
+    luaL_getmetatable(co, TYCHO_ABORT_MT);
+    yes = lua_rawequal(co, -1, -2);
+    lua_pop(co, 2);
+    return yes;
+}
+
 /* Inside lua_cpcall: logs the error with the coroutine's traceback. */
 static int log_error_protected(lua_State *L)
 {
@@ -141,6 +154,9 @@ static int log_error_protected(lua_State *L)
 
     if (!msg) {
         msg = lua_tostring(a->co, -1);
+        if (!msg && is_abort(a->co))
+            msg = "tycho.abort: only in a handler or middleware, which it answers; here it "
+                  "is an error";
         if (!msg)
             msg = lua_pushfstring(L, "(error object is a %s value)",
                                   luaL_typename(a->co, -1));
@@ -260,23 +276,24 @@ static void fail_request(struct tycho_req *r)
 
 /*
  * Whether the error on co is tycho.abort's: then r is answered with its
- * status and message (plain text; headers set before are dropped).
+ * status and message (plain text; the other headers set before stay).
  */
 static bool aborted(struct tycho_req *r, lua_State *co)
 {
-    bool is_abort;
     size_t len = 0;
     const char *msg;
     char *body;
 
-    if (!lua_istable(co, -1) || !lua_getmetatable(co, -1))
+    if (!is_abort(co))
         return false;
-    luaL_getmetatable(co, TYCHO_ABORT_MT);
-    is_abort = lua_rawequal(co, -1, -2);
-    lua_pop(co, 2);
-    if (!is_abort)
-        return false;
-    fail_request(r);
+    /*
+     * The headers set so far stay (CORS, Set-Cookie: the browser must still
+     * be able to read the answer); the body and its type are replaced.
+     */
+    tycho_http_remove_header(r, "Content-Type", 12);
+    r->res_flags &= ~(unsigned)(TYCHO_RES_CONTENT_TYPE | TYCHO_RES_SENT);
+    r->res_body = NULL;
+    r->res_body_len = 0;
     lua_getfield(co, -1, "status");
     r->status = (int)lua_tointeger(co, -1);
     lua_getfield(co, -2, "message");

@@ -32,9 +32,8 @@ end
 local session = {}
 local live = setmetatable({}, { __mode = "k" })   -- req -> what its session middleware knows
 
--- Session data is kept as tycho.json text in every store, not through cjson (nor a shared
--- dict's table values, which are cjson too): cjson writes 14 significant digits, so an id
--- such as 123456789012345 came back changed, and an empty array came back as {}.
+-- Session data is kept as tycho.json text in every store (cjson wrote 14 significant
+-- digits, so an id such as 123456789012345 came back changed, and [] came back as {}).
 local json_encode, json_decode = tycho.json.encode, tycho.json.decode
 
 -- The table a stored text holds, or nil (missing, not JSON, not a table).
@@ -177,6 +176,7 @@ end
 -- tycho.session.rotate(req): a new id for the same data (after a log-in).
 function session.rotate(req)
   session_of(req, "tycho.session.rotate").rotated = true
+  req.session._csrf = nil             -- a token known before the log-in must not work after
 end
 
 -- tycho.session.destroy(req): the data goes, and the cookie (a log-out).
@@ -284,7 +284,8 @@ end
 
 -- ---- rate limits ----------------------------------------------------------------------------
 
-local limit_options = { rate = true, burst = true, key = true, dict = true }
+local limit_options = { rate = true, burst = true, key = true, dict = true, name = true }
+local limiters = 0                    -- numbers the limiters, the same in every worker
 
 -- tycho.rate_limit{rate = N, burst = M, key = fn, dict = d}: a token bucket per key (the
 -- client's address by default) shared by every worker; past it 429 with Retry-After.
@@ -300,10 +301,20 @@ function tycho.rate_limit(opts)
   end
   local key = opts.key or function(req) return req.remote_addr end
   local dict = opts.dict or tycho.shared.dict("tycho.rate_limit")
+  -- Each limiter its own buckets (two on one dictionary would share a client's otherwise).
+  limiters = limiters + 1
+  local prefix = "rate:" .. tostring(opts.name or limiters) .. ":"
+  local warned = false
   return function(req, res, nxt)
     local k = key(req)
     if k ~= nil then
-      local ok, wait = dict:take("rate:" .. tostring(k), rate, burst)
+      local ok, wait = dict:take(prefix .. tostring(k), rate, burst)
+      if ok == nil then               -- the dictionary failed: let it through, say so once
+        if not warned then
+          warned = true
+          tycho.log.warn("tycho.rate_limit " .. prefix .. ": not limiting: " .. tostring(wait))
+        end
+      end
       if ok == false then
         res:status(429)
         res:header("Retry-After", tostring(ceil(wait)))
@@ -422,7 +433,7 @@ local function param(value, key)
   return (sub(value, e + 1):match("^[^;%s]+"))
 end
 
-local function part_headers(block, limit)
+local function part_headers(block)
   local headers = {}
   for line in block:gmatch("[^\r\n]+") do
     local k, v = line:match("^([!#$%%&'*+%-.^_`|~%w]+):%s*(.-)%s*$")
@@ -466,7 +477,7 @@ function req_methods.multipart(req, opts)
     if #parts >= max_parts then
       abort(413, "multipart: more than " .. max_parts .. " parts")
     end
-    local headers = part_headers(sub(body, line_end + 2, head_end - 1), max_header)
+    local headers = part_headers(sub(body, line_end + 2, head_end - 1))
     local next_s, next_e = find(body, "\r\n" .. delim, head_end + 4, true)
     if not next_s then abort(400, "multipart: the body ends before its closing boundary") end
     local disposition = headers["content-disposition"] or ""

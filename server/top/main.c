@@ -336,23 +336,29 @@ static void on_libevent_log(int severity, const char *msg)
  */
 static int load_secret(const struct tycho_config *cfg, char *err)
 {
-    char buf[4096];
+    char buf[4096], from[TYCHO_ERR_LEN / 2];
     size_t len = 0;
     const char *env = getenv("TYCHO_SECRET");
-    const char *from = cfg->secret_file ? cfg->secret_file : "TYCHO_SECRET";
 
     if (cfg->secret_file) {
         FILE *f = fopen(cfg->secret_file, "rb");
+        snprintf(from, sizeof(from), "--secret-file %.200s", cfg->secret_file);
         if (!f) {
-            snprintf(err, TYCHO_ERR_LEN, "--secret-file %s: %s", cfg->secret_file,
-                     strerror(errno));
+            snprintf(err, TYCHO_ERR_LEN, "%s: %s", from, strerror(errno));
             return TYCHO_ERR;
         }
         len = fread(buf, 1, sizeof(buf), f);
+        if (ferror(f) || (len == sizeof(buf) && fgetc(f) != EOF)) {
+            snprintf(err, TYCHO_ERR_LEN, "%s: %s", from,
+                     ferror(f) ? strerror(errno) : "over 4096 bytes; a secret is 16 to 4096");
+            fclose(f);
+            return TYCHO_ERR;
+        }
         fclose(f);
         while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r'))
             len--;
     } else if (env) {
+        snprintf(from, sizeof(from), "TYCHO_SECRET");
         len = strlen(env);
         if (len > sizeof(buf))
             len = sizeof(buf);
@@ -389,7 +395,9 @@ int main(int argc, char **argv)
     event_set_log_callback(on_libevent_log);
     tycho_http_global_init(&cfg);
     tycho_shdict_default_bytes = cfg.shared_dict_bytes;
-    if (load_secret(&cfg, err) < 0) {
+    /* Only the modes that load the scripts need it (--help, --version, new never do). */
+    if (cfg.mode != TYCHO_MODE_HELP && cfg.mode != TYCHO_MODE_VERSION &&
+        cfg.mode != TYCHO_MODE_NEW && load_secret(&cfg, err) < 0) {
         fprintf(stderr, "tycho: %s\n", err);
         tycho_config_dispose(&cfg);
         return 2;
