@@ -161,6 +161,13 @@ const char *tycho_http_reason(int status);
 const char *tycho_http_find_header(const struct tycho_req *r, size_t *at, const char *name,
                                    size_t name_len, size_t *line_len);
 
+/*
+ * Appends "name: value\r\n" to r's response headers, as given (the caller
+ * checked them). TYCHO_OK, or TYCHO_ERR when out of memory.
+ */
+int tycho_http_add_header(struct tycho_req *r, const char *name, size_t name_len,
+                          const char *value, size_t value_len);
+
 /* Removes every line of r's response headers named name (any case). */
 void tycho_http_remove_header(struct tycho_req *r, const char *name, size_t name_len);
 

@@ -213,3 +213,21 @@ void tycho_http_remove_header(struct tycho_req *r, const char *name, size_t name
         at = start;
     }
 }
+
+int tycho_http_add_header(struct tycho_req *r, const char *name, size_t name_len,
+                          const char *value, size_t value_len)
+{
+    size_t old = r->res_headers_len;
+    char *line = tycho_arena_append(&r->arena, r->res_headers, old, name, name_len);
+
+    /* Appends grow in place while the header block is the arena's newest allocation. */
+    line = line ? tycho_arena_append(&r->arena, line, old + name_len, ": ", 2) : NULL;
+    line = line ? tycho_arena_append(&r->arena, line, old + name_len + 2, value, value_len) : NULL;
+    line = line ? tycho_arena_append(&r->arena, line, old + name_len + 2 + value_len, "\r\n", 2)
+                : NULL;
+    if (!line)
+        return TYCHO_ERR;
+    r->res_headers = line;
+    r->res_headers_len = old + name_len + 2 + value_len + 2;
+    return TYCHO_OK;
+}

@@ -20,49 +20,109 @@
 
 #define ARRAY_MT "tycho.json.array"
 /* Nesting deeper than this is refused both ways (a cycle, or a hostile body). */
-#define MAX_DEPTH 128
+#define MAX_DEPTH 128     /* (written out in a message below) */
 /* Integers a double holds exactly; beyond them a decoded integer is a string. */
 #define EXACT_INT 9007199254740992LL
 
 /* ---- encoding ---------------------------------------------------------------------- */
 
+/*
+ * The text is built in `stack` while it fits, then in a userdata kept at
+ * stack slot 2 (so the GC frees it if an error unwinds). A luaL_Buffer
+ * would share the Lua stack with the values being walked.
+ */
 struct enc {
     lua_State *L;
-    luaL_Buffer b;
-    char path[256];                   /* where the value being written is, for errors */
+    char *data;
+    size_t len, cap;
+    char stack[4096];
+    /*
+     * Where the value being written is, for errors, made only then: per
+     * level, the stack index of its key (an object's) or minus its position
+     * (an array's).
+     */
+    int at[MAX_DEPTH + 2];
+    int depth;
 };
 
 static void encode_value(struct enc *e, int idx, int depth);
 
-static void add_string(luaL_Buffer *b, const char *s, size_t len)
+/* Makes room for n more bytes. */
+static void grow(struct enc *e, size_t n)
+{
+    size_t cap = e->cap * 2 > e->len + n ? e->cap * 2 : e->len + n;
+    char *data = lua_newuserdata(e->L, cap);
+
+    memcpy(data, e->data, e->len);
+    lua_replace(e->L, 2);             /* the old one (if any) may go now */
+    e->data = data;
+    e->cap = cap;
+}
+
+static inline void room(struct enc *e, size_t n)
+{
+    if (e->len + n > e->cap)
+        grow(e, n);
+}
+
+static inline void put(struct enc *e, const char *s, size_t n)
+{
+    room(e, n);
+    memcpy(e->data + e->len, s, n);
+    e->len += n;
+}
+
+static inline void put_char(struct enc *e, char c)
+{
+    room(e, 1);
+    e->data[e->len++] = c;
+}
+
+/* Raises "tycho.json.encode: PATH " .. fmt, PATH made from e->at (the value, .a, [2], ...). */
+static int fail(struct enc *e, const char *fmt, const char *a, const char *b)
+{
+    lua_State *L = e->L;
+    char path[512];
+    size_t n = (size_t)snprintf(path, sizeof(path), "the value");
+
+    for (int i = 1; i <= e->depth && n < sizeof(path) - 1; i++)
+        n += (size_t)(e->at[i] < 0 ? snprintf(path + n, sizeof(path) - n, "[%d]", -e->at[i])
+                                   : snprintf(path + n, sizeof(path) - n, ".%s",
+                                              lua_tostring(L, e->at[i])));
+    return luaL_error(L, fmt, path, a, b);
+}
+
+/* A JSON string: quotes, \" \\ \n \r \t, other control bytes as \u00XX; the rest as is. */
+static void add_string(struct enc *e, const char *s, size_t len)
 {
     static const char hex[] = "0123456789abcdef";
-    size_t run = 0;
+    char *out;
 
-    luaL_addchar(b, '"');
+    room(e, 2 + 6 * len);             /* the most it can take: every byte \u00XX */
+    out = e->data + e->len;
+    *out++ = '"';
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)s[i];
         if (c >= 0x20 && c != '"' && c != '\\') {
-            run++;
+            *out++ = (char)c;
             continue;
         }
-        luaL_addlstring(b, s + i - run, run);
-        run = 0;
-        luaL_addchar(b, '\\');
+        *out++ = '\\';
         switch (c) {
-        case '"': luaL_addchar(b, '"'); break;
-        case '\\': luaL_addchar(b, '\\'); break;
-        case '\n': luaL_addchar(b, 'n'); break;
-        case '\r': luaL_addchar(b, 'r'); break;
-        case '\t': luaL_addchar(b, 't'); break;
+        case '"': *out++ = '"'; break;
+        case '\\': *out++ = '\\'; break;
+        case '\n': *out++ = 'n'; break;
+        case '\r': *out++ = 'r'; break;
+        case '\t': *out++ = 't'; break;
         default:
-            luaL_addlstring(b, "u00", 3);
-            luaL_addchar(b, hex[c >> 4]);
-            luaL_addchar(b, hex[c & 15]);
+            memcpy(out, "u00", 3);
+            out[3] = hex[c >> 4];
+            out[4] = hex[c & 15];
+            out += 5;
         }
     }
-    luaL_addlstring(b, s + len - run, run);
-    luaL_addchar(b, '"');
+    *out++ = '"';
+    e->len = (size_t)(out - e->data);
 }
 
 static void add_number(struct enc *e, double d)
@@ -71,7 +131,8 @@ static void add_number(struct enc *e, double d)
     int n;
 
     if (isnan(d) || isinf(d))
-        luaL_error(e->L, "tycho.json.encode: %s is %f, which JSON cannot hold", e->path, d);
+        fail(e, "tycho.json.encode: %s is %s%s, which JSON cannot hold", isnan(d) ? "nan" : "",
+             isnan(d) ? "" : d > 0 ? "inf" : "-inf");
     if (d == floor(d) && fabs(d) < 9.2e18)
         n = snprintf(text, sizeof(text), "%lld", (long long)d);   /* every digit, exact */
     else                              /* the shortest form that reads back as d */
@@ -80,7 +141,7 @@ static void add_number(struct enc *e, double d)
             if (strtod(text, NULL) == d)
                 break;
         }
-    luaL_addlstring(&e->b, text, (size_t)n);
+    put(e, text, (size_t)n);
 }
 
 /* The length of the table at idx as an array (1..n, no holes), or -1 for an object. */
@@ -88,6 +149,13 @@ static long array_length(lua_State *L, int idx)
 {
     long n = 0, max = 0;
 
+    if (lua_objlen(L, idx) == 0) {    /* no [1]: an object, or empty (one step to tell) */
+        lua_pushnil(L);
+        if (!lua_next(L, idx))
+            return 0;
+        lua_pop(L, 2);
+        return -1;
+    }
     for (lua_pushnil(L); lua_next(L, idx); lua_pop(L, 1)) {
         lua_Number k;
         if (lua_type(L, -2) != LUA_TNUMBER || (k = lua_tonumber(L, -2)) < 1 || k != floor(k)) {
@@ -101,36 +169,20 @@ static long array_length(lua_State *L, int idx)
     return n == max ? n : -1;
 }
 
-/* Appends ".key" or "[i]" to the path for errors; returns the old length to restore. */
-static size_t path_push(struct enc *e, lua_State *L, int key_idx)
-{
-    size_t old = strlen(e->path);
-
-    if (lua_type(L, key_idx) == LUA_TNUMBER)
-        snprintf(e->path + old, sizeof(e->path) - old, "[%d]", (int)lua_tonumber(L, key_idx));
-    else
-        snprintf(e->path + old, sizeof(e->path) - old, ".%s", lua_tostring(L, key_idx));
-    return old;
-}
-
 static void encode_array(struct enc *e, int idx, long n, int depth)
 {
     lua_State *L = e->L;
 
-    luaL_addchar(&e->b, '[');
+    put_char(e, '[');
     for (long i = 1; i <= n; i++) {
-        size_t old;
         if (i > 1)
-            luaL_addchar(&e->b, ',');
-        lua_pushnumber(L, (lua_Number)i);
-        old = path_push(e, L, lua_gettop(L));
-        lua_pop(L, 1);
+            put_char(e, ',');
+        e->at[depth + 1] = -(int)i;
         lua_rawgeti(L, idx, (int)i);
         encode_value(e, lua_gettop(L), depth + 1);
         lua_pop(L, 1);
-        e->path[old] = '\0';
     }
-    luaL_addchar(&e->b, ']');
+    put_char(e, ']');
 }
 
 static void encode_object(struct enc *e, int idx, int depth)
@@ -138,26 +190,25 @@ static void encode_object(struct enc *e, int idx, int depth)
     lua_State *L = e->L;
     bool first = true;
 
-    luaL_addchar(&e->b, '{');
+    put_char(e, '{');
     for (lua_pushnil(L); lua_next(L, idx); lua_pop(L, 1)) {
-        size_t klen, old;
+        size_t klen;
         const char *k;
         if (lua_type(L, -2) != LUA_TSTRING && lua_type(L, -2) != LUA_TNUMBER)
-            luaL_error(L, "tycho.json.encode: %s has a %s key; JSON keys are strings", e->path,
-                       luaL_typename(L, -2));
+            fail(e, "tycho.json.encode: %s has a %s key; JSON keys are strings",
+                 luaL_typename(L, -2), "");
         if (!first)
-            luaL_addchar(&e->b, ',');
+            put_char(e, ',');
         first = false;
         lua_pushvalue(L, -2);         /* a copy: tolstring must not turn the key into a string */
         k = lua_tolstring(L, -1, &klen);
-        add_string(&e->b, k, klen);
-        luaL_addchar(&e->b, ':');
-        old = path_push(e, L, lua_gettop(L));
+        add_string(e, k, klen);
+        put_char(e, ':');
+        e->at[depth + 1] = lua_gettop(L);   /* the key's copy, kept there while the value is */
+        encode_value(e, lua_gettop(L) - 1, depth + 1);
         lua_pop(L, 1);
-        encode_value(e, lua_gettop(L), depth + 1);
-        e->path[old] = '\0';
     }
-    luaL_addchar(&e->b, '}');
+    put_char(e, '}');
 }
 
 static void encode_value(struct enc *e, int idx, int depth)
@@ -166,26 +217,29 @@ static void encode_value(struct enc *e, int idx, int depth)
     size_t len;
     const char *s;
 
+    e->depth = depth;
     if (depth > MAX_DEPTH)
-        luaL_error(L, "tycho.json.encode: %s is nested over %d levels (a cycle?)", e->path,
-                   MAX_DEPTH);
+        fail(e, "tycho.json.encode: %s is nested over %s levels (a cycle?)", "128", "");
     switch (lua_type(L, idx)) {
     case LUA_TNIL:
-        luaL_addlstring(&e->b, "null", 4);
+        put(e, "null", 4);
         return;
     case LUA_TBOOLEAN:
-        luaL_addstring(&e->b, lua_toboolean(L, idx) ? "true" : "false");
+        if (lua_toboolean(L, idx))
+            put(e, "true", 4);
+        else
+            put(e, "false", 5);
         return;
     case LUA_TNUMBER:
         add_number(e, lua_tonumber(L, idx));
         return;
     case LUA_TSTRING:
         s = lua_tolstring(L, idx, &len);
-        add_string(&e->b, s, len);
+        add_string(e, s, len);
         return;
     case LUA_TLIGHTUSERDATA:
         if (!lua_touserdata(L, idx)) {
-            luaL_addlstring(&e->b, "null", 4);   /* tycho.null (cjson.null) */
+            put(e, "null", 4);   /* tycho.null (cjson.null) */
             return;
         }
         break;
@@ -199,8 +253,7 @@ static void encode_value(struct enc *e, int idx, int depth)
         }
         n = array_length(L, idx);
         if (marked && n < 0)
-            luaL_error(L, "tycho.json.encode: %s is marked an array but has other keys",
-                       e->path);
+            fail(e, "tycho.json.encode: %s is marked an array but has other keys%s%s", "", "");
         /* An empty table is an object unless marked: {} stays {}, tycho.json.array{} is []. */
         if (n > 0 || (marked && n == 0))
             encode_array(e, idx, n, depth);
@@ -211,8 +264,7 @@ static void encode_value(struct enc *e, int idx, int depth)
     default:
         break;
     }
-    luaL_error(L, "tycho.json.encode: %s is a %s, which JSON cannot hold", e->path,
-               luaL_typename(L, idx));
+    fail(e, "tycho.json.encode: %s is a %s, which JSON cannot hold%s", luaL_typename(L, idx), "");
 }
 
 /* tycho.json.encode(value) -> the JSON text (res:json's encoder too). */
@@ -221,12 +273,14 @@ int tycho_json_encode(lua_State *L)
     struct enc e;
 
     luaL_checkany(L, 1);
-    lua_settop(L, 1);
+    lua_settop(L, 2);                 /* 2: where a grown buffer is kept */
     e.L = L;
-    strcpy(e.path, "the value");
-    luaL_buffinit(L, &e.b);
+    e.depth = 0;
+    e.data = e.stack;
+    e.len = 0;
+    e.cap = sizeof(e.stack);
     encode_value(&e, 1, 0);
-    luaL_pushresult(&e.b);
+    lua_pushlstring(L, e.data, e.len);
     return 1;
 }
 

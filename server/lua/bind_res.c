@@ -65,9 +65,6 @@ static int name_is(const char *name, size_t len, const char *want)
 static void add_header(lua_State *L, struct tycho_req *r, const char *fn, const char *name,
                        size_t name_len, const char *value, size_t value_len)
 {
-    size_t old = r->res_headers_len, add = name_len + 2 + value_len + 2;
-    char *line = r->res_headers;
-
     if (!tycho_http_is_token(name, name_len))
         luaL_error(L, "%s: bad header name \"%s\"", fn, name);
     if (!is_field_value(value, value_len))
@@ -87,15 +84,8 @@ static void add_header(lua_State *L, struct tycho_req *r, const char *fn, const 
         r->res_flags |= TYCHO_RES_SERVER;
     else if (name_is(name, name_len, "x-request-id"))
         r->res_flags |= TYCHO_RES_REQUEST_ID;
-    /* Appends grow in place while the header block is the arena's newest allocation. */
-    line = tycho_arena_append(&r->arena, line, old, name, name_len);
-    line = line ? tycho_arena_append(&r->arena, line, old + name_len, ": ", 2) : NULL;
-    line = line ? tycho_arena_append(&r->arena, line, old + name_len + 2, value, value_len) : NULL;
-    line = line ? tycho_arena_append(&r->arena, line, add - 2 + old, "\r\n", 2) : NULL;
-    if (!line)
+    if (tycho_http_add_header(r, name, name_len, value, value_len) < 0)
         luaL_error(L, "%s: out of memory", fn);
-    r->res_headers = line;
-    r->res_headers_len = old + add;
 }
 
 /* res:status(code) -> res. code: 200..599 (1xx are interim answers only the server sends). */

@@ -208,22 +208,12 @@ web(app, req_methods)
 
 -- ---- dispatch -----------------------------------------------------------------------
 
--- A handler's return: a string is the body (C takes it), a table is answered as JSON.
-local function answer(res, result)
-  if result == res then
-    return nil                        -- return res:redirect(...), res:json(...): res itself
-  end
-  if type(result) == "table" then
-    res:json(result)
-    return nil
-  end
-  return result
-end
-
+-- What the handler returns is answered in C (task.c): a string is the body, a table is sent
+-- as JSON, nil (or res itself) sends what res holds.
 local function run(handler, req, res)
   local n = #middleware
   if n == 0 then
-    return answer(res, handler(req, res))
+    return handler(req, res)
   end
   local i, result = 0, nil
   local function next_step()
@@ -232,7 +222,7 @@ local function run(handler, req, res)
     if fn then
       fn(req, res, next_step)
     elseif i == n + 1 then
-      result = answer(res, handler(req, res))
+      result = handler(req, res)
     end
   end
   next_step()
@@ -259,13 +249,16 @@ local function run_guarded(handler, req, res)
   tycho.log.error(req.method .. " " .. req.path .. " [request " .. req.id .. "]: "
     .. result.trace)
   res:status(500)
-  return answer(res, error_fn(result.err, req, res))
+  return error_fn(result.err, req, res)
 end
 
 local function dispatch(handler, r)
   local req, res = new_objects(r)
   if error_fn then
     return run_guarded(handler, req, res)
+  end
+  if #middleware == 0 then
+    return handler(req, res)          -- a tail call: the common case costs nothing more
   end
   return run(handler, req, res)
 end

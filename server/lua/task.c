@@ -313,13 +313,60 @@ static bool aborted(struct tycho_req *r, lua_State *co)
 }
 
 /* A normal return of a request's coroutine: a string result is the body. */
-static void collect_result(struct tycho_task *t)
+/*
+ * A table returned by a handler: answered as JSON (the generation's
+ * encoder), with Content-Type application/json unless one was set. The
+ * table is at 1 on co; an encoding error fails the request.
+ */
+static void collect_table(struct tycho_task *t, lua_State *co)
+{
+    struct tycho_req *r = t->r;
+    size_t len;
+    const char *s;
+    char *body;
+
+    lua_pushcfunction(co, t->vm->encode_json);
+    lua_pushvalue(co, 1);
+    if (lua_pcall(co, 1, 1, 0) != 0) {
+        log_error(t, co, NULL);
+        fail_request(r);
+        return;
+    }
+    s = lua_tolstring(co, -1, &len);
+    body = len ? tycho_arena_alloc(&r->arena, len) : NULL;
+    if ((len && !body) ||
+        (!(r->res_flags & TYCHO_RES_CONTENT_TYPE) &&
+         tycho_http_add_header(r, "Content-Type", 12, "application/json", 16) < 0)) {
+        log_error(t, co, "out of memory copying the response body");
+        fail_request(r);
+        return;
+    }
+    memcpy(body, s, len);
+    r->res_flags |= TYCHO_RES_CONTENT_TYPE | TYCHO_RES_SENT;
+    r->res_body = body;
+    r->res_body_len = len;
+}
+
+/*
+ * A normal return of a request's coroutine: a string is the body, a table
+ * is answered as JSON, res itself (return res:json(...)) and nil send what
+ * res holds; once the body is set, a returned value is ignored. res_box:
+ * the request's res object, for telling it apart.
+ */
+static void collect_result(struct tycho_task *t, const void *res_box)
 {
     struct tycho_req *r = t->r;
     lua_State *co = t->t.co;
     int type = lua_gettop(co) > 0 ? lua_type(co, 1) : LUA_TNIL;
 
-    if (type == LUA_TSTRING && !(r->res_flags & TYCHO_RES_SENT)) {
+    if (type == LUA_TNIL || (r->res_flags & TYCHO_RES_SENT) ||
+        (type == LUA_TUSERDATA && lua_touserdata(co, 1) == res_box))
+        return;
+    if (type == LUA_TTABLE) {
+        collect_table(t, co);
+        return;
+    }
+    if (type == LUA_TSTRING) {
         size_t len;
         const char *s = lua_tolstring(co, 1, &len);
         char *body = len ? tycho_arena_alloc(&r->arena, len) : NULL;
@@ -333,7 +380,7 @@ static void collect_result(struct tycho_task *t)
         r->res_body = body;
         r->res_body_len = len;
         r->res_flags |= TYCHO_RES_SENT;
-    } else if (type != LUA_TNIL && type != LUA_TSTRING) {
+    } else {
         char what[128];
         snprintf(what, sizeof(what),
                  "handler returned a %s value; return a string or a table (sent as JSON), or "
@@ -356,6 +403,7 @@ static enum tycho_run step(struct tycho_task *t, int nargs)
     lua_State *co = t->t.co;
     struct tycho_task *outer = vm->current;
     int rc;
+    const void *res_box;
 
     vm->current = t;
     rc = lua_resume(co, nargs);
@@ -382,11 +430,12 @@ static enum tycho_run step(struct tycho_task *t, int nargs)
         t->wait->start(t->wait);
         return TYCHO_RUN_PENDING;
     }
+    res_box = t->objects.res_box;     /* release forgets it */
     if (t->r)
         vm->release(vm->L, t->r);     /* a stashed req/res must not reach r any more */
     if (rc == 0) {
         if (t->r)
-            collect_result(t);
+            collect_result(t, res_box);
         keep_thread(vm, &t->t);
         return TYCHO_RUN_DONE;
     }

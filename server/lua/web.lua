@@ -349,6 +349,7 @@ local compiled = {}                   -- source -> render function, for this sta
 -- helpers are locals taken before, so that a value named table or tostring changes nothing.
 local function translate(src, name)
   local out, pos = { "local _concat, _tostring = table.concat, tostring\n"
+    .. "local function _raw(v) if v == nil then return '' end return _tostring(v) end\n"
     .. "return function(_e)\nlocal _b = {}\n" }, 1
   while true do
     local s, e, kind = find(src, "{([{%%])", pos)
@@ -364,7 +365,7 @@ local function translate(src, name)
       close = find(src, "}}}", e + 2, true)
       if not close then error(name .. ": a {{{ with no }}}", 0) end
       code = sub(src, e + 2, close - 1)
-      out[#out + 1] = "_b[#_b+1] = _tostring(" .. code .. ")\n"
+      out[#out + 1] = "_b[#_b+1] = _raw(" .. code .. ")\n"
       pos = close + 3
     else
       close = find(src, "}}", e + 1, true)
