@@ -34,8 +34,7 @@ app.use(tycho.csrf())
 app.get("/", function(req, res)
     local user = users[req.session.user]
     if not user then
-        res:redirect("/login", 303)
-        return
+        return res:redirect("/login", 303)
     end
     return views.home(res, { user = user.name, notes = req.session.notes or {},
                              csrf = tycho.session.csrf_token(req) })
@@ -55,18 +54,17 @@ app.post("/login", function(req, res)
         return views.login(res, { message = "Wrong name or password.", name = name,
                                   csrf = tycho.session.csrf_token(req) })
     end
-    -- A new session id, so that an id planted in the browser before the login is worth
-    -- nothing, and fresh data, so that the CSRF token changes too.
+    -- A new session id and a new CSRF token, so that an id planted in the browser before
+    -- the login, and the token that went with it, are worth nothing.
     tycho.session.rotate(req)
-    req.session = { user = name }
-    res:redirect("/", 303)
+    req.session.user = name
+    return res:redirect("/", 303)
 end)
 
 -- The CSRF-protected POST: tycho.csrf() has checked the token before this runs.
 app.post("/notes", function(req, res)
     if not users[req.session.user] then
-        res:redirect("/login", 303)
-        return
+        return res:redirect("/login", 303)
     end
     local text = req:form().text or ""
     text = text:gsub("^%s+", ""):gsub("%s+$", "")
@@ -76,10 +74,10 @@ app.post("/notes", function(req, res)
     local notes = req.session.notes or {}
     notes[#notes + 1] = text
     req.session.notes = notes
-    res:redirect("/", 303)
+    return res:redirect("/", 303)
 end)
 
 app.post("/logout", function(req, res)
     tycho.session.destroy(req)
-    res:redirect("/login", 303)
+    return res:redirect("/login", 303)
 end)
