@@ -238,8 +238,19 @@ local function with_traceback(err)
 end
 
 -- With app.error: the error is logged here, and fn's answer replaces the generic 500.
+-- A returned table is sent as JSON here, inside the guard, so that one JSON cannot hold
+-- reaches fn too.
+local function run_and_send(handler, req, res)
+  local result = run(handler, req, res)
+  if type(result) == "table" then
+    res:json(result)
+    return nil
+  end
+  return result
+end
+
 local function run_guarded(handler, req, res)
-  local ok, result = xpcall(run, with_traceback, handler, req, res)
+  local ok, result = xpcall(run_and_send, with_traceback, handler, req, res)
   if ok then
     return result
   end

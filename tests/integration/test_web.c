@@ -140,6 +140,12 @@ static const char app_lua[] =
     "app.get('/abort/:code', function(req)\n"
     "  tycho.abort(tonumber(req.params.code), req.query.msg)\n"
     "end)\n"
+    "app.get('/abort-json', function(req, res)\n"
+    "  res:header('X-Before', 'kept')\n"
+    "  res:json({ half = 'done' })\n"
+    "  tycho.abort(422, 'changed my mind')\n"
+    "end)\n"
+    "app.get('/return-res', function(req, res) return res:redirect('/x', 303) end)\n"
     "app.get('/abort-deep', function(req)\n"
     "  local function deeper() tycho.abort(409, 'conflict, deep down') end\n"
     "  deeper()\n"
@@ -715,6 +721,20 @@ static void test_errors(const struct server *s)
     check(port, "GET", "/abort/403", NULL, NULL, 403, "Forbidden\n");
     check(port, "GET", "/abort/503", NULL, NULL, 503, "Service Unavailable\n");
     check(port, "GET", "/abort-deep", NULL, NULL, 409, "conflict, deep down\n");
+    /* The headers set before stay (CORS, cookies); the body and its type are the abort's. */
+    request(port, "GET", "/abort-json", NULL, NULL, 0, &r);
+    expect_status(&r, 422, "tycho.abort after res:json");
+    expect_body(&r, "changed my mind\n", "tycho.abort after res:json: its message");
+    expect_header(&r, "X-Before", "kept", "tycho.abort keeps a header set before");
+    expect_header(&r, "X-MW", "yes", "tycho.abort keeps the middleware's header");
+    expect_header(&r, "Content-Type", "text/plain; charset=utf-8",
+                  "tycho.abort: plain text, not the JSON type set before");
+    response_free(&r);
+    /* return res:redirect(...): res itself is the same as nothing. */
+    request(port, "GET", "/return-res", NULL, NULL, 0, &r);
+    expect_status(&r, 303, "return res:redirect(...)");
+    expect_header(&r, "Location", "/x", "return res:redirect(...)");
+    response_free(&r);
     ok(!log_has_line(s, "conflict, deep down", NULL), "tycho.abort is not logged as an error");
     request(port, "GET", "/abort/302", NULL, NULL, 0, &r);
     expect_status(&r, 500, "tycho.abort(302)");
@@ -1360,8 +1380,8 @@ static void test_no_secret(void)
            "no secret: tycho.crypto.sign raises, saying how to give one");
         check(s.port, "GET", "/unsign", NULL, NULL, 500, "Internal Server Error\n");
         check(s.port, "GET", "/cookie", NULL, NULL, 500, "Internal Server Error\n");
-        ok(log_has_line(&s, "GET /cookie [request ", "tycho.crypto.sign: no secret"),
-           "no secret: a signed cookie raises");
+        ok(log_has_line(&s, "GET /cookie [request ", "res:cookie: no secret to sign with"),
+           "no secret: a signed cookie raises, at the script's line");
         check(s.port, "GET", "/x", NULL, NULL, 200, "x");
         /* Middleware and no app.not_found: the server's own answers, through the middleware. */
         request(s.port, "GET", "/nope", NULL, NULL, 0, &r);
@@ -1431,7 +1451,8 @@ static void test_bad_secrets(void)
     snprintf(cmd, sizeof cmd, "timeout 10 %s --secret-file %s/short.txt --port 0 %s 2>&1",
              tycho_binary, other, other);
     is_int(run_command(cmd, out, sizeof out), 2, "a short --secret-file: exit 2");
-    snprintf(want, sizeof want, "tycho: %s/short.txt: the secret must be 16 bytes at least, got 5 "
+    snprintf(want, sizeof want, "tycho: --secret-file %s/short.txt: the secret must be 16 bytes "
+             "at least, got 5 "
              "(make one with: head -c 32 /dev/urandom | base64)\n", other);
     is_str(out, want, "a short --secret-file: the message");
     snprintf(cmd, sizeof cmd, "timeout 10 %s --secret-file %s/none.txt --port 0 %s 2>&1",
