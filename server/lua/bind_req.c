@@ -248,18 +248,27 @@ static int headers_index(lua_State *L)
     return 1;
 }
 
-/* Pushes the cached table named key (building it with build on first use). */
-static int push_cached(lua_State *L, const struct tycho_req *r, const char *key,
-                       void (*build)(lua_State *, const struct tycho_req *))
+/*
+ * Pushes the table of the req at 1 that holds its cached fields and the
+ * app's own (its environment), making it on first use (until then the
+ * environment is the shared "no cache" marker).
+ */
+static void push_fields(lua_State *L)
 {
     lua_getfenv(L, 1);
     if (lua_rawequal(L, -1, UP_NO_CACHE)) {
-        /* First cached field of this req: give it a table of its own. */
         lua_pop(L, 1);
         lua_createtable(L, 0, 3);
         lua_pushvalue(L, -1);
         lua_setfenv(L, 1);
     }
+}
+
+/* Pushes the cached table named key (building it with build on first use). */
+static int push_cached(lua_State *L, const struct tycho_req *r, const char *key,
+                       void (*build)(lua_State *, const struct tycho_req *))
+{
+    push_fields(L);
     lua_getfield(L, -1, key);
     if (lua_isnil(L, -1)) {
         lua_pop(L, 1);
@@ -355,13 +364,7 @@ static int req_newindex(lua_State *L)
     if (!lua_isnil(L, -1))
         return luaL_error(L, "req.%s is a method: choose another name", k);
     lua_pop(L, 1);
-    lua_getfenv(L, 1);
-    if (lua_rawequal(L, -1, UP_NO_CACHE)) {
-        lua_pop(L, 1);
-        lua_createtable(L, 0, 3);
-        lua_pushvalue(L, -1);
-        lua_setfenv(L, 1);
-    }
+    push_fields(L);
     lua_pushvalue(L, 2);
     lua_pushvalue(L, 3);
     lua_rawset(L, -3);

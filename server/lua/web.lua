@@ -69,6 +69,44 @@ local function redis_store(red)
   }
 end
 
+-- A tycho.db database (SQLite or PostgreSQL): the table tycho_sessions, made on first use.
+-- The same SQL runs on both; rows past their time are deleted now and then by a save.
+local function db_store(db)
+  local ready = false
+  local saves = 0
+  local function prepare()
+    if ready then return end
+    local ok, err = db:exec("CREATE TABLE IF NOT EXISTS tycho_sessions (id TEXT PRIMARY KEY, "
+      .. "data TEXT NOT NULL, expires DOUBLE PRECISION NOT NULL)")
+    if not ok then error("tycho.session: cannot make the table tycho_sessions: " .. err, 0) end
+    ready = true
+  end
+  return {
+    load = function(id)
+      prepare()
+      local rows = db:query("SELECT data FROM tycho_sessions WHERE id = $1 AND expires > $2",
+        id, tycho.now())
+      return rows and rows[1] and decode_table(rows[1].data) or nil
+    end,
+    save = function(id, data, ttl)
+      prepare()
+      local now = tycho.now()
+      local ok, err = db:exec("INSERT INTO tycho_sessions (id, data, expires) VALUES ($1, $2, $3)"
+        .. " ON CONFLICT (id) DO UPDATE SET data = excluded.data, expires = excluded.expires",
+        id, json_encode(data), now + ttl)
+      if not ok then error("tycho.session: cannot save the session: " .. tostring(err), 0) end
+      saves = saves + 1
+      if saves % 100 == 0 then
+        db:exec("DELETE FROM tycho_sessions WHERE expires < $1", now)
+      end
+    end,
+    drop = function(id)
+      prepare()
+      db:exec("DELETE FROM tycho_sessions WHERE id = $1", id)
+    end,
+  }
+end
+
 local function store_of(store)
   if store == nil or store == "cookie" then
     return nil                        -- the data itself in a signed cookie
@@ -77,10 +115,14 @@ local function store_of(store)
   if (t == "userdata" or t == "table") and store.call then
     return redis_store(store)
   end
+  if (t == "userdata" or t == "table") and store.query and store.exec and store.transaction then
+    return db_store(store)
+  end
   if (t == "userdata" or t == "table") and store.get and store.set and store.delete then
     return dict_store(store)
   end
-  error('tycho.session: store must be "cookie", a tycho.shared.dict or a tycho.redis handle', 3)
+  error('tycho.session: store must be "cookie", a tycho.shared.dict, a tycho.redis handle or '
+    .. "a tycho.db database", 3)
 end
 
 -- The cookie store's cookie: the data and its expiry as JSON, base64url, signed.

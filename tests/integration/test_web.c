@@ -58,6 +58,8 @@ static const char app_lua[] =
     "app.use(under('/s/dict/', tycho.session{ store = tycho.shared.dict('sessions'), name = 'sd',\n"
     "  ttl = 600, secure = true, same_site = 'Strict' }))\n"
     "app.use(under('/s/redis/', tycho.session{ store = red, name = 'sr', ttl = 900 }))\n"
+    "app.use(under('/s/db/', tycho.session{ store = tycho.db.open('sqlite:sessions.db'),\n"
+    "  name = 'sq', ttl = 300 }))\n"
     "app.use(under('/s/short/', tycho.session{ name = 'ss', ttl = 1 }))\n"
     "app.use(under('/f/', tycho.session{ store = tycho.shared.dict('forms'), name = 'sf' }))\n"
     "app.use(under('/f/', tycho.csrf()))\n"
@@ -478,7 +480,7 @@ static void test_context(int port)
 
     check(port, "GET", "/ctx", "X-User: alice\r\n", NULL, 200, "alice");
     check(port, "GET", "/ctx", NULL, NULL, 200, "nil");
-    ok(body_has(port, "/readonly/path", "false|", "/app.lua:44: req.path is read-only (set a "
+    ok(body_has(port, "/readonly/path", "false|", "/app.lua:46: req.path is read-only (set a "
                 "field of your own: req.user = ...)"), "req.path = x raises, at the app's line");
     ok(body_has(port, "/readonly/cookies", "false|", ": req.cookies is read-only"),
        "req.cookies is read-only");
@@ -1047,6 +1049,7 @@ static const struct store stores[] = {
     {"cookie", "sc", "; Max-Age=86400; Path=/; HttpOnly; SameSite=Lax", 0},
     {"dict", "sd", "; Max-Age=600; Path=/; Secure; HttpOnly; SameSite=Strict", 1},
     {"redis", "sr", "; Max-Age=900; Path=/; HttpOnly; SameSite=Lax", 1},
+    {"db", "sq", "; Max-Age=300; Path=/; HttpOnly; SameSite=Lax", 1},
 };
 
 /*
@@ -1473,7 +1476,7 @@ static void test_load_errors(void)
          "secret to sign the session cookie with: start Tycho with --secret-file FILE or the "
          "variable TYCHO_SECRET"},
         {"app.use(tycho.session{ store = 42 })", "", "app.lua:2: tycho.session: store must be "
-         "\"cookie\", a tycho.shared.dict or a tycho.redis handle"},
+         "\"cookie\", a tycho.shared.dict, a tycho.redis handle or a tycho.db database"},
         {"app.use(tycho.session{ bogus = 1 })", "", "app.lua:2: tycho.session: unknown option "
          "bogus"},
         {"app.use(tycho.session{ ttl = 0 })", "", "app.lua:2: tycho.session: ttl must be a "
