@@ -177,6 +177,9 @@ static int arm(struct tycho_conn *c, short what, unsigned char timer, const stru
             return TYCHO_ERR;
     } else if (c->timer == timer && timer != TIMER_DEADLINE) {
         return TYCHO_OK;
+    } else if (!tv) {
+        /* event_add with no timeval keeps a pending timeout: it must go (a waiting handler). */
+        event_del(&c->ev);
     }
     if (event_add(&c->ev, tv) < 0)
         return TYCHO_ERR;

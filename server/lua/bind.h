@@ -67,10 +67,10 @@ void tycho_bind_redis(lua_State *L);
 
 struct tycho_connpool_opts;
 /*
- * bind_db.c, for every binding with a pool: a pool's options from the table at idx (none: the defaults), for fn's
- * messages: pool, max_waiting, wait_timeout, idle_timeout, max_lifetime,
- * connect_timeout, timeout, max_failures, cooldown. Raises on an unknown
- * or bad one.
+ * bind_db.c, for every binding with a pool: a pool's options from the
+ * table at idx (none: the defaults), for fn's messages: pool, max_waiting,
+ * wait_timeout, idle_timeout, max_lifetime, connect_timeout, timeout,
+ * max_failures, cooldown. Raises on an unknown or bad one.
  */
 void tycho_bind_pool_opts(lua_State *L, int idx, const char *fn, struct tycho_connpool_opts *o);
 /*

@@ -53,7 +53,7 @@ struct tycho_vm {
      * generation (bind_req.c's tycho_bind_release). Never raises.
      */
     void (*release)(lua_State *L, struct tycho_req *r);
-    /* The encoder of a table a handler returns (JSON, value at 1 -> text). Set by the generation. */
+    /* The encoder of a table a handler returns (JSON: value at 1 -> text); the generation's. */
     lua_CFunction encode_json;
     /* Called when a retired vm's last task has ended (from a task_put). */
     void (*idle)(struct tycho_vm *vm);

@@ -101,7 +101,10 @@ static int by_name(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/* Pushes the sorted names of the .sql files in DIR/migrations (not hidden). -1 (printed why) on failure. */
+/*
+ * Pushes the sorted names of the .sql files in DIR/migrations (not hidden).
+ * -1 (printed why) on failure.
+ */
 static int push_migrations(lua_State *L, const char *dir)
 {
     char path[4096];

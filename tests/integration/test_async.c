@@ -279,6 +279,39 @@ static void test_shared_dict(int port)
 }
 
 
+/*
+ * A handler may wait longer than the read timeouts: they are for a client
+ * sending, not for the server working. With --header-timeout 1 and
+ * --idle-timeout 1, a handler sleeping 2.5 s answers, on a connection's
+ * first request and on a later one (the timer armed for reading used to stay).
+ */
+static void test_wait_past_timeouts(void)
+{
+    const char *args[] = {"--port", "0", "--workers", "1", "--header-timeout", "1",
+                          "--idle-timeout", "1", fixture_dir, NULL};
+    struct server s;
+    struct client c;
+    struct response r;
+
+    if (server_start(&s, args) != 0) {
+        ok(0, "server with 1 s timeouts starts");
+        return;
+    }
+    if (client_connect(&c, s.port) == 0) {
+        exchange(&c, "GET /sleep?s=2.5 HTTP/1.1\r\nHost: t\r\n\r\n", &r);
+        expect_status(&r, 200, "a first request waiting past --header-timeout");
+        response_free(&r);
+        exchange(&c, "GET /sleep?s=2.5 HTTP/1.1\r\nHost: t\r\n\r\n", &r);
+        expect_status(&r, 200, "a second request waiting past --idle-timeout");
+        response_free(&r);
+        client_close(&c);
+    } else {
+        ok(0, "a connection");
+    }
+    is_int(server_stop(&s), 0, "1 s timeouts: exit status 0");
+    server_cleanup(&s);
+}
+
 int main(int argc, char **argv)
 {
     struct server s;
@@ -316,6 +349,7 @@ int main(int argc, char **argv)
         is_int(server_stop(&s), 0, "two-worker server: exit status 0");
     }
     server_cleanup(&s);
+    test_wait_past_timeouts();
     free(wrap_copy);
     return test_summary();
 }
