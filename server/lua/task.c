@@ -341,7 +341,8 @@ static void collect_table(struct tycho_task *t, lua_State *co)
         fail_request(r);
         return;
     }
-    memcpy(body, s, len);
+    if (len)                          /* JSON text is never empty; memcpy takes no NULL */
+        memcpy(body, s, len);
     r->res_flags |= TYCHO_RES_CONTENT_TYPE | TYCHO_RES_SENT;
     r->res_body = body;
     r->res_body_len = len;
