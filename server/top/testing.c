@@ -125,12 +125,9 @@ static int run_runner(struct tycho_worker *w, const char *test_dir)
     }
     lua_pushlightuserdata(L, w);
     lua_pushcclosure(L, send_request, 1);
-    lua_getglobal(L, "require");
-    lua_pushliteral(L, "cjson");
-    if (lua_pcall(L, 1, 1, 0) != 0) {
-        fprintf(stderr, "tycho test: %s\n", lua_tostring(L, -1));
-        goto out;
-    }
+    lua_getglobal(L, "tycho");
+    lua_getfield(L, -1, "json");
+    lua_remove(L, -2);
     if (lua_pcall(L, 3, 1, 0) != 0) {
         fprintf(stderr, "tycho test: %s\n", lua_tostring(L, -1));
         goto out;

@@ -1,12 +1,12 @@
 -- testing.lua: the `tycho test` runner, compiled into the binary.
 --
 -- Runs in the app's own Lua state (the scripts loaded as a worker loads
--- them), called with (files, send, cjson): files is the sorted list of test
+-- them), called with (files, send, json): files is the sorted list of test
 -- files; send(raw) runs raw HTTP/1.1 request bytes through the real parser,
 -- router, middleware and handlers, in-process, with the worker's event loop
 -- running while a handler waits, and returns the raw response. Returns the
--- number of failed tests.
-local files, send, cjson = ...
+-- number of failed tests. json is tycho.json, as the server's own answers use.
+local files, send, json = ...
 
 local format, concat, sort = string.format, table.concat, table.sort
 
@@ -155,10 +155,9 @@ response.__index = response
 
 -- r:json(): the body decoded as JSON (raises on a body that is not JSON).
 function response:json()
-    local ok, value = pcall(cjson.decode, self.body)
-    if not ok then
-        raise(format("r:json(): the body is not JSON (%s): %s", tostring(value),
-                     show(self.body)))
+    local value, err = json.decode(self.body)
+    if value == nil then
+        raise(format("r:json(): the body is not JSON (%s): %s", tostring(err), show(self.body)))
     end
     return value
 end
@@ -233,7 +232,7 @@ local function body_of(fn, body, opts)
         has_type = has_type or (type(k) == "string" and k:lower() == "content-type")
     end
     if not has_type then headers["Content-Type"] = "application/json" end
-    local ok, encoded = pcall(cjson.encode, opts.json)
+    local ok, encoded = pcall(json.encode, opts.json)
     if not ok then
         raise(format("%s: json cannot be encoded: %s", fn, tostring(encoded)))
     end

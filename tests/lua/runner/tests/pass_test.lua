@@ -53,7 +53,8 @@ test("client misuse raises", function()
                  "is set from the body")
     assert_error(function() client:get("/crash"):json() end, "the body is not JSON")
     assert_error(function() client:post("/items", nil, { json = { f = print } }) end,
-                 "client:post: json cannot be encoded: Cannot serialise function")
+                 "client:post: json cannot be encoded: tycho.json.encode: the value.f is a "
+                 .. "function")
     assert_error(function() client:post("/items", nil, { json = {}, headers = "x" }) end,
                  "client:post: headers must be a table, got string")
 end)
