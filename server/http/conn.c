@@ -323,9 +323,26 @@ static void resume_clock(struct tycho_conn *c)
         c->body_started_ms += waited;
 }
 
+/*
+ * A handler that waits for its streamed output to drain goes on once less
+ * than it asked for waits (it is woken from the loop, never from here).
+ */
+static void notify_drained(struct tycho_conn *c)
+{
+    struct tycho_req *r = c->req;
+    void (*fn)(struct tycho_req *r);
+
+    if (!r || !r->on_drained || c->sending_file || c->pending.len >= r->drained_below)
+        return;
+    fn = r->on_drained;
+    r->on_drained = NULL;
+    fn(r);
+}
+
 /* After output was written: what the connection waits for next, or its end. */
 static void next_wait(struct tycho_conn *c)
 {
+    notify_drained(c);
     if (tycho_conn_output_waits(c)) {
         if (!c->write_wait_ms)
             c->write_wait_ms = tycho_ctx_now_ms(c->ctx);
@@ -349,6 +366,21 @@ static void next_wait(struct tycho_conn *c)
         /* The socket took everything: go on with the kept requests on the next turn. */
         event_active(&c->ev, EV_READ, 0);
     }
+}
+
+int tycho_conn_push(struct tycho_conn *c)
+{
+    if (c->local_out)
+        return TYCHO_OK;
+    if (flush_out(c) < 0) {
+        c->closing = true;            /* the client is gone: nothing more goes out */
+        return TYCHO_ERR;
+    }
+    if (!tycho_conn_output_waits(c) || c->ev_what == EV_WRITE)
+        return TYCHO_OK;
+    if (!c->write_wait_ms)
+        c->write_wait_ms = tycho_ctx_now_ms(c->ctx);
+    return arm(c, EV_WRITE, TIMER_WRITE, c->ctx->write_tv);
 }
 
 /* Answers requests read earlier and kept back while output was over the mark. */

@@ -18,6 +18,7 @@
 #include <event2/event_struct.h>
 
 #include "core/buf.h"
+#include "core/config.h"
 #include "core/list.h"
 #include "http/context.h"
 #include "http/http.h"
@@ -80,6 +81,42 @@ static inline struct tycho_buf *tycho_conn_out(struct tycho_conn *c)
         return c->local_out;
     return c->pending.len ? &c->pending : &c->ctx->out;
 }
+
+/*
+ * Whether this request must be the connection's last: --max-requests-per-conn
+ * reached, --max-conn-lifetime over, or the server is stopping. Its response
+ * then says Connection: close.
+ */
+static inline bool tycho_conn_last_request(const struct tycho_conn *c)
+{
+    const struct tycho_config *cfg = c->ctx->cfg;
+
+    return c->ctx->draining ||
+           (cfg->max_requests_per_conn &&
+            c->nrequests + 1 >= (unsigned)cfg->max_requests_per_conn) ||
+           (cfg->max_conn_lifetime_ms &&
+            tycho_ctx_now_ms(c->ctx) - c->born_ms >= cfg->max_conn_lifetime_ms);
+}
+
+/* Whether the connection stays open after this request (before the handler's say). */
+static inline bool tycho_conn_keeps_alive(struct tycho_conn *c)
+{
+    struct tycho_req *r = c->req;
+    bool keep_alive = r->keep_alive && !tycho_conn_last_request(c);
+
+    /* Closing a connection the client meant to keep: its next request may be on the way. */
+    c->linger |= r->keep_alive && !keep_alive;
+    return keep_alive;
+}
+
+/*
+ * conn.c: sends what output the connection has now, as much as the socket
+ * takes, and makes it wait for writability (--write-timeout) if some is
+ * left: a streamed response's bytes go out while its handler runs. Never
+ * closes c; TYCHO_ERR when the client is gone (the caller's request then
+ * ends the connection). A no-op for --request.
+ */
+int tycho_conn_push(struct tycho_conn *c);
 
 /*
  * exchange.c: feeds bytes read to the parser and answers the requests they

@@ -120,22 +120,6 @@ static void set_nodelay(struct tycho_conn *c)
     setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 }
 
-/*
- * Whether this request must be the connection's last: --max-requests-per-conn
- * reached, --max-conn-lifetime over, or the server is stopping. Its response
- * then says Connection: close.
- */
-static bool last_request(const struct tycho_conn *c)
-{
-    const struct tycho_config *cfg = c->ctx->cfg;
-
-    return c->ctx->draining ||
-           (cfg->max_requests_per_conn &&
-            c->nrequests + 1 >= (unsigned)cfg->max_requests_per_conn) ||
-           (cfg->max_conn_lifetime_ms &&
-            tycho_ctx_now_ms(c->ctx) - c->born_ms >= cfg->max_conn_lifetime_ms);
-}
-
 /* The access log line and the metrics of c's request, which has been answered. */
 static void account(struct tycho_conn *c)
 {
@@ -166,17 +150,6 @@ static void end_request(struct tycho_conn *c, bool keep_alive)
     c->started = false;
     tycho_exchange_release(c);
     tycho_http_next(&c->http);
-}
-
-/* Whether the connection stays open after this request (before the handler's say). */
-static bool keeps_alive(struct tycho_conn *c)
-{
-    struct tycho_req *r = c->req;
-    bool keep_alive = r->keep_alive && !last_request(c);
-
-    /* Closing a connection the client meant to keep: its next request may be on the way. */
-    c->linger |= r->keep_alive && !keep_alive;
-    return keep_alive;
 }
 
 /*
@@ -238,12 +211,45 @@ static size_t queue_file(struct tycho_conn *c, struct tycho_req *r, size_t befor
     return len;
 }
 
+/*
+ * The end of a streamed response (its head and body went as they were
+ * written): a body the handler still returned, then the last chunk. A
+ * handler that failed after the head, or a client gone, leaves the body cut
+ * short: the connection closes without the last chunk, so the client
+ * cannot take the response for whole.
+ */
+static void end_stream(struct tycho_conn *c, struct tycho_req *r)
+{
+    struct tycho_buf *out = tycho_conn_out(c);
+    size_t before = out->len;
+    bool whole = !r->stream_failed && !r->stream_closed;
+    bool keep_alive = whole && r->stream_keep_alive;
+
+    if (whole && r->res_body_len > 0 && tycho_http_has_body(r)) {
+        if ((r->stream_chunked ? tycho_http_write_chunk(out, r->res_body, r->res_body_len)
+                               : tycho_buf_append(out, r->res_body, r->res_body_len)) < 0)
+            keep_alive = false;
+    }
+    if (whole && r->stream_chunked && tycho_http_write_last_chunk(out) < 0)
+        keep_alive = false;
+    if (!keep_alive)
+        c->linger |= r->keep_alive;
+    r->log_bytes += out->len - before;
+    end_request(c, keep_alive);
+}
+
 /* Appends the handler's response to a request, then ends the request. */
 static void respond(struct tycho_conn *c)
 {
     struct tycho_req *r = c->req;
-    bool keep_alive = keeps_alive(c);
+    bool keep_alive;
     size_t file_bytes = 0;
+
+    if (r->res_flags & TYCHO_RES_STREAM) {
+        end_stream(c, r);
+        return;
+    }
+    keep_alive = tycho_conn_keeps_alive(c);
 
     if (r->res_flags & TYCHO_RES_CLOSE) {
         keep_alive = false;
@@ -279,7 +285,7 @@ static void on_request_done(struct tycho_req *r)
 /* Answers a request for a path the server answers itself (--health, --metrics), without Lua. */
 static void answer_builtin(struct tycho_conn *c)
 {
-    bool keep_alive = keeps_alive(c);
+    bool keep_alive = tycho_conn_keeps_alive(c);
     size_t before = tycho_conn_out(c)->len;
     int status = tycho_answer_builtin(c->ctx, c->req, tycho_conn_out(c), keep_alive);
 
@@ -328,7 +334,7 @@ static bool run_miss_405(struct tycho_conn *c, const char *allow)
 /* The server's own 404. */
 static void answer_404(struct tycho_conn *c)
 {
-    bool keep_alive = keeps_alive(c);
+    bool keep_alive = tycho_conn_keeps_alive(c);
     char id_line[150];
 
     tycho_exchange_answer_simple(c, 404, tycho_answer_id_line(c->req, id_line, sizeof(id_line)),
@@ -340,7 +346,7 @@ static void answer_404(struct tycho_conn *c)
 static void answer_405(struct tycho_conn *c)
 {
     struct tycho_req *r = c->req;
-    bool keep_alive = keeps_alive(c);
+    bool keep_alive = tycho_conn_keeps_alive(c);
     char allow[7 + 247 + 2 + 150];    /* "Allow: " list CRLF, then the id line */
     size_t used;
 

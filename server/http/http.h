@@ -35,6 +35,7 @@ struct tycho_header {
 #define TYCHO_RES_CLOSE 0x8        /* the handler asked for Connection: close */
 #define TYCHO_RES_REQUEST_ID 0x10  /* the handler set X-Request-Id itself */
 #define TYCHO_RES_FILE 0x20        /* the body is res_body_len bytes of file_fd (app.static) */
+#define TYCHO_RES_STREAM 0x40      /* res:write began: the head went out, the body follows */
 
 /*
  * One request and its response. Pooled per worker; every field below
@@ -88,6 +89,20 @@ struct tycho_req {
     int file_fd;                   /* owned while file_open: a file body's descriptor */
     bool file_open;                /* file_fd is open; closed by tycho_req_reset unless taken */
     long long file_off;            /* where the file body starts */
+
+    /* A streamed response (TYCHO_RES_STREAM; http/stream.h). */
+    bool stream_chunked;           /* its body is framed in chunks (HTTP/1.1), else by the close */
+    bool stream_keep_alive;        /* its head let the connection stay open */
+    bool stream_failed;            /* the handler failed after the head went: cut it short */
+    bool stream_closed;            /* a send failed (the client left): writes fail */
+    /*
+     * Set by the application while its handler waits for the output to
+     * drain: the connection calls it once fewer than drained_below bytes
+     * wait for the socket (or the connection closes: then never).
+     */
+    void (*on_drained)(struct tycho_req *r);
+    size_t drained_below;
+    void *drained_arg;             /* the application's, for on_drained */
 
     /* The application (the layer above: context.h's tycho_app). */
     void *app;                     /* its own state for r while it holds r (a running handler's
@@ -194,6 +209,20 @@ bool tycho_http_has_body(const struct tycho_req *r);
  */
 int tycho_http_write_simple(struct tycho_buf *out, int status, const char *extra_headers,
                             const char *date_line, bool keep_alive, bool with_body);
+
+/*
+ * Appends the head of r's streamed response: as tycho_http_write_response's,
+ * but with Transfer-Encoding: chunked when chunked, else no length at all
+ * (the close ends the body; keep_alive must then be false).
+ */
+int tycho_http_write_stream_head(struct tycho_buf *out, const struct tycho_req *r,
+                                 const char *date_line, bool keep_alive, bool chunked);
+
+/* Appends one chunk of a chunked body (len > 0): its size line, the bytes, CRLF. */
+int tycho_http_write_chunk(struct tycho_buf *out, const char *data, size_t len);
+
+/* Appends the last chunk of a chunked body ("0\r\n\r\n": no trailers). */
+int tycho_http_write_last_chunk(struct tycho_buf *out);
 
 /* A response with body_len bytes of body of the given Content-Type. */
 int tycho_http_write_body(struct tycho_buf *out, int status, const char *content_type,

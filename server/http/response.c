@@ -84,16 +84,20 @@ bool tycho_http_has_body(const struct tycho_req *r)
 #define PUT(lit) (memcpy(w, lit, sizeof(lit) - 1), w += sizeof(lit) - 1)
 #define PUTN(s, n) ((n) ? (memcpy(w, s, n), w += (n)) : w)
 
-int tycho_http_write_response(struct tycho_buf *out, const struct tycho_req *r,
-                              const char *date_line, bool keep_alive)
+/* How a response's body is delimited (write_head). */
+enum body_framing { BY_LENGTH, BY_CHUNKS, BY_CLOSE };
+
+/*
+ * Appends r's head, then body_len bytes of its body (none for a streamed
+ * response: framing BY_CHUNKS or BY_CLOSE).
+ */
+static int write_head(struct tycho_buf *out, const struct tycho_req *r, const char *date_line,
+                      bool keep_alive, enum body_framing framing, size_t body_len)
 {
     const char *reason = tycho_http_reason(r->status);
     size_t reason_len = strlen(reason), date_len = strlen(date_line);
     bool no_body = bodyless(r->status);
-    /* A file body is the caller's to send after the head. */
-    size_t body_len =
-        no_body || r->is_head || (r->res_flags & TYCHO_RES_FILE) ? 0 : r->res_body_len;
-    size_t max = 64 + reason_len + date_len + r->res_headers_len + body_len + 96 + 16 + r->id_len;
+    size_t max = 64 + reason_len + date_len + r->res_headers_len + body_len + 96 + 32 + r->id_len;
     char *start = tycho_buf_reserve(out, max), *w = start;
 
     if (!start)
@@ -106,16 +110,19 @@ int tycho_http_write_response(struct tycho_buf *out, const struct tycho_req *r,
     if (!(r->res_flags & TYCHO_RES_SERVER))
         PUT("Server: tycho\r\n");
     PUTN(date_line, date_len);
-    if (!no_body) {
+    if (!no_body && framing == BY_LENGTH) {
         PUT("Content-Length: ");
         w += put_uint(w, r->res_body_len);
         PUT("\r\n");
+    } else if (!no_body && framing == BY_CHUNKS) {
+        PUT("Transfer-Encoding: chunked\r\n");
     }
     if (!keep_alive)
         PUT("Connection: close\r\n");
     else if (r->http_minor == 0)
         PUT("Connection: keep-alive\r\n");
-    if (!(r->res_flags & TYCHO_RES_CONTENT_TYPE) && r->res_body_len && !no_body)
+    if (!(r->res_flags & TYCHO_RES_CONTENT_TYPE) && !no_body &&
+        (r->res_body_len || framing != BY_LENGTH))
         PUT("Content-Type: text/plain; charset=utf-8\r\n");
     if (r->id_len && !(r->res_flags & TYCHO_RES_REQUEST_ID)) {
         PUT("X-Request-Id: ");
@@ -127,6 +134,47 @@ int tycho_http_write_response(struct tycho_buf *out, const struct tycho_req *r,
     PUTN(r->res_body, body_len);
     out->len += (size_t)(w - start);
     return TYCHO_OK;
+}
+
+int tycho_http_write_response(struct tycho_buf *out, const struct tycho_req *r,
+                              const char *date_line, bool keep_alive)
+{
+    /* A file body is the caller's to send after the head. */
+    size_t body_len = bodyless(r->status) || r->is_head || (r->res_flags & TYCHO_RES_FILE)
+                          ? 0
+                          : r->res_body_len;
+
+    return write_head(out, r, date_line, keep_alive, BY_LENGTH, body_len);
+}
+
+int tycho_http_write_stream_head(struct tycho_buf *out, const struct tycho_req *r,
+                                 const char *date_line, bool keep_alive, bool chunked)
+{
+    return write_head(out, r, date_line, keep_alive, chunked ? BY_CHUNKS : BY_CLOSE, 0);
+}
+
+int tycho_http_write_chunk(struct tycho_buf *out, const char *data, size_t len)
+{
+    static const char hex[] = "0123456789abcdef";
+    char *start = tycho_buf_reserve(out, len + 16 + 4), *w = start;
+    int digits = 1;
+
+    if (!start)
+        return TYCHO_ERR;
+    while (digits < 16 && (len >> (4 * digits)) != 0)
+        digits++;
+    for (int i = digits - 1; i >= 0; i--)
+        *w++ = hex[(len >> (4 * i)) & 0xf];
+    PUT("\r\n");
+    PUTN(data, len);
+    PUT("\r\n");
+    out->len += (size_t)(w - start);
+    return TYCHO_OK;
+}
+
+int tycho_http_write_last_chunk(struct tycho_buf *out)
+{
+    return tycho_buf_append(out, "0\r\n\r\n", 5);
 }
 
 void tycho_http_date_line(char *buf, size_t len, time_t t)

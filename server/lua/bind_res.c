@@ -8,7 +8,11 @@
  * the request and goes with it).
  */
 #include "lua/bind.h"
+#include "core/log.h"
+#include "core/tycho.h"
 #include "http/http.h"
+#include "http/stream.h"
+#include "lua/task.h"
 
 #include <lauxlib.h>
 #include <string.h>
@@ -42,7 +46,26 @@ static struct tycho_req *check_no_body(lua_State *L, const char *fn)
 
     if (r->res_flags & TYCHO_RES_SENT)
         luaL_error(L, "res:%s: the response body was already sent", fn);
+    if (r->res_flags & TYCHO_RES_STREAM)
+        luaL_error(L, "res:%s: the response is streamed (res:write); write the rest with "
+                      "res:write", fn);
     return r;
+}
+
+/*
+ * Whether r's head has gone (res:write): a status or header set now cannot
+ * reach the client. Middleware that sets them after next() must keep
+ * working on a streamed response, so this is logged, not raised.
+ */
+static bool head_sent(struct tycho_req *r, const char *fn, const char *what)
+{
+    if (!(r->res_flags & TYCHO_RES_STREAM))
+        return false;
+    tycho_log_warn("%s %.*s [request %.*s]: %s(%s) after the head of the streamed response "
+                   "went (res:write): ignored",
+                   r->method, (int)r->path_len, r->path, (int)r->id_len, r->id ? r->id : "", fn,
+                   what);
+    return true;
 }
 
 /* Header values: no control characters but tab (this is what stops response splitting). */
@@ -96,7 +119,8 @@ static int res_status(lua_State *L)
 
     luaL_argcheck(L, code >= 200 && code <= 599 && lua_tonumber(L, 2) == (lua_Number)code, 2,
                   "expected an HTTP status from 200 to 599");
-    r->status = (int)code;
+    if (!head_sent(r, "res:status", lua_tostring(L, 2)))
+        r->status = (int)code;
     lua_settop(L, 1);
     return 1;
 }
@@ -109,6 +133,10 @@ static int res_header(lua_State *L)
     const char *name = luaL_checklstring(L, 2, &name_len);
     const char *value = luaL_checklstring(L, 3, &value_len);
 
+    if (head_sent(r, "res:header", name)) {
+        lua_settop(L, 1);
+        return 1;
+    }
     if (tycho_http_is_token(name, name_len))
         tycho_http_remove_header(r, name, name_len);
     add_header(L, r, "res:header", name, name_len, value, value_len);
@@ -124,7 +152,8 @@ static int res_add_header(lua_State *L)
     const char *name = luaL_checklstring(L, 2, &name_len);
     const char *value = luaL_checklstring(L, 3, &value_len);
 
-    add_header(L, r, "res:add_header", name, name_len, value, value_len);
+    if (!head_sent(r, "res:add_header", name))
+        add_header(L, r, "res:add_header", name, name_len, value, value_len);
     lua_settop(L, 1);
     return 1;
 }
@@ -223,6 +252,95 @@ static int res_redirect(lua_State *L)
     return 1;
 }
 
+/*
+ * res:write(data) (C half; prelude.lua adds the wait): sends data as the
+ * next piece of a streamed response, the head first if it has not gone.
+ * Returns true, false when taken but the output is over its bound (the
+ * caller then waits), or nil, "closed" when the client is gone.
+ */
+static int res_write(lua_State *L)
+{
+    struct tycho_req *r = check_res(L, 1);
+    size_t len;
+    const char *data;
+    int rc;
+
+    if (r->res_flags & TYCHO_RES_SENT)
+        return luaL_error(L, "res:write: the response body was already sent (res:send, "
+                             "res:json or res:redirect)");
+    if (lua_type(L, 2) != LUA_TSTRING && lua_type(L, 2) != LUA_TNUMBER)
+        return luaL_error(L, "res:write: expected a string, got %s", luaL_typename(L, 2));
+    data = lua_tolstring(L, 2, &len);
+    rc = tycho_stream_write(r, data, len);
+    if (rc == TYCHO_ERR) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "closed");
+        return 2;
+    }
+    lua_pushboolean(L, rc == TYCHO_OK);
+    return 1;
+}
+
+/* What a handler waiting for its output to drain holds (in its request's arena). */
+struct drain_wait {
+    struct tycho_wait w;              /* first: task.c's handle is this struct */
+    struct tycho_req *r;
+};
+
+static void on_drained(struct tycho_req *r)
+{
+    tycho_task_wake(r->drained_arg);
+}
+
+static void drain_start(struct tycho_wait *w)
+{
+    struct drain_wait *d = (struct drain_wait *)w;
+
+    if (tycho_stream_waiting(d->r) < d->r->drained_below || d->r->stream_closed) {
+        tycho_task_wake(w);
+        return;
+    }
+    d->r->on_drained = on_drained;
+}
+
+static void drain_cancel(struct tycho_wait *w)
+{
+    struct drain_wait *d = (struct drain_wait *)w;
+
+    d->r->on_drained = NULL;
+}
+
+/*
+ * res:_drain(all): suspends the handler until fewer than
+ * TYCHO_STREAM_LOW_BYTES (all: no byte) of its output wait for the socket.
+ * A client that leaves meanwhile ends the handler (it is not resumed).
+ */
+static int res_drain(lua_State *L)
+{
+    struct tycho_req *r = check_res(L, 1);
+    struct drain_wait *d;
+
+    if (!(r->res_flags & TYCHO_RES_STREAM) || r->stream_closed)
+        return 0;
+    r->drained_below = lua_toboolean(L, 2) ? 1 : TYCHO_STREAM_LOW_BYTES;
+    if (tycho_stream_waiting(r) < r->drained_below)
+        return 0;
+    /* One per request, made at its first wait: a long stream's waits take no more memory. */
+    if (!(d = r->drained_arg) && !(d = r->drained_arg = tycho_arena_alloc(&r->arena, sizeof(*d))))
+        return luaL_error(L, "res:write: out of memory");
+    d->w.start = drain_start;
+    d->w.cancel = drain_cancel;
+    d->r = r;
+    return tycho_task_wait(L, &d->w, "res:write");
+}
+
+/* res:_closed() -> whether a write failed because the client is gone. */
+static int res_closed(lua_State *L)
+{
+    lua_pushboolean(L, check_res(L, 1)->stream_closed);
+    return 1;
+}
+
 static int res_tostring(lua_State *L)
 {
     void **box = lua_touserdata(L, 1);
@@ -235,7 +353,9 @@ static const luaL_Reg res_methods[] = {
     {"status", res_status},         {"header", res_header},
     {"add_header", res_add_header}, {"get_header", res_get_header},
     {"get_status", res_get_status}, {"send", res_send},
-    {"redirect", res_redirect},     {NULL, NULL},
+    {"redirect", res_redirect},     {"write", res_write},
+    {"_drain", res_drain},          {"_closed", res_closed},
+    {NULL, NULL},
 };
 
 void tycho_bind_res_metatable(lua_State *L)

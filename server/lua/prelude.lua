@@ -8,7 +8,7 @@
 -- next() live here, in Lua, so that a handler may yield through them (C
 -- frames cannot be resumed across in LuaJIT).
 local app, new_objects, req_methods, res_methods, form_pairs, handlers, web = ...
-local json_decode = app.json.decode
+local json_decode, json_encode = app.json.decode, app.json.encode
 local type, error, pcall, xpcall, tostring = type, error, pcall, xpcall, tostring
 local getmetatable = getmetatable
 local traceback = debug.traceback
@@ -205,6 +205,145 @@ function req_methods.signed_cookie(req, name)
 end
 
 web(app, req_methods)
+
+-- ---- streamed responses and Server-Sent Events ----------------------------------------
+
+-- res:write's C half sends at once and says false when the client is slow: then wait here
+-- (C frames cannot be resumed in LuaJIT). A client that leaves meanwhile ends the handler.
+local c_write, c_drain, c_closed = res_methods.write, res_methods._drain, res_methods._closed
+res_methods._drain, res_methods._closed = nil, nil
+
+function res_methods.write(res, data)
+  local ok, err = c_write(res, data)
+  if ok == false then
+    c_drain(res, false)
+    return true
+  end
+  return ok, err
+end
+
+function res_methods.flush(res)
+  if c_closed(res) then
+    return nil, "closed"
+  end
+  local ok, err = c_write(res, "")    -- the head, if it has not gone
+  if ok == nil then
+    return nil, err
+  end
+  c_drain(res, true)
+  return true
+end
+
+local sse_methods = {}
+sse_methods.__index = sse_methods
+
+-- A field value may not hold a line break (it would end the field early).
+local function sse_line(fn, name, value)
+  local s = tostring(value)
+  if s:find("[\r\n]") then
+    error(fn .. ": " .. name .. " may not contain a line break", 3)
+  end
+  return name .. ": " .. s .. "\n"
+end
+
+-- Each line of data (CRLF, CR or LF end one) becomes its own "data:" field.
+local function sse_data(data, out)
+  local s = tostring(data)
+  s = s:gsub("\r\n", "\n"):gsub("\r", "\n")
+  for line in (s .. "\n"):gmatch("([^\n]*)\n") do
+    out[#out + 1] = "data: " .. line .. "\n"
+  end
+end
+
+function sse_methods.send(stream, ev)
+  if type(ev) ~= "table" then
+    error("stream:send: expected a table {event=, data=, id=, retry=}, got " .. type(ev), 2)
+  end
+  local out = {}
+  if ev.event ~= nil then out[#out + 1] = sse_line("stream:send", "event", ev.event) end
+  if ev.id ~= nil then out[#out + 1] = sse_line("stream:send", "id", ev.id) end
+  if ev.retry ~= nil then
+    if type(ev.retry) ~= "number" or ev.retry < 0 or ev.retry % 1 ~= 0 then
+      error("stream:send: retry must be a whole number of milliseconds", 2)
+    end
+    out[#out + 1] = ("retry: %d\n"):format(ev.retry)
+  end
+  local data = ev.data
+  if type(data) == "table" then
+    data = json_encode(data)
+  end
+  if data ~= nil or ev.event ~= nil then
+    sse_data(data or "", out)
+  end
+  if #out == 0 then
+    error("stream:send: nothing to send (give data, event, id or retry)", 2)
+  end
+  out[#out + 1] = "\n"
+  local ok, err = stream.res:write(table.concat(out))
+  if ok then
+    return stream.res:flush()
+  end
+  return ok, err
+end
+
+-- Each line of text becomes a comment line (": ..."), which clients ignore.
+function sse_methods.comment(stream, text)
+  local out = {}
+  local s = tostring(text or ""):gsub("\r\n", "\n"):gsub("\r", "\n")
+  for line in (s .. "\n"):gmatch("([^\n]*)\n") do
+    out[#out + 1] = ": " .. line .. "\n"
+  end
+  local ok, err = stream.res:write(table.concat(out))
+  if ok then
+    return stream.res:flush()
+  end
+  return ok, err
+end
+
+-- Ends the heartbeat timer (the response itself ends when the handler returns).
+function sse_methods.close(stream)
+  if stream.heartbeat then
+    stream.heartbeat:cancel()
+    stream.heartbeat = nil
+  end
+end
+
+function res_methods.sse(res, opts)
+  if opts ~= nil and type(opts) ~= "table" then
+    error("res:sse: opts must be a table, got " .. type(opts), 2)
+  end
+  opts = opts or {}
+  for k in pairs(opts) do
+    if k ~= "heartbeat" then
+      error("res:sse: unknown option \"" .. tostring(k) .. "\" (expected heartbeat)", 2)
+    end
+  end
+  local every = opts.heartbeat
+  if every ~= nil and (type(every) ~= "number" or every <= 0) then
+    error("res:sse: heartbeat must be a number of seconds above 0", 2)
+  end
+  res:header("Content-Type", "text/event-stream; charset=utf-8")
+  res:header("Cache-Control", "no-cache")
+  res:header("X-Accel-Buffering", "no")
+  local stream = setmetatable({ res = res }, sse_methods)
+  local ok, err = res:flush()
+  if not ok then
+    return nil, err
+  end
+  if every then
+    -- A comment line keeps proxies and browsers from taking a quiet stream for a dead one.
+    -- It goes without waiting; a finished request ends the timer.
+    local timer
+    timer = app.timer.every(every, function()
+      local ran, sent = pcall(c_write, res, ": heartbeat\n\n")
+      if not ran or sent == nil then
+        timer:cancel()
+      end
+    end)
+    stream.heartbeat = timer
+  end
+  return stream
+end
 
 -- ---- dispatch -----------------------------------------------------------------------
 

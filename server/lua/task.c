@@ -264,9 +264,13 @@ static void abandon(struct tycho_task *t)
     task_put(t);
 }
 
-/* Turns r into the generic 500. */
+/* Turns r into the generic 500; a streamed response, whose head went, is cut short instead. */
 static void fail_request(struct tycho_req *r)
 {
+    if (r->res_flags & TYCHO_RES_STREAM) {
+        r->stream_failed = true;
+        return;
+    }
     r->status = 500;
     r->res_flags = 0;
     r->res_headers_len = 0;
@@ -286,6 +290,10 @@ static bool aborted(struct tycho_req *r, lua_State *co)
 
     if (!is_abort(co))
         return false;
+    if (r->res_flags & TYCHO_RES_STREAM) {
+        r->stream_failed = true;      /* too late for its status: the head went */
+        return true;
+    }
     /*
      * The headers set so far stay (CORS, Set-Cookie: the browser must still
      * be able to read the answer); the body and its type are replaced.
