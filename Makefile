@@ -21,7 +21,8 @@
 # test needs luarocks (which brings lua5.1 and liblua5.1-0-dev), curl, and man-db, groff-base
 # and mandoc to render and lint the man page; the fuzz target needs clang (FUZZ_PKGS).
 PKGS := gcc make libc6-dev pkg-config libevent-dev libhttp-parser-dev libluajit2-5.1-dev lua-cjson \
-        libsqlite3-dev libpq-dev libhiredis-dev libssl-dev libjansson-dev
+        libsqlite3-dev libpq-dev libhiredis-dev libssl-dev libjansson-dev \
+        zlib1g-dev
 # clang and its libFuzzer runtime build the fuzz target, which `make test` runs briefly.
 FUZZ_PKGS := clang libclang-rt-14-dev
 TEST_PKGS := prometheus luarocks curl man-db groff-base mandoc postgresql redis-server \
@@ -36,8 +37,8 @@ SAN ?=
 WARN := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
         -Wwrite-strings $(if $(CI),-Werror)
 # Deferred (=) so that pkg-config runs after `deps` has installed the packages.
-PKG_CFLAGS = $(shell pkg-config --cflags luajit libevent sqlite3 libpq hiredis libcrypto jansson)
-PKG_LIBS = $(shell pkg-config --libs luajit libevent sqlite3 libpq hiredis libcrypto jansson) -lhttp_parser -lpthread -lm -ldl
+PKG_CFLAGS = $(shell pkg-config --cflags luajit libevent sqlite3 libpq hiredis libcrypto jansson zlib)
+PKG_LIBS = $(shell pkg-config --libs luajit libevent sqlite3 libpq hiredis libcrypto jansson zlib) -lhttp_parser -lpthread -lm -ldl
 CFLAGS_ALL = $(OPT) $(SAN) $(WARN) -MMD -MP -I$(BUILD) -Iserver $(PKG_CFLAGS) $(CFLAGS)
 LDFLAGS_ALL = $(SAN) $(LDFLAGS)
 
@@ -130,6 +131,7 @@ UNIT_MODULE_test_pool := core/pool
 UNIT_MODULE_test_router := http/router
 UNIT_MODULE_test_connpool := net/connpool net/lookup
 UNIT_MODULE_test_http := http/request http/response http/framing
+UNIT_MODULE_test_gzip := http/gzip http/request http/response http/framing
 UNIT_MODULE_test_oracle :=
 unit_objs = $(UNIT_MODULE_$(1):%=$(BUILD)/%.o)
 unit_libs = $(foreach l,$(BELOW_$(firstword $(subst /, ,$(UNIT_MODULE_$(1))))),$(BUILD)/lib$(l).a)
@@ -148,7 +150,7 @@ $(DOC_SERVERS): tests/docs/servers.c tests/harness.h tests/integration/support.h
 
 $(BUILD)/integration/test_%: tests/integration/test_%.c tests/harness.h tests/integration/support.h tests/integration/client.h tests/integration/backend.h tests/integration/servers.h
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS_ALL) -Itests $(LDFLAGS_ALL) -o $@ $< -lpthread
+	$(CC) $(CFLAGS_ALL) -Itests $(LDFLAGS_ALL) -o $@ $< -lpthread -lz
 
 run: deps
 	@$(MAKE) --no-print-directory build

@@ -12,10 +12,10 @@
 #                         only
 #          BENCH_WORKLOADS subset to run, e.g. "plaintext close" (default: all
 #                         of plaintext json users echo c1000 close proxy ops
-#                         pgquery redisget)
+#                         jsongz pgquery redisget)
 #          BENCH_BASELINE  PATH of another Tycho binary (default: none), for a
 #                         before/after comparison: see "Before/after" below
-# Default total: 10 workloads x 2 servers x (2 x 10 s + 2 s) (+ tycho-plain in ops,
+# Default total: 11 workloads x 2 servers x (2 x 10 s + 2 s) (+ tycho-plain in ops,
 # + go in the data workloads, no nginx in pgquery) + checks = ~9 minutes
 # (BENCH_BASELINE adds one server to every workload).
 # Needs nginx, libnginx-mod-http-lua, lua-cjson (not pulled in by the Lua
@@ -72,6 +72,12 @@
 #   flush=1s, as Tycho buffers); a third server, a plain tycho, runs in this
 #   workload too, its rounds interleaved with the others', and the line under
 #   the table compares Tycho with and without them (what they cost).
+#   jsongz (64 conns): GET /users.json with Accept-Encoding: gzip, 50 users
+#   encoded per request (about 3.5 KiB of JSON), compressed: Tycho runs
+#   bench/gzip/ with --gzip --gzip-level 1 --gzip-min-bytes 1024; nginx encodes
+#   the same table with cjson under gzip on, gzip_comp_level 1,
+#   gzip_min_length 1024, gzip_types application/json, gzip_vary on (nginx then
+#   sends the body chunked: its gzip filter drops Content-Length).
 # - Per workload, a FRESH process of each server is started (so peak RSS is
 #   that workload's), its answer to the workload's request is checked with curl
 #   (status 200 + expected body; the script aborts if wrong), each gets a
@@ -126,7 +132,7 @@ BENCH_SECONDS=${BENCH_SECONDS:-10}
 BENCH_ROUNDS=${BENCH_ROUNDS:-2}
 BENCH_WARMUP=${BENCH_WARMUP:-2}
 BENCH_SERVERS=${BENCH_SERVERS:-tycho nginx go}
-KNOWN_WORKLOADS="plaintext json users echo c1000 close proxy ops pgquery redisget"
+KNOWN_WORKLOADS="plaintext json users echo c1000 close proxy ops jsongz pgquery redisget"
 BENCH_WORKLOADS=${BENCH_WORKLOADS:-$KNOWN_WORKLOADS}
 BENCH_BASELINE=${BENCH_BASELINE:-}
 for v in BENCH_SECONDS BENCH_ROUNDS BENCH_WARMUP; do
@@ -151,6 +157,8 @@ ECHO_LUA=$BENCH_DIR/echo.lua
 [[ -f $ECHO_LUA ]] || die "missing $ECHO_LUA"
 PROXY_SCRIPTS=$BENCH_DIR/proxy
 [[ -f $PROXY_SCRIPTS/proxy.lua ]] || die "missing $PROXY_SCRIPTS/proxy.lua"
+GZIP_SCRIPTS=$BENCH_DIR/gzip
+[[ -f $GZIP_SCRIPTS/app.lua ]] || die "missing $GZIP_SCRIPTS/app.lua"
 DATA_SCRIPTS=$BENCH_DIR/data
 [[ -f $DATA_SCRIPTS/app.lua ]] || die "missing $DATA_SCRIPTS/app.lua"
 GOPEER_SRC=$BENCH_DIR/gopeer
@@ -405,6 +413,12 @@ http {
 
     init_by_lua_block {
         cjson = require "cjson"
+        -- jsongz: the table of bench/gzip/app.lua
+        gz_users = {}
+        for i = 1, 50 do
+            gz_users[i] = { id = i, name = "user" .. i, email = "user" .. i .. "@example.com",
+                            active = i % 2 == 0 }
+        end
     }
 
     upstream backend {
@@ -463,6 +477,21 @@ http {
             content_by_lua_block {
                 local body = "Hello, World!"
                 ngx.header["Content-Type"] = "text/plain; charset=utf-8"
+                ngx.header["Content-Length"] = #body
+                ngx.print(body)
+            }
+        }
+
+        # jsongz: as Tycho's --gzip --gzip-level 1 --gzip-min-bytes 1024
+        location = /users.json {
+            gzip on;
+            gzip_comp_level 1;
+            gzip_min_length 1024;
+            gzip_types application/json;
+            gzip_vary on;
+            content_by_lua_block {
+                local body = cjson.encode({ users = gz_users })
+                ngx.header["Content-Type"] = "application/json"
                 ngx.header["Content-Length"] = #body
                 ngx.print(body)
             }
@@ -680,6 +709,8 @@ start_server() {
     local name=$1 tag=$2 extra=${3:-} port dir w i scripts=$SCRIPTS ops=() bin=$TYCHO
     [[ $extra == proxy ]] && scripts=$PROXY_SCRIPTS
     [[ $extra == data ]] && scripts=$DATA_SCRIPTS
+    [[ $extra == gzip ]] && scripts=$GZIP_SCRIPTS
+    [[ $extra == gzip && $name != nginx ]] && ops=(--gzip --gzip-level 1 --gzip-min-bytes 1024)
     [[ $name == base ]] && bin=$BASE
     [[ $extra == ops && ($name == tycho || $name == base) ]] &&
         ops=(--metrics /metrics --access-log "$TMP/$name-$tag-access.log")
@@ -743,7 +774,8 @@ start_server() {
 
 # ---------------------------------------------------------------- workloads
 # key | name | connections | path | extra (post = wrk echo.lua, close = Connection: close,
-# proxy = bench/proxy/, ops = see ops above, data = bench/data/ with PostgreSQL and Redis)
+# proxy = bench/proxy/, ops = see ops above, data = bench/data/ with PostgreSQL and Redis,
+# gzip = bench/gzip/ with --gzip, Accept-Encoding: gzip)
 ALL_WORKLOADS=(
     "plaintext|plaintext|64|/plaintext|"
     "json|json|64|/json|"
@@ -753,6 +785,7 @@ ALL_WORKLOADS=(
     "close|plaintext conn-close|16|/plaintext|close"
     "proxy|proxy (pooled)|64|/proxy|proxy"
     "ops|plaintext +log+metrics|64|/plaintext|ops"
+    "jsongz|json 3.5KiB gzip|64|/users.json|gzip"
     "pgquery|pgquery (PG 1 row)|64|/db|data"
     "redisget|redisget (Redis GET)|64|/cache|data"
 )
@@ -777,6 +810,7 @@ check_answer() {
     case $extra in
     post)  args+=(-X POST -H 'Content-Type: application/octet-stream' --data-binary "@$ECHO_BODY") ;;
     close) args+=(-H 'Connection: close') ;;
+    gzip)  args+=(--compressed) ;;
     esac
     code=$(curl "${args[@]}" "http://127.0.0.1:$port$path" 2>"$TMP/check.err") ||
         { cat "$TMP/check.err" >&2; die "$srv: curl $path failed"; }
@@ -786,6 +820,9 @@ check_answer() {
     /json)      [[ $norm == '{"message":"Hello,World!"}' ]] && ok=1 ;;
     /users/7)   [[ $norm == *'"id":"7"'* || $norm == *'"id":7,'* || $norm == *'"id":7}'* ]] && ok=1 ;;
     /echo)      cmp -s "$out" "$ECHO_BODY" && ok=1 ;;
+    /users.json) # decompressed by curl; it must have come compressed
+        [[ $norm == *'"email":"user50@example.com"'* ]] &&
+            grep -qi '^content-encoding: *gzip' "$hdr" && ok=1 ;;
     /cache)     [[ $(cat "$out") == "$CACHE_VALUE" ]] && ok=1 ;;
     /db)        # exactly {"id":N,"randomNumber":M} (either order), and M is id N's in the table
         if [[ $norm =~ ^\{\"id\":([0-9]+),\"randomNumber\":([0-9]+)\}$ ]]; then
@@ -844,6 +881,7 @@ run_wrk() {
     case $extra in
     post)  args+=(-s "$ECHO_LUA") ;;
     close) args+=(-H 'Connection: close') ;;
+    gzip)  args+=(-H 'Accept-Encoding: gzip') ;;
     esac
     timeout -k 5 $((secs + 30)) taskset -c 1 wrk "${args[@]}" "http://127.0.0.1:$port$path" >"$out" 2>&1
 }

@@ -93,6 +93,13 @@ static const struct flag flags[] = {
      NUM(FLAG_SIZE, 4096, 1099511627776.0, shared_dict_bytes), "16777216", NULL,
      "bound of each tycho.shared.dict declared without\n"
      "max_bytes; least recently used entries make room"},
+    {"--gzip", SWITCH, NULL, NULL,
+     "compress responses of text types with gzip for clients\n"
+     "that accept it (a route's gzip option overrides it)"},
+    {"--gzip-level", "N", NUM(FLAG_INT, 1, 9, gzip_level), "1", NULL,
+     "gzip's compression level: 1 fastest, 9 smallest"},
+    {"--gzip-min-bytes", "BYTES", NUM(FLAG_SIZE, 0, 1099511627776.0, gzip_min_bytes), "1024",
+     NULL, "bodies shorter than this are not compressed"},
     {"--request", "'METHOD /path?query'", STR, NULL, NULL,
      "run one request in-process (no socket), print the\nraw HTTP response and exit 0"},
     {"--header", "'K: V'", STR, NULL, NULL, "a request header for --request (repeatable)"},
@@ -395,6 +402,10 @@ int tycho_config_parse(struct tycho_config *cfg, int argc, char **argv, char *er
         }
         if (strcmp(arg, "--watch") == 0) {
             cfg->watch = true;
+            continue;
+        }
+        if (strcmp(arg, "--gzip") == 0) {
+            cfg->gzip = true;
             continue;
         }
         if (strcmp(arg, "--check") == 0) {

@@ -61,6 +61,9 @@ struct tycho_config {
     long max_conn_lifetime_ms;   /* then Connection: close on the next response; 0: none */
     long drain_timeout_ms;    /* on SIGTERM/SIGINT, how long in-flight requests may take */
     size_t shared_dict_bytes; /* bound of a tycho.shared.dict declared without max_bytes */
+    bool gzip;                /* --gzip: compress responses (http/gzip.h) */
+    int gzip_level;           /* --gzip-level: zlib's level, 1..9 */
+    size_t gzip_min_bytes;    /* --gzip-min-bytes: shorter bodies are sent as they are */
     /* --request mode */
     const char *request_line; /* borrowed: "METHOD /path?query" */
     const char **request_headers; /* owned array of borrowed "K: V" strings */

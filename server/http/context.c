@@ -3,6 +3,7 @@
  */
 #include "http/context.h"
 #include "core/config.h"
+#include "http/gzip.h"
 #include "http/http.h"
 
 #include <event2/event.h>
@@ -28,6 +29,7 @@ int tycho_ctx_init(struct tycho_ctx *ctx, const struct tycho_config *cfg, struct
 
     ctx->worker_id = worker_id;
     ctx->cfg = cfg;
+    ctx->gzip = NULL;
     ctx->base = base;
     tycho_list_init(&ctx->conns);
     tycho_pool_init(&ctx->conn_pool, conn_bytes, max_conns, NULL, NULL);
@@ -45,6 +47,8 @@ void tycho_ctx_dispose(struct tycho_ctx *ctx)
     tycho_pool_dispose(&ctx->conn_pool);
     tycho_pool_dispose(&ctx->req_pool);
     tycho_buf_dispose(&ctx->out);
+    tycho_gzip_free(ctx->gzip);
+    ctx->gzip = NULL;
     tycho_buf_dispose(&ctx->access_buf);
     free(ctx->rbuf);
     ctx->rbuf = NULL;

@@ -25,6 +25,8 @@ struct timeval;
 struct tycho_config;
 struct tycho_ctx;
 struct tycho_req;
+struct tycho_gzip;
+struct tycho_route_opts;
 struct tycho_router;
 struct tycho_static;
 
@@ -54,6 +56,12 @@ struct tycho_app {
      * (405) its Allow header already set.
      */
     bool misses;
+    /*
+     * The options registered with handler_id's route, or NULL for a route
+     * without any (or an id that is no route): then every default applies.
+     * The function itself may be NULL (an application with no options).
+     */
+    const struct tycho_route_opts *(*route_opts)(void *self, int handler_id);
 };
 
 /*
@@ -71,6 +79,7 @@ struct tycho_ctx {
     struct tycho_pool req_pool;      /* of struct tycho_req */
     char *rbuf;                      /* read scratch, TYCHO_READ_BYTES */
     struct tycho_buf out;            /* write scratch: responses of the connection being served */
+    struct tycho_gzip *gzip;         /* owned: compressor of whole responses; NULL until used */
     struct tycho_list conns;         /* open connections */
     unsigned long requests;          /* requests answered (for the stop log line) */
     unsigned long timeouts;          /* requests or writes cut off by a timeout */

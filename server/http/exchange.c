@@ -14,6 +14,7 @@
 #include "core/metrics.h"
 #include "http/answer.h"
 #include "http/conn.h"
+#include "http/gzip.h"
 #include "http/router.h"
 #include "http/static.h"
 
@@ -257,6 +258,7 @@ static void respond(struct tycho_conn *c)
     }
     size_t before = tycho_conn_out(c)->len;
 
+    tycho_gzip_respond(c->ctx, r);    /* Vary, and the body compressed when it should be */
     if (tycho_http_write_response(tycho_conn_out(c), r, tycho_ctx_date(c->ctx), keep_alive) < 0) {
         keep_alive = false;
         c->closing = true;

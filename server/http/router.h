@@ -25,6 +25,23 @@ struct tycho_span {
 /* The longest route pattern, in bytes (it is also the route's metrics label). */
 #define TYCHO_ROUTE_MAX_BYTES 512
 
+/* A route's compression (app.get(path, fn, {gzip = ...}); http/gzip.h does it). */
+enum tycho_route_gzip {
+    TYCHO_ROUTE_GZIP_DEFAULT,  /* as --gzip says */
+    TYCHO_ROUTE_GZIP_OFF,      /* gzip = false: never compressed */
+    TYCHO_ROUTE_GZIP_ON        /* gzip = true: compressed even without --gzip */
+};
+
+/*
+ * The options of one route, as the application registered them (the third
+ * argument of app.get and friends). The http layer asks for them through
+ * struct tycho_app's route_opts; a route without options has none (NULL),
+ * which means every field's default (zero). New options go here.
+ */
+struct tycho_route_opts {
+    enum tycho_route_gzip gzip;
+};
+
 struct tycho_route_match {
     int handler_id;                       /* what tycho_router_add was given */
     const char *pattern;                  /* borrowed from the router: the path as registered */

@@ -19,6 +19,7 @@
  * worker) and must be regular files.
  */
 #include "http/static.h"
+#include "http/gzip.h"
 #include "http/http.h"
 #include "core/log.h"
 
@@ -123,6 +124,7 @@ int tycho_static_init(struct tycho_static *m, const char *dir, size_t prefix_len
     m->prefix_len = prefix_len;
     m->dotfiles = o->dotfiles;
     m->max_age = o->max_age;
+    m->gzip = o->gzip;
     if (stat(dir, &st) < 0) {
         if (errno == ENOENT || errno == ENOTDIR)
             snprintf(err, TYCHO_ERR_LEN, "directory \"%s\" does not exist", dir);
@@ -515,19 +517,61 @@ static enum range_result parse_range(const char *v, size_t len, uint64_t size, u
     return RANGE_ONE;
 }
 
-/* Answers with the open regular file fd (st): 200, 206, 304 or 416. Takes fd. */
-static void answer_file(const struct tycho_static *m, struct tycho_req *r, int fd,
-                        const struct stat *st, const char *rel)
+/* What became of a precompressed sibling (FILE.gz) of the file asked for. */
+enum sibling { SIBLING_NONE, SIBLING_NOT_USED, SIBLING_USED };
+
+/*
+ * Swaps *fd and *st for those of rel's precompressed sibling when there is
+ * one to serve (see tycho_static_serve); closes the one not kept. Any
+ * failure to open or check the sibling only means it is not there.
+ */
+static enum sibling pick_sibling(const struct tycho_static *m, const struct tycho_req *r,
+                                 int *fd, struct stat *st, const char *rel)
 {
-    char etag[80], date[64], head[512];
+    char gz_rel[TYCHO_STATIC_PATH_MAX + NAME_MAX + 6];
+    const char *type = tycho_static_type(rel, strlen(rel));
+    struct stat gz_st;
+    int gz_fd;
+
+    if (!m->gzip || !tycho_gzip_type_ok(type, strlen(type)) ||
+        (size_t)snprintf(gz_rel, sizeof(gz_rel), "%s.gz", rel) >= sizeof(gz_rel) ||
+        (gz_fd = open_under(m, gz_rel)) < 0)
+        return SIBLING_NONE;
+    if (fstat(gz_fd, &gz_st) < 0 || !S_ISREG(gz_st.st_mode) ||
+        gz_st.st_mtim.tv_sec < st->st_mtim.tv_sec ||
+        (gz_st.st_mtim.tv_sec == st->st_mtim.tv_sec &&
+         gz_st.st_mtim.tv_nsec < st->st_mtim.tv_nsec)) {
+        close(gz_fd);                 /* not a file, or older than FILE: stale */
+        return SIBLING_NONE;
+    }
+    /* Range is answered from FILE (a range of the gzip bytes would be a surprise). */
+    if (!tycho_gzip_accepts(r) || (!r->is_head && tycho_req_header(r, "range", 5))) {
+        close(gz_fd);
+        return SIBLING_NOT_USED;
+    }
+    close(*fd);
+    *fd = gz_fd;
+    *st = gz_st;
+    return SIBLING_USED;
+}
+
+/*
+ * Answers with the open regular file fd (st): 200, 206, 304 or 416. Takes fd.
+ * sib: fd is rel's precompressed sibling (USED), or rel has one not used.
+ */
+static void answer_file(const struct tycho_static *m, struct tycho_req *r, int fd,
+                        const struct stat *st, const char *rel, enum sibling sib)
+{
+    char etag[84], date[64], head[600];
     uint64_t size = (uint64_t)st->st_size, first = 0, last = size ? size - 1 : 0;
     int status = 200, n = 0;
     struct tm tm;
 
-    snprintf(etag, sizeof(etag), "\"%llx-%llx-%llx\"", (unsigned long long)st->st_ino,
+    snprintf(etag, sizeof(etag), "\"%llx-%llx-%llx%s\"", (unsigned long long)st->st_ino,
              (unsigned long long)size,
              (unsigned long long)st->st_mtim.tv_sec * 1000000000ULL +
-                 (unsigned long long)st->st_mtim.tv_nsec);
+                 (unsigned long long)st->st_mtim.tv_nsec,
+             sib == SIBLING_USED ? "-gz" : "");
     gmtime_r(&st->st_mtime, &tm);
     strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S GMT", &tm);
     if (not_modified(r, etag, st->st_mtime)) {
@@ -556,11 +600,14 @@ static void answer_file(const struct tycho_static *m, struct tycho_req *r, int f
                       tycho_static_type(rel, strlen(rel)));
     n += snprintf(head + n, sizeof(head) - (size_t)n, "Last-Modified: %s\r\nETag: %s\r\n", date,
                   etag);
-    if (status != 304)
+    if (status != 304 && sib != SIBLING_USED)  /* ranges are of FILE, not of FILE.gz */
         n += snprintf(head + n, sizeof(head) - (size_t)n, "Accept-Ranges: bytes\r\n");
     if (m->max_age >= 0)
         n += snprintf(head + n, sizeof(head) - (size_t)n, "Cache-Control: max-age=%ld\r\n",
                       m->max_age);
+    if (sib != SIBLING_NONE)
+        n += snprintf(head + n, sizeof(head) - (size_t)n, "Vary: Accept-Encoding\r\n%s",
+                      sib == SIBLING_USED && status != 304 ? "Content-Encoding: gzip\r\n" : "");
     if (status == 206)
         n += snprintf(head + n, sizeof(head) - (size_t)n, "Content-Range: bytes %llu-%llu/%llu\r\n",
                       (unsigned long long)first, (unsigned long long)last,
@@ -632,5 +679,6 @@ void tycho_static_serve(struct tycho_static *m, struct tycho_req *r)
             return;
         }
     }
-    answer_file(m, r, fd, &st, rel);
+    enum sibling sib = pick_sibling(m, r, &fd, &st, rel);   /* may swap fd and st */
+    answer_file(m, r, fd, &st, rel, sib);
 }

@@ -38,6 +38,7 @@ struct tycho_static_opts {
     const char *index;        /* borrowed: file served for a directory; NULL: none */
     bool dotfiles;            /* serve path segments starting with '.' */
     long max_age;             /* Cache-Control: max-age=N; -1: no Cache-Control */
+    bool gzip;                /* serve FILE.gz for FILE to clients that accept gzip */
 };
 
 struct tycho_static {
@@ -47,6 +48,7 @@ struct tycho_static {
     char *index;              /* owned, or NULL: no index */
     bool dotfiles;
     long max_age;
+    bool gzip;                /* look for precompressed FILE.gz siblings */
     bool beneath;             /* openat2(RESOLVE_BENEATH) works; else the realpath check */
     size_t prefix_len;        /* bytes of the URL prefix before the file path ("/" counts 0) */
     _Atomic long open_fail_log_s; /* rate limit of the "cannot open files" line */
@@ -71,6 +73,15 @@ void tycho_static_dispose(struct tycho_static *m);
  * r->res_headers), a text body for errors, or a file body (r->file_fd owned
  * by r, TYCHO_RES_FILE set, r->res_body_len bytes from r->file_off). Never
  * raises, never fails: a failure is the status. The body is marked sent.
+ *
+ * Precompressed files: when the mount has gzip on and FILE's type is one
+ * worth compressing (tycho_gzip_type_ok), a regular file FILE.gz beside it
+ * that is not older than FILE is served instead to a client that accepts
+ * gzip, for a request without Range: FILE's Content-Type, Content-Encoding:
+ * gzip, FILE.gz's own length, Last-Modified and ETag (its own, marked "-gz",
+ * so it never equals FILE's). Either way such a FILE's responses carry Vary:
+ * Accept-Encoding. A Range request is answered from FILE. Nothing is
+ * compressed on the fly here: a file body is sent as it is on disk.
  */
 void tycho_static_serve(struct tycho_static *m, struct tycho_req *r);
 

@@ -49,29 +49,71 @@ static int register_route(lua_State *L, const char *who, const char *method, con
     return id;
 }
 
-/* Registers METHOD path -> fn. Raises on a bad path or a duplicate route. */
-static int add_route(lua_State *L, const char *method, int path_idx)
+/*
+ * Reads a route's options (index idx: nil or a table) into o, zeroed first.
+ * Returns whether there was a table. Raises naming who ("app.get") on a bad
+ * one: not a table, an unknown name, a bad value.
+ */
+static bool check_route_opts(lua_State *L, const char *who, int idx, struct tycho_route_opts *o)
+{
+    memset(o, 0, sizeof(*o));
+    if (lua_isnoneornil(L, idx))
+        return false;
+    if (!lua_istable(L, idx))
+        luaL_error(L, "%s: opts must be a table, got %s", who, luaL_typename(L, idx));
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        const char *key = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+        if (key && strcmp(key, "gzip") == 0) {
+            if (lua_type(L, -1) != LUA_TBOOLEAN)
+                luaL_error(L, "%s: gzip must be true or false, got %s", who,
+                           luaL_typename(L, -1));
+            o->gzip = lua_toboolean(L, -1) ? TYCHO_ROUTE_GZIP_ON : TYCHO_ROUTE_GZIP_OFF;
+        } else if (key) {
+            luaL_error(L, "%s: unknown option \"%s\" (expected gzip)", who, key);
+        } else {
+            luaL_error(L, "%s: option names are strings (gzip), got a %s key", who,
+                       luaL_typename(L, -2));
+        }
+        lua_pop(L, 1);
+    }
+    return true;
+}
+
+/*
+ * Registers METHOD path -> fn (at path_idx + 1), with the options table at
+ * path_idx + 2 if any. who names the function for errors ("app.get").
+ * Raises on a bad path, a duplicate route or a bad option.
+ */
+static int add_route(lua_State *L, const char *who, const char *method, int path_idx)
 {
     const char *path = luaL_checkstring(L, path_idx);
+    struct tycho_route_opts o;
+    bool has_opts;
+    int id;
 
     luaL_checktype(L, path_idx + 1, LUA_TFUNCTION);
+    has_opts = check_route_opts(L, who, path_idx + 2, &o);
     if (tycho_task_refusal(L, TYCHO_PLACE_LOAD))
         return luaL_error(L, "routes can only be registered while the scripts load, not in a "
                              "handler (%s %s)", method, path);
-    register_route(L, "", method, path, path_idx + 1);
+    id = register_route(L, "", method, path, path_idx + 1);
+    if (has_opts && tycho_vm_set_route_opts(tycho_vm_of(L), id, &o) < 0)
+        return luaL_error(L, "%s: out of memory", who);
     return 0;
 }
 
-/* app.get(path, fn) and friends: the method is the closure's upvalue. */
+/* app.get(path, fn[, opts]) and friends: the method is upvalue 1, the name ("app.get") 2. */
 static int app_method(lua_State *L)
 {
-    return add_route(L, lua_tostring(L, lua_upvalueindex(1)), 1);
+    return add_route(L, lua_tostring(L, lua_upvalueindex(2)),
+                     lua_tostring(L, lua_upvalueindex(1)), 1);
 }
 
-/* app.route(method, path, fn) */
+/* app.route(method, path, fn[, opts]) */
 static int app_route(lua_State *L)
 {
-    return add_route(L, luaL_checkstring(L, 1), 2);
+    return add_route(L, "app.route", luaL_checkstring(L, 1), 2);
 }
 
 /* app.on_worker_start(fn): fn runs once in each worker after its scripts load. */
@@ -161,6 +203,7 @@ static void check_static_opts(lua_State *L, struct tycho_static_opts *o)
     o->index = "index.html";
     o->dotfiles = false;
     o->max_age = -1;
+    o->gzip = true;
     if (lua_isnoneornil(L, 3))
         return;
     if (!lua_istable(L, 3))
@@ -189,12 +232,16 @@ static void check_static_opts(lua_State *L, struct tycho_static_opts *o)
                 luaL_error(L, "app.static: max_age must be a whole number of seconds from 0 to "
                               "%d", (int)STATIC_MAX_AGE_MAX);
             o->max_age = (long)v;
+        } else if (key && strcmp(key, "gzip") == 0) {
+            if (lua_type(L, -1) != LUA_TBOOLEAN)
+                luaL_error(L, "app.static: gzip must be true or false");
+            o->gzip = lua_toboolean(L, -1);
         } else if (key) {
-            luaL_error(L, "app.static: unknown option \"%s\" (expected index, dotfiles or "
-                          "max_age)", key);
+            luaL_error(L, "app.static: unknown option \"%s\" (expected index, dotfiles, "
+                          "max_age or gzip)", key);
         } else {
-            luaL_error(L, "app.static: option names are strings (index, dotfiles, max_age), "
-                          "got a %s key", luaL_typename(L, -2));
+            luaL_error(L, "app.static: option names are strings (index, dotfiles, max_age, "
+                          "gzip), got a %s key", luaL_typename(L, -2));
         }
         lua_pop(L, 1);
     }
@@ -282,7 +329,8 @@ void tycho_bind_app(lua_State *L)
     lua_createtable(L, 0, 16);
     for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++) {
         lua_pushstring(L, methods[i][1]);
-        lua_pushcclosure(L, app_method, 1);
+        lua_pushfstring(L, "app.%s", methods[i][0]);
+        lua_pushcclosure(L, app_method, 2);
         lua_setfield(L, -2, methods[i][0]);
     }
     lua_pushcfunction(L, app_route);

@@ -3,9 +3,11 @@
  * through the registry.
  */
 #include "lua/vm.h"
+#include "core/tycho.h"
 
 #include <event2/event.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/time.h>
 
 const char tycho_key_vm = 0;
@@ -42,4 +44,30 @@ void tycho_vm_add_static(struct tycho_vm *vm, int handler_id, struct tycho_stati
     vm->statics[vm->nstatics].handler_id = handler_id;
     vm->statics[vm->nstatics].mount = mount;
     vm->nstatics++;
+}
+
+int tycho_vm_set_route_opts(struct tycho_vm *vm, int handler_id,
+                            const struct tycho_route_opts *o)
+{
+    unsigned n = (unsigned)handler_id + 1;
+
+    if (handler_id < 0)
+        return TYCHO_ERR;
+    if (n > vm->nroute_opts) {
+        struct tycho_route_opts *grown = realloc(vm->route_opts, sizeof(*grown) * n);
+        if (!grown)
+            return TYCHO_ERR;
+        memset(grown + vm->nroute_opts, 0, sizeof(*grown) * (n - vm->nroute_opts));
+        vm->route_opts = grown;
+        vm->nroute_opts = n;
+    }
+    vm->route_opts[handler_id] = *o;
+    return TYCHO_OK;
+}
+
+const struct tycho_route_opts *tycho_vm_route_opts(const struct tycho_vm *vm, int handler_id)
+{
+    if (handler_id < 0 || (unsigned)handler_id >= vm->nroute_opts)
+        return NULL;
+    return &vm->route_opts[handler_id];
 }

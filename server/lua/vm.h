@@ -13,6 +13,7 @@
 #include <stdbool.h>
 
 #include "core/list.h"
+#include "http/router.h"
 
 struct event_base;
 struct tycho_req;
@@ -46,6 +47,9 @@ struct tycho_vm {
     struct tycho_sqlite_owner *sqlite; /* borrowed: where its SQLite jobs come back */
     struct tycho_static_route *statics; /* owned array: the app.static routes */
     unsigned nstatics;
+    /* owned array indexed by handler id: the options of routes that have some (zeroes else) */
+    struct tycho_route_opts *route_opts;
+    unsigned nroute_opts;          /* entries in route_opts: the highest such id + 1 */
     bool retired;                  /* a newer generation serves: no new timers */
     /*
      * Called when a request's coroutine is done with r (returned, failed or
@@ -85,5 +89,15 @@ double tycho_vm_now(const struct tycho_vm *vm);
  * there is no middleware. Out of memory only loses that shortcut.
  */
 void tycho_vm_add_static(struct tycho_vm *vm, int handler_id, struct tycho_static *mount);
+
+/*
+ * Records the options of handler_id's route (copied). TYCHO_OK, or TYCHO_ERR
+ * when out of memory (nothing recorded).
+ */
+int tycho_vm_set_route_opts(struct tycho_vm *vm, int handler_id,
+                            const struct tycho_route_opts *o);
+
+/* The options of handler_id's route, or NULL when it has none. */
+const struct tycho_route_opts *tycho_vm_route_opts(const struct tycho_vm *vm, int handler_id);
 
 #endif

@@ -119,7 +119,7 @@ struct tycho_scrape *tycho_scrape_new(struct event_base *base, const struct tych
     }
     s->ctx.metrics_only = true;
     s->ctx.conn_gone = conn_gone;
-    s->ctx.app = (struct tycho_app){s, s->router, no_static, no_run, no_cancel, false};
+    s->ctx.app = (struct tycho_app){s, s->router, no_static, no_run, no_cancel, false, NULL};
     if (!(s->listener = evconnlistener_new_bind(base, on_accept, s,
                                                 LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE |
                                                     LEV_OPT_CLOSE_ON_EXEC,
