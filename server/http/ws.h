@@ -117,7 +117,12 @@ int tycho_ws_write_accept(struct tycho_buf *out, const char *accept, const char 
 /* Bytes of a ping's payload at most. */
 #define TYCHO_WS_MAX_PING 125
 
-/* What a peer may send; past either the connection fails with 1009. */
+/*
+ * What a peer may send; past either the connection fails with 1009. libwslay
+ * allocates a frame's payload when its header arrives, so a connection holds
+ * at most max_message_bytes of a message being received, plus the messages
+ * waiting for tycho_ws_next.
+ */
 struct tycho_ws_limits {
     size_t max_message_bytes;   /* a whole received message, its fragments together */
     size_t max_frame_bytes;     /* one received frame's payload */
