@@ -5,7 +5,8 @@
 #   make asan       every test again under -fsanitize=address,undefined
 #   make valgrind   the integration tests with the server under valgrind
 #   make bench      Tycho against nginx + Lua, and Go for pgquery/redisget (installs what it needs)
-#   make fuzz       the request-path fuzz target with its framing oracle, FUZZ_SECONDS (60)
+#   make fuzz       the fuzz targets (requests and backend responses with their framing oracle,
+#                   WebSocket frames), FUZZ_SECONDS (60) each
 #   make install    PREFIX=/usr/local (default) and DESTDIR: $(PREFIX)/bin/tycho, the man page
 #                   $(PREFIX)/share/man/man1/tycho.1, the example scripts in
 #                   $(PREFIX)/share/tycho/scripts/ and the README with docs/*.md (the Lua API,
@@ -22,11 +23,11 @@
 # and mandoc to render and lint the man page; the fuzz target needs clang (FUZZ_PKGS).
 PKGS := gcc make libc6-dev pkg-config libevent-dev libhttp-parser-dev libluajit2-5.1-dev lua-cjson \
         libsqlite3-dev libpq-dev libhiredis-dev libssl-dev libjansson-dev \
-        zlib1g-dev
+        zlib1g-dev libwslay-dev
 # clang and its libFuzzer runtime build the fuzz target, which `make test` runs briefly.
 FUZZ_PKGS := clang libclang-rt-14-dev
 TEST_PKGS := prometheus luarocks curl man-db groff-base mandoc postgresql redis-server \
-             $(FUZZ_PKGS)
+             python3-websockets $(FUZZ_PKGS)
 
 BUILD ?= obj
 CC ?= cc
@@ -36,9 +37,10 @@ OPT ?= -O2 -g -DNDEBUG
 SAN ?=
 WARN := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
         -Wwrite-strings $(if $(CI),-Werror)
-# Deferred (=) so that pkg-config runs after `deps` has installed the packages.
+# Deferred (=) so that pkg-config runs after `deps` has installed the packages. Debian's
+# libwslay-dev ships no pkg-config file (only CMake's), so wslay is named like http-parser.
 PKG_CFLAGS = $(shell pkg-config --cflags luajit libevent sqlite3 libpq hiredis libcrypto jansson zlib)
-PKG_LIBS = $(shell pkg-config --libs luajit libevent sqlite3 libpq hiredis libcrypto jansson zlib) -lhttp_parser -lpthread -lm -ldl
+PKG_LIBS = $(shell pkg-config --libs luajit libevent sqlite3 libpq hiredis libcrypto jansson zlib) -lhttp_parser -lwslay -lpthread -lm -ldl
 CFLAGS_ALL = $(OPT) $(SAN) $(WARN) -MMD -MP -I$(BUILD) -Iserver $(PKG_CFLAGS) $(CFLAGS)
 LDFLAGS_ALL = $(SAN) $(LDFLAGS)
 
@@ -61,6 +63,8 @@ FUZZ_SRCS := tests/fuzz/fuzz_request.c server/http/request.c server/http/respons
 FUZZ_BIN := obj-fuzz/fuzz_request
 FUZZ_RESPONSE_SRCS := tests/fuzz/fuzz_response.c server/http/framing.c
 FUZZ_RESPONSE_BIN := obj-fuzz/fuzz_response
+FUZZ_WS_SRCS := tests/fuzz/fuzz_ws.c server/http/ws.c server/core/buf.c
+FUZZ_WS_BIN := obj-fuzz/fuzz_ws
 FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined \
   -fno-sanitize-recover=undefined -Iserver
 
@@ -132,6 +136,7 @@ UNIT_MODULE_test_router := http/router
 UNIT_MODULE_test_connpool := net/connpool net/lookup
 UNIT_MODULE_test_http := http/request http/response http/framing
 UNIT_MODULE_test_gzip := http/gzip http/request http/response http/framing
+UNIT_MODULE_test_ws := http/ws http/request http/response http/framing
 UNIT_MODULE_test_oracle :=
 unit_objs = $(UNIT_MODULE_$(1):%=$(BUILD)/%.o)
 unit_libs = $(foreach l,$(BELOW_$(firstword $(subst /, ,$(UNIT_MODULE_$(1))))),$(BUILD)/lib$(l).a)
@@ -161,9 +166,10 @@ test:
 	@$(MAKE) --no-print-directory check
 
 # Every suite runs even if an earlier one failed; the last line totals them all.
-check: $(TYCHO) $(UNIT_BINS) $(INTEGRATION_BINS) $(FUZZ_BIN) $(FUZZ_RESPONSE_BIN) $(DOC_SERVERS)
+check: $(TYCHO) $(UNIT_BINS) $(INTEGRATION_BINS) $(FUZZ_BIN) $(FUZZ_RESPONSE_BIN) $(FUZZ_WS_BIN) \
+       $(DOC_SERVERS)
 	@OBJ_DIR=$(BUILD) DOC_SERVERS=$(DOC_SERVERS) FUZZ_BIN=$(FUZZ_BIN) FUZZ_RESPONSE_BIN=$(FUZZ_RESPONSE_BIN) \
-	  FUZZ_SECONDS=$(FUZZ_SMOKE_SECONDS) \
+	  FUZZ_WS_BIN=$(FUZZ_WS_BIN) FUZZ_SECONDS=$(FUZZ_SMOKE_SECONDS) \
 	  sh tests/run_all.sh ./$(TYCHO) $(UNIT_BINS) -- $(INTEGRATION_BINS)
 
 unit: $(UNIT_BINS)
@@ -225,9 +231,9 @@ clean:
 -include $(OBJS:.o=.d)
 
 # The request-path fuzz target (libFuzzer, clang, ASan + UBSan) with its framing oracle
-# (tests/fuzz/oracle.h), and the backend-response target (fuzz_response.c). `make fuzz` runs
-# each for FUZZ_SECONDS over its seeds and a corpus kept in obj-fuzz/; `make test` runs each
-# for FUZZ_SMOKE_SECONDS (tests/fuzz/run.sh).
+# (tests/fuzz/oracle.h), the backend-response target (fuzz_response.c) and the WebSocket frame
+# path's (fuzz_ws.c). `make fuzz` runs each for FUZZ_SECONDS over its seeds and a corpus kept in
+# obj-fuzz/; `make test` runs each for FUZZ_SMOKE_SECONDS (tests/fuzz/run.sh).
 $(FUZZ_BIN): $(FUZZ_SRCS) tests/fuzz/oracle.h $(wildcard server/*/*.h)
 	@mkdir -p $(@D)
 	clang $(FUZZ_CFLAGS) -o $@ $(FUZZ_SRCS) -lhttp_parser
@@ -236,12 +242,19 @@ $(FUZZ_RESPONSE_BIN): $(FUZZ_RESPONSE_SRCS) tests/fuzz/oracle.h $(wildcard serve
 	@mkdir -p $(@D)
 	clang $(FUZZ_CFLAGS) -o $@ $(FUZZ_RESPONSE_SRCS) -lhttp_parser
 
-# Each target for FUZZ_SECONDS: requests, then backend responses, each with its own corpus.
+$(FUZZ_WS_BIN): $(FUZZ_WS_SRCS) $(wildcard server/*/*.h)
+	@mkdir -p $(@D)
+	clang $(FUZZ_CFLAGS) -o $@ $(FUZZ_WS_SRCS) -lwslay -lcrypto
+
+# Each target for FUZZ_SECONDS: requests, backend responses, WebSocket frames, each with its own
+# corpus.
 fuzz:
 	@$(MAKE) --no-print-directory deps PKGS="$(PKGS) $(FUZZ_PKGS)"
-	@$(MAKE) --no-print-directory $(FUZZ_BIN) $(FUZZ_RESPONSE_BIN)
-	@mkdir -p obj-fuzz/corpus obj-fuzz/corpus-response
+	@$(MAKE) --no-print-directory $(FUZZ_BIN) $(FUZZ_RESPONSE_BIN) $(FUZZ_WS_BIN)
+	@mkdir -p obj-fuzz/corpus obj-fuzz/corpus-response obj-fuzz/corpus-ws
 	$(FUZZ_BIN) -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -print_final_stats=1 \
 	  -artifact_prefix=obj-fuzz/ obj-fuzz/corpus tests/fuzz/seeds
 	$(FUZZ_RESPONSE_BIN) -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -print_final_stats=1 \
 	  -artifact_prefix=obj-fuzz/ obj-fuzz/corpus-response tests/fuzz/seeds-response
+	$(FUZZ_WS_BIN) -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -print_final_stats=1 \
+	  -artifact_prefix=obj-fuzz/ obj-fuzz/corpus-ws tests/fuzz/seeds-ws

@@ -2,8 +2,8 @@
 # tests/run_all.sh TYCHO UNIT_BINS... -- INTEGRATION_BINS...
 # Runs every suite (all of them, even after a failure), then prints the total
 # of their summary lines as the last line: `N passed, M failed`.
-# FUZZ_BIN, FUZZ_RESPONSE_BIN (and FUZZ_SECONDS) in the environment: the fuzz targets run too;
-# OBJ_DIR: the layering check (tests/layers.sh) runs over the objects there.
+# FUZZ_BIN, FUZZ_RESPONSE_BIN, FUZZ_WS_BIN (and FUZZ_SECONDS) in the environment: the fuzz
+# targets run too; OBJ_DIR: the layering check (tests/layers.sh) runs over the objects there.
 # Exit status 0 only if every suite passed.
 tycho=$1
 shift
@@ -66,6 +66,9 @@ run "the Lua examples of README.md and docs/*.md" sh tests/docs/examples.sh "$ty
 [ -n "${FUZZ_RESPONSE_BIN:-}" ] &&
     run "fuzz target for backend responses, with its oracle (${FUZZ_SECONDS:-10} s)" \
         sh tests/fuzz/run.sh "$FUZZ_RESPONSE_BIN" "${FUZZ_SECONDS:-10}" tests/fuzz/seeds-response
+[ -n "${FUZZ_WS_BIN:-}" ] &&
+    run "fuzz target for WebSocket frames, with its oracles (${FUZZ_SECONDS:-10} s)" \
+        sh tests/fuzz/run.sh "$FUZZ_WS_BIN" "${FUZZ_SECONDS:-10}" tests/fuzz/seeds-ws
 
 echo "== all suites"
 echo "$total_passed passed, $total_failed failed"
