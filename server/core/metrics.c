@@ -950,6 +950,10 @@ static void put_server(struct out *o)
     }
     put_simple(o, "tycho_connections_accepted_total", "Client connections taken by the workers.",
                "counter", sum_stat(offsetof(struct tycho_worker_stats, conns)));
+    put_simple(o, "tycho_websockets_total", "WebSocket connections accepted.", "counter",
+               sum_stat(offsetof(struct tycho_worker_stats, websockets)));
+    put_simple(o, "tycho_websockets_open", "WebSocket connections open now.", "gauge",
+               sum_stat(offsetof(struct tycho_worker_stats, websockets_open)));
     put_simple(o, "tycho_http_received_bytes_total", "Bytes read from clients.", "counter",
                sum_stat(offsetof(struct tycho_worker_stats, bytes_in)));
     put_simple(o, "tycho_http_sent_bytes_total", "Bytes sent to clients.", "counter",

@@ -70,6 +70,8 @@ struct tycho_worker_stats {
     _Atomic unsigned long bytes_in;        /* read from clients */
     _Atomic unsigned long bytes_out;       /* sent to clients */
     _Atomic unsigned long conns;           /* connections it took */
+    _Atomic unsigned long websockets;      /* WebSockets it accepted */
+    _Atomic unsigned long websockets_open; /* of those, open now */
     _Atomic unsigned long lua_errors[2];   /* [0] in requests, [1] in timers */
     _Atomic unsigned long rejected[TYCHO_REJECT_COUNT];
     _Atomic double lua_bytes;              /* sampled each second: its Lua states' memory */

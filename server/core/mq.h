@@ -19,6 +19,7 @@ enum tycho_msg_type {
     TYCHO_MSG_STOP,     /* leave the event loop */
     TYCHO_MSG_CLOSED,   /* to main: a connection from peer closed (--max-conns-per-ip) */
     TYCHO_MSG_RELOAD,   /* build the scripts anew as generation `generation` and switch to it */
+    TYCHO_MSG_BROADCAST, /* a WebSocket broadcast from another worker: payload */
     TYCHO_MSG_WORK_DONE /* work handed back to its owner: the message is the first member of
                            the owner's job, which the owner's callback knows and frees */
 };
@@ -29,6 +30,7 @@ struct tycho_msg {
     int fd;                     /* NEW_CONN: owned by the message until received */
     struct sockaddr_storage peer; /* NEW_CONN, CLOSED: the client's address */
     unsigned long generation;   /* RELOAD */
+    void *payload;              /* BROADCAST: owned by the message; the receiver frees it */
 };
 
 /* Receives a list of messages, oldest first; the callee frees each one. */

@@ -246,6 +246,8 @@ static void close_conn(struct tycho_conn *c)
         ctx->conn_gone(ctx, peer_sockaddr(c, &peer));
     }
     tycho_exchange_release(c);
+    if (c->upgraded)
+        tycho_stat_add(&ctx->stats.websockets_open, (unsigned long)-1); /* wraps: one less */
     if (c->sending_file)
         close(c->file_fd);            /* a client gone (or timed out) mid-file */
     tycho_buf_dispose(&c->pending);
@@ -323,6 +325,9 @@ static void resume_clock(struct tycho_conn *c)
         c->body_started_ms += waited;
 }
 
+static void notify_input(struct tycho_conn *c);
+static void stop_reading(struct tycho_conn *c);
+
 /*
  * A handler that waits for its streamed output to drain goes on once less
  * than it asked for waits (it is woken from the loop, never from here).
@@ -343,6 +348,8 @@ static void notify_drained(struct tycho_conn *c)
 static void next_wait(struct tycho_conn *c)
 {
     notify_drained(c);
+    if (c->upgraded && (c->input.len > 0 || c->peer_eof))
+        notify_input(c);              /* bytes kept after the 101, read with it */
     if (tycho_conn_output_waits(c)) {
         if (!c->write_wait_ms)
             c->write_wait_ms = tycho_ctx_now_ms(c->ctx);
@@ -355,7 +362,9 @@ static void next_wait(struct tycho_conn *c)
         finish(c);
     } else if (c->waiting) {
         /* No timeout while the handler works; reading only notices the client leaving. */
-        if (arm(c, EV_READ, TIMER_NONE, NULL) < 0)
+        if (c->peer_eof || c->input.len >= KEPT_INPUT_BYTES)
+            stop_reading(c);          /* a WebSocket's handler takes what is kept first */
+        else if (arm(c, EV_READ, TIMER_NONE, NULL) < 0)
             close_conn(c);
     } else if (c->ctx->draining && !in_flight(c)) {
         c->linger = true;             /* stopping: nothing in flight here */
@@ -465,6 +474,28 @@ static void timed_out(struct tycho_conn *c)
  * to a bound; a client that has gone (end of input, reset) closes the
  * connection, which abandons the handler.
  */
+static void stop_reading(struct tycho_conn *c)
+{
+    if (c->ev_what) {
+        event_del(&c->ev);
+        c->ev_what = 0;
+        c->timer = TIMER_NONE;
+    }
+}
+
+/* Tells a handler that reads the input itself (a WebSocket) that something came. */
+static void notify_input(struct tycho_conn *c)
+{
+    struct tycho_req *r = c->req;
+    void (*fn)(struct tycho_req *r);
+
+    if (!r || !r->on_input)
+        return;
+    fn = r->on_input;
+    r->on_input = NULL;
+    fn(r);
+}
+
 static void watch_while_waiting(struct tycho_conn *c)
 {
     struct tycho_ctx *ctx = c->ctx;
@@ -472,18 +503,33 @@ static void watch_while_waiting(struct tycho_conn *c)
 
     if (n > 0) {
         tycho_stat_add(&ctx->stats.bytes_in, (unsigned long)n);
-        if (tycho_buf_append(&c->input, ctx->rbuf, (size_t)n) < 0)
+        if (tycho_buf_append(&c->input, ctx->rbuf, (size_t)n) < 0) {
             close_conn(c);
-        else if (c->input.len >= KEPT_INPUT_BYTES && c->ev_what) {
-            event_del(&c->ev);        /* enough kept: the rest waits in the kernel */
-            c->ev_what = 0;
-            c->timer = TIMER_NONE;
+            return;
         }
+        if (c->input.len >= KEPT_INPUT_BYTES)
+            stop_reading(c);          /* enough kept: the rest waits in the kernel */
+        notify_input(c);
         return;
     }
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
         return;
+    if (c->upgraded) {
+        /* Its handler hears of it (a WebSocket's receive returns) and ends the connection. */
+        c->peer_eof = true;
+        stop_reading(c);
+        notify_input(c);
+        return;
+    }
     close_conn(c);                    /* the client left: nobody to answer */
+}
+
+int tycho_conn_want_input(struct tycho_conn *c)
+{
+    if (c->local_out || c->peer_eof || c->ev_what || tycho_conn_output_waits(c) ||
+        c->input.len >= KEPT_INPUT_BYTES)
+        return TYCHO_OK;              /* reading already, or it resumes once output drains */
+    return arm(c, EV_READ, TIMER_NONE, NULL);
 }
 
 static void on_event(evutil_socket_t fd, short what, void *arg)
@@ -578,6 +624,10 @@ void tycho_conn_drain(struct tycho_ctx *ctx)
     ctx->draining = true;
     tycho_list_each_safe(node, next, &ctx->conns) {
         struct tycho_conn *c = tycho_container_of(node, struct tycho_conn, link);
+        if (c->upgraded) {
+            notify_input(c);          /* a WebSocket's handler closes it (1001) and ends */
+            continue;
+        }
         if (c->lingering || in_flight(c))
             continue;                 /* it finishes (or its linger ends) by itself */
         c->linger = true;             /* its client may be sending a request right now */

@@ -50,6 +50,7 @@ struct tycho_conn {
     bool nodelay;                      /* TCP_NODELAY is set */
     bool started;                      /* bytes of the next request came (blank lines too) */
     bool waiting;                      /* its handler waits (tycho.sleep); nothing is read */
+    bool upgraded;                     /* a WebSocket: its handler reads the input itself */
     bool sending_file;                 /* file_fd is open and its bytes are the next output */
     int file_fd;                       /* owned while sending_file: a file body (app.static) */
     off_t file_off;                    /* the next file byte to send */
@@ -117,6 +118,12 @@ static inline bool tycho_conn_keeps_alive(struct tycho_conn *c)
  * ends the connection). A no-op for --request.
  */
 int tycho_conn_push(struct tycho_conn *c);
+
+/*
+ * conn.c: reads again, for a connection whose handler reads its input
+ * itself (upgraded) and has taken what was kept. TYCHO_ERR: cannot arm.
+ */
+int tycho_conn_want_input(struct tycho_conn *c);
 
 /*
  * exchange.c: feeds bytes read to the parser and answers the requests they

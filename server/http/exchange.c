@@ -17,6 +17,7 @@
 #include "http/gzip.h"
 #include "http/router.h"
 #include "http/static.h"
+#include "http/chunks.h"
 
 #include <arpa/inet.h>
 #include <assert.h>
@@ -79,6 +80,7 @@ void tycho_exchange_release(struct tycho_conn *c)
         c->ctx->app.cancel(c->req);
         c->waiting = false;
     }
+    tycho_chunks_free(c->req);
     tycho_req_reset(c->req);
     tycho_pool_put(&c->ctx->req_pool, c->req);
     c->req = NULL;
@@ -226,12 +228,7 @@ static void end_stream(struct tycho_conn *c, struct tycho_req *r)
     bool whole = !r->stream_failed && !r->stream_closed;
     bool keep_alive = whole && r->stream_keep_alive;
 
-    if (whole && r->res_body_len > 0 && tycho_http_has_body(r)) {
-        if ((r->stream_chunked ? tycho_http_write_chunk(out, r->res_body, r->res_body_len)
-                               : tycho_buf_append(out, r->res_body, r->res_body_len)) < 0)
-            keep_alive = false;
-    }
-    if (whole && r->stream_chunked && tycho_http_write_last_chunk(out) < 0)
+    if (whole && tycho_chunks_finish(r, out) < 0)
         keep_alive = false;
     if (!keep_alive)
         c->linger |= r->keep_alive;

@@ -24,6 +24,13 @@
 /* zlib's defaults: a 32 KiB window (15) and memLevel 8; 16 asks for the gzip wrapper. */
 #define WINDOW_BITS (15 + 16)
 #define MEM_LEVEL 8
+/*
+ * A streamed response keeps its own compressor for as long as it lasts, and
+ * many may be open at once (Server-Sent Events): a 4 KiB window and memLevel
+ * 4 hold about 24 KiB instead of 256, for a little less compression.
+ */
+#define LEAN_WINDOW_BITS (12 + 16)
+#define LEAN_MEM_LEVEL 4
 /* The most zlib is given or asked to fill at once (its counters are 32-bit). */
 #define PIECE_MAX ((size_t)1 << 30)
 /* A worker's output buffer larger than this is freed before its next use. */
@@ -36,16 +43,26 @@ struct tycho_gzip {
 
 /* ---- the stream ---------------------------------------------------------- */
 
-int tycho_gzip_stream_init(struct tycho_gzip_stream *z, int level)
+static int stream_init(struct tycho_gzip_stream *z, int level, int window_bits, int mem_level)
 {
     memset(z, 0, sizeof(*z));
     if (level < 0 || level > 9)
         return TYCHO_ERR;
-    if (deflateInit2(&z->_zs, level, Z_DEFLATED, WINDOW_BITS, MEM_LEVEL, Z_DEFAULT_STRATEGY) !=
+    if (deflateInit2(&z->_zs, level, Z_DEFLATED, window_bits, mem_level, Z_DEFAULT_STRATEGY) !=
         Z_OK)
         return TYCHO_ERR;
     z->_live = true;
     return TYCHO_OK;
+}
+
+int tycho_gzip_stream_init(struct tycho_gzip_stream *z, int level)
+{
+    return stream_init(z, level, WINDOW_BITS, MEM_LEVEL);
+}
+
+int tycho_gzip_stream_init_lean(struct tycho_gzip_stream *z, int level)
+{
+    return stream_init(z, level, LEAN_WINDOW_BITS, LEAN_MEM_LEVEL);
 }
 
 /*
@@ -394,6 +411,24 @@ void tycho_gzip_respond(struct tycho_ctx *ctx, struct tycho_req *r)
         return;
     r->res_body = g->out.data + g->out.off;
     r->res_body_len = g->out.len;
+}
+
+bool tycho_gzip_stream_start(struct tycho_ctx *ctx, struct tycho_req *r)
+{
+    size_t len;
+    const char *v;
+
+    if (take_content_encoding(r) || !enabled_for(ctx, r) || r->status < 200 ||
+        r->status == 204 || r->status == 206 || r->status == 304 ||
+        res_header(r, "Content-Range", &len))
+        return false;
+    v = res_header(r, "Content-Type", &len);
+    if (v && !tycho_gzip_type_ok(v, len))
+        return false;
+    if (!varies_already(r) && tycho_http_add_header(r, "Vary", 4, "Accept-Encoding", 15) < 0)
+        return false;
+    return tycho_gzip_accepts(r) &&
+           tycho_http_add_header(r, "Content-Encoding", 16, "gzip", 4) == TYCHO_OK;
 }
 
 void tycho_gzip_free(struct tycho_gzip *g)

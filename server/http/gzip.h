@@ -50,6 +50,12 @@ struct tycho_gzip_stream {
 int tycho_gzip_stream_init(struct tycho_gzip_stream *z, int level);
 
 /*
+ * The same with a 4 KiB window and memLevel 4 (about 24 KiB of zlib state):
+ * for a streamed response, which keeps its compressor while it lasts.
+ */
+int tycho_gzip_stream_init_lean(struct tycho_gzip_stream *z, int level);
+
+/*
  * Compresses len bytes of data and appends what zlib produced to out. With
  * flush, every byte given so far is emitted (Z_SYNC_FLUSH: the client can
  * decompress all of it now, at some cost in ratio); without, zlib may keep
@@ -110,6 +116,15 @@ struct tycho_gzip;
  * ctx's buffer until the next call. Out of memory leaves the body as it was.
  */
 void tycho_gzip_respond(struct tycho_ctx *ctx, struct tycho_req *r);
+
+/*
+ * At the head of a streamed response (http/stream.c): the decision of
+ * tycho_gzip_respond without the size, which is not known yet. Adds Vary
+ * when compression applies to r; returns true, with Content-Encoding: gzip
+ * added, when the client accepts it too (the caller then compresses each
+ * piece). A handler's "Content-Encoding: identity" is removed as there.
+ */
+bool tycho_gzip_stream_start(struct tycho_ctx *ctx, struct tycho_req *r);
 
 /* Frees a worker's compressor (tycho_ctx_dispose). NULL is a no-op. */
 void tycho_gzip_free(struct tycho_gzip *g);

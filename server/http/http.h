@@ -20,6 +20,7 @@
 
 struct tycho_config;
 struct tycho_conn;
+struct tycho_gzip_stream;
 
 struct tycho_header {
     const char *name;          /* arena; as the client spelt it */
@@ -95,6 +96,7 @@ struct tycho_req {
     bool stream_keep_alive;        /* its head let the connection stay open */
     bool stream_failed;            /* the handler failed after the head went: cut it short */
     bool stream_closed;            /* a send failed (the client left): writes fail */
+    struct tycho_gzip_stream *stream_gzip; /* owned: its compressor (--gzip), or NULL */
     /*
      * Set by the application while its handler waits for the output to
      * drain: the connection calls it once fewer than drained_below bytes
@@ -103,6 +105,13 @@ struct tycho_req {
     void (*on_drained)(struct tycho_req *r);
     size_t drained_below;
     void *drained_arg;             /* the application's, for on_drained */
+    /*
+     * Set by the application while its handler waits for input on a
+     * connection it took over (a WebSocket): called once bytes came, the
+     * client closed its side, or the server began to stop.
+     */
+    void (*on_input)(struct tycho_req *r);
+    void *input_arg;               /* the application's, for on_input */
 
     /* The application (the layer above: context.h's tycho_app). */
     void *app;                     /* its own state for r while it holds r (a running handler's

@@ -12,6 +12,7 @@
 #ifndef TYCHO_STREAM_H
 #define TYCHO_STREAM_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 struct tycho_req;
@@ -34,5 +35,33 @@ int tycho_stream_write(struct tycho_req *r, const char *data, size_t len);
 
 /* Bytes of r's connection still waiting for the socket. */
 size_t tycho_stream_waiting(const struct tycho_req *r);
+
+/*
+ * Taking a connection over (a WebSocket, ws.h): answers r with the 101 of
+ * the handshake (accept, protocol or NULL; the Server and Date lines and the
+ * headers r's handler set, Set-Cookie say) and hands the connection's bytes
+ * to the handler from then on: it reads them with tycho_stream_input and
+ * writes with tycho_stream_out and tycho_stream_push. The connection closes
+ * when the handler ends. TYCHO_ERR when out of memory or r's head went.
+ */
+int tycho_stream_upgrade(struct tycho_req *r, const char *accept, const char *protocol);
+
+/* The input read and not yet taken (*data, returned length); 0 when none. */
+size_t tycho_stream_input(const struct tycho_req *r, const char **data);
+
+/* Takes n bytes of that input; reads again if reading had stopped. TYCHO_ERR: cannot. */
+int tycho_stream_consume(struct tycho_req *r, size_t n);
+
+/* Whether the client has closed its side (no more input will come). */
+bool tycho_stream_eof(const struct tycho_req *r);
+
+/* Whether the server is stopping (a taken-over connection should close, 1001). */
+bool tycho_stream_stopping(const struct tycho_req *r);
+
+/* Where a taken-over connection's output goes (append, then tycho_stream_push). */
+struct tycho_buf *tycho_stream_out(struct tycho_req *r);
+
+/* Sends what was appended: TYCHO_OK, TYCHO_STREAM_FULL or TYCHO_ERR, as tycho_stream_write. */
+int tycho_stream_push(struct tycho_req *r);
 
 #endif

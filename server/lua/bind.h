@@ -9,6 +9,9 @@
 #ifndef TYCHO_BIND_H
 #define TYCHO_BIND_H
 
+#include <stdbool.h>
+#include <stddef.h>
+
 #include <lua.h>
 
 struct tycho_gen;
@@ -93,6 +96,28 @@ void tycho_bind_shdict(lua_State *L);
 
 /* bind_time.c: adds sleep, now, worker_id, log and timer to the module table on top. */
 void tycho_bind_time(lua_State *L);
+
+/* tycho.broadcast, tycho._ws (taken by prelude.lua for app.ws) and the ws object's metatable. */
+void tycho_bind_ws(lua_State *L);
+
+/* A tycho.broadcast on its way to the other workers: one allocation, channel then message. */
+struct tycho_ws_broadcast {
+    int from_worker;                  /* the worker that sent it (it has delivered it itself) */
+    bool binary;
+    size_t channel_len, len;
+    char data[];                      /* channel_len bytes of channel, then len of message */
+};
+
+/*
+ * Set by the owner of the workers (top/worker.c) before they start: hands b
+ * to every worker but b->from_worker, whose loop calls
+ * tycho_bind_ws_deliver with it. b stays the caller's. NULL: one worker,
+ * nothing to hand. Called on any worker's thread.
+ */
+extern void (*tycho_bind_ws_fanout)(const struct tycho_ws_broadcast *b);
+
+/* Sends b's message to the WebSockets of this worker (its thread) that joined b's channel. */
+void tycho_bind_ws_deliver(const struct tycho_ws_broadcast *b);
 
 /* bind_res.c: pushes the "tycho.res" metatable (made on first call). May raise. */
 void tycho_bind_res_metatable(lua_State *L);

@@ -146,6 +146,7 @@ static int setup_state(lua_State *L)
 
     tycho_bind_app(L);                /* the module */
     tycho_bind_time(L);
+    tycho_bind_ws(L);
     tycho_bind_shdict(L);
     tycho_bind_http(L);
     tycho_bind_metrics(L);

@@ -345,6 +345,73 @@ function res_methods.sse(res, opts)
   return stream
 end
 
+-- ---- WebSocket ------------------------------------------------------------------------
+
+-- bind_ws.c's half: the upgrade and the ws object's C methods. Waiting is done here, in Lua.
+local ws_c = app._ws
+app._ws = nil
+local ws_methods = ws_c.methods
+local ws_receive, ws_wait, ws_send, ws_finish =
+  ws_methods._receive, ws_methods._wait, ws_methods._send, ws_methods._finish
+ws_methods._receive, ws_methods._wait, ws_methods._send, ws_methods._finish = nil, nil, nil, nil
+
+function ws_methods.receive(ws)
+  while true do
+    local msg, kind, code = ws_receive(ws)
+    if msg ~= false then
+      return msg, kind, code
+    end
+    ws_wait(ws)
+  end
+end
+
+function ws_methods.send(ws, msg, binary)
+  if type(msg) ~= "string" then
+    error("ws:send: expected a string, got " .. type(msg), 2)
+  end
+  local ok, err = ws_send(ws, msg, binary)
+  if ok == false then
+    ws_wait(ws)                       -- a slow client: until most of the output has gone
+    return true
+  end
+  return ok, err
+end
+
+local ws_options = { max_message = true, max_frame = true, idle_timeout = true,
+                     ping_interval = true, protocols = true }
+
+function app.ws(path, fn, opts)
+  loading(fn, "app.ws")
+  if opts ~= nil and type(opts) ~= "table" then
+    error("app.ws: opts must be a table, got " .. type(opts), 2)
+  end
+  opts = opts or {}
+  for k in pairs(opts) do
+    if not ws_options[k] then
+      error("app.ws: unknown option \"" .. tostring(k) .. "\" (expected max_message, "
+        .. "max_frame, idle_timeout, ping_interval or protocols)", 2)
+    end
+  end
+  if opts.protocols ~= nil and type(opts.protocols) ~= "table" then
+    error("app.ws: protocols must be a list of strings", 2)
+  end
+  app.get(path, function(req, res)
+    local ws, status, why = ws_c.accept(res, opts)
+    if not ws then
+      res:status(status)
+      if status == 426 then
+        res:header("Sec-WebSocket-Version", "13")
+      end
+      return why .. "\n"
+    end
+    local ok, err = xpcall(fn, traceback, ws, req)
+    ws_finish(ws, not ok)
+    if not ok then
+      error(err, 0)
+    end
+  end)
+end
+
 -- ---- dispatch -----------------------------------------------------------------------
 
 -- What the handler returns is answered in C (task.c): a string is the body, a table is sent

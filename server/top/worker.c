@@ -9,6 +9,7 @@
 #include "http/conn.h"
 #include "http/http.h"
 #include "core/log.h"
+#include "lua/bind.h"
 #include "lua/gen.h"
 
 #include <event2/event.h>
@@ -116,6 +117,60 @@ static void reload(struct tycho_worker *w, unsigned long generation)
                    (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6);
 }
 
+/*
+ * The workers a WebSocket broadcast goes to (tycho_bind_ws_fanout): set
+ * before they start; a worker's inbox takes broadcasts from when it is made
+ * until its teardown (inbox_open, under fanout_lock, which also keeps a
+ * push from racing the inbox's disposal).
+ */
+static pthread_mutex_t fanout_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct tycho_worker *fanout_workers;
+static int fanout_n;
+
+static void fanout(const struct tycho_ws_broadcast *b)
+{
+    size_t size = sizeof(*b) + b->channel_len + b->len;
+
+    pthread_mutex_lock(&fanout_lock);
+    for (int i = 0; i < fanout_n; i++) {
+        struct tycho_worker *w = &fanout_workers[i];
+        struct tycho_msg *m;
+        if (w->id == b->from_worker || !w->inbox_open)
+            continue;
+        if (!(m = calloc(1, sizeof(*m))) || !(m->payload = malloc(size))) {
+            free(m);
+            tycho_log_error("worker %d: out of memory: a WebSocket broadcast did not reach "
+                            "worker %d", b->from_worker, w->id);
+            continue;
+        }
+        memcpy(m->payload, b, size);
+        m->type = TYCHO_MSG_BROADCAST;
+        m->fd = -1;
+        if (tycho_mq_push(&w->inbox, m) < 0) {
+            free(m->payload);
+            free(m);
+        }
+    }
+    pthread_mutex_unlock(&fanout_lock);
+}
+
+static void set_inbox_open(struct tycho_worker *w, bool open)
+{
+    pthread_mutex_lock(&fanout_lock);
+    w->inbox_open = open;
+    pthread_mutex_unlock(&fanout_lock);
+}
+
+/* The workers are gone: broadcasts go nowhere (main thread, after every worker stopped). */
+static void fanout_end(void)
+{
+    pthread_mutex_lock(&fanout_lock);
+    fanout_workers = NULL;
+    fanout_n = 0;
+    tycho_bind_ws_fanout = NULL;
+    pthread_mutex_unlock(&fanout_lock);
+}
+
 static void on_inbox(struct tycho_msg *list, void *arg)
 {
     struct tycho_worker *w = arg;
@@ -135,6 +190,10 @@ static void on_inbox(struct tycho_msg *list, void *arg)
             start_drain(w);           /* the stop message is embedded in the worker */
         } else if (m->type == TYCHO_MSG_RELOAD) {
             reload(w, m->generation);
+            free(m);
+        } else if (m->type == TYCHO_MSG_BROADCAST) {
+            tycho_bind_ws_deliver(m->payload);
+            free(m->payload);
             free(m);
         }
     }
@@ -205,6 +264,7 @@ int tycho_worker_setup(struct tycho_worker *w, int id, struct tycho_shared *shar
     }
     event_config_free(ec);
     ec = NULL;
+    set_inbox_open(w, true);
     w->ctx.conn_gone = ctx_conn_gone;
     if (tycho_access_enabled()) {
         struct timeval second = {1, 0};
@@ -262,6 +322,7 @@ void tycho_worker_teardown(struct tycho_worker *w)
     if (w->access_ev)
         event_free(w->access_ev);
     w->access_ev = w->ctx.access_ev = NULL;
+    set_inbox_open(w, false);         /* no broadcast is pushed to it from now on */
     tycho_mq_dispose(&w->inbox);
     if (w->trim_ev)
         event_free(w->trim_ev);
@@ -351,6 +412,11 @@ struct tycho_worker *tycho_workers_start(int n, struct tycho_shared *shared, cha
         return NULL;
     }
     started = 0;
+    pthread_mutex_lock(&fanout_lock);
+    fanout_workers = ws;
+    fanout_n = n;
+    pthread_mutex_unlock(&fanout_lock);
+    tycho_bind_ws_fanout = n > 1 ? fanout : NULL;
     for (; launched < n; launched++) {
         ws[launched].id = launched + 1;
         ws[launched].shared = shared;
@@ -372,6 +438,7 @@ struct tycho_worker *tycho_workers_start(int n, struct tycho_shared *shared, cha
             send_stop(&ws[i]);
         pthread_join(ws[i].thread, NULL);
     }
+    fanout_end();
     free(ws);
     return NULL;
 }
@@ -419,6 +486,7 @@ int tycho_workers_stop(struct tycho_worker *ws, int n)
     }
     if (stuck)
         return TYCHO_ERR;             /* its memory is still in use: do not free it */
+    fanout_end();
     free(ws);
     return TYCHO_OK;
 }

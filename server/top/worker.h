@@ -46,6 +46,7 @@ struct tycho_worker {
     pthread_t thread;
     struct event_base *base;         /* owned (ctx.base borrows it) */
     struct tycho_mq inbox;           /* owned; receives NEW_CONN and STOP */
+    bool inbox_open;                 /* broadcasts may be pushed to it (under fanout_lock) */
     struct tycho_gen *gen;           /* owned: the current script generation (and retired ones) */
     unsigned long generation;        /* its number: 1 at start, one more per reload */
     struct event *trim_ev;           /* owned: periodic pool trim */

@@ -13,6 +13,7 @@
 
 #include <sys/stat.h>
 #include <unistd.h>
+#include <zlib.h>
 
 static char dir[] = "/tmp/tycho-stream-XXXXXX";
 
@@ -278,6 +279,64 @@ static void test_sse(const struct server *s)
        "sse: a line break in a field raises");
 }
 
+/* Inflates a gzip body into out (NUL-terminated); returns its length, or -1. */
+static long gunzip(const char *in, size_t len, char *out, size_t cap)
+{
+    z_stream z;
+    long n;
+
+    memset(&z, 0, sizeof(z));
+    if (inflateInit2(&z, 16 + 15) != Z_OK)
+        return -1;
+    z.next_in = (Bytef *)(uintptr_t)in;
+    z.avail_in = (uInt)len;
+    z.next_out = (Bytef *)out;
+    z.avail_out = (uInt)(cap - 1);
+    n = inflate(&z, Z_FINISH) == Z_STREAM_END ? (long)z.total_out : -1;
+    inflateEnd(&z);
+    if (n >= 0)
+        out[n] = '\0';
+    return n;
+}
+
+/* --gzip: a streamed body is compressed as it goes (each piece readable at once). */
+static void test_gzip(int port)
+{
+    struct client c;
+    struct response r;
+    static char plain[2 << 20];
+
+    if (client_connect(&c, port) < 0) {
+        ok(0, "gzip: connect");
+        return;
+    }
+    exchange(&c, "GET /parts HTTP/1.1\r\nHost: t\r\nAccept-Encoding: gzip\r\n\r\n", &r);
+    if (expect_status(&r, 200, "gzip: streamed")) {
+        expect_header(&r, "Content-Encoding", "gzip", "gzip: Content-Encoding");
+        expect_header(&r, "Vary", "Accept-Encoding", "gzip: Vary");
+        ok(gunzip(r.body, r.body_len, plain, sizeof plain) == 4 && strcmp(plain, "abcd") == 0,
+           "gzip: the chunks inflate to what was written");
+    }
+    response_free(&r);
+    exchange(&c, "GET /big?n=16 HTTP/1.1\r\nHost: t\r\nAccept-Encoding: gzip\r\n\r\n", &r);
+    if (expect_status(&r, 200, "gzip: a large stream"))
+        is_int((int)gunzip(r.body, r.body_len, plain, sizeof plain), 16 * 65536,
+               "gzip: 1 MiB written in 64 KiB pieces inflates whole");
+    response_free(&r);
+    exchange(&c, "GET /parts HTTP/1.1\r\nHost: t\r\n\r\n", &r);
+    if (expect_status(&r, 200, "gzip: not accepted")) {
+        ok(header_get(&r, "Content-Encoding") == NULL, "gzip: not asked for, not compressed");
+        expect_body(&r, "abcd", "gzip: the plain body");
+        expect_header(&r, "Vary", "Accept-Encoding", "gzip: Vary all the same");
+    }
+    response_free(&r);
+    client_sends(&c, "HEAD /parts HTTP/1.1\r\nHost: t\r\nAccept-Encoding: gzip\r\n\r\n");
+    read_response(&c, &r, 1);
+    expect_header(&r, "Content-Encoding", "gzip", "gzip: HEAD's head says what GET's says");
+    response_free(&r);
+    client_close(&c);
+}
+
 int main(int argc, char **argv)
 {
     struct server s;
@@ -309,6 +368,16 @@ int main(int argc, char **argv)
         test_client_leaves(s.port);
         test_sse(&s);
         is_int(server_stop(&s), 0, "exit status 0");
+    }
+    server_cleanup(&s);
+    {
+        const char *args[] = {"--port", "0", "--workers", "1", "--gzip", "--gzip-min-bytes", "1",
+                              dir, NULL};
+        ok(server_start(&s, args) == 0, "server with --gzip starts");
+    }
+    if (s.pid > 0) {
+        test_gzip(s.port);
+        is_int(server_stop(&s), 0, "--gzip: exit status 0");
     }
     server_cleanup(&s);
     unlink(path);
