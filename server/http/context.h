@@ -25,6 +25,7 @@ struct timeval;
 struct tycho_config;
 struct tycho_ctx;
 struct tycho_req;
+struct tycho_route_opts;
 struct tycho_router;
 struct tycho_static;
 
@@ -43,6 +44,12 @@ struct tycho_app {
     const struct tycho_router *router;     /* borrowed: its routes, valid while self is */
     /* The app.static mount that serves handler_id without running the app, or NULL. */
     struct tycho_static *(*static_of)(void *self, int handler_id);
+    /*
+     * The options of handler_id's route (borrowed, valid while self is), or
+     * NULL for a route without any. Asked at the head of a request with a
+     * body, before the body is read (a stream_body route runs then).
+     */
+    const struct tycho_route_opts *(*route_opts)(void *self, int handler_id);
     /* Runs r's route (r->match); fills r's response now or, when PENDING, before on_done. */
     enum tycho_run (*run)(void *self, struct tycho_req *r);
     /* Abandons r's handler, which waits (its connection is closing); r->on_done is not called. */

@@ -7,6 +7,7 @@
 #ifndef TYCHO_ROUTER_H
 #define TYCHO_ROUTER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 /* The handler ids of a request no route takes, when the app answers those itself. */
@@ -31,6 +32,18 @@ struct tycho_route_match {
     unsigned nparams;
     const char *const *param_names;       /* borrowed from the router; nparams names */
     struct tycho_span param_values[TYCHO_ROUTE_MAX_PARAMS]; /* raw (still %-encoded) */
+};
+
+/*
+ * What a route asks of the server besides its handler (app.post's opts),
+ * given by the application per handler id (context.h's route_opts).
+ * stream_body: the handler runs as soon as the head is in and reads the
+ * body itself (req:read) instead of receiving it whole; max_body then bounds
+ * that body in bytes (413 past it) in place of --max-body-bytes.
+ */
+struct tycho_route_opts {
+    bool stream_body;
+    size_t max_body;
 };
 
 enum tycho_route_result {

@@ -74,6 +74,11 @@ static struct tycho_static *static_of(void *self, int handler_id)
     return tycho_gen_static(self, handler_id);
 }
 
+static const struct tycho_route_opts *route_opts(void *self, int handler_id)
+{
+    return tycho_vm_route_opts(&((struct tycho_gen *)self)->vm, handler_id);
+}
+
 static enum tycho_run run(void *self, struct tycho_req *r)
 {
     return tycho_gen_run(self, r);
@@ -84,6 +89,7 @@ void tycho_gen_app(struct tycho_gen *g, struct tycho_app *app)
     app->self = g;
     app->router = g->router;
     app->static_of = static_of;
+    app->route_opts = route_opts;
     app->run = run;
     app->cancel = tycho_gen_cancel;
     app->misses = g->misses;
@@ -445,6 +451,7 @@ static void gen_free_one(struct tycho_gen *g)
         lua_close(g->vm.L);   /* also frees the cached coroutines, and closes app.static's mounts */
     tycho_router_free(g->router);
     free(g->vm.statics);
+    free(g->vm.route_opts);
     free(g->dir);
     free(g);
 }

@@ -3,6 +3,7 @@
  * through the registry.
  */
 #include "lua/vm.h"
+#include "core/tycho.h"
 
 #include <event2/event.h>
 #include <stdlib.h>
@@ -42,4 +43,28 @@ void tycho_vm_add_static(struct tycho_vm *vm, int handler_id, struct tycho_stati
     vm->statics[vm->nstatics].handler_id = handler_id;
     vm->statics[vm->nstatics].mount = mount;
     vm->nstatics++;
+}
+
+int tycho_vm_add_route_opts(struct tycho_vm *vm, int handler_id,
+                            const struct tycho_route_opts *o)
+{
+    struct tycho_route_opts_entry *grown =
+        realloc(vm->route_opts, sizeof(*grown) * (vm->nroute_opts + 1));
+
+    if (!grown)
+        return TYCHO_ERR;
+    vm->route_opts = grown;
+    vm->route_opts[vm->nroute_opts].handler_id = handler_id;
+    vm->route_opts[vm->nroute_opts].opts = *o;
+    vm->nroute_opts++;
+    return TYCHO_OK;
+}
+
+const struct tycho_route_opts *tycho_vm_route_opts(const struct tycho_vm *vm, int handler_id)
+{
+    /* A few routes have options: a scan, asked once per request with a body. */
+    for (unsigned i = 0; i < vm->nroute_opts; i++)
+        if (vm->route_opts[i].handler_id == handler_id)
+            return &vm->route_opts[i].opts;
+    return NULL;
 }

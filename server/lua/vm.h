@@ -13,6 +13,7 @@
 #include <stdbool.h>
 
 #include "core/list.h"
+#include "http/router.h"
 
 struct event_base;
 struct tycho_req;
@@ -36,6 +37,12 @@ struct tycho_static_route {
     struct tycho_static *mount;    /* borrowed: lives in a userdata of L until lua_close */
 };
 
+/* The options a route was registered with (app.post's opts), when it has any. */
+struct tycho_route_opts_entry {
+    int handler_id;
+    struct tycho_route_opts opts;
+};
+
 struct tycho_vm {
     lua_State *L;                  /* owned by the generation */
     int worker_id;                 /* 1..N; 0 in main's scratch state */
@@ -46,6 +53,8 @@ struct tycho_vm {
     struct tycho_sqlite_owner *sqlite; /* borrowed: where its SQLite jobs come back */
     struct tycho_static_route *statics; /* owned array: the app.static routes */
     unsigned nstatics;
+    struct tycho_route_opts_entry *route_opts; /* owned array: routes with options */
+    unsigned nroute_opts;
     bool retired;                  /* a newer generation serves: no new timers */
     /*
      * Called when a request's coroutine is done with r (returned, failed or
@@ -85,5 +94,15 @@ double tycho_vm_now(const struct tycho_vm *vm);
  * there is no middleware. Out of memory only loses that shortcut.
  */
 void tycho_vm_add_static(struct tycho_vm *vm, int handler_id, struct tycho_static *mount);
+
+/*
+ * handler_id's route has the options o (copied). TYCHO_OK, or TYCHO_ERR when
+ * out of memory (the caller raises: the route would not do what it says).
+ */
+int tycho_vm_add_route_opts(struct tycho_vm *vm, int handler_id,
+                            const struct tycho_route_opts *o);
+
+/* The options of handler_id's route (borrowed, valid while vm is), or NULL. */
+const struct tycho_route_opts *tycho_vm_route_opts(const struct tycho_vm *vm, int handler_id);
 
 #endif
