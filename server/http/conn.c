@@ -62,6 +62,7 @@ enum {
     TIMER_IDLE,      /* keep-alive, between requests: --idle-timeout */
     TIMER_DEADLINE,  /* a request is arriving: what is left of its head or body time */
     TIMER_WRITE,     /* output waits: --write-timeout without progress */
+    TIMER_BODY,      /* a handler reads its body: --body-timeout without a byte */
     TIMER_LINGER     /* lingering close */
 };
 
@@ -344,6 +345,54 @@ static void notify_drained(struct tycho_conn *c)
     fn(r);
 }
 
+/* Whether c's handler waits for bytes of its streamed body. */
+static bool wants_body(const struct tycho_conn *c)
+{
+    return c->req && c->req->on_body;
+}
+
+/* Tells a handler that waits for body bytes that some came (or why none will). */
+static void notify_body(struct tycho_conn *c)
+{
+    struct tycho_req *r = c->req;
+    void (*fn)(struct tycho_req *r);
+
+    if (!r || !r->on_body)
+        return;
+    fn = r->on_body;
+    r->on_body = NULL;
+    fn(r);
+}
+
+/*
+ * While a handler waits: read, to notice the client leaving and to keep
+ * what comes (body bytes, pipelined requests); with --body-timeout while it
+ * waits for body bytes, which it is told of at once if some are kept.
+ */
+static int arm_waiting(struct tycho_conn *c)
+{
+    struct timeval tv;
+
+    if (!wants_body(c))
+        return arm(c, EV_READ, TIMER_NONE, NULL);
+    tv.tv_sec = c->ctx->cfg->body_timeout_ms / 1000;
+    tv.tv_usec = (c->ctx->cfg->body_timeout_ms % 1000) * 1000;
+    if (arm(c, EV_READ, TIMER_BODY, &tv) < 0)
+        return TYCHO_ERR;
+    if (c->input.len > 0)
+        event_active(&c->ev, EV_READ, 0);
+    return TYCHO_OK;
+}
+
+void tycho_conn_want_body(struct tycho_conn *c)
+{
+    /* Output waiting keeps the event on writability; next_wait arms reading once it has gone. */
+    if (c->local_out || tycho_conn_output_waits(c))
+        return;
+    if (arm_waiting(c) < 0)
+        c->closing = true;            /* no event: the handler's request ends the connection */
+}
+
 /* After output was written: what the connection waits for next, or its end. */
 static void next_wait(struct tycho_conn *c)
 {
@@ -361,10 +410,13 @@ static void next_wait(struct tycho_conn *c)
     if (c->closing) {
         finish(c);
     } else if (c->waiting) {
-        /* No timeout while the handler works; reading only notices the client leaving. */
-        if (c->peer_eof || c->input.len >= KEPT_INPUT_BYTES)
-            stop_reading(c);          /* a WebSocket's handler takes what is kept first */
-        else if (arm(c, EV_READ, TIMER_NONE, NULL) < 0)
+        /*
+         * No timeout while the handler works, unless it waits for its body. A
+         * WebSocket's handler takes what is kept before more is read.
+         */
+        if (c->peer_eof || (c->upgraded && c->input.len >= KEPT_INPUT_BYTES))
+            stop_reading(c);
+        else if (arm_waiting(c) < 0)
             close_conn(c);
     } else if (c->ctx->draining && !in_flight(c)) {
         c->linger = true;             /* stopping: nothing in flight here */
@@ -434,6 +486,8 @@ static void read_and_serve(struct tycho_conn *c)
             return;
         }
     }
+    if (c->stream_start)
+        tycho_exchange_start(c);      /* what came after the head is in c->input now */
     if (flush_out(c) < 0) {
         close_conn(c);
         return;
@@ -450,6 +504,15 @@ static void timed_out(struct tycho_conn *c)
 {
     struct tycho_ctx *ctx = c->ctx;
 
+    if (c->timer == TIMER_BODY) {
+        /* A quiet spell while the handler waits for its body: its read fails (408). */
+        if (wants_body(c)) {
+            ctx->timeouts++;
+            c->req->body_error = 408;
+            notify_body(c);
+        }
+        return;                       /* (a handler busy otherwise is no reason to stop) */
+    }
     if (c->timer == TIMER_DEADLINE && c->req && c->http.in_message) {
         /* A request that did not arrive in time (blank lines alone just close). */
         ctx->timeouts++;
@@ -499,14 +562,20 @@ static void notify_input(struct tycho_conn *c)
 static void watch_while_waiting(struct tycho_conn *c)
 {
     struct tycho_ctx *ctx = c->ctx;
-    ssize_t n = recv(c->fd, ctx->rbuf, TYCHO_READ_BYTES, 0);
+    ssize_t n;
 
+    if (wants_body(c) && c->input.len > 0) {
+        notify_body(c);               /* kept before the handler asked */
+        return;
+    }
+    n = recv(c->fd, ctx->rbuf, TYCHO_READ_BYTES, 0);
     if (n > 0) {
         tycho_stat_add(&ctx->stats.bytes_in, (unsigned long)n);
         if (tycho_buf_append(&c->input, ctx->rbuf, (size_t)n) < 0) {
             close_conn(c);
             return;
         }
+        notify_body(c);
         if (c->input.len >= KEPT_INPUT_BYTES)
             stop_reading(c);          /* enough kept: the rest waits in the kernel */
         notify_input(c);
@@ -651,6 +720,7 @@ int tycho_conn_run_local(struct tycho_ctx *ctx, const char *bytes, size_t len,
     struct event deadline;
     bool late = false, armed = false;
     int rc = TYCHO_OK;
+    size_t used;
 
     if (!c)
         return TYCHO_ERR;
@@ -663,7 +733,13 @@ int tycho_conn_run_local(struct tycho_ctx *ctx, const char *bytes, size_t len,
     tycho_http_init(&c->http, ctx->cfg);
     /* What is ready to run first: the app.on_worker_start functions. */
     event_base_loop(ctx->base, EVLOOP_NONBLOCK);
-    tycho_exchange_feed(c, bytes, len);
+    used = tycho_exchange_feed(c, bytes, len);
+    if (c->stream_start) {
+        /* A stream_body route: its body is the rest of the bytes, read from c->input. */
+        if (tycho_buf_append(&c->input, bytes + used, len - used) < 0)
+            c->closing = true;
+        tycho_exchange_start(c);
+    }
     if (c->waiting && timeout_ms > 0) {
         struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
         armed = evtimer_assign(&deadline, ctx->base, on_local_deadline, &late) == 0 &&

@@ -51,6 +51,7 @@ struct tycho_conn {
     bool started;                      /* bytes of the next request came (blank lines too) */
     bool waiting;                      /* its handler waits (tycho.sleep); nothing is read */
     bool upgraded;                     /* a WebSocket: its handler reads the input itself */
+    bool stream_start;                 /* a stream_body route's head is in: start its handler */
     bool sending_file;                 /* file_fd is open and its bytes are the next output */
     int file_fd;                       /* owned while sending_file: a file body (app.static) */
     off_t file_off;                    /* the next file byte to send */
@@ -132,6 +133,30 @@ int tycho_conn_want_input(struct tycho_conn *c);
  * waiting is over the high-water mark (the caller keeps the rest).
  */
 size_t tycho_exchange_feed(struct tycho_conn *c, const char *data, size_t len);
+
+/*
+ * exchange.c: starts the handler of a stream_body route whose head
+ * tycho_exchange_feed stopped at (c->stream_start), once the bytes read
+ * after the head are in c->input. Its response is appended now or when it
+ * is done, as for any request.
+ */
+void tycho_exchange_start(struct tycho_conn *c);
+
+/*
+ * exchange.c: parses what c->input holds of c->req's streamed body into its
+ * buffer, as much as there is room for (all of it, dropped, once
+ * r->body_discard), up to the end of the body; sets r->body_done or
+ * r->body_error. The bytes of a next request stay in c->input.
+ */
+void tycho_exchange_pull_body(struct tycho_conn *c);
+
+/*
+ * conn.c: c's handler waits for body bytes (c->req->on_body is set): read
+ * on, with --body-timeout as the limit of a quiet spell, and call on_body
+ * from the loop when bytes are kept in c->input (already, or once they
+ * come). A no-op for --request.
+ */
+void tycho_conn_want_body(struct tycho_conn *c);
 
 /* exchange.c: gives c's request context back (abandoning a handler that waits). */
 void tycho_exchange_release(struct tycho_conn *c);

@@ -45,6 +45,14 @@ struct tycho_app {
     const struct tycho_router *router;     /* borrowed: its routes, valid while self is */
     /* The app.static mount that serves handler_id without running the app, or NULL. */
     struct tycho_static *(*static_of)(void *self, int handler_id);
+    /*
+     * The options of handler_id's route (borrowed, valid while self is), or
+     * NULL for a route without any (or an id that is no route): then every
+     * default applies. Asked at the head of a request with a body, before the
+     * body is read (a stream_body route runs then), and by compression. The
+     * function itself may be NULL (an application with no options).
+     */
+    const struct tycho_route_opts *(*route_opts)(void *self, int handler_id);
     /* Runs r's route (r->match); fills r's response now or, when PENDING, before on_done. */
     enum tycho_run (*run)(void *self, struct tycho_req *r);
     /* Abandons r's handler, which waits (its connection is closing); r->on_done is not called. */
@@ -56,12 +64,6 @@ struct tycho_app {
      * (405) its Allow header already set.
      */
     bool misses;
-    /*
-     * The options registered with handler_id's route, or NULL for a route
-     * without any (or an id that is no route): then every default applies.
-     * The function itself may be NULL (an application with no options).
-     */
-    const struct tycho_route_opts *(*route_opts)(void *self, int handler_id);
 };
 
 /*

@@ -22,6 +22,7 @@
 #include <arpa/inet.h>
 #include <assert.h>
 #include <errno.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -152,7 +153,8 @@ static void end_request(struct tycho_conn *c, bool keep_alive)
     c->nrequests++;
     c->started = false;
     tycho_exchange_release(c);
-    tycho_http_next(&c->http);
+    if (c->http.state != TYCHO_HTTP_ERROR)
+        tycho_http_next(&c->http);    /* (a streamed body that failed: the connection closes) */
 }
 
 /*
@@ -236,6 +238,24 @@ static void end_stream(struct tycho_conn *c, struct tycho_req *r)
     end_request(c, keep_alive);
 }
 
+/*
+ * Whether what is left of a streamed body is gone, once its handler has
+ * finished: the bytes already read (c->input) are parsed and dropped; a body
+ * longer than that (or a refused one) cannot be skipped without reading it,
+ * so the connection then closes, lingering, after the response.
+ */
+static bool body_finished(struct tycho_conn *c, struct tycho_req *r)
+{
+    if (!r->stream_body || r->body_done)
+        return true;
+    r->body_discard = true;
+    if (!r->body_error)
+        tycho_exchange_pull_body(c);
+    if (!r->body_done)
+        c->linger = true;             /* the client may still be sending it */
+    return r->body_done;
+}
+
 /* Appends the handler's response to a request, then ends the request. */
 static void respond(struct tycho_conn *c)
 {
@@ -243,6 +263,10 @@ static void respond(struct tycho_conn *c)
     bool keep_alive;
     size_t file_bytes = 0;
 
+    if (!body_finished(c, r)) {
+        r->res_flags |= TYCHO_RES_CLOSE;
+        r->stream_keep_alive = false;
+    }
     if (r->res_flags & TYCHO_RES_STREAM) {
         end_stream(c, r);
         return;
@@ -378,8 +402,11 @@ static void serve(struct tycho_conn *c)
         answer_builtin(c);
         return;
     }
-    switch (tycho_router_find(ctx->app.router, r->method, r->method_len, r->path,
-                              r->path_len, &r->match)) {
+    if (!r->routed)
+        r->route_result = (unsigned char)tycho_router_find(ctx->app.router, r->method,
+                                                           r->method_len, r->path, r->path_len,
+                                                           &r->match);
+    switch ((enum tycho_route_result)r->route_result) {
     case TYCHO_ROUTE_FOUND: {
         struct tycho_static *st = ctx->app.static_of(ctx->app.self, r->match.handler_id);
         r->route_label = r->match.pattern;
@@ -406,6 +433,109 @@ static void serve(struct tycho_conn *c)
         answer_405(c);
         return;
     }
+}
+
+/* Answers 100 Continue to a client that waits for it before sending its body. */
+static void send_continue(struct tycho_conn *c, struct tycho_req *r)
+{
+    if (!r->expect_continue || r->continue_sent)
+        return;
+    r->continue_sent = true;
+    if (tycho_buf_puts(tycho_conn_out(c), "HTTP/1.1 100 Continue\r\n\r\n") < 0)
+        c->closing = true;
+}
+
+/* Refuses the request being read with status (400, 413, ...), then closes (lingering). */
+static void refuse(struct tycho_conn *c, int status)
+{
+    tycho_stat_add(&c->ctx->stats.rejected[tycho_reject_of(status)], 1);
+    tycho_exchange_answer_simple(c, status, "", false, true);
+    c->linger = true;                 /* the rest of the request may still be coming */
+}
+
+/* The options of the route r goes to, routing it now (serve keeps the result); NULL: none. */
+static const struct tycho_route_opts *route_opts_at_head(struct tycho_conn *c,
+                                                         struct tycho_req *r)
+{
+    const struct tycho_app *app = &c->ctx->app;
+
+    if (!app->route_opts || tycho_answer_is_builtin(c->ctx, r))
+        return NULL;
+    r->route_result = (unsigned char)tycho_router_find(app->router, r->method, r->method_len,
+                                                       r->path, r->path_len, &r->match);
+    r->routed = true;
+    if (r->route_result != TYCHO_ROUTE_FOUND)
+        return NULL;
+    return app->route_opts(app->self, r->match.handler_id);
+}
+
+/*
+ * The head of a request with a body is in. A stream_body route gets its
+ * buffer and its handler is started by the caller (c->stream_start: the
+ * bytes after the head must first be kept in c->input, where the handler's
+ * reads find them); any other request reads on, its body into the arena.
+ * A Content-Length over the route's limit is refused at once.
+ */
+static void at_head(struct tycho_conn *c)
+{
+    struct tycho_req *r = c->req;
+    const struct tycho_route_opts *o = route_opts_at_head(c, r);
+    bool stream = o && o->stream_body;
+    size_t limit = stream ? o->max_body : c->ctx->cfg->max_body_bytes;
+
+    if (r->content_length != ULLONG_MAX && r->content_length > limit) {
+        refuse(c, 413);
+        return;
+    }
+    if (!stream) {
+        send_continue(c, r);
+        return;
+    }
+    if (!(r->sbuf = tycho_arena_alloc(&r->arena, TYCHO_BODY_BUF_BYTES))) {
+        refuse(c, 503);
+        return;
+    }
+    r->stream_body = true;
+    r->max_body = o->max_body;
+    c->waiting = true;                /* the handler holds the connection from now on */
+    c->stream_start = true;
+}
+
+void tycho_exchange_start(struct tycho_conn *c)
+{
+    assert(c->stream_start && c->waiting);
+    c->stream_start = false;
+    c->waiting = false;
+    serve(c);
+}
+
+void tycho_exchange_pull_body(struct tycho_conn *c)
+{
+    struct tycho_req *r = c->req;
+    struct tycho_http *h = &c->http;
+
+    while (c->input.len > 0 && !r->body_done && !r->body_error) {
+        size_t room = r->body_discard ? c->input.len : TYCHO_BODY_BUF_BYTES - r->sbuf_len;
+        size_t n;
+
+        if (room == 0)
+            return;
+        if (r->sbuf_len == 0)
+            r->sbuf_off = 0;
+        else if (r->sbuf_off + r->sbuf_len + room > TYCHO_BODY_BUF_BYTES) {
+            memmove(r->sbuf, r->sbuf + r->sbuf_off, r->sbuf_len);
+            r->sbuf_off = 0;
+        }
+        n = tycho_http_parse(h, r, c->input.data + c->input.off,
+                             c->input.len < room ? c->input.len : room);
+        tycho_buf_consume(&c->input, n);
+        if (h->state == TYCHO_HTTP_DONE)
+            r->body_done = true;      /* the parser waits (paused) for the request's end */
+        else if (h->state == TYCHO_HTTP_ERROR)
+            r->body_error = h->error_status;
+    }
+    if (c->input.len == 0)
+        tycho_buf_dispose(&c->input);
 }
 
 /*
@@ -444,20 +574,18 @@ size_t tycho_exchange_feed(struct tycho_conn *c, const char *data, size_t len)
         data += n;
         len -= n;
         switch (c->http.state) {
+        case TYCHO_HTTP_HEAD:
+            at_head(c);
+            break;
         case TYCHO_HTTP_DONE:
             serve(c);
             break;
         case TYCHO_HTTP_ERROR:
-            tycho_stat_add(&c->ctx->stats.rejected[tycho_reject_of(c->http.error_status)], 1);
-            tycho_exchange_answer_simple(c, c->http.error_status, "", false, true);
-            c->linger = true;         /* the rest of the bad request may still be coming */
+            refuse(c, c->http.error_status);
             return total - len;
         case TYCHO_HTTP_MORE:
-            if (c->req->expect_continue && !c->req->continue_sent) {
-                c->req->continue_sent = true;
-                if (tycho_buf_puts(tycho_conn_out(c), "HTTP/1.1 100 Continue\r\n\r\n") < 0)
-                    c->closing = true;
-            }
+            if (!c->req->stream_body)
+                send_continue(c, c->req);
             if (!c->http.in_message)
                 tycho_exchange_release(c);       /* only blank lines so far */
             return total - len;

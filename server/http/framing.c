@@ -416,6 +416,9 @@ size_t tycho_framing_execute(struct tycho_framing *f, struct http_parser *p,
                 f->_bad = true;           /* the parser saw no end where the check did */
             else
                 begin_body(f, p);
+            /* A request's head is complete and a body follows: its route decides how it is read. */
+            if (f->_kind == TYCHO_FRAMING_REQUEST)
+                return used;
         }
     }
     return used;

@@ -64,7 +64,9 @@ void tycho_framing_next(struct tycho_framing *f);
  * gets only those that passed. After the head, the parser's own result says
  * how the body is framed: chunked bodies are checked too, Content-Length
  * bodies go to the parser as they are. Returns how many bytes the parser took
- * (it stops early when a callback pauses or fails it). When the check refused
+ * (it stops early when a callback pauses or fails it, and, for a request,
+ * right after a head that a body follows, so that the caller can decide how
+ * to read that body before any of it is parsed). When the check refused
  * a byte, tycho_framing_refused(f) is true and the parser stopped before it:
  * the message is bad (answer 400 or drop the backend connection) and no byte
  * after it may be parsed.

@@ -113,6 +113,31 @@ struct tycho_req {
     void (*on_input)(struct tycho_req *r);
     void *input_arg;               /* the application's, for on_input */
 
+    /*
+     * The body of a stream_body route (http/body.h): received piece by piece
+     * into sbuf, a bounded buffer the handler reads from (req:read), while
+     * the rest waits in the connection's input and the kernel.
+     */
+    unsigned long long content_length; /* as the head announced; ULLONG_MAX: chunked or none */
+    bool body_follows;             /* the head announced a body (chunked, or a length > 0) */
+    bool routed;                   /* match and route_result were filled at the head */
+    unsigned char route_result;    /* an enum tycho_route_result, once routed */
+    bool stream_body;              /* the route reads its body itself */
+    bool body_done;                /* the whole body has been received (or discarded) */
+    bool body_discard;             /* its bytes are dropped: the handler has finished */
+    int body_error;                /* 0, or why the body stops: 413 over max_body, 408, 400 */
+    size_t max_body;               /* the route's bound on the body, in bytes */
+    size_t body_seen;              /* body bytes received so far */
+    char *sbuf;                    /* arena, TYCHO_BODY_BUF_BYTES: received, not yet read */
+    size_t sbuf_off, sbuf_len;     /* the unread bytes are sbuf[sbuf_off, +sbuf_len) */
+    /*
+     * Set by the application while its handler waits for body bytes: the
+     * connection calls it once some came, or the wait ends (body_error: 408);
+     * never when the connection closes.
+     */
+    void (*on_body)(struct tycho_req *r);
+    void *body_arg;                /* the application's, for on_body */
+
     /* The application (the layer above: context.h's tycho_app). */
     void *app;                     /* its own state for r while it holds r (a running handler's
                                       task); NULL when it holds none. HTTP only tests it. */
@@ -138,11 +163,17 @@ const struct tycho_header *tycho_req_header(const struct tycho_req *r, const cha
 /* What tycho_http_parse left behind. */
 enum tycho_http_state {
     TYCHO_HTTP_MORE,    /* needs more bytes */
+    TYCHO_HTTP_HEAD,    /* the head is in and a body follows (r->body_follows): route it,
+                           then feed on (the body goes to r->body, or to r->sbuf when
+                           r->stream_body; TYCHO_BODY_BUF_BYTES of it at most then) */
     TYCHO_HTTP_DONE,    /* a whole request is in the context; call tycho_http_next after it */
     TYCHO_HTTP_ERROR    /* bad input; error_status says what to answer, then close */
 };
 
 #define TYCHO_HTTP_PARSER_BYTES 32
+
+/* The buffer of a streamed request body: what the server holds of it at most. */
+#define TYCHO_BODY_BUF_BYTES (64 * 1024)
 
 /* Per-connection parser state, embedded in the connection. */
 struct tycho_http {
@@ -154,6 +185,7 @@ struct tycho_http {
     bool in_message;                /* bytes of a request have been seen */
     bool last_was_value;            /* the previous header callback was a value */
     bool headers_done;              /* the head is complete: later fields are trailers */
+    bool head_told;                 /* HEAD was reported for this request */
     struct tycho_framing framing;   /* the strict check every byte passes before the parser */
 };
 
@@ -165,7 +197,7 @@ void tycho_http_init(struct tycho_http *h, const struct tycho_config *cfg);
 
 /*
  * Feeds bytes into the request in r. Returns how many were consumed; the
- * rest (when DONE) belongs to the next request. Sets h->state. Bytes are
+ * rest belongs to the next request (DONE) or to the body (HEAD). Sets h->state. Bytes are
  * checked against RFC 9112's grammar before the parser sees them (framing.h);
  * after ERROR nothing more may be fed: answer error_status and close.
  */

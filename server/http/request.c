@@ -13,7 +13,8 @@
  * callback appends into the request arena (the bytes at `at` are valid only
  * during the callback). The head size limit is the parser's own (see
  * tycho_http_global_init); the URL and body limits are enforced inside the
- * callbacks: a callback stores the status to answer in h->error_status and
+ * callbacks (a Content-Length over the limit is the caller's to refuse at
+ * TYCHO_HTTP_HEAD, where the route that sets the limit is known): a callback stores the status to answer in h->error_status and
  * returns non-zero, which stops the parser. A complete message pauses the
  * parser so that pipelined requests are answered one at a time, in order.
  */
@@ -420,8 +421,10 @@ static int on_headers_complete(http_parser *p)
         return fail(h, 505);
     if ((status = framing_fields_status(r, p)) != 0)
         return fail(h, status);
-    if (p->content_length != ULLONG_MAX && p->content_length > h->cfg->max_body_bytes)
-        return fail(h, 413);
+    /* The body limit depends on the route (stream_body): the caller checks it at HEAD. */
+    r->content_length = (p->flags & F_CHUNKED) ? ULLONG_MAX : p->content_length;
+    r->body_follows = (p->flags & F_CHUNKED) || (p->content_length != ULLONG_MAX &&
+                                                 p->content_length > 0);
     expect = tycho_req_header(r, "expect", 6);
     if (expect) {
         if (expect->value_len != 12 || strncasecmp(expect->value, "100-continue", 12) != 0)
@@ -439,6 +442,18 @@ static int on_body(http_parser *p, const char *at, size_t len)
     struct tycho_req *r = h->req;
     char *body;
 
+    if (r->stream_body) {
+        if (r->body_discard)
+            return 0;                 /* the handler has finished: the rest is dropped */
+        if (len > r->max_body - r->body_seen)
+            return fail(h, 413);
+        /* The caller feeds no more bytes than sbuf has room for (body bytes <= bytes fed). */
+        assert(r->sbuf_off + r->sbuf_len + len <= TYCHO_BODY_BUF_BYTES);
+        memcpy(r->sbuf + r->sbuf_off + r->sbuf_len, at, len);
+        r->sbuf_len += len;
+        r->body_seen += len;
+        return 0;
+    }
     if (r->body_len + len > h->cfg->max_body_bytes)
         return fail(h, 413);
     if (!(body = tycho_arena_append(&r->arena, r->body, r->body_len, at, len)))
@@ -524,7 +539,12 @@ size_t tycho_http_parse(struct tycho_http *h, struct tycho_req *r, const char *d
             h->error_status = 414;
         return n;
     }
+    /* (framing.c stops right after such a head, so no byte of the body was parsed yet.) */
     h->state = TYCHO_HTTP_MORE;
+    if (h->headers_done && !h->head_told && r->body_follows) {
+        h->head_told = true;
+        h->state = TYCHO_HTTP_HEAD;
+    }
     return n;
 }
 
@@ -542,5 +562,6 @@ void tycho_http_next(struct tycho_http *h)
     h->in_message = false;
     h->last_was_value = false;
     h->headers_done = false;
+    h->head_told = false;
     h->req = NULL;
 }

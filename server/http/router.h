@@ -7,6 +7,7 @@
 #ifndef TYCHO_ROUTER_H
 #define TYCHO_ROUTER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 /* The handler ids of a request no route takes, when the app answers those itself. */
@@ -33,13 +34,18 @@ enum tycho_route_gzip {
 };
 
 /*
- * The options of one route, as the application registered them (the third
+ * The options of one route, as the application registered them (the last
  * argument of app.get and friends). The http layer asks for them through
  * struct tycho_app's route_opts; a route without options has none (NULL),
- * which means every field's default (zero). New options go here.
+ * which means every field's default. New options go here.
+ * stream_body: the handler runs as soon as the head is in and reads the
+ * body itself (req:read) instead of receiving it whole; max_body then bounds
+ * that body in bytes (413 past it) in place of --max-body-bytes.
  */
 struct tycho_route_opts {
     enum tycho_route_gzip gzip;
+    bool stream_body;
+    size_t max_body;
 };
 
 struct tycho_route_match {
@@ -49,6 +55,7 @@ struct tycho_route_match {
     const char *const *param_names;       /* borrowed from the router; nparams names */
     struct tycho_span param_values[TYCHO_ROUTE_MAX_PARAMS]; /* raw (still %-encoded) */
 };
+
 
 enum tycho_route_result {
     TYCHO_ROUTE_FOUND,

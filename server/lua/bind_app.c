@@ -16,6 +16,7 @@
 
 #include <lauxlib.h>
 #include <string.h>
+#include <strings.h>
 
 /*
  * Registers METHOD path -> the function at fn_idx; returns its handler id.
@@ -49,43 +50,77 @@ static int register_route(lua_State *L, const char *who, const char *method, con
     return id;
 }
 
-/*
- * Reads a route's options (index idx: nil or a table) into o, zeroed first.
- * Returns whether there was a table. Raises naming who ("app.get") on a bad
- * one: not a table, an unknown name, a bad value.
- */
-static bool check_route_opts(lua_State *L, const char *who, int idx, struct tycho_route_opts *o)
+/* The max_body of a stream_body route that does not say (docs/api.md): 1 GiB. */
+#define DEFAULT_MAX_BODY_BYTES (1024.0 * 1024 * 1024)
+/* The largest max_body: the largest integer a Lua number holds exactly. */
+#define MAX_BODY_LIMIT 9007199254740992.0
+
+/* Reads one option of a route (key at -2, value at -1) into o. Raises naming fn. */
+static void check_route_opt(lua_State *L, const char *fn, struct tycho_route_opts *o,
+                            bool *has_max)
 {
+    const char *key = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+
+    if (key && strcmp(key, "gzip") == 0) {
+        if (lua_type(L, -1) != LUA_TBOOLEAN)
+            luaL_error(L, "%s: gzip must be true or false, got %s", fn, luaL_typename(L, -1));
+        o->gzip = lua_toboolean(L, -1) ? TYCHO_ROUTE_GZIP_ON : TYCHO_ROUTE_GZIP_OFF;
+    } else if (key && strcmp(key, "stream_body") == 0) {
+        if (lua_type(L, -1) != LUA_TBOOLEAN)
+            luaL_error(L, "%s: stream_body must be true or false, got %s", fn,
+                       luaL_typename(L, -1));
+        o->stream_body = lua_toboolean(L, -1);
+    } else if (key && strcmp(key, "max_body") == 0) {
+        lua_Number v = lua_type(L, -1) == LUA_TNUMBER ? lua_tonumber(L, -1) : 0;
+        if (!(v >= 1 && v <= MAX_BODY_LIMIT) || v != (lua_Number)(long long)v)
+            luaL_error(L, "%s: max_body must be a whole number of bytes from 1 to 2^53", fn);
+        o->max_body = (size_t)v;
+        *has_max = true;
+    } else if (key) {
+        luaL_error(L, "%s: unknown option \"%s\" (expected gzip, stream_body or max_body)", fn,
+                   key);
+    } else {
+        luaL_error(L, "%s: option names are strings (gzip, stream_body, max_body), got a %s key",
+                   fn, luaL_typename(L, -2));
+    }
+}
+
+/*
+ * Reads a route's opts (at idx: nil or a table) into o; returns whether
+ * there was a table. Raises naming fn on a bad one, or on stream_body for a method
+ * without a body.
+ */
+static bool check_route_opts(lua_State *L, int idx, const char *fn, const char *method,
+                             struct tycho_route_opts *o)
+{
+    bool has_max = false;
+
     memset(o, 0, sizeof(*o));
+    o->max_body = (size_t)DEFAULT_MAX_BODY_BYTES;
     if (lua_isnoneornil(L, idx))
         return false;
     if (!lua_istable(L, idx))
-        luaL_error(L, "%s: opts must be a table, got %s", who, luaL_typename(L, idx));
+        luaL_error(L, "%s: opts must be a table, got %s", fn, luaL_typename(L, idx));
     lua_pushnil(L);
     while (lua_next(L, idx)) {
-        const char *key = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
-        if (key && strcmp(key, "gzip") == 0) {
-            if (lua_type(L, -1) != LUA_TBOOLEAN)
-                luaL_error(L, "%s: gzip must be true or false, got %s", who,
-                           luaL_typename(L, -1));
-            o->gzip = lua_toboolean(L, -1) ? TYCHO_ROUTE_GZIP_ON : TYCHO_ROUTE_GZIP_OFF;
-        } else if (key) {
-            luaL_error(L, "%s: unknown option \"%s\" (expected gzip)", who, key);
-        } else {
-            luaL_error(L, "%s: option names are strings (gzip), got a %s key", who,
-                       luaL_typename(L, -2));
-        }
+        check_route_opt(L, fn, o, &has_max);
         lua_pop(L, 1);
     }
+    if (has_max && !o->stream_body)
+        luaL_error(L, "%s: max_body applies to a stream_body route (a body read whole is "
+                      "bounded by --max-body-bytes)", fn);
+    if (o->stream_body && (strcasecmp(method, "GET") == 0 || strcasecmp(method, "HEAD") == 0))
+        luaL_error(L, "%s: stream_body is for methods that carry a body (POST, PUT, PATCH, "
+                      "...), not %s", fn, method);
     return true;
 }
 
 /*
- * Registers METHOD path -> fn (at path_idx + 1), with the options table at
- * path_idx + 2 if any. who names the function for errors ("app.get").
- * Raises on a bad path, a duplicate route or a bad option.
+ * Registers METHOD path -> fn (at path_idx + 1), with the options at
+ * path_idx + 2. Raises naming fn on bad options, a bad path or a duplicate
+ * route.
  */
-static int add_route(lua_State *L, const char *who, const char *method, int path_idx)
+static int add_route(lua_State *L, const char *fn, const char *method, int path_idx)
 {
     const char *path = luaL_checkstring(L, path_idx);
     struct tycho_route_opts o;
@@ -93,17 +128,17 @@ static int add_route(lua_State *L, const char *who, const char *method, int path
     int id;
 
     luaL_checktype(L, path_idx + 1, LUA_TFUNCTION);
-    has_opts = check_route_opts(L, who, path_idx + 2, &o);
+    has_opts = check_route_opts(L, path_idx + 2, fn, method, &o);
     if (tycho_task_refusal(L, TYCHO_PLACE_LOAD))
         return luaL_error(L, "routes can only be registered while the scripts load, not in a "
                              "handler (%s %s)", method, path);
     id = register_route(L, "", method, path, path_idx + 1);
     if (has_opts && tycho_vm_set_route_opts(tycho_vm_of(L), id, &o) < 0)
-        return luaL_error(L, "%s: out of memory", who);
+        return luaL_error(L, "%s: out of memory", fn);
     return 0;
 }
 
-/* app.get(path, fn[, opts]) and friends: the method is upvalue 1, the name ("app.get") 2. */
+/* app.get(path, fn[, opts]) and friends: the method and the name are the closure's upvalues. */
 static int app_method(lua_State *L)
 {
     return add_route(L, lua_tostring(L, lua_upvalueindex(2)),

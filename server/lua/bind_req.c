@@ -9,6 +9,7 @@
  */
 #include "lua/bind.h"
 #include "lua/task.h"
+#include "http/body.h"
 #include "http/conn.h"
 #include "http/http.h"
 
@@ -301,6 +302,8 @@ static int req_index(lua_State *L)
             return 1;
         }
         if (memcmp(k, "body", 4) == 0) {
+            if (r->stream_body)
+                return 0;             /* read with req:read */
             lua_pushlstring(L, r->body ? r->body : "", r->body_len);
             return 1;
         }
@@ -369,6 +372,88 @@ static int req_newindex(lua_State *L)
     lua_pushvalue(L, 3);
     lua_rawset(L, -3);
     return 0;
+}
+
+/*
+ * req:_read(n) -> up to n bytes of a streamed body; nil at its end; false
+ * when none came yet (the prelude's req:read then waits with _wait_body and
+ * asks again: C frames cannot be resumed in LuaJIT); nil, status when it
+ * failed (413, 408, 400: body.h).
+ */
+static int req_read(lua_State *L)
+{
+    struct tycho_req *r = check_req(L, 1);
+    lua_Number n = luaL_checknumber(L, 2);
+    const char *data;
+    size_t len;
+
+    luaL_argcheck(L, n >= 1 && n == (lua_Number)(long long)n, 2,
+                  "expected a whole number of bytes, 1 or more");
+    if (!r->stream_body)
+        return luaL_error(L, "req:read: the body of this route is not streamed: read req.body, "
+                             "or register the route with { stream_body = true }");
+    switch (tycho_body_read(r, n > 1e9 ? (size_t)1e9 : (size_t)n, &data, &len)) {
+    case TYCHO_BODY_DATA:
+        lua_pushlstring(L, data, len);
+        return 1;
+    case TYCHO_BODY_END:
+        lua_pushnil(L);
+        return 1;
+    case TYCHO_BODY_WAIT:
+        lua_pushboolean(L, 0);
+        return 1;
+    case TYCHO_BODY_FAILED:
+    default:
+        lua_pushnil(L);
+        lua_pushinteger(L, r->body_error);
+        return 2;
+    }
+}
+
+/* What a handler waiting for body bytes holds (in its request's arena). */
+struct body_wait {
+    struct tycho_wait w;              /* first: task.c's handle is this struct */
+    struct tycho_req *r;
+};
+
+static void on_body(struct tycho_req *r)
+{
+    tycho_task_wake(r->body_arg);
+}
+
+static void body_wait_start(struct tycho_wait *w)
+{
+    struct body_wait *b = (struct body_wait *)w;
+
+    tycho_body_wait(b->r, on_body, b);
+}
+
+static void body_wait_cancel(struct tycho_wait *w)
+{
+    tycho_body_unwait(((struct body_wait *)w)->r);
+}
+
+/* req:_wait_body(): suspends the handler until body bytes came (or the wait failed). */
+static int req_wait_body(lua_State *L)
+{
+    struct tycho_req *r = check_req(L, 1);
+    struct body_wait *b = r->body_arg;
+
+    /* One per request, made at its first wait: a long body's waits take no more memory. */
+    if (!b && !(b = tycho_arena_alloc(&r->arena, sizeof(*b))))
+        return luaL_error(L, "req:read: out of memory");
+    b->w.start = body_wait_start;
+    b->w.cancel = body_wait_cancel;
+    b->r = r;
+    r->body_arg = b;
+    return tycho_task_wait(L, &b->w, "req:read");
+}
+
+/* req:_streamed() -> whether the route reads its body with req:read. */
+static int req_streamed(lua_State *L)
+{
+    lua_pushboolean(L, check_req(L, 1)->stream_body);
+    return 1;
 }
 
 static int req_tostring(lua_State *L)
@@ -476,6 +561,15 @@ void tycho_bind_objects(lua_State *L)
     lua_pushvalue(L, req_mt);
     lua_pushcclosure(L, req_query_all, 1);
     lua_setfield(L, methods, "query_all");
+    lua_pushvalue(L, req_mt);
+    lua_pushcclosure(L, req_read, 1);
+    lua_setfield(L, methods, "_read");
+    lua_pushvalue(L, req_mt);
+    lua_pushcclosure(L, req_wait_body, 1);
+    lua_setfield(L, methods, "_wait_body");
+    lua_pushvalue(L, req_mt);
+    lua_pushcclosure(L, req_streamed, 1);
+    lua_setfield(L, methods, "_streamed");
 
     lua_pushvalue(L, req_mt);
     lua_pushvalue(L, headers_mt);

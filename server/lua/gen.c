@@ -89,6 +89,7 @@ void tycho_gen_app(struct tycho_gen *g, struct tycho_app *app)
     app->self = g;
     app->router = g->router;
     app->static_of = static_of;
+    app->route_opts = route_opts;
     app->run = run;
     app->cancel = tycho_gen_cancel;
     app->misses = g->misses;

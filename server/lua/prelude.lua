@@ -206,6 +206,49 @@ end
 
 web(app, req_methods)
 
+-- ---- streamed request bodies (routes with stream_body = true) ----------------------------
+
+-- req:read's C half says false when no byte has come yet: then wait here (C frames cannot be
+-- resumed in LuaJIT) and ask again. A body that fails ends the handler with its status.
+local c_read, c_wait_body, c_streamed = req_methods._read, req_methods._wait_body,
+  req_methods._streamed
+req_methods._read, req_methods._wait_body, req_methods._streamed = nil, nil, nil
+local body_failures = {
+  [413] = "the request body is larger than this route's max_body",
+  [408] = "the request body stopped arriving (--body-timeout)",
+  [400] = "the request body is malformed or ended early",
+}
+
+function req_methods.read(req, n)
+  if n == nil then
+    n = 65536
+  elseif type(n) ~= "number" then
+    error("req:read: expected a number of bytes, got " .. type(n), 2)
+  end
+  while true do
+    local data, status = c_read(req, n)
+    if data ~= false then
+      if status then
+        abort(status, body_failures[status] or "the request body failed")
+      end
+      return data
+    end
+    c_wait_body(req)
+  end
+end
+
+-- The helpers that need the whole body say so on a streamed route (req.body is nil there).
+for _, name in ipairs({ "json", "form", "form_all", "multipart" }) do
+  local whole = req_methods[name]
+  req_methods[name] = function(req, ...)
+    if c_streamed(req) then
+      error("req:" .. name .. ": the body of this route is streamed (stream_body = true): "
+        .. "read it with req:read", 2)
+    end
+    return whole(req, ...)
+  end
+end
+
 -- ---- streamed responses and Server-Sent Events ----------------------------------------
 
 -- res:write's C half sends at once and says false when the client is slow: then wait here

@@ -119,7 +119,8 @@ struct tycho_scrape *tycho_scrape_new(struct event_base *base, const struct tych
     }
     s->ctx.metrics_only = true;
     s->ctx.conn_gone = conn_gone;
-    s->ctx.app = (struct tycho_app){s, s->router, no_static, no_run, no_cancel, false, NULL};
+    s->ctx.app = (struct tycho_app){.self = s, .router = s->router, .static_of = no_static,
+                                 .run = no_run, .cancel = no_cancel};
     if (!(s->listener = evconnlistener_new_bind(base, on_accept, s,
                                                 LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE |
                                                     LEV_OPT_CLOSE_ON_EXEC,

@@ -14,6 +14,7 @@
  */
 #include <stdarg.h>
 #include <stdint.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -127,6 +128,15 @@ static void feed(struct session *s, const char *data, size_t len)
             say(s, "ERROR %d\n", s->h.error_status);
             s->stopped = 1;
             return;
+        case TYCHO_HTTP_HEAD:
+            /* As exchange.c's at_head for a route without options: the length is checked. */
+            if (s->r->content_length != ULLONG_MAX &&
+                s->r->content_length > s->h.cfg->max_body_bytes) {
+                say(s, "ERROR 413\n");
+                s->stopped = 1;
+                return;
+            }
+            break;
         case TYCHO_HTTP_MORE:
             if (len > 0)
                 s->anomalies++; /* MORE must mean every byte was taken */
