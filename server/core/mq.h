@@ -2,8 +2,8 @@
  * mq.h: the cross-thread message queue. A mutex-protected intrusive list plus
  * an eventfd whose read event lives in the receiver's event_base. Any thread
  * may push; only the receiver's thread runs the callback. The sender allocates
- * each NEW_CONN and CLOSED message and the receiver frees it; STOP is embedded
- * in the worker.
+ * each NEW_CONN, CLOSED and BROADCAST message (and a BROADCAST's payload) and the
+ * receiver frees it; STOP is embedded in the worker.
  */
 #ifndef TYCHO_MQ_H
 #define TYCHO_MQ_H
@@ -59,8 +59,8 @@ int tycho_mq_push(struct tycho_mq *q, struct tycho_msg *msg);
 void tycho_mq_drain(struct tycho_mq *q);
 
 /*
- * Frees queued messages (closing the fds of NEW_CONN ones) and the event;
- * STOP messages are not allocated and are left alone. Receiver's thread,
+ * Frees queued messages (closing the fds of NEW_CONN ones, freeing the payload of BROADCAST
+ * ones) and the event; STOP messages are not allocated and are left alone. Receiver's thread,
  * after its loop.
  */
 void tycho_mq_dispose(struct tycho_mq *q);

@@ -14,9 +14,10 @@
  * during the callback). The head size limit is the parser's own (see
  * tycho_http_global_init); the URL and body limits are enforced inside the
  * callbacks (a Content-Length over the limit is the caller's to refuse at
- * TYCHO_HTTP_HEAD, where the route that sets the limit is known): a callback stores the status to answer in h->error_status and
- * returns non-zero, which stops the parser. A complete message pauses the
- * parser so that pipelined requests are answered one at a time, in order.
+ * TYCHO_HTTP_HEAD, where the route that sets the limit is known): a callback
+ * stores the status to answer in h->error_status and returns non-zero,
+ * which stops the parser. A complete message pauses the parser so that
+ * pipelined requests are answered one at a time, in order.
  */
 #include "http/http.h"
 #include "core/config.h"

@@ -142,15 +142,15 @@ static void test_handshake_errors(int port)
 
     expect_status_of(port, "GET /echo HTTP/1.1\r\nHost: t\r\n\r\n", 400,
                      "a plain GET to a WebSocket route: 400");
-    snprintf(req, sizeof req, "GET /echo HTTP/1.1\r\nHost: t\r\n%sSec-WebSocket-Version: 12\r\n\r\n",
-             upgrade);
+    snprintf(req, sizeof req,
+             "GET /echo HTTP/1.1\r\nHost: t\r\n%sSec-WebSocket-Version: 12\r\n\r\n", upgrade);
     if (fetch(port, req, &r) == 426)
         expect_header(&r, "Sec-WebSocket-Version", "13", "version 12: 426 says 13");
     else
         ok(0, "version 12: 426");
     response_free(&r);
-    snprintf(req, sizeof req, "GET /private HTTP/1.1\r\nHost: t\r\n%sSec-WebSocket-Version: 13\r\n\r\n",
-             upgrade);
+    snprintf(req, sizeof req,
+             "GET /private HTTP/1.1\r\nHost: t\r\n%sSec-WebSocket-Version: 13\r\n\r\n", upgrade);
     is_int(fetch(port, req, &r), 401, "middleware runs on the upgrade (401 without the token)");
     response_free(&r);
     {
@@ -249,6 +249,31 @@ static void test_metrics_and_stop(struct server *s)
     client_close(&c);
 }
 
+/* WebSockets are connections: they count against --max-conns. */
+static void test_max_conns(void)
+{
+    struct server s;
+    struct client a, b;
+    struct response r;
+    const char *args[] = {"--port", "0", "--workers", "1", "--max-conns", "2", dir, NULL};
+
+    if (server_start(&s, args) != 0) {
+        ok(0, "--max-conns 2: server starts");
+        server_cleanup(&s);
+        return;
+    }
+    ok(ws_open(&a, s.port, "/private?token=yes") == 0 &&
+           ws_open(&b, s.port, "/private?token=yes") == 0,
+       "--max-conns 2: two WebSockets open");
+    is_int(fetch(s.port, "GET /private HTTP/1.1\r\nHost: t\r\n\r\n", &r), 503,
+           "--max-conns 2: a third connection is refused (503)");
+    response_free(&r);
+    client_close(&a);
+    client_close(&b);
+    is_int(server_stop(&s), 0, "--max-conns 2: exit status 0");
+    server_cleanup(&s);
+}
+
 int main(int argc, char **argv)
 {
     struct server s;
@@ -276,6 +301,7 @@ int main(int argc, char **argv)
         test_metrics_and_stop(&s);
     }
     server_cleanup(&s);
+    test_max_conns();
     unlink(path);
     rmdir(dir);
     free(wrap_copy);
