@@ -4,8 +4,8 @@
  *
  * libwslay pulls its input through on_recv. That callback is the gate: it
  * walks the peer's byte stream frame by frame, checks each header before
- * handing it over, checks text payloads as UTF-8 as they pass (unmasking a
- * copy of each byte in its head), and hands a control frame over only whole,
+ * handing it over, checks text payloads as UTF-8 as they pass (unmasking
+ * each byte for the check only), and hands a control frame over only whole,
  * after checking a close frame's code and reason. So every violation is
  * caught here first, with its code and reason, and libwslay's own checks
  * (of masks, opcodes, UTF-8, close codes) are a second line that never
@@ -21,6 +21,12 @@
  * are at most a header or a control frame (HELD_MAX). libwslay asks for
  * input only once it used up what it had, with a 4096-byte buffer, so a
  * control frame always fits the room it offers.
+ *
+ * A violation found by the gate stops the input there; the connection is
+ * failed only once libwslay has dealt with the bytes before it, and our close
+ * frame is handed to libwslay only once the output has taken what was queued
+ * before it. Both keep the outcome the same however the reads cut the
+ * stream, which the tests and the fuzz target check.
  *
  * One thread: the owner of the struct tycho_ws. Owns the context, the
  * received messages and the held bytes.
