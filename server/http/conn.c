@@ -143,12 +143,13 @@ static int flush_out(struct tycho_conn *c)
     struct tycho_buf *out = &c->ctx->out;
     int rc = TYCHO_OK;
 
-    if (out->len > 0) {
+    if (out->len > 0 && c->ctx->out_owner == c) {
         rc = send_some(c, out, c->sending_file);
         if (rc == TYCHO_OK && out->len > 0 &&
             tycho_buf_append(&c->pending, out->data + out->off, out->len) < 0)
             rc = TYCHO_ERR;
         out->len = out->off = 0;
+        c->ctx->out_owner = NULL;
     } else if (c->pending.len > 0) {
         rc = send_some(c, &c->pending, c->sending_file);
         if (c->pending.len == 0)
@@ -233,6 +234,10 @@ static void close_conn(struct tycho_conn *c)
     assert(ctx && "a connection closed twice (it is back in the pool)");
     if (c->ev_what)
         event_del(&c->ev);
+    if (ctx->out_owner == c) {
+        ctx->out.len = ctx->out.off = 0;  /* its bytes: nobody to send them to */
+        ctx->out_owner = NULL;
+    }
     if (ctx->draining && tycho_list_first(&ctx->conns) == &c->link && c->link.next == &ctx->conns)
         event_base_loopbreak(ctx->base); /* the last connection of a stopping worker */
     if (c->fd >= 0) {
@@ -445,12 +450,30 @@ int tycho_conn_push(struct tycho_conn *c)
 }
 
 /* Answers requests read earlier and kept back while output was over the mark. */
+/*
+ * The kept bytes are taken out of c->input while they are fed: a handler
+ * that runs meanwhile may read c->input itself (a WebSocket's frames, a
+ * streamed body), and must see only what follows its own request, never
+ * that request's bytes. What the feed leaves goes back in front.
+ */
 static void feed_kept_input(struct tycho_conn *c)
 {
-    size_t used = tycho_exchange_feed(c, c->input.data + c->input.off, c->input.len);
+    struct tycho_buf kept = c->input;
+    size_t used;
 
-    tycho_buf_consume(&c->input, used);
-    if (c->input.len == 0 || c->closing)
+    memset(&c->input, 0, sizeof(c->input));
+    used = tycho_exchange_feed(c, kept.data + kept.off, kept.len);
+    tycho_buf_consume(&kept, used);
+    if (kept.len > 0 && !c->closing && c->input.len > 0 &&
+        tycho_buf_append(&kept, c->input.data + c->input.off, c->input.len) < 0)
+        c->closing = true;            /* no memory to keep both: answer what we have, close */
+    if (kept.len > 0 && !c->closing) {
+        tycho_buf_dispose(&c->input);
+        c->input = kept;
+        return;
+    }
+    tycho_buf_dispose(&kept);
+    if (c->closing)
         tycho_buf_dispose(&c->input);
 }
 
@@ -481,8 +504,7 @@ static void read_and_serve(struct tycho_conn *c)
         } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
             break;
         } else {
-            ctx->out.len = ctx->out.off = 0; /* reset or error: nobody to answer */
-            close_conn(c);
+            close_conn(c);            /* reset or error: nobody to answer (its output goes) */
             return;
         }
     }

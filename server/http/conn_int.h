@@ -76,12 +76,24 @@ static inline bool tycho_conn_output_waits(const struct tycho_conn *c)
     return c->pending.len > 0 || c->sending_file;
 }
 
-/* Where responses go now: after pending output, so order is kept. */
+/*
+ * Where c's output goes now: after its pending output, so order is kept.
+ * The worker's scratch holds one connection's bytes at a time (they are
+ * written at the end of its event); while it holds another's, c's go to its
+ * own buffer: a handler may write to a connection other than the one being
+ * served (a broadcast, a shared ws or res), which must never send the bytes
+ * of the one being served.
+ */
 static inline struct tycho_buf *tycho_conn_out(struct tycho_conn *c)
 {
+    struct tycho_ctx *ctx = c->ctx;
+
     if (c->local_out)
         return c->local_out;
-    return c->pending.len ? &c->pending : &c->ctx->out;
+    if (c->pending.len || (ctx->out.len && ctx->out_owner != c))
+        return &c->pending;
+    ctx->out_owner = c;
+    return &ctx->out;
 }
 
 /*

@@ -23,6 +23,7 @@ struct event;
 struct event_base;
 struct timeval;
 struct tycho_config;
+struct tycho_conn;
 struct tycho_ctx;
 struct tycho_req;
 struct tycho_gzip;
@@ -81,6 +82,7 @@ struct tycho_ctx {
     struct tycho_pool req_pool;      /* of struct tycho_req */
     char *rbuf;                      /* read scratch, TYCHO_READ_BYTES */
     struct tycho_buf out;            /* write scratch: responses of the connection being served */
+    struct tycho_conn *out_owner;    /* the connection whose bytes out holds; NULL when empty */
     struct tycho_gzip *gzip;         /* owned: compressor of whole responses; NULL until used */
     struct tycho_list conns;         /* open connections */
     unsigned long requests;          /* requests answered (for the stop log line) */

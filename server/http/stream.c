@@ -51,8 +51,10 @@ int tycho_stream_write(struct tycho_req *r, const char *data, size_t len)
         goto closed;
     out = tycho_conn_out(c);
     before = out->len;
-    if (len > 0 && tycho_http_has_body(r) && tycho_chunks_piece(r, out, data, len) < 0)
+    if (len > 0 && tycho_http_has_body(r) && tycho_chunks_piece(r, out, data, len) < 0) {
+        out->len = before;            /* no part of a piece is left behind */
         goto closed;
+    }
     r->log_bytes += out->len - before;
     if (tycho_conn_push(c) < 0)
         goto closed;
@@ -66,7 +68,9 @@ size_t tycho_stream_waiting(const struct tycho_req *r)
 {
     const struct tycho_conn *c = r->conn;
 
-    return c->local_out ? 0 : c->pending.len + c->ctx->out.len;
+    if (c->local_out)
+        return 0;
+    return c->pending.len + (c->ctx->out_owner == c ? c->ctx->out.len : 0);
 }
 
 int tycho_stream_upgrade(struct tycho_req *r, const char *accept, const char *protocol)
@@ -118,6 +122,11 @@ int tycho_stream_consume(struct tycho_req *r, size_t n)
     if (c->input.len == 0)
         tycho_buf_dispose(&c->input);
     return tycho_conn_want_input(c);
+}
+
+bool tycho_stream_upgraded(const struct tycho_req *r)
+{
+    return r->conn->upgraded;
 }
 
 bool tycho_stream_eof(const struct tycho_req *r)

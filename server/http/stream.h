@@ -52,6 +52,16 @@ size_t tycho_stream_input(const struct tycho_req *r, const char **data);
 /* Takes n bytes of that input; reads again if reading had stopped. TYCHO_ERR: cannot. */
 int tycho_stream_consume(struct tycho_req *r, size_t n);
 
+/* Whether r's connection was taken over (tycho_stream_upgrade). */
+bool tycho_stream_upgraded(const struct tycho_req *r);
+
+/*
+ * What a writer other than r's own handler (a timer, another request's
+ * handler) may leave waiting for r's client: past it, its writes are
+ * refused or the connection closed, since such a writer cannot wait.
+ */
+#define TYCHO_STREAM_SLOW_BYTES (1024 * 1024)
+
 /* Whether the client has closed its side (no more input will come). */
 bool tycho_stream_eof(const struct tycho_req *r);
 

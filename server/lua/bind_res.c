@@ -256,7 +256,9 @@ static int res_redirect(lua_State *L)
  * res:write(data) (C half; prelude.lua adds the wait): sends data as the
  * next piece of a streamed response, the head first if it has not gone.
  * Returns true, false when taken but the output is over its bound (the
- * caller then waits), or nil, "closed" when the client is gone.
+ * caller, r's own handler, then waits), nil, "closed" when the client is
+ * gone, or, for another task (which cannot wait), nil, "slow client" past
+ * TYCHO_STREAM_SLOW_BYTES waiting.
  */
 static int res_write(lua_State *L)
 {
@@ -265,19 +267,30 @@ static int res_write(lua_State *L)
     const char *data;
     int rc;
 
+    bool own;
+
     if (r->res_flags & TYCHO_RES_SENT)
         return luaL_error(L, "res:write: the response body was already sent (res:send, "
                              "res:json or res:redirect)");
+    if ((r->res_flags & TYCHO_RES_STREAM) && tycho_stream_upgraded(r))
+        return luaL_error(L, "res:write: this connection is a WebSocket's (use ws:send)");
     if (lua_type(L, 2) != LUA_TSTRING && lua_type(L, 2) != LUA_TNUMBER)
         return luaL_error(L, "res:write: expected a string, got %s", luaL_typename(L, 2));
     data = lua_tolstring(L, 2, &len);
+    /* Another task cannot wait for this client: it is refused past a bound instead. */
+    own = tycho_task_runs_request(L, r);
+    if (!own && tycho_stream_waiting(r) >= TYCHO_STREAM_SLOW_BYTES) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "slow client");
+        return 2;
+    }
     rc = tycho_stream_write(r, data, len);
     if (rc == TYCHO_ERR) {
         lua_pushnil(L);
         lua_pushliteral(L, "closed");
         return 2;
     }
-    lua_pushboolean(L, rc == TYCHO_OK);
+    lua_pushboolean(L, rc == TYCHO_OK || !own);
     return 1;
 }
 
@@ -320,8 +333,9 @@ static int res_drain(lua_State *L)
     struct tycho_req *r = check_res(L, 1);
     struct drain_wait *d;
 
-    if (!(r->res_flags & TYCHO_RES_STREAM) || r->stream_closed)
-        return 0;
+    if (!(r->res_flags & TYCHO_RES_STREAM) || r->stream_closed || tycho_stream_upgraded(r) ||
+        !tycho_task_runs_request(L, r))
+        return 0;                     /* only r's own handler waits on r's connection */
     r->drained_below = lua_toboolean(L, 2) ? 1 : TYCHO_STREAM_LOW_BYTES;
     if (tycho_stream_waiting(r) < r->drained_below)
         return 0;

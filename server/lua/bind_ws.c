@@ -41,6 +41,7 @@ struct ws_obj {
     double last_input;             /* when bytes last came (tycho_now_us seconds) */
     double closing_since;          /* when our close frame went; 0: it has not */
     bool ping_out;                 /* a ping went since the last input */
+    bool drain_only;               /* the wait is ws:send's: for the output to drain only */
     bool counted;                  /* counted open in the worker's metrics */
 };
 
@@ -78,10 +79,9 @@ static void close_with(struct ws_obj *o, struct tycho_req *r, int code, const ch
  * The worker's channel memberships: one list per worker thread, whatever
  * generation the sockets were accepted in (a reload keeps them). A broadcast
  * walks it once. A socket whose client reads too slowly to take broadcasts
- * (past SLOW_BYTES waiting) is closed with 1008 rather than let its output
- * grow.
+ * (past TYCHO_STREAM_SLOW_BYTES waiting) is closed with 1008 rather than let
+ * its output grow.
  */
-#define SLOW_BYTES (1024 * 1024)
 
 struct member {
     struct member *next;
@@ -127,7 +127,7 @@ static bool deliver_to(struct ws_obj *o, const char *msg, size_t len, bool binar
 
     if (!r || r->stream_closed || !tycho_ws_can_send(o->ws))
         return false;
-    if (tycho_stream_waiting(r) >= SLOW_BYTES) {
+    if (tycho_stream_waiting(r) >= TYCHO_STREAM_SLOW_BYTES) {
         close_with(o, r, 1008, "too slow to take broadcasts");
         return false;
     }
@@ -292,6 +292,12 @@ static void wait_start(struct tycho_wait *w)
     struct tycho_req *r = *o->res_box;
     double due = next_deadline(o);
 
+    if (o->drain_only) {
+        r->on_drained = on_drained;
+        r->drained_arg = o;
+        r->drained_below = TYCHO_STREAM_LOW_BYTES;
+        return;
+    }
     r->on_input = on_input;
     r->input_arg = o;
     if (tycho_stream_waiting(r) >= TYCHO_STREAM_LOW_BYTES) {
@@ -320,13 +326,25 @@ static void wait_cancel(struct tycho_wait *w)
     }
 }
 
-/* ws:_wait(): suspends the handler until input, drained output, a deadline or a stop. */
+/*
+ * ws:_wait([drain_only]): suspends the WebSocket's own handler until input,
+ * drained output, a deadline or a stop; with drain_only (ws:send), until
+ * less than TYCHO_STREAM_LOW_BYTES of output waits. A wait belongs to one
+ * task: another task's is refused.
+ */
 static int ws_wait(lua_State *L)
 {
     struct ws_obj *o = check_obj(L, 1);
+    struct tycho_req *r = req_of(L, o, "ws:receive");
+    bool drain_only = lua_toboolean(L, 2);
 
-    req_of(L, o, "ws:receive");
-    return tycho_task_wait(L, &o->w, "ws:receive");
+    if (!tycho_task_runs_request(L, r))
+        return luaL_error(L, "ws:receive: only the WebSocket's own handler receives (its "
+                             "messages go to one reader)");
+    if (drain_only && tycho_stream_waiting(r) < TYCHO_STREAM_LOW_BYTES)
+        return 0;
+    o->drain_only = drain_only;
+    return tycho_task_wait(L, &o->w, drain_only ? "ws:send" : "ws:receive");
 }
 
 /* ---- receiving ------------------------------------------------------------------------- */
@@ -468,15 +486,22 @@ static int ws_send(lua_State *L)
     size_t len;
     const char *data = luaL_checklstring(L, 2, &len);
     bool binary = lua_toboolean(L, 3);
+    bool own = tycho_task_runs_request(L, r);
+    int rc;
 
     if (!binary && !tycho_ws_utf8_valid(data, len))
         return luaL_error(L, "ws:send: a text message must be UTF-8 (send binary data with "
                              "ws:send(msg, true))");
+    if (tycho_stream_stopping(r))
+        close_with(o, r, TYCHO_WS_GOING_AWAY, "server stopping");
+    if (!own && tycho_stream_waiting(r) >= TYCHO_STREAM_SLOW_BYTES)
+        close_with(o, r, 1008, "too slow");   /* another task cannot wait for this client */
     if (!tycho_ws_can_send(o->ws) || r->stream_closed)
         return push_sent(L, TYCHO_ERR);
     if (tycho_ws_send(o->ws, data, len, binary) < 0)
         return luaL_error(L, "ws:send: out of memory");
-    return push_sent(L, flush_frames(o, r));
+    rc = flush_frames(o, r);
+    return push_sent(L, rc == TYCHO_STREAM_FULL && !own ? TYCHO_OK : rc);
 }
 
 /* ws:ping([data]) -> true, or nil, "closed". */
@@ -489,6 +514,8 @@ static int ws_ping(lua_State *L)
 
     if (len > TYCHO_WS_MAX_PING)
         return luaL_error(L, "ws:ping: at most %d bytes of data", TYCHO_WS_MAX_PING);
+    if (tycho_stream_stopping(r))
+        close_with(o, r, TYCHO_WS_GOING_AWAY, "server stopping");
     if (!tycho_ws_can_send(o->ws) || tycho_ws_ping(o->ws, data, len) < 0)
         return push_sent(L, TYCHO_ERR);
     return push_sent(L, flush_frames(o, r) == TYCHO_ERR ? TYCHO_ERR : TYCHO_OK);

@@ -414,7 +414,7 @@ function ws_methods.send(ws, msg, binary)
   end
   local ok, err = ws_send(ws, msg, binary)
   if ok == false then
-    ws_wait(ws)                       -- a slow client: until most of the output has gone
+    ws_wait(ws, true)                 -- a slow client: until most of the output has gone
     return true
   end
   return ok, err

@@ -75,6 +75,13 @@ struct tycho_req_objects {
 struct tycho_req_objects *tycho_task_objects(struct tycho_req *r);
 
 /*
+ * Whether the code running on L is r's own handler (its coroutine), not a
+ * timer or another request's handler that was given r's objects. Only the
+ * handler itself may wait on r's connection: a wait belongs to one task.
+ */
+bool tycho_task_runs_request(lua_State *L, const struct tycho_req *r);
+
+/*
  * tycho.sleep: yields the running handler or timer for seconds; call as
  * `return tycho_task_sleep(L, s)`. Raises (naming tycho.sleep) where code may
  * not wait.

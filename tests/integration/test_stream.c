@@ -61,7 +61,18 @@ static const char app_lua[] =
     "app.get('/sse-bad', function(req, res)\n"
     "  local s = res:sse(); s:send{ event = 'a\\nb' }\n"
     "end)\n"
-    "app.get('/plain', function() return 'plain' end)\n";
+    "app.get('/plain', function() return 'plain' end)\n"
+    "local shared = {}\n"
+    "app.get('/held', function(req, res)\n"
+    "  shared.res = res\n"
+    "  for i = 1, 400 do res:write(string.rep('h', 65536)) end\n"
+    "  shared.res = nil\n"
+    "  return 'END'\n"
+    "end)\n"
+    "app.get('/poke', function()\n"
+    "  local ok, err = shared.res:write('poke')\n"
+    "  return tostring(ok) .. ' ' .. tostring(err)\n"
+    "end)\n";
 
 /* The server's resident memory in KiB (VmRSS), or -1. */
 static long rss_kib(pid_t pid)
@@ -337,6 +348,34 @@ static void test_gzip(int port)
     client_close(&c);
 }
 
+/*
+ * Another request writes to a streamed response whose client is slow: it
+ * cannot wait for that client (the wait is the response's own handler's),
+ * so it is taken or refused at once, and the response still ends whole.
+ */
+static void test_write_from_elsewhere(int port)
+{
+    struct client c;
+    struct response r;
+    if (client_connect(&c, port) < 0) {
+        ok(0, "elsewhere: connect");
+        return;
+    }
+    client_sends(&c, "GET /held HTTP/1.1\r\nHost: t\r\n\r\n");
+    sleep_ms(300);                    /* 26 MB, more than the sockets hold: its handler waits */
+    if (fetch(port, "GET /poke HTTP/1.1\r\nHost: t\r\n\r\n", &r) == 200)
+        ok(strcmp(r.body, "true nil") == 0 || strcmp(r.body, "nil slow client") == 0,
+           what("elsewhere", "the other writer is answered at once (%s)", r.body));
+    else
+        ok(0, "elsewhere: /poke 200");
+    response_free(&r);
+    read_response(&c, &r, 0);
+    ok(r.status == 200 && r.body_len >= 3 && memcmp(r.body + r.body_len - 3, "END", 3) == 0,
+       "elsewhere: the response's own handler goes on and ends it whole");
+    response_free(&r);
+    client_close(&c);
+}
+
 int main(int argc, char **argv)
 {
     struct server s;
@@ -367,6 +406,7 @@ int main(int argc, char **argv)
         test_back_pressure(&s);
         test_client_leaves(s.port);
         test_sse(&s);
+        test_write_from_elsewhere(s.port);
         is_int(server_stop(&s), 0, "exit status 0");
     }
     server_cleanup(&s);

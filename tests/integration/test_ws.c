@@ -32,6 +32,29 @@ static const char app_lua[] =
     "app.ws('/echo', echo, { max_message = 1048576, ping_interval = 0.3, idle_timeout = 1 })\n"
     "app.ws('/private', echo)\n"
     "app.ws('/bye', function(ws) ws:send('bye soon'); ws:close(4000, 'done'); ws:receive() end)\n"
+    "local shared = {}\n"
+    "app.ws('/held', function(ws)\n"
+    "  shared.ws = ws\n"
+    "  while ws:receive() do end\n"
+    "  shared.ws = nil\n"
+    "end, { ping_interval = 0, idle_timeout = 0 })\n"
+    "app.get('/secret', function() return 'SECRET-OF-ANOTHER-CLIENT' end)\n"
+    "app.get('/to-held', function()\n"
+    "  local ran, sent = pcall(function() return shared.ws and shared.ws:send('hello') end)\n"
+    "  return tostring(ran and sent)\n"
+    "end)\n"
+    "app.post('/flood', function()\n"
+    "  local sent = 0\n"
+    "  for i = 1, 100 do\n"
+    "    if not (shared.ws and shared.ws:send(string.rep('x', 65536))) then break end\n"
+    "    sent = sent + 1\n"
+    "  end\n"
+    "  return tostring(sent)\n"
+    "end)\n"
+    "app.get('/slow', function() tycho.sleep(0.2) return 'slow' end)\n"
+    "app.ws('/tick', function(ws)\n"
+    "  while ws:send('tick') do tycho.sleep(0.1) end\n"
+    "end)\n"
     "app.ws('/chat', function(ws)\n"
     "  ws:join('room'); ws:send('joined ' .. tycho.worker_id())\n"
     "  while true do\n"
@@ -86,6 +109,23 @@ static int read_close(struct client *c, int *pings)
             (*pings)++;
         client_consume(c, 2 + len);
     }
+}
+
+/* Reads one unmasked server frame; returns its payload length and copies it to out, or -1. */
+static int read_frame(struct client *c, char *out, size_t cap)
+{
+    long long deadline = now_ms() + io_timeout_ms;
+    size_t len;
+
+    if (client_need(c, 2, deadline) < 0)
+        return -1;
+    len = (unsigned char)c->buf[1] & 0x7f;
+    if (len > 125 || client_need(c, 2 + len, deadline) < 0 || len >= cap)
+        return -1;
+    memcpy(out, c->buf + 2, len);
+    out[len] = '\0';
+    client_consume(c, 2 + len);
+    return (int)len;
 }
 
 /* A masked client frame (mask 0: the payload is as given) of opcode op. */
@@ -160,6 +200,96 @@ static void test_handshake_errors(int port)
     }
 }
 
+/*
+ * A handler that writes to another connection (a ws kept in a module) while
+ * the worker holds the served connection's responses: those go to their own
+ * client only, the message to the other.
+ */
+static void test_other_connection(int port)
+{
+    struct client held, c;
+    struct response r;
+    char got[128] = "";
+
+    if (ws_open(&held, port, "/held") < 0 || client_connect(&c, port) < 0) {
+        ok(0, "another connection: connect");
+        return;
+    }
+    client_sends(&c, "GET /secret HTTP/1.1\r\nHost: t\r\n\r\n"
+                     "GET /to-held HTTP/1.1\r\nHost: t\r\n\r\n");
+    read_response(&c, &r, 0);
+    expect_body(&r, "SECRET-OF-ANOTHER-CLIENT", "another connection: the first answer");
+    response_free(&r);
+    read_response(&c, &r, 0);
+    expect_body(&r, "true", "another connection: the second, which sent to the WebSocket");
+    response_free(&r);
+    read_frame(&held, got, sizeof got);
+    is_str(got, "hello", "another connection: the WebSocket gets the message and nothing else");
+    client_close(&c);
+    client_close(&held);
+}
+
+/*
+ * Another request floods a WebSocket whose client reads nothing: it cannot
+ * wait for that client, so the socket is closed (1008) past the bound; the
+ * WebSocket's own handler still ends when its client leaves.
+ */
+static void test_flood_from_elsewhere(int port)
+{
+    struct client held;
+    struct response r;
+    int one = 4096;
+
+    if (ws_open(&held, port, "/held") < 0) {
+        ok(0, "flood: the handshake");
+        return;
+    }
+    setsockopt(held.fd, SOL_SOCKET, SO_RCVBUF, &one, sizeof(one));
+    if (fetch(port, "POST /flood HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n", &r) == 200)
+        ok(atoi(r.body) < 100, what("flood", "refused past the bound (%s of 100 sent)", r.body));
+    else
+        ok(0, "flood: 200");
+    response_free(&r);
+    client_close(&held);
+    for (long long until = now_ms() + io_timeout_ms;; sleep_ms(50)) {
+        int gone = fetch(port, "GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n", &r) == 200 &&
+                   strstr(r.body, "\ntycho_websockets_open 0\n") != NULL;
+        response_free(&r);
+        if (gone || now_ms() > until) {
+            ok(gone, "flood: the WebSocket closes when its client leaves (none open)");
+            break;
+        }
+    }
+}
+
+/* An upgrade pipelined behind a request that waits: its frames, not its head, are frames. */
+static void test_pipelined_upgrade(int port)
+{
+    struct client c;
+    struct response r;
+    char req[512], got[128] = "";
+
+    if (client_connect(&c, port) < 0) {
+        ok(0, "pipelined upgrade: connect");
+        return;
+    }
+    snprintf(req, sizeof req,
+             "GET /slow HTTP/1.1\r\nHost: t\r\n\r\n"
+             "GET /private?token=yes HTTP/1.1\r\nHost: t\r\n%sSec-WebSocket-Version: 13\r\n\r\n",
+             upgrade);
+    client_sends(&c, req);
+    send_frame(&c, 1, "hi", 2, 1);
+    read_response(&c, &r, 0);
+    expect_body(&r, "slow", "pipelined upgrade: the request before it");
+    response_free(&r);
+    read_response(&c, &r, 1);
+    is_int(r.status, 101, "pipelined upgrade: then the 101");
+    response_free(&r);
+    read_frame(&c, got, sizeof got);
+    is_str(got, "hi", "pipelined upgrade: the frame sent with it is echoed");
+    client_close(&c);
+}
+
 /* The real client's checks: each line it prints is one. */
 static void test_client(int port, int n)
 {
@@ -186,23 +316,6 @@ static void test_client(int port, int n)
     is_int(lines, 11, "the client made all its checks");
 }
 
-/* Reads one unmasked server frame; returns its payload length and copies it to out, or -1. */
-static int read_frame(struct client *c, char *out, size_t cap)
-{
-    long long deadline = now_ms() + io_timeout_ms;
-    size_t len;
-
-    if (client_need(c, 2, deadline) < 0)
-        return -1;
-    len = (unsigned char)c->buf[1] & 0x7f;
-    if (len > 125 || client_need(c, 2 + len, deadline) < 0 || len >= cap)
-        return -1;
-    memcpy(out, c->buf + 2, len);
-    out[len] = '\0';
-    client_consume(c, 2 + len);
-    return (int)len;
-}
-
 /* A reload while a WebSocket is open: it goes on (old generation), and new ones open. */
 static void test_reload(struct server *s)
 {
@@ -225,28 +338,55 @@ static void test_reload(struct server *s)
 
 static void test_metrics_and_stop(struct server *s)
 {
-    struct client c;
+    struct client c, t;
     struct response r;
+    int pings = 0;
 
-    if (ws_open(&c, s->port, "/private?token=yes") < 0) {
+    if (ws_open(&c, s->port, "/private?token=yes") < 0 || ws_open(&t, s->port, "/tick") < 0) {
         ok(0, "stop: the handshake");
         return;
+    }
+    {
+        char got[128] = "";
+        read_frame(&t, got, sizeof got);
+        is_str(got, "tick", "stop: a handler that only sends ticks");
     }
     /* The sockets of the tests before close as their clients leave: wait for the count. */
     for (long long until = now_ms() + io_timeout_ms; ; sleep_ms(50)) {
         int found = fetch(s->port, "GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n", &r) == 200 &&
-                    strstr(r.body, "\ntycho_websockets_open 1\n") != NULL;
+                    strstr(r.body, "\ntycho_websockets_open 2\n") != NULL;
         response_free(&r);
         if (found || now_ms() > until) {
-            ok(found, "metrics: tycho_websockets_open counts the open one");
+            ok(found, "metrics: tycho_websockets_open counts the two open");
             break;
         }
     }
     kill(s->pid, SIGTERM);
     is_int(read_close(&c, NULL), 1001, "a graceful stop closes open WebSockets with 1001");
     send_frame(&c, 8, "\x03\xe9", 2, 1);
+    is_int(read_close(&t, &pings), 1001, "... a handler that only sends too, at its next send");
+    send_frame(&t, 8, "\x03\xe9", 2, 1);
     is_int(server_stop(s), 0, "... and the server exits 0");
     client_close(&c);
+    client_close(&t);
+}
+
+/* What needs every connection on one worker: module state shared between handlers. */
+static void test_one_worker(void)
+{
+    struct server s;
+    const char *args[] = {"--port", "0", "--workers", "1", "--metrics", "/metrics", dir, NULL};
+
+    if (server_start(&s, args) != 0) {
+        ok(0, "one worker: server starts");
+        server_cleanup(&s);
+        return;
+    }
+    test_other_connection(s.port);
+    test_flood_from_elsewhere(s.port);
+    test_pipelined_upgrade(s.port);
+    is_int(server_stop(&s), 0, "one worker: exit status 0");
+    server_cleanup(&s);
 }
 
 /* WebSockets are connections: they count against --max-conns. */
@@ -301,6 +441,7 @@ int main(int argc, char **argv)
         test_metrics_and_stop(&s);
     }
     server_cleanup(&s);
+    test_one_worker();
     test_max_conns();
     unlink(path);
     rmdir(dir);
