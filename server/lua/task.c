@@ -540,6 +540,13 @@ void tycho_task_undefer(lua_State *L, struct tycho_defer *d)
         }
 }
 
+bool tycho_task_runs(lua_State *L, const struct tycho_req *r)
+{
+    struct tycho_task *t = tycho_vm_of(L)->current;
+
+    return t && r && t->r == r;
+}
+
 struct tycho_req_objects *tycho_task_objects(struct tycho_req *r)
 {
     struct tycho_task *t = r->app;

@@ -11,6 +11,7 @@
 #define TYCHO_TASK_H
 
 #include <lua.h>
+#include <stdbool.h>
 
 #include "http/context.h"
 #include "lua/vm.h"
@@ -66,6 +67,13 @@ struct tycho_defer {
 };
 void tycho_task_defer(lua_State *L, struct tycho_defer *d);
 void tycho_task_undefer(lua_State *L, struct tycho_defer *d);
+
+/*
+ * Whether the running task is r's handler (not a timer or another request
+ * that got hold of r's req): then what it defers ends before r's arena is
+ * reset, so d may live there.
+ */
+bool tycho_task_runs(lua_State *L, const struct tycho_req *r);
 
 /* The req and res objects' pointer slots of a request whose task runs (bind_req.c). */
 struct tycho_req_objects {
