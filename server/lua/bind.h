@@ -119,6 +119,13 @@ extern void (*tycho_bind_ws_fanout)(const struct tycho_ws_broadcast *b);
 /* Sends b's message to the WebSockets of this worker (its thread) that joined b's channel. */
 void tycho_bind_ws_deliver(const struct tycho_ws_broadcast *b);
 
+/*
+ * bind_upload.c: adds tycho._upload to the module table on top: the C half
+ * of a streamed req:multipart (files for its file parts, deleted when the
+ * handler ends unless moved), which web.lua takes away. May raise.
+ */
+void tycho_bind_upload(lua_State *L);
+
 /* bind_res.c: pushes the "tycho.res" metatable (made on first call). May raise. */
 void tycho_bind_res_metatable(lua_State *L);
 

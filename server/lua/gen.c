@@ -155,6 +155,7 @@ static int setup_state(lua_State *L)
     tycho_bind_redis(L);
     tycho_bind_crypto(L);
     tycho_bind_json(L);
+    tycho_bind_upload(L);
     g->vm.encode_json = tycho_json_encode;
     tycho_bind_seed(L);               /* never the same math.random in two workers or loads */
     if (luaL_loadbuffer(L, tycho_prelude_lua, sizeof(tycho_prelude_lua) - 1, "=tycho.prelude"))

@@ -238,7 +238,8 @@ function req_methods.read(req, n)
 end
 
 -- The helpers that need the whole body say so on a streamed route (req.body is nil there).
-for _, name in ipairs({ "json", "form", "form_all", "multipart" }) do
+-- (req:multipart reads a streamed body itself: web.lua.)
+for _, name in ipairs({ "json", "form", "form_all" }) do
   local whole = req_methods[name]
   req_methods[name] = function(req, ...)
     if c_streamed(req) then

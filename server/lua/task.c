@@ -544,7 +544,7 @@ bool tycho_task_runs_request(lua_State *L, const struct tycho_req *r)
 {
     struct tycho_task *t = tycho_vm_of(L)->current;
 
-    return t && t->t.co == L && t->r == r;
+    return t && r && t->t.co == L && t->r == r;
 }
 
 struct tycho_req_objects *tycho_task_objects(struct tycho_req *r)

@@ -11,6 +11,7 @@
 #define TYCHO_TASK_H
 
 #include <lua.h>
+#include <stdbool.h>
 
 #include "http/context.h"
 #include "lua/vm.h"
@@ -77,7 +78,9 @@ struct tycho_req_objects *tycho_task_objects(struct tycho_req *r);
 /*
  * Whether the code running on L is r's own handler (its coroutine), not a
  * timer or another request's handler that was given r's objects. Only the
- * handler itself may wait on r's connection: a wait belongs to one task.
+ * handler itself may wait on r's connection (a wait belongs to one task),
+ * and what it defers ends before r's arena is reset, so a tycho_defer may
+ * live there.
  */
 bool tycho_task_runs_request(lua_State *L, const struct tycho_req *r);
 

@@ -2,7 +2,8 @@
 -- prelude once per Lua state (so per worker and per script generation):
 -- sessions (tycho.session) with CSRF tokens (tycho.csrf), CORS (tycho.cors),
 -- a rate limiter (tycho.rate_limit), HTML escaping and templates
--- (tycho.html), and req:multipart(). It gets the tycho module and the
+-- (tycho.html), and req:multipart() (whole, or streamed with its file parts written to disk
+-- by bind_upload.c). It gets the tycho module and the
 -- tables of req's and res's methods.
 local tycho, req_methods = ...
 local crypto, abort = tycho.crypto, tycho.abort
@@ -454,7 +455,8 @@ tycho.template = template
 
 -- ---- multipart/form-data (RFC 7578) -----------------------------------------------------
 
-local multipart_options = { max_parts = true, max_header_bytes = true }
+local multipart_options = { max_parts = true, max_header_bytes = true, dir = true,
+  max_file_bytes = true, max_field_bytes = true }
 
 -- The parameter key of a header value (key="x" or key=x), unquoted. Parameter names are
 -- case-insensitive (RFC 2045: Boundary= is a boundary); their values are not.
@@ -486,11 +488,19 @@ local function part_headers(block)
   return headers
 end
 
--- req:multipart{max_parts = 100, max_header_bytes = 8192} -> the parts, in order.
-function req_methods.multipart(req, opts)
-  opts = check_options("req:multipart", opts, multipart_options)
-  local max_parts = opts.max_parts or 100
-  local max_header = opts.max_header_bytes or 8192
+-- Options shared by both forms: whole numbers from 1 to 2^53. Raise at the app's call.
+local function whole_option(opts, key, default)
+  local v = opts[key]
+  if v == nil then return default end
+  if type(v) ~= "number" or v < 1 or v ~= floor(v) or v > 2^53 then
+    error("req:multipart: " .. key .. " must be a whole number from 1 to 2^53, got "
+      .. tostring(v), 3)
+  end
+  return v
+end
+
+-- The boundary of a multipart/form-data request (415 or 400 otherwise).
+local function multipart_boundary(req)
   local ctype = req.headers["content-type"] or ""
   if not find(lower(ctype), "^%s*multipart/form%-data") then
     abort(415, "req:multipart: expected a body of type multipart/form-data, got "
@@ -500,7 +510,12 @@ function req_methods.multipart(req, opts)
   if not boundary or #boundary < 1 or #boundary > 70 then
     abort(400, "multipart: the Content-Type has no boundary (or one over 70 characters)")
   end
-  local body, delim = req.body, "--" .. boundary
+  return boundary
+end
+
+-- The whole body, in memory (a route that reads its body whole).
+local function whole_multipart(req, max_parts, max_header)
+  local body, delim = req.body, "--" .. multipart_boundary(req)
   local parts = {}
   local s, e = find(body, delim, 1, true)
   if not s or (s > 1 and sub(body, s - 2, s - 1) ~= "\r\n") then
@@ -533,4 +548,199 @@ function req_methods.multipart(req, opts)
     }
     e = next_e
   end
+end
+
+-- ---- the streamed form: file parts written to disk as the body arrives -------------------
+
+-- bind_upload.c's half: open(req, dir) -> handle, path; write; close; drop; move.
+local upload = tycho._upload
+tycho._upload = nil
+local getenv = os.getenv
+local c_streamed = req_methods._streamed
+local READ_BYTES = 65536
+local file_parts = setmetatable({}, { __mode = "k" })   -- part -> { req, handle }
+local file_part_methods = {}
+local file_part_mt = { __index = file_part_methods }
+
+-- part:move(dest) -> true, or nil and why: the upload is dest's now, and stays.
+function file_part_methods.move(part, dest)
+  local f = file_parts[part]
+  if not f then error("part:move: expected a file part that req:multipart returned", 2) end
+  if type(dest) ~= "string" or dest == "" then
+    error("part:move: expected the destination's path (a string), got " .. type(dest), 2)
+  end
+  local ok, err = upload.move(f[1], f[2], dest)
+  if ok then part.path = dest end
+  return ok, err
+end
+
+-- The body as it arrives: buf holds what is not parsed yet (at most a part's headers, or a
+-- delimiter's length in a part's body), more() appends the next read.
+local function body_reader(req)
+  -- As if a line break came before the body: the first delimiter needs none.
+  local r = { buf = "\r\n", eof = false }
+  function r.more()
+    if r.eof then return false end
+    local d = req:read(READ_BYTES)
+    if not d then
+      r.eof = true
+      return false
+    end
+    r.buf = r.buf .. d
+    return true
+  end
+  return r
+end
+
+-- Skips to the end of the first delimiter; returns where the text after it starts.
+local function skip_preamble(r, delim, max_header)
+  local skipped = 0
+  while true do
+    local _, e = find(r.buf, delim, 1, true)
+    if e then return e + 1 end
+    local keep = #delim - 1
+    if #r.buf > keep then
+      skipped = skipped + #r.buf - keep
+      r.buf = sub(r.buf, -keep)
+    end
+    if skipped > max_header or not r.more() then
+      abort(400, "multipart: the body does not start with its boundary")
+    end
+  end
+end
+
+-- After a delimiter at pos: nil at the closing one, else the part's headers (buf then starts
+-- at its body).
+local function read_part_head(r, pos, max_header)
+  while #r.buf < pos + 1 do
+    if not r.more() then abort(400, "multipart: the body ends before its closing boundary") end
+  end
+  if sub(r.buf, pos, pos + 1) == "--" then return nil end
+  while true do
+    local line_end = find(r.buf, "\r\n", pos, true)
+    local head_end = line_end and find(r.buf, "\r\n\r\n", line_end, true)
+    if head_end then
+      if head_end - line_end > max_header then
+        abort(431, "multipart: a part's headers are over " .. max_header .. " bytes")
+      end
+      local block = sub(r.buf, line_end + 2, head_end - 1)
+      r.buf = sub(r.buf, head_end + 4)
+      return part_headers(block)
+    end
+    if #r.buf - pos > max_header + 4 then
+      abort(431, "multipart: a part's headers are over " .. max_header .. " bytes")
+    end
+    if not r.more() then abort(400, "multipart: a part's headers are not finished") end
+  end
+end
+
+-- Hands a part's body to consume(piece) up to the next delimiter; returns where the text
+-- after that delimiter starts. Only the last #delim - 1 bytes are ever held back.
+local function read_part_body(r, delim, consume)
+  while true do
+    local s, e = find(r.buf, delim, 1, true)
+    if s then
+      if s > 1 then consume(sub(r.buf, 1, s - 1)) end
+      return e + 1
+    end
+    local keep = #delim - 1
+    if #r.buf > keep then
+      consume(sub(r.buf, 1, #r.buf - keep))
+      r.buf = sub(r.buf, -keep)
+    end
+    if not r.more() then abort(400, "multipart: the body ends before its closing boundary") end
+  end
+end
+
+-- A file part's body, into a new file of dir: the part gets path and size.
+local function read_file_part(req, r, delim, part, dir, max_file)
+  local h, path = upload.open(req, dir)
+  local size = 0
+  part.path = path
+  file_parts[part] = { req, h }
+  setmetatable(part, file_part_mt)
+  local pos = read_part_body(r, delim, function(piece)
+    size = size + #piece
+    if size > max_file then
+      upload.drop(req, h)
+      abort(413, "multipart: a file part is over " .. max_file .. " bytes (max_file_bytes)")
+    end
+    upload.write(req, h, piece)
+  end)
+  upload.close(req, h)
+  part.size = size
+  return pos
+end
+
+-- A field's body, in memory: the part gets body.
+local function read_field_part(r, delim, part, max_field)
+  local chunks, size = {}, 0
+  local pos = read_part_body(r, delim, function(piece)
+    size = size + #piece
+    if size > max_field then
+      abort(413, "multipart: a field is over " .. max_field .. " bytes (max_field_bytes)")
+    end
+    chunks[#chunks + 1] = piece
+  end)
+  part.body = concat(chunks)
+  return pos
+end
+
+local function streamed_multipart(req, dir, max_parts, max_header, max_file, max_field)
+  if dir == nil then
+    dir = getenv("TMPDIR")
+    if dir == nil or dir == "" then dir = "/tmp" end
+  end
+  local delim = "\r\n--" .. multipart_boundary(req)
+  local r, parts = body_reader(req), {}
+  local pos = skip_preamble(r, delim, max_header)
+  while true do
+    local headers = read_part_head(r, pos, max_header)
+    if not headers then break end     -- the closing delimiter
+    if #parts >= max_parts then
+      abort(413, "multipart: more than " .. max_parts .. " parts")
+    end
+    local disposition = headers["content-disposition"] or ""
+    local part = {
+      name = param(disposition, "name"),
+      filename = param(disposition, "filename"),
+      content_type = headers["content-type"] or "text/plain",
+      headers = headers,
+    }
+    parts[#parts + 1] = part
+    if part.filename then
+      pos = read_file_part(req, r, delim, part, dir, max_file)
+    else
+      pos = read_field_part(r, delim, part, max_field)
+    end
+  end
+  r.buf = ""
+  while r.more() do r.buf = "" end   -- the epilogue, if any: read so the connection can stay
+  return parts
+end
+
+local stream_only = { dir = true, max_file_bytes = true, max_field_bytes = true }
+
+-- req:multipart{max_parts = 100, max_header_bytes = 8192} -> the parts, in order. On a
+-- stream_body route also dir, max_file_bytes and max_field_bytes: file parts go to disk.
+function req_methods.multipart(req, opts)
+  opts = check_options("req:multipart", opts, multipart_options)
+  local max_parts = whole_option(opts, "max_parts", 100)
+  local max_header = whole_option(opts, "max_header_bytes", 8192)
+  local max_file = whole_option(opts, "max_file_bytes", 100 * 1024 * 1024)
+  local max_field = whole_option(opts, "max_field_bytes", 65536)
+  local dir = opts.dir
+  if dir ~= nil and (type(dir) ~= "string" or dir == "") then
+    error("req:multipart: dir must be a directory's path (a string), got " .. type(dir), 2)
+  end
+  if c_streamed(req) then
+    return streamed_multipart(req, dir, max_parts, max_header, max_file, max_field)
+  end
+  for k in pairs(stream_only) do
+    if opts[k] ~= nil then
+      error("req:multipart: " .. k .. " applies to a route that streams its body (stream_body "
+        .. "= true); this one reads its body whole", 2)
+    end
+  end
+  return whole_multipart(req, max_parts, max_header)
 end
