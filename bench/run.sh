@@ -111,9 +111,10 @@
 # - Per workload, a FRESH process of each server is started (so peak RSS is
 #   that workload's), its answer to the workload's request is checked with curl
 #   (status 200 + expected body; the script aborts if wrong), each gets a
-#   warm-up run, then measured runs alternate tycho, nginx, tycho, nginx...
-#   (tycho, base, nginx, ... with BENCH_BASELINE; tycho, nginx, go, ... in
-#   pgquery and redisget).
+#   warm-up run, then measured runs alternate tycho, nginx, nginx, tycho,
+#   tycho, nginx... (odd rounds in that order, even rounds in reverse; tycho,
+#   base, nginx, nginx, base, tycho... with BENCH_BASELINE; tycho, nginx, go in
+#   pgquery, redisget and wsecho).
 # - Per run: req/s and p99 latency (wrk --latency), wrk's non-2xx and socket
 #   errors, and server CPU time (utime+stime from /proc/PID/stat read just
 #   before and just after wrk) divided by the requests wrk completed, in
@@ -128,6 +129,8 @@
 #   on stderr. ratio = tycho/nginx req/s (>1: Tycho faster); CPU ratio =
 #   nginx/tycho CPU us/req (>1: Tycho cheaper per request). The go table
 #   under it: the same with go in nginx's place.
+#   Under the tables, a line per workload gives every server's CPU us/req as
+#   the MEDIAN over its rounds (steadier on a shared machine than one round).
 # - The machine should be otherwise idle: the script warns when it is not
 #   (anything else on CPU 0 or 1 skews every number).
 # - Before/after: BENCH_BASELINE=PATH adds a server "base" to EVERY workload:
@@ -1133,7 +1136,14 @@ for wl in "${WORKLOADS[@]}"; do
         done
     fi
     for ((r = 1; r <= BENCH_ROUNDS; r++)); do
-        for s in "${WL_SERVERS[@]}"; do
+        # odd rounds in the order above, even rounds in reverse: no server always goes
+        # first or always runs right after the same one
+        ORDER=("${WL_SERVERS[@]}")
+        if ((r % 2 == 0)); then
+            ORDER=()
+            for ((i = ${#WL_SERVERS[@]} - 1; i >= 0; i--)); do ORDER+=("${WL_SERVERS[i]}"); done
+        fi
+        for s in "${ORDER[@]}"; do
             [[ -n ${R_NOTE[$s,$wname]} ]] && continue   # died earlier
             out=$TMP/wrk-$s-w$wi-r$r.out
             [[ -n $DS_PID ]] && d0=$(tree_ticks "$DS_PID")
@@ -1257,6 +1267,19 @@ if ((${#GO_NAMES[@]} > 0)); then
         "${GO_NAMES[@]}"
 fi
 echo
+# CPU us/req as the median over every round, per server: steadier than the best round's
+# on a shared machine (the tables pick rounds by req/s)
+for wl in "${WORKLOADS[@]}"; do
+    IFS='|' read -r wname _ _ _ <<<"$wl"
+    line=""
+    for s in tycho base tycho-plain nginx go; do
+        [[ -n ${ROUNDS_CPU[$s,$wname]:-} ]] || continue
+        # shellcheck disable=SC2086
+        read -r m n <<<"$(median ${ROUNDS_CPU[$s,$wname]})"
+        line+=" $s $m"
+    done
+    [[ -n $line ]] && echo "CPU us/req in $wname, median over rounds:$line"
+done
 # wsecho's columns mean messages, not requests
 for wl in "${WORKLOADS[@]}"; do
     IFS='|' read -r wname conns _ extra <<<"$wl"
