@@ -4,7 +4,7 @@
 #   make test       install missing Debian packages, build, run every test (and `tycho test scripts`)
 #   make asan       every test again under -fsanitize=address,undefined
 #   make valgrind   the integration tests with the server under valgrind
-#   make bench      Tycho against nginx + Lua, and Go for pgquery/redisget (installs what it needs)
+#   make bench      Tycho against nginx + Lua, and Go for pgquery/redisget/wsecho (installs what it needs)
 #   make fuzz       the fuzz targets (requests and backend responses with their framing oracle,
 #                   WebSocket frames), FUZZ_SECONDS (60) each
 #   make install    PREFIX=/usr/local (default) and DESTDIR: $(PREFIX)/bin/tycho, the man page

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # bench/run.sh: Tycho vs nginx + Lua (ngx_http_lua, content_by_lua_block), and
-# for the two data workloads (pgquery, redisget) vs a Go server too.
+# for the two data workloads (pgquery, redisget) and WebSocket echo (wsecho) vs a
+# Go server too.
 #
 # Usage:   bench/run.sh ./tycho scripts/        (this is what `make bench` runs)
 # Env:     BENCH_SECONDS  seconds per measured run          (default 10)
@@ -8,20 +9,22 @@
 #          BENCH_WARMUP   seconds of warm-up per server/workload (default 2)
 #          BENCH_SERVERS  "tycho nginx go" (default); "nginx" alone tests the
 #                         harness without a Tycho binary (the tycho args are
-#                         then ignored); go takes part in pgquery and redisget
-#                         only
+#                         then ignored); go takes part in pgquery, redisget and
+#                         wsecho only
 #          BENCH_WORKLOADS subset to run, e.g. "plaintext close" (default: all
 #                         of plaintext json users echo c1000 close proxy ops
-#                         jsongz pgquery redisget)
+#                         jsongz pgquery redisget wsecho)
 #          BENCH_BASELINE  PATH of another Tycho binary (default: none), for a
 #                         before/after comparison: see "Before/after" below
-# Default total: 11 workloads x 2 servers x (2 x 10 s + 2 s) (+ tycho-plain in ops,
-# + go in the data workloads, no nginx in pgquery) + checks = ~9 minutes
+# Default total: 12 workloads x 2 servers x (2 x 10 s + 2 s) (+ tycho-plain in ops,
+# + go in the data workloads and wsecho, no nginx in pgquery) + checks = ~10 minutes
 # (BENCH_BASELINE adds one server to every workload).
 # Needs nginx, libnginx-mod-http-lua, lua-cjson (not pulled in by the Lua
 # module), wrk, curl; for pgquery/redisget also postgresql, redis-server and,
 # for the go server, golang-go with Debian's packaged pgx v4, redigo and
-# fasthttp sources: installed with apt-get when missing and run as root.
+# fasthttp sources; for wsecho a C compiler (cc) and, for the go server, golang-go
+# with Debian's gorilla/websocket sources: installed with apt-get when missing
+# and run as root.
 #
 # What it does
 # - Both servers serve the same app with ONE worker each: Tycho as
@@ -78,12 +81,40 @@
 #   the same table with cjson under gzip on, gzip_comp_level 1,
 #   gzip_min_length 1024, gzip_types application/json, gzip_vary on (nginx then
 #   sends the body chunked: its gzip filter drops Content-Length).
+#   wsecho (1000 WebSocket connections): GET /ws upgraded, then on every
+#   connection at once a 64-byte text message, its echo awaited and compared
+#   byte for byte, the next one sent (ping-pong per connection). wrk speaks no
+#   WebSocket: the load generator is bench/wsload.c (one thread, epoll, masked
+#   frames built by hand, 127.0.0.1 only), compiled here with cc -O2 into the
+#   temp dir, pinned to CPU 1 as wrk is; it counts the echoes that come back
+#   inside the window (it starts once all 1000 handshakes are done; the
+#   handshakes' CPU is in the server's total, under 1 % of it), fails the run on
+#   any echo that differs from what was sent, on a connection that fails or a
+#   handshake that is refused, and is bounded in time (BENCH_SECONDS, an alarm
+#   30 s later) and count (1,000,000 messages per second of run). In the table
+#   req/s is echoed messages/s, p99 the round trip of one message, CPU us/req
+#   the server's CPU per echoed message. Tycho runs bench/ws/ (app.ws, a
+#   ws:receive / ws:send loop). The peers, both packaged by Debian bookworm:
+#   go is bench/gows/ (net/http with gorilla/websocket, the most used Go
+#   WebSocket library, golang-github-gorilla-websocket-dev; a goroutine per
+#   connection, GOMAXPROCS=1 on CPU 0), built offline as bench/gopeer is;
+#   nginx runs lua-resty-websocket's server (Debian's lua-nginx-websocket, its
+#   Lua files taken from the .deb with `apt-get download` as lua-nginx-redis
+#   is, since it too depends on nginx-extras): recv_frame / send_text in
+#   content_by_lua, what OpenResty users run. lua-resty-websocket echoes
+#   frames (it does not put fragments together; the load generator sends none).
+#   Other candidates, left out: libwebsockets' test servers
+#   (libwebsockets-test-server) serve fixed demo protocols, not an echo of
+#   every message, and a C echo server on libwebsockets would be a program of
+#   our own rather than a server people run; golang-nhooyr-websocket-dev is
+#   the other Go library, less used than gorilla.
 # - Per workload, a FRESH process of each server is started (so peak RSS is
 #   that workload's), its answer to the workload's request is checked with curl
 #   (status 200 + expected body; the script aborts if wrong), each gets a
-#   warm-up run, then measured runs alternate tycho, nginx, tycho, nginx...
-#   (tycho, base, nginx, ... with BENCH_BASELINE; tycho, nginx, go, ... in
-#   pgquery and redisget).
+#   warm-up run, then measured runs alternate tycho, nginx, nginx, tycho,
+#   tycho, nginx... (odd rounds in that order, even rounds in reverse; tycho,
+#   base, nginx, nginx, base, tycho... with BENCH_BASELINE; tycho, nginx, go in
+#   pgquery, redisget and wsecho).
 # - Per run: req/s and p99 latency (wrk --latency), wrk's non-2xx and socket
 #   errors, and server CPU time (utime+stime from /proc/PID/stat read just
 #   before and just after wrk) divided by the requests wrk completed, in
@@ -98,6 +129,8 @@
 #   on stderr. ratio = tycho/nginx req/s (>1: Tycho faster); CPU ratio =
 #   nginx/tycho CPU us/req (>1: Tycho cheaper per request). The go table
 #   under it: the same with go in nginx's place.
+#   Under the tables, a line per workload gives every server's CPU us/req as
+#   the MEDIAN over its rounds (steadier on a shared machine than one round).
 # - The machine should be otherwise idle: the script warns when it is not
 #   (anything else on CPU 0 or 1 skews every number).
 # - Before/after: BENCH_BASELINE=PATH adds a server "base" to EVERY workload:
@@ -132,7 +165,7 @@ BENCH_SECONDS=${BENCH_SECONDS:-10}
 BENCH_ROUNDS=${BENCH_ROUNDS:-2}
 BENCH_WARMUP=${BENCH_WARMUP:-2}
 BENCH_SERVERS=${BENCH_SERVERS:-tycho nginx go}
-KNOWN_WORKLOADS="plaintext json users echo c1000 close proxy ops jsongz pgquery redisget"
+KNOWN_WORKLOADS="plaintext json users echo c1000 close proxy ops jsongz pgquery redisget wsecho"
 BENCH_WORKLOADS=${BENCH_WORKLOADS:-$KNOWN_WORKLOADS}
 BENCH_BASELINE=${BENCH_BASELINE:-}
 for v in BENCH_SECONDS BENCH_ROUNDS BENCH_WARMUP; do
@@ -151,6 +184,9 @@ has_workload() { [[ " $BENCH_WORKLOADS " == *" $1 "* ]]; }
 # the data workloads need PostgreSQL and Redis (both started for either)
 DATA=0
 if has_workload pgquery || has_workload redisget; then DATA=1; fi
+# wsecho needs bench/wsload.c compiled, and bench/gows built for the go server
+WS=0
+has_workload wsecho && WS=1
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ECHO_LUA=$BENCH_DIR/echo.lua
@@ -163,6 +199,12 @@ DATA_SCRIPTS=$BENCH_DIR/data
 [[ -f $DATA_SCRIPTS/app.lua ]] || die "missing $DATA_SCRIPTS/app.lua"
 GOPEER_SRC=$BENCH_DIR/gopeer
 [[ -f $GOPEER_SRC/main.go ]] || die "missing $GOPEER_SRC/main.go"
+WS_SCRIPTS=$BENCH_DIR/ws
+[[ -f $WS_SCRIPTS/app.lua ]] || die "missing $WS_SCRIPTS/app.lua"
+GOWS_SRC=$BENCH_DIR/gows
+[[ -f $GOWS_SRC/main.go ]] || die "missing $GOWS_SRC/main.go"
+WSLOAD_SRC=$BENCH_DIR/wsload.c
+[[ -f $WSLOAD_SRC ]] || die "missing $WSLOAD_SRC"
 
 TYCHO=""; SCRIPTS=""
 if has_server tycho; then
@@ -208,6 +250,13 @@ need_install() {
             for p in $GO_PKGS; do dpkg -s "$p" >/dev/null 2>&1 || return 0; done
         fi
     fi
+    if ((WS)); then
+        command -v cc >/dev/null || return 0
+        if has_server go; then
+            command -v go >/dev/null || return 0
+            dpkg -s "$GO_WS_PKG" >/dev/null 2>&1 || return 0
+        fi
+    fi
     return 1
 }
 # PostgreSQL's server programs (Debian: /usr/lib/postgresql/N/bin): 15, else the newest
@@ -220,11 +269,15 @@ pg_bindir() {
 }
 # the go server's sources, as Debian packages them under /usr/share/gocode
 GO_PKGS="golang-github-jackc-pgx-v4-dev golang-github-gomodule-redigo-dev golang-github-valyala-fasthttp-dev"
+# wsecho's go server (bench/gows)
+GO_WS_PKG=golang-github-gorilla-websocket-dev
 if need_install; then
     PKGS="nginx libnginx-mod-http-lua lua-cjson wrk"
     command -v curl >/dev/null || PKGS="$PKGS curl"
     ((DATA)) && PKGS="$PKGS postgresql redis-server"
     ((DATA)) && has_server go && PKGS="$PKGS golang-go $GO_PKGS"
+    ((WS)) && ! command -v cc >/dev/null && PKGS="$PKGS gcc libc6-dev"
+    ((WS)) && has_server go && PKGS="$PKGS golang-go $GO_WS_PKG"
     if ((EUID != 0)); then
         echo "bench: missing tools; install them as root with:" >&2
         echo "  apt-get update && apt-get install -y $PKGS" >&2
@@ -381,7 +434,7 @@ write_nginx_conf() {   # dir port [access]: with "access", an access log buffere
     mkdir -p "$dir/logs" "$dir/tmp"
     sed -e "s|access_log off;|$log_line|" -e "s|__DIR__|$dir|g" -e "s|__PORT__|$port|g" -e "s|__BACKEND__|$BACKEND_PORT|g" \
         -e "s|__NDK__|$NDK_SO|g" -e "s|__LUA__|$LUA_SO|g" -e "s|__REDIS__|$REDIS_PORT|g" \
-        -e "s|__LUAPATH__|${NGX_REDIS_LUADIR:+$NGX_REDIS_LUADIR/?.lua}|g" >"$dir/nginx.conf" <<'EOF'
+        -e "s|__LUAPATH__|$(ngx_lua_path)|g" >"$dir/nginx.conf" <<'EOF'
 load_module __NDK__;
 load_module __LUA__;
 
@@ -408,7 +461,8 @@ http {
     uwsgi_temp_path       __DIR__/tmp/uwsgi;
     scgi_temp_path        __DIR__/tmp/scgi;
 
-    # lua-resty-redis (Debian's lua-nginx-redis: require "nginx.redis") for redisget
+    # lua-resty-redis (Debian's lua-nginx-redis: require "nginx.redis") for redisget,
+    # lua-resty-websocket (lua-nginx-websocket: "nginx.websocket.server") for wsecho
     lua_package_path "__LUAPATH__;;";
 
     init_by_lua_block {
@@ -470,6 +524,39 @@ http {
                 ngx.header["Content-Type"] = "text/plain; charset=utf-8"
                 ngx.header["Content-Length"] = #v
                 ngx.print(v)
+            }
+        }
+
+        # wsecho: every frame sent back as it came, as bench/ws/app.lua does (a 1 MiB
+        # limit as Tycho's max_message; a read timeout is not an end, as Tycho's idle
+        # timeout is 120 s)
+        location = /ws {
+            lua_socket_log_errors off;
+            content_by_lua_block {
+                local server = require "nginx.websocket.server"
+                local wb, err = server:new({ timeout = 120000, max_payload_len = 1048576 })
+                if not wb then
+                    ngx.log(ngx.ERR, "websocket: ", err)
+                    return ngx.exit(400)
+                end
+                while true do
+                    local data, typ
+                    data, typ, err = wb:recv_frame()
+                    if not data then
+                        if not string.find(err, "timeout", 1, true) then
+                            return ngx.exit(444)
+                        end
+                    elseif typ == "close" then
+                        wb:send_close(1000, "")
+                        return
+                    elseif typ == "ping" then
+                        wb:send_pong(data)
+                    elseif typ == "text" then
+                        wb:send_text(data)
+                    elseif typ == "binary" then
+                        wb:send_binary(data)
+                    end
+                end
             }
         }
 
@@ -673,32 +760,58 @@ build_gopeer() {
         GOPROXY=off go build -o "$GOPEER" .) >"$TMP/gobuild.log" 2>&1 ||
         { cat "$TMP/gobuild.log" >&2; die "building bench/gopeer failed (missing $GO_PKGS ?)"; }
 }
-# lua-resty-redis for nginx's redisget. Debian's lua-nginx-redis depends on nginx-extras
-# (twenty modules, enabled under /etc/nginx): its one Lua file is taken from the .deb
-# instead, unless the package is installed. Empty NGX_REDIS_LUADIR: nginx sits redisget out.
+# lua-resty-redis for nginx's redisget, lua-resty-websocket for its wsecho. Debian's
+# lua-nginx-redis and lua-nginx-websocket depend on nginx-extras (twenty modules, enabled
+# under /etc/nginx): their Lua files are taken from the .deb instead, unless the package
+# is installed. An empty NGX_REDIS_LUADIR / NGX_WS_LUADIR: nginx sits that workload out.
 NGX_REDIS_LUADIR=""
-fetch_ngx_redis() {
-    local d=$TMP/lua-nginx-redis deb
-    if [[ -f /usr/share/lua/5.1/nginx/redis.lua ]]; then
-        NGX_REDIS_LUADIR=/usr/share/lua/5.1
+NGX_WS_LUADIR=""
+# fetch_ngx_lua PACKAGE FILE WORKLOAD: prints the dir that holds FILE (nginx/redis.lua...)
+fetch_ngx_lua() {
+    local pkg=$1 file=$2 wl=$3 d=$TMP/$1 deb
+    if [[ -f /usr/share/lua/5.1/$file ]]; then
+        echo /usr/share/lua/5.1
         return 0
     fi
     mkdir -p "$d"
-    (cd "$d" && apt-get download lua-nginx-redis) >"$d/download.log" 2>&1
-    deb=$(find "$d" -maxdepth 1 -name 'lua-nginx-redis_*.deb' | head -n 1)
-    if [[ -z $deb ]] || ! dpkg-deb -x "$deb" "$d/root" || [[ ! -f $d/root/usr/share/lua/5.1/nginx/redis.lua ]]; then
+    (cd "$d" && apt-get download "$pkg") >"$d/download.log" 2>&1
+    deb=$(find "$d" -maxdepth 1 -name "${pkg}_*.deb" | head -n 1)
+    if [[ -z $deb ]] || ! dpkg-deb -x "$deb" "$d/root" || [[ ! -f $d/root/usr/share/lua/5.1/$file ]]; then
         tail -n 3 "$d/download.log" >&2
-        log "WARNING: could not get lua-nginx-redis (apt-get download; run apt-get update?): nginx sits redisget out"
+        log "WARNING: could not get $pkg (apt-get download; run apt-get update?): nginx sits $wl out"
         return 1
     fi
-    NGX_REDIS_LUADIR=$d/root/usr/share/lua/5.1
-    log "nginx redisget: lua-resty-redis from $(basename "$deb") (extracted in the temp dir)"
+    log "nginx $wl: $file from $(basename "$deb") (extracted in the temp dir)"
+    echo "$d/root/usr/share/lua/5.1"
+}
+fetch_ngx_redis() { NGX_REDIS_LUADIR=$(fetch_ngx_lua lua-nginx-redis nginx/redis.lua redisget); }
+fetch_ngx_ws() { NGX_WS_LUADIR=$(fetch_ngx_lua lua-nginx-websocket nginx/websocket/server.lua wsecho); }
+ngx_lua_path() {   # lua_package_path's entries for the libraries fetched
+    local p=""
+    [[ -n $NGX_REDIS_LUADIR ]] && p="$NGX_REDIS_LUADIR/?.lua"
+    [[ -n $NGX_WS_LUADIR ]] && p="${p:+$p;}$NGX_WS_LUADIR/?.lua"
+    echo "$p"
+}
+# wsecho: the load generator (bench/wsload.c) and the go server (bench/gows)
+WSLOAD=""
+build_wsload() {
+    WSLOAD=$TMP/wsload
+    cc -O2 -Wall -Wextra -o "$WSLOAD" "$WSLOAD_SRC" >"$TMP/wsload-build.log" 2>&1 ||
+        { cat "$TMP/wsload-build.log" >&2; die "compiling bench/wsload.c failed"; }
+}
+GOWS=""
+build_gows() {
+    GOWS=$TMP/gows
+    log "building bench/gows ($(go version | awk '{print $3}'), GO111MODULE=off, GOPATH=/usr/share/gocode)"
+    (cd "$GOWS_SRC" && GO111MODULE=off GOPATH=/usr/share/gocode GOCACHE=$TMP/gocache GOFLAGS='' \
+        GOPROXY=off go build -o "$GOWS" .) >"$TMP/gows-build.log" 2>&1 ||
+        { cat "$TMP/gows-build.log" >&2; die "building bench/gows failed (missing $GO_WS_PKG ?)"; }
 }
 # Does SERVER take part in the workload with PATH and EXTRA?
 takes_part() {
     case $1 in
-    go) [[ $3 == data ]] ;;
-    nginx) [[ $2 != /db && ($2 != /cache || -n $NGX_REDIS_LUADIR) ]] ;;
+    go) [[ $3 == data || $3 == ws ]] ;;
+    nginx) [[ $2 != /db && ($2 != /cache || -n $NGX_REDIS_LUADIR) && ($2 != /ws || -n $NGX_WS_LUADIR) ]] ;;
     *) return 0 ;;
     esac
 }
@@ -710,6 +823,7 @@ start_server() {
     [[ $extra == proxy ]] && scripts=$PROXY_SCRIPTS
     [[ $extra == data ]] && scripts=$DATA_SCRIPTS
     [[ $extra == gzip ]] && scripts=$GZIP_SCRIPTS
+    [[ $extra == ws ]] && scripts=$WS_SCRIPTS
     [[ $extra == gzip && $name != nginx ]] && ops=(--gzip --gzip-level 1 --gzip-min-bytes 1024)
     [[ $name == base ]] && bin=$BASE
     [[ $extra == ops && ($name == tycho || $name == base) ]] &&
@@ -761,11 +875,13 @@ start_server() {
         ;;
     go)
         SRV_LOG=$TMP/go-$tag.log
+        bin=$GOPEER
+        [[ $extra == ws ]] && bin=$GOWS
         GOMAXPROCS=1 PORT=$port POOL=16 DATABASE_URL=$DATABASE_URL_BENCH REDIS_URL=$REDIS_URL_BENCH \
-            taskset -c 0 "$GOPEER" >"$SRV_LOG" 2>&1 </dev/null &
+            taskset -c 0 "$bin" >"$SRV_LOG" 2>&1 </dev/null &
         SRV_PID=$!
         STARTED_PIDS+=("$SRV_PID")
-        wait_ready "$SRV_PID" "$port" "$SRV_LOG" || die "go ($GOPEER) did not start listening on 127.0.0.1:$port within 10 s"
+        wait_ready "$SRV_PID" "$port" "$SRV_LOG" || die "go ($bin) did not start listening on 127.0.0.1:$port within 10 s"
         SRV_MEAS_CPU=("$SRV_PID")
         SRV_MEAS_RSS=$SRV_PID
         ;;
@@ -775,7 +891,7 @@ start_server() {
 # ---------------------------------------------------------------- workloads
 # key | name | connections | path | extra (post = wrk echo.lua, close = Connection: close,
 # proxy = bench/proxy/, ops = see ops above, data = bench/data/ with PostgreSQL and Redis,
-# gzip = bench/gzip/ with --gzip, Accept-Encoding: gzip)
+# gzip = bench/gzip/ with --gzip, Accept-Encoding: gzip, ws = bench/ws/ driven by bench/wsload.c)
 ALL_WORKLOADS=(
     "plaintext|plaintext|64|/plaintext|"
     "json|json|64|/json|"
@@ -788,6 +904,7 @@ ALL_WORKLOADS=(
     "jsongz|json 3.5KiB gzip|64|/users.json|gzip"
     "pgquery|pgquery (PG 1 row)|64|/db|data"
     "redisget|redisget (Redis GET)|64|/cache|data"
+    "wsecho|wsecho 64B 1000c|1000|/ws|ws"
 )
 WORKLOADS=()
 for k in $BENCH_WORKLOADS; do
@@ -807,6 +924,10 @@ check_answer() {
     local srv=$1 port=$2 path=$3 extra=$4 out=$TMP/check.body hdr=$TMP/check.hdr
     local args=(-sS --max-time 5 -o "$out" -D "$hdr" -w '%{http_code}')
     local code ok=0 norm ctype id="" rn=""
+    if [[ $extra == ws ]]; then
+        check_ws "$srv" "$port" "$path"
+        return
+    fi
     case $extra in
     post)  args+=(-X POST -H 'Content-Type: application/octet-stream' --data-binary "@$ECHO_BODY") ;;
     close) args+=(-H 'Connection: close') ;;
@@ -847,6 +968,30 @@ check_answer() {
     CHECK_BODY=$(head -c 60 "$out")
 }
 
+# check_ws SERVER PORT PATH: 4 connections, 200 echoes at most, every one matched, else abort
+check_ws() {
+    local out=$TMP/check.ws
+    if ! timeout -k 5 40 "$WSLOAD" -p "$2" -u "$3" -c 4 -d 2 -n 200 -s 64 >"$out" 2>&1 ||
+        ! grep -q '^wsload messages [1-9][0-9]* .* mismatches 0 errors 0 conns 4$' "$out"; then
+        echo "bench: ERROR: $1 answered the WebSocket echo on $3 wrongly:" >&2
+        cat "$out" >&2
+        exit 1
+    fi
+    CHECK_CTYPE=""
+    CHECK_BODY="$(awk '{print $3}' "$out") echoes matched on 4 connections"
+}
+
+# wsload_parse FILE -> as wrk_parse: "rate p99_ms messages mismatches errors desc"
+wsload_parse() {
+    awk '$1 == "wsload" {
+            for (i = 2; i < NF; i += 2) v[$i] = $(i + 1)
+            printf "%s %s %s %d %d mismatches_%d_errors_%d_conns_%d\n", v["rate"], v["p99_ms"],
+                v["messages"], v["mismatches"], v["errors"], v["mismatches"], v["errors"], v["conns"]
+            found = 1
+         }
+         END { if (!found) print "FAIL" }' "$1"
+}
+
 # wrk_parse FILE -> "rps p99_ms requests non2xx sockerr_total sockerr_desc"
 wrk_parse() {
     awk '
@@ -878,6 +1023,11 @@ wrk_parse() {
 run_wrk() {
     local port=$2 conns=$3 path=$4 extra=$5 secs=$6 out=$7
     local args=(-t1 "-c$conns" "-d${secs}s" --latency)
+    if [[ $extra == ws ]]; then   # wsload instead of wrk; its own alarm is at secs + 30
+        timeout -k 5 $((secs + 40)) taskset -c 1 "$WSLOAD" -p "$port" -u "$path" -c "$conns" \
+            -d "$secs" -n $((secs * 1000000)) -s 64 >"$out" 2>&1
+        return
+    fi
     case $extra in
     post)  args+=(-s "$ECHO_LUA") ;;
     close) args+=(-H 'Connection: close') ;;
@@ -926,6 +1076,11 @@ has_server nginx && log "nginx: $("$NGINX_BIN" -v 2>&1)"
 for wl in "${WORKLOADS[@]}"; do
     [[ ${wl##*|} == proxy ]] && start_backend
 done
+if ((WS)); then
+    build_wsload
+    has_server go && build_gows
+    has_server nginx && fetch_ngx_ws
+fi
 if ((DATA)); then
     has_server go && build_gopeer
     has_server nginx && has_workload redisget && fetch_ngx_redis
@@ -958,7 +1113,7 @@ for wl in "${WORKLOADS[@]}"; do
         MEAS_CPU[$s]="${SRV_MEAS_CPU[*]}"
         check_answer "$s" "$SRV_PORT" "$path" "$extra"
         CTYPE[$s]=$CHECK_CTYPE
-        log "$s pid $SRV_PID (measured: cpu ${SRV_MEAS_CPU[*]}, rss $SRV_MEAS_RSS) port $SRV_PORT: 200 OK, Content-Type '$CHECK_CTYPE', body '$CHECK_BODY'"
+        log "$s pid $SRV_PID (measured: cpu ${SRV_MEAS_CPU[*]}, rss $SRV_MEAS_RSS) port $SRV_PORT: $([[ $extra == ws ]] && echo '101, echoes' || echo '200 OK'), Content-Type '$CHECK_CTYPE', body '$CHECK_BODY'"
         R_RPS[$s,$wname]=""; R_P99[$s,$wname]=""; R_CPU[$s,$wname]=""; R_RSS[$s,$wname]=""
         R_ERR[$s,$wname]=0; R_NOTE[$s,$wname]=""; BEST_RPS[$s]=-1
         ROUNDS_RPS[$s,$wname]=""; ROUNDS_CPU[$s,$wname]=""
@@ -981,7 +1136,14 @@ for wl in "${WORKLOADS[@]}"; do
         done
     fi
     for ((r = 1; r <= BENCH_ROUNDS; r++)); do
-        for s in "${WL_SERVERS[@]}"; do
+        # odd rounds in the order above, even rounds in reverse: no server always goes
+        # first or always runs right after the same one
+        ORDER=("${WL_SERVERS[@]}")
+        if ((r % 2 == 0)); then
+            ORDER=()
+            for ((i = ${#WL_SERVERS[@]} - 1; i >= 0; i--)); do ORDER+=("${WL_SERVERS[i]}"); done
+        fi
+        for s in "${ORDER[@]}"; do
             [[ -n ${R_NOTE[$s,$wname]} ]] && continue   # died earlier
             out=$TMP/wrk-$s-w$wi-r$r.out
             [[ -n $DS_PID ]] && d0=$(tree_ticks "$DS_PID")
@@ -1000,10 +1162,16 @@ for wl in "${WORKLOADS[@]}"; do
                 R_NOTE[$s,$wname]="DIED"; STATUS=1
                 continue
             fi
-            read -r rps p99 reqs non2xx serr sdesc <<<"$(wrk_parse "$out")"
+            if [[ $extra == ws ]]; then
+                read -r rps p99 reqs non2xx serr sdesc <<<"$(wsload_parse "$out")"
+            else
+                read -r rps p99 reqs non2xx serr sdesc <<<"$(wrk_parse "$out")"
+            fi
             if [[ $rps == FAIL || $wrc != 0 ]]; then
-                log "ERROR: $s $wname round $r: wrk failed (exit $wrc):"; cat "$out" >&2
-                R_NOTE[$s,$wname]="WRKFAIL"; STATUS=1
+                # wsload exits 1 on any echo that differs, a failed connection or handshake
+                log "ERROR: $s $wname round $r: $([[ $extra == ws ]] && echo wsload || echo wrk) failed (exit $wrc):"
+                cat "$out" >&2
+                R_NOTE[$s,$wname]=$([[ $extra == ws ]] && echo WSFAIL || echo WRKFAIL); STATUS=1
                 continue
             fi
             cpu_us=$(awk -v d=$((c1 - c0)) -v hz="$CLK_TCK" -v n="$reqs" \
@@ -1095,10 +1263,29 @@ done
 peer_table nginx ngx "Tycho vs nginx+Lua: 1 worker each (server on CPU 0, wrk -t1 on CPU 1), best of $BENCH_ROUNDS x ${BENCH_SECONDS}s (highest req/s; p99 and CPU from that round)" \
     "${ALL_NAMES[@]}"
 if ((${#GO_NAMES[@]} > 0)); then
-    peer_table go go "Tycho vs Go (bench/gopeer: fasthttp, pgx v4 pgxpool, redigo; GOMAXPROCS=1), pools of 16, both on CPU 0 (wrk, PostgreSQL, Redis on CPU 1), best of $BENCH_ROUNDS x ${BENCH_SECONDS}s" \
+    peer_table go go "Tycho vs Go (bench/gopeer: fasthttp, pgx v4 pgxpool, redigo, pools of 16; bench/gows: gorilla/websocket; GOMAXPROCS=1), both on CPU 0 (wrk or wsload, PostgreSQL, Redis on CPU 1), best of $BENCH_ROUNDS x ${BENCH_SECONDS}s" \
         "${GO_NAMES[@]}"
 fi
 echo
+# CPU us/req as the median over every round, per server: steadier than the best round's
+# on a shared machine (the tables pick rounds by req/s)
+for wl in "${WORKLOADS[@]}"; do
+    IFS='|' read -r wname _ _ _ <<<"$wl"
+    line=""
+    for s in tycho base tycho-plain nginx go; do
+        [[ -n ${ROUNDS_CPU[$s,$wname]:-} ]] || continue
+        # shellcheck disable=SC2086
+        read -r m n <<<"$(median ${ROUNDS_CPU[$s,$wname]})"
+        line+=" $s $m"
+    done
+    [[ -n $line ]] && echo "CPU us/req in $wname, median over rounds:$line"
+done
+# wsecho's columns mean messages, not requests
+for wl in "${WORKLOADS[@]}"; do
+    IFS='|' read -r wname conns _ extra <<<"$wl"
+    [[ $extra == ws ]] || continue
+    echo "$wname: $conns WebSocket connections, 64-byte text messages ping-ponged by bench/wsload.c (every echo compared): req/s = echoed messages/s, p99 = one message's round trip, CPU us/req = server CPU per echoed message"
+done
 # The data workloads: what PostgreSQL or Redis spent per request (on CPU 1, in no table)
 for wl in "${WORKLOADS[@]}"; do
     IFS='|' read -r wname _ path extra <<<"$wl"
