@@ -81,7 +81,8 @@ void tycho_exchange_release(struct tycho_conn *c)
         c->ctx->app.cancel(c->req);
         c->waiting = false;
     }
-    tycho_chunks_free(c->req);
+    if (c->req->stream_gzip)
+        tycho_chunks_free(c->req);
     tycho_req_reset(c->req);
     tycho_pool_put(&c->ctx->req_pool, c->req);
     c->req = NULL;

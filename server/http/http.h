@@ -37,6 +37,7 @@ struct tycho_header {
 #define TYCHO_RES_REQUEST_ID 0x10  /* the handler set X-Request-Id itself */
 #define TYCHO_RES_FILE 0x20        /* the body is res_body_len bytes of file_fd (app.static) */
 #define TYCHO_RES_STREAM 0x40      /* res:write began: the head went out, the body follows */
+#define TYCHO_RES_CONTENT_ENCODING 0x80 /* the handler set Content-Encoding */
 
 /*
  * One request and its response. Pooled per worker; every field below

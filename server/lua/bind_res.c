@@ -103,6 +103,8 @@ static void add_header(lua_State *L, struct tycho_req *r, const char *fn, const 
     }
     if (name_is(name, name_len, "content-type"))
         r->res_flags |= TYCHO_RES_CONTENT_TYPE;
+    else if (name_is(name, name_len, "content-encoding"))
+        r->res_flags |= TYCHO_RES_CONTENT_ENCODING;
     else if (name_is(name, name_len, "server"))
         r->res_flags |= TYCHO_RES_SERVER;
     else if (name_is(name, name_len, "x-request-id"))

@@ -89,11 +89,11 @@ void tycho_gen_app(struct tycho_gen *g, struct tycho_app *app)
     app->self = g;
     app->router = g->router;
     app->static_of = static_of;
-    app->route_opts = route_opts;
+    /* None when no route has options: the connection then asks nothing per request. */
+    app->route_opts = g->vm.nroute_opts ? route_opts : NULL;
     app->run = run;
     app->cancel = tycho_gen_cancel;
     app->misses = g->misses;
-    app->route_opts = route_opts;
 }
 
 unsigned tycho_gen_script_count(const struct tycho_gen *g)

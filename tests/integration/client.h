@@ -945,6 +945,43 @@ static int suite_setup(int argc, char **argv)
     return 0;
 }
 
+/* A process's resident memory in KiB (VmRSS), or -1. */
+static long rss_kib(pid_t pid)
+{
+    char path[64], line[256];
+    long kib = -1;
+    FILE *f;
+
+    snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+    if (!(f = fopen(path, "r")))
+        return -1;
+    while (fgets(line, sizeof(line), f))
+        if (sscanf(line, "VmRSS: %ld kB", &kib) == 1)
+            break;
+    fclose(f);
+    return kib;
+}
+
+/*
+ * Whether a process runs with AddressSanitizer (`make asan`): its allocator
+ * holds freed blocks back on purpose, so its RSS measures churn, not what is
+ * kept (valgrind's too: see n_wrap).
+ */
+static int sanitized(pid_t pid)
+{
+    char path[64], line[512];
+    int found = 0;
+    FILE *f;
+
+    snprintf(path, sizeof(path), "/proc/%d/maps", (int)pid);
+    if (!(f = fopen(path, "r")))
+        return 0;
+    while (!found && fgets(line, sizeof(line), f))
+        found = strstr(line, "libasan") != NULL;
+    fclose(f);
+    return found;
+}
+
 #pragma GCC diagnostic pop
 
 #endif

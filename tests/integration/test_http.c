@@ -1029,7 +1029,6 @@ static void test_concurrent(int port)
 }
 
 /* Clients that go away mid-request or before reading: the server carries on. */
-static long rss_kib(pid_t pid);
 
 /* ---- lifecycle: GC and request objects, load-time registration, back-pressure ---- */
 
@@ -1383,23 +1382,6 @@ static void test_small_limits(int port)
  * ====================================================================== */
 
 /* ---- memory: pools and RSS under steady load, idle keep-alive connections ---- */
-
-/* The server's resident memory in KiB (VmRSS), or -1. */
-static long rss_kib(pid_t pid)
-{
-    char path[64], line[256];
-    long kib = -1;
-    FILE *f;
-
-    snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
-    if (!(f = fopen(path, "r")))
-        return -1;
-    while (fgets(line, sizeof(line), f))
-        if (sscanf(line, "VmRSS: %ld kB", &kib) == 1)
-            break;
-    fclose(f);
-    return kib;
-}
 
 /* Sends `batch` pipelined requests and reads their responses; returns how many were 200. */
 static int pipelined_batch(struct client *c, int batch)

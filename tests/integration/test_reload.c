@@ -109,19 +109,6 @@ static int log_count(const struct server *s, const char *needle)
     return n;
 }
 
-static long rss_kib(pid_t pid)
-{
-    char path[64], *status, *p;
-    long kib = -1;
-
-    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
-    status = slurp(path, NULL);
-    if (status && (p = strstr(status, "VmRSS:")))
-        kib = strtol(p + 6, NULL, 10);
-    free(status);
-    return kib;
-}
-
 /* ---- a load of keep-alive clients in a thread ----------------------------- */
 
 struct load {

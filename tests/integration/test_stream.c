@@ -74,23 +74,6 @@ static const char app_lua[] =
     "  return tostring(ok) .. ' ' .. tostring(err)\n"
     "end)\n";
 
-/* The server's resident memory in KiB (VmRSS), or -1. */
-static long rss_kib(pid_t pid)
-{
-    char path[64], line[256];
-    long kib = -1;
-    FILE *f;
-
-    snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
-    if (!(f = fopen(path, "r")))
-        return -1;
-    while (fgets(line, sizeof(line), f))
-        if (sscanf(line, "VmRSS: %ld kB", &kib) == 1)
-            break;
-    fclose(f);
-    return kib;
-}
-
 /* Reads until want is among the received bytes; returns where the head ends, or -1. */
 static long read_until(struct client *c, const char *want)
 {

@@ -77,43 +77,6 @@ static const char app_lua[] =
     "try(app.post, '/b8', f, 'x')\n"
     "app.get('/errors', function() return table.concat(errors, '\\n') end)\n";
 
-/* The server's resident memory in KiB (VmRSS), or -1. */
-static long rss_kib(pid_t pid)
-{
-    char path[64], line[256];
-    long kib = -1;
-    FILE *f;
-
-    snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
-    if (!(f = fopen(path, "r")))
-        return -1;
-    while (fgets(line, sizeof(line), f))
-        if (sscanf(line, "VmRSS: %ld kB", &kib) == 1)
-            break;
-    fclose(f);
-    return kib;
-}
-
-/*
- * Whether the server runs with AddressSanitizer (`make asan`): its allocator
- * holds freed blocks back on purpose, so RSS measures the churn, not what is
- * kept, like valgrind's.
- */
-static bool sanitized(pid_t pid)
-{
-    char path[64], line[512];
-    bool found = false;
-    FILE *f;
-
-    snprintf(path, sizeof(path), "/proc/%d/maps", (int)pid);
-    if (!(f = fopen(path, "r")))
-        return false;
-    while (!found && fgets(line, sizeof(line), f))
-        found = strstr(line, "libasan") != NULL;
-    fclose(f);
-    return found;
-}
-
 /* The checksum the app computes (Adler-32's two sums), over a body made piece by piece. */
 struct sum {
     unsigned long a, b;
