@@ -236,7 +236,8 @@ static int ws_gc(lua_State *L)
 
 /* ---- waiting ------------------------------------------------------------------------- */
 
-static void wake(struct ws_obj *o)
+/* Takes back everything a wait set: the connection's callbacks and the timer. */
+static void disarm(struct ws_obj *o)
 {
     struct tycho_req *r = *o->res_box;
 
@@ -248,6 +249,11 @@ static void wake(struct ws_obj *o)
         event_del(&o->timer);
         o->timer_added = false;
     }
+}
+
+static void wake(struct ws_obj *o)
+{
+    disarm(o);
     tycho_task_wake(&o->w);
 }
 
@@ -313,17 +319,7 @@ static void wait_start(struct tycho_wait *w)
 
 static void wait_cancel(struct tycho_wait *w)
 {
-    struct ws_obj *o = (struct ws_obj *)w;
-    struct tycho_req *r = *o->res_box;
-
-    if (r) {
-        r->on_input = NULL;
-        r->on_drained = NULL;
-    }
-    if (o->timer_added) {
-        event_del(&o->timer);
-        o->timer_added = false;
-    }
+    disarm((struct ws_obj *)w);
 }
 
 /*

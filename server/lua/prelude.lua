@@ -299,6 +299,15 @@ local function sse_data(data, out)
   end
 end
 
+-- Sends the lines in out and waits until they have gone: an event is of use only once sent.
+local function sse_emit(stream, out)
+  local ok, err = stream.res:write(table.concat(out))
+  if ok then
+    return stream.res:flush()
+  end
+  return ok, err
+end
+
 function sse_methods.send(stream, ev)
   if type(ev) ~= "table" then
     error("stream:send: expected a table {event=, data=, id=, retry=}, got " .. type(ev), 2)
@@ -323,11 +332,7 @@ function sse_methods.send(stream, ev)
     error("stream:send: nothing to send (give data, event, id or retry)", 2)
   end
   out[#out + 1] = "\n"
-  local ok, err = stream.res:write(table.concat(out))
-  if ok then
-    return stream.res:flush()
-  end
-  return ok, err
+  return sse_emit(stream, out)
 end
 
 -- Each line of text becomes a comment line (": ..."), which clients ignore.
@@ -337,11 +342,7 @@ function sse_methods.comment(stream, text)
   for line in (s .. "\n"):gmatch("([^\n]*)\n") do
     out[#out + 1] = ": " .. line .. "\n"
   end
-  local ok, err = stream.res:write(table.concat(out))
-  if ok then
-    return stream.res:flush()
-  end
-  return ok, err
+  return sse_emit(stream, out)
 end
 
 -- Ends the heartbeat timer (the response itself ends when the handler returns).

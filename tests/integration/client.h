@@ -945,6 +945,37 @@ static int suite_setup(int argc, char **argv)
     return 0;
 }
 
+/*
+ * Makes the temporary directory dir (a mkdtemp template, changed in place)
+ * with app_lua as its app.lua. Returns 0, or -1 (a check has failed).
+ * app_dir_remove takes both away.
+ */
+static int app_dir_make(char *dir, const char *app_lua)
+{
+    char path[256];
+    FILE *f;
+
+    if (!mkdtemp(dir)) {
+        ok(0, "the app's directory is made");
+        return -1;
+    }
+    snprintf(path, sizeof path, "%s/app.lua", dir);
+    if (!(f = fopen(path, "w")) || fputs(app_lua, f) < 0 || fclose(f) != 0) {
+        ok(0, "the app is written");
+        return -1;
+    }
+    return 0;
+}
+
+static void app_dir_remove(const char *dir)
+{
+    char path[256];
+
+    snprintf(path, sizeof path, "%s/app.lua", dir);
+    unlink(path);
+    rmdir(dir);
+}
+
 /* A process's resident memory in KiB (VmRSS), or -1. */
 static long rss_kib(pid_t pid)
 {

@@ -362,16 +362,11 @@ static void test_write_from_elsewhere(int port)
 int main(int argc, char **argv)
 {
     struct server s;
-    char path[128];
-    FILE *f;
 
     if (suite_setup(argc, argv))
         return 2;
-    snprintf(path, sizeof path, "%s/app.lua", mkdtemp(dir) ? dir : "/nonexistent");
-    if (!(f = fopen(path, "w")) || fputs(app_lua, f) < 0 || fclose(f) != 0) {
-        ok(0, "the app is written");
+    if (app_dir_make(dir, app_lua) < 0)
         return test_summary();
-    }
     {
         const char *args[] = {"--port", "0", "--workers", "1", dir, NULL};
         ok(server_start(&s, args) == 0, "server starts");
@@ -403,8 +398,7 @@ int main(int argc, char **argv)
         is_int(server_stop(&s), 0, "--gzip: exit status 0");
     }
     server_cleanup(&s);
-    unlink(path);
-    rmdir(dir);
+    app_dir_remove(dir);
     free(wrap_copy);
     return test_summary();
 }

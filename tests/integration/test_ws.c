@@ -417,17 +417,12 @@ static void test_max_conns(void)
 int main(int argc, char **argv)
 {
     struct server s;
-    char path[128];
-    FILE *f;
 
     if (suite_setup(argc, argv))
         return 2;
     raise_fd_limit(4096);
-    snprintf(path, sizeof path, "%s/app.lua", mkdtemp(dir) ? dir : "/nonexistent");
-    if (!(f = fopen(path, "w")) || fputs(app_lua, f) < 0 || fclose(f) != 0) {
-        ok(0, "the app is written");
+    if (app_dir_make(dir, app_lua) < 0)
         return test_summary();
-    }
     {
         const char *args[] = {"--port", "0", "--workers", "2", "--metrics", "/metrics",
                               "--max-conns", "3000", dir, NULL};
@@ -443,8 +438,7 @@ int main(int argc, char **argv)
     server_cleanup(&s);
     test_one_worker();
     test_max_conns();
-    unlink(path);
-    rmdir(dir);
+    app_dir_remove(dir);
     free(wrap_copy);
     return test_summary();
 }
