@@ -449,9 +449,9 @@ int tycho_conn_push(struct tycho_conn *c)
     return arm(c, EV_WRITE, TIMER_WRITE, c->ctx->write_tv);
 }
 
-/* Answers requests read earlier and kept back while output was over the mark. */
 /*
- * The kept bytes are taken out of c->input while they are fed: a handler
+ * Answers requests read earlier and kept back while output was over the
+ * mark or a handler waited. The kept bytes are taken out of c->input while they are fed: a handler
  * that runs meanwhile may read c->input itself (a WebSocket's frames, a
  * streamed body), and must see only what follows its own request, never
  * that request's bytes. What the feed leaves goes back in front.
@@ -553,12 +553,7 @@ static void timed_out(struct tycho_conn *c)
     close_conn(c);
 }
 
-
-/*
- * Readable while a handler waits: bytes (pipelined requests) are kept, up
- * to a bound; a client that has gone (end of input, reset) closes the
- * connection, which abandons the handler.
- */
+/* The connection reads nothing for now (its event is off until armed again). */
 static void stop_reading(struct tycho_conn *c)
 {
     if (c->ev_what) {
@@ -581,6 +576,13 @@ static void notify_input(struct tycho_conn *c)
     fn(r);
 }
 
+/*
+ * Readable while a handler waits: bytes (pipelined requests, a streamed
+ * body, a WebSocket's frames) are kept, up to a bound, and a handler that
+ * waits for them is told; a client that has gone (end of input, reset)
+ * closes the connection, which abandons the handler, except a WebSocket's,
+ * whose handler hears of it and ends.
+ */
 static void watch_while_waiting(struct tycho_conn *c)
 {
     struct tycho_ctx *ctx = c->ctx;
