@@ -19,11 +19,10 @@
 #include "lua/task.h"
 #include "lua/vm.h"
 
-#include <stdlib.h>
-
 #include <event2/event.h>
 #include <event2/event_struct.h>
 #include <lauxlib.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define WS_MT "tycho.ws"
@@ -40,9 +39,9 @@ struct ws_obj {
     double ping_interval;          /* seconds without input before a ping; 0: none */
     double last_input;             /* when bytes last came (tycho_now_us seconds) */
     double closing_since;          /* when our close frame went; 0: it has not */
+    const char *closed_why;        /* static: why the server closed it (idle, stop...); NULL */
     bool ping_out;                 /* a ping went since the last input */
     bool drain_only;               /* the wait is ws:send's: for the output to drain only */
-    bool counted;                  /* counted open in the worker's metrics */
 };
 
 static double now_s(void)
@@ -82,7 +81,6 @@ static void close_with(struct ws_obj *o, struct tycho_req *r, int code, const ch
  * (past TYCHO_STREAM_SLOW_BYTES waiting) is closed with 1008 rather than let
  * its output grow.
  */
-
 struct member {
     struct member *next;
     struct ws_obj *o;
@@ -275,21 +273,34 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     wake(arg);
 }
 
-/* Seconds until the next thing a receive must do by itself (ping, idle, close); <0: none. */
+/*
+ * Seconds until the next thing a receive must do by itself (ping, idle,
+ * the end of the wait for the peer's close): 0 when it is due already;
+ * -1 when there is none.
+ */
 static double next_deadline(const struct ws_obj *o)
 {
-    double now = now_s(), due = -1;
+    double now = now_s(), due = 0;
+    bool any = false;
 
-    if (o->closing_since > 0)
-        return o->closing_since + CLOSE_WAIT_S - now;
-    if (o->ping_interval > 0 && !o->ping_out)
-        due = o->last_input + o->ping_interval - now;
-    if (o->idle_timeout > 0) {
-        double idle = o->last_input + o->idle_timeout - now;
-        if (due < 0 || idle < due)
-            due = idle;
+    if (o->closing_since > 0) {
+        due = o->closing_since + CLOSE_WAIT_S - now;
+        any = true;
+    } else {
+        if (o->ping_interval > 0 && !o->ping_out) {
+            due = o->last_input + o->ping_interval - now;
+            any = true;
+        }
+        if (o->idle_timeout > 0) {
+            double idle = o->last_input + o->idle_timeout - now;
+            if (!any || idle < due)
+                due = idle;
+            any = true;
+        }
     }
-    return due;
+    if (!any)
+        return -1;
+    return due > 0 ? due : 0;         /* past already (time went by since the check): now */
 }
 
 static void wait_start(struct tycho_wait *w)
@@ -354,12 +365,9 @@ static int push_end(lua_State *L, struct ws_obj *o, struct tycho_req *r)
     const char *reason = tycho_ws_peer_reason(o->ws, &len);
 
     lua_pushnil(L);
-    if (violation) {
-        lua_pushstring(L, violation);
-        lua_pushinteger(L, tycho_ws_sent_code(o->ws));
-    } else if (code == TYCHO_WS_ABNORMAL && tycho_ws_sent_code(o->ws)) {
-        /* We closed (idle, stop, ws:close) and the peer's close never came. */
-        lua_pushliteral(L, "closed");
+    if (violation || o->closed_why) {
+        /* The server closed it: for a violation, or idle, stopping, too slow, ws:close. */
+        lua_pushstring(L, violation ? violation : o->closed_why);
         lua_pushinteger(L, tycho_ws_sent_code(o->ws));
     } else if (code == TYCHO_WS_ABNORMAL || (r && r->stream_closed)) {
         lua_pushliteral(L, "connection lost");
@@ -393,6 +401,7 @@ static void close_with(struct ws_obj *o, struct tycho_req *r, int code, const ch
         return;
     tycho_ws_close(o->ws, code, reason, strlen(reason));
     o->closing_since = now_s();
+    o->closed_why = *reason ? reason : "closed";
     flush_frames(o, r);
 }
 
@@ -536,6 +545,7 @@ static int ws_close(lua_State *L)
         return luaL_error(L, "ws:close: code %d may not be sent (1000, 1001, 1003, 1007-1011 "
                              "or 3000-4999)", (int)code);
     o->closing_since = now_s();
+    o->closed_why = "closed";
     return push_sent(L, flush_frames(o, r) == TYCHO_ERR ? TYCHO_ERR : TYCHO_OK);
 }
 

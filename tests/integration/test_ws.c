@@ -431,6 +431,12 @@ int main(int argc, char **argv)
     if (s.pid > 0) {
         test_handshake_errors(s.port);
         test_violations(s.port);
+        ok(wait_for_log(&s, "ws ended: frame not masked 1002", io_timeout_ms),
+           "ws:receive gives the violation and its code");
+        ok(wait_for_log(&s, "ws ended: text not UTF-8 1007", io_timeout_ms),
+           "... bad UTF-8");
+        ok(wait_for_log(&s, "ws ended: idle timeout 1001", io_timeout_ms),
+           "... the idle timeout, which the server closed for");
         test_client(s.port, n_wrap ? 100 : 1000);
         test_reload(&s);
         test_metrics_and_stop(&s);
