@@ -13,8 +13,9 @@
 /* The first read: a client that sent Expect: 100-continue may send its body now. */
 static void answer_continue(struct tycho_conn *c, struct tycho_req *r)
 {
-    if (!r->expect_continue || r->continue_sent || (r->res_flags & TYCHO_RES_STREAM))
-        return;
+    if (!r->expect_continue || r->continue_sent || (r->res_flags & TYCHO_RES_STREAM) ||
+        c->local_out)
+        return;                       /* --request: the body is all there, nobody to tell */
     r->continue_sent = true;
     if (tycho_buf_puts(tycho_conn_out(c), "HTTP/1.1 100 Continue\r\n\r\n") < 0 ||
         tycho_conn_push(c) < 0)

@@ -387,6 +387,26 @@ static void answer_405(struct tycho_conn *c)
 }
 
 /*
+ * A request to a stream_body route that came without a body (no length, or
+ * 0) never stopped at its head: it is streamed all the same, an empty body
+ * at its end, so that req:read answers nil and req.body is nil as on any
+ * request to that route.
+ */
+static void mark_empty_stream(struct tycho_conn *c, struct tycho_req *r)
+{
+    const struct tycho_app *app = &c->ctx->app;
+    const struct tycho_route_opts *o;
+
+    if (r->stream_body || !app->route_opts)
+        return;
+    o = app->route_opts(app->self, r->match.handler_id);
+    if (o && o->stream_body) {
+        r->stream_body = true;
+        r->body_done = true;
+    }
+}
+
+/*
  * Routes and runs a complete request. Its response is appended now, or, when
  * the handler waits (tycho.sleep), by on_request_done later; meanwhile the
  * connection reads nothing more.
@@ -417,6 +437,7 @@ static void serve(struct tycho_conn *c)
             respond(c);
             return;
         }
+        mark_empty_stream(c, r);
         run_app(c);
         return;
     }
@@ -489,6 +510,11 @@ static void at_head(struct tycho_conn *c)
         return;
     }
     if (!stream) {
+        /*
+         * Routed again once the body is in: a reload meanwhile swaps the
+         * app, whose handler ids and router are not the old ones.
+         */
+        r->routed = false;
         send_continue(c, r);
         return;
     }

@@ -389,6 +389,9 @@ static int req_read(lua_State *L)
 
     luaL_argcheck(L, n >= 1 && n == (lua_Number)(long long)n, 2,
                   "expected a whole number of bytes, 1 or more");
+    if (!tycho_task_runs_request(L, r))
+        return luaL_error(L, "req:read: only in the handler of the request itself (its body "
+                             "has one reader)");
     if (!r->stream_body)
         return luaL_error(L, "req:read: the body of this route is not streamed: read req.body, "
                              "or register the route with { stream_body = true }");
@@ -439,6 +442,9 @@ static int req_wait_body(lua_State *L)
     struct tycho_req *r = check_req(L, 1);
     struct body_wait *b = r->body_arg;
 
+    if (!tycho_task_runs_request(L, r))
+        return luaL_error(L, "req:read: only in the handler of the request itself (its body "
+                             "has one reader)");
     /* One per request, made at its first wait: a long body's waits take no more memory. */
     if (!b && !(b = tycho_arena_alloc(&r->arena, sizeof(*b))))
         return luaL_error(L, "req:read: out of memory");

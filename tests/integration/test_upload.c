@@ -61,6 +61,14 @@ static const char app_lua[] =
     "app.post('/json', function(req) return req:json() end, { stream_body = true })\n"
     "app.post('/whole', function(req) return 'whole ' .. #req.body end)\n"
     "app.get('/plain', function() return 'plain' end)\n"
+    "app.post('/from-timer', function(req)\n"
+    "  tycho.timer.after(0, function()\n"
+    "    local ok, err = pcall(req.read, req, 10)\n"
+    "    tycho.log.info('timer read: ' .. tostring(err))\n"
+    "  end)\n"
+    "  tycho.sleep(0.2)\n"
+    "  return 'handler ' .. tostring(req:read(10))\n"
+    "end, { stream_body = true })\n"
     "local errors = {}\n"
     "local function try(...)\n"
     "  local ok, err = pcall(...)\n"
@@ -310,6 +318,76 @@ static void test_unread(int port)
     free(big);
 }
 
+/* A stream_body route with no body, or an empty one: req:read says nil, req.body is nil. */
+static void test_no_body(int port)
+{
+    struct response r;
+
+    if (fetch(port, "POST /count HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n", &r) == 200)
+        expect_body(&r, "0 1 0", "no body: Content-Length 0 reads nothing");
+    else
+        ok(0, "no body: Content-Length 0 is 200");
+    response_free(&r);
+    if (fetch(port, "POST /count HTTP/1.1\r\nHost: t\r\n\r\n", &r) == 200)
+        expect_body(&r, "0 1 0", "no body: no length reads nothing");
+    else
+        ok(0, "no body: without a length is 200");
+    response_free(&r);
+    if (fetch(port, "POST /pieces HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n", &r) == 200)
+        expect_body(&r, "end nil nil", "no body: req:read and req.body are nil");
+    else
+        ok(0, "no body: /pieces is 200");
+    response_free(&r);
+}
+
+/*
+ * A reload between the head of an ordinary POST and the end of its body:
+ * the request runs the route of its path in the new scripts, whose handler
+ * ids are not the old ones (the last test: the app is replaced).
+ */
+static void test_reload_mid_body(const struct server *s)
+{
+    static const char v2[] =
+        "local app = require 'tycho'\n"
+        "for i = 1, 20 do app.post('/evil' .. i, function() return 'EVIL' end) end\n"
+        "app.post('/whole', function(req) return 'v2 whole ' .. #req.body end)\n";
+    char path[256];
+    struct client c;
+    struct response r;
+    FILE *f;
+
+    if (client_connect(&c, s->port) < 0) {
+        ok(0, "reload mid-body: connect");
+        return;
+    }
+    client_sends(&c, "POST /whole HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nab");
+    snprintf(path, sizeof path, "%s/app.lua", dir);
+    ok((f = fopen(path, "w")) && fputs(v2, f) >= 0 && fclose(f) == 0, "reload mid-body: v2");
+    kill(s->pid, SIGHUP);
+    ok(wait_for_log(s, "serving generation 2", io_timeout_ms), "reload mid-body: reloaded");
+    client_sends(&c, "cde");
+    read_response(&c, &r, 0);
+    expect_body(&r, "v2 whole 5", "reload mid-body: the path's route of the new scripts runs");
+    response_free(&r);
+    client_close(&c);
+}
+
+/* Only the request's own handler reads its body: another task's req:read raises. */
+static void test_read_elsewhere(const struct server *s)
+{
+    struct response r;
+
+    if (fetch(s->port, "POST /from-timer HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc",
+              &r) == 200)
+        expect_body(&r, "handler abc", "elsewhere: the handler reads its body");
+    else
+        ok(0, "elsewhere: 200");
+    response_free(&r);
+    ok(wait_for_log(s, "req:read: only in the handler of the request itself (its body",
+                    io_timeout_ms),
+       "elsewhere: a timer's req:read raises");
+}
+
 static void test_misuse(const struct server *s)
 {
     struct response r;
@@ -360,6 +438,9 @@ int main(int argc, char **argv)
         test_too_large(s.port);
         test_unread(s.port);
         test_misuse(&s);
+        test_no_body(s.port);
+        test_read_elsewhere(&s);
+        test_reload_mid_body(&s);
         is_int(server_stop(&s), 0, "exit status 0");
     }
     server_cleanup(&s);
