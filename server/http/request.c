@@ -410,6 +410,13 @@ static int on_headers_complete(http_parser *p)
     r->http_minor = (unsigned char)p->http_minor;
     r->is_head = p->method == HTTP_HEAD;
     /*
+     * Known from the head already (the version and Connection): a handler that
+     * starts before its body is in (stream_body) and streams its response must
+     * not have to say Connection: close for want of it. The end of the message
+     * sets it again.
+     */
+    r->keep_alive = http_should_keep_alive(p) && !p->upgrade;
+    /*
      * CONNECT asks for a tunnel, which Tycho does not make; http-parser would
      * also end the message at the head whatever Content-Length says.
      */
