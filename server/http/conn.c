@@ -331,6 +331,17 @@ static void resume_clock(struct tycho_conn *c)
         c->body_started_ms += waited;
 }
 
+/* Calls the callback in *slot once (it is cleared first: it may set itself again). */
+static void call_once(struct tycho_req *r, void (**slot)(struct tycho_req *r))
+{
+    void (*fn)(struct tycho_req *r) = *slot;
+
+    if (!fn)
+        return;
+    *slot = NULL;
+    fn(r);
+}
+
 static void notify_input(struct tycho_conn *c);
 static void stop_reading(struct tycho_conn *c);
 
@@ -341,13 +352,9 @@ static void stop_reading(struct tycho_conn *c);
 static void notify_drained(struct tycho_conn *c)
 {
     struct tycho_req *r = c->req;
-    void (*fn)(struct tycho_req *r);
 
-    if (!r || !r->on_drained || c->sending_file || c->pending.len >= r->drained_below)
-        return;
-    fn = r->on_drained;
-    r->on_drained = NULL;
-    fn(r);
+    if (r && !c->sending_file && c->pending.len < r->drained_below)
+        call_once(r, &r->on_drained);
 }
 
 /* Whether c's handler waits for bytes of its streamed body. */
@@ -359,14 +366,8 @@ static bool wants_body(const struct tycho_conn *c)
 /* Tells a handler that waits for body bytes that some came (or why none will). */
 static void notify_body(struct tycho_conn *c)
 {
-    struct tycho_req *r = c->req;
-    void (*fn)(struct tycho_req *r);
-
-    if (!r || !r->on_body)
-        return;
-    fn = r->on_body;
-    r->on_body = NULL;
-    fn(r);
+    if (c->req)
+        call_once(c->req, &c->req->on_body);
 }
 
 /*
@@ -566,14 +567,8 @@ static void stop_reading(struct tycho_conn *c)
 /* Tells a handler that reads the input itself (a WebSocket) that something came. */
 static void notify_input(struct tycho_conn *c)
 {
-    struct tycho_req *r = c->req;
-    void (*fn)(struct tycho_req *r);
-
-    if (!r || !r->on_input)
-        return;
-    fn = r->on_input;
-    r->on_input = NULL;
-    fn(r);
+    if (c->req)
+        call_once(c->req, &c->req->on_input);
 }
 
 /*

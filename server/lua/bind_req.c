@@ -462,6 +462,12 @@ static int req_streamed(lua_State *L)
     return 1;
 }
 
+/* req's methods written in C (the prelude wraps the _ ones and adds the rest). */
+static const luaL_Reg req_c_methods[] = {
+    {"query_all", req_query_all}, {"_read", req_read},       {"_wait_body", req_wait_body},
+    {"_streamed", req_streamed},  {NULL, NULL},
+};
+
 static int req_tostring(lua_State *L)
 {
     void **box = lua_touserdata(L, 1);
@@ -565,17 +571,7 @@ void tycho_bind_objects(lua_State *L)
     lua_newtable(L);                  /* req's methods: query_all here, the rest in the prelude */
     methods = lua_gettop(L);
     lua_pushvalue(L, req_mt);
-    lua_pushcclosure(L, req_query_all, 1);
-    lua_setfield(L, methods, "query_all");
-    lua_pushvalue(L, req_mt);
-    lua_pushcclosure(L, req_read, 1);
-    lua_setfield(L, methods, "_read");
-    lua_pushvalue(L, req_mt);
-    lua_pushcclosure(L, req_wait_body, 1);
-    lua_setfield(L, methods, "_wait_body");
-    lua_pushvalue(L, req_mt);
-    lua_pushcclosure(L, req_streamed, 1);
-    lua_setfield(L, methods, "_streamed");
+    luaL_setfuncs(L, req_c_methods, 1);  /* each with the req metatable as its upvalue */
 
     lua_pushvalue(L, req_mt);
     lua_pushvalue(L, headers_mt);
