@@ -20,14 +20,16 @@
 # Debian packages: build and runtime. The tests also need promtool (prometheus), and real
 # PostgreSQL and Redis servers (postgresql, redis-server) that they start themselves; the install
 # test needs luarocks (which brings lua5.1 and liblua5.1-0-dev), curl, and man-db, groff-base
-# and mandoc to render and lint the man page; the fuzz target needs clang (FUZZ_PKGS).
+# and mandoc to render and lint the man page, and openssl to make the TLS tests' throwaway
+# certificates; the fuzz target needs clang (FUZZ_PKGS). ca-certificates is the store https://
+# calls verify against.
 PKGS := gcc make libc6-dev pkg-config libevent-dev libhttp-parser-dev libluajit2-5.1-dev lua-cjson \
         libsqlite3-dev libpq-dev libhiredis-dev libssl-dev libjansson-dev \
-        zlib1g-dev libwslay-dev
+        zlib1g-dev libwslay-dev ca-certificates
 # clang and its libFuzzer runtime build the fuzz target, which `make test` runs briefly.
 FUZZ_PKGS := clang libclang-rt-14-dev
 TEST_PKGS := prometheus luarocks curl man-db groff-base mandoc postgresql redis-server \
-             python3-websockets $(FUZZ_PKGS)
+             python3-websockets openssl $(FUZZ_PKGS)
 
 BUILD ?= obj
 CC ?= cc
@@ -39,8 +41,8 @@ WARN := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmiss
         -Wwrite-strings $(if $(CI),-Werror)
 # Deferred (=) so that pkg-config runs after `deps` has installed the packages. Debian's
 # libwslay-dev ships no pkg-config file (only CMake's), so wslay is named like http-parser.
-PKG_CFLAGS = $(shell pkg-config --cflags luajit libevent sqlite3 libpq hiredis libcrypto jansson zlib)
-PKG_LIBS = $(shell pkg-config --libs luajit libevent sqlite3 libpq hiredis libcrypto jansson zlib) -lhttp_parser -lwslay -lpthread -lm -ldl
+PKG_CFLAGS = $(shell pkg-config --cflags luajit libevent libevent_openssl sqlite3 libpq hiredis libssl libcrypto jansson zlib)
+PKG_LIBS = $(shell pkg-config --libs luajit libevent libevent_openssl sqlite3 libpq hiredis libssl libcrypto jansson zlib) -lhttp_parser -lwslay -lpthread -lm -ldl
 CFLAGS_ALL = $(OPT) $(SAN) $(WARN) -MMD -MP -I$(BUILD) -Iserver $(PKG_CFLAGS) $(CFLAGS)
 LDFLAGS_ALL = $(SAN) $(LDFLAGS)
 
