@@ -97,6 +97,28 @@ static int rotate_keys(time_t now)
     return TYCHO_OK;
 }
 
+/*
+ * Rotates as many times as whole periods have passed since the last
+ * rotation (a quiet server rotates at its next handshake, and a key must not
+ * outlive its periods for want of handshakes); makes the first key. Under
+ * keys_lock.
+ */
+static int catch_up_keys(time_t now)
+{
+    long period = config->tls_ticket_rotate_ms / 1000;
+    long due = nkeys == 0 ? 1 : (long)(now - keys_rotated) / (period > 0 ? period : 1);
+
+    if (due >= TICKET_KEYS) {
+        OPENSSL_cleanse(keys, sizeof(keys));
+        nkeys = 0;                    /* every key is too old: start afresh */
+        due = 1;
+    }
+    while (due-- > 0)
+        if (rotate_keys(now) < 0)
+            return TYCHO_ERR;
+    return TYCHO_OK;
+}
+
 static int set_ticket_mac(EVP_MAC_CTX *hctx, unsigned char *hmac)
 {
     OSSL_PARAM params[] = {
@@ -122,8 +144,7 @@ static int on_ticket_key(SSL *ssl, unsigned char *name, unsigned char *iv, EVP_C
 
     (void)ssl;
     pthread_mutex_lock(&keys_lock);
-    if ((nkeys == 0 || now - keys_rotated >= config->tls_ticket_rotate_ms / 1000) &&
-        rotate_keys(now) < 0 && nkeys == 0) {
+    if (catch_up_keys(now) < 0 && nkeys == 0) {
         pthread_mutex_unlock(&keys_lock);
         return -1;
     }
