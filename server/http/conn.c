@@ -302,13 +302,15 @@ static int arm_read(struct tycho_conn *c)
     long now, deadline;
     struct timeval left;
 
-    now = tycho_ctx_now_ms(ctx);
-    if (c->ssl && !SSL_is_init_finished(c->ssl)) {
-        /* A handshake: bytes dripping in must not renew its time, as they would TIMER_FIRST's. */
-        deadline = c->born_ms + cfg->header_timeout_ms;
-    } else if (!c->started) {
+    bool handshake = c->ssl && !SSL_is_init_finished(c->ssl);
+
+    if (!c->started && !handshake)
         return arm(c, EV_READ, c->nrequests ? TIMER_IDLE : TIMER_FIRST,
                    c->nrequests ? ctx->idle_tv : ctx->first_tv);
+    now = tycho_ctx_now_ms(ctx);
+    if (handshake) {
+        /* Bytes dripping in must not renew a handshake's time, as they would TIMER_FIRST's. */
+        deadline = c->born_ms + cfg->header_timeout_ms;
     } else if (c->req && c->http.headers_done) {
         if (!c->body_started_ms)
             c->body_started_ms = now;
