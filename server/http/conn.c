@@ -92,6 +92,15 @@ static int send_stalled(ssize_t n)
     return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) ? 1 : -1;
 }
 
+/* A TLS handshake has ended: counted once (tycho_tls_handshakes_total, _resumed_total). */
+static void count_handshake(struct tycho_conn *c)
+{
+    c->tls_counted = true;
+    tycho_stat_add(&c->ctx->stats.tls_handshakes, 1);
+    if (SSL_session_reused(c->ssl))
+        tycho_stat_add(&c->ctx->stats.tls_resumed, 1);
+}
+
 /*
  * Reads through the connection's TLS when it has it, else from the socket,
  * as recv(2) does: n > 0 bytes, 0 at the end of input (close_notify, or a
@@ -107,6 +116,8 @@ static ssize_t conn_recv(struct tycho_conn *c, char *buf, size_t len)
         return recv(c->fd, buf, len, 0);
     ERR_clear_error();
     n = SSL_read(c->ssl, buf, (int)len);
+    if (!c->tls_counted && SSL_is_init_finished(c->ssl))
+        count_handshake(c);
     if (n > 0)
         return n;
     e = SSL_get_error(c->ssl, n);
@@ -117,6 +128,8 @@ static ssize_t conn_recv(struct tycho_conn *c, char *buf, size_t len)
     }
     if (e == SSL_ERROR_ZERO_RETURN)
         return 0;
+    if (e == SSL_ERROR_SSL && !c->tls_counted)
+        tycho_stat_add(&c->ctx->stats.tls_failures, 1);
     if (e == SSL_ERROR_SSL && tycho_log_min_level == TYCHO_LOG_DEBUG) {
         unsigned long err = ERR_peek_last_error();
         tycho_log(TYCHO_LOG_DEBUG, "worker %d: TLS %s: %s", c->ctx->worker_id,

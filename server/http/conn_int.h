@@ -53,6 +53,7 @@ struct tycho_conn {
     bool started;                      /* bytes of the next request came (blank lines too) */
     bool waiting;                      /* its handler waits (tycho.sleep); nothing is read */
     bool upgraded;                     /* a WebSocket: its handler reads the input itself */
+    bool tls_counted;                  /* its TLS handshake is done and counted */
     bool stream_start;                 /* a stream_body route's head is in: start its handler */
     bool sending_file;                 /* file_fd is open and its bytes are the next output */
     int file_fd;                       /* owned while sending_file: a file body (app.static) */
