@@ -20,8 +20,9 @@
 #include <signal.h>
 #include <sys/wait.h>
 
-enum { B_MAIN, B_ROGUE, B_EXPIRED, B_OTHER, B_MTLS, B_COUNT };
-static const char *const names[B_COUNT] = {"main", "rogue", "expired", "other", "mtls"};
+enum { B_MAIN, B_ROGUE, B_EXPIRED, B_OTHER, B_MTLS, B_TLS12, B_TLS11, B_COUNT };
+static const char *const names[B_COUNT] = {"main", "rogue",  "expired", "other",
+                                           "mtls", "tls12", "tls11"};
 static int ports[B_COUNT], control_port;
 static pid_t py_pid = -1;
 static int py_stdin = -1;           /* closing it stops the backends */
@@ -49,7 +50,8 @@ static int tls_backends_start(void)
         close(out[0]);
         execl("/usr/bin/python3", "python3", script, certs, "main:server:server",
               "rogue:rogue:rogue", "expired:expired:expired", "other:other:other",
-              "mtls:server:server:client", (char *)NULL);
+              "mtls:server:server:client", "tls12:server:server:tls12",
+              "tls11:server:server:tls11", (char *)NULL);
         _exit(127);
     }
     close(in[0]);
@@ -333,6 +335,20 @@ static void test_reuse_and_resumption(int port)
            "two ca_file settings: two pools (the ca.pem one made its own connection)");
 }
 
+/* TLS 1.2: a session from the handshake itself, resumed by session id or ticket; 1.1 refused. */
+static void test_tls12(int port)
+{
+    char want[128];
+
+    expect_call(port, "/call/tls12?path=close", 200, "ok 200 closing", "TLS 1.2: a call");
+    expect_call(port, "/call/tls12", 200, "ok 200 tls ok", "TLS 1.2: the next call connects again");
+    is_int(seen(B_TLS12, "handshakes"), 2, "TLS 1.2: two handshakes");
+    is_int(seen(B_TLS12, "resumed"), 1, "TLS 1.2: the second resumed the first's session");
+    is_int(stat_of(port, "/stats/tls12", "tls_resumed"), 1, "TLS 1.2: tls_resumed counts it");
+    snprintf(want, sizeof want, "error: localhost:%d: tls: handshake failed: ", ports[B_TLS11]);
+    expect_call(port, "/call/tls11", 502, want, "a backend with TLS 1.1 at most is refused");
+}
+
 /* The backend closes an idle connection (close_notify): it is dropped, the next call connects. */
 static void test_idle_close(int port)
 {
@@ -537,6 +553,7 @@ int main(int argc, char **argv)
             test_mtls(s.port);
             test_reuse_and_resumption(s.port);
             test_idle_close(s.port);
+            test_tls12(s.port);
             test_handshake_timeout(s.port);
             test_not_tls(s.port, refused);
             test_plain(s.port);

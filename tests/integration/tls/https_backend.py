@@ -1,11 +1,12 @@
 #!/usr/bin/python3
 """https_backend.py: HTTPS/1.1 keep-alive backends for the outbound TLS tests.
 
-Usage: https_backend.py CERT_DIR NAME:CERT:KEY[:client] ...
+Usage: https_backend.py CERT_DIR NAME:CERT:KEY[:FLAG,...] ...
 
 Each NAME listens on 127.0.0.1 on a free port with the certificate CERT.pem
-and key KEY.key from CERT_DIR (":client": a client certificate signed by
-CERT_DIR/ca.pem is required). A plain-HTTP control listener answers
+and key KEY.key from CERT_DIR. FLAGs: "client" (a client certificate signed
+by CERT_DIR/ca.pem is required), "tls12" (TLS 1.2 at most), "tls11" (TLS 1.0
+and 1.1 only), "notickets" (TLS 1.3 without session tickets: no resumption). A plain-HTTP control listener answers
 GET /stats/NAME with what that backend saw, as JSON: TCP connections
 accepted, TLS handshakes completed, of which resumed (session_reused),
 requests served, and the server name sent (SNI; "" when none) and the
@@ -28,6 +29,9 @@ import ssl
 import sys
 import threading
 import time
+import warnings
+
+warnings.simplefilter("ignore", DeprecationWarning)   # TLS 1.1, on purpose
 
 lock = threading.Lock()
 stats = {}
@@ -58,6 +62,7 @@ class TLSHandler(http.server.BaseHTTPRequestHandler):
             self.request.do_handshake()
         except (ssl.SSLError, OSError):
             self.handshake_ok = False
+            self.drain()
             return super().setup()
         self.handshake_ok = True
         cert = self.request.getpeercert()
@@ -73,6 +78,18 @@ class TLSHandler(http.server.BaseHTTPRequestHandler):
             s["sni"] = self.server.last_sni.get(threading.get_ident(), "")
             s["client_cn"] = cn
         super().setup()
+
+    def drain(self):
+        # A refused handshake (TLS 1.3 refuses a missing client certificate after the
+        # client's Finished, when its request may be on the way): read what the client sent
+        # before closing, so that the close is a FIN after our alert, not a reset that
+        # could discard the alert before the client reads it.
+        try:
+            self.request.settimeout(0.3)
+            while socket.socket.recv(self.request, 65536):
+                pass
+        except OSError:
+            pass
 
     def handle(self):
         if self.handshake_ok:
@@ -134,10 +151,18 @@ class ControlHandler(http.server.BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
-def make_context(cert_dir, cert, key, client, server_ref):
+def make_context(cert_dir, cert, key, flags, server_ref):
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(os.path.join(cert_dir, cert + ".pem"), os.path.join(cert_dir, key + ".key"))
-    if client:
+    if "tls12" in flags:
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    if "tls11" in flags:
+        ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
+        ctx.minimum_version = ssl.TLSVersion.TLSv1
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_1
+    if "notickets" in flags:
+        ctx.num_tickets = 0         # TLS 1.3 issues no session: every handshake is a full one
+    if "client" in flags:
         ctx.verify_mode = ssl.CERT_REQUIRED
         ctx.load_verify_locations(os.path.join(cert_dir, "ca.pem"))
 
@@ -154,9 +179,9 @@ def main():
     for spec in sys.argv[2:]:
         parts = spec.split(":")
         name, cert, key = parts[0], parts[1], parts[2]
-        client = len(parts) > 3 and parts[3] == "client"
+        flags = parts[3].split(",") if len(parts) > 3 else []
         ref = [None]
-        ctx = make_context(cert_dir, cert, key, client, ref)
+        ctx = make_context(cert_dir, cert, key, flags, ref)
         stats[name] = {"connections": 0, "handshakes": 0, "resumed": 0, "requests": 0,
                        "sni": "", "client_cn": ""}
         srv = TLSServer(name, ctx)
