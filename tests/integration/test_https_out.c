@@ -8,7 +8,8 @@
  * timeout, files that cannot be loaded), SNI, mutual TLS per call and per
  * pool, pooled reuse counted at the backend, session resumption after the
  * backend closed, an idle connection the backend closes, separate pools for
- * http and https and for two TLS settings, metrics labels, and misuse. The
+ * http and https and for two TLS settings, a client leaving mid-handshake,
+ * TLS 1.2 resumption and TLS 1.1 refused, metrics labels, and misuse. The
  * fixture is FIXTURE_DIR/../https_out. One worker. Times are never asserted.
  * Ends with `N passed, M failed`.
  */
@@ -377,6 +378,26 @@ static void test_handshake_timeout(int port)
                 "a backend that never answers the handshake: timed out within connect_timeout");
 }
 
+/* A client that leaves while its call is mid-handshake: the connection is closed, none stays. */
+static void test_client_leaves(int port)
+{
+    struct client c;
+    long long deadline;
+
+    if (client_connect(&c, port) == 0) {
+        client_sends(&c, "GET /call/hang?host=127.0.0.1 HTTP/1.1\r\nHost: t\r\n\r\n");
+        sleep_ms(100);
+        client_close(&c);
+    }
+    deadline = now_ms() + 10000;
+    while (stat_of(port, "/stats/hang?host=127.0.0.1", "open") != 0 && now_ms() < deadline)
+        sleep_ms(20);
+    is_int(stat_of(port, "/stats/hang?host=127.0.0.1", "open"), 0,
+           "client left mid-handshake: no connection stays open");
+    expect_call(port, "/call/main?host=localhost", 200, "ok 200",
+                "client left mid-handshake: the server carries on");
+}
+
 /* Not TLS at the other end, and nothing at all. */
 static void test_not_tls(int port, int refused_port)
 {
@@ -556,6 +577,7 @@ int main(int argc, char **argv)
             test_tls12(s.port);
             test_handshake_timeout(s.port);
             test_not_tls(s.port, refused);
+            test_client_leaves(s.port);
             test_plain(s.port);
             test_metrics(mport);
             test_misuse(s.port);
