@@ -213,7 +213,7 @@ static const char *put_request(lua_State *L, const struct request_parts *q, int 
 
 /* The TLS options a call or a pool may give. */
 struct tls_given {
-    struct tycho_tls_opts o;
+    struct tycho_tls_client_opts o;
     bool ca_file, client_cert, client_key, insecure_skip_verify;   /* given */
     bool any;
 };
@@ -271,16 +271,17 @@ static const char *read_tls(lua_State *L, int idx, struct tls_given *g)
  * The TLS setting of an https backend for the options given: each one given
  * replaces the backend's own pool's (tycho.http.pool). NULL with why in err.
  */
-static struct tycho_tls *resolve_tls(struct tycho_upstreams *u, const char *host, unsigned port,
-                                     const struct tls_given *g, char *err, size_t cap)
+static struct tycho_tls_client *resolve_tls(struct tycho_upstreams *u, const char *host,
+                                            unsigned port, const struct tls_given *g, char *err,
+                                            size_t cap)
 {
     struct tycho_pool_opts o;
     struct tycho_pool_stats s;
-    struct tycho_tls_opts to = {NULL, NULL, NULL, false};
+    struct tycho_tls_client_opts to = {NULL, NULL, NULL, false};
 
     tycho_upstreams_inspect(u, true, host, port, NULL, &o, &s);
     if (o.tls)
-        tycho_tls_opts_of(o.tls, &to);
+        tycho_tls_client_opts_of(o.tls, &to);
     if (g->ca_file)
         to.ca_file = g->o.ca_file;
     if (g->client_cert) {
@@ -322,7 +323,7 @@ static int new_call(lua_State *L)
     struct request_parts q;
     struct http_call *hc;
     struct tls_given g;
-    struct tycho_tls *tls = NULL;
+    struct tycho_tls_client *tls = NULL;
     char tls_err[TYCHO_ERR_LEN];
 
     lua_settop(L, 7);
@@ -545,7 +546,7 @@ static void set_opt(lua_State *L, const struct opt_field *f, struct tycho_pool_o
 
 static void push_opts(lua_State *L, const struct tycho_pool_opts *o, bool https)
 {
-    struct tycho_tls_opts to = {NULL, NULL, NULL, false};
+    struct tycho_tls_client_opts to = {NULL, NULL, NULL, false};
 
     lua_createtable(L, 0, (int)NFIELDS + 4);
     for (size_t i = 0; i < NFIELDS; i++) {
@@ -561,7 +562,7 @@ static void push_opts(lua_State *L, const struct tycho_pool_opts *o, bool https)
     if (!https)
         return;
     if (o->tls)
-        tycho_tls_opts_of(o->tls, &to);
+        tycho_tls_client_opts_of(o->tls, &to);
     lua_pushstring(L, to.ca_file);          /* nil when not given */
     lua_setfield(L, -2, "ca_file");
     lua_pushstring(L, to.client_cert);
@@ -632,7 +633,7 @@ static int http_stats(lua_State *L)
     unsigned port;
     bool https;
     struct tls_given g;
-    const struct tycho_tls *tls = NULL;
+    const struct tycho_tls_client *tls = NULL;
     const char *misuse;
 
     check_backend(L, 1, "tycho.http.stats", &https, host, &port);

@@ -25,23 +25,23 @@
 #include <stdlib.h>
 #include <string.h>
 
-struct tycho_tls {
-    struct tycho_tls *next;         /* the cache's list */
+struct tycho_tls_client {
+    struct tycho_tls_client *next;         /* the cache's list */
     char *ca_file, *client_cert, *client_key;   /* owned; NULL: not given */
     bool insecure_skip_verify;
     SSL_CTX *ctx;                   /* owned */
 };
 
-struct tycho_tls_cache {
-    struct tycho_tls *list;
+struct tycho_tls_client_cache {
+    struct tycho_tls_client *list;
 };
 
-struct tycho_tls_cache *tycho_tls_cache_new(void)
+struct tycho_tls_client_cache *tycho_tls_client_cache_new(void)
 {
-    return calloc(1, sizeof(struct tycho_tls_cache));
+    return calloc(1, sizeof(struct tycho_tls_client_cache));
 }
 
-static void tls_free(struct tycho_tls *t)
+static void tls_free(struct tycho_tls_client *t)
 {
     SSL_CTX_free(t->ctx);
     free(t->ca_file);
@@ -50,12 +50,12 @@ static void tls_free(struct tycho_tls *t)
     free(t);
 }
 
-void tycho_tls_cache_free(struct tycho_tls_cache *c)
+void tycho_tls_client_cache_free(struct tycho_tls_client_cache *c)
 {
     if (!c)
         return;
     while (c->list) {
-        struct tycho_tls *t = c->list;
+        struct tycho_tls_client *t = c->list;
         c->list = t->next;
         tls_free(t);
     }
@@ -92,10 +92,13 @@ static int readable(const char *what, const char *file, char *err, size_t cap)
     return TYCHO_ERR;
 }
 
-/* A session the backend issued: the pool's last one now (a TLS 1.3 ticket comes after the handshake). */
+/*
+ * A session the backend issued: the pool's last one now (a TLS 1.3 ticket
+ * comes after the handshake).
+ */
 static int on_new_session(SSL *ssl, SSL_SESSION *sess)
 {
-    struct tycho_tls_session *s = SSL_get_app_data(ssl);
+    struct tycho_tls_client_session *s = SSL_get_app_data(ssl);
 
     if (!s || !SSL_SESSION_is_resumable(sess))
         return 0;                   /* OpenSSL frees it */
@@ -105,7 +108,7 @@ static int on_new_session(SSL *ssl, SSL_SESSION *sess)
 }
 
 /* Builds t->ctx from t's options. TYCHO_OK, or TYCHO_ERR with why in err. */
-static int ctx_build(struct tycho_tls *t, char *err, size_t cap)
+static int ctx_build(struct tycho_tls_client *t, char *err, size_t cap)
 {
     SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
     unsigned long code;
@@ -171,11 +174,12 @@ static bool copy(const char *s, char **out)
     return !s || *out;
 }
 
-struct tycho_tls *tycho_tls_get(struct tycho_tls_cache *c, const struct tycho_tls_opts *o,
-                                char *err, size_t cap)
+struct tycho_tls_client *tycho_tls_client_get(struct tycho_tls_client_cache *c,
+                                              const struct tycho_tls_client_opts *o, char *err,
+                                              size_t cap)
 {
     const char *key = o->client_key ? o->client_key : o->client_cert;
-    struct tycho_tls *t;
+    struct tycho_tls_client *t;
 
     if (o->client_key && !o->client_cert) {
         snprintf(err, cap, "tls: client_key is given without client_cert");
@@ -202,7 +206,7 @@ struct tycho_tls *tycho_tls_get(struct tycho_tls_cache *c, const struct tycho_tl
     return t;
 }
 
-void tycho_tls_opts_of(const struct tycho_tls *t, struct tycho_tls_opts *o)
+void tycho_tls_client_opts_of(const struct tycho_tls_client *t, struct tycho_tls_client_opts *o)
 {
     o->ca_file = t->ca_file;
     o->client_cert = t->client_cert;
@@ -210,7 +214,8 @@ void tycho_tls_opts_of(const struct tycho_tls *t, struct tycho_tls_opts *o)
     o->insecure_skip_verify = t->insecure_skip_verify;
 }
 
-SSL *tycho_tls_ssl_new(struct tycho_tls *t, const char *host, struct tycho_tls_session *s)
+SSL *tycho_tls_client_ssl_new(struct tycho_tls_client *t, const char *host,
+                              struct tycho_tls_client_session *s)
 {
     SSL *ssl = SSL_new(t->ctx);
     unsigned char addr[16];
@@ -238,14 +243,14 @@ SSL *tycho_tls_ssl_new(struct tycho_tls *t, const char *host, struct tycho_tls_s
     return ssl;
 }
 
-void tycho_tls_session_dispose(struct tycho_tls_session *s)
+void tycho_tls_client_session_dispose(struct tycho_tls_client_session *s)
 {
     SSL_SESSION_free(s->last);
     s->last = NULL;
 }
 
-bool tycho_tls_handshake_error(const struct tycho_tls *t, const SSL *ssl, unsigned long ssl_err,
-                               char *out, size_t cap)
+bool tycho_tls_client_handshake_error(const struct tycho_tls_client *t, const SSL *ssl,
+                                      unsigned long ssl_err, char *out, size_t cap)
 {
     long v = ssl && !t->insecure_skip_verify ? SSL_get_verify_result(ssl) : X509_V_OK;
     const char *r;

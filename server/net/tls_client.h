@@ -23,30 +23,30 @@ typedef struct ssl_st SSL;
 typedef struct ssl_session_st SSL_SESSION;
 
 /* A TLS setting as given (strings borrowed; NULL: not given). */
-struct tycho_tls_opts {
+struct tycho_tls_client_opts {
     const char *ca_file;        /* PEM bundle trusted instead of the system store */
     const char *client_cert;    /* PEM certificate (chain) sent to a backend that asks */
     const char *client_key;     /* its PEM key; NULL: in client_cert's file */
     bool insecure_skip_verify;  /* no certificate or name check at all */
 };
 
-struct tycho_tls_cache;
-struct tycho_tls;               /* one setting and its context: the cache's */
+struct tycho_tls_client_cache;
+struct tycho_tls_client;               /* one setting and its context: the cache's */
 
 /*
  * Where a pool keeps the last session a backend gave it, for the next
- * connection to offer. Embedded in the pool; tycho_tls_session_dispose
+ * connection to offer. Embedded in the pool; tycho_tls_client_session_dispose
  * frees the session.
  */
-struct tycho_tls_session {
+struct tycho_tls_client_session {
     SSL_SESSION *last;          /* owned; NULL: none yet */
 };
 
 /* An empty cache. NULL: out of memory. */
-struct tycho_tls_cache *tycho_tls_cache_new(void);
+struct tycho_tls_client_cache *tycho_tls_client_cache_new(void);
 
 /* Frees the cache and its contexts (no SSL made from them may be left). NULL is a no-op. */
-void tycho_tls_cache_free(struct tycho_tls_cache *c);
+void tycho_tls_client_cache_free(struct tycho_tls_client_cache *c);
 
 /*
  * The setting for o: the cached one (the same pointer for the same
@@ -56,11 +56,12 @@ void tycho_tls_cache_free(struct tycho_tls_cache *c);
  * "tls: client_key F does not match client_cert G", "tls: client_key is
  * given without client_cert", or out of memory. A failure is not cached.
  */
-struct tycho_tls *tycho_tls_get(struct tycho_tls_cache *c, const struct tycho_tls_opts *o,
-                                char *err, size_t cap);
+struct tycho_tls_client *tycho_tls_client_get(struct tycho_tls_client_cache *c,
+                                              const struct tycho_tls_client_opts *o, char *err,
+                                              size_t cap);
 
 /* The setting's options (its own copies of the strings, valid while the cache is). */
-void tycho_tls_opts_of(const struct tycho_tls *t, struct tycho_tls_opts *o);
+void tycho_tls_client_opts_of(const struct tycho_tls_client *t, struct tycho_tls_client_opts *o);
 
 /*
  * A new client SSL for a connection to host (a name, or an address without
@@ -69,10 +70,11 @@ void tycho_tls_opts_of(const struct tycho_tls *t, struct tycho_tls_opts *o);
  * stores into s each session the backend issues (s must outlive the SSL).
  * NULL: out of memory.
  */
-SSL *tycho_tls_ssl_new(struct tycho_tls *t, const char *host, struct tycho_tls_session *s);
+SSL *tycho_tls_client_ssl_new(struct tycho_tls_client *t, const char *host,
+                              struct tycho_tls_client_session *s);
 
 /* Frees s's session. */
-void tycho_tls_session_dispose(struct tycho_tls_session *s);
+void tycho_tls_client_session_dispose(struct tycho_tls_client_session *s);
 
 /*
  * Why the handshake on ssl failed, into out (cap bytes), if TLS says:
@@ -83,7 +85,7 @@ void tycho_tls_session_dispose(struct tycho_tls_session *s);
  * "wrong version number", "tlsv13 alert certificate required"). false:
  * neither (ssl_err 0 and the certificate was not refused).
  */
-bool tycho_tls_handshake_error(const struct tycho_tls *t, const SSL *ssl, unsigned long ssl_err,
-                               char *out, size_t cap);
+bool tycho_tls_client_handshake_error(const struct tycho_tls_client *t, const SSL *ssl,
+                                      unsigned long ssl_err, char *out, size_t cap);
 
 #endif

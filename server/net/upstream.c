@@ -94,7 +94,7 @@ struct tycho_pool {
     char *host;
     unsigned port;
     struct tycho_pool_opts o;       /* o.tls: https's setting (part of the pool's identity) */
-    struct tycho_tls_session session;   /* https: the last session the backend gave */
+    struct tycho_tls_client_session session;   /* https: the last session the backend gave */
     struct tycho_connpool *cp;      /* made at the first call, once the loop is known */
     struct tycho_pool_stats stats;  /* connects, requests, reused, failures (the rest: cp's) */
     _Atomic double *counted[4];     /* its metrics series (enum tycho_backend_metric); NULL: none */
@@ -105,8 +105,8 @@ struct tycho_upstreams {
     struct event_base *base;        /* borrowed: the worker's loop */
     struct evdns_base *dns;         /* made at the first name lookup */
     struct tycho_pool *pools;
-    struct tycho_tls_cache *tls;    /* https's contexts, one per setting */
-    struct tycho_tls *default_tls;  /* the cache's for no option given, once made */
+    struct tycho_tls_client_cache *tls;    /* https's contexts, one per setting */
+    struct tycho_tls_client *default_tls;  /* the cache's for no option given, once made */
 };
 
 static struct tycho_pconn *conn_open(struct tycho_connpool *cp, void *arg);
@@ -151,7 +151,7 @@ struct tycho_upstreams *tycho_upstreams_new(int worker)
 {
     struct tycho_upstreams *u = calloc(1, sizeof(struct tycho_upstreams));
 
-    if (u && !(u->tls = tycho_tls_cache_new())) {
+    if (u && !(u->tls = tycho_tls_client_cache_new())) {
         free(u);
         return NULL;
     }
@@ -160,10 +160,11 @@ struct tycho_upstreams *tycho_upstreams_new(int worker)
     return u;
 }
 
-struct tycho_tls *tycho_upstreams_tls(struct tycho_upstreams *u, const struct tycho_tls_opts *o,
-                                      char *err, size_t cap)
+struct tycho_tls_client *tycho_upstreams_tls(struct tycho_upstreams *u,
+                                             const struct tycho_tls_client_opts *o, char *err,
+                                             size_t cap)
 {
-    struct tycho_tls *t = tycho_tls_get(u->tls, o, err, cap);
+    struct tycho_tls_client *t = tycho_tls_client_get(u->tls, o, err, cap);
 
     if (t && !o->ca_file && !o->client_cert && !o->client_key && !o->insecure_skip_verify)
         u->default_tls = t;
@@ -286,7 +287,7 @@ static bool same_backend(const struct tycho_pool *p, bool https, const char *hos
 
 /* The pool to a backend with a TLS setting (ignored for http). */
 static struct tycho_pool *pool_find(struct tycho_upstreams *u, bool https, const char *host,
-                                    unsigned port, const struct tycho_tls *tls)
+                                    unsigned port, const struct tycho_tls_client *tls)
 {
     for (struct tycho_pool *p = u->pools; p; p = p->next)
         if (same_backend(p, https, host, port) && (!https || p->o.tls == tls))
@@ -317,11 +318,11 @@ static struct tycho_pool *pool_own(struct tycho_upstreams *u, bool https, const 
  * pool takes the settings of the backend's own pool (its TLS setting apart).
  */
 static struct tycho_pool *pool_get(struct tycho_upstreams *u, bool https, const char *host,
-                                   unsigned port, struct tycho_tls *tls)
+                                   unsigned port, struct tycho_tls_client *tls)
 {
     struct tycho_pool *p = pool_find(u, https, host, port, tls), *own;
     char key[TYCHO_METRIC_KEY_BYTES];
-    struct tycho_tls_opts to;
+    struct tycho_tls_client_opts to;
     size_t len;
 
     if (p)
@@ -344,7 +345,7 @@ static struct tycho_pool *pool_get(struct tycho_upstreams *u, bool https, const 
     p->next = u->pools;
     u->pools = p;
     if (https && tls) {
-        tycho_tls_opts_of(tls, &to);
+        tycho_tls_client_opts_of(tls, &to);
         if (to.insecure_skip_verify)
             tycho_log_warn("backend %s: insecure_skip_verify: its certificate and name are not "
                            "checked", key);
@@ -382,7 +383,7 @@ int tycho_upstreams_configure(struct tycho_upstreams *u, bool https, const char 
     if (!own)
         return TYCHO_ERR;
     for (struct tycho_pool *p = u->pools; p; p = p->next) {
-        struct tycho_tls *tls = p->o.tls;
+        struct tycho_tls_client *tls = p->o.tls;
         if (!same_backend(p, https, host, port))
             continue;
         p->o = *o;
@@ -397,7 +398,7 @@ int tycho_upstreams_configure(struct tycho_upstreams *u, bool https, const char 
 }
 
 void tycho_upstreams_inspect(struct tycho_upstreams *u, bool https, const char *host,
-                             unsigned port, const struct tycho_tls *tls,
+                             unsigned port, const struct tycho_tls_client *tls,
                              struct tycho_pool_opts *o, struct tycho_pool_stats *s)
 {
     struct tycho_pool *p = tls ? pool_find(u, https, host, port, tls)
@@ -411,7 +412,7 @@ void tycho_upstreams_inspect(struct tycho_upstreams *u, bool https, const char *
             tycho_pool_opts_default(o);
         else
             *o = p->o;                         /* a setting no call used yet: the backend's */
-        o->tls = https ? (struct tycho_tls *)tls : NULL;
+        o->tls = https ? (struct tycho_tls_client *)tls : NULL;
         return;
     }
     *o = p->o;
@@ -496,7 +497,7 @@ static struct tycho_pconn *conn_open(struct tycho_connpool *cp, void *arg)
         return NULL;
     if (p->https) {
         /* The handshake starts once the socket is connected; the bufferevent frees ssl. */
-        if ((conn->ssl = tycho_tls_ssl_new(p->o.tls, p->host, &p->session)) &&
+        if ((conn->ssl = tycho_tls_client_ssl_new(p->o.tls, p->host, &p->session)) &&
             !(conn->bev = bufferevent_openssl_socket_new(p->u->base, -1, conn->ssl,
                                                          BUFFEREVENT_SSL_CONNECTING,
                                                          BEV_OPT_CLOSE_ON_FREE)))
@@ -599,7 +600,8 @@ static void connect_error(struct upconn *conn, bool eof, char *err)
     char why[ERR_LEN - 64];
 
     if (conn->ssl && !dns_err) {
-        if (tycho_tls_handshake_error(p->o.tls, conn->ssl, ssl_error(conn), why, sizeof(why))) {
+        if (tycho_tls_client_handshake_error(p->o.tls, conn->ssl, ssl_error(conn), why,
+                                             sizeof(why))) {
             snprintf(err, ERR_LEN, "%s:%u: %s", p->host, p->port, why);
             return;
         }
@@ -842,7 +844,8 @@ struct tycho_call *tycho_call_start(struct tycho_upstreams *u, const struct tych
     struct timeval tv = tycho_tv(spec->timeout);
     struct tycho_pool *p = NULL;
 
-    if (!c || !(c->body = evbuffer_new()) || !(p = pool_get(u, spec->https, spec->host, spec->port, spec->tls)) ||
+    if (!c || !(c->body = evbuffer_new()) ||
+        !(p = pool_get(u, spec->https, spec->host, spec->port, spec->tls)) ||
         pool_start(p) < 0) {
         if (c)
             evbuffer_free(c->body);
@@ -925,12 +928,12 @@ void tycho_upstreams_free(struct tycho_upstreams *u)
         struct tycho_pool *p = u->pools;
         u->pools = p->next;
         tycho_connpool_free(p->cp);   /* its idle connections; the calls took theirs */
-        tycho_tls_session_dispose(&p->session);
+        tycho_tls_client_session_dispose(&p->session);
         free(p->host);
         free(p);
     }
     if (u->dns)
         evdns_base_free(u->dns, 0);
-    tycho_tls_cache_free(u->tls);
+    tycho_tls_client_cache_free(u->tls);
     free(u);
 }

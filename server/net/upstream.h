@@ -24,8 +24,8 @@
 struct event_base;
 struct tycho_upstreams;
 struct tycho_call;
-struct tycho_tls;
-struct tycho_tls_opts;
+struct tycho_tls_client;
+struct tycho_tls_client_opts;
 
 /* One backend's settings (see tycho_pool_opts_default for the defaults). */
 struct tycho_pool_opts {
@@ -40,8 +40,9 @@ struct tycho_pool_opts {
     double cooldown;         /* seconds the breaker stays open */
     bool fail_on_5xx;        /* a 5xx response counts as a failure */
     size_t max_body;         /* response body bytes at most */
-    struct tycho_tls *tls;   /* https: the TLS setting (the upstreams' cache's); NULL: http, or
-                                an https backend whose setting is the default and not made yet */
+    /* https: the TLS setting (the upstreams' cache's); NULL: http, or an https backend whose
+       setting is the default and not made yet */
+    struct tycho_tls_client *tls;
 };
 
 struct tycho_pool_stats {
@@ -60,7 +61,7 @@ struct tycho_pool_stats {
 /* What to send. The strings are borrowed until the call is freed. */
 struct tycho_call_spec {
     bool https;              /* TLS with the setting tls (not NULL) */
-    struct tycho_tls *tls;   /* from tycho_upstreams_tls */
+    struct tycho_tls_client *tls;   /* from tycho_upstreams_tls */
     const char *host;        /* name or address, NUL-terminated, no brackets */
     unsigned port;
     const char *request;     /* the whole request: head and body */
@@ -97,10 +98,11 @@ void tycho_upstreams_free(struct tycho_upstreams *u);
 
 /*
  * The TLS setting for o, from the upstreams' cache (its files read at its
- * first use). NULL with why in err (cap bytes): see tycho_tls_get.
+ * first use). NULL with why in err (cap bytes): see tycho_tls_client_get.
  */
-struct tycho_tls *tycho_upstreams_tls(struct tycho_upstreams *u, const struct tycho_tls_opts *o,
-                                      char *err, size_t cap);
+struct tycho_tls_client *tycho_upstreams_tls(struct tycho_upstreams *u,
+                                             const struct tycho_tls_client_opts *o, char *err,
+                                             size_t cap);
 
 /*
  * Sets the settings of a backend (http:// or https://, host:port): every
@@ -118,7 +120,7 @@ int tycho_upstreams_configure(struct tycho_upstreams *u, bool https, const char 
  * one not configured or used yet).
  */
 void tycho_upstreams_inspect(struct tycho_upstreams *u, bool https, const char *host,
-                             unsigned port, const struct tycho_tls *tls,
+                             unsigned port, const struct tycho_tls_client *tls,
                              struct tycho_pool_opts *o, struct tycho_pool_stats *s);
 
 /*
