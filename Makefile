@@ -157,7 +157,7 @@ $(DOC_SERVERS): tests/docs/servers.c tests/harness.h tests/integration/support.h
 
 $(BUILD)/integration/test_%: tests/integration/test_%.c tests/harness.h tests/integration/support.h tests/integration/client.h tests/integration/backend.h tests/integration/servers.h
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS_ALL) -Itests $(LDFLAGS_ALL) -o $@ $< -lpthread -lz
+	$(CC) $(CFLAGS_ALL) -Itests $(LDFLAGS_ALL) -o $@ $< -lpthread -lz -lssl -lcrypto
 
 run: deps
 	@$(MAKE) --no-print-directory build
