@@ -90,6 +90,7 @@ struct tls_opt {
     const char *ciphers;        /* TLS 1.2 cipher list; NULL: the library's */
     int legacy;                 /* security level 0 (lets the client offer TLS 1.0/1.1) */
     const char *verify_host;    /* also check the certificate's name */
+    int rcvbuf;                 /* SO_RCVBUF before connecting (a slow reader); 0: default */
 };
 
 struct tls {
@@ -130,7 +131,7 @@ static void set_timeouts(int fd, int ms)
 }
 
 /* A blocking TCP connection to 127.0.0.1:port, with io timeouts; -1 on failure. */
-static int tcp_connect(int port)
+static int tcp_connect_rcvbuf(int port, int rcvbuf)
 {
     struct sockaddr_in sa;
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
@@ -138,6 +139,8 @@ static int tcp_connect(int port)
     if (fd < 0)
         return -1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (rcvbuf)
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
     set_timeouts(fd, io_timeout_ms);
     memset(&sa, 0, sizeof sa);
     sa.sin_family = AF_INET;
@@ -148,6 +151,11 @@ static int tcp_connect(int port)
         return -1;
     }
     return fd;
+}
+
+static int tcp_connect(int port)
+{
+    return tcp_connect_rcvbuf(port, 0);
 }
 
 static void tls_close(struct tls *t)
@@ -180,7 +188,7 @@ static int tls_connect_ctx(struct tls *t, int port, SSL_CTX *ctx, const struct t
         o = &none;
     memset(t, 0, sizeof *t);
     last_tls_error[0] = '\0';
-    if ((t->fd = tcp_connect(port)) < 0) {
+    if ((t->fd = tcp_connect_rcvbuf(port, o->rcvbuf)) < 0) {
         snprintf(last_tls_error, sizeof last_tls_error, "connect: %s", strerror(errno));
         t->fd = -1;
         return -1;
@@ -1030,6 +1038,29 @@ static void test_stalls(int tp)
 }
 
 /* --header-timeout 1, --hsts: a head that does not end over TLS gets 408, with HSTS. */
+/* --max-requests-per-conn 3: the third answer says Connection: close, then a clean end. */
+static void test_max_requests(int tp)
+{
+    struct tls t;
+    struct response r;
+    int i;
+
+    if (tls_connect(&t, tp, NULL) < 0) {
+        ok(0, what("max-requests", "TLS connect: %s", last_tls_error));
+        return;
+    }
+    for (i = 0; i < 3; i++) {
+        tls_exchange(&t, "GET /n?i=m HTTP/1.1\r\nHost: localhost\r\n\r\n", &r);
+        expect_status(&r, 200, "--max-requests-per-conn 3 over TLS");
+        if (i == 2)
+            expect_header(&r, "Connection", "close", "--max-requests-per-conn 3: the third");
+        response_free(&r);
+    }
+    ok(tls_wait_closed(&t, io_timeout_ms) == 1 && !t.reset,
+       "--max-requests-per-conn 3: then the TLS connection ends cleanly");
+    tls_close(&t);
+}
+
 static void test_408(int tp)
 {
     struct tls t;
@@ -1180,6 +1211,69 @@ static void test_bodies(int tp)
         }
         is_int(good, 20, "20 pipelined requests in one write over TLS, answered in order");
     }
+
+    tls_exchange(&t, "HEAD /files/big.bin HTTP/1.1\r\nHost: localhost\r\n\r\n", &r);
+    expect_status(&r, 200, "HEAD of the static file over TLS");
+    expect_header(&r, "Content-Length", "3145728", "HEAD over TLS");
+    response_free(&r);
+    /* A streamed response that waits (tycho.sleep), then a request pipelined behind it. */
+    tls_sends(&t, "GET /slow HTTP/1.1\r\nHost: localhost\r\n\r\n"
+                  "GET /n?i=behind HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    tls_read_response(&t, &r, 0);
+    expect_body(&r, "s1;s2;s3;s4;s5;s6;s7;s8;s9;s10;done", "a waiting streamed response over TLS");
+    response_free(&r);
+    tls_read_response(&t, &r, 0);
+    expect_body(&r, "n=behind", "the request pipelined behind a waiting handler over TLS");
+    response_free(&r);
+    tls_close(&t);
+}
+
+/* Reads slowly (a small receive buffer, a pause per record) until a whole response is in. */
+static void slow_read_response(struct tls *t, struct response *r)
+{
+    long long deadline = now_ms() + 3 * io_timeout_ms;
+    char *end = NULL;
+    size_t want = 0;
+
+    while (now_ms() < deadline && !t->closed) {
+        if (!want && t->len && (end = memmem(t->buf, t->len, "\r\n\r\n", 4))) {
+            char *cl = strcasestr(t->buf, "Content-Length:");
+            if (cl && cl < end)
+                want = (size_t)(end - t->buf) + 4 + strtoull(cl + 15, NULL, 10);
+        }
+        if (want && t->len >= want)
+            break;
+        if (tls_fill(t, deadline) <= 0)
+            break;
+        sleep_ms(1);
+    }
+    tls_read_response(t, r, 0);
+}
+
+static void test_slow_reader(int tp)
+{
+    struct tls t;
+    struct tls_opt o;
+    struct response r;
+
+    memset(&o, 0, sizeof o);
+    o.rcvbuf = 4096;
+    if (tls_connect(&t, tp, &o) < 0) {
+        ok(0, what("slow reader", "TLS connect: %s", last_tls_error));
+        return;
+    }
+    tls_sends(&t, "GET /files/big.bin HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    slow_read_response(&t, &r);
+    ok(r.status == 200 && r.body_len == BIG_FILE_BYTES &&
+       memcmp(r.body, big_file, BIG_FILE_BYTES) == 0,
+       "a client reading slowly gets the 3 MB static file over TLS byte for byte");
+    response_free(&r);
+    tls_sends(&t, "GET /big HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    slow_read_response(&t, &r);
+    ok(r.status == 200 && r.body_len == 307200 && memcmp(r.body, "0123456789abcdef", 16) == 0 &&
+       memcmp(r.body + 307184, "0123456789abcdef", 16) == 0,
+       "a client reading slowly gets the 300 KB handler body over TLS");
+    response_free(&r);
     tls_close(&t);
 }
 
@@ -1272,10 +1366,33 @@ static void test_wss(int tp)
     } else {
         ok(0, "wss: the echo arrives");
     }
+    tls_consume(&t, t.len >= 2 + len ? 2 + len : t.len);
+    {
+        /* A 200 KB binary message, masked (64-bit length), and its echo. */
+        size_t big = 200 * 1024, j;
+        unsigned char *f = malloc(big + 14);
+        f[0] = 0x82;
+        f[1] = 0x80 | 127;
+        for (j = 0; j < 8; j++)
+            f[2 + j] = (unsigned char)((uint64_t)big >> (56 - 8 * j));
+        memcpy(f + 10, "\x01\x02\x03\x04", 4);
+        for (j = 0; j < big; j++)
+            f[14 + j] = (unsigned char)((j * 7) ^ f[10 + j % 4]);
+        tls_send(&t, f, big + 14);
+        if (tls_need(&t, 10 + big, now_ms() + io_timeout_ms) == 0) {
+            int same = (unsigned char)t.buf[0] == 0x82 && (unsigned char)t.buf[1] == 127;
+            for (j = 0; same && j < big; j++)
+                same = (unsigned char)t.buf[10 + j] == (unsigned char)(j * 7);
+            ok(same, "wss: a 200 KB binary message echoed byte for byte");
+            tls_consume(&t, 10 + big);
+        } else {
+            ok(0, "wss: a 200 KB binary message echoed");
+        }
+        free(f);
+    }
     /* A close frame, masked, code 1000. */
     memcpy(frame, "\x88\x82\x00\x00\x00\x00\x03\xe8", 8);
     tls_send(&t, frame, 8);
-    tls_consume(&t, t.len >= 2 + len ? 2 + len : t.len);
     if (tls_need(&t, 2, now_ms() + io_timeout_ms) == 0)
         ok((unsigned char)t.buf[0] == 0x88, "wss: the server answers the close");
     else
@@ -1756,6 +1873,7 @@ int main(int argc, char **argv)
             test_resumption(tp, TLS1_2_VERSION, "resumption TLS 1.2");
             test_garbage(tp);
             test_bodies(tp);
+            test_slow_reader(tp);
             test_uploads(tp);
             test_wss(tp);
             test_redirect(s.port, tp);
@@ -1767,11 +1885,13 @@ int main(int argc, char **argv)
     {
         const char *args[] = {"--port", "0", "--tls-port", "0", "--workers", "2",
                               "--header-timeout", n_wrap ? "3" : "1", "--hsts", "600",
+                              "--max-requests-per-conn", "3",
                               "--tls-cert", path_in(pki, "server.pem"),
                               "--tls-key", path_in(pki, "server.key"), app_dir, NULL};
         if (start(&s, &tp, args, "header-timeout") == 0) {
             test_stalls(tp);
             test_408(tp);
+            test_max_requests(tp);
             serves_still(tp, "after the stalls");
             stop(&s, "header-timeout");
         }
