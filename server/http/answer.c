@@ -80,7 +80,7 @@ static bool is_builtin(const struct tycho_req *r, const char *path)
 }
 
 /* Appends a 405 when r's method is not GET or HEAD; returns its status, 0 when it is neither. */
-static int refuse_method(struct tycho_ctx *ctx, const struct tycho_req *r, struct tycho_buf *out,
+static int refuse_method(const char *date, const struct tycho_req *r, struct tycho_buf *out,
                          bool keep_alive)
 {
     char extra[200];
@@ -89,12 +89,12 @@ static int refuse_method(struct tycho_ctx *ctx, const struct tycho_req *r, struc
         return 0;
     memcpy(extra, "Allow: GET, HEAD\r\n", 19);
     tycho_answer_id_line(r, extra + 18, sizeof(extra) - 18);
-    return tycho_http_write_simple(out, 405, extra, tycho_ctx_date(ctx), keep_alive, true) < 0
+    return tycho_http_write_simple(out, 405, extra, date, keep_alive, true) < 0
                ? -1 : 405;
 }
 
 /* Appends a 200 (or 503) with body and Cache-Control: no-store; returns status, or -1. */
-static int answer_body(struct tycho_ctx *ctx, const struct tycho_req *r, struct tycho_buf *out,
+static int answer_body(const char *date, const struct tycho_req *r, struct tycho_buf *out,
                        bool keep_alive, int status, const char *type, const char *body,
                        size_t body_len)
 {
@@ -102,7 +102,7 @@ static int answer_body(struct tycho_ctx *ctx, const struct tycho_req *r, struct 
 
     memcpy(extra, "Cache-Control: no-store\r\n", 25);
     tycho_answer_id_line(r, extra + 25, sizeof(extra) - 25);
-    if (tycho_http_write_body(out, status, type, extra, tycho_ctx_date(ctx), keep_alive, body,
+    if (tycho_http_write_body(out, status, type, extra, date, keep_alive, body,
                               body_len, !r->is_head) < 0)
         return -1;
     return status;
@@ -112,30 +112,30 @@ static int answer_body(struct tycho_ctx *ctx, const struct tycho_req *r, struct 
  * --health PATH: 200 "ok" while serving, 503 "draining" once stopping, with
  * no Lua (a load balancer asks often; a stuck script must not fake health).
  */
-static int answer_health(struct tycho_ctx *ctx, const struct tycho_req *r, struct tycho_buf *out,
-                         bool keep_alive)
+static int answer_health(struct tycho_ctx *ctx, const char *date, const struct tycho_req *r,
+                         struct tycho_buf *out, bool keep_alive)
 {
     if (ctx->draining)
-        return answer_body(ctx, r, out, keep_alive, 503, "text/plain; charset=utf-8",
+        return answer_body(date, r, out, keep_alive, 503, "text/plain; charset=utf-8",
                            "draining\n", 9);
-    return answer_body(ctx, r, out, keep_alive, 200, "text/plain; charset=utf-8", "ok\n", 3);
+    return answer_body(date, r, out, keep_alive, 200, "text/plain; charset=utf-8", "ok\n", 3);
 }
 
 /*
  * --metrics PATH (unless --metrics-addr serves it elsewhere): the Prometheus
  * exposition, rendered by this worker from every worker's counters, no Lua.
  */
-static int answer_metrics(struct tycho_ctx *ctx, const struct tycho_req *r,
-                          struct tycho_buf *out, bool keep_alive)
+static int answer_metrics(const char *date, const struct tycho_req *r, struct tycho_buf *out,
+                          bool keep_alive)
 {
     struct tycho_buf text = {0};
     int status;
 
     if (tycho_metrics_render(&text) < 0)
-        status = answer_body(ctx, r, out, keep_alive, 503, "text/plain; charset=utf-8",
+        status = answer_body(date, r, out, keep_alive, 503, "text/plain; charset=utf-8",
                              "out of memory\n", 14);
     else
-        status = answer_body(ctx, r, out, keep_alive, 200, TYCHO_METRICS_CONTENT_TYPE,
+        status = answer_body(date, r, out, keep_alive, 200, TYCHO_METRICS_CONTENT_TYPE,
                              text.data + text.off, text.len);
     tycho_buf_dispose(&text);
     return status;
@@ -152,15 +152,15 @@ bool tycho_answer_is_builtin(const struct tycho_ctx *ctx, const struct tycho_req
            (!cfg->metrics_addr && is_builtin(r, cfg->metrics_path));
 }
 
-int tycho_answer_builtin(struct tycho_ctx *ctx, struct tycho_req *r, struct tycho_buf *out,
-                         bool keep_alive)
+int tycho_answer_builtin(struct tycho_ctx *ctx, struct tycho_req *r, const char *date,
+                         struct tycho_buf *out, bool keep_alive)
 {
     bool health = !ctx->metrics_only && is_builtin(r, ctx->cfg->health_path);
     int status;
 
     r->route_label = health ? ctx->cfg->health_path : ctx->cfg->metrics_path;
-    if ((status = refuse_method(ctx, r, out, keep_alive)) != 0)
+    if ((status = refuse_method(date, r, out, keep_alive)) != 0)
         return status;
-    return health ? answer_health(ctx, r, out, keep_alive)
-                  : answer_metrics(ctx, r, out, keep_alive);
+    return health ? answer_health(ctx, date, r, out, keep_alive)
+                  : answer_metrics(date, r, out, keep_alive);
 }

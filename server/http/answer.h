@@ -20,11 +20,12 @@ bool tycho_answer_is_builtin(const struct tycho_ctx *ctx, const struct tycho_req
 
 /*
  * Appends the answer to such a request to out (405 for a method other than
- * GET and HEAD) and sets r->route_label. Returns the status written, or -1
- * when out of memory (the connection must close).
+ * GET and HEAD) and sets r->route_label. date: the Date line for its head
+ * (with --hsts's header on TLS). Returns the status written, or -1 when out
+ * of memory (the connection must close).
  */
-int tycho_answer_builtin(struct tycho_ctx *ctx, struct tycho_req *r, struct tycho_buf *out,
-                         bool keep_alive);
+int tycho_answer_builtin(struct tycho_ctx *ctx, struct tycho_req *r, const char *date,
+                         struct tycho_buf *out, bool keep_alive);
 
 /*
  * The access log line (when ctx has an access log) and the metrics (with

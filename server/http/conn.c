@@ -115,6 +115,7 @@ static ssize_t conn_recv(struct tycho_conn *c, char *buf, size_t len)
     if (!c->ssl)
         return recv(c->fd, buf, len, 0);
     ERR_clear_error();
+    c->tls_want_write = false;
     n = SSL_read(c->ssl, buf, (int)len);
     if (!c->tls_counted && SSL_is_init_finished(c->ssl))
         count_handshake(c);
@@ -122,7 +123,12 @@ static ssize_t conn_recv(struct tycho_conn *c, char *buf, size_t len)
         return n;
     e = SSL_get_error(c->ssl, n);
     if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
-        /* WANT_WRITE: a handshake flight the full socket did not take; the next read goes on. */
+        /*
+         * WANT_WRITE: the handshake's reply did not fit in the socket. Reading
+         * again goes on with it, once the socket is writable (arm_read): the
+         * client sends nothing more until it has the reply.
+         */
+        c->tls_want_write = e == SSL_ERROR_WANT_WRITE;
         errno = EAGAIN;
         return -1;
     }
@@ -307,7 +313,15 @@ static int arm(struct tycho_conn *c, short what, unsigned char timer, const stru
     return TYCHO_OK;
 }
 
-/* Sets the timeout for what the connection waits for now (it has no pending output). */
+/*
+ * Sets the timeout for what the connection waits for now (it has no pending
+ * output). A plain connection's waits for a request are inactivity timeouts:
+ * every readable event brings request bytes. A TLS connection's are
+ * deadlines instead: records without request bytes (a handshake's, a
+ * KeyUpdate) make it readable too and must not renew them; and its first
+ * request's head counts from the connect, the handshake included. A
+ * handshake whose reply the socket did not take waits for writability.
+ */
 static int arm_read(struct tycho_conn *c)
 {
     struct tycho_ctx *ctx = c->ctx;
@@ -315,26 +329,30 @@ static int arm_read(struct tycho_conn *c)
     long now, deadline;
     struct timeval left;
 
-    bool handshake = c->ssl && !SSL_is_init_finished(c->ssl);
-
-    if (!c->started && !handshake)
+    if (!c->started && !c->ssl)
         return arm(c, EV_READ, c->nrequests ? TIMER_IDLE : TIMER_FIRST,
                    c->nrequests ? ctx->idle_tv : ctx->first_tv);
     now = tycho_ctx_now_ms(ctx);
-    if (handshake) {
-        /* Bytes dripping in must not renew a handshake's time, as they would TIMER_FIRST's. */
-        deadline = c->born_ms + cfg->header_timeout_ms;
-    } else if (c->req && c->http.headers_done) {
+    if (c->req && c->http.headers_done) {
         if (!c->body_started_ms)
             c->body_started_ms = now;
         deadline = c->body_started_ms + cfg->body_timeout_ms;
-    } else {
+    } else if (c->ssl && c->nrequests == 0) {
+        deadline = c->born_ms + cfg->header_timeout_ms;
+    } else if (c->started) {
         deadline = c->req_started_ms + cfg->header_timeout_ms;
+    } else {
+        /* TLS, kept alive: --idle-timeout from the end of its last response. */
+        if (c->idle_nreq != c->nrequests || !c->idle_since_ms) {
+            c->idle_since_ms = now;
+            c->idle_nreq = c->nrequests;
+        }
+        deadline = c->idle_since_ms + cfg->idle_timeout_ms;
     }
     deadline = deadline > now ? deadline - now : 0;
     left.tv_sec = deadline / 1000;
     left.tv_usec = (deadline % 1000) * 1000;
-    return arm(c, EV_READ, TIMER_DEADLINE, &left);
+    return arm(c, c->tls_want_write ? EV_WRITE : EV_READ, TIMER_DEADLINE, &left);
 }
 
 /* The peer address as a sockaddr (port 0), from what set_peer kept. */

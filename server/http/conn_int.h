@@ -54,6 +54,8 @@ struct tycho_conn {
     bool waiting;                      /* its handler waits (tycho.sleep); nothing is read */
     bool upgraded;                     /* a WebSocket: its handler reads the input itself */
     bool tls_counted;                  /* its TLS handshake is done and counted */
+    bool tls_want_write;               /* TLS must write before it can read on (a handshake) */
+    unsigned idle_nreq;                /* TLS: nrequests when idle_since_ms was taken */
     bool stream_start;                 /* a stream_body route's head is in: start its handler */
     bool sending_file;                 /* file_fd is open and its bytes are the next output */
     int file_fd;                       /* owned while sending_file: a file body (app.static) */
@@ -65,6 +67,7 @@ struct tycho_conn {
     long req_started_ms;               /* when the next request's first bytes came */
     long body_started_ms;              /* when its head was complete; 0 before */
     long write_wait_ms;                /* when output began to wait; 0 when none waits */
+    long idle_since_ms;                /* TLS, kept alive: when it began to wait (idle deadline) */
     struct event ev;                   /* embedded, so a connection is one allocation */
     struct tycho_http http;            /* parser state */
     struct tycho_buf pending;          /* owned: output the socket has not taken */

@@ -316,7 +316,8 @@ static void answer_builtin(struct tycho_conn *c)
 {
     bool keep_alive = tycho_conn_keeps_alive(c);
     size_t before = tycho_conn_out(c)->len;
-    int status = tycho_answer_builtin(c->ctx, c->req, tycho_conn_out(c), keep_alive);
+    int status = tycho_answer_builtin(c->ctx, c->req, tycho_conn_date(c), tycho_conn_out(c),
+                                      keep_alive);
 
     if (status < 0 || !keep_alive)
         c->closing = true;

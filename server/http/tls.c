@@ -225,6 +225,20 @@ static void warn_expiry(SSL_CTX *ctx, const char *file)
         tycho_log_warn("TLS certificate %s expires within 14 days", file);
 }
 
+static bool passphrase_asked;                 /* main thread: set by no_passphrase */
+
+/*
+ * OpenSSL asks for an encrypted key's passphrase: none is given (its default
+ * would prompt on the terminal, holding the main thread, and its listener,
+ * during a reload).
+ */
+static int no_passphrase(char *buf, int size, int rwflag, void *arg)
+{
+    (void)buf, (void)size, (void)rwflag, (void)arg;
+    passphrase_asked = true;
+    return 0;
+}
+
 /* A context for one certificate and key, set up as every one of ours is. NULL: err says why. */
 static SSL_CTX *ctx_for(const char *cert, const char *key, char *err)
 {
@@ -259,11 +273,17 @@ static SSL_CTX *ctx_for(const char *cert, const char *key, char *err)
         return NULL;
     }
     SSL_CTX_set_alpn_select_cb(ctx, on_alpn, NULL);
+    SSL_CTX_set_default_passwd_cb(ctx, no_passphrase);
+    passphrase_asked = false;
     if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {
         snprintf(err, TYCHO_ERR_LEN, "tycho: --tls-cert %s: %s (expected PEM, the "
                  "certificate then its chain)", cert, ssl_reason());
     } else if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
-        if (ERR_GET_REASON(ERR_peek_error()) == X509_R_KEY_VALUES_MISMATCH)
+        if (passphrase_asked)
+            snprintf(err, TYCHO_ERR_LEN, "tycho: --tls-key %s: the key is encrypted and Tycho "
+                     "takes no passphrase (write it decrypted: openssl pkey -in KEY -out "
+                     "NEW.key)", key);
+        else if (ERR_GET_REASON(ERR_peek_error()) == X509_R_KEY_VALUES_MISMATCH)
             snprintf(err, TYCHO_ERR_LEN, "tycho: --tls-key %s does not match --tls-cert %s: %s",
                      key, cert, ssl_reason());
         else
@@ -377,8 +397,16 @@ static SSL_CTX *load_set(char *err)
         snprintf(err, TYCHO_ERR_LEN, "tycho: TLS: out of memory");
     for (int i = 0; i < config->tls_ncerts && rc == TYCHO_OK; i++) {
         const char *cert = config->tls_certs[i];
-        rc = is_dir(cert) ? set_add_dir(set, cert, err)
-                          : set_add(set, cert, config->tls_keys[key++], err);
+        if (is_dir(cert)) {
+            rc = set_add_dir(set, cert, err);
+        } else if (key < config->tls_nkeys) {
+            rc = set_add(set, cert, config->tls_keys[key++], err);
+        } else {
+            /* A directory at start, a file now: its key was never given. */
+            snprintf(err, TYCHO_ERR_LEN, "tycho: --tls-cert %s: not a directory any more, and "
+                     "no --tls-key goes with it (restart with its key)", cert);
+            rc = TYCHO_ERR;
+        }
     }
     if (rc == TYCHO_OK) {
         SSL_CTX_set_tlsext_servername_callback(set->ctx[0], on_servername);

@@ -331,12 +331,12 @@ end
 local https_options = { port = true, status = true, host = true }
 local redirect_statuses = { [301] = true, [302] = true, [307] = true, [308] = true }
 
--- The host of a Host header without its port ("[::1]:8080" -> "[::1]"), or nil when it is not
--- a plain host name or address (it goes into a Location header).
+-- The host of a Host header without its port ("[::1]:8080" -> "[::1]"), or nil when the whole
+-- header is not a host name or address and an optional port (it goes into a Location header).
 local function bare_host(host)
   if type(host) ~= "string" then return nil end
-  host = host:match("^(%[[%x:%.]+%])") or host:match("^([%w%.%-]+)")
-  return host
+  return host:match("^(%[[%x:%.]+%])$") or host:match("^(%[[%x:%.]+%]):%d+$")
+    or host:match("^([%w%.%-_]+)$") or host:match("^([%w%.%-_]+):%d+$")
 end
 
 -- tycho.https_redirect{port =, status =, host =}: middleware sending a request that came over
@@ -356,8 +356,8 @@ function tycho.https_redirect(opts)
   end
   local suffix = port == 443 and "" or ":" .. port
   return function(req, res, nxt)
-    if req.scheme == "https" then
-      return nxt()
+    if req.scheme == "https" or sub(req.path, 1, 1) ~= "/" then
+      return nxt()                    -- HTTPS already, or OPTIONS * (no path to send anywhere)
     end
     local host = opts.host or bare_host(req.headers.host)
     if not host then

@@ -502,8 +502,10 @@ static struct tycho_pconn *conn_open(struct tycho_connpool *cp, void *arg)
                                                          BUFFEREVENT_SSL_CONNECTING,
                                                          BEV_OPT_CLOSE_ON_FREE)))
             SSL_free(conn->ssl);
-        /* A backend that closes without close_notify ends the response (or the idle
-           connection) as a TCP close does: most do, and a body read to the close is whole. */
+        /* An idle connection the backend closes without close_notify is dropped as a TCP close
+           is (most do). A response cut so still fails: OpenSSL 3 reports the EOF as an error
+           ("unexpected eof while reading"), and only close_notify ends a body that runs to
+           the close (a TCP close can be forged). */
         if (conn->bev)
             bufferevent_openssl_set_allow_dirty_shutdown(conn->bev, 1);
     } else {

@@ -350,6 +350,22 @@ static void test_tls12(int port)
     expect_call(port, "/call/tls11", 502, want, "a backend with TLS 1.1 at most is refused");
 }
 
+/*
+ * A body with no length ends at the close: whole with a close_notify before
+ * the TCP close; an error without one (anyone on the path can forge a close).
+ */
+static void test_body_to_close(int port)
+{
+    char want[200];
+
+    expect_call(port, "/call/main?host=localhost&path=eof-notify", 200,
+                "ok 200 to the end to the end", "a body ended by close_notify and the close");
+    snprintf(want, sizeof want, "error: localhost:%d: tls: unexpected eof while reading",
+             ports[B_MAIN]);
+    expect_call(port, "/call/main?host=localhost&path=eof-cut", 502, want,
+                "a body ended by a TCP close without close_notify is an error");
+}
+
 /* The backend closes an idle connection (close_notify): it is dropped, the next call connects. */
 static void test_idle_close(int port)
 {
@@ -574,6 +590,7 @@ int main(int argc, char **argv)
             test_mtls(s.port);
             test_reuse_and_resumption(s.port);
             test_idle_close(s.port);
+            test_body_to_close(s.port);
             test_tls12(s.port);
             test_handshake_timeout(s.port);
             test_not_tls(s.port, refused);

@@ -664,6 +664,15 @@ static void test_hsts_tls(int tp)
     expect_header(&r, "Strict-Transport-Security", "max-age=600", "HTTPS route");
     is_int(header_count(&r, "Strict-Transport-Security"), 1, "HTTPS route: one HSTS header");
     response_free(&r);
+    tls_exchange(&t, "GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n", &r);
+    expect_status(&r, 200, "HTTPS --health");
+    expect_header(&r, "Strict-Transport-Security", "max-age=600", "HTTPS --health");
+    response_free(&r);
+    tls_exchange(&t, "POST /healthz HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n",
+                 &r);
+    expect_status(&r, 405, "HTTPS --health, POST");
+    expect_header(&r, "Strict-Transport-Security", "max-age=600", "HTTPS --health's 405");
+    response_free(&r);
     tls_exchange(&t, "GARBAGE\r\n\r\n", &r);
     expect_status(&r, 400, "HTTPS 400");
     expect_header(&r, "Strict-Transport-Security", "max-age=600", "HTTPS 400");
@@ -694,6 +703,13 @@ static void test_redirect(int port, int tp)
     response_free(&r);
     fetch(port, "GET /secure/page HTTP/1.1\r\n\r\n", &r);
     expect_status(&r, 400, "https_redirect: no Host");
+    response_free(&r);
+    fetch(port, "GET /secure/page HTTP/1.1\r\nHost: internal_api.example.org\r\n\r\n", &r);
+    snprintf(want, sizeof want, "https://internal_api.example.org:%d/secure/page", tp);
+    expect_header(&r, "Location", want, "https_redirect: the whole host name, '_' and all");
+    response_free(&r);
+    fetch(port, "GET /secure/page HTTP/1.1\r\nHost: example.org:80x\r\n\r\n", &r);
+    expect_status(&r, 400, "https_redirect: a Host that is not a host and port");
     response_free(&r);
     fetch(port, "GET /fixed/page?x=y HTTP/1.1\r\nHost: example.org:8080\r\n\r\n", &r);
     expect_status(&r, 301, "https_redirect{host, port = 443}");
@@ -1035,6 +1051,129 @@ static void test_stalls(int tp)
     }
     note("dripped %zu of %zu bytes", dripped, hello_len);
     is_int(served, 2, "a normal client is served while three stall in the handshake");
+}
+
+/*
+ * Whether the server ends t (close_notify, EOF or reset) within timeout_ms,
+ * while the client sends a TLS 1.3 KeyUpdate (a record with no request bytes)
+ * every 200 ms.
+ */
+static int closed_while_keyupdating(struct tls *t, int timeout_ms, long long *after_ms)
+{
+    long long start = now_ms();
+    char b;
+
+    set_timeouts(t->fd, 200);
+    while (now_ms() - start < timeout_ms) {
+        int n, e;
+        if (SSL_key_update(t->ssl, SSL_KEY_UPDATE_NOT_REQUESTED) != 1 ||
+            SSL_do_handshake(t->ssl) != 1) {
+            *after_ms = now_ms() - start;
+            ERR_clear_error();
+            return 1;                 /* the write failed: the server has closed */
+        }
+        n = SSL_read(t->ssl, &b, 1);
+        e = SSL_get_error(t->ssl, n);
+        ERR_clear_error();
+        if (n > 0)
+            continue;                 /* (no bytes are expected) */
+        if (e == SSL_ERROR_ZERO_RETURN ||
+            (e == SSL_ERROR_SYSCALL && errno != EAGAIN && errno != EWOULDBLOCK) ||
+            e == SSL_ERROR_SSL) {
+            *after_ms = now_ms() - start;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/*
+ * --header-timeout and --idle-timeout are deadlines on TLS: records without
+ * request bytes (KeyUpdates) do not renew them, and a first request's head
+ * counts from the connect.
+ */
+static void test_tls_deadlines(int tp, int timeout_ms)
+{
+    struct tls t;
+    struct response r;
+    long long after = 0;
+    const struct tls_opt v13 = {.min_v = TLS1_3_VERSION, .max_v = TLS1_3_VERSION};
+
+    if (tls_connect(&t, tp, &v13) < 0) {
+        ok(0, what("KeyUpdates", "TLS connect: %s", last_tls_error));
+        return;
+    }
+    ok(closed_while_keyupdating(&t, io_timeout_ms + 3 * timeout_ms, &after),
+       "a TLS client that sends KeyUpdates and no request is closed (--header-timeout)");
+    note("closed after %lld ms of KeyUpdates (--header-timeout %d ms)", after, timeout_ms);
+    tls_close(&t);
+
+    if (tls_connect(&t, tp, &v13) < 0) {
+        ok(0, what("KeyUpdates when idle", "TLS connect: %s", last_tls_error));
+        return;
+    }
+    tls_exchange(&t, "GET /n?i=1 HTTP/1.1\r\nHost: localhost\r\n\r\n", &r);
+    expect_status(&r, 200, "KeyUpdates when idle: a first request");
+    response_free(&r);
+    ok(closed_while_keyupdating(&t, io_timeout_ms + 3 * timeout_ms, &after),
+       "a kept-alive TLS client that sends only KeyUpdates is closed (--idle-timeout)");
+    note("closed after %lld ms of KeyUpdates (--idle-timeout %d ms)", after, timeout_ms);
+    tls_close(&t);
+
+    /*
+     * A first head that starts at half the timeout and would end at 1.5 times it: it
+     * gets 408 (the deadline counts from the connect), not an answer.
+     */
+    if (tls_connect(&t, tp, NULL) < 0) {
+        ok(0, what("first head", "TLS connect: %s", last_tls_error));
+        return;
+    }
+    sleep_ms(timeout_ms / 2);
+    tls_sends(&t, "GET /n?i=late HTTP/1.1\r\n");
+    sleep_ms(timeout_ms);
+    tls_sends(&t, "Host: localhost\r\n\r\n");
+    tls_read_response(&t, &r, 0);
+    is_int(r.status, 408, "TLS: a first head that ends after --header-timeout from the connect");
+    response_free(&r);
+    tls_close(&t);
+}
+
+/*
+ * A handshake whose reply does not fit in the socket at once (a long
+ * certificate chain, a client with a small window): the server goes on when
+ * the socket is writable, and does not spin meanwhile.
+ */
+static void test_big_handshake(void)
+{
+    struct server s;
+    struct tls t;
+    struct tls_opt small = {.rcvbuf = 1024};
+    char *chain = strdup(path_in(work, "bigchain.pem"));
+    int tp;
+    const char *args[] = {"--port", "0", "--tls-port", "0", "--workers", "1",
+                          "--tls-cert", chain, "--tls-key", path_in(pki, "server.key"),
+                          app_dir, NULL};
+
+    if (!ok(sh("(cat '%s'; i=0; while [ $i -lt 140 ]; do cat '%s'; i=$((i+1)); done) > '%s'",
+               path_in(pki, "server.pem"), path_in(pki, "inter.pem"), chain) == 0,
+            "a 140-certificate chain")) {
+        free(chain);
+        return;
+    }
+    if (start(&s, &tp, args, "a long chain") == 0) {
+        int done = tls_connect(&t, tp, &small) == 0;
+        ok(done, what("a long chain", "the handshake ends for a client with a 1 KiB window (%s)",
+                      done ? "ok" : last_tls_error));
+        if (done) {
+            struct response r;
+            tls_exchange(&t, "GET /n?i=chain HTTP/1.1\r\nHost: localhost\r\n\r\n", &r);
+            expect_status(&r, 200, "a long chain: a request after it");
+            response_free(&r);
+            tls_close(&t);
+        }
+        stop(&s, "a long chain");
+    }
+    free(chain);
 }
 
 /* --header-timeout 1, --hsts: a head that does not end over TLS gets 408, with HSTS. */
@@ -1743,6 +1882,19 @@ static void test_start_errors(void)
              cert);
     expect_start_error(args, 1, want, "start: a key file that is not a PEM key");
 
+    {
+        char *enc = strdup(path_in(work, "encrypted.key"));
+        if (ok(sh("openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -aes256 "
+                  "-pass pass:secret -out '%s' 2>/dev/null", enc) == 0, "an encrypted key")) {
+            snprintf(args, sizeof args, "--tls-cert %s --tls-key %s", cert, enc);
+            snprintf(want, sizeof want, "tycho: --tls-key %s: the key is encrypted and Tycho "
+                     "takes no passphrase (write it decrypted: openssl pkey -in KEY -out "
+                     "NEW.key)", enc);
+            expect_start_error(args, 1, want, "start: an encrypted key (no prompt)");
+        }
+        free(enc);
+    }
+
     snprintf(args, sizeof args, "--tls-cert %s --tls-key %s", cert, other_key);
     snprintf(want, sizeof want, "tycho: --tls-key %s does not match --tls-cert %s: key values "
              "mismatch", other_key, cert);
@@ -1858,7 +2010,7 @@ int main(int argc, char **argv)
     /* The main server: two certificates (SNI), HSTS, two workers. */
     {
         const char *args[] = {"--port", "0", "--tls-port", "0", "--workers", "2",
-                              "--hsts", "600", "--max-body", "4194304",
+                              "--hsts", "600", "--max-body", "4194304", "--health", "/healthz",
                               "--tls-cert", path_in(pki, "server.pem"),
                               "--tls-key", path_in(pki, "server.key"),
                               "--tls-cert", path_in(pki, "other.pem"),
@@ -1885,6 +2037,7 @@ int main(int argc, char **argv)
     {
         const char *args[] = {"--port", "0", "--tls-port", "0", "--workers", "2",
                               "--header-timeout", n_wrap ? "3" : "1", "--hsts", "600",
+                              "--idle-timeout", n_wrap ? "3" : "1",
                               "--max-requests-per-conn", "3",
                               "--tls-cert", path_in(pki, "server.pem"),
                               "--tls-key", path_in(pki, "server.key"), app_dir, NULL};
@@ -1892,6 +2045,7 @@ int main(int argc, char **argv)
             test_stalls(tp);
             test_408(tp);
             test_max_requests(tp);
+            test_tls_deadlines(tp, n_wrap ? 3000 : 1000);
             serves_still(tp, "after the stalls");
             stop(&s, "header-timeout");
         }
@@ -1931,6 +2085,7 @@ int main(int argc, char **argv)
     }
 
     test_chain_and_expiry();
+    test_big_handshake();
     test_reload_under_load();
     test_watch();
     test_idle_and_sigterm();

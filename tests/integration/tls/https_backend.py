@@ -14,7 +14,9 @@ client certificate's subject CN ("" when none) of the last handshake.
 Once listening it prints "NAME PORT" lines, "control PORT", then "ready",
 on stdout. It stops on SIGTERM or when stdin closes.
 
-Paths: /close answers with "Connection: close" and closes; /close-later
+Paths: /close answers with "Connection: close" and closes; /eof-notify and
+/eof-cut answer a body with no length that ends at the close, with and without
+a close_notify before it; /close-later
 answers as a keep-alive response, then after 0.2 s sends close_notify and
 closes (an idle connection the backend drops); any other path answers 200
 with "tls ok PATH" and keeps the connection open.
@@ -100,6 +102,8 @@ class TLSHandler(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self):
         count(self.server.name, "requests")
+        if self.path in ("/eof-notify", "/eof-cut"):
+            return self.answer_to_eof()
         close = self.path == "/close"
         body = b"closing" if close else ("tls ok " + self.path).encode()
         self.send_response(200)
@@ -115,6 +119,22 @@ class TLSHandler(http.server.BaseHTTPRequestHandler):
             self.close_connection = True
             try:
                 self.request.unwrap()   # close_notify; the client answers with its own
+            except (ssl.SSLError, OSError):
+                pass
+
+
+    def answer_to_eof(self):
+        """A body with no length, ended by the close: with a close_notify before the TCP close
+        (/eof-notify), or without one (/eof-cut: what a forged close looks like)."""
+        self.send_response(200)
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(b"to the end " * 100)
+        self.wfile.flush()
+        self.close_connection = True
+        if self.path == "/eof-notify":
+            try:
+                self.request.unwrap()
             except (ssl.SSLError, OSError):
                 pass
 
