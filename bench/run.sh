@@ -210,6 +210,8 @@ WSLOAD_SRC=$BENCH_DIR/wsload.c
 [[ -f $WSLOAD_SRC ]] || die "missing $WSLOAD_SRC"
 MKCERTS=$BENCH_DIR/../tests/integration/tls/mkcerts.sh
 ((TLS == 0)) || [[ -f $MKCERTS ]] || die "missing $MKCERTS"
+IDLECONNS_SRC=$BENCH_DIR/idleconns.c
+((TLS == 0)) || [[ -f $IDLECONNS_SRC ]] || die "missing $IDLECONNS_SRC"
 
 TYCHO=""; SCRIPTS=""
 if has_server tycho; then
@@ -257,6 +259,8 @@ need_install() {
     fi
     if ((TLS)); then
         command -v openssl >/dev/null || return 0
+        command -v cc >/dev/null || return 0
+        [[ -f /usr/include/openssl/ssl.h ]] || return 0
     fi
     if ((WS)); then
         command -v cc >/dev/null || return 0
@@ -286,6 +290,8 @@ if need_install; then
     ((DATA)) && has_server go && PKGS="$PKGS golang-go $GO_PKGS"
     ((WS)) && ! command -v cc >/dev/null && PKGS="$PKGS gcc libc6-dev"
     ((TLS)) && ! command -v openssl >/dev/null && PKGS="$PKGS openssl"
+    ((TLS)) && ! command -v cc >/dev/null && PKGS="$PKGS gcc libc6-dev"
+    ((TLS)) && [[ ! -f /usr/include/openssl/ssl.h ]] && PKGS="$PKGS libssl-dev"
     ((WS)) && has_server go && PKGS="$PKGS golang-go $GO_WS_PKG"
     if ((EUID != 0)); then
         echo "bench: missing tools; install them as root with:" >&2
@@ -435,6 +441,7 @@ tree_ticks() {
 }
 
 vm_hwm_kb() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status" 2>/dev/null; }
+vm_rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null; }
 
 # ---------------------------------------------------------------- TLS
 # tlsplain and tlsclose: one certificate for both servers, made here in the temp dir by
@@ -857,6 +864,55 @@ ngx_lua_path() {   # lua_package_path's entries for the libraries fetched
     echo "$p"
 }
 # wsecho: the load generator (bench/wsload.c) and the go server (bench/gows)
+# the idle-connection memory measure of tlsplain: bench/idleconns.c
+IDLE_CONNS=1000
+IDLECONNS=""
+build_idleconns() {
+    IDLECONNS=$TMP/idleconns
+    cc -O2 -Wall -Wextra -o "$IDLECONNS" "$IDLECONNS_SRC" -lssl -lcrypto >"$TMP/idleconns-build.log" 2>&1 ||
+        { cat "$TMP/idleconns-build.log" >&2; die "compiling bench/idleconns.c failed (libssl-dev?)"; }
+}
+# idle_hold PORT OUT [-t]: IDLE_CONNS connections held open by idleconns (on CPU 1),
+# each after one keep-alive request; sets HOLD_PID once all are open (0 on failure)
+idle_hold() {
+    local port=$1 out=$2 i
+    shift 2
+    taskset -c 1 "$IDLECONNS" -p "$port" -c "$IDLE_CONNS" -h 120 "$@" >"$out" 2>&1 </dev/null &
+    HOLD_PID=$!
+    STARTED_PIDS+=("$HOLD_PID")
+    for ((i = 0; i < 600; i++)); do
+        grep -q '^idleconns conns [0-9]* ready$' "$out" && return 0
+        is_alive "$HOLD_PID" || break
+        sleep 0.1
+    done
+    log "WARNING: idleconns on port $port did not get its $IDLE_CONNS connections ready:"
+    tail -n 5 "$out" >&2
+    stop_pid "$HOLD_PID"; forget_pid "$HOLD_PID"
+    return 1
+}
+# idle_measure SERVER HTTP_PORT TLS_PORT RSS_PID: the server's VmRSS growth per idle
+# connection, IDLE_CONNS plain ones opened first, then IDLE_CONNS TLS ones beside them
+# (both held at once, so that neither reuses memory the other freed); sets
+# IDLE_PLAIN[SERVER] and IDLE_TLS[SERVER] in bytes
+idle_measure() {
+    local s=$1 hport=$2 tport=$3 rpid=$4 r0 r1 r2 p1 p2
+    r0=$(vm_rss_kb "$rpid")
+    idle_hold "$hport" "$TMP/idle-$s-plain.out" || return 1
+    p1=$HOLD_PID
+    sleep 0.5
+    r1=$(vm_rss_kb "$rpid")
+    if idle_hold "$tport" "$TMP/idle-$s-tls.out" -t; then
+        p2=$HOLD_PID
+        sleep 0.5
+        r2=$(vm_rss_kb "$rpid")
+        stop_pid "$p2"; forget_pid "$p2"
+        IDLE_TLS[$s]=$(((r2 - r1) * 1024 / IDLE_CONNS))
+    fi
+    stop_pid "$p1"; forget_pid "$p1"
+    IDLE_PLAIN[$s]=$(((r1 - r0) * 1024 / IDLE_CONNS))
+    log "$s idle connections: VmRSS $r0 kB, +$IDLE_CONNS plain $r1 kB, +$IDLE_CONNS TLS ${r2:-?} kB"
+}
+declare -A IDLE_PLAIN IDLE_TLS
 WSLOAD=""
 build_wsload() {
     WSLOAD=$TMP/wsload
@@ -1165,7 +1221,10 @@ has_server nginx && log "nginx: $("$NGINX_BIN" -v 2>&1)"
 for wl in "${WORKLOADS[@]}"; do
     [[ ${wl##*|} == proxy ]] && start_backend
 done
-((TLS)) && make_certs
+if ((TLS)); then
+    make_certs
+    has_workload tlsplain && build_idleconns
+fi
 if ((WS)); then
     build_wsload
     has_server go && build_gows
@@ -1194,6 +1253,16 @@ for wl in "${WORKLOADS[@]}"; do
         if [[ $s == tycho && -n $BASE ]]; then WL_SERVERS+=(base); fi
     done
     [[ $extra == ops ]] && has_server tycho && WL_SERVERS+=(tycho-plain)
+    # tlsplain: memory per idle connection, on fresh servers of their own (so that neither
+    # the measured rounds' peak RSS nor their heap is touched by it)
+    if [[ $extra == tls ]]; then
+        for s in "${WL_SERVERS[@]}"; do
+            start_server "$s" "w${wi}idle" "$extra"
+            idle_measure "$s" "$SRV_PORT" "$SRV_TLS_PORT" "$SRV_MEAS_RSS" ||
+                log "WARNING: $s: no idle-connection measure"
+            stop_pid "$SRV_PID"; forget_pid "$SRV_PID"
+        done
+    fi
     declare -A PID PORT MEAS_RSS LOGF
     declare -A MEAS_CPU
     declare -A CTYPE BEST_RPS
@@ -1397,6 +1466,13 @@ for wl in "${WORKLOADS[@]}"; do
     [[ $resumes == *y* && $resumes == *n* ]] &&
         echo "WARNING: in $wname one server resumes TLS sessions and another does not: wrk resumes on every reconnect when it can, so their handshakes differ"
 done
+# tlsplain: the memory of an idle keep-alive connection, plain and TLS
+line=""
+for s in tycho base nginx; do
+    [[ -n ${IDLE_PLAIN[$s]:-} ]] || continue
+    line+="${line:+; }$s plain ${IDLE_PLAIN[$s]} B, TLS ${IDLE_TLS[$s]:-?} B"
+done
+[[ -n $line ]] && echo "Memory per idle keep-alive connection ($IDLE_CONNS plain then $IDLE_CONNS TLS held open at once, each after one request; server VmRSS growth / $IDLE_CONNS, fresh servers): $line"
 # The data workloads: what PostgreSQL or Redis spent per request (on CPU 1, in no table)
 for wl in "${WORKLOADS[@]}"; do
     IFS='|' read -r wname _ path extra <<<"$wl"
