@@ -13,18 +13,19 @@
 #                         wsecho only
 #          BENCH_WORKLOADS subset to run, e.g. "plaintext close" (default: all
 #                         of plaintext json users echo c1000 close proxy ops
-#                         jsongz pgquery redisget wsecho)
+#                         jsongz pgquery redisget wsecho tlsplain tlsclose)
 #          BENCH_BASELINE  PATH of another Tycho binary (default: none), for a
 #                         before/after comparison: see "Before/after" below
-# Default total: 12 workloads x 2 servers x (2 x 10 s + 2 s) (+ tycho-plain in ops,
-# + go in the data workloads and wsecho, no nginx in pgquery) + checks = ~10 minutes
+# Default total: 14 workloads x 2 servers x (2 x 10 s + 2 s) (+ tycho-plain in ops,
+# + go in the data workloads and wsecho, no nginx in pgquery) + checks = ~11 minutes
 # (BENCH_BASELINE adds one server to every workload).
 # Needs nginx, libnginx-mod-http-lua, lua-cjson (not pulled in by the Lua
 # module), wrk, curl; for pgquery/redisget also postgresql, redis-server and,
 # for the go server, golang-go with Debian's packaged pgx v4, redigo and
 # fasthttp sources; for wsecho a C compiler (cc) and, for the go server, golang-go
-# with Debian's gorilla/websocket sources: installed with apt-get when missing
-# and run as root.
+# with Debian's gorilla/websocket sources; for tlsplain/tlsclose openssl, and cc
+# with libssl-dev (bench/idleconns.c): installed with apt-get when missing and
+# run as root.
 #
 # What it does
 # - Both servers serve the same app with ONE worker each: Tycho as
@@ -108,6 +109,44 @@
 #   every message, and a C echo server on libwebsockets would be a program of
 #   our own rather than a server people run; golang-nhooyr-websocket-dev is
 #   the other Go library, less used than gorilla.
+#   tlsplain (64 conns): plaintext over HTTPS keep-alive (wrk
+#   https://127.0.0.1:TLSPORT/plaintext). tlsclose (16 conns): HTTPS with
+#   `Connection: close` on every request, as close is over plain TCP: a TCP
+#   connection and a TLS handshake per request. Tycho runs with
+#   --tls-cert --tls-key --tls-port (HTTPS on its own port beside HTTP on
+#   --port); nginx gets a second `listen ... ssl` in the same server block. One
+#   certificate for both, made at bench time in the temp dir by
+#   tests/integration/tls/mkcerts.sh (P-256 ECDSA, for 127.0.0.1, signed by a
+#   test CA that the curl check verifies it against). nginx is configured as
+#   Tycho configures itself: ssl_protocols TLSv1.2 TLSv1.3; Mozilla
+#   "intermediate" TLS 1.2 ciphers with ssl_prefer_server_ciphers off;
+#   ssl_ecdh_curve X25519:prime256v1:secp384r1; TLS 1.3 suites OpenSSL's
+#   default on both. Resumption: both resume by session tickets only, one
+#   ticket per handshake (nginx: ssl_session_tickets on, ssl_session_cache off,
+#   ssl_conf_command NumTickets 1; Tycho keeps no session cache either). A
+#   shared session cache for nginx would not be fairer: with tickets the
+#   client never resumes by session id, but nginx would still serialize every
+#   session into shared memory. wrk DOES resume: it keeps one SSL object per
+#   connection slot and closes with SSL_shutdown + SSL_clear, which keeps the
+#   session, so each reconnect offers the last ticket (checked with nginx's
+#   $ssl_session_reused, wrk -c4 with Connection: close: 4260 of 4264
+#   handshakes resumed, the first of each connection full). tlsclose measures
+#   TCP + resumed TLS 1.3 handshakes (PSK with X25519, no certificate
+#   signature), as a returning browser makes, not full handshakes. Both
+#   servers negotiate TLS_AES_256_GCM_SHA384 with wrk. Before the rounds,
+#   openssl s_client checks each server (TLS 1.3 and 1.2: protocol, cipher,
+#   group, whether a second connection offering the first one's ticket is
+#   resumed; TLS 1.1 refused): a line under the table, and a warning when one
+#   server resumes and the other does not.
+#   tlsplain also measures memory per idle keep-alive connection, plain and
+#   TLS, on fresh servers of their own (not the measured ones): bench/idleconns.c
+#   (compiled here with cc -lssl -lcrypto, pinned to CPU 1) opens 1000
+#   connections to the HTTP port, each sending one GET /plaintext and reading
+#   its answer, then silent; then 1000 more to the TLS port beside them; the
+#   server's VmRSS (Tycho's process, nginx's worker) is read before, with the
+#   plain ones and with both (0.5 s after the last is ready): growth / 1000 =
+#   bytes per idle connection, printed under the table. Bounded: one request per
+#   connection, 10 s socket timeouts, an alarm at 180 s; SIGTERM ends it.
 # - Per workload, a FRESH process of each server is started (so peak RSS is
 #   that workload's), its answer to the workload's request is checked with curl
 #   (status 200 + expected body; the script aborts if wrong), each gets a
