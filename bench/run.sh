@@ -994,8 +994,11 @@ start_server() {
     if is_tls "$extra"; then
         tport=$(free_port) || die "no free port found"
         SRV_TLS_PORT=$tport
-        [[ $name != nginx ]] &&
+        if [[ $name != nginx ]]; then
+            "$bin" --help 2>&1 | grep -q -- '--tls-port' ||
+                die "$name ($bin) has no --tls-port: tlsplain and tlsclose need a Tycho that serves HTTPS"
             ops=(--tls-cert "$TLS_DIR/server.pem" --tls-key "$TLS_DIR/server.key" --tls-port "$tport")
+        fi
     fi
     case $name in
     tycho | tycho-plain | base)
