@@ -271,6 +271,13 @@ if [[ -n $BENCH_BASELINE ]]; then
     [[ -f $BASE && -x $BASE ]] || die "BENCH_BASELINE '$BENCH_BASELINE' is not an executable file"
     BASE=$(cd "$(dirname "$BASE")" && pwd)/$(basename "$BASE")
 fi
+# tlsplain and tlsclose need a Tycho that serves HTTPS (--tls-port): checked before any run
+if ((TLS)); then
+    for b in $TYCHO $BASE; do
+        "$b" --help 2>&1 | grep -q -- '--tls-port' ||
+            die "$b has no --tls-port: tlsplain and tlsclose need a Tycho that serves HTTPS"
+    done
+fi
 
 # ---------------------------------------------------------------- tools
 NGX_MODDIR=/usr/lib/nginx/modules
@@ -994,11 +1001,8 @@ start_server() {
     if is_tls "$extra"; then
         tport=$(free_port) || die "no free port found"
         SRV_TLS_PORT=$tport
-        if [[ $name != nginx ]]; then
-            "$bin" --help 2>&1 | grep -q -- '--tls-port' ||
-                die "$name ($bin) has no --tls-port: tlsplain and tlsclose need a Tycho that serves HTTPS"
+        [[ $name != nginx ]] &&
             ops=(--tls-cert "$TLS_DIR/server.pem" --tls-key "$TLS_DIR/server.key" --tls-port "$tport")
-        fi
     fi
     case $name in
     tycho | tycho-plain | base)
