@@ -100,6 +100,20 @@ static const struct flag flags[] = {
      "gzip's compression level: 1 fastest, 9 smallest"},
     {"--gzip-min-bytes", "BYTES", NUM(FLAG_SIZE, 0, 1099511627776.0, gzip_min_bytes), "1024",
      NULL, "bodies shorter than this are not compressed"},
+    {"--tls-cert", "FILE|DIR", STR, NULL, NULL,
+     "serve HTTPS with this PEM certificate (then its chain),\n"
+     "or with each NAME.pem (or NAME.crt) and NAME.key of DIR;\n"
+     "repeatable: a client's server name (SNI) picks one, the\n"
+     "first is the default; SIGHUP reloads them"},
+    {"--tls-key", "FILE", STR, NULL, NULL,
+     "the PEM private key of the --tls-cert FILE given at the\nsame place (repeatable)"},
+    {"--tls-port", "N", NUM(FLAG_INT, 0, 65535, tls_port), "8443", NULL,
+     "port for HTTPS (with --tls-cert), beside HTTP on --port;\n0 for any free port"},
+    {"--tls-ticket-rotate", "S", NUM(FLAG_SECONDS, 1, 604800, tls_ticket_rotate_ms), "3600",
+     NULL, "a new TLS session ticket key this often; a ticket resumes\n"
+     "for two rotations more"},
+    {"--hsts", "S", STR, NULL, "off",
+     "add Strict-Transport-Security: max-age=S to HTTPS\nresponses"},
     {"--request", "'METHOD /path?query'", STR, NULL, NULL,
      "run one request in-process (no socket), print the\nraw HTTP response and exit 0"},
     {"--header", "'K: V'", STR, NULL, NULL, "a request header for --request (repeatable)"},
@@ -196,6 +210,7 @@ void tycho_config_defaults(struct tycho_config *cfg)
 
     memset(cfg, 0, sizeof(*cfg));
     cfg->mode = TYCHO_MODE_SERVE;
+    cfg->hsts_max_age_s = -1;
     cfg->workers = default_workers();
     /* Every other default is the table's, set as if given on the command line. */
     for (size_t i = 0; i < NFLAGS; i++) {
@@ -265,6 +280,23 @@ static int set_metrics_addr(struct tycho_config *cfg, const char *val, char *err
     return TYCHO_OK;
 }
 
+/* Appends a --tls-cert or --tls-key value to its list. */
+static int add_tls_file(struct tycho_config *cfg, const char *flag, const char *val, char *err)
+{
+    bool cert = strcmp(flag, "--tls-cert") == 0;
+    const char ***list = cert ? &cfg->tls_certs : &cfg->tls_keys;
+    int *n = cert ? &cfg->tls_ncerts : &cfg->tls_nkeys;
+    const char **grown = realloc(*list, sizeof(*grown) * (size_t)(*n + 1));
+
+    if (!grown) {
+        snprintf(err, TYCHO_ERR_LEN, "tycho: %s: out of memory", flag);
+        return TYCHO_ERR;
+    }
+    *list = grown;
+    (*list)[(*n)++] = val;
+    return TYCHO_OK;
+}
+
 /* Applies one string flag with its value; returns TYCHO_ERR with err filled on a bad value. */
 static int set_string(struct tycho_config *cfg, const char *flag, const char *val, char *err)
 {
@@ -286,6 +318,17 @@ static int set_string(struct tycho_config *cfg, const char *flag, const char *va
         }
         cfg->request_headers = grown;
         cfg->request_headers[cfg->request_nheaders++] = val;
+    } else if (strcmp(flag, "--tls-cert") == 0 || strcmp(flag, "--tls-key") == 0) {
+        return add_tls_file(cfg, flag, val, err);
+    } else if (strcmp(flag, "--hsts") == 0) {
+        char *end = NULL;
+        errno = 0;
+        cfg->hsts_max_age_s = strtol(val, &end, 10);
+        if (*val < '0' || *val > '9' || *end != '\0' || errno || cfg->hsts_max_age_s > 1000000000) {
+            snprintf(err, TYCHO_ERR_LEN, "tycho: --hsts: expected whole seconds from 0 to "
+                     "1000000000 (a year is 31536000), got \"%s\"", val);
+            return TYCHO_ERR;
+        }
     } else if (strcmp(flag, "--body") == 0) {
         cfg->request_body = val;
     } else if (strcmp(flag, "--health") == 0 || strcmp(flag, "--metrics") == 0) {
@@ -458,6 +501,36 @@ int tycho_config_parse(struct tycho_config *cfg, int argc, char **argv, char *er
     return check_combinations(cfg, check, err);
 }
 
+/*
+ * --tls-key pairs with the --tls-cert files in order (a directory brings its
+ * own keys); the HTTPS port differs from the HTTP one; --hsts needs HTTPS.
+ */
+static int check_tls(const struct tycho_config *cfg, char *err)
+{
+    int files = 0;
+
+    for (int i = 0; i < cfg->tls_ncerts; i++) {
+        struct stat st;
+        files += !(stat(cfg->tls_certs[i], &st) == 0 && S_ISDIR(st.st_mode));
+    }
+    if (files != cfg->tls_nkeys) {
+        snprintf(err, TYCHO_ERR_LEN, "tycho: --tls-key: %d given for %d --tls-cert file%s (each "
+                 "certificate file needs its key, in the same order; a directory brings its own)",
+                 cfg->tls_nkeys, files, files == 1 ? "" : "s");
+        return TYCHO_ERR;
+    }
+    if (cfg->tls_ncerts && cfg->tls_port && cfg->tls_port == cfg->port) {
+        snprintf(err, TYCHO_ERR_LEN, "tycho: --tls-port %d: the same port as --port", cfg->port);
+        return TYCHO_ERR;
+    }
+    if (cfg->hsts_max_age_s >= 0 && cfg->tls_ncerts == 0) {
+        snprintf(err, TYCHO_ERR_LEN, "tycho: --hsts: only goes with --tls-cert (browsers ignore "
+                 "it over HTTP)");
+        return TYCHO_ERR;
+    }
+    return TYCHO_OK;
+}
+
 static int check_combinations(struct tycho_config *cfg, bool check, char *err)
 {
     if (cfg->mode == TYCHO_MODE_NEW) {
@@ -517,6 +590,8 @@ static int check_combinations(struct tycho_config *cfg, bool check, char *err)
                  cfg->metrics_path);
         return TYCHO_ERR;
     }
+    if (check_tls(cfg, err) < 0)
+        return TYCHO_ERR;
     if (check)
         cfg->mode = TYCHO_MODE_CHECK;
     if ((cfg->request_nheaders > 0 || cfg->request_body) && cfg->mode != TYCHO_MODE_REQUEST) {
@@ -530,6 +605,10 @@ static int check_combinations(struct tycho_config *cfg, bool check, char *err)
 void tycho_config_dispose(struct tycho_config *cfg)
 {
     free(cfg->request_headers);
+    free(cfg->tls_certs);
+    free(cfg->tls_keys);
+    cfg->tls_certs = cfg->tls_keys = NULL;
+    cfg->tls_ncerts = cfg->tls_nkeys = 0;
     cfg->request_headers = NULL;
     cfg->request_nheaders = 0;
 }

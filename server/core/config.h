@@ -64,6 +64,13 @@ struct tycho_config {
     bool gzip;                /* --gzip: compress responses (http/gzip.h) */
     int gzip_level;           /* --gzip-level: zlib's level, 1..9 */
     size_t gzip_min_bytes;    /* --gzip-min-bytes: shorter bodies are sent as they are */
+    const char **tls_certs;   /* owned array of borrowed --tls-cert values (files or dirs) */
+    int tls_ncerts;
+    const char **tls_keys;    /* owned array of borrowed --tls-key values, one per cert file */
+    int tls_nkeys;
+    int tls_port;             /* --tls-port: HTTPS beside --port (with --tls-cert); 0: any */
+    long tls_ticket_rotate_ms; /* --tls-ticket-rotate: a new session ticket key this often */
+    long hsts_max_age_s;      /* --hsts: Strict-Transport-Security max-age on HTTPS; -1: off */
     /* --request mode */
     const char *request_line; /* borrowed: "METHOD /path?query" */
     const char **request_headers; /* owned array of borrowed "K: V" strings */

@@ -954,6 +954,13 @@ static void put_server(struct out *o)
                sum_stat(offsetof(struct tycho_worker_stats, websockets)));
     put_simple(o, "tycho_websockets_open", "WebSocket connections open now.", "gauge",
                sum_stat(offsetof(struct tycho_worker_stats, websockets_open)));
+    put_simple(o, "tycho_tls_handshakes_total", "TLS handshakes completed on --tls-port.",
+               "counter", sum_stat(offsetof(struct tycho_worker_stats, tls_handshakes)));
+    put_simple(o, "tycho_tls_resumed_total", "TLS handshakes that resumed a session (a ticket).",
+               "counter", sum_stat(offsetof(struct tycho_worker_stats, tls_resumed)));
+    put_simple(o, "tycho_tls_handshake_failures_total",
+               "TLS handshakes that failed (a protocol or cipher refused, bytes that are not TLS).",
+               "counter", sum_stat(offsetof(struct tycho_worker_stats, tls_failures)));
     put_simple(o, "tycho_http_received_bytes_total", "Bytes read from clients.", "counter",
                sum_stat(offsetof(struct tycho_worker_stats, bytes_in)));
     put_simple(o, "tycho_http_sent_bytes_total", "Bytes sent to clients.", "counter",

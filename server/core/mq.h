@@ -9,6 +9,7 @@
 #define TYCHO_MQ_H
 
 #include <pthread.h>
+#include <stdbool.h>
 #include <sys/socket.h>
 
 struct event_base;
@@ -28,6 +29,7 @@ struct tycho_msg {
     struct tycho_msg *next;     /* the queue's link */
     enum tycho_msg_type type;
     int fd;                     /* NEW_CONN: owned by the message until received */
+    bool tls;                   /* NEW_CONN: it came on --tls-port */
     struct sockaddr_storage peer; /* NEW_CONN, CLOSED: the client's address */
     unsigned long generation;   /* RELOAD */
     void *payload;              /* BROADCAST: owned by the message; the receiver frees it */

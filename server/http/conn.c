@@ -11,6 +11,13 @@
  * connection's own pending buffer; while that is not empty the connection
  * stops reading (back-pressure on a client that does not read).
  *
+ * A connection that came on --tls-port has an SSL (http/tls.h): its reads
+ * and writes go through it (conn_recv, conn_send), the handshake running in
+ * its first reads, under --header-timeout counted from the connect. OpenSSL
+ * frees its record buffers between records (SSL_MODE_RELEASE_BUFFERS), so an
+ * idle TLS connection holds no buffer either; its file bodies are read and
+ * written through the SSL (no sendfile).
+ *
  * A large file body (app.static) is the one piece of output that is not in
  * a buffer: the connection takes the response's descriptor and sends it with
  * sendfile(2) once the bytes before it (its head, earlier responses) have
@@ -27,14 +34,17 @@
 #include "http/conn_int.h"
 #include "http/context.h"
 #include "http/http.h"
+#include "http/tls.h"
 
 #include <assert.h>
 #include <arpa/inet.h>
 #include <errno.h>
+#include <limits.h>
 #include <event2/event.h>
 #include <event2/event_struct.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/err.h>
 #include <stdbool.h>
 #include <string.h>
 #include <sys/sendfile.h>
@@ -82,6 +92,72 @@ static int send_stalled(ssize_t n)
     return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) ? 1 : -1;
 }
 
+/* A TLS handshake has ended: counted once (tycho_tls_handshakes_total, _resumed_total). */
+static void count_handshake(struct tycho_conn *c)
+{
+    c->tls_counted = true;
+    tycho_stat_add(&c->ctx->stats.tls_handshakes, 1);
+    if (SSL_session_reused(c->ssl))
+        tycho_stat_add(&c->ctx->stats.tls_resumed, 1);
+}
+
+/*
+ * Reads through the connection's TLS when it has it, else from the socket,
+ * as recv(2) does: n > 0 bytes, 0 at the end of input (close_notify, or a
+ * plain close), -1 with errno: EAGAIN when nothing can be read now (the
+ * handshake waiting for the client included), ECONNRESET for a TLS error (a
+ * failed handshake, a bad record).
+ */
+static ssize_t conn_recv(struct tycho_conn *c, char *buf, size_t len)
+{
+    int n, e;
+
+    if (!c->ssl)
+        return recv(c->fd, buf, len, 0);
+    ERR_clear_error();
+    n = SSL_read(c->ssl, buf, (int)len);
+    if (!c->tls_counted && SSL_is_init_finished(c->ssl))
+        count_handshake(c);
+    if (n > 0)
+        return n;
+    e = SSL_get_error(c->ssl, n);
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+        /* WANT_WRITE: a handshake flight the full socket did not take; the next read goes on. */
+        errno = EAGAIN;
+        return -1;
+    }
+    if (e == SSL_ERROR_ZERO_RETURN)
+        return 0;
+    if (e == SSL_ERROR_SSL && !c->tls_counted)
+        tycho_stat_add(&c->ctx->stats.tls_failures, 1);
+    if (e == SSL_ERROR_SSL && tycho_log_min_level == TYCHO_LOG_DEBUG) {
+        unsigned long err = ERR_peek_last_error();
+        tycho_log(TYCHO_LOG_DEBUG, "worker %d: TLS %s: %s", c->ctx->worker_id,
+                  SSL_is_init_finished(c->ssl) ? "error" : "handshake failed",
+                  err ? ERR_reason_error_string(err) : "unknown");
+    }
+    if (e != SSL_ERROR_SYSCALL || errno == 0 || errno == EAGAIN || errno == EINTR)
+        errno = ECONNRESET;
+    return -1;
+}
+
+/* Writes through the connection's TLS, or to the socket, as send(2) does (errno EAGAIN, EPIPE). */
+static ssize_t conn_send(struct tycho_conn *c, const char *data, size_t len, int flags)
+{
+    int n, e;
+
+    if (!c->ssl)
+        return send(c->fd, data, len, flags);
+    ERR_clear_error();
+    /* A write the socket did not take is sent again from the same bytes (c->pending). */
+    n = SSL_write(c->ssl, data, len > INT_MAX ? INT_MAX : (int)len);
+    if (n > 0)
+        return n;
+    e = SSL_get_error(c->ssl, n);
+    errno = e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ ? EAGAIN : EPIPE;
+    return -1;
+}
+
 /*
  * Sends as much of buf as the socket takes. more: a file body follows, so
  * the kernel may hold a partial segment for it (MSG_MORE) instead of
@@ -93,14 +169,53 @@ static int send_some(struct tycho_conn *c, struct tycho_buf *buf, bool more)
     int stalled;
 
     while (buf->len > 0) {
-        ssize_t n = send(c->fd, buf->data + buf->off, buf->len,
-                         MSG_NOSIGNAL | (more ? MSG_MORE : 0));
+        ssize_t n = conn_send(c, buf->data + buf->off, buf->len,
+                              MSG_NOSIGNAL | (more ? MSG_MORE : 0));
         if (n > 0) {
             tycho_buf_consume(buf, (size_t)n);
             tycho_stat_add(&c->ctx->stats.bytes_out, (unsigned long)n);
         } else if ((stalled = send_stalled(n)) != 0) {
             return stalled > 0 ? TYCHO_OK : TYCHO_ERR;
         }
+    }
+    return TYCHO_OK;
+}
+
+/* TLS has no sendfile: a file's bytes are read into pending, a record's worth at a time. */
+#define TLS_FILE_PIECE_BYTES 16384
+
+/*
+ * Sends the file body through the SSL: reads a piece into pending and sends
+ * it, until the socket is full (the piece left in pending goes first next
+ * time), the file has gone, or FILE_BYTES_PER_EVENT. TYCHO_ERR as send_file.
+ */
+static int send_file_tls(struct tycho_conn *c)
+{
+    size_t budget = FILE_BYTES_PER_EVENT;
+
+    while (c->file_left > 0 && budget > 0 && c->pending.len == 0) {
+        size_t want = c->file_left < TLS_FILE_PIECE_BYTES ? c->file_left : TLS_FILE_PIECE_BYTES;
+        char *room = tycho_buf_reserve(&c->pending, want);
+        ssize_t n;
+        if (!room)
+            return TYCHO_ERR;
+        n = pread(c->file_fd, room, want, c->file_off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return TYCHO_ERR;         /* the file shrank after its length was sent */
+        c->pending.len += (size_t)n;
+        c->file_off += n;
+        c->file_left -= (size_t)n;
+        budget -= (size_t)n;
+        if (send_some(c, &c->pending, false) < 0)
+            return TYCHO_ERR;
+    }
+    if (c->pending.len == 0)
+        tycho_buf_dispose(&c->pending);
+    if (c->file_left == 0) {
+        close(c->file_fd);
+        c->sending_file = false;
     }
     return TYCHO_OK;
 }
@@ -116,6 +231,8 @@ static int send_file(struct tycho_conn *c)
     size_t budget = FILE_BYTES_PER_EVENT;
     int stalled;
 
+    if (c->ssl)
+        return send_file_tls(c);
     while (c->file_left > 0 && budget > 0) {
         ssize_t n = sendfile(c->fd, c->file_fd, &c->file_off,
                              c->file_left < budget ? c->file_left : budget);
@@ -198,11 +315,16 @@ static int arm_read(struct tycho_conn *c)
     long now, deadline;
     struct timeval left;
 
-    if (!c->started)
+    bool handshake = c->ssl && !SSL_is_init_finished(c->ssl);
+
+    if (!c->started && !handshake)
         return arm(c, EV_READ, c->nrequests ? TIMER_IDLE : TIMER_FIRST,
                    c->nrequests ? ctx->idle_tv : ctx->first_tv);
     now = tycho_ctx_now_ms(ctx);
-    if (c->req && c->http.headers_done) {
+    if (handshake) {
+        /* Bytes dripping in must not renew a handshake's time, as they would TIMER_FIRST's. */
+        deadline = c->born_ms + cfg->header_timeout_ms;
+    } else if (c->req && c->http.headers_done) {
         if (!c->body_started_ms)
             c->body_started_ms = now;
         deadline = c->body_started_ms + cfg->body_timeout_ms;
@@ -248,6 +370,14 @@ static void close_conn(struct tycho_conn *c)
             tycho_log(TYCHO_LOG_DEBUG, "worker %d: connection from %s closed after %u requests",
                       ctx->worker_id, remote, c->nrequests);
         }
+        if (c->ssl) {
+            /* close_notify, if the socket takes it now (a client that left will not read it). */
+            ERR_clear_error();
+            if (!c->lingering && SSL_is_init_finished(c->ssl))
+                SSL_shutdown(c->ssl);
+            SSL_free(c->ssl);
+            ERR_clear_error();
+        }
         close(c->fd);
         ctx->conn_gone(ctx, peer_sockaddr(c, &peer));
     }
@@ -277,7 +407,16 @@ static void finish(struct tycho_conn *c)
 {
     struct timeval linger = {LINGER_MS / 1000, (LINGER_MS % 1000) * 1000};
 
-    if (c->fd < 0 || !c->linger || c->peer_eof || shutdown(c->fd, SHUT_WR) < 0) {
+    if (c->fd < 0 || !c->linger || c->peer_eof) {
+        close_conn(c);
+        return;
+    }
+    if (c->ssl && SSL_is_init_finished(c->ssl)) {
+        ERR_clear_error();
+        SSL_shutdown(c->ssl);         /* close_notify goes before the write side shuts */
+        ERR_clear_error();
+    }
+    if (shutdown(c->fd, SHUT_WR) < 0) {
         close_conn(c);
         return;
     }
@@ -486,7 +625,7 @@ static void read_and_serve(struct tycho_conn *c)
         feed_kept_input(c);
     /* No new reads while earlier input or a handler waits: that is the back-pressure. */
     for (int i = 0; i < READS_PER_EVENT && !c->closing && !c->waiting && c->input.len == 0; i++) {
-        ssize_t n = recv(c->fd, ctx->rbuf, TYCHO_READ_BYTES, 0);
+        ssize_t n = conn_recv(c, ctx->rbuf, TYCHO_READ_BYTES);
         if (n > 0) {
             size_t used;
             tycho_stat_add(&ctx->stats.bytes_in, (unsigned long)n);
@@ -495,7 +634,8 @@ static void read_and_serve(struct tycho_conn *c)
             if (used < (size_t)n && !c->closing &&
                 tycho_buf_append(&c->input, ctx->rbuf + used, (size_t)n - used) < 0)
                 c->closing = true;    /* no memory to keep it: answer what we have, close */
-            if ((size_t)n < TYCHO_READ_BYTES)
+            /* A short read emptied the socket; TLS reads a record at a time, so it goes on. */
+            if ((size_t)n < TYCHO_READ_BYTES && !c->ssl)
                 break;
         } else if (n == 0) {
             c->closing = true;        /* the client is done; answer what was read, then close */
@@ -587,9 +727,11 @@ static void watch_while_waiting(struct tycho_conn *c)
         notify_body(c);               /* kept before the handler asked */
         return;
     }
-    n = recv(c->fd, ctx->rbuf, TYCHO_READ_BYTES, 0);
+    n = conn_recv(c, ctx->rbuf, TYCHO_READ_BYTES);
     if (n > 0) {
         tycho_stat_add(&ctx->stats.bytes_in, (unsigned long)n);
+        if (c->ssl && SSL_pending(c->ssl) > 0)
+            event_active(&c->ev, EV_READ, 0); /* decrypted bytes the socket will not signal */
         if (tycho_buf_append(&c->input, ctx->rbuf, (size_t)n) < 0) {
             close_conn(c);
             return;
@@ -663,11 +805,21 @@ static void set_peer(struct tycho_conn *c, const struct sockaddr *peer)
 }
 
 void tycho_conn_open(struct tycho_ctx *ctx, int fd, const struct sockaddr *peer,
-                     socklen_t peer_len)
+                     socklen_t peer_len, bool tls)
 {
     struct tycho_conn *c = tycho_pool_get(&ctx->conn_pool);
+    SSL *ssl = NULL;
 
     (void)peer_len;
+    if (c && tls && !(ssl = tycho_tls_accept(fd))) {
+        tycho_pool_put(&ctx->conn_pool, c);
+        c = NULL;
+    }
+    if (!c && tls) {
+        close(fd);                    /* a TLS client would read the plain 503 as garbage */
+        ctx->conn_gone(ctx, peer);
+        return;
+    }
     if (!c) {
         char busy[TYCHO_BUSY_BYTES];
         /* A failed send means the client is gone already. */
@@ -679,6 +831,7 @@ void tycho_conn_open(struct tycho_ctx *ctx, int fd, const struct sockaddr *peer,
     c->ctx = ctx;
     c->resume = read_and_serve;
     c->fd = fd;
+    c->ssl = ssl;
     c->born_ms = tycho_ctx_now_ms(ctx);
     tycho_stat_add(&ctx->stats.conns, 1);
     set_peer(c, peer);

@@ -9,6 +9,7 @@
 #ifndef TYCHO_CONN_H
 #define TYCHO_CONN_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <sys/socket.h>
 
@@ -21,12 +22,16 @@ struct tycho_conn;
 size_t tycho_conn_bytes(void);
 
 /*
- * Takes over the accepted, non-blocking fd from the listener. On failure
- * (pool exhausted, out of memory) answers 503 and closes fd. Never fails
- * otherwise.
+ * Takes over the accepted, non-blocking fd from the listener; tls: it came
+ * on --tls-port (http/tls.h has the certificates). On failure (pool
+ * exhausted, out of memory) answers 503 (a TLS one is just closed) and
+ * closes fd. Never fails otherwise.
  */
 void tycho_conn_open(struct tycho_ctx *ctx, int fd, const struct sockaddr *peer,
-                     socklen_t peer_len);
+                     socklen_t peer_len, bool tls);
+
+/* Whether c is a TLS connection (req.scheme "https"). */
+bool tycho_conn_is_tls(const struct tycho_conn *c);
 
 /* Closes every open connection of ctx (shutdown). */
 void tycho_conn_close_all(struct tycho_ctx *ctx);

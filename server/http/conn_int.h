@@ -16,6 +16,7 @@
 #include <time.h>
 
 #include <event2/event_struct.h>
+#include <openssl/ssl.h>
 
 #include "core/buf.h"
 #include "core/config.h"
@@ -39,6 +40,7 @@ struct tycho_conn {
     struct tycho_req *req;             /* from the worker's pool while a request is in progress */
     struct tycho_buf *local_out;       /* borrowed: --request output, else NULL */
     int fd;                            /* owned; -1 for --request */
+    SSL *ssl;                          /* owned: TLS, for a connection on --tls-port; else NULL */
     unsigned nrequests;                /* answered on this connection */
     short ev_what;                     /* EV_READ or EV_WRITE: what ev waits for; 0: none */
     unsigned char timer;               /* TIMER_*: what ev's timeout stands for now */
@@ -51,6 +53,7 @@ struct tycho_conn {
     bool started;                      /* bytes of the next request came (blank lines too) */
     bool waiting;                      /* its handler waits (tycho.sleep); nothing is read */
     bool upgraded;                     /* a WebSocket: its handler reads the input itself */
+    bool tls_counted;                  /* its TLS handshake is done and counted */
     bool stream_start;                 /* a stream_body route's head is in: start its handler */
     bool sending_file;                 /* file_fd is open and its bytes are the next output */
     int file_fd;                       /* owned while sending_file: a file body (app.static) */
@@ -69,6 +72,13 @@ struct tycho_conn {
     /* conn.c: go on after a handler that waited has been answered (write, read what came). */
     void (*resume)(struct tycho_conn *c);
 };
+
+/* The Date line for c's responses: with --hsts's header after it on a TLS connection. */
+static inline const char *tycho_conn_date(struct tycho_conn *c)
+{
+    return c->ssl && c->ctx->cfg->hsts_max_age_s >= 0 ? tycho_ctx_date_hsts(c->ctx)
+                                                       : tycho_ctx_date(c->ctx);
+}
 
 /* Whether output waits for the socket: bytes in pending, or a file body being sent. */
 static inline bool tycho_conn_output_waits(const struct tycho_conn *c)

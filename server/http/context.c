@@ -7,6 +7,7 @@
 #include "http/http.h"
 
 #include <event2/event.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <sys/time.h>
 
@@ -71,6 +72,18 @@ const char *tycho_ctx_date(struct tycho_ctx *ctx)
         tycho_http_date_line(ctx->date_line, sizeof(ctx->date_line), ctx->date_sec);
     }
     return ctx->date_line;
+}
+
+const char *tycho_ctx_date_hsts(struct tycho_ctx *ctx)
+{
+    const char *date = tycho_ctx_date(ctx);
+
+    if (ctx->hsts_sec != ctx->date_sec) {
+        ctx->hsts_sec = ctx->date_sec;
+        snprintf(ctx->date_hsts, sizeof(ctx->date_hsts),
+                 "%sStrict-Transport-Security: max-age=%ld\r\n", date, ctx->cfg->hsts_max_age_s);
+    }
+    return ctx->date_hsts;
 }
 
 long tycho_ctx_now_ms(struct tycho_ctx *ctx)

@@ -98,6 +98,8 @@ struct tycho_ctx {
     const struct timeval *write_tv;  /* --write-timeout */
     time_t date_sec;                 /* second date_line was made for */
     char date_line[48];              /* "Date: ...\r\n" */
+    time_t hsts_sec;                 /* second date_hsts was made for */
+    char date_hsts[112];             /* date_line, then --hsts's header line */
 };
 
 #define TYCHO_READ_BYTES (64 * 1024)
@@ -121,6 +123,12 @@ long tycho_ctx_now_ms(struct tycho_ctx *ctx);
 
 /* The "Date: ...\r\n" line for now, cached per second. */
 const char *tycho_ctx_date(struct tycho_ctx *ctx);
+
+/*
+ * The same, followed by "Strict-Transport-Security: max-age=N\r\n" (--hsts),
+ * for the heads of responses sent over TLS.
+ */
+const char *tycho_ctx_date_hsts(struct tycho_ctx *ctx);
 
 /* The monotonic clock in microseconds (request durations). Any thread. */
 long long tycho_now_us(void);

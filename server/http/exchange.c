@@ -48,6 +48,11 @@ static size_t ipv4_text(const unsigned char *a, char *buf)
 }
 
 /* Here, not in conn.c: the access log line needs it, and exchange.c calls nothing of conn.c. */
+bool tycho_conn_is_tls(const struct tycho_conn *c)
+{
+    return c && c->ssl;
+}
+
 size_t tycho_conn_peer(const struct tycho_conn *c, char *buf, size_t buf_len)
 {
     if (c && c->fd >= 0 && c->peer_family == AF_INET && buf_len >= 16)
@@ -103,7 +108,7 @@ void tycho_exchange_answer_simple(struct tycho_conn *c, int status, const char *
 {
     size_t before = tycho_conn_out(c)->len;
 
-    if (tycho_http_write_simple(tycho_conn_out(c), status, extra, tycho_ctx_date(c->ctx),
+    if (tycho_http_write_simple(tycho_conn_out(c), status, extra, tycho_conn_date(c),
                                 keep_alive,
                                 with_body) < 0)
         c->closing = true;            /* no memory even for an error: just close */
@@ -281,7 +286,7 @@ static void respond(struct tycho_conn *c)
     size_t before = tycho_conn_out(c)->len;
 
     tycho_gzip_respond(c->ctx, r);    /* Vary, and the body compressed when it should be */
-    if (tycho_http_write_response(tycho_conn_out(c), r, tycho_ctx_date(c->ctx), keep_alive) < 0) {
+    if (tycho_http_write_response(tycho_conn_out(c), r, tycho_conn_date(c), keep_alive) < 0) {
         keep_alive = false;
         c->closing = true;
     } else if ((r->res_flags & TYCHO_RES_FILE) && r->file_open && tycho_http_has_body(r) &&
@@ -591,7 +596,7 @@ size_t tycho_exchange_feed(struct tycho_conn *c, const char *data, size_t len)
             char busy[TYCHO_BUSY_BYTES];
             /* If even this cannot be appended, the close says it all. */
             tycho_buf_append(tycho_conn_out(c), busy,
-                             tycho_http_busy(busy, sizeof(busy), tycho_ctx_date(c->ctx)));
+                             tycho_http_busy(busy, sizeof(busy), tycho_conn_date(c)));
             tycho_stat_add(&c->ctx->stats.rejected[TYCHO_REJECT_OUT_OF_MEMORY], 1);
             c->closing = true;
             c->linger = true;

@@ -29,7 +29,7 @@ static int start(struct tycho_conn *c, struct tycho_req *r)
     if (!keep_alive)
         c->linger |= r->keep_alive;   /* the client may already be sending its next request */
     tycho_chunks_gzip_start(c->ctx, r);
-    if (tycho_http_write_stream_head(out, r, tycho_ctx_date(c->ctx), keep_alive, chunked) < 0)
+    if (tycho_http_write_stream_head(out, r, tycho_conn_date(c), keep_alive, chunked) < 0)
         return TYCHO_ERR;
     r->res_flags |= TYCHO_RES_STREAM;
     r->stream_chunked = chunked && body;
@@ -85,7 +85,7 @@ int tycho_stream_upgrade(struct tycho_req *r, const char *accept, const char *pr
         return TYCHO_ERR;
     rc = tycho_buf_puts(&extra, (r->res_flags & TYCHO_RES_SERVER) ? "" : "Server: tycho\r\n");
     if (rc == TYCHO_OK)
-        rc = tycho_buf_puts(&extra, tycho_ctx_date(c->ctx));
+        rc = tycho_buf_puts(&extra, tycho_conn_date(c));
     if (rc == TYCHO_OK && r->res_headers_len)
         rc = tycho_buf_append(&extra, r->res_headers, r->res_headers_len);
     if (rc == TYCHO_OK && tycho_buf_append(&extra, "", 1) == TYCHO_OK)

@@ -6,6 +6,7 @@
  * level 1 is the script that called app.get).
  */
 #include "lua/bind.h"
+#include "http/tls.h"
 #include "lua/task.h"
 #include "lua/vm.h"
 #include "core/config.h"
@@ -376,6 +377,10 @@ void tycho_bind_app(lua_State *L)
     lua_setfield(L, -2, "static");
     lua_pushliteral(L, TYCHO_VERSION);
     lua_setfield(L, -2, "version");
+    if (tycho_tls_port() > 0) {
+        lua_pushinteger(L, tycho_tls_port());
+        lua_setfield(L, -2, "tls_port");
+    }
     luaL_newmetatable(L, TYCHO_ABORT_MT);
     lua_pop(L, 1);
     lua_pushcfunction(L, app_abort);

@@ -27,7 +27,7 @@
 /* The fields the server gives a req; any other name is the app's own (req.user = ...). */
 static const char *const builtin_fields[] = {"id", "path", "body", "query", "method", "params",
                                              "headers", "remote_addr", "query_string",
-                                             "cookies", NULL};
+                                             "cookies", "scheme", NULL};
 
 /*
  * Registry key of the anchor table: lightuserdata(r) -> req and
@@ -315,6 +315,10 @@ static int req_index(lua_State *L)
     case 6:
         if (memcmp(k, "method", 6) == 0) {
             lua_pushlstring(L, r->method, r->method_len);
+            return 1;
+        }
+        if (memcmp(k, "scheme", 6) == 0) {
+            lua_pushstring(L, tycho_conn_is_tls(r->conn) ? "https" : "http");
             return 1;
         }
         if (memcmp(k, "params", 6) == 0)

@@ -1,6 +1,7 @@
 -- web.lua: the everyday web helpers, compiled into the binary and run by the
 -- prelude once per Lua state (so per worker and per script generation):
--- sessions (tycho.session) with CSRF tokens (tycho.csrf), CORS (tycho.cors),
+-- sessions (tycho.session) with CSRF tokens (tycho.csrf), CORS (tycho.cors), the redirect to
+-- HTTPS (tycho.https_redirect),
 -- a rate limiter (tycho.rate_limit), HTML escaping and templates
 -- (tycho.html), and req:multipart() (whole, or streamed with its file parts written to disk
 -- by bind_upload.c). It gets the tycho module and the
@@ -322,6 +323,50 @@ function tycho.cors(opts)
     end
     if expose then res:header("Access-Control-Expose-Headers", expose) end
     nxt()
+  end
+end
+
+-- ---- HTTPS ----------------------------------------------------------------------------------
+
+local https_options = { port = true, status = true, host = true }
+local redirect_statuses = { [301] = true, [302] = true, [307] = true, [308] = true }
+
+-- The host of a Host header without its port ("[::1]:8080" -> "[::1]"), or nil when it is not
+-- a plain host name or address (it goes into a Location header).
+local function bare_host(host)
+  if type(host) ~= "string" then return nil end
+  host = host:match("^(%[[%x:%.]+%])") or host:match("^([%w%.%-]+)")
+  return host
+end
+
+-- tycho.https_redirect{port =, status =, host =}: middleware sending a request that came over
+-- plain HTTP to the same path and query on HTTPS: 301 for GET and HEAD, 308 for the others (so
+-- a POST stays a POST); a request over HTTPS goes on.
+function tycho.https_redirect(opts)
+  opts = check_options("tycho.https_redirect", opts, https_options)
+  local port = opts.port or tycho.tls_port or 443
+  if type(port) ~= "number" or port < 1 or port > 65535 or port % 1 ~= 0 then
+    error("tycho.https_redirect: port must be a whole number from 1 to 65535", 2)
+  end
+  if opts.status ~= nil and not redirect_statuses[opts.status] then
+    error("tycho.https_redirect: status must be 301, 302, 307 or 308", 2)
+  end
+  if opts.host ~= nil and not (bare_host(opts.host) == opts.host) then
+    error("tycho.https_redirect: host must be a host name or address without a port", 2)
+  end
+  local suffix = port == 443 and "" or ":" .. port
+  return function(req, res, nxt)
+    if req.scheme == "https" then
+      return nxt()
+    end
+    local host = opts.host or bare_host(req.headers.host)
+    if not host then
+      abort(400, "Bad Request: a Host header is needed to redirect to HTTPS\n")
+    end
+    local query = req.query_string
+    local status = opts.status or ((req.method == "GET" or req.method == "HEAD") and 301 or 308)
+    res:redirect("https://" .. host .. suffix .. req.path .. (query ~= "" and "?" .. query or ""),
+      status)
   end
 end
 

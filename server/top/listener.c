@@ -21,6 +21,7 @@
 #include <event2/event.h>
 #include <netinet/in.h>
 #include <netdb.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <stdio.h>
@@ -60,11 +61,18 @@ static void on_linger(evutil_socket_t fd, short what, void *arg)
     linger_wait(l, fd, n > 0 ? rounds - 1 : 0);
 }
 
-/* Sends the 503 and closes fd, lingering so that the client can read it. */
-static void refuse_quietly(struct tycho_listener *l, int fd)
+/*
+ * Sends the 503 and closes fd, lingering so that the client can read it. A
+ * TLS client would read plain text as a broken record: it is just closed.
+ */
+static void refuse_quietly(struct tycho_listener *l, int fd, bool tls)
 {
     char busy[TYCHO_BUSY_BYTES], date[48];
 
+    if (tls) {
+        close(fd);
+        return;
+    }
     tycho_http_date_line(date, sizeof(date), time(NULL));
     send(fd, busy, tycho_http_busy(busy, sizeof(busy), date), MSG_NOSIGNAL);
     if (l->lingering >= MAX_LINGERING) {
@@ -77,7 +85,7 @@ static void refuse_quietly(struct tycho_listener *l, int fd)
 }
 
 /* Over --max-conns: the 503, counted and logged at most once a minute. */
-static void refuse(struct tycho_listener *l, int fd)
+static void refuse(struct tycho_listener *l, int fd, bool tls)
 {
     unsigned long refused =
         atomic_fetch_add_explicit(&l->shared->refused, 1, memory_order_relaxed) + 1;
@@ -86,7 +94,7 @@ static void refuse(struct tycho_listener *l, int fd)
         tycho_log_warn("--max-conns %d reached: new connections get 503 (%lu refused so far; "
                        "logged at most once a minute)",
                        l->shared->cfg->max_conns, refused);
-    refuse_quietly(l, fd);
+    refuse_quietly(l, fd, tls);
 }
 
 /* CLOSED reports from the workers: a connection from that address is gone. */
@@ -128,22 +136,22 @@ static int count_ip(struct tycho_listener *l, const struct sockaddr *peer)
 
 /* Hands an accepted connection to a worker, or refuses it past --max-conns(-per-ip). */
 static void dispatch(struct tycho_listener *l, int fd, const struct sockaddr *peer,
-                     socklen_t peer_len)
+                     socklen_t peer_len, bool tls)
 {
     int open = atomic_fetch_add_explicit(&l->shared->open_conns, 1, memory_order_relaxed);
 
     if (open >= l->shared->cfg->max_conns) {
         atomic_fetch_sub_explicit(&l->shared->open_conns, 1, memory_order_relaxed);
-        refuse(l, fd);
+        refuse(l, fd, tls);
         return;
     }
     if (count_ip(l, peer) < 0) {
         atomic_fetch_sub_explicit(&l->shared->open_conns, 1, memory_order_relaxed);
-        refuse_quietly(l, fd);
+        refuse_quietly(l, fd, tls);
         return;
     }
     tycho_worker_give_conn(&l->workers[l->next_worker++ % (unsigned)l->nworkers], fd, peer,
-                           peer_len);
+                           peer_len, tls);
 }
 
 static void on_resume(evutil_socket_t fd, short what, void *arg)
@@ -153,6 +161,8 @@ static void on_resume(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     event_add(l->accept_ev, NULL);
+    if (l->tls_accept_ev)
+        event_add(l->tls_accept_ev, NULL);
 }
 
 /*
@@ -172,7 +182,7 @@ static void on_acceptable(evutil_socket_t lfd, short what, void *arg)
     (void)what;
     fd = accept4(lfd, (struct sockaddr *)&peer, &peer_len, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd >= 0) {
-        dispatch(l, fd, (struct sockaddr *)&peer, peer_len);
+        dispatch(l, fd, (struct sockaddr *)&peer, peer_len, lfd == l->tls_fd);
         return;
     }
     if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR || errno == ECONNABORTED)
@@ -182,6 +192,8 @@ static void on_acceptable(evutil_socket_t lfd, short what, void *arg)
                         errno == EMFILE || errno == ENFILE ? " (raise the open-file limit)" : "");
     if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
         event_del(l->accept_ev);
+        if (l->tls_accept_ev)
+            event_del(l->tls_accept_ev);
         event_add(l->pause_ev, &pause);
     }
 }
@@ -214,36 +226,55 @@ static int bound_port(int fd)
                                           : ((struct sockaddr_in *)&ss)->sin_port);
 }
 
-int tycho_listener_bind(struct tycho_listener *l, struct event_base *base,
-                        struct tycho_shared *shared, char *err)
+/*
+ * Binds --host at port; the socket in *fd, its port in *bound. TYCHO_ERR:
+ * err says why (flag: the port's flag, for the message).
+ */
+static int bind_port(const char *host, int port, const char *flag, int *fd, int *bound, char *err)
 {
-    const struct tycho_config *cfg = shared->cfg;
     struct addrinfo hints, *ai = NULL;
-    char port[16];
+    char service[16];
     int rc;
 
-    memset(l, 0, sizeof(*l));
-    l->fd = -1;
-    l->base = base;
-    l->shared = shared;
     memset(&hints, 0, sizeof(hints));
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
     hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-    snprintf(port, sizeof(port), "%d", cfg->port);
-    if ((rc = getaddrinfo(cfg->host, port, &hints, &ai)) != 0) {
-        snprintf(err, TYCHO_ERR_LEN, "tycho: --host %s: %s", cfg->host, gai_strerror(rc));
+    snprintf(service, sizeof(service), "%d", port);
+    if ((rc = getaddrinfo(host, service, &hints, &ai)) != 0) {
+        snprintf(err, TYCHO_ERR_LEN, "tycho: --host %s: %s", host, gai_strerror(rc));
         return TYCHO_ERR;
     }
-    l->fd = open_listen_socket(ai);
+    *fd = open_listen_socket(ai);
     freeaddrinfo(ai);
-    if (l->fd < 0) {
-        snprintf(err, TYCHO_ERR_LEN, "tycho: cannot listen on %s:%d: %s", cfg->host, cfg->port,
+    if (*fd < 0) {
+        snprintf(err, TYCHO_ERR_LEN, "tycho: cannot listen on %s:%d (%s): %s", host, port, flag,
                  strerror(errno));
         return TYCHO_ERR;
     }
-    l->port = bound_port(l->fd);
+    *bound = bound_port(*fd);
+    return TYCHO_OK;
+}
+
+int tycho_listener_bind(struct tycho_listener *l, struct event_base *base,
+                        struct tycho_shared *shared, char *err)
+{
+    const struct tycho_config *cfg = shared->cfg;
+
+    memset(l, 0, sizeof(*l));
+    l->fd = l->tls_fd = -1;
+    l->base = base;
+    l->shared = shared;
+    if (bind_port(cfg->host, cfg->port, "--port", &l->fd, &l->port, err) < 0)
+        return TYCHO_ERR;
+    if (cfg->tls_ncerts > 0 &&
+        bind_port(cfg->host, cfg->tls_port, "--tls-port", &l->tls_fd, &l->tls_port, err) < 0) {
+        tycho_listener_dispose(l);
+        return TYCHO_ERR;
+    }
     l->accept_ev = event_new(base, l->fd, EV_READ | EV_PERSIST, on_acceptable, l);
+    if (l->tls_fd >= 0)
+        l->tls_accept_ev = event_new(base, l->tls_fd, EV_READ | EV_PERSIST, on_acceptable, l);
     l->pause_ev = evtimer_new(base, on_resume, l);
     if (cfg->max_conns_per_ip > 0) {
         l->per_ip = tycho_iplimit_new((unsigned)cfg->max_conns);
@@ -257,7 +288,7 @@ int tycho_listener_bind(struct tycho_listener *l, struct event_base *base,
         }
         shared->main_inbox = l->inbox;
     }
-    if (!l->accept_ev || !l->pause_ev) {
+    if (!l->accept_ev || !l->pause_ev || (l->tls_fd >= 0 && !l->tls_accept_ev)) {
         snprintf(err, TYCHO_ERR_LEN, "tycho: out of memory setting up the listener");
         tycho_listener_dispose(l);
         return TYCHO_ERR;
@@ -269,6 +300,8 @@ int tycho_listener_enable(struct tycho_listener *l, struct tycho_worker *workers
 {
     l->workers = workers;
     l->nworkers = n;
+    if (l->tls_accept_ev && event_add(l->tls_accept_ev, NULL) < 0)
+        return TYCHO_ERR;
     return event_add(l->accept_ev, NULL) == 0 ? TYCHO_OK : TYCHO_ERR;
 }
 
@@ -276,12 +309,16 @@ void tycho_listener_dispose(struct tycho_listener *l)
 {
     if (l->accept_ev)
         event_free(l->accept_ev);
+    if (l->tls_accept_ev)
+        event_free(l->tls_accept_ev);
     if (l->pause_ev)
         event_free(l->pause_ev);
-    l->accept_ev = l->pause_ev = NULL;
+    l->accept_ev = l->tls_accept_ev = l->pause_ev = NULL;
     if (l->fd >= 0)
         close(l->fd);
-    l->fd = -1;
+    if (l->tls_fd >= 0)
+        close(l->tls_fd);
+    l->fd = l->tls_fd = -1;
 }
 
 void tycho_listener_free_counts(struct tycho_listener *l)

@@ -1,5 +1,6 @@
 /*
- * listener.h: the listening socket (a read event in the main thread's base),
+ * listener.h: the listening sockets (--port, and --tls-port with --tls-cert:
+ * read events in the main thread's base),
  * the --max-conns bound, and round-robin dispatch of accepted connections to
  * the workers. Main thread only.
  */
@@ -16,6 +17,8 @@ struct tycho_worker;
 struct tycho_listener {
     int fd;                         /* owned listening socket; -1 when closed */
     struct event *accept_ev;        /* owned: readiness of fd */
+    int tls_fd;                     /* owned --tls-port socket; -1 without TLS */
+    struct event *tls_accept_ev;    /* owned: readiness of tls_fd; NULL without TLS */
     struct event *pause_ev;         /* owned: re-enables accepting after EMFILE */
     struct event_base *base;        /* borrowed: main's */
     struct tycho_shared *shared;    /* borrowed */
@@ -26,10 +29,11 @@ struct tycho_listener {
     struct tycho_iplimit *per_ip;   /* owned: counts per address; NULL without the flag */
     struct tycho_mq *inbox;         /* owned: CLOSED reports from the workers */
     int port;                       /* the port bound (useful with --port 0) */
+    int tls_port;                   /* the --tls-port bound; 0 without TLS */
 };
 
 /*
- * Binds cfg's --host/--port, disabled until tycho_listener_enable. Returns
+ * Binds cfg's --host/--port (and --tls-port), disabled until tycho_listener_enable. Returns
  * TYCHO_OK, or TYCHO_ERR with a one-line reason in err.
  */
 int tycho_listener_bind(struct tycho_listener *l, struct event_base *base,

@@ -14,6 +14,7 @@
 #include "http/conn.h"
 #include "http/http.h"
 #include "top/listener.h"
+#include "http/tls.h"
 #include "top/migrate.h"
 #include "net/sqlite.h"
 #include "top/reload.h"
@@ -39,6 +40,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -49,11 +51,73 @@ static void print_route(const char *method, const char *path, int handler_id, vo
     printf("  %-7s %s\n", method, path);
 }
 
+/* Loads the TLS certificates again; on an error the old ones stay, and the log says why. */
+static void reload_certs(void)
+{
+    char err[TYCHO_ERR_LEN];
+
+    if (!tycho_tls_enabled())
+        return;
+    if (tycho_tls_reload(err) < 0)
+        tycho_log_error("%s; the certificates loaded before stay in use", err);
+    else
+        tycho_log_info("TLS certificates reloaded");
+}
+
+/* --watch: a certificate or key changed. */
+static void on_cert_change(void *arg)
+{
+    (void)arg;
+    reload_certs();
+}
+
+/*
+ * --watch: watches the directories of the certificates and keys (the
+ * directory itself for --tls-cert DIR), each once; at most TYCHO_TLS_WATCHES.
+ */
+#define TYCHO_TLS_WATCHES 8
+static int watch_certs(struct event_base *base, const struct tycho_config *cfg,
+                       struct tycho_watch **watches, char *err)
+{
+    char dirs[TYCHO_TLS_WATCHES][4096];
+    int n = 0;
+
+    for (int i = 0; i < cfg->tls_ncerts + cfg->tls_nkeys; i++) {
+        const char *path = i < cfg->tls_ncerts ? cfg->tls_certs[i]
+                                               : cfg->tls_keys[i - cfg->tls_ncerts];
+        struct stat st;
+        char dir[4096];
+        const char *slash = strrchr(path, '/');
+        bool seen = false;
+        if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+            snprintf(dir, sizeof(dir), "%s", path);
+        else if (slash)
+            snprintf(dir, sizeof(dir), "%.*s", slash == path ? 1 : (int)(slash - path), path);
+        else
+            snprintf(dir, sizeof(dir), ".");
+        for (int j = 0; j < n && !seen; j++)
+            seen = strcmp(dirs[j], dir) == 0;
+        if (seen)
+            continue;
+        if (n == TYCHO_TLS_WATCHES) {
+            tycho_log_warn("--watch: certificates in more than %d directories: the others are "
+                           "reloaded by SIGHUP only", TYCHO_TLS_WATCHES);
+            break;
+        }
+        memcpy(dirs[n], dir, sizeof(dir));
+        if (!(watches[n] = tycho_watch_new(base, dir, on_cert_change, NULL, err)))
+            return TYCHO_ERR;
+        n++;
+    }
+    return TYCHO_OK;
+}
+
 static void on_hangup(evutil_socket_t sig, short what, void *arg)
 {
     (void)sig;
     (void)what;
-    tycho_log_info("SIGHUP: reloading the scripts");
+    tycho_log_info("SIGHUP: reloading the scripts%s", tycho_tls_enabled() ? " and certificates" : "");
+    reload_certs();
     tycho_reload(arg);
 }
 
@@ -80,7 +144,7 @@ static int serve(struct tycho_config *cfg)
     struct tycho_worker *workers = NULL;
     struct event_base *base = NULL;
     struct event *sigint = NULL, *sigterm = NULL, *sighup = NULL, *sigusr1 = NULL;
-    struct tycho_watch *watch = NULL;
+    struct tycho_watch *watch = NULL, *cert_watch[TYCHO_TLS_WATCHES] = {NULL};
     struct tycho_reloader rl = {.cfg = cfg, .shared = &shared, .generation = 1};
     struct tycho_gen *scratch = NULL;
     struct tycho_scrape *scrape = NULL;
@@ -115,10 +179,19 @@ static int serve(struct tycho_config *cfg)
         fprintf(stderr, "%s\n", err);
         goto out;
     }
+    if (tycho_tls_load(cfg, err) < 0) {
+        fprintf(stderr, "%s\n", err);
+        goto out;
+    }
+    if (cfg->watch && tycho_tls_enabled() && watch_certs(base, cfg, cert_watch, err) < 0) {
+        fprintf(stderr, "%s\n", err);
+        goto out;
+    }
     if (tycho_listener_bind(&listener, base, &shared, err) < 0) {
         fprintf(stderr, "%s\n", err);
         goto out;
     }
+    tycho_tls_set_port(listener.tls_fd >= 0 ? listener.tls_port : 0);
     atomic_store(&shared.generation, 1);
     tycho_metrics_set_shared(&shared);
     /* Signals first: one that arrives while the workers start is handled once the loop runs. */
@@ -141,9 +214,14 @@ static int serve(struct tycho_config *cfg)
         fprintf(stderr, "tycho: cannot set up the listener\n");
         goto out;
     }
-    printf("tycho %s listening on http://%s%s%s:%d (%d workers)\n", TYCHO_VERSION,
-           strchr(cfg->host, ':') ? "[" : "", cfg->host, strchr(cfg->host, ':') ? "]" : "",
-           listener.port, cfg->workers);
+    {
+        const char *open = strchr(cfg->host, ':') ? "[" : "", *close = *open ? "]" : "";
+        printf("tycho %s listening on http://%s%s%s:%d", TYCHO_VERSION, open, cfg->host, close,
+               listener.port);
+        if (listener.tls_fd >= 0)
+            printf(" and https://%s%s%s:%d", open, cfg->host, close, listener.tls_port);
+        printf(" (%d workers)\n", cfg->workers);
+    }
     if (cfg->metrics_addr && !(scrape = tycho_scrape_new(base, cfg, err))) {
         fprintf(stderr, "%s\n", err);
         goto out;
@@ -163,6 +241,8 @@ static int serve(struct tycho_config *cfg)
 out:
     tycho_scrape_free(scrape);
     tycho_watch_free(watch);
+    for (int i = 0; i < TYCHO_TLS_WATCHES; i++)
+        tycho_watch_free(cert_watch[i]);
     tycho_listener_dispose(&listener);
     if (tycho_workers_stop(workers, cfg->workers) < 0) {
         /* A worker is stuck in Lua: nothing it owns can be freed safely. */
@@ -170,6 +250,7 @@ out:
         _exit(1);
     }
     tycho_listener_free_counts(&listener);
+    tycho_tls_unload();               /* the workers' connections are closed */
     tycho_metrics_set_shared(NULL);
     {
         /*

@@ -61,7 +61,7 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     struct tycho_scrape *s = arg;
 
     (void)l;
-    tycho_conn_open(&s->ctx, fd, peer, (socklen_t)peer_len);
+    tycho_conn_open(&s->ctx, fd, peer, (socklen_t)peer_len, false);
 }
 
 /* HOST (default 127.0.0.1) and PORT of --metrics-addr [HOST:]PORT ([v6]:PORT too). */

@@ -183,7 +183,8 @@ static void on_inbox(struct tycho_msg *list, void *arg)
                 close(m->fd);         /* accepted just before the stop */
                 tycho_worker_conn_gone(w->shared, (struct sockaddr *)&m->peer);
             } else {
-                tycho_conn_open(&w->ctx, m->fd, (struct sockaddr *)&m->peer, sizeof(m->peer));
+                tycho_conn_open(&w->ctx, m->fd, (struct sockaddr *)&m->peer, sizeof(m->peer),
+                                m->tls);
             }
             free(m);
         } else if (m->type == TYCHO_MSG_STOP) {
@@ -444,10 +445,15 @@ struct tycho_worker *tycho_workers_start(int n, struct tycho_shared *shared, cha
 }
 
 void tycho_worker_give_conn(struct tycho_worker *w, int fd, const struct sockaddr *peer,
-                            socklen_t peer_len)
+                            socklen_t peer_len, bool tls)
 {
     struct tycho_msg *m = malloc(sizeof(*m));
 
+    if (!m && tls) {
+        close(fd);                    /* a TLS client would read the plain 503 as garbage */
+        tycho_worker_conn_gone(w->shared, peer);
+        return;
+    }
     if (!m) {
         char busy[TYCHO_BUSY_BYTES], date[48];
         tycho_http_date_line(date, sizeof(date), time(NULL));
@@ -458,6 +464,7 @@ void tycho_worker_give_conn(struct tycho_worker *w, int fd, const struct sockadd
     }
     m->type = TYCHO_MSG_NEW_CONN;
     m->fd = fd;
+    m->tls = tls;
     memset(&m->peer, 0, sizeof(m->peer));
     memcpy(&m->peer, peer, peer_len < sizeof(m->peer) ? peer_len : sizeof(m->peer));
     tycho_mq_push(&w->inbox, m);

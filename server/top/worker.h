@@ -68,7 +68,7 @@ struct tycho_worker *tycho_workers_start(int n, struct tycho_shared *shared, cha
 
 /* Hands an accepted fd to worker w (main thread). Closes fd itself if it cannot. */
 void tycho_worker_give_conn(struct tycho_worker *w, int fd, const struct sockaddr *peer,
-                            socklen_t peer_len);
+                            socklen_t peer_len, bool tls);
 
 /*
  * Accounts for the close of a connection from peer that the listener counted:
