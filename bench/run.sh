@@ -17,7 +17,7 @@
 #          BENCH_BASELINE  PATH of another Tycho binary (default: none), for a
 #                         before/after comparison: see "Before/after" below
 # Default total: 14 workloads x 2 servers x (2 x 10 s + 2 s) (+ tycho-plain in ops,
-# + go in the data workloads and wsecho, no nginx in pgquery) + checks = ~11 minutes
+# + go in the data workloads and wsecho, no nginx in pgquery) + checks = ~12 minutes
 # (BENCH_BASELINE adds one server to every workload).
 # Needs nginx, libnginx-mod-http-lua, lua-cjson (not pulled in by the Lua
 # module), wrk, curl; for pgquery/redisget also postgresql, redis-server and,
