@@ -136,6 +136,7 @@ UNIT_MODULE_test_mq := core/mq
 UNIT_MODULE_test_pool := core/pool
 UNIT_MODULE_test_router := http/router
 UNIT_MODULE_test_connpool := net/connpool net/lookup
+UNIT_MODULE_test_tls_client := net/tls_client
 UNIT_MODULE_test_http := http/request http/response http/framing
 UNIT_MODULE_test_gzip := http/gzip http/request http/response http/framing
 UNIT_MODULE_test_ws := http/ws http/request http/response http/framing
@@ -157,7 +158,7 @@ $(DOC_SERVERS): tests/docs/servers.c tests/harness.h tests/integration/support.h
 
 $(BUILD)/integration/test_%: tests/integration/test_%.c tests/harness.h tests/integration/support.h tests/integration/client.h tests/integration/backend.h tests/integration/servers.h
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS_ALL) -Itests $(LDFLAGS_ALL) -o $@ $< -lpthread -lz
+	$(CC) $(CFLAGS_ALL) -Itests $(LDFLAGS_ALL) -o $@ $< -lpthread -lz -lssl -lcrypto
 
 run: deps
 	@$(MAKE) --no-print-directory build

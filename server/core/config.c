@@ -111,7 +111,7 @@ static const struct flag flags[] = {
      "port for HTTPS (with --tls-cert), beside HTTP on --port;\n0 for any free port"},
     {"--tls-ticket-rotate", "S", NUM(FLAG_SECONDS, 1, 604800, tls_ticket_rotate_ms), "3600",
      NULL, "a new TLS session ticket key this often; a ticket resumes\n"
-     "for two rotations more"},
+     "for twice this at most"},
     {"--hsts", "S", STR, NULL, "off",
      "add Strict-Transport-Security: max-age=S to HTTPS\nresponses"},
     {"--request", "'METHOD /path?query'", STR, NULL, NULL,

@@ -30,7 +30,7 @@
     "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"                               \
     "DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384"
 #define GROUPS "X25519:prime256v1:secp384r1"
-/* Ticket keys kept: the current one and the two before it (tickets live two rotations more). */
+/* Ticket keys kept: the current one and the two before it (a ticket lives two periods). */
 #define TICKET_KEYS 3
 /* A certificate this close to its end gets a warning in the log when loaded. */
 #define EXPIRY_WARN_S (14 * 86400)
@@ -142,7 +142,6 @@ static int on_ticket_key(SSL *ssl, unsigned char *name, unsigned char *iv, EVP_C
     struct ticket_key k;
     int found = -1;
 
-    (void)ssl;
     pthread_mutex_lock(&keys_lock);
     if (catch_up_keys(now) < 0 && nkeys == 0) {
         pthread_mutex_unlock(&keys_lock);
@@ -168,7 +167,12 @@ static int on_ticket_key(SSL *ssl, unsigned char *name, unsigned char *iv, EVP_C
     if (set_ticket_mac(hctx, k.hmac) != 1)
         return -1;
     OPENSSL_cleanse(&k, sizeof(k));
-    return enc || found == 0 ? 1 : 2;
+    /*
+     * 2 issues a new ticket: for one sealed by an older key, and always in TLS
+     * 1.3, whose clients use a ticket once (without a new one, every other
+     * connection would do a full handshake).
+     */
+    return enc || (found == 0 && SSL_version(ssl) != TLS1_3_VERSION) ? 1 : 2;
 }
 
 /* ALPN: http/1.1 when the client offers it; nothing otherwise (HTTP/1.1 anyway). */

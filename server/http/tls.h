@@ -10,7 +10,8 @@
  * last connection. Protocols: TLS 1.2 and 1.3 only, Mozilla's "intermediate"
  * ciphers, ALPN http/1.1. Sessions resume by tickets (stateless, so across
  * workers and reloads), whose keys are made here, rotated every
- * --tls-ticket-rotate seconds, and accepted for two rotations more.
+ * --tls-ticket-rotate seconds and accepted for two rotations more; a ticket
+ * lives twice that period (the session timeout).
  *
  * Threads: tycho_tls_load, tycho_tls_reload and tycho_tls_unload on the main
  * thread; tycho_tls_accept from any worker thread (the current set is read

@@ -1,9 +1,9 @@
 /*
- * bind_http.c: tycho.http, outbound HTTP from handlers, middleware and
- * timers: request{...}, get(url, opts), post(url, body, opts), and the
- * per-backend settings and counters, pool(host_port, opts) and
- * stats(host_port). The calls wait without blocking the worker
- * (tycho_task_wait); the pools are net/upstream.c's.
+ * bind_http.c: tycho.http, outbound HTTP and HTTPS from handlers, middleware
+ * and timers: request{...}, get(url, opts), post(url, body, opts), and the
+ * per-backend settings and counters, pool(backend, opts) and
+ * stats(backend[, tls_opts]). The calls wait without blocking the worker
+ * (tycho_task_wait); the pools and the TLS settings are net/upstream.c's.
  *
  * A call is a userdata holding the request bytes and the C call. The Lua
  * wrappers keep it in a local while the coroutine waits, so it lives as
@@ -13,6 +13,7 @@
 #include "lua/task.h"
 #include "lua/vm.h"
 #include "http/http.h"
+#include "net/tls_client.h"
 #include "net/upstream.h"
 #include "net/wire.h"
 
@@ -196,7 +197,7 @@ static const char *put_request(lua_State *L, const struct request_parts *q, int 
         put(out, len, "[", v6);
         put(out, len, t->host, strlen(t->host));
         put(out, len, "]", v6);
-        if (t->port != 80)
+        if (t->port != (t->https ? 443u : 80u))
             put(out, len, line, (size_t)snprintf(line, sizeof(line), ":%u", t->port));
         put(out, len, "\r\n", 2);
     }
@@ -210,6 +211,90 @@ static const char *put_request(lua_State *L, const struct request_parts *q, int 
     return NULL;
 }
 
+/* The TLS options a call or a pool may give. */
+struct tls_given {
+    struct tycho_tls_client_opts o;
+    bool ca_file, client_cert, client_key, insecure_skip_verify;   /* given */
+    bool any;
+};
+
+static const char *const tls_names[] = {"ca_file", "client_cert", "client_key",
+                                        "insecure_skip_verify"};
+
+static bool is_tls_name(const char *name)
+{
+    for (size_t i = 0; i < sizeof(tls_names) / sizeof(tls_names[0]); i++)
+        if (strcmp(name, tls_names[i]) == 0)
+            return true;
+    return false;
+}
+
+/*
+ * Reads the TLS options of the table at idx (nil: none) into g. NULL, or
+ * the misuse (a string option that is not a string, the flag not a
+ * boolean). The strings stay in the table, which the caller keeps.
+ */
+static const char *read_tls(lua_State *L, int idx, struct tls_given *g)
+{
+    const char **strs[] = {&g->o.ca_file, &g->o.client_cert, &g->o.client_key};
+    bool *given[] = {&g->ca_file, &g->client_cert, &g->client_key};
+
+    memset(g, 0, sizeof(*g));
+    if (!lua_istable(L, idx))
+        return NULL;
+    for (int i = 0; i < 3; i++) {
+        lua_getfield(L, idx, tls_names[i]);
+        if (!lua_isnil(L, -1)) {
+            if (lua_type(L, -1) != LUA_TSTRING) {
+                lua_pop(L, 1);
+                return lua_pushfstring(L, "%s must be a string (a file name)", tls_names[i]);
+            }
+            *strs[i] = lua_tostring(L, -1);
+            *given[i] = g->any = true;
+        }
+        lua_pop(L, 1);
+    }
+    lua_getfield(L, idx, "insecure_skip_verify");
+    if (!lua_isnil(L, -1)) {
+        if (!lua_isboolean(L, -1)) {
+            lua_pop(L, 1);
+            return "insecure_skip_verify must be true or false";
+        }
+        g->o.insecure_skip_verify = lua_toboolean(L, -1);
+        g->insecure_skip_verify = g->any = true;
+    }
+    lua_pop(L, 1);
+    return NULL;
+}
+
+/*
+ * The TLS setting of an https backend for the options given: each one given
+ * replaces the backend's own pool's (tycho.http.pool). NULL with why in err.
+ */
+static struct tycho_tls_client *resolve_tls(struct tycho_upstreams *u, const char *host,
+                                            unsigned port, const struct tls_given *g, char *err,
+                                            size_t cap)
+{
+    struct tycho_pool_opts o;
+    struct tycho_pool_stats s;
+    struct tycho_tls_client_opts to = {NULL, NULL, NULL, false};
+
+    tycho_upstreams_inspect(u, true, host, port, NULL, &o, &s);
+    if (o.tls)
+        tycho_tls_client_opts_of(o.tls, &to);
+    if (g->ca_file)
+        to.ca_file = g->o.ca_file;
+    if (g->client_cert) {
+        to.client_cert = g->o.client_cert;
+        to.client_key = NULL;       /* a new certificate does not take the old one's key */
+    }
+    if (g->client_key)
+        to.client_key = g->o.client_key;
+    if (g->insecure_skip_verify)
+        to.insecure_skip_verify = g->o.insecure_skip_verify;
+    return tycho_upstreams_tls(u, &to, err, cap);
+}
+
 static bool method_is_idempotent(const char *m)
 {
     static const char *const list[] = {"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE"};
@@ -221,8 +306,10 @@ static bool method_is_idempotent(const char *m)
 }
 
 /*
- * new_call(fn, url, method, headers, body, timeout) -> call, or false and a
- * message (the Lua wrapper raises it at the caller's line).
+ * new_call(fn, url, method, headers, body, timeout, opts) -> call, or false
+ * and a message (misuse: the Lua wrapper raises it at the caller's line),
+ * or nil and a message (the call's TLS setting could not be loaded: the
+ * wrapper returns them). opts: the table with the TLS options, or nil.
  */
 static int new_call(lua_State *L)
 {
@@ -235,8 +322,11 @@ static int new_call(lua_State *L)
     struct tycho_url t;
     struct request_parts q;
     struct http_call *hc;
+    struct tls_given g;
+    struct tycho_tls_client *tls = NULL;
+    char tls_err[TYCHO_ERR_LEN];
 
-    lua_settop(L, 6);
+    lua_settop(L, 7);
     if ((err = tycho_task_refusal(L, TYCHO_PLACE_WAIT)))
         ;
     else if (!url)
@@ -253,9 +343,22 @@ static int new_call(lua_State *L)
     else if (!lua_isnil(L, 6) && (!lua_isnumber(L, 6) || !((timeout = lua_tonumber(L, 6)) > 0) ||
                                   timeout > 31536000))
         err = "timeout must be seconds, more than 0 and at most 31536000";
+    else if ((err = read_tls(L, 7, &g)))
+        ;
+    else if (g.any && !t.https)
+        err = lua_pushfstring(L, "%s is for https:// urls",
+                              g.ca_file ? "ca_file" : g.client_cert ? "client_cert"
+                              : g.client_key ? "client_key" : "insecure_skip_verify");
     if (err) {
         lua_pushboolean(L, 0);
         lua_pushfstring(L, "%s: %s", fn, err);
+        return 2;
+    }
+    if (t.https &&
+        !(tls = resolve_tls(tycho_vm_of(L)->upstreams, t.host, t.port, &g, tls_err,
+                            sizeof(tls_err)))) {
+        lua_pushnil(L);
+        lua_pushstring(L, tls_err);
         return 2;
     }
     q.method = method;
@@ -275,6 +378,8 @@ static int new_call(lua_State *L)
     hc->w.start = wait_start;
     hc->w.cancel = wait_cancel;
     hc->u = tycho_vm_of(L)->upstreams;
+    hc->spec.https = t.https;
+    hc->spec.tls = tls;
     hc->spec.host = hc->host;
     hc->spec.port = t.port;
     hc->spec.request = hc->request;
@@ -345,24 +450,48 @@ static int call_result(lua_State *L)
 
 /* ---- pool settings and counters ----------------------------------------- */
 
-/* "host:port" or "[v6]:port" at idx into host and port; raises naming fn. */
-static void check_host_port(lua_State *L, int idx, const char *fn, char *host, unsigned *port)
+/*
+ * A backend at idx into https, host and port: "host:port" or "[v6]:port"
+ * (http), or the same after "http://" or "https://", where the port may be
+ * left out (80, 443). Raises naming fn.
+ */
+static void check_backend(lua_State *L, int idx, const char *fn, bool *https, char *host,
+                          unsigned *port)
 {
-    size_t len;
-    const char *s = luaL_checklstring(L, idx, &len);
-    const char *colon = strrchr(s, ':');
-    const char *h = s;
-    size_t host_len = colon ? (size_t)(colon - s) : 0;
-    char *end;
-    unsigned long p = colon ? strtoul(colon + 1, &end, 10) : 0;
+    const char *given = luaL_checkstring(L, idx), *s = given, *h, *rest;
+    bool scheme = false, bad;
+    size_t host_len;
+    char *end = NULL;
+    unsigned long p;
 
-    if (host_len >= 2 && s[0] == '[' && s[host_len - 1] == ']') {
-        h++;
-        host_len -= 2;
+    *https = false;
+    if (strncasecmp(s, "https://", 8) == 0) {
+        s += 8;
+        scheme = *https = true;
+    } else if (strncasecmp(s, "http://", 7) == 0) {
+        s += 7;
+        scheme = true;
     }
-    if (!colon || host_len == 0 || host_len > MAX_HOST || *end || p == 0 || p > 65535 ||
-        colon[1] < '0' || colon[1] > '9')
-        luaL_error(L, "%s: expected \"host:port\", got \"%s\"", fn, s);
+    if (s[0] == '[') {              /* "[v6]" then ":port" or, after a scheme, nothing */
+        h = s + 1;
+        rest = strchr(h, ']');
+        host_len = rest ? (size_t)(rest - h) : 0;
+        rest = rest ? rest + 1 : "?";
+    } else {
+        h = s;
+        rest = strrchr(s, ':');
+        rest = rest ? rest : s + strlen(s);
+        host_len = (size_t)(rest - h);
+    }
+    if (*rest == ':')
+        p = strtoul(rest + 1, &end, 10);
+    else
+        p = *rest == '\0' && scheme ? (*https ? 443 : 80) : 0;
+    bad = host_len == 0 || host_len > MAX_HOST || p == 0 || p > 65535 ||
+          (end && (*end || rest[1] < '0' || rest[1] > '9')) || memchr(h, '/', host_len);
+    if (bad)
+        luaL_error(L, "%s: expected \"host:port\" or \"https://host[:port]\", got \"%s\"", fn,
+                   given);
     memcpy(host, h, host_len);
     host[host_len] = '\0';
     *port = (unsigned)p;
@@ -415,9 +544,11 @@ static void set_opt(lua_State *L, const struct opt_field *f, struct tycho_pool_o
         *(double *)at = v;
 }
 
-static void push_opts(lua_State *L, const struct tycho_pool_opts *o)
+static void push_opts(lua_State *L, const struct tycho_pool_opts *o, bool https)
 {
-    lua_createtable(L, 0, (int)NFIELDS);
+    struct tycho_tls_client_opts to = {NULL, NULL, NULL, false};
+
+    lua_createtable(L, 0, (int)NFIELDS + 4);
     for (size_t i = 0; i < NFIELDS; i++) {
         const char *at = (const char *)o + opt_fields[i].offset;
         switch (opt_fields[i].kind) {
@@ -428,22 +559,39 @@ static void push_opts(lua_State *L, const struct tycho_pool_opts *o)
         }
         lua_setfield(L, -2, opt_fields[i].name);
     }
+    if (!https)
+        return;
+    if (o->tls)
+        tycho_tls_client_opts_of(o->tls, &to);
+    lua_pushstring(L, to.ca_file);          /* nil when not given */
+    lua_setfield(L, -2, "ca_file");
+    lua_pushstring(L, to.client_cert);
+    lua_setfield(L, -2, "client_cert");
+    lua_pushstring(L, to.client_key);
+    lua_setfield(L, -2, "client_key");
+    lua_pushboolean(L, to.insecure_skip_verify);
+    lua_setfield(L, -2, "insecure_skip_verify");
 }
 
 /*
- * tycho.http.pool(host_port[, opts]) -> the settings now in force. Unknown
- * option names raise (a typo must not pass silently).
+ * tycho.http.pool(backend[, opts]) -> the settings now in force. Unknown
+ * option names raise (a typo must not pass silently), and so do TLS files
+ * that cannot be loaded: a pool is set at the top of a script, where a
+ * raise stops a start or a reload with the file and line.
  */
 static int http_pool(lua_State *L)
 {
     struct tycho_upstreams *u = tycho_vm_of(L)->upstreams;
     struct tycho_pool_opts o;
     struct tycho_pool_stats s;
-    char host[MAX_HOST + 1];
+    char host[MAX_HOST + 1], err[TYCHO_ERR_LEN];
     unsigned port;
+    bool https;
+    struct tls_given g;
+    const char *misuse;
 
-    check_host_port(L, 1, "tycho.http.pool", host, &port);
-    tycho_upstreams_inspect(u, host, port, &o, &s);
+    check_backend(L, 1, "tycho.http.pool", &https, host, &port);
+    tycho_upstreams_inspect(u, https, host, port, NULL, &o, &s);
     if (!lua_isnoneornil(L, 2)) {
         luaL_checktype(L, 2, LUA_TTABLE);
         lua_pushnil(L);
@@ -452,29 +600,54 @@ static int http_pool(lua_State *L)
             const char *key = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "?";
             while (i < NFIELDS && strcmp(opt_fields[i].name, key) != 0)
                 i++;
-            if (i == NFIELDS)
+            if (i < NFIELDS)
+                set_opt(L, &opt_fields[i], &o);
+            else if (!is_tls_name(key))
                 luaL_error(L, "tycho.http.pool: unknown option '%s'", key);
-            set_opt(L, &opt_fields[i], &o);
+            else if (!https)
+                luaL_error(L, "tycho.http.pool: %s is for https:// backends", key);
             lua_pop(L, 1);
         }
-        if (tycho_upstreams_configure(u, host, port, &o) < 0)
+        if ((misuse = read_tls(L, 2, &g)))
+            luaL_error(L, "tycho.http.pool: %s", misuse);
+        if (https && !(o.tls = resolve_tls(u, host, port, &g, err, sizeof(err))))
+            luaL_error(L, "tycho.http.pool: %s", err);
+        if (tycho_upstreams_configure(u, https, host, port, &o) < 0)
             luaL_error(L, "tycho.http.pool: out of memory");
     }
-    push_opts(L, &o);
+    push_opts(L, &o, https);
     return 1;
 }
 
-/* tycho.http.stats(host_port) -> this worker's counters for the backend. */
+/*
+ * tycho.http.stats(backend[, tls_opts]) -> this worker's counters for the
+ * backend: its own pool, or the pool for the TLS options given (as a call
+ * with them would use).
+ */
 static int http_stats(lua_State *L)
 {
+    struct tycho_upstreams *u = tycho_vm_of(L)->upstreams;
     struct tycho_pool_opts o;
     struct tycho_pool_stats s;
-    char host[MAX_HOST + 1];
+    char host[MAX_HOST + 1], err[TYCHO_ERR_LEN];
     unsigned port;
+    bool https;
+    struct tls_given g;
+    const struct tycho_tls_client *tls = NULL;
+    const char *misuse;
 
-    check_host_port(L, 1, "tycho.http.stats", host, &port);
-    tycho_upstreams_inspect(tycho_vm_of(L)->upstreams, host, port, &o, &s);
-    lua_createtable(L, 0, 8);
+    check_backend(L, 1, "tycho.http.stats", &https, host, &port);
+    if (!lua_isnoneornil(L, 2)) {
+        luaL_checktype(L, 2, LUA_TTABLE);
+        if ((misuse = read_tls(L, 2, &g)))
+            luaL_error(L, "tycho.http.stats: %s", misuse);
+        if (g.any && !https)
+            luaL_error(L, "tycho.http.stats: TLS options are for https:// backends");
+        if (g.any && !(tls = resolve_tls(u, host, port, &g, err, sizeof(err))))
+            luaL_error(L, "tycho.http.stats: %s", err);
+    }
+    tycho_upstreams_inspect(u, https, host, port, tls, &o, &s);
+    lua_createtable(L, 0, 10);
     lua_pushnumber(L, s.open);
     lua_setfield(L, -2, "open");
     lua_pushnumber(L, s.idle);
@@ -491,6 +664,12 @@ static int http_stats(lua_State *L)
     lua_setfield(L, -2, "failures");
     lua_pushstring(L, s.circuit);
     lua_setfield(L, -2, "circuit");
+    if (https) {
+        lua_pushnumber(L, (double)s.tls_handshakes);
+        lua_setfield(L, -2, "tls_handshakes");
+        lua_pushnumber(L, (double)s.tls_resumed);
+        lua_setfield(L, -2, "tls_resumed");
+    }
     return 1;
 }
 
@@ -501,8 +680,9 @@ static int http_stats(lua_State *L)
 static const char http_lua[] =
     "local new_call, wait, result = ...\n"
     "local http = {}\n"
-    "local function call(fn, url, method, headers, body, timeout)\n"
-    "  local c, err = new_call(fn, url, method, headers, body, timeout)\n"
+    "local function call(fn, url, method, headers, body, timeout, o)\n"
+    "  local c, err = new_call(fn, url, method, headers, body, timeout, o)\n"
+    "  if c == nil then return nil, err end\n"
     "  if not c then error(err, 3) end\n"
     "  wait(c)\n"
     "  local res, msg = result(c)\n"
@@ -517,17 +697,18 @@ static const char http_lua[] =
     "    error('tycho.http.request: expected a table '\n"
     "          .. '{url=, method=, headers=, body=, timeout=}', 2)\n"
     "  end\n"
-    "  local res, err = call('tycho.http.request', o.url, o.method, o.headers, o.body, o.timeout)\n"
+    "  local res, err = call('tycho.http.request', o.url, o.method, o.headers, o.body, o.timeout,\n"
+    "                        o)\n"
     "  return res, err\n"
     "end\n"
     "function http.get(url, o)\n"
     "  o = opts('tycho.http.get', o)\n"
-    "  local res, err = call('tycho.http.get', url, 'GET', o.headers, nil, o.timeout)\n"
+    "  local res, err = call('tycho.http.get', url, 'GET', o.headers, nil, o.timeout, o)\n"
     "  return res, err\n"
     "end\n"
     "function http.post(url, body, o)\n"
     "  o = opts('tycho.http.post', o)\n"
-    "  local res, err = call('tycho.http.post', url, 'POST', o.headers, body, o.timeout)\n"
+    "  local res, err = call('tycho.http.post', url, 'POST', o.headers, body, o.timeout, o)\n"
     "  return res, err\n"
     "end\n"
     "return http\n";

@@ -1,6 +1,6 @@
 /*
  * upstream.c: outbound HTTP/1.1 calls, over a connection pool (net/connpool.c)
- * per backend host:port and worker.
+ * per backend (scheme, host:port and TLS setting) and worker.
  *
  * The pool keeps the accounting: the bound, the wait queue, idle connections
  * and their checks, lifetimes, the breaker. This file is its HTTP driver
@@ -13,17 +13,28 @@
  * more. Calls are owned by their caller (tycho_call_free); nothing here
  * frees one, so a done callback that runs early (inside tycho_call_start) is
  * safe.
+ *
+ * https:// connections are bufferevent_openssl's over the same socket
+ * connect: the connect event comes once the handshake is done, so
+ * connect_timeout covers name lookup, TCP and TLS. Everything else is the
+ * same for both kinds, but that a request is never sent past the
+ * bufferevent (call_send) and that a TLS error is told in TLS's words. A
+ * pool keeps the last session its backend gave (tls_client.c) and offers it
+ * on its next connect.
  */
 #include "net/upstream.h"
 #include "core/tycho.h"
 #include "net/connpool.h"
 #include "net/lookup.h"
+#include "net/tls_client.h"
 #include "net/wire.h"
+#include "core/log.h"
 #include "core/metrics.h"
 
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/dns.h>
 #include <event2/event.h>
 #include <event2/event_struct.h>
@@ -31,6 +42,8 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,8 +64,9 @@ struct upconn {
     struct bufferevent *bev;        /* owned; closes the socket when freed */
     struct tycho_call *call;        /* the call exchanging on it, or NULL */
     struct event connect_timer;     /* starts the connect from the loop, then connect_timeout */
+    SSL *ssl;                       /* https: the bufferevent's (freed with it); else NULL */
     bool started;
-    bool connected;
+    bool connected;                 /* connected, and for https the handshake done */
 };
 
 struct tycho_call {
@@ -75,9 +89,12 @@ struct tycho_call {
 struct tycho_pool {
     struct tycho_pool *next;        /* the upstreams' list */
     struct tycho_upstreams *u;
+    bool https;
+    bool own;                       /* https: the backend's own pool (tycho_upstreams_configure) */
     char *host;
     unsigned port;
-    struct tycho_pool_opts o;
+    struct tycho_pool_opts o;       /* o.tls: https's setting (part of the pool's identity) */
+    struct tycho_tls_client_session session;   /* https: the last session the backend gave */
     struct tycho_connpool *cp;      /* made at the first call, once the loop is known */
     struct tycho_pool_stats stats;  /* connects, requests, reused, failures (the rest: cp's) */
     _Atomic double *counted[4];     /* its metrics series (enum tycho_backend_metric); NULL: none */
@@ -88,6 +105,8 @@ struct tycho_upstreams {
     struct event_base *base;        /* borrowed: the worker's loop */
     struct evdns_base *dns;         /* made at the first name lookup */
     struct tycho_pool *pools;
+    struct tycho_tls_client_cache *tls;    /* https's contexts, one per setting */
+    struct tycho_tls_client *default_tls;  /* the cache's for no option given, once made */
 };
 
 static struct tycho_pconn *conn_open(struct tycho_connpool *cp, void *arg);
@@ -109,6 +128,7 @@ void tycho_pool_opts_default(struct tycho_pool_opts *o)
     o->cooldown = 10;
     o->fail_on_5xx = false;
     o->max_body = 8 * 1024 * 1024;
+    o->tls = NULL;
 }
 
 /* The pool's share of a backend's settings. */
@@ -131,18 +151,34 @@ struct tycho_upstreams *tycho_upstreams_new(int worker)
 {
     struct tycho_upstreams *u = calloc(1, sizeof(struct tycho_upstreams));
 
+    if (u && !(u->tls = tycho_tls_client_cache_new())) {
+        free(u);
+        return NULL;
+    }
     if (u)
         u->worker = worker;
     return u;
 }
 
+struct tycho_tls_client *tycho_upstreams_tls(struct tycho_upstreams *u,
+                                             const struct tycho_tls_client_opts *o, char *err,
+                                             size_t cap)
+{
+    struct tycho_tls_client *t = tycho_tls_client_get(u->tls, o, err, cap);
+
+    if (t && !o->ca_file && !o->client_cert && !o->client_key && !o->insecure_skip_verify)
+        u->default_tls = t;
+    return t;
+}
+
 /*
- * "host:port" ("[v6]:port") and a NUL into key (TYCHO_METRIC_KEY_BYTES);
- * returns its length with the NUL.
+ * "host:port" ("[v6]:port"; "https://host:port" for https) and a NUL into
+ * key (TYCHO_METRIC_KEY_BYTES); returns its length with the NUL.
  */
 static size_t backend_label(const struct tycho_pool *p, char *key)
 {
-    int n = snprintf(key, TYCHO_METRIC_KEY_BYTES - 16, strchr(p->host, ':') ? "[%s]:%u" : "%s:%u",
+    int n = snprintf(key, TYCHO_METRIC_KEY_BYTES - 16,
+                     strchr(p->host, ':') ? "%s[%s]:%u" : "%s%s:%u", p->https ? "https://" : "",
                      p->host, p->port);
 
     if (n < 0)
@@ -182,7 +218,8 @@ static int sum_pool(struct backend_sum **sums, size_t *n, size_t *cap, const str
     struct tycho_connpool_stats s;
 
     for (size_t i = 0; i < *n && !b; i++)
-        if ((*sums)[i].p->port == p->port && strcasecmp((*sums)[i].p->host, p->host) == 0)
+        if ((*sums)[i].p->port == p->port && (*sums)[i].p->https == p->https &&
+            strcasecmp((*sums)[i].p->host, p->host) == 0)
             b = &(*sums)[i];
     if (!b) {
         if (*n == *cap) {
@@ -243,18 +280,49 @@ void tycho_upstreams_attach(struct tycho_upstreams *u, struct event_base *base)
     u->base = base;
 }
 
-static struct tycho_pool *pool_find(struct tycho_upstreams *u, const char *host, unsigned port)
+static bool same_backend(const struct tycho_pool *p, bool https, const char *host, unsigned port)
+{
+    return p->port == port && p->https == https && strcasecmp(p->host, host) == 0;
+}
+
+/* The pool to a backend with a TLS setting (ignored for http). */
+static struct tycho_pool *pool_find(struct tycho_upstreams *u, bool https, const char *host,
+                                    unsigned port, const struct tycho_tls_client *tls)
 {
     for (struct tycho_pool *p = u->pools; p; p = p->next)
-        if (p->port == port && strcasecmp(p->host, host) == 0)
+        if (same_backend(p, https, host, port) && (!https || p->o.tls == tls))
             return p;
     return NULL;
 }
 
-static struct tycho_pool *pool_get(struct tycho_upstreams *u, const char *host, unsigned port)
+/* The backend's own pool: configured, or else (https) the one with the default setting. */
+static struct tycho_pool *pool_own(struct tycho_upstreams *u, bool https, const char *host,
+                                   unsigned port)
 {
-    struct tycho_pool *p = pool_find(u, host, port);
+    struct tycho_pool *found = NULL;
+
+    if (!https)
+        return pool_find(u, false, host, port, NULL);
+    for (struct tycho_pool *p = u->pools; p; p = p->next)
+        if (same_backend(p, true, host, port)) {
+            if (p->own)
+                return p;
+            if (p->o.tls == u->default_tls)
+                found = p;
+        }
+    return found;
+}
+
+/*
+ * The pool to a backend with a TLS setting, made if need be: a new https
+ * pool takes the settings of the backend's own pool (its TLS setting apart).
+ */
+static struct tycho_pool *pool_get(struct tycho_upstreams *u, bool https, const char *host,
+                                   unsigned port, struct tycho_tls_client *tls)
+{
+    struct tycho_pool *p = pool_find(u, https, host, port, tls), *own;
     char key[TYCHO_METRIC_KEY_BYTES];
+    struct tycho_tls_client_opts to;
     size_t len;
 
     if (p)
@@ -264,13 +332,24 @@ static struct tycho_pool *pool_get(struct tycho_upstreams *u, const char *host, 
         return NULL;
     }
     p->u = u;
+    p->https = https;
     p->port = port;
-    tycho_pool_opts_default(&p->o);
+    if (https && (own = pool_own(u, true, host, port)))
+        p->o = own->o;
+    else
+        tycho_pool_opts_default(&p->o);
+    p->o.tls = https ? tls : NULL;
     len = backend_label(p, key);
     for (int m = TYCHO_BACKEND_CONNECTS; m <= TYCHO_BACKEND_FAILURES; m++)
         p->counted[m] = tycho_metric_series(tycho_metric_backend[m], u->worker, key, len);
     p->next = u->pools;
     u->pools = p;
+    if (https && tls) {
+        tycho_tls_client_opts_of(tls, &to);
+        if (to.insecure_skip_verify)
+            tycho_log_warn("backend %s: insecure_skip_verify: its certificate and name are not "
+                           "checked", key);
+    }
     return p;
 }
 
@@ -282,44 +361,58 @@ static struct tycho_pool *pool_get(struct tycho_upstreams *u, const char *host, 
 static int pool_start(struct tycho_pool *p)
 {
     struct tycho_connpool_opts co;
-    char name[TYCHO_URL_MAX_HOST + 32];
+    char name[TYCHO_METRIC_KEY_BYTES + 16], key[TYCHO_METRIC_KEY_BYTES];
 
     if (p->cp)
         return TYCHO_OK;
+    backend_label(p, key);
     pool_opts(&p->o, &co);
-    snprintf(name, sizeof(name), "backend %s:%u", p->host, p->port);    /* its log lines */
+    snprintf(name, sizeof(name), "backend %s", key);    /* its log lines */
     if (!(p->cp = tycho_connpool_new(name, &co, &http_driver, p, p->u->base, -1)))
         return TYCHO_ERR;
     tycho_connpool_set_per_call(p->cp);   /* a connection made for a call is that call's */
     return TYCHO_OK;
 }
 
-int tycho_upstreams_configure(struct tycho_upstreams *u, const char *host, unsigned port,
-                              const struct tycho_pool_opts *o)
+int tycho_upstreams_configure(struct tycho_upstreams *u, bool https, const char *host,
+                              unsigned port, const struct tycho_pool_opts *o)
 {
-    struct tycho_pool *p = pool_get(u, host, port);
+    struct tycho_pool *own = pool_get(u, https, host, port, o->tls);
     struct tycho_connpool_opts co;
 
-    if (!p)
+    if (!own)
         return TYCHO_ERR;
-    p->o = *o;
-    if (p->cp) {
-        pool_opts(o, &co);
-        tycho_connpool_configure(p->cp, &co);   /* a larger max_conns lets waiters in */
+    for (struct tycho_pool *p = u->pools; p; p = p->next) {
+        struct tycho_tls_client *tls = p->o.tls;
+        if (!same_backend(p, https, host, port))
+            continue;
+        p->o = *o;
+        p->o.tls = tls;                       /* the pool's identity */
+        p->own = p == own;
+        if (p->cp) {
+            pool_opts(o, &co);
+            tycho_connpool_configure(p->cp, &co);   /* a larger max_conns lets waiters in */
+        }
     }
     return TYCHO_OK;
 }
 
-void tycho_upstreams_inspect(struct tycho_upstreams *u, const char *host, unsigned port,
+void tycho_upstreams_inspect(struct tycho_upstreams *u, bool https, const char *host,
+                             unsigned port, const struct tycho_tls_client *tls,
                              struct tycho_pool_opts *o, struct tycho_pool_stats *s)
 {
-    struct tycho_pool *p = pool_find(u, host, port);
+    struct tycho_pool *p = tls ? pool_find(u, https, host, port, tls)
+                               : pool_own(u, https, host, port);
     struct tycho_connpool_stats ps;
 
     memset(s, 0, sizeof(*s));
     s->circuit = "closed";
     if (!p) {
-        tycho_pool_opts_default(o);
+        if (!(p = pool_own(u, https, host, port)))
+            tycho_pool_opts_default(o);
+        else
+            *o = p->o;                         /* a setting no call used yet: the backend's */
+        o->tls = https ? (struct tycho_tls_client *)tls : NULL;
         return;
     }
     *o = p->o;
@@ -367,7 +460,17 @@ static void conn_start(struct upconn *conn)
         tycho_connpool_opened(&conn->pc, "cannot start connecting");  /* conn is still here */
 }
 
-/* First the start, then connect_timeout running out (name lookup included). */
+/* Whether conn's socket is connected (https: the handshake is what is still under way). */
+static bool tcp_connected(const struct upconn *conn)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    evutil_socket_t fd = bufferevent_getfd(conn->bev);
+
+    return fd >= 0 && getpeername(fd, (struct sockaddr *)&ss, &len) == 0;
+}
+
+/* First the start, then connect_timeout running out (name lookup, and the TLS handshake). */
 static void on_connect_timer(evutil_socket_t fd, short what, void *arg)
 {
     struct upconn *conn = arg;
@@ -379,7 +482,8 @@ static void on_connect_timer(evutil_socket_t fd, short what, void *arg)
         conn_start(conn);
         return;
     }
-    snprintf(err, sizeof(err), "%s:%u: connect timeout", conn->pool->host, conn->pool->port);
+    snprintf(err, sizeof(err), "%s:%u: %s", conn->pool->host, conn->pool->port,
+             conn->ssl && tcp_connected(conn) ? "tls: handshake timed out" : "connect timeout");
     tycho_connpool_opened(&conn->pc, err);
 }
 
@@ -389,7 +493,23 @@ static struct tycho_pconn *conn_open(struct tycho_connpool *cp, void *arg)
     struct upconn *conn = calloc(1, sizeof(*conn));
 
     (void)cp;
-    if (!conn || !(conn->bev = bufferevent_socket_new(p->u->base, -1, BEV_OPT_CLOSE_ON_FREE))) {
+    if (!conn)
+        return NULL;
+    if (p->https) {
+        /* The handshake starts once the socket is connected; the bufferevent frees ssl. */
+        if ((conn->ssl = tycho_tls_client_ssl_new(p->o.tls, p->host, &p->session)) &&
+            !(conn->bev = bufferevent_openssl_socket_new(p->u->base, -1, conn->ssl,
+                                                         BUFFEREVENT_SSL_CONNECTING,
+                                                         BEV_OPT_CLOSE_ON_FREE)))
+            SSL_free(conn->ssl);
+        /* A backend that closes without close_notify ends the response (or the idle
+           connection) as a TCP close does: most do, and a body read to the close is whole. */
+        if (conn->bev)
+            bufferevent_openssl_set_allow_dirty_shutdown(conn->bev, 1);
+    } else {
+        conn->bev = bufferevent_socket_new(p->u->base, -1, BEV_OPT_CLOSE_ON_FREE);
+    }
+    if (!conn->bev) {
         free(conn);
         return NULL;
     }
@@ -406,11 +526,26 @@ static void conn_close(struct tycho_pconn *pc)
     struct upconn *conn = (struct upconn *)pc;
 
     event_del(&conn->connect_timer);
+    /*
+     * A close_notify (best effort, never waited for): it also keeps the
+     * session resumable, which OpenSSL would drop for a connection freed
+     * without one.
+     */
+    if (conn->ssl && conn->connected) {
+        SSL_shutdown(conn->ssl);
+        ERR_clear_error();
+    }
     bufferevent_free(conn->bev);
     free(conn);
 }
 
-/* The socket of an idle connection has neither data nor EOF waiting: the backend kept it. */
+/*
+ * The socket of an idle connection has neither data nor EOF waiting: the
+ * backend kept it. For https too: a close_notify is bytes waiting, and any
+ * other record (a late session ticket) is taken for one; an idle connection
+ * reads all the while, so what comes while it waits between two checks is
+ * read, and a close_notify or EOF drops it then.
+ */
 static bool conn_alive(struct tycho_pconn *pc)
 {
     struct upconn *conn = (struct upconn *)pc;
@@ -426,25 +561,67 @@ static bool conn_alive(struct tycho_pconn *pc)
 
 static void conn_connected(struct upconn *conn)
 {
+    struct tycho_pool *p = conn->pool;
+
     event_del(&conn->connect_timer);
     conn->connected = true;
+    if (conn->ssl) {
+        p->stats.tls_handshakes++;
+        if (SSL_session_reused(conn->ssl))
+            p->stats.tls_resumed++;
+    }
     /* Requests go out in one write; do not let Nagle hold a body's tail. */
     setsockopt(bufferevent_getfd(conn->bev), IPPROTO_TCP, TCP_NODELAY, &(int){1}, sizeof(int));
     tycho_connpool_opened(&conn->pc, NULL);    /* to the call it was made for: call_send */
 }
 
+/*
+ * The first OpenSSL error the bufferevent kept (0: none); the rest are
+ * dropped. It keeps SSL_get_error's code (a small number, no library) ahead
+ * of the error queue's entries, and hands them out newest first.
+ */
+static unsigned long ssl_error(struct upconn *conn)
+{
+    unsigned long e, first = 0;
+
+    while ((e = bufferevent_get_openssl_error(conn->bev)))
+        if (ERR_GET_LIB(e) != 0)
+            first = e;
+    ERR_clear_error();
+    return first;
+}
+
 /* Why a connect failed, into err (ERR_LEN bytes). */
-static void connect_error(const struct upconn *conn, char *err)
+static void connect_error(struct upconn *conn, bool eof, char *err)
 {
     const struct tycho_pool *p = conn->pool;
     int dns_err = bufferevent_socket_get_dns_error(conn->bev);
+    int e = EVUTIL_SOCKET_ERROR();
+    char why[ERR_LEN - 64];
 
+    if (conn->ssl && !dns_err) {
+        if (tycho_tls_client_handshake_error(p->o.tls, conn->ssl, ssl_error(conn), why,
+                                             sizeof(why))) {
+            snprintf(err, ERR_LEN, "%s:%u: %s", p->host, p->port, why);
+            return;
+        }
+        /* A refused connect reads as EOF too (dirty shutdowns allowed): the socket tells. */
+        if (tcp_connected(conn)) {
+            if (eof)
+                snprintf(err, ERR_LEN, "%s:%u: tls: the backend closed the connection during "
+                         "the handshake", p->host, p->port);
+            else
+                snprintf(err, ERR_LEN, "%s:%u: tls: handshake failed: %s", p->host, p->port,
+                         evutil_socket_error_to_string(e));
+            return;
+        }
+    }
     if (dns_err)
         snprintf(err, ERR_LEN, "%s:%u: cannot resolve: %s", p->host, p->port,
                  evutil_gai_strerror(dns_err));
     else
         snprintf(err, ERR_LEN, "%s:%u: connect: %s", p->host, p->port,
-                 evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+                 evutil_socket_error_to_string(e));
 }
 
 /*
@@ -479,7 +656,7 @@ static void conn_event(struct bufferevent *bev, short what, void *arg)
         return;
     }
     if (!conn->connected) {
-        connect_error(conn, err);
+        connect_error(conn, (what & BEV_EVENT_EOF) != 0, err);
         tycho_connpool_opened(&conn->pc, err);     /* closes conn; its call gets err */
         return;
     }
@@ -509,10 +686,16 @@ static void conn_event(struct bufferevent *bev, short what, void *arg)
                  p->port, c->got_bytes ? " mid-response" : "");
     } else {
         int e = EVUTIL_SOCKET_ERROR();
-        if ((e == ECONNRESET || e == EPIPE) && call_retry(c))
+        unsigned long tls_err = conn->ssl ? ssl_error(conn) : 0;
+        const char *reason = tls_err ? ERR_reason_error_string(tls_err) : NULL;
+        if (!tls_err && (e == ECONNRESET || e == EPIPE) && call_retry(c))
             return;
-        snprintf(err, sizeof(err), "%s:%u: %s", p->host, p->port,
-                 evutil_socket_error_to_string(e));
+        if (tls_err)
+            snprintf(err, sizeof(err), "%s:%u: tls: %s", p->host, p->port,
+                     reason ? reason : "error");
+        else
+            snprintf(err, sizeof(err), "%s:%u: %s", p->host, p->port,
+                     evutil_socket_error_to_string(e));
     }
     call_fail(c, err, true);
 }
@@ -601,9 +784,9 @@ static void call_send(struct tycho_call *c, struct upconn *conn)
      * With nothing queued the request goes out now, in one send; only what
      * the socket does not take waits for the write event (an error is left
      * for that write to report). Saves arming and disarming the write event
-     * per request.
+     * per request. (A TLS connection's bytes go through its bufferevent.)
      */
-    if (evbuffer_get_length(bufferevent_get_output(conn->bev)) == 0) {
+    if (!conn->ssl && evbuffer_get_length(bufferevent_get_output(conn->bev)) == 0) {
         ssize_t n = send(bufferevent_getfd(conn->bev), req, len, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (n > 0) {
             req += n;
@@ -661,7 +844,8 @@ struct tycho_call *tycho_call_start(struct tycho_upstreams *u, const struct tych
     struct timeval tv = tycho_tv(spec->timeout);
     struct tycho_pool *p = NULL;
 
-    if (!c || !(c->body = evbuffer_new()) || !(p = pool_get(u, spec->host, spec->port)) ||
+    if (!c || !(c->body = evbuffer_new()) ||
+        !(p = pool_get(u, spec->https, spec->host, spec->port, spec->tls)) ||
         pool_start(p) < 0) {
         if (c)
             evbuffer_free(c->body);
@@ -744,10 +928,12 @@ void tycho_upstreams_free(struct tycho_upstreams *u)
         struct tycho_pool *p = u->pools;
         u->pools = p->next;
         tycho_connpool_free(p->cp);   /* its idle connections; the calls took theirs */
+        tycho_tls_client_session_dispose(&p->session);
         free(p->host);
         free(p);
     }
     if (u->dns)
         evdns_base_free(u->dns, 0);
+    tycho_tls_client_cache_free(u->tls);
     free(u);
 }

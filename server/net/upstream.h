@@ -1,13 +1,17 @@
 /*
  * upstream.h: outbound HTTP/1.1 calls through per-worker connection pools.
  *
- * A worker owns one tycho_upstreams: a pool per backend host:port
- * (net/connpool.c, the pool every backend kind uses), each with a bound on
+ * A worker owns one tycho_upstreams: a pool per backend scheme, host:port
+ * and, for https://, TLS setting (net/connpool.c, the pool every backend
+ * kind uses; an http and an https pool to one host:port never share a
+ * connection, nor do two TLS settings), each with a bound on
  * its connections, a bounded queue of callers waiting for one, keep-alive
  * reuse with idle and lifetime limits, a liveness check before a connection
  * is reused, and a circuit breaker counted per call. This module is the
  * pool's HTTP driver and the calls: libevent's bufferevents do the socket
- * work and evdns the name lookups; net/wire.c reads responses. It counts
+ * work (bufferevent_openssl for https://, with net/tls_client.c's contexts,
+ * cached per tycho_upstreams) and evdns the name lookups; net/wire.c reads
+ * responses. It counts
  * the tycho_backend_* metrics itself (the pools count none). Everything
  * here runs on the worker thread that owns the upstreams.
  */
@@ -20,6 +24,8 @@
 struct event_base;
 struct tycho_upstreams;
 struct tycho_call;
+struct tycho_tls_client;
+struct tycho_tls_client_opts;
 
 /* One backend's settings (see tycho_pool_opts_default for the defaults). */
 struct tycho_pool_opts {
@@ -34,6 +40,9 @@ struct tycho_pool_opts {
     double cooldown;         /* seconds the breaker stays open */
     bool fail_on_5xx;        /* a 5xx response counts as a failure */
     size_t max_body;         /* response body bytes at most */
+    /* https: the TLS setting (the upstreams' cache's); NULL: http, or an https backend whose
+       setting is the default and not made yet */
+    struct tycho_tls_client *tls;
 };
 
 struct tycho_pool_stats {
@@ -45,10 +54,14 @@ struct tycho_pool_stats {
     unsigned long long reused;    /* requests sent on a connection used before */
     unsigned long long failures;  /* calls that failed (breaker's sense) */
     const char *circuit;     /* "closed", "open" or "half-open" */
+    unsigned long long tls_handshakes;  /* https: TLS handshakes completed */
+    unsigned long long tls_resumed;     /* of which resumed a session the backend gave before */
 };
 
 /* What to send. The strings are borrowed until the call is freed. */
 struct tycho_call_spec {
+    bool https;              /* TLS with the setting tls (not NULL) */
+    struct tycho_tls_client *tls;   /* from tycho_upstreams_tls */
     const char *host;        /* name or address, NUL-terminated, no brackets */
     unsigned port;
     const char *request;     /* the whole request: head and body */
@@ -83,12 +96,31 @@ void tycho_upstreams_attach(struct tycho_upstreams *u, struct event_base *base);
 /* Closes every connection. Calls still in flight must have been freed. NULL is a no-op. */
 void tycho_upstreams_free(struct tycho_upstreams *u);
 
-/* Sets host:port's settings (its pool is made if need be). TYCHO_OK or TYCHO_ERR (memory). */
-int tycho_upstreams_configure(struct tycho_upstreams *u, const char *host, unsigned port,
-                              const struct tycho_pool_opts *o);
+/*
+ * The TLS setting for o, from the upstreams' cache (its files read at its
+ * first use). NULL with why in err (cap bytes): see tycho_tls_client_get.
+ */
+struct tycho_tls_client *tycho_upstreams_tls(struct tycho_upstreams *u,
+                                             const struct tycho_tls_client_opts *o, char *err,
+                                             size_t cap);
 
-/* host:port's settings and counters (defaults and zeros for a backend not used yet). */
-void tycho_upstreams_inspect(struct tycho_upstreams *u, const char *host, unsigned port,
+/*
+ * Sets the settings of a backend (http:// or https://, host:port): every
+ * pool to it takes o but for o->tls, and for https the pool with the
+ * setting o->tls (not NULL) becomes the backend's own: the one a call
+ * without TLS options goes to, made if need be. TYCHO_OK or TYCHO_ERR
+ * (memory).
+ */
+int tycho_upstreams_configure(struct tycho_upstreams *u, bool https, const char *host,
+                              unsigned port, const struct tycho_pool_opts *o);
+
+/*
+ * A backend's settings and counters: the pool with the TLS setting tls,
+ * or with tls NULL the backend's own (defaults, o->tls NULL, and zeros for
+ * one not configured or used yet).
+ */
+void tycho_upstreams_inspect(struct tycho_upstreams *u, bool https, const char *host,
+                             unsigned port, const struct tycho_tls_client *tls,
                              struct tycho_pool_opts *o, struct tycho_pool_stats *s);
 
 /*

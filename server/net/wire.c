@@ -25,12 +25,14 @@ int tycho_url_parse(const char *url, size_t len, struct tycho_url *t, char *err,
     http_parser_url_init(&u);
     if (http_parser_parse_url(url, len, 0, &u) != 0 || !(u.field_set & (1 << UF_SCHEMA)) ||
         !(u.field_set & (1 << UF_HOST))) {
-        snprintf(err, err_cap, "not an absolute http:// url: %.*s", (int)len, url);
+        snprintf(err, err_cap, "not an absolute http:// or https:// url: %.*s", (int)len, url);
         return TYCHO_ERR;
     }
-    if (u.field_data[UF_SCHEMA].len != 4 ||
-        strncasecmp(url + u.field_data[UF_SCHEMA].off, "http", 4) != 0) {
-        snprintf(err, err_cap, "only http:// urls are supported, not %.*s://",
+    t->https = u.field_data[UF_SCHEMA].len == 5 &&
+               strncasecmp(url + u.field_data[UF_SCHEMA].off, "https", 5) == 0;
+    if (!t->https && (u.field_data[UF_SCHEMA].len != 4 ||
+                      strncasecmp(url + u.field_data[UF_SCHEMA].off, "http", 4) != 0)) {
+        snprintf(err, err_cap, "only http:// and https:// urls are supported, not %.*s://",
                  (int)u.field_data[UF_SCHEMA].len, url + u.field_data[UF_SCHEMA].off);
         return TYCHO_ERR;
     }
@@ -46,7 +48,7 @@ int tycho_url_parse(const char *url, size_t len, struct tycho_url *t, char *err,
     }
     memcpy(t->host, url + u.field_data[UF_HOST].off, host_len);
     t->host[host_len] = '\0';
-    t->port = (u.field_set & (1 << UF_PORT)) ? u.port : 80;
+    t->port = (u.field_set & (1 << UF_PORT)) ? u.port : t->https ? 443 : 80;
     if (t->port == 0) {
         snprintf(err, err_cap, "the url's port is 0");
         return TYCHO_ERR;

@@ -20,10 +20,11 @@ struct evbuffer;
 
 #define TYCHO_URL_MAX_HOST 255
 
-/* The parts of an absolute http:// URL. */
+/* The parts of an absolute http:// or https:// URL. */
 struct tycho_url {
+    bool https;                        /* https://: TLS to the backend */
     char host[TYCHO_URL_MAX_HOST + 1]; /* as written: a name, an IPv4 address or an IPv6 one */
-    unsigned port;                     /* 80 when the URL has none */
+    unsigned port;                     /* 80 (https: 443) when the URL has none */
     const char *path;                  /* within the url, or "/" */
     size_t path_len;
     const char *query;                 /* after the '?', within the url; NULL if none */
@@ -33,7 +34,7 @@ struct tycho_url {
 /*
  * Splits url (len bytes, not NUL-terminated) into u. TYCHO_OK, or TYCHO_ERR
  * with why in err (err_cap bytes): a space or control byte, not absolute,
- * not http://, userinfo, an empty or long host, port 0. The fragment is
+ * not http:// or https://, userinfo, an empty or long host, port 0. The fragment is
  * dropped.
  */
 int tycho_url_parse(const char *url, size_t len, struct tycho_url *u, char *err, size_t err_cap);

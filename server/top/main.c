@@ -105,7 +105,7 @@ static int watch_certs(struct event_base *base, const struct tycho_config *cfg,
             break;
         }
         memcpy(dirs[n], dir, sizeof(dir));
-        if (!(watches[n] = tycho_watch_new(base, dir, on_cert_change, NULL, err)))
+        if (!(watches[n] = tycho_watch_new(base, dir, NULL, on_cert_change, NULL, err)))
             return TYCHO_ERR;
         n++;
     }
@@ -163,7 +163,7 @@ static int serve(struct tycho_config *cfg)
         return 1;
     }
     /* Watching starts before the first load, so that no change during start-up is missed. */
-    if (cfg->watch && !(watch = tycho_watch_new(base, cfg->dir, tycho_reload, &rl, err))) {
+    if (cfg->watch && !(watch = tycho_watch_new(base, cfg->dir, ".lua", tycho_reload, &rl, err))) {
         fprintf(stderr, "%s\n", err);
         goto out;
     }

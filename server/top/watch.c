@@ -44,6 +44,7 @@ struct tycho_watch {
     struct event *settle;           /* the debounce timer */
     bool rebuild;                   /* directories changed: watch anew before the callback */
     bool failing;                   /* DIR cannot be watched now (gone?): retrying */
+    const char *suffix;             /* borrowed: the file names that count; NULL: every one */
     tycho_watch_fn *fn;
     void *arg;
 };
@@ -136,7 +137,10 @@ static bool matters(const struct tycho_watch *w, const struct inotify_event *ev,
         *structural = true;
         return true;
     }
-    return ev->name[0] != '.' && len > 4 && strcmp(ev->name + len - 4, ".lua") == 0;
+    if (ev->name[0] == '.')
+        return false;
+    return !w->suffix || (len > strlen(w->suffix) &&
+                          strcmp(ev->name + len - strlen(w->suffix), w->suffix) == 0);
 }
 
 static void on_readable(evutil_socket_t fd, short what, void *arg)
@@ -184,8 +188,8 @@ static void on_settled(evutil_socket_t fd, short what, void *arg)
     w->fn(w->arg);
 }
 
-struct tycho_watch *tycho_watch_new(struct event_base *base, const char *dir, tycho_watch_fn *fn,
-                                    void *arg, char *err)
+struct tycho_watch *tycho_watch_new(struct event_base *base, const char *dir, const char *suffix,
+                                    tycho_watch_fn *fn, void *arg, char *err)
 {
     struct tycho_watch *w = calloc(1, sizeof(*w));
 
@@ -196,6 +200,7 @@ struct tycho_watch *tycho_watch_new(struct event_base *base, const char *dir, ty
     }
     w->base = base;
     w->fd = -1;
+    w->suffix = suffix;
     w->fn = fn;
     w->arg = arg;
     if (!(w->settle = evtimer_new(base, on_settled, w))) {

@@ -447,15 +447,17 @@ static void test_misuse(int port)
     static const struct {
         const char *kind, *want;
     } cases[] = {
-        {"https", "app.lua:83: tycho.http.get: only http:// urls are supported, not https://"},
+        {"https", "app.lua:83: tycho.http.get: only http:// and https:// urls are supported, not "
+                  "ftp://"},
         {"crlf", "tycho.http.get: header X: the value has a CR, LF or NUL byte"},
         {"length", "tycho.http.post: header Content-Length is set from the body; do not give it"},
         {"method", "tycho.http.request: method 'GE T' is not a valid token"},
         {"timeout", "tycho.http.get: timeout must be seconds, more than 0 and at most 31536000"},
         {"notable", "tycho.http.request: expected a table {url=, method=, headers=, body=, timeout=}"},
-        {"relative", "tycho.http.get: not an absolute http:// url: /just/a/path"},
+        {"relative", "tycho.http.get: not an absolute http:// or https:// url: /just/a/path"},
         {"option", "tycho.http.pool: unknown option 'max_conn'"},
-        {"hostport", "tycho.http.pool: expected \"host:port\", got \"127.0.0.1\""},
+        {"hostport", "tycho.http.pool: expected \"host:port\" or \"https://host[:port]\", got "
+                     "\"127.0.0.1\""},
         {"coroutine", "app.lua:92: tycho.http.get: not inside a coroutine the script made itself"},
         {"upgrade", "tycho.http.get: header Upgrade: protocol upgrades are not supported"},
         {"hosttwice", "tycho.http.get: header Host is given twice"},

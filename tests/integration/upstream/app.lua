@@ -80,7 +80,7 @@ end)
 
 -- Misuse: each raises; the handler returns the message.
 local misuse = {
-    https = function() tycho.http.get("https://127.0.0.1/") end,
+    https = function() tycho.http.get("ftp://127.0.0.1/") end,
     crlf = function() tycho.http.get("http://127.0.0.1:9/", { headers = { X = "a\r\nB: c" } }) end,
     length = function() tycho.http.post("http://127.0.0.1:9/", "x", { headers = { ["Content-Length"] = "1" } }) end,
     method = function() tycho.http.request { url = "http://127.0.0.1:9/", method = "GE T" } end,
