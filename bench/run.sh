@@ -13,18 +13,19 @@
 #                         wsecho only
 #          BENCH_WORKLOADS subset to run, e.g. "plaintext close" (default: all
 #                         of plaintext json users echo c1000 close proxy ops
-#                         jsongz pgquery redisget wsecho)
+#                         jsongz pgquery redisget wsecho tlsplain tlsclose)
 #          BENCH_BASELINE  PATH of another Tycho binary (default: none), for a
 #                         before/after comparison: see "Before/after" below
-# Default total: 12 workloads x 2 servers x (2 x 10 s + 2 s) (+ tycho-plain in ops,
-# + go in the data workloads and wsecho, no nginx in pgquery) + checks = ~10 minutes
+# Default total: 14 workloads x 2 servers x (2 x 10 s + 2 s) (+ tycho-plain in ops,
+# + go in the data workloads and wsecho, no nginx in pgquery) + checks = ~12 minutes
 # (BENCH_BASELINE adds one server to every workload).
 # Needs nginx, libnginx-mod-http-lua, lua-cjson (not pulled in by the Lua
 # module), wrk, curl; for pgquery/redisget also postgresql, redis-server and,
 # for the go server, golang-go with Debian's packaged pgx v4, redigo and
 # fasthttp sources; for wsecho a C compiler (cc) and, for the go server, golang-go
-# with Debian's gorilla/websocket sources: installed with apt-get when missing
-# and run as root.
+# with Debian's gorilla/websocket sources; for tlsplain/tlsclose openssl, and cc
+# with libssl-dev (bench/idleconns.c): installed with apt-get when missing and
+# run as root.
 #
 # What it does
 # - Both servers serve the same app with ONE worker each: Tycho as
@@ -108,6 +109,48 @@
 #   every message, and a C echo server on libwebsockets would be a program of
 #   our own rather than a server people run; golang-nhooyr-websocket-dev is
 #   the other Go library, less used than gorilla.
+#   tlsplain (64 conns): plaintext over HTTPS keep-alive (wrk
+#   https://127.0.0.1:TLSPORT/plaintext). tlsclose (16 conns): HTTPS with
+#   `Connection: close` on every request, as close is over plain TCP: a TCP
+#   connection and a TLS handshake per request. Tycho runs with
+#   --tls-cert --tls-key --tls-port (HTTPS on its own port beside HTTP on
+#   --port); nginx gets a second `listen ... ssl` in the same server block. One
+#   certificate for both, made at bench time in the temp dir by
+#   tests/integration/tls/mkcerts.sh (P-256 ECDSA, for 127.0.0.1, signed by a
+#   test CA that the curl check verifies it against). nginx is configured as
+#   Tycho configures itself: ssl_protocols TLSv1.2 TLSv1.3; Mozilla
+#   "intermediate" TLS 1.2 ciphers with ssl_prefer_server_ciphers off;
+#   ssl_ecdh_curve X25519:prime256v1:secp384r1; TLS 1.3 suites OpenSSL's
+#   default on both. Resumption: both resume by session tickets only, one
+#   ticket per handshake (nginx: ssl_session_tickets on, ssl_session_cache off,
+#   ssl_conf_command NumTickets 1; Tycho keeps no session cache either). A
+#   shared session cache for nginx would not be fairer: with tickets the
+#   client never resumes by session id, but nginx would still serialize every
+#   session into shared memory. wrk DOES resume: it keeps one SSL object per
+#   connection slot and closes with SSL_shutdown + SSL_clear, which keeps the
+#   session, so each reconnect offers the last ticket it got. Its SSL_CTX has
+#   SSL_SESS_CACHE_CLIENT, with which OpenSSL uses a TLS 1.3 ticket once (as
+#   browsers do): a server must send a new ticket on a resumed handshake for
+#   the next one to resume too, else every other handshake is full. With
+#   nginx (a new ticket on every handshake) all but the first handshake of
+#   each connection slot resume (nginx's $ssl_session_reused, wrk -c4: 4260
+#   of 4264): tlsclose then measures TCP + resumed TLS 1.3 handshakes (PSK
+#   with X25519, no certificate signature), not full ones. Both servers
+#   negotiate TLS_AES_256_GCM_SHA384 with wrk. Before the rounds each server
+#   is checked: openssl s_client (TLS 1.3 and 1.2: protocol, cipher, group;
+#   TLS 1.1 refused) and bench/idleconns -r (20 connections in a row as wrk
+#   makes them: how many of the 19 after the first resumed). A line under the
+#   table says what each did, and a warning when their resumption differs
+#   (then in tlsclose one server makes more full handshakes than the other).
+#   tlsplain also measures memory per idle keep-alive connection, plain and
+#   TLS, on fresh servers of their own (not the measured ones): bench/idleconns.c
+#   (compiled here with cc -lssl -lcrypto, pinned to CPU 1) opens 1000
+#   connections to the HTTP port, each sending one GET /plaintext and reading
+#   its answer, then silent; then 1000 more to the TLS port beside them; the
+#   server's VmRSS (Tycho's process, nginx's worker) is read before, with the
+#   plain ones and with both (0.5 s after the last is ready): growth / 1000 =
+#   bytes per idle connection, printed under the table. Bounded: one request per
+#   connection, 10 s socket timeouts, an alarm at 180 s; SIGTERM ends it.
 # - Per workload, a FRESH process of each server is started (so peak RSS is
 #   that workload's), its answer to the workload's request is checked with curl
 #   (status 200 + expected body; the script aborts if wrong), each gets a
@@ -165,7 +208,7 @@ BENCH_SECONDS=${BENCH_SECONDS:-10}
 BENCH_ROUNDS=${BENCH_ROUNDS:-2}
 BENCH_WARMUP=${BENCH_WARMUP:-2}
 BENCH_SERVERS=${BENCH_SERVERS:-tycho nginx go}
-KNOWN_WORKLOADS="plaintext json users echo c1000 close proxy ops jsongz pgquery redisget wsecho"
+KNOWN_WORKLOADS="plaintext json users echo c1000 close proxy ops jsongz pgquery redisget wsecho tlsplain tlsclose"
 BENCH_WORKLOADS=${BENCH_WORKLOADS:-$KNOWN_WORKLOADS}
 BENCH_BASELINE=${BENCH_BASELINE:-}
 for v in BENCH_SECONDS BENCH_ROUNDS BENCH_WARMUP; do
@@ -187,6 +230,9 @@ if has_workload pgquery || has_workload redisget; then DATA=1; fi
 # wsecho needs bench/wsload.c compiled, and bench/gows built for the go server
 WS=0
 has_workload wsecho && WS=1
+# tlsplain and tlsclose need a certificate (made in the temp dir) and openssl
+TLS=0
+if has_workload tlsplain || has_workload tlsclose; then TLS=1; fi
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ECHO_LUA=$BENCH_DIR/echo.lua
@@ -205,6 +251,10 @@ GOWS_SRC=$BENCH_DIR/gows
 [[ -f $GOWS_SRC/main.go ]] || die "missing $GOWS_SRC/main.go"
 WSLOAD_SRC=$BENCH_DIR/wsload.c
 [[ -f $WSLOAD_SRC ]] || die "missing $WSLOAD_SRC"
+MKCERTS=$BENCH_DIR/../tests/integration/tls/mkcerts.sh
+((TLS == 0)) || [[ -f $MKCERTS ]] || die "missing $MKCERTS"
+IDLECONNS_SRC=$BENCH_DIR/idleconns.c
+((TLS == 0)) || [[ -f $IDLECONNS_SRC ]] || die "missing $IDLECONNS_SRC"
 
 TYCHO=""; SCRIPTS=""
 if has_server tycho; then
@@ -224,6 +274,13 @@ if [[ -n $BENCH_BASELINE ]]; then
     [[ $BASE == */* ]] || BASE=./$BASE
     [[ -f $BASE && -x $BASE ]] || die "BENCH_BASELINE '$BENCH_BASELINE' is not an executable file"
     BASE=$(cd "$(dirname "$BASE")" && pwd)/$(basename "$BASE")
+fi
+# tlsplain and tlsclose need a Tycho that serves HTTPS (--tls-port): checked before any run
+if ((TLS)); then
+    for b in $TYCHO $BASE; do
+        "$b" --help 2>&1 | grep -q -- '--tls-port' ||
+            die "$b has no --tls-port: tlsplain and tlsclose need a Tycho that serves HTTPS"
+    done
 fi
 
 # ---------------------------------------------------------------- tools
@@ -249,6 +306,11 @@ need_install() {
             local p
             for p in $GO_PKGS; do dpkg -s "$p" >/dev/null 2>&1 || return 0; done
         fi
+    fi
+    if ((TLS)); then
+        command -v openssl >/dev/null || return 0
+        command -v cc >/dev/null || return 0
+        [[ -f /usr/include/openssl/ssl.h ]] || return 0
     fi
     if ((WS)); then
         command -v cc >/dev/null || return 0
@@ -277,6 +339,9 @@ if need_install; then
     ((DATA)) && PKGS="$PKGS postgresql redis-server"
     ((DATA)) && has_server go && PKGS="$PKGS golang-go $GO_PKGS"
     ((WS)) && ! command -v cc >/dev/null && PKGS="$PKGS gcc libc6-dev"
+    ((TLS)) && ! command -v openssl >/dev/null && PKGS="$PKGS openssl"
+    ((TLS)) && ! command -v cc >/dev/null && PKGS="$PKGS gcc libc6-dev"
+    ((TLS)) && [[ ! -f /usr/include/openssl/ssl.h ]] && PKGS="$PKGS libssl-dev"
     ((WS)) && has_server go && PKGS="$PKGS golang-go $GO_WS_PKG"
     if ((EUID != 0)); then
         echo "bench: missing tools; install them as root with:" >&2
@@ -426,13 +491,69 @@ tree_ticks() {
 }
 
 vm_hwm_kb() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status" 2>/dev/null; }
+vm_rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null; }
+
+# ---------------------------------------------------------------- TLS
+# tlsplain and tlsclose: one certificate for both servers, made here in the temp dir by
+# tests/integration/tls/mkcerts.sh (P-256 ECDSA leaf for 127.0.0.1, signed by a test CA).
+# nginx is set up as Tycho sets itself up: TLS 1.2 and 1.3 only, Mozilla's "intermediate"
+# TLS 1.2 ciphers (client's order), TLS 1.3 suites OpenSSL's, groups X25519, P-256, P-384,
+# resumption by session tickets only (no session cache), one ticket per handshake.
+TLS_DIR=$TMP/tls
+TLS12_CIPHERS="ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384"
+TLS_NGINX="ssl_certificate $TLS_DIR/server.pem; ssl_certificate_key $TLS_DIR/server.key; ssl_protocols TLSv1.2 TLSv1.3; ssl_ciphers $TLS12_CIPHERS; ssl_prefer_server_ciphers off; ssl_ecdh_curve X25519:prime256v1:secp384r1; ssl_session_cache off; ssl_session_tickets on; ssl_conf_command NumTickets 1;"
+make_certs() {
+    sh "$MKCERTS" "$TLS_DIR" >"$TMP/mkcerts.log" 2>&1 ||
+        { cat "$TMP/mkcerts.log" >&2; die "tests/integration/tls/mkcerts.sh failed"; }
+    [[ -f $TLS_DIR/server.pem && -f $TLS_DIR/server.key && -f $TLS_DIR/ca.pem ]] ||
+        die "mkcerts.sh made no server.pem/server.key/ca.pem"
+    log "TLS: certificate $(openssl x509 -noout -subject -in "$TLS_DIR/server.pem" | sed 's/^subject=//') ($(openssl x509 -noout -text -in "$TLS_DIR/server.pem" | awk -F': *' '/ASN1 OID/ {print $2; exit}')), made in $TLS_DIR"
+}
+is_tls() { [[ $1 == tls || $1 == tlsclose ]]; }
+# tls_probe PORT: what a server negotiates, seen by openssl s_client (verifying the
+# certificate against the test CA) with TLS 1.3 and with 1.2; whether TLS 1.1 is
+# refused; and how often it resumes when reconnected to as wrk does: bench/idleconns -r,
+# 20 connections in a row on one SSL object (set up as wrk's), each closed with
+# SSL_shutdown + SSL_clear. Prints e.g. "TLSv1.3 TLS_AES_256_GCM_SHA384 X25519;
+# TLSv1.2 ECDHE-ECDSA-AES256-GCM-SHA384 X25519; TLSv1.1 refused; wrk-style reconnects
+# resumed 19/19"
+tls_probe() {
+    local port=$1 v out res="" proto cipher group n
+    local req='GET /plaintext HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n'
+    for v in tls1_3 tls1_2; do
+        # shellcheck disable=SC2059
+        out=$(printf "$req" | timeout 10 openssl s_client -"$v" -connect "127.0.0.1:$port" \
+            -CAfile "$TLS_DIR/ca.pem" -verify_return_error -ign_eof 2>&1)
+        if ! grep -q '^HTTP/1.1 200' <<<"$out"; then
+            res+="${res:+; }$v failed"
+            continue
+        fi
+        read -r proto cipher <<<"$(awk -F', ' '/^New, / {sub(/^Cipher is /, "", $3); print $2, $3; exit}' <<<"$out")"
+        group=$(awk -F'[:,] *' '/^Server Temp Key:/ {print $2; exit}' <<<"$out")
+        res+="${res:+; }$proto $cipher ${group:-?}"
+    done
+    # (SECLEVEL=0: OpenSSL 3's client offers TLS 1.1 only with it)
+    if timeout 10 openssl s_client -tls1_1 -cipher 'DEFAULT:@SECLEVEL=0' -connect "127.0.0.1:$port" \
+        </dev/null 2>&1 | grep -q '^New, TLSv'; then
+        res+="; TLSv1.1 ACCEPTED"
+    else
+        res+="; TLSv1.1 refused"
+    fi
+    n=$(timeout 60 "$IDLECONNS" -p "$port" -t -r 20 2>/dev/null | awk '$2 == "reconnects" {print $5}')
+    res+="; wrk-style reconnects resumed ${n:-?}/19"
+    echo "$res"
+}
 
 # ---------------------------------------------------------------- servers
-write_nginx_conf() {   # dir port [access]: with "access", an access log buffered as Tycho's is
-    local dir=$1 port=$2 access=${3:-} log_line="access_log off;"
+# write_nginx_conf dir port [access [tlsport]]: with "access", an access log buffered as
+# Tycho's is; with a tlsport, HTTPS on it too (same server block), with TLS_NGINX's settings
+write_nginx_conf() {
+    local dir=$1 port=$2 access=${3:-} tport=${4:-} log_line="access_log off;" tls_line=""
     [[ $access == access ]] && log_line="access_log $dir/logs/access.log combined buffer=32k flush=1s;"
+    [[ -n $tport ]] && tls_line="listen 127.0.0.1:$tport ssl; $TLS_NGINX"
     mkdir -p "$dir/logs" "$dir/tmp"
-    sed -e "s|access_log off;|$log_line|" -e "s|__DIR__|$dir|g" -e "s|__PORT__|$port|g" -e "s|__BACKEND__|$BACKEND_PORT|g" \
+    sed -e "s|access_log off;|$log_line|" -e "s|# __TLS__|$tls_line|" \
+        -e "s|__DIR__|$dir|g" -e "s|__PORT__|$port|g" -e "s|__BACKEND__|$BACKEND_PORT|g" \
         -e "s|__NDK__|$NDK_SO|g" -e "s|__LUA__|$LUA_SO|g" -e "s|__REDIS__|$REDIS_PORT|g" \
         -e "s|__LUAPATH__|$(ngx_lua_path)|g" >"$dir/nginx.conf" <<'EOF'
 load_module __NDK__;
@@ -482,6 +603,7 @@ http {
 
     server {
         listen 127.0.0.1:__PORT__;
+        # __TLS__
         server_name _;
 
         location = /proxy {
@@ -793,6 +915,55 @@ ngx_lua_path() {   # lua_package_path's entries for the libraries fetched
     echo "$p"
 }
 # wsecho: the load generator (bench/wsload.c) and the go server (bench/gows)
+# the idle-connection memory measure of tlsplain: bench/idleconns.c
+IDLE_CONNS=1000
+IDLECONNS=""
+build_idleconns() {
+    IDLECONNS=$TMP/idleconns
+    cc -O2 -Wall -Wextra -o "$IDLECONNS" "$IDLECONNS_SRC" -lssl -lcrypto >"$TMP/idleconns-build.log" 2>&1 ||
+        { cat "$TMP/idleconns-build.log" >&2; die "compiling bench/idleconns.c failed (libssl-dev?)"; }
+}
+# idle_hold PORT OUT [-t]: IDLE_CONNS connections held open by idleconns (on CPU 1),
+# each after one keep-alive request; sets HOLD_PID once all are open (0 on failure)
+idle_hold() {
+    local port=$1 out=$2 i
+    shift 2
+    taskset -c 1 "$IDLECONNS" -p "$port" -c "$IDLE_CONNS" -h 120 "$@" >"$out" 2>&1 </dev/null &
+    HOLD_PID=$!
+    STARTED_PIDS+=("$HOLD_PID")
+    for ((i = 0; i < 600; i++)); do
+        grep -q '^idleconns conns [0-9]* ready$' "$out" && return 0
+        is_alive "$HOLD_PID" || break
+        sleep 0.1
+    done
+    log "WARNING: idleconns on port $port did not get its $IDLE_CONNS connections ready:"
+    tail -n 5 "$out" >&2
+    stop_pid "$HOLD_PID"; forget_pid "$HOLD_PID"
+    return 1
+}
+# idle_measure SERVER HTTP_PORT TLS_PORT RSS_PID: the server's VmRSS growth per idle
+# connection, IDLE_CONNS plain ones opened first, then IDLE_CONNS TLS ones beside them
+# (both held at once, so that neither reuses memory the other freed); sets
+# IDLE_PLAIN[SERVER] and IDLE_TLS[SERVER] in bytes
+idle_measure() {
+    local s=$1 hport=$2 tport=$3 rpid=$4 r0 r1 r2 p1 p2
+    r0=$(vm_rss_kb "$rpid")
+    idle_hold "$hport" "$TMP/idle-$s-plain.out" || return 1
+    p1=$HOLD_PID
+    sleep 0.5
+    r1=$(vm_rss_kb "$rpid")
+    if idle_hold "$tport" "$TMP/idle-$s-tls.out" -t; then
+        p2=$HOLD_PID
+        sleep 0.5
+        r2=$(vm_rss_kb "$rpid")
+        stop_pid "$p2"; forget_pid "$p2"
+        IDLE_TLS[$s]=$(((r2 - r1) * 1024 / IDLE_CONNS))
+    fi
+    stop_pid "$p1"; forget_pid "$p1"
+    IDLE_PLAIN[$s]=$(((r1 - r0) * 1024 / IDLE_CONNS))
+    log "$s idle connections: VmRSS $r0 kB, +$IDLE_CONNS plain $r1 kB, +$IDLE_CONNS TLS ${r2:-?} kB"
+}
+declare -A IDLE_PLAIN IDLE_TLS
 WSLOAD=""
 build_wsload() {
     WSLOAD=$TMP/wsload
@@ -817,9 +988,10 @@ takes_part() {
 }
 
 # start_server NAME TAG EXTRA -> sets SRV_PID, SRV_PORT, SRV_LOG, SRV_MEAS_CPU (pids
-# whose CPU is summed), SRV_MEAS_RSS (pid whose VmHWM is reported)
+# whose CPU is summed), SRV_MEAS_RSS (pid whose VmHWM is reported); in the TLS workloads
+# SRV_TLS_PORT too (HTTPS beside HTTP on SRV_PORT, for both servers)
 start_server() {
-    local name=$1 tag=$2 extra=${3:-} port dir w i scripts=$SCRIPTS ops=() bin=$TYCHO
+    local name=$1 tag=$2 extra=${3:-} port dir w i scripts=$SCRIPTS ops=() bin=$TYCHO tport=""
     [[ $extra == proxy ]] && scripts=$PROXY_SCRIPTS
     [[ $extra == data ]] && scripts=$DATA_SCRIPTS
     [[ $extra == gzip ]] && scripts=$GZIP_SCRIPTS
@@ -830,6 +1002,13 @@ start_server() {
         ops=(--metrics /metrics --access-log "$TMP/$name-$tag-access.log")
     port=$(free_port) || die "no free port found"
     SRV_PORT=$port
+    SRV_TLS_PORT=""
+    if is_tls "$extra"; then
+        tport=$(free_port) || die "no free port found"
+        SRV_TLS_PORT=$tport
+        [[ $name != nginx ]] &&
+            ops=(--tls-cert "$TLS_DIR/server.pem" --tls-key "$TLS_DIR/server.key" --tls-port "$tport")
+    fi
     case $name in
     tycho | tycho-plain | base)
         SRV_LOG=$TMP/$name-$tag.log
@@ -844,6 +1023,9 @@ start_server() {
             sleep 0.1
         done
         ((i < 20)) || log "WARNING: $name accepts on $port but has not printed its 'listening on' line"
+        if [[ -n $tport ]]; then
+            wait_ready "$SRV_PID" "$tport" "$SRV_LOG" || die "$name ($bin) did not start listening on 127.0.0.1:$tport (--tls-port) within 10 s"
+        fi
         w=$(pgrep -P "$SRV_PID" | tr '\n' ' ')
         [[ -z $w ]] || log "WARNING: $name has child processes ($w); CPU counts them, RSS is the main process only"
         # shellcheck disable=SC2206
@@ -852,7 +1034,7 @@ start_server() {
         ;;
     nginx)
         dir=$TMP/nginx-$tag
-        write_nginx_conf "$dir" "$port" "$([[ $extra == ops ]] && echo access)"
+        write_nginx_conf "$dir" "$port" "$([[ $extra == ops ]] && echo access)" "$tport"
         SRV_LOG=$dir/logs/error.log
         "$NGINX_BIN" -t -q -p "$dir" -e "$SRV_LOG" -c "$dir/nginx.conf" >"$dir/test.log" 2>&1 ||
             { cat "$dir/test.log" >&2; die "nginx -t rejected $dir/nginx.conf"; }
@@ -861,6 +1043,9 @@ start_server() {
         SRV_PID=$!
         STARTED_PIDS+=("$SRV_PID")
         wait_ready "$SRV_PID" "$port" "$SRV_LOG" || die "nginx did not start listening on 127.0.0.1:$port within 10 s"
+        if [[ -n $tport ]]; then
+            wait_ready "$SRV_PID" "$tport" "$SRV_LOG" || die "nginx did not start listening on 127.0.0.1:$tport (ssl) within 10 s"
+        fi
         w=""
         for ((i = 0; i < 50; i++)); do
             w=$(pgrep -P "$SRV_PID" | head -n 1)
@@ -891,7 +1076,8 @@ start_server() {
 # ---------------------------------------------------------------- workloads
 # key | name | connections | path | extra (post = wrk echo.lua, close = Connection: close,
 # proxy = bench/proxy/, ops = see ops above, data = bench/data/ with PostgreSQL and Redis,
-# gzip = bench/gzip/ with --gzip, Accept-Encoding: gzip, ws = bench/ws/ driven by bench/wsload.c)
+# gzip = bench/gzip/ with --gzip, Accept-Encoding: gzip, ws = bench/ws/ driven by bench/wsload.c,
+# tls = over HTTPS (the TLS port), tlsclose = over HTTPS with Connection: close)
 ALL_WORKLOADS=(
     "plaintext|plaintext|64|/plaintext|"
     "json|json|64|/json|"
@@ -905,6 +1091,8 @@ ALL_WORKLOADS=(
     "pgquery|pgquery (PG 1 row)|64|/db|data"
     "redisget|redisget (Redis GET)|64|/cache|data"
     "wsecho|wsecho 64B 1000c|1000|/ws|ws"
+    "tlsplain|plaintext TLS|64|/plaintext|tls"
+    "tlsclose|TLS conn-close|16|/plaintext|tlsclose"
 )
 WORKLOADS=()
 for k in $BENCH_WORKLOADS; do
@@ -923,7 +1111,7 @@ printf '0123456789abcdef%.0s' {1..64} >"$ECHO_BODY"
 check_answer() {
     local srv=$1 port=$2 path=$3 extra=$4 out=$TMP/check.body hdr=$TMP/check.hdr
     local args=(-sS --max-time 5 -o "$out" -D "$hdr" -w '%{http_code}')
-    local code ok=0 norm ctype id="" rn=""
+    local code ok=0 norm ctype id="" rn="" url="http://127.0.0.1:$port$path"
     if [[ $extra == ws ]]; then
         check_ws "$srv" "$port" "$path"
         return
@@ -932,8 +1120,11 @@ check_answer() {
     post)  args+=(-X POST -H 'Content-Type: application/octet-stream' --data-binary "@$ECHO_BODY") ;;
     close) args+=(-H 'Connection: close') ;;
     gzip)  args+=(--compressed) ;;
+    tlsclose) args+=(-H 'Connection: close') ;;
     esac
-    code=$(curl "${args[@]}" "http://127.0.0.1:$port$path" 2>"$TMP/check.err") ||
+    # over TLS, the certificate is verified against mkcerts.sh's CA (and 127.0.0.1)
+    is_tls "$extra" && { args+=(--cacert "$TLS_DIR/ca.pem"); url="https://127.0.0.1:$port$path"; }
+    code=$(curl "${args[@]}" "$url" 2>"$TMP/check.err") ||
         { cat "$TMP/check.err" >&2; die "$srv: curl $path failed"; }
     norm=$(tr -d ' \t\r\n' <"$out")
     case $path in
@@ -1032,8 +1223,11 @@ run_wrk() {
     post)  args+=(-s "$ECHO_LUA") ;;
     close) args+=(-H 'Connection: close') ;;
     gzip)  args+=(-H 'Accept-Encoding: gzip') ;;
+    tlsclose) args+=(-H 'Connection: close') ;;
     esac
-    timeout -k 5 $((secs + 30)) taskset -c 1 wrk "${args[@]}" "http://127.0.0.1:$port$path" >"$out" 2>&1
+    local scheme=http
+    is_tls "$extra" && scheme=https
+    timeout -k 5 $((secs + 30)) taskset -c 1 wrk "${args[@]}" "$scheme://127.0.0.1:$port$path" >"$out" 2>&1
 }
 
 declare -A R_RPS R_P99 R_CPU R_RSS R_ERR R_NOTE
@@ -1043,6 +1237,8 @@ declare -A SKIPPED   # "server,workload" -> 1: the server does not take part (n/
 declare -A ROUNDS_RPS ROUNDS_CPU
 # the data workloads: PostgreSQL's or Redis' CPU us/req in each round, per "server,workload"
 declare -A ROUNDS_DSCPU
+# the TLS workloads: what each server negotiated (tls_probe), per "server,workload"
+declare -A TLS_INFO
 fmt_kb() { awk -v k="$1" 'BEGIN { if (k == "" || k < 0) print "-"; else printf "%.1f MiB", k / 1024 }'; }
 
 # Is anything else using the CPUs? (1 s sample of /proc/stat)
@@ -1076,6 +1272,10 @@ has_server nginx && log "nginx: $("$NGINX_BIN" -v 2>&1)"
 for wl in "${WORKLOADS[@]}"; do
     [[ ${wl##*|} == proxy ]] && start_backend
 done
+if ((TLS)); then
+    make_certs
+    build_idleconns
+fi
 if ((WS)); then
     build_wsload
     has_server go && build_gows
@@ -1104,15 +1304,31 @@ for wl in "${WORKLOADS[@]}"; do
         if [[ $s == tycho && -n $BASE ]]; then WL_SERVERS+=(base); fi
     done
     [[ $extra == ops ]] && has_server tycho && WL_SERVERS+=(tycho-plain)
+    # tlsplain: memory per idle connection, on fresh servers of their own (so that neither
+    # the measured rounds' peak RSS nor their heap is touched by it)
+    if [[ $extra == tls ]]; then
+        for s in "${WL_SERVERS[@]}"; do
+            start_server "$s" "w${wi}idle" "$extra"
+            idle_measure "$s" "$SRV_PORT" "$SRV_TLS_PORT" "$SRV_MEAS_RSS" ||
+                log "WARNING: $s: no idle-connection measure"
+            stop_pid "$SRV_PID"; forget_pid "$SRV_PID"
+        done
+    fi
     declare -A PID PORT MEAS_RSS LOGF
     declare -A MEAS_CPU
     declare -A CTYPE BEST_RPS
     for s in "${WL_SERVERS[@]}"; do
         start_server "$s" "w$wi" "$extra"
         PID[$s]=$SRV_PID; PORT[$s]=$SRV_PORT; MEAS_RSS[$s]=$SRV_MEAS_RSS; LOGF[$s]=$SRV_LOG
+        # the TLS workloads are run against the HTTPS port
+        is_tls "$extra" && PORT[$s]=$SRV_TLS_PORT
         MEAS_CPU[$s]="${SRV_MEAS_CPU[*]}"
-        check_answer "$s" "$SRV_PORT" "$path" "$extra"
+        check_answer "$s" "${PORT[$s]}" "$path" "$extra"
         CTYPE[$s]=$CHECK_CTYPE
+        if is_tls "$extra"; then
+            TLS_INFO[$s,$wname]=$(tls_probe "${PORT[$s]}")
+            log "$s TLS: ${TLS_INFO[$s,$wname]}"
+        fi
         log "$s pid $SRV_PID (measured: cpu ${SRV_MEAS_CPU[*]}, rss $SRV_MEAS_RSS) port $SRV_PORT: $([[ $extra == ws ]] && echo '101, echoes' || echo '200 OK'), Content-Type '$CHECK_CTYPE', body '$CHECK_BODY'"
         R_RPS[$s,$wname]=""; R_P99[$s,$wname]=""; R_CPU[$s,$wname]=""; R_RSS[$s,$wname]=""
         R_ERR[$s,$wname]=0; R_NOTE[$s,$wname]=""; BEST_RPS[$s]=-1
@@ -1286,6 +1502,29 @@ for wl in "${WORKLOADS[@]}"; do
     [[ $extra == ws ]] || continue
     echo "$wname: $conns WebSocket connections, 64-byte text messages ping-ponged by bench/wsload.c (every echo compared): req/s = echoed messages/s, p99 = one message's round trip, CPU us/req = server CPU per echoed message"
 done
+# The TLS workloads: what each server negotiated, and a warning when one resumes sessions
+# and the other does not (tlsclose would then compare full handshakes with resumed ones)
+for wl in "${WORKLOADS[@]}"; do
+    IFS='|' read -r wname _ _ extra <<<"$wl"
+    is_tls "$extra" || continue
+    line=""; resumes=""
+    for s in tycho base nginx; do
+        [[ -n ${TLS_INFO[$s,$wname]:-} ]] || continue
+        line+="${line:+ | }$s: ${TLS_INFO[$s,$wname]}"
+        resumes+=" $(grep -o 'resumed [0-9?]*/19' <<<"${TLS_INFO[$s,$wname]}" | tr -d ' ')"
+    done
+    [[ -n $line ]] && echo "TLS in $wname (openssl s_client; wrk-style reconnects: bench/idleconns -r, 20 connections in a row as wrk makes them, the first full): $line"
+    # shellcheck disable=SC2086
+    [[ $extra == tlsclose ]] && (($(printf '%s\n' $resumes | sort -u | wc -l) > 1)) &&
+        echo "WARNING: in $wname the servers resume TLS sessions differently when reconnected to as wrk does: one makes more full handshakes than the other"
+done
+# tlsplain: the memory of an idle keep-alive connection, plain and TLS
+line=""
+for s in tycho base nginx; do
+    [[ -n ${IDLE_PLAIN[$s]:-} ]] || continue
+    line+="${line:+; }$s plain ${IDLE_PLAIN[$s]} B, TLS ${IDLE_TLS[$s]:-?} B"
+done
+[[ -n $line ]] && echo "Memory per idle keep-alive connection ($IDLE_CONNS plain then $IDLE_CONNS TLS held open at once, each after one request; server VmRSS growth / $IDLE_CONNS, fresh servers): $line"
 # The data workloads: what PostgreSQL or Redis spent per request (on CPU 1, in no table)
 for wl in "${WORKLOADS[@]}"; do
     IFS='|' read -r wname _ path extra <<<"$wl"
