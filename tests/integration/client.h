@@ -112,6 +112,14 @@ struct client {
     size_t cap;   /* bytes allocated for buf */
     int closed;   /* 1 once the peer closed (EOF) or reset the connection */
     int reset;    /* 1 if the close was a reset (ECONNRESET) */
+    /*
+     * A layer over the socket (TLS in test_tls.c; its SSL in ssl): reads and
+     * writes as recv(2) and send(2) on fd would, errno EAGAIN when nothing can
+     * be done now. NULL: the socket itself.
+     */
+    ssize_t (*recv_fn)(struct client *c, void *buf, size_t len);
+    ssize_t (*send_fn)(struct client *c, const void *buf, size_t len);
+    void *ssl;
 };
 
 #define MAX_HEADERS 64
@@ -203,7 +211,7 @@ static int client_send(struct client *c, const void *data, size_t len)
     if (c->fd < 0)
         return -1;
     while (len > 0) {
-        ssize_t n = send(c->fd, p, len, MSG_NOSIGNAL);
+        ssize_t n = c->send_fn ? c->send_fn(c, p, len) : send(c->fd, p, len, MSG_NOSIGNAL);
         if (n > 0) {
             p += n;
             len -= (size_t)n;
@@ -258,7 +266,8 @@ static int client_fill(struct client *c, long long deadline)
             c->buf = grown;
             c->cap = cap;
         }
-        n = recv(c->fd, c->buf + c->len, c->cap - c->len, 0);
+        n = c->recv_fn ? c->recv_fn(c, c->buf + c->len, c->cap - c->len)
+                       : recv(c->fd, c->buf + c->len, c->cap - c->len, 0);
         if (n > 0) {
             c->len += (size_t)n;
             return (int)n;

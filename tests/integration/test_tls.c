@@ -93,13 +93,6 @@ struct tls_opt {
     int rcvbuf;                 /* SO_RCVBUF before connecting (a slow reader); 0: default */
 };
 
-struct tls {
-    int fd;
-    SSL *ssl;
-    char *buf;
-    size_t len, cap;
-    int closed, reset;
-};
 
 static SSL_CTX *client_ctx;        /* verifies against the test CA */
 static char ca_path[256];
@@ -158,7 +151,7 @@ static int tcp_connect(int port)
     return tcp_connect_rcvbuf(port, 0);
 }
 
-static void tls_close(struct tls *t)
+static void tls_close(struct client *t)
 {
     if (t->ssl) {
         /* close_notify: a session freed without it is not resumable (OpenSSL drops it). */
@@ -176,10 +169,47 @@ static void tls_close(struct tls *t)
     t->fd = -1;
 }
 
+/* recv(2) for a struct client through its SSL: n > 0, 0 at the end, -1 with errno. */
+static ssize_t tls_recv(struct client *t, void *buf, size_t len)
+{
+    int n, e;
+
+    ERR_clear_error();
+    errno = 0;
+    n = SSL_read(t->ssl, buf, len > 1 << 30 ? 1 << 30 : (int)len);
+    if (n > 0)
+        return n;
+    e = SSL_get_error(t->ssl, n);
+    ERR_clear_error();
+    if (e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && errno == 0))
+        return 0;                     /* close_notify, or an end without it */
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE || errno == EAGAIN ||
+        errno == EINTR) {
+        errno = EAGAIN;               /* a record not whole yet, the timeout, a signal */
+        return -1;
+    }
+    errno = ECONNRESET;
+    return -1;
+}
+
+/* send(2) for a struct client through its SSL. */
+static ssize_t tls_send_some(struct client *t, const void *buf, size_t len)
+{
+    int n;
+
+    ERR_clear_error();
+    n = SSL_write(t->ssl, buf, len > 1 << 30 ? 1 << 30 : (int)len);
+    if (n > 0)
+        return n;
+    errno = SSL_get_error(t->ssl, n) == SSL_ERROR_WANT_WRITE ? EAGAIN : EPIPE;
+    ERR_clear_error();
+    return -1;
+}
+
 static char last_tls_error[256];
 
 /* Connects and does the handshake. Returns 0, or -1 (t closed; last_tls_error says why). */
-static int tls_connect_ctx(struct tls *t, int port, SSL_CTX *ctx, const struct tls_opt *o)
+static int tls_connect_ctx(struct client *t, int port, SSL_CTX *ctx, const struct tls_opt *o)
 {
     static const struct tls_opt none;
     unsigned long e;
@@ -193,6 +223,8 @@ static int tls_connect_ctx(struct tls *t, int port, SSL_CTX *ctx, const struct t
         t->fd = -1;
         return -1;
     }
+    t->recv_fn = tls_recv;
+    t->send_fn = tls_send_some;
     ERR_clear_error();
     if (!(t->ssl = SSL_new(ctx)) || SSL_set_fd(t->ssl, t->fd) != 1)
         goto fail;
@@ -226,220 +258,31 @@ fail:
     return -1;
 }
 
-static int tls_connect(struct tls *t, int port, const struct tls_opt *o)
+static int tls_connect(struct client *t, int port, const struct tls_opt *o)
 {
     return tls_connect_ctx(t, port, client_ctx, o);
 }
 
-static int tls_send(struct tls *t, const void *data, size_t len)
-{
-    const char *p = data;
-
-    ERR_clear_error();
-    while (len > 0) {
-        int n = SSL_write(t->ssl, p, len > 1 << 30 ? 1 << 30 : (int)len);
-        if (n <= 0) {
-            ERR_clear_error();
-            return -1;
-        }
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
-static int tls_sends(struct tls *t, const char *s)
-{
-    return tls_send(t, s, strlen(s));
-}
-
-/* Reads more bytes, waiting until deadline at most: n > 0, 0 once the peer closed, -1 timeout. */
-static int tls_fill(struct tls *t, long long deadline)
-{
-    for (;;) {
-        long long left = deadline - now_ms();
-        int n, e;
-
-        if (t->closed || !t->ssl)
-            return 0;
-        if (left <= 0)
-            return -1;
-        if (t->cap - t->len < 65536) {
-            size_t cap = t->cap ? t->cap * 2 : 131072;
-            char *grown = realloc(t->buf, cap);
-            if (!grown)
-                return -1;
-            t->buf = grown;
-            t->cap = cap;
-        }
-        set_timeouts(t->fd, (int)left);
-        ERR_clear_error();
-        errno = 0;
-        n = SSL_read(t->ssl, t->buf + t->len, (int)(t->cap - t->len));
-        if (n > 0) {
-            t->len += (size_t)n;
-            return n;
-        }
-        e = SSL_get_error(t->ssl, n);
-        ERR_clear_error();
-        if (e == SSL_ERROR_ZERO_RETURN) {
-            t->closed = 1;
-            return 0;
-        }
-        if ((e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE ||
-             e == SSL_ERROR_SYSCALL) && (errno == EAGAIN || errno == EINTR))
-            continue;   /* the timeout, or a signal: the loop checks the deadline */
-        if (e == SSL_ERROR_SYSCALL && errno == 0) {
-            t->closed = 1;  /* EOF without close_notify */
-            return 0;
-        }
-        t->closed = 1;
-        t->reset = 1;
-        return 0;
-    }
-}
-
-static void tls_consume(struct tls *t, size_t n)
-{
-    memmove(t->buf, t->buf + n, t->len - n);
-    t->len -= n;
-}
-
-static int tls_need(struct tls *t, size_t n, long long deadline)
-{
-    while (t->len < n)
-        if (tls_fill(t, deadline) <= 0)
-            return -1;
-    return 0;
-}
-
 /* Reads until needle is among the received bytes. Returns 0, or -1. */
-static int tls_read_until(struct tls *t, const char *needle, long long deadline)
+static int tls_read_until(struct client *t, const char *needle, long long deadline)
 {
     while (!t->len || !memmem(t->buf, t->len, needle, strlen(needle)))
-        if (tls_fill(t, deadline) <= 0)
+        if (client_fill(t, deadline) <= 0)
             return -1;
     return 0;
 }
 
-/* Waits for the peer to close: 1 closed with no bytes, 0 bytes came, -1 timeout. */
-static int tls_wait_closed(struct tls *t, int timeout_ms)
+
+
+
+static int tls_exchange(struct client *t, const char *req, struct response *r)
 {
-    long long deadline = now_ms() + timeout_ms;
-
-    while (t->len == 0) {
-        int n = tls_fill(t, deadline);
-        if (n == 0)
-            return 1;
-        if (n < 0)
-            return -1;
-    }
-    note_bytes("unexpected bytes", t->buf, t->len, 200);
-    return 0;
-}
-
-static int tls_read_chunked(struct tls *t, struct response *r, long long deadline)
-{
-    for (;;) {
-        char *eol;
-        unsigned long size;
-
-        while (!(eol = (t->len ? memmem(t->buf, t->len, "\r\n", 2) : NULL)))
-            if (tls_fill(t, deadline) <= 0)
-                return -1;
-        size = strtoul(t->buf, NULL, 16);
-        tls_consume(t, (size_t)(eol - t->buf) + 2);
-        if (size == 0) {
-            for (;;) {
-                while (!(eol = (t->len ? memmem(t->buf, t->len, "\r\n", 2) : NULL)))
-                    if (tls_fill(t, deadline) <= 0)
-                        return -1;
-                if (eol == t->buf) {
-                    tls_consume(t, 2);
-                    return 0;
-                }
-                tls_consume(t, (size_t)(eol - t->buf) + 2);
-            }
-        }
-        if (tls_need(t, size + 2, deadline) < 0 || body_append(r, t->buf, size) < 0)
-            return -1;
-        tls_consume(t, size + 2);
-    }
-}
-
-/* read_response of client.h, through the TLS connection. */
-static int tls_read_response(struct tls *t, struct response *r, int head_only)
-{
-    long long deadline = now_ms() + io_timeout_ms;
-    const char *te, *cl;
-    char *end;
-    size_t hlen;
-
-    memset(r, 0, sizeof *r);
-    if (body_append(r, "", 0) < 0)
-        return -1;
-    while (!(end = (t->len ? memmem(t->buf, t->len, "\r\n\r\n", 4) : NULL))) {
-        if (t->len > (1u << 20) || tls_fill(t, deadline) <= 0) {
-            note("no complete response head: %s",
-                 t->closed ? (t->reset ? "connection reset" : "connection closed") : "timeout");
-            if (t->len)
-                note_bytes("received", t->buf, t->len, 300);
-            return -1;
-        }
-    }
-    hlen = (size_t)(end - t->buf) + 2;
-    r->head_len = hlen + 2;
-    r->head = malloc(hlen + 1);
-    if (!r->head)
-        return -1;
-    memcpy(r->head, t->buf, hlen);
-    r->head[hlen] = '\0';
-    tls_consume(t, hlen + 2);
-    if (parse_head(r) < 0) {
-        note_bytes("unparseable response head", r->head, hlen, 300);
-        r->status = 0;
-        return -1;
-    }
-    if (head_only || r->status / 100 == 1 || r->status == 204 || r->status == 304)
-        return 0;
-    te = header_get(r, "Transfer-Encoding");
-    cl = header_get(r, "Content-Length");
-    if (te && strcasestr(te, "chunked")) {
-        if (tls_read_chunked(t, r, deadline) < 0) {
-            note("incomplete chunked response body");
-            r->status = 0;
-            return -1;
-        }
-    } else if (cl) {
-        size_t n = (size_t)strtoull(cl, NULL, 10);
-        if (tls_need(t, n, deadline) < 0) {
-            note("response body shorter than Content-Length %zu (got %zu)", n, t->len);
-            r->status = 0;
-            return -1;
-        }
-        body_append(r, t->buf, n);
-        tls_consume(t, n);
-    } else if (r->status != 101) {
-        while (!t->closed)
-            if (tls_fill(t, deadline) < 0) {
-                note("body without length: no close");
-                r->status = 0;
-                return -1;
-            }
-        body_append(r, t->buf, t->len);
-        tls_consume(t, t->len);
-    }
-    return 0;
-}
-
-static int tls_exchange(struct tls *t, const char *req, struct response *r)
-{
-    if (tls_sends(t, req) < 0) {
+    if (client_sends(t, req) < 0) {
         memset(r, 0, sizeof *r);
         note("TLS send failed");
         return -1;
     }
-    return tls_read_response(t, r, strncmp(req, "HEAD ", 5) == 0);
+    return read_response(t, r, strncmp(req, "HEAD ", 5) == 0);
 }
 
 /* What a connection's handshake gave: the certificate's subject, CN, ALPN, version. */
@@ -451,7 +294,7 @@ struct tls_info {
     int reused;
 };
 
-static void tls_info_of(struct tls *t, struct tls_info *info)
+static void tls_info_of(struct client *t, struct tls_info *info)
 {
     X509 *cert = SSL_get1_peer_certificate(t->ssl);
     const unsigned char *alpn = NULL;
@@ -481,7 +324,7 @@ static void tls_info_of(struct tls *t, struct tls_info *info)
 static int tls_get(int port, const struct tls_opt *o, const char *path, char *body, size_t cap,
                    struct tls_info *info, SSL_SESSION **session_out)
 {
-    struct tls t;
+    struct client t;
     struct response r;
     char req[512];
     int status;
@@ -648,7 +491,7 @@ static void test_scheme_and_curl(const struct server *s, int tp)
 
 static void test_hsts_tls(int tp)
 {
-    struct tls t;
+    struct client t;
     struct response r;
 
     if (tls_connect(&t, tp, NULL) < 0) {
@@ -683,7 +526,7 @@ static void test_hsts_tls(int tp)
 static void test_redirect(int port, int tp)
 {
     struct response r;
-    struct tls t;
+    struct client t;
     char want[256];
 
     fetch(port, "GET /secure/page?q=1&b=2 HTTP/1.1\r\nHost: example.org:8080\r\n\r\n", &r);
@@ -1058,7 +901,7 @@ static void test_stalls(int tp)
  * while the client sends a TLS 1.3 KeyUpdate (a record with no request bytes)
  * every 200 ms.
  */
-static int closed_while_keyupdating(struct tls *t, int timeout_ms, long long *after_ms)
+static int closed_while_keyupdating(struct client *t, int timeout_ms, long long *after_ms)
 {
     long long start = now_ms();
     char b;
@@ -1094,7 +937,7 @@ static int closed_while_keyupdating(struct tls *t, int timeout_ms, long long *af
  */
 static void test_tls_deadlines(int tp, int timeout_ms)
 {
-    struct tls t;
+    struct client t;
     struct response r;
     long long after = 0;
     const struct tls_opt v13 = {.min_v = TLS1_3_VERSION, .max_v = TLS1_3_VERSION};
@@ -1129,10 +972,10 @@ static void test_tls_deadlines(int tp, int timeout_ms)
         return;
     }
     sleep_ms(timeout_ms / 2);
-    tls_sends(&t, "GET /n?i=late HTTP/1.1\r\n");
+    client_sends(&t, "GET /n?i=late HTTP/1.1\r\n");
     sleep_ms(timeout_ms);
-    tls_sends(&t, "Host: localhost\r\n\r\n");
-    tls_read_response(&t, &r, 0);
+    client_sends(&t, "Host: localhost\r\n\r\n");
+    read_response(&t, &r, 0);
     is_int(r.status, 408, "TLS: a first head that ends after --header-timeout from the connect");
     response_free(&r);
     tls_close(&t);
@@ -1146,7 +989,7 @@ static void test_tls_deadlines(int tp, int timeout_ms)
 static void test_big_handshake(void)
 {
     struct server s;
-    struct tls t;
+    struct client t;
     struct tls_opt small = {.rcvbuf = 1024};
     char *chain = strdup(path_in(work, "bigchain.pem"));
     int tp;
@@ -1180,7 +1023,7 @@ static void test_big_handshake(void)
 /* --max-requests-per-conn 3: the third answer says Connection: close, then a clean end. */
 static void test_max_requests(int tp)
 {
-    struct tls t;
+    struct client t;
     struct response r;
     int i;
 
@@ -1195,22 +1038,22 @@ static void test_max_requests(int tp)
             expect_header(&r, "Connection", "close", "--max-requests-per-conn 3: the third");
         response_free(&r);
     }
-    ok(tls_wait_closed(&t, io_timeout_ms) == 1 && !t.reset,
+    ok(client_wait_closed(&t, io_timeout_ms) == 1 && !t.reset,
        "--max-requests-per-conn 3: then the TLS connection ends cleanly");
     tls_close(&t);
 }
 
 static void test_408(int tp)
 {
-    struct tls t;
+    struct client t;
     struct response r;
 
     if (tls_connect(&t, tp, NULL) < 0) {
         ok(0, what("408", "TLS connect: %s", last_tls_error));
         return;
     }
-    tls_sends(&t, "GET /n HTTP/1.1\r\nHost: localhost\r\n");
-    tls_read_response(&t, &r, 0);
+    client_sends(&t, "GET /n HTTP/1.1\r\nHost: localhost\r\n");
+    read_response(&t, &r, 0);
     expect_status(&r, 408, "HTTPS: a head not done within --header-timeout");
     expect_header(&r, "Strict-Transport-Security", "max-age=600", "HTTPS 408");
     response_free(&r);
@@ -1223,7 +1066,7 @@ static void test_408(int tp)
 
 static void test_max_conns(int port, int tp)
 {
-    struct tls t[4], extra;
+    struct client t[4], extra;
     struct response r;
     int i, n = 0, served = 0;
     long long deadline;
@@ -1273,7 +1116,7 @@ static unsigned long checksum(const void *data, size_t len)
 
 static void test_bodies(int tp)
 {
-    struct tls t;
+    struct client t;
     struct response r;
     char *want, req[256];
     size_t i;
@@ -1340,10 +1183,10 @@ static void test_bodies(int tp)
         for (i = 0; i < 20; i++)
             off += (size_t)snprintf(pipe_reqs + off, sizeof pipe_reqs - off,
                                     "GET /n?i=p%zu HTTP/1.1\r\nHost: localhost\r\n\r\n", i);
-        tls_send(&t, pipe_reqs, off);
+        client_send(&t, pipe_reqs, off);
         good = 0;
         for (i = 0; i < 20; i++) {
-            tls_read_response(&t, &r, 0);
+            read_response(&t, &r, 0);
             snprintf(req, sizeof req, "n=p%zu", i);
             good += r.status == 200 && r.body && strcmp(r.body, req) == 0;
             response_free(&r);
@@ -1356,19 +1199,19 @@ static void test_bodies(int tp)
     expect_header(&r, "Content-Length", "3145728", "HEAD over TLS");
     response_free(&r);
     /* A streamed response that waits (tycho.sleep), then a request pipelined behind it. */
-    tls_sends(&t, "GET /slow HTTP/1.1\r\nHost: localhost\r\n\r\n"
+    client_sends(&t, "GET /slow HTTP/1.1\r\nHost: localhost\r\n\r\n"
                   "GET /n?i=behind HTTP/1.1\r\nHost: localhost\r\n\r\n");
-    tls_read_response(&t, &r, 0);
+    read_response(&t, &r, 0);
     expect_body(&r, "s1;s2;s3;s4;s5;s6;s7;s8;s9;s10;done", "a waiting streamed response over TLS");
     response_free(&r);
-    tls_read_response(&t, &r, 0);
+    read_response(&t, &r, 0);
     expect_body(&r, "n=behind", "the request pipelined behind a waiting handler over TLS");
     response_free(&r);
     tls_close(&t);
 }
 
 /* Reads slowly (a small receive buffer, a pause per record) until a whole response is in. */
-static void slow_read_response(struct tls *t, struct response *r)
+static void slow_read_response(struct client *t, struct response *r)
 {
     long long deadline = now_ms() + 3 * io_timeout_ms;
     char *end = NULL;
@@ -1382,16 +1225,16 @@ static void slow_read_response(struct tls *t, struct response *r)
         }
         if (want && t->len >= want)
             break;
-        if (tls_fill(t, deadline) <= 0)
+        if (client_fill(t, deadline) <= 0)
             break;
         sleep_ms(1);
     }
-    tls_read_response(t, r, 0);
+    read_response(t, r, 0);
 }
 
 static void test_slow_reader(int tp)
 {
-    struct tls t;
+    struct client t;
     struct tls_opt o;
     struct response r;
 
@@ -1401,13 +1244,13 @@ static void test_slow_reader(int tp)
         ok(0, what("slow reader", "TLS connect: %s", last_tls_error));
         return;
     }
-    tls_sends(&t, "GET /files/big.bin HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    client_sends(&t, "GET /files/big.bin HTTP/1.1\r\nHost: localhost\r\n\r\n");
     slow_read_response(&t, &r);
     ok(r.status == 200 && r.body_len == BIG_FILE_BYTES &&
        memcmp(r.body, big_file, BIG_FILE_BYTES) == 0,
        "a client reading slowly gets the 3 MB static file over TLS byte for byte");
     response_free(&r);
-    tls_sends(&t, "GET /big HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    client_sends(&t, "GET /big HTTP/1.1\r\nHost: localhost\r\n\r\n");
     slow_read_response(&t, &r);
     ok(r.status == 200 && r.body_len == 307200 && memcmp(r.body, "0123456789abcdef", 16) == 0 &&
        memcmp(r.body + 307184, "0123456789abcdef", 16) == 0,
@@ -1418,7 +1261,7 @@ static void test_slow_reader(int tp)
 
 static void test_uploads(int tp)
 {
-    struct tls t;
+    struct client t;
     struct response r;
     size_t n = 1024 * 1024, i;
     char *body = malloc(2 * n), head[256];
@@ -1432,32 +1275,32 @@ static void test_uploads(int tp)
         body[i] = (char)('a' + i % 26);
     snprintf(head, sizeof head, "POST /echo-len HTTP/1.1\r\nHost: localhost\r\n"
              "Content-Length: %zu\r\n\r\n", n);
-    tls_sends(&t, head);
-    tls_send(&t, body, n);
-    tls_read_response(&t, &r, 0);
+    client_sends(&t, head);
+    client_send(&t, body, n);
+    read_response(&t, &r, 0);
     if (expect_status(&r, 200, "a 1 MB POST over TLS"))
         expect_body(&r, "1048576", "a 1 MB POST over TLS: req.body's length");
     response_free(&r);
 
     snprintf(head, sizeof head, "POST /upload HTTP/1.1\r\nHost: localhost\r\n"
              "Content-Length: %zu\r\n\r\n", 2 * n);
-    tls_sends(&t, head);
-    tls_send(&t, body, 2 * n);
-    tls_read_response(&t, &r, 0);
+    client_sends(&t, head);
+    client_send(&t, body, 2 * n);
+    read_response(&t, &r, 0);
     if (expect_status(&r, 200, "a 2 MB stream_body POST over TLS"))
         expect_body(&r, "2097152", "stream_body over TLS: req:read read it all");
     response_free(&r);
 
-    tls_sends(&t, "POST /upload HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n");
+    client_sends(&t, "POST /upload HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n");
     for (i = 0; i < 8; i++) {
         char size[16];
         snprintf(size, sizeof size, "%x\r\n", 10000);
-        tls_sends(&t, size);
-        tls_send(&t, body, 10000);
-        tls_sends(&t, "\r\n");
+        client_sends(&t, size);
+        client_send(&t, body, 10000);
+        client_sends(&t, "\r\n");
     }
-    tls_sends(&t, "0\r\n\r\n");
-    tls_read_response(&t, &r, 0);
+    client_sends(&t, "0\r\n\r\n");
+    read_response(&t, &r, 0);
     if (expect_status(&r, 200, "a chunked stream_body POST over TLS"))
         expect_body(&r, "80000", "chunked stream_body over TLS: decoded and counted");
     response_free(&r);
@@ -1472,7 +1315,7 @@ static void test_wss(int tp)
     char src[128];
     const char *msg = "hello over wss";
     size_t len = strlen(msg), i;
-    struct tls t;
+    struct client t;
     struct response r;
     long long deadline;
 
@@ -1480,10 +1323,10 @@ static void test_wss(int tp)
         ok(0, what("wss", "TLS connect: %s", last_tls_error));
         return;
     }
-    tls_sends(&t, "GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
+    client_sends(&t, "GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
                   "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
                   "Sec-WebSocket-Version: 13\r\n\r\n");
-    tls_read_response(&t, &r, 0);
+    read_response(&t, &r, 0);
     expect_status(&r, 101, "wss: the upgrade");
     snprintf(src, sizeof src, "%s258EAFA5-E914-47DA-95CA-C5AB0DC85B11", key);
     EVP_Digest(src, strlen(src), digest, NULL, EVP_sha1(), NULL);
@@ -1496,16 +1339,16 @@ static void test_wss(int tp)
     memcpy(frame + 2, "\x12\x34\x56\x78", 4);
     for (i = 0; i < len; i++)
         frame[6 + i] = (unsigned char)(msg[i] ^ frame[2 + i % 4]);
-    tls_send(&t, frame, 6 + len);
+    client_send(&t, frame, 6 + len);
     deadline = now_ms() + io_timeout_ms;
-    if (tls_need(&t, 2 + len, deadline) == 0) {
+    if (client_need(&t, 2 + len, deadline) == 0) {
         ok((unsigned char)t.buf[0] == 0x81 && (unsigned char)t.buf[1] == len,
            "wss: an unmasked text frame of the same length comes back");
         ok(memcmp(t.buf + 2, msg, len) == 0, "wss: the echo");
     } else {
         ok(0, "wss: the echo arrives");
     }
-    tls_consume(&t, t.len >= 2 + len ? 2 + len : t.len);
+    client_consume(&t, t.len >= 2 + len ? 2 + len : t.len);
     {
         /* A 200 KB binary message, masked (64-bit length), and its echo. */
         size_t big = 200 * 1024, j;
@@ -1517,13 +1360,13 @@ static void test_wss(int tp)
         memcpy(f + 10, "\x01\x02\x03\x04", 4);
         for (j = 0; j < big; j++)
             f[14 + j] = (unsigned char)((j * 7) ^ f[10 + j % 4]);
-        tls_send(&t, f, big + 14);
-        if (tls_need(&t, 10 + big, now_ms() + io_timeout_ms) == 0) {
+        client_send(&t, f, big + 14);
+        if (client_need(&t, 10 + big, now_ms() + io_timeout_ms) == 0) {
             int same = (unsigned char)t.buf[0] == 0x82 && (unsigned char)t.buf[1] == 127;
             for (j = 0; same && j < big; j++)
                 same = (unsigned char)t.buf[10 + j] == (unsigned char)(j * 7);
             ok(same, "wss: a 200 KB binary message echoed byte for byte");
-            tls_consume(&t, 10 + big);
+            client_consume(&t, 10 + big);
         } else {
             ok(0, "wss: a 200 KB binary message echoed");
         }
@@ -1531,8 +1374,8 @@ static void test_wss(int tp)
     }
     /* A close frame, masked, code 1000. */
     memcpy(frame, "\x88\x82\x00\x00\x00\x00\x03\xe8", 8);
-    tls_send(&t, frame, 8);
-    if (tls_need(&t, 2, now_ms() + io_timeout_ms) == 0)
+    client_send(&t, frame, 8);
+    if (client_need(&t, 2, now_ms() + io_timeout_ms) == 0)
         ok((unsigned char)t.buf[0] == 0x88, "wss: the server answers the close");
     else
         ok(0, "wss: the server answers the close");
@@ -1725,7 +1568,7 @@ static void test_idle_and_sigterm(void)
 {
     const int n = n_wrap ? 200 : 1000;
     struct server s;
-    struct tls *conns = calloc((size_t)n, sizeof *conns), slow;
+    struct client *conns = calloc((size_t)n, sizeof *conns), slow;
     struct response r;
     int tp, i, made = 0, answered = 0, ended = 0;
     long before, after;
@@ -1777,17 +1620,17 @@ static void test_idle_and_sigterm(void)
     /* SIGTERM with a streamed response under way and the idle connections open. */
     if (tls_connect(&slow, tp, NULL) == 0) {
         long long t0 = now_ms();
-        tls_sends(&slow, "GET /slow HTTP/1.1\r\nHost: localhost\r\n\r\n");
+        client_sends(&slow, "GET /slow HTTP/1.1\r\nHost: localhost\r\n\r\n");
         ok(tls_read_until(&slow, "s1;", now_ms() + io_timeout_ms) == 0,
            "SIGTERM: the streamed response has begun");
         kill(s.pid, SIGTERM);
-        tls_read_response(&slow, &r, 0);
+        read_response(&slow, &r, 0);
         /* The head was already buffered: read_response parses it from slow.buf. */
         expect_status(&r, 200, "SIGTERM: the streamed response");
         is_str(r.body, "s1;s2;s3;s4;s5;s6;s7;s8;s9;s10;done",
                "SIGTERM: the streamed TLS response ends whole (the last chunk)");
         response_free(&r);
-        ok(tls_wait_closed(&slow, io_timeout_ms) == 1,
+        ok(client_wait_closed(&slow, io_timeout_ms) == 1,
            "SIGTERM: then the streamed TLS connection ends cleanly");
         note("SIGTERM: streamed response done %lld ms after the start", now_ms() - t0);
         tls_close(&slow);
@@ -1796,7 +1639,7 @@ static void test_idle_and_sigterm(void)
         kill(s.pid, SIGTERM);
     }
     for (i = 0; i < made; i++) {
-        int rc = tls_wait_closed(&conns[i], io_timeout_ms);
+        int rc = client_wait_closed(&conns[i], io_timeout_ms);
         ended += rc == 1 && !conns[i].reset;
     }
     is_int(ended, made, "SIGTERM: every idle keep-alive TLS connection sees a clean end");
