@@ -107,12 +107,25 @@ static int on_new_session(SSL *ssl, SSL_SESSION *sess)
     return 1;
 }
 
+/*
+ * OpenSSL asks for an encrypted key's passphrase: none is given (its default
+ * would prompt on the terminal, from a worker). arg: a bool to set, or NULL.
+ */
+static int no_passphrase(char *buf, int size, int rwflag, void *arg)
+{
+    (void)buf, (void)size, (void)rwflag;
+    if (arg)
+        *(bool *)arg = true;
+    return 0;
+}
+
 /* Builds t->ctx from t's options. TYCHO_OK, or TYCHO_ERR with why in err. */
 static int ctx_build(struct tycho_tls_client *t, char *err, size_t cap)
 {
     SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
     unsigned long code;
     const char *why;
+    bool encrypted = false, loaded;
 
     if (!ctx) {
         snprintf(err, cap, "tls: out of memory making a context");
@@ -148,9 +161,16 @@ static int ctx_build(struct tycho_tls_client *t, char *err, size_t cap)
                      queued_reason(NULL));
             return TYCHO_ERR;
         }
-        if (SSL_CTX_use_PrivateKey_file(ctx, t->client_key, SSL_FILETYPE_PEM) != 1) {
+        SSL_CTX_set_default_passwd_cb(ctx, no_passphrase);
+        SSL_CTX_set_default_passwd_cb_userdata(ctx, &encrypted);
+        loaded = SSL_CTX_use_PrivateKey_file(ctx, t->client_key, SSL_FILETYPE_PEM) == 1;
+        SSL_CTX_set_default_passwd_cb_userdata(ctx, NULL);
+        if (!loaded) {
             why = queued_reason(&code);
-            if (ERR_GET_REASON(code) == X509_R_KEY_VALUES_MISMATCH)
+            if (encrypted)
+                snprintf(err, cap, "tls: cannot load client_key %s: the key is encrypted "
+                         "(no passphrase is taken: write it decrypted)", t->client_key);
+            else if (ERR_GET_REASON(code) == X509_R_KEY_VALUES_MISMATCH)
                 snprintf(err, cap, "tls: client_key %s does not match client_cert %s",
                          t->client_key, t->client_cert);
             else

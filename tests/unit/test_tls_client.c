@@ -106,6 +106,10 @@ static void test_errors(struct tycho_tls_client_cache *c)
     o = (struct tycho_tls_client_opts){NULL, file("client.key"), file("client.key"), false};
     snprintf(want, sizeof want, "tls: cannot load client_cert %s: ", file("client.key"));
     ok(strncmp(get_error(c, &o), want, strlen(want)) == 0, "a client_cert that is a key");
+    o = (struct tycho_tls_client_opts){NULL, file("client.pem"), file("enc.key"), false};
+    snprintf(want, sizeof want, "tls: cannot load client_key %s: the key is encrypted (no "
+             "passphrase is taken: write it decrypted)", file("enc.key"));
+    is_str(get_error(c, &o), want, "an encrypted client_key: refused, no prompt");
     o = (struct tycho_tls_client_opts){NULL, file("client.pem"), file("server.key"), false};
     snprintf(want, sizeof want, "tls: client_key %s does not match client_cert %s",
              file("server.key"), file("client.pem"));
@@ -159,8 +163,9 @@ int main(void)
     }
     snprintf(cmd, sizeof cmd,
              "sh tests/integration/tls/mkcerts.sh %s >/dev/null 2>&1 && "
-             "cat %s/client.pem %s/client.key > %s/both.pem",
-             dir, dir, dir, dir);
+             "cat %s/client.pem %s/client.key > %s/both.pem && "
+             "openssl pkey -in %s/client.key -aes256 -passout pass:secret -out %s/enc.key",
+             dir, dir, dir, dir, dir, dir);
     if (!ok(system(cmd) == 0, "tests/integration/tls/mkcerts.sh makes the test PKI"))
         return test_summary();
     c = tycho_tls_client_cache_new();
