@@ -102,18 +102,15 @@ static void count_handshake(struct tycho_conn *c)
 }
 
 /*
- * Reads through the connection's TLS when it has it, else from the socket,
- * as recv(2) does: n > 0 bytes, 0 at the end of input (close_notify, or a
- * plain close), -1 with errno: EAGAIN when nothing can be read now (the
- * handshake waiting for the client included), ECONNRESET for a TLS error (a
- * failed handshake, a bad record).
+ * Reads through the connection's TLS as recv(2) does: n > 0 bytes, 0 at the
+ * end of input (close_notify, or a plain close), -1 with errno: EAGAIN when
+ * nothing can be read now (the handshake waiting for the client included),
+ * ECONNRESET for a TLS error (a failed handshake, a bad record).
  */
-static ssize_t conn_recv(struct tycho_conn *c, char *buf, size_t len)
+static ssize_t tls_recv(struct tycho_conn *c, char *buf, size_t len)
 {
     int n, e;
 
-    if (!c->ssl)
-        return recv(c->fd, buf, len, 0);
     ERR_clear_error();
     c->tls_want_write = false;
     n = SSL_read(c->ssl, buf, (int)len);
@@ -147,13 +144,17 @@ static ssize_t conn_recv(struct tycho_conn *c, char *buf, size_t len)
     return -1;
 }
 
-/* Writes through the connection's TLS, or to the socket, as send(2) does (errno EAGAIN, EPIPE). */
-static ssize_t conn_send(struct tycho_conn *c, const char *data, size_t len, int flags)
+/* The same, inline for the plain socket: a plain connection's reads pay no call for TLS. */
+static inline ssize_t conn_recv(struct tycho_conn *c, char *buf, size_t len)
+{
+    return c->ssl ? tls_recv(c, buf, len) : recv(c->fd, buf, len, 0);
+}
+
+/* Writes through the connection's TLS as send(2) does (errno EAGAIN, EPIPE). */
+static ssize_t tls_send(struct tycho_conn *c, const char *data, size_t len)
 {
     int n, e;
 
-    if (!c->ssl)
-        return send(c->fd, data, len, flags);
     ERR_clear_error();
     /* A write the socket did not take is sent again from the same bytes (c->pending). */
     n = SSL_write(c->ssl, data, len > INT_MAX ? INT_MAX : (int)len);
@@ -162,6 +163,12 @@ static ssize_t conn_send(struct tycho_conn *c, const char *data, size_t len, int
     e = SSL_get_error(c->ssl, n);
     errno = e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ ? EAGAIN : EPIPE;
     return -1;
+}
+
+/* Writes through the connection's TLS, or to the socket, as send(2) does. */
+static inline ssize_t conn_send(struct tycho_conn *c, const char *data, size_t len, int flags)
+{
+    return c->ssl ? tls_send(c, data, len) : send(c->fd, data, len, flags);
 }
 
 /*

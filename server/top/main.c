@@ -116,7 +116,8 @@ static void on_hangup(evutil_socket_t sig, short what, void *arg)
 {
     (void)sig;
     (void)what;
-    tycho_log_info("SIGHUP: reloading the scripts%s", tycho_tls_enabled() ? " and certificates" : "");
+    tycho_log_info("SIGHUP: reloading the scripts%s",
+                   tycho_tls_enabled() ? " and certificates" : "");
     reload_certs();
     tycho_reload(arg);
 }
