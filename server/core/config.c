@@ -58,6 +58,10 @@ static const struct flag flags[] = {
     {"--host", "ADDR", STR, "127.0.0.1", NULL, "address to listen on"},
     {"--port", "N", NUM(FLAG_INT, 0, 65535, port), "8080", NULL,
      "port to listen on, 0 for any free port"},
+    {"--reuseport", SWITCH, NULL, NULL,
+     "bind --port (and --tls-port) with SO_REUSEPORT, so that a\n"
+     "new Tycho can listen beside a running one (a restart or an\n"
+     "upgrade: start the new one, then SIGTERM the old)"},
     {"--workers", "N", NUM(FLAG_INT, 1, 1024, workers), NULL, "the number of cores",
      "worker threads, 1..1024"},
     {"--max-conns", "N", NUM(FLAG_INT, 1, 10000000, max_conns), "10000", NULL,
@@ -449,6 +453,10 @@ int tycho_config_parse(struct tycho_config *cfg, int argc, char **argv, char *er
         }
         if (strcmp(arg, "--gzip") == 0) {
             cfg->gzip = true;
+            continue;
+        }
+        if (strcmp(arg, "--reuseport") == 0) {
+            cfg->reuseport = true;
             continue;
         }
         if (strcmp(arg, "--check") == 0) {

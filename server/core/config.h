@@ -47,6 +47,7 @@ struct tycho_config {
     const char *new_name;     /* tycho new: the directory to create */
     const char *host;         /* borrowed; default 127.0.0.1 */
     int port;                 /* 0 asks the kernel for a free port */
+    bool reuseport;           /* --reuseport: SO_REUSEPORT on the listening sockets */
     int workers;              /* worker threads; default: online cores */
     int max_conns;            /* open connections in total, all workers */
     int max_conns_per_ip;     /* open connections from one address; 0: no bound */

@@ -198,14 +198,19 @@ static void on_acceptable(evutil_socket_t lfd, short what, void *arg)
     }
 }
 
-/* A listening, non-blocking socket for ai; -1 with errno set on failure. */
-static int open_listen_socket(const struct addrinfo *ai)
+/*
+ * A listening, non-blocking socket for ai; -1 with errno set on failure.
+ * reuseport: another process may bind the same address and port
+ * (--reuseport); the kernel spreads new connections over the sockets.
+ */
+static int open_listen_socket(const struct addrinfo *ai, bool reuseport)
 {
     int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), one = 1, saved;
 
     if (fd < 0)
         return -1;
     if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == 0 &&
+        (!reuseport || setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) == 0) &&
         bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, BACKLOG) == 0)
         return fd;
     saved = errno;
@@ -230,7 +235,8 @@ static int bound_port(int fd)
  * Binds --host at port; the socket in *fd, its port in *bound. TYCHO_ERR:
  * err says why (flag: the port's flag, for the message).
  */
-static int bind_port(const char *host, int port, const char *flag, int *fd, int *bound, char *err)
+static int bind_port(const char *host, int port, const char *flag, bool reuseport, int *fd,
+                     int *bound, char *err)
 {
     struct addrinfo hints, *ai = NULL;
     char service[16];
@@ -245,7 +251,7 @@ static int bind_port(const char *host, int port, const char *flag, int *fd, int 
         snprintf(err, TYCHO_ERR_LEN, "tycho: --host %s: %s", host, gai_strerror(rc));
         return TYCHO_ERR;
     }
-    *fd = open_listen_socket(ai);
+    *fd = open_listen_socket(ai, reuseport);
     freeaddrinfo(ai);
     if (*fd < 0) {
         snprintf(err, TYCHO_ERR_LEN, "tycho: cannot listen on %s:%d (%s): %s", host, port, flag,
@@ -265,10 +271,11 @@ int tycho_listener_bind(struct tycho_listener *l, struct event_base *base,
     l->fd = l->tls_fd = -1;
     l->base = base;
     l->shared = shared;
-    if (bind_port(cfg->host, cfg->port, "--port", &l->fd, &l->port, err) < 0)
+    if (bind_port(cfg->host, cfg->port, "--port", cfg->reuseport, &l->fd, &l->port, err) < 0)
         return TYCHO_ERR;
     if (cfg->tls_ncerts > 0 &&
-        bind_port(cfg->host, cfg->tls_port, "--tls-port", &l->tls_fd, &l->tls_port, err) < 0) {
+        bind_port(cfg->host, cfg->tls_port, "--tls-port", cfg->reuseport, &l->tls_fd,
+                  &l->tls_port, err) < 0) {
         tycho_listener_dispose(l);
         return TYCHO_ERR;
     }

@@ -16,6 +16,7 @@
 #include "top/listener.h"
 #include "http/tls.h"
 #include "top/migrate.h"
+#include "top/notify.h"
 #include "net/sqlite.h"
 #include "top/reload.h"
 #include "top/scrape.h"
@@ -118,8 +119,10 @@ static void on_hangup(evutil_socket_t sig, short what, void *arg)
     (void)what;
     tycho_log_info("SIGHUP: reloading the scripts%s",
                    tycho_tls_enabled() ? " and certificates" : "");
+    tycho_notify("RELOADING=1");
     reload_certs();
     tycho_reload(arg);
+    tycho_notify("READY=1");
 }
 
 static void on_usr1(evutil_socket_t sig, short what, void *arg)
@@ -135,6 +138,7 @@ static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
 {
     (void)what;
     tycho_log_info("%s: stopping", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    tycho_notify("STOPPING=1");
     event_base_loopbreak(arg);
 }
 
@@ -237,6 +241,7 @@ static int serve(struct tycho_config *cfg)
     tycho_gen_free(scratch);
     scratch = NULL;
 
+    tycho_notify("READY=1");          /* listening, the workers started, the routes printed */
     event_base_dispatch(base);
     rc = 0;
 out:
