@@ -18,6 +18,7 @@
 #include "top/worker.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <event2/event.h>
 #include <netinet/in.h>
 #include <netdb.h>
@@ -262,18 +263,80 @@ static int bind_port(const char *host, int port, const char *flag, bool reusepor
     return TYCHO_OK;
 }
 
+/*
+ * An inherited socket (fd 3 and up from systemd) that must be a listening
+ * TCP socket; made non-blocking and close-on-exec. TYCHO_ERR: err says why.
+ */
+static int take_socket(int fd, const char *what, int *bound, char *err)
+{
+    int listening = 0, type = 0;
+    socklen_t len = sizeof(int);
+
+    if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) < 0 || !listening ||
+        getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0 || type != SOCK_STREAM ||
+        (*bound = bound_port(fd)) <= 0) {
+        snprintf(err, TYCHO_ERR_LEN, "tycho: LISTEN_FDS: fd %d (for %s) is not a listening TCP "
+                 "socket (a socket unit needs ListenStream=)", fd, what);
+        return TYCHO_ERR;
+    }
+    if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) < 0 ||
+        fcntl(fd, F_SETFD, FD_CLOEXEC) < 0) {
+        snprintf(err, TYCHO_ERR_LEN, "tycho: LISTEN_FDS: fd %d: %s", fd, strerror(errno));
+        return TYCHO_ERR;
+    }
+    return TYCHO_OK;
+}
+
+/*
+ * Socket activation (sd_listen_fds(3)'s protocol): when LISTEN_PID is this
+ * process, LISTEN_FDS sockets start at fd 3: the first is --port's, the
+ * second --tls-port's (with --tls-cert). 0 when none were passed, 1 when
+ * they were taken, TYCHO_ERR with err filled when they do not fit.
+ */
+static int take_activated(struct tycho_listener *l, const struct tycho_config *cfg, char *err)
+{
+    const char *pid = getenv("LISTEN_PID"), *fds = getenv("LISTEN_FDS");
+    long n = fds ? strtol(fds, NULL, 10) : 0;
+    bool tls = cfg->tls_ncerts > 0;
+
+    if (!pid || strtol(pid, NULL, 10) != (long)getpid() || n <= 0)
+        return 0;
+    unsetenv("LISTEN_PID");           /* the scripts' child processes must not take them */
+    unsetenv("LISTEN_FDS");
+    unsetenv("LISTEN_FDNAMES");
+    if (n != (tls ? 2 : 1)) {
+        snprintf(err, TYCHO_ERR_LEN, "tycho: LISTEN_FDS=%ld: expected %d socket%s (--port's%s)",
+                 n, tls ? 2 : 1, tls ? "s" : "", tls ? ", then --tls-port's" : "");
+        return TYCHO_ERR;
+    }
+    if (take_socket(3, "--port", &l->port, err) < 0)
+        return TYCHO_ERR;
+    l->fd = 3;
+    if (tls && take_socket(4, "--tls-port", &l->tls_port, err) < 0)
+        return TYCHO_ERR;
+    l->tls_fd = tls ? 4 : -1;
+    l->activated = true;
+    return 1;
+}
+
 int tycho_listener_bind(struct tycho_listener *l, struct event_base *base,
                         struct tycho_shared *shared, char *err)
 {
     const struct tycho_config *cfg = shared->cfg;
+    int activated;
 
     memset(l, 0, sizeof(*l));
     l->fd = l->tls_fd = -1;
     l->base = base;
     l->shared = shared;
-    if (bind_port(cfg->host, cfg->port, "--port", cfg->reuseport, &l->fd, &l->port, err) < 0)
+    if ((activated = take_activated(l, cfg, err)) < 0) {
+        tycho_listener_dispose(l);
         return TYCHO_ERR;
-    if (cfg->tls_ncerts > 0 &&
+    }
+    if (!activated &&
+        bind_port(cfg->host, cfg->port, "--port", cfg->reuseport, &l->fd, &l->port, err) < 0)
+        return TYCHO_ERR;
+    if (!activated && cfg->tls_ncerts > 0 &&
         bind_port(cfg->host, cfg->tls_port, "--tls-port", cfg->reuseport, &l->tls_fd,
                   &l->tls_port, err) < 0) {
         tycho_listener_dispose(l);

@@ -7,6 +7,8 @@
 #ifndef TYCHO_LISTENER_H
 #define TYCHO_LISTENER_H
 
+#include <stdbool.h>
+
 struct event_base;
 struct event;
 struct tycho_shared;
@@ -30,10 +32,13 @@ struct tycho_listener {
     struct tycho_mq *inbox;         /* owned: CLOSED reports from the workers */
     int port;                       /* the port bound (useful with --port 0) */
     int tls_port;                   /* the --tls-port bound; 0 without TLS */
+    bool activated;                 /* the sockets came from systemd (LISTEN_FDS) */
 };
 
 /*
- * Binds cfg's --host/--port (and --tls-port), disabled until tycho_listener_enable. Returns
+ * Binds cfg's --host/--port (and --tls-port), or takes the sockets systemd
+ * passed (LISTEN_PID, LISTEN_FDS: fd 3 for --port, fd 4 for --tls-port),
+ * disabled until tycho_listener_enable. Returns
  * TYCHO_OK, or TYCHO_ERR with a one-line reason in err.
  */
 int tycho_listener_bind(struct tycho_listener *l, struct event_base *base,

@@ -45,6 +45,20 @@
 #include <time.h>
 #include <unistd.h>
 
+/* The address a socket is bound to, as text, into host; false when it cannot be had. */
+static bool socket_host(int fd, char *host, size_t cap)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    const void *addr;
+
+    if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
+        return false;
+    addr = ss.ss_family == AF_INET6 ? (const void *)&((struct sockaddr_in6 *)&ss)->sin6_addr
+                                    : (const void *)&((struct sockaddr_in *)&ss)->sin_addr;
+    return inet_ntop(ss.ss_family, addr, host, (socklen_t)cap) != NULL;
+}
+
 static void print_route(const char *method, const char *path, int handler_id, void *arg)
 {
     (void)handler_id;
@@ -220,12 +234,18 @@ static int serve(struct tycho_config *cfg)
         goto out;
     }
     {
-        const char *open = strchr(cfg->host, ':') ? "[" : "", *close = *open ? "]" : "";
-        printf("tycho %s listening on http://%s%s%s:%d", TYCHO_VERSION, open, cfg->host, close,
+        char host[INET6_ADDRSTRLEN] = "";
+        const char *open, *close;
+        if (!listener.activated || !socket_host(listener.fd, host, sizeof(host)))
+            snprintf(host, sizeof(host), "%s", cfg->host);
+        open = strchr(host, ':') ? "[" : "";
+        close = *open ? "]" : "";
+        printf("tycho %s listening on http://%s%s%s:%d", TYCHO_VERSION, open, host, close,
                listener.port);
         if (listener.tls_fd >= 0)
-            printf(" and https://%s%s%s:%d", open, cfg->host, close, listener.tls_port);
-        printf(" (%d workers)\n", cfg->workers);
+            printf(" and https://%s%s%s:%d", open, host, close, listener.tls_port);
+        printf(" (%d workers%s)\n", cfg->workers,
+               listener.activated ? "; sockets from systemd" : "");
     }
     if (cfg->metrics_addr && !(scrape = tycho_scrape_new(base, cfg, err))) {
         fprintf(stderr, "%s\n", err);

@@ -6,7 +6,8 @@
  * while the new one goes on; systemd's notifications (READY=1, RELOADING=1
  * then READY=1 on SIGHUP, STOPPING=1 on SIGTERM) reach the socket named by
  * $NOTIFY_SOCKET, here a datagram socket of the test standing in for
- * systemd. Ends with `N passed, M failed`.
+ * systemd; and socket activation (LISTEN_FDS), with a listening socket the
+ * test passes at fd 3. Ends with `N passed, M failed`.
  */
 #include "harness.h"
 #include "support.h"
@@ -163,6 +164,65 @@ static void test_notify(void)
     unsetenv("NOTIFY_SOCKET");
 }
 
+/*
+ * Socket activation: a listening socket at fd 3 with LISTEN_PID and
+ * LISTEN_FDS, as systemd passes it (sh sets LISTEN_PID to its own pid, which
+ * exec keeps for Tycho).
+ */
+static void test_activation(void)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET};
+    socklen_t len = sizeof sa;
+    int lfd = socket(AF_INET, SOCK_STREAM, 0), one = 1, rc;
+    char script[1024], body[64], cmd[1024], out[4096];
+    const char *saved = tycho_binary;
+    struct server s;
+
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (!ok(lfd >= 0 && bind(lfd, (struct sockaddr *)&sa, sizeof sa) == 0 &&
+                listen(lfd, 64) == 0 && getsockname(lfd, (struct sockaddr *)&sa, &len) == 0 &&
+                dup2(lfd, 3) == 3,
+            "a listening socket at fd 3, as systemd passes it")) {
+        if (lfd >= 0)
+            close(lfd);
+        return;
+    }
+    if (lfd != 3)
+        close(lfd);
+    snprintf(script, sizeof script, "LISTEN_PID=$$ LISTEN_FDS=1 exec %s --workers 1 %s",
+             saved, dir);
+    {
+        const char *args[] = {"-c", script, NULL};
+        tycho_binary = "/bin/sh";     /* server_start runs TYCHO_WRAP... BINARY args */
+        rc = start_instance(&s, "S", args);
+        tycho_binary = saved;
+    }
+    close(3);                         /* the server has its own copy */
+    if (!ok(rc == 0, "LISTEN_FDS=1: the server starts on the passed socket"))
+        return;
+    is_int(s.port, ntohs(sa.sin_port), "it listens on the passed socket's port");
+    ok(strstr(s.out, "sockets from systemd") != NULL, "its listening line says so");
+    who(s.port, body, sizeof body);
+    is_str(body, "S", "it serves on the passed socket");
+    is_int(server_stop(&s), 0, "it stops (exit 0)");
+    server_cleanup(&s);
+
+    snprintf(cmd, sizeof cmd, "sh -c 'LISTEN_PID=$$ LISTEN_FDS=2 exec %s --workers 1 %s' "
+             "3</dev/null 4</dev/null 2>&1", tycho_binary, dir);
+    rc = run_command(cmd, out, sizeof out);
+    ok(rc == 1 && strstr(out, "tycho: LISTEN_FDS=2: expected 1 socket (--port's)"),
+       "LISTEN_FDS=2 without --tls-cert: refused, saying what it expected");
+    snprintf(cmd, sizeof cmd, "sh -c 'LISTEN_PID=$$ LISTEN_FDS=1 exec %s --workers 1 %s' "
+             "3</dev/null 2>&1", tycho_binary, dir);
+    rc = run_command(cmd, out, sizeof out);
+    ok(rc == 1 && strstr(out, "tycho: LISTEN_FDS: fd 3 (for --port) is not a listening TCP "
+                              "socket (a socket unit needs ListenStream=)"),
+       "fd 3 not a listening socket: refused");
+    if (rc != 1)
+        note("got exit %d: %s", rc, out);
+}
+
 int main(int argc, char **argv)
 {
     int rc = suite_setup(argc, argv);
@@ -173,6 +233,7 @@ int main(int argc, char **argv)
         return test_summary();
     test_reuseport();
     test_notify();
+    test_activation();
     app_dir_remove(dir);
     return test_summary();
 }
