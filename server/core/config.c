@@ -5,6 +5,7 @@
 #include "core/config.h"
 #include "core/log.h"
 #include "core/metrics.h"
+#include "core/proxies.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -69,6 +70,10 @@ static const struct flag flags[] = {
      "gets 503 with Retry-After and is closed"},
     {"--max-conns-per-ip", "N", NUM(FLAG_INT, 0, 10000000, max_conns_per_ip), "0",
      "0: no bound", "open connections from one client address, the same 503\npast it"},
+    {"--trusted-proxies", "CIDR[,CIDR...]", STR, NULL, "off",
+     "peers (load balancers) whose Forwarded or X-Forwarded-For\n"
+     "and X-Forwarded-Proto give the client's address and\n"
+     "scheme (req.remote_addr, req.scheme, the access log)"},
     {"--max-body", "BYTES", NUM(FLAG_SIZE, 0, 1099511627776.0, max_body_bytes), "1048576", NULL,
      "largest request body; larger gets 413"},
     {"--max-header-bytes", "BYTES", NUM(FLAG_SIZE, 256, 16777216, max_header_bytes), "16384",
@@ -344,6 +349,12 @@ static int set_string(struct tycho_config *cfg, const char *flag, const char *va
             return TYCHO_ERR;
         }
         *(health ? &cfg->health_path : &cfg->metrics_path) = val;
+    } else if (strcmp(flag, "--trusted-proxies") == 0) {
+        struct tycho_proxies *p = NULL;
+        if (tycho_proxies_parse(val, &p, err) < 0)
+            return TYCHO_ERR;
+        tycho_proxies_free(cfg->trusted_proxies);  /* given twice: the last one counts */
+        cfg->trusted_proxies = p;
     } else if (strcmp(flag, "--db") == 0) {
         cfg->db_url = val;
     } else if (strcmp(flag, "--secret-file") == 0) {
@@ -615,6 +626,8 @@ void tycho_config_dispose(struct tycho_config *cfg)
     free(cfg->request_headers);
     free(cfg->tls_certs);
     free(cfg->tls_keys);
+    tycho_proxies_free(cfg->trusted_proxies);
+    cfg->trusted_proxies = NULL;
     cfg->tls_certs = cfg->tls_keys = NULL;
     cfg->tls_ncerts = cfg->tls_nkeys = 0;
     cfg->request_headers = NULL;

@@ -12,6 +12,8 @@
 
 #include "core/tycho.h"
 
+struct tycho_proxies;
+
 #define TYCHO_VERSION "0.1.0"
 
 /* What the command line asks for. */
@@ -51,6 +53,7 @@ struct tycho_config {
     int workers;              /* worker threads; default: online cores */
     int max_conns;            /* open connections in total, all workers */
     int max_conns_per_ip;     /* open connections from one address; 0: no bound */
+    struct tycho_proxies *trusted_proxies; /* owned (core/proxies.h); NULL: none trusted */
     size_t max_body_bytes;    /* request body; more gets 413 */
     size_t max_header_bytes;  /* request line + headers; more gets 431 (414 for the URL) */
     int max_headers;          /* header fields in a request; more gets 431 */

@@ -58,4 +58,23 @@ int tycho_conn_run_local(struct tycho_ctx *ctx, const char *bytes, size_t len,
 /* Writes the peer's address ("127.0.0.1", "::1") into buf; returns its length. */
 size_t tycho_conn_peer(const struct tycho_conn *c, char *buf, size_t buf_len);
 
+struct tycho_req;
+
+/*
+ * The address of r's client into buf (64 bytes): the peer's, or, when the peer
+ * is one of --trusted-proxies, the client its Forwarded or X-Forwarded-For
+ * reports (core/proxies.h: the right-most untrusted hop; the peer's when the
+ * header is missing or malformed). Worked out once per request, on the first
+ * call; without --trusted-proxies, just tycho_conn_peer. Returns the length.
+ * Worker thread, as r.
+ */
+size_t tycho_req_client(struct tycho_req *r, char *buf, size_t buf_len);
+
+/*
+ * Whether r came over HTTPS (req.scheme): its connection is TLS, unless a
+ * trusted proxy reported the client's scheme (X-Forwarded-Proto, or the chosen
+ * Forwarded element's proto=). Worker thread, as r.
+ */
+bool tycho_req_https(struct tycho_req *r);
+
 #endif

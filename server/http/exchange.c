@@ -12,6 +12,7 @@
 #include "core/config.h"
 #include "core/log.h"
 #include "core/metrics.h"
+#include "core/proxies.h"
 #include "http/answer.h"
 #include "http/conn.h"
 #include "http/gzip.h"
@@ -27,6 +28,7 @@
 #include <netinet/tcp.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -60,6 +62,90 @@ size_t tycho_conn_peer(const struct tycho_conn *c, char *buf, size_t buf_len)
     if (!c || c->fd < 0 || !inet_ntop(c->peer_family, c->peer_addr, buf, (socklen_t)buf_len))
         snprintf(buf, buf_len, "127.0.0.1");
     return strlen(buf);
+}
+
+/*
+ * Up to cap fields named name (lower case) of r, in order, into fields. -1
+ * when there are more (nothing to be sure of: the peer's address stays).
+ */
+static int collect(const struct tycho_req *r, const char *name, size_t name_len,
+                   struct tycho_field *fields, int cap)
+{
+    int n = 0;
+
+    for (unsigned i = 0; i < r->nheaders; i++) {
+        const struct tycho_header *h = &r->headers[i];
+        if (h->name_len != name_len || strncasecmp(h->name, name, name_len) != 0)
+            continue;
+        if (n == cap)
+            return -1;
+        fields[n].value = h->value;
+        fields[n++].len = h->value_len;
+    }
+    return n;
+}
+
+#define FORWARDED_FIELDS 16
+
+/* Fills r's client fields from its headers, when its peer is a trusted proxy. */
+static void work_out_client(struct tycho_req *r)
+{
+    const struct tycho_conn *c = r->conn;
+    struct tycho_field fields[FORWARDED_FIELDS];
+    enum tycho_proxy_scheme scheme = TYCHO_SCHEME_NONE;
+    struct tycho_ip peer, ip;
+    int n;
+    bool found;
+
+    r->client_done = true;
+    if (c->fd < 0 || !tycho_ip_from(c->peer_family, c->peer_addr, &peer) ||
+        !tycho_proxies_trust(c->ctx->cfg->trusted_proxies, &peer))
+        return;                       /* from anyone else, these headers mean nothing */
+    n = collect(r, "forwarded", 9, fields, FORWARDED_FIELDS);
+    if (n != 0) {
+        found = n > 0 && tycho_proxies_client(c->ctx->cfg->trusted_proxies, fields,
+                                              (unsigned)n, true, &ip, &scheme);
+        if (!found)
+            return;
+        r->client_scheme = (unsigned char)scheme;
+    } else {
+        n = collect(r, "x-forwarded-proto", 17, fields, FORWARDED_FIELDS);
+        if (n > 0)
+            r->client_scheme = (unsigned char)tycho_proxies_proto(fields, (unsigned)n);
+        n = collect(r, "x-forwarded-for", 15, fields, FORWARDED_FIELDS);
+        found = n > 0 && tycho_proxies_client(c->ctx->cfg->trusted_proxies, fields,
+                                              (unsigned)n, false, &ip, &scheme);
+        if (!found)
+            return;
+    }
+    char *text = tycho_arena_alloc(&r->arena, INET6_ADDRSTRLEN);
+    if (text) {
+        tycho_ip_text(&ip, text, INET6_ADDRSTRLEN);
+        r->client = text;
+    }
+}
+
+size_t tycho_req_client(struct tycho_req *r, char *buf, size_t buf_len)
+{
+    if (!r->conn || !r->conn->ctx->cfg->trusted_proxies)
+        return tycho_conn_peer(r->conn, buf, buf_len);
+    if (!r->client_done)
+        work_out_client(r);
+    if (!r->client)
+        return tycho_conn_peer(r->conn, buf, buf_len);
+    snprintf(buf, buf_len, "%s", r->client);
+    return strlen(buf);
+}
+
+bool tycho_req_https(struct tycho_req *r)
+{
+    if (r->conn && r->conn->ctx->cfg->trusted_proxies) {
+        if (!r->client_done)
+            work_out_client(r);
+        if (r->client_scheme != TYCHO_SCHEME_NONE)
+            return r->client_scheme == TYCHO_SCHEME_HTTPS;
+    }
+    return tycho_conn_is_tls(r->conn);
 }
 
 static struct tycho_req *take_req(struct tycho_conn *c)
@@ -136,7 +222,7 @@ static void account(struct tycho_conn *c)
     char remote[64] = "";
 
     if (c->ctx->access_ev)
-        tycho_conn_peer(c, remote, sizeof(remote));
+        tycho_req_client(c->req, remote, sizeof(remote));
     tycho_answer_account(c->ctx, c->req, remote);
 }
 

@@ -66,6 +66,15 @@ struct tycho_req {
     bool is_head;                  /* HEAD: answer without body bytes */
     bool expect_continue;          /* Expect: 100-continue and a body is coming */
     bool continue_sent;            /* the 100 Continue was written */
+    /*
+     * The client behind a trusted proxy (--trusted-proxies; tycho_req_client,
+     * tycho_req_https in conn.h), worked out the first time one asks: nothing is
+     * read without the flag.
+     */
+    bool client_done;              /* worked out (the fields below hold) */
+    unsigned char client_scheme;   /* an enum tycho_proxy_scheme a trusted proxy reported */
+    const char *client;            /* arena, NUL-terminated: the address it reported; NULL:
+                                      the peer's */
 
     /* Its id: the client's valid X-Request-Id, or id_buf (generated). */
     const char *id;

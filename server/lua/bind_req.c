@@ -318,7 +318,7 @@ static int req_index(lua_State *L)
             return 1;
         }
         if (memcmp(k, "scheme", 6) == 0) {
-            lua_pushstring(L, tycho_conn_is_tls(r->conn) ? "https" : "http");
+            lua_pushstring(L, tycho_req_https(r) ? "https" : "http");
             return 1;
         }
         if (memcmp(k, "params", 6) == 0)
@@ -338,7 +338,7 @@ static int req_index(lua_State *L)
         break;
     case 11:
         if (memcmp(k, "remote_addr", 11) == 0) {
-            lua_pushlstring(L, addr, tycho_conn_peer(r->conn, addr, sizeof(addr)));
+            lua_pushlstring(L, addr, tycho_req_client(r, addr, sizeof(addr)));
             return 1;
         }
         break;
