@@ -505,17 +505,10 @@ static void test_misuse(int port)
 static void test_load_time(void)
 {
     char dir[] = "/tmp/tycho-test-https-XXXXXX", cmd[512], out[2048];
-    FILE *f;
 
-    if (!mkdtemp(dir)) {
-        ok(0, "load time: mkdtemp");
+    if (app_dir_make(dir, "tycho.http.pool('https://127.0.0.1:9', "
+                          "{ ca_file = '/nonexistent/ca.pem' })\n") < 0)
         return;
-    }
-    snprintf(cmd, sizeof cmd, "%s/app.lua", dir);
-    if ((f = fopen(cmd, "w"))) {
-        fputs("tycho.http.pool('https://127.0.0.1:9', { ca_file = '/nonexistent/ca.pem' })\n", f);
-        fclose(f);
-    }
     snprintf(cmd, sizeof cmd, "timeout 20 %s --port 0 %s 2>&1", tycho_binary, dir);
     ok(run_command(cmd, out, sizeof out) != 0, "load time: a pool whose ca_file cannot be loaded "
                                                "stops start-up");
@@ -524,9 +517,7 @@ static void test_load_time(void)
        "load time: the error names the line, the file and why");
     if (!strstr(out, "app.lua:1: tycho.http.pool"))
         note("got: %s", out);
-    snprintf(cmd, sizeof cmd, "%s/app.lua", dir);
-    unlink(cmd);
-    rmdir(dir);
+    app_dir_remove(dir);
 }
 
 int main(int argc, char **argv)
