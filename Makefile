@@ -141,6 +141,7 @@ UNIT_MODULE_test_http := http/request http/response http/framing
 UNIT_MODULE_test_gzip := http/gzip http/request http/response http/framing
 UNIT_MODULE_test_ws := http/ws http/request http/response http/framing
 UNIT_MODULE_test_proxies := core/proxies
+UNIT_MODULE_test_proxyproto := core/proxyproto
 UNIT_MODULE_test_oracle :=
 unit_objs = $(UNIT_MODULE_$(1):%=$(BUILD)/%.o)
 unit_libs = $(foreach l,$(BELOW_$(firstword $(subst /, ,$(UNIT_MODULE_$(1))))),$(BUILD)/lib$(l).a)
