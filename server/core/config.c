@@ -74,6 +74,11 @@ static const struct flag flags[] = {
      "peers (load balancers) whose Forwarded or X-Forwarded-For\n"
      "and X-Forwarded-Proto give the client's address and\n"
      "scheme (req.remote_addr, req.scheme, the access log)"},
+    {"--proxy-protocol", "LISTENERS", STR, NULL, "off",
+     "port, tls-port or port,tls-port: every connection on\n"
+     "these listeners starts with a PROXY protocol v1 or v2\n"
+     "header from one of --trusted-proxies (needs it), which\n"
+     "gives the client's address; others are closed"},
     {"--max-body", "BYTES", NUM(FLAG_SIZE, 0, 1099511627776.0, max_body_bytes), "1048576", NULL,
      "largest request body; larger gets 413"},
     {"--max-header-bytes", "BYTES", NUM(FLAG_SIZE, 256, 16777216, max_header_bytes), "16384",
@@ -271,6 +276,34 @@ static int set_number(struct tycho_config *cfg, const struct flag *f, const char
     return TYCHO_OK;
 }
 
+/* --proxy-protocol port|tls-port|port,tls-port: the listeners whose connections start so. */
+static int set_proxy_protocol(struct tycho_config *cfg, const char *val, char *err)
+{
+    bool port = false, tls_port = false, good = *val != '\0';
+    const char *p = val;
+
+    while (good && *p) {
+        size_t n = strcspn(p, ",");
+        if (n == 4 && strncmp(p, "port", 4) == 0)
+            port = true;
+        else if (n == 8 && strncmp(p, "tls-port", 8) == 0)
+            tls_port = true;
+        else
+            good = false;
+        p += n;
+        if (*p == ',' && *++p == '\0')
+            good = false;             /* a trailing comma */
+    }
+    if (!good) {
+        snprintf(err, TYCHO_ERR_LEN, "tycho: --proxy-protocol: expected port, tls-port or "
+                 "port,tls-port, got \"%s\"", val);
+        return TYCHO_ERR;
+    }
+    cfg->proxy_protocol_port = port;
+    cfg->proxy_protocol_tls = tls_port;
+    return TYCHO_OK;
+}
+
 /* --metrics-addr [HOST:]PORT ([v6]:PORT too): checked here, split when binding. */
 static int set_metrics_addr(struct tycho_config *cfg, const char *val, char *err)
 {
@@ -355,6 +388,8 @@ static int set_string(struct tycho_config *cfg, const char *flag, const char *va
             return TYCHO_ERR;
         tycho_proxies_free(cfg->trusted_proxies);  /* given twice: the last one counts */
         cfg->trusted_proxies = p;
+    } else if (strcmp(flag, "--proxy-protocol") == 0) {
+        return set_proxy_protocol(cfg, val, err);
     } else if (strcmp(flag, "--db") == 0) {
         cfg->db_url = val;
     } else if (strcmp(flag, "--secret-file") == 0) {
@@ -542,6 +577,11 @@ static int check_tls(const struct tycho_config *cfg, char *err)
         snprintf(err, TYCHO_ERR_LEN, "tycho: --tls-port %d: the same port as --port", cfg->port);
         return TYCHO_ERR;
     }
+    if (cfg->proxy_protocol_tls && cfg->tls_ncerts == 0) {
+        snprintf(err, TYCHO_ERR_LEN, "tycho: --proxy-protocol tls-port: only goes with "
+                 "--tls-cert (there is no --tls-port listener without it)");
+        return TYCHO_ERR;
+    }
     if (cfg->hsts_max_age_s >= 0 && cfg->tls_ncerts == 0) {
         snprintf(err, TYCHO_ERR_LEN, "tycho: --hsts: only goes with --tls-cert (browsers ignore "
                  "it over HTTP)");
@@ -611,6 +651,11 @@ static int check_combinations(struct tycho_config *cfg, bool check, char *err)
     }
     if (check_tls(cfg, err) < 0)
         return TYCHO_ERR;
+    if ((cfg->proxy_protocol_port || cfg->proxy_protocol_tls) && !cfg->trusted_proxies) {
+        snprintf(err, TYCHO_ERR_LEN, "tycho: --proxy-protocol needs --trusted-proxies (the "
+                 "load balancers allowed to send the header)");
+        return TYCHO_ERR;
+    }
     if (check)
         cfg->mode = TYCHO_MODE_CHECK;
     if ((cfg->request_nheaders > 0 || cfg->request_body) && cfg->mode != TYCHO_MODE_REQUEST) {

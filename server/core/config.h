@@ -54,6 +54,8 @@ struct tycho_config {
     int max_conns;            /* open connections in total, all workers */
     int max_conns_per_ip;     /* open connections from one address; 0: no bound */
     struct tycho_proxies *trusted_proxies; /* owned (core/proxies.h); NULL: none trusted */
+    bool proxy_protocol_port; /* --proxy-protocol port: --port's connections start with PROXY */
+    bool proxy_protocol_tls;  /* --proxy-protocol tls-port: --tls-port's, before TLS */
     size_t max_body_bytes;    /* request body; more gets 413 */
     size_t max_header_bytes;  /* request line + headers; more gets 431 (414 for the URL) */
     int max_headers;          /* header fields in a request; more gets 431 */
@@ -81,6 +83,12 @@ struct tycho_config {
     int request_nheaders;
     const char *request_body; /* borrowed; NULL when none */
 };
+
+/* Whether the connections of a listener (tls: --tls-port's) start with a PROXY header. */
+static inline bool tycho_config_proxied(const struct tycho_config *cfg, bool tls)
+{
+    return tls ? cfg->proxy_protocol_tls : cfg->proxy_protocol_port;
+}
 
 /*
  * Fills cfg from argv. On a bad flag, value or missing directory returns

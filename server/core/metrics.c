@@ -961,6 +961,10 @@ static void put_server(struct out *o)
     put_simple(o, "tycho_tls_handshake_failures_total",
                "TLS handshakes that failed (a protocol or cipher refused, bytes that are not TLS).",
                "counter", sum_stat(offsetof(struct tycho_worker_stats, tls_failures)));
+    put_simple(o, "tycho_proxy_protocol_errors_total",
+               "Connections on a --proxy-protocol listener closed without a good PROXY header "
+               "(missing, malformed, too large, late, or from a peer not trusted).",
+               "counter", sum_stat(offsetof(struct tycho_worker_stats, proxy_errors)));
     put_simple(o, "tycho_http_received_bytes_total", "Bytes read from clients.", "counter",
                sum_stat(offsetof(struct tycho_worker_stats, bytes_in)));
     put_simple(o, "tycho_http_sent_bytes_total", "Bytes sent to clients.", "counter",

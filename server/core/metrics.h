@@ -75,6 +75,7 @@ struct tycho_worker_stats {
     _Atomic unsigned long tls_handshakes;  /* TLS handshakes completed (--tls-port) */
     _Atomic unsigned long tls_resumed;     /* of those, sessions resumed (a ticket) */
     _Atomic unsigned long tls_failures;    /* TLS handshakes that failed (bad bytes, refused) */
+    _Atomic unsigned long proxy_errors;    /* --proxy-protocol connections closed: no good header */
     _Atomic unsigned long lua_errors[2];   /* [0] in requests, [1] in timers */
     _Atomic unsigned long rejected[TYCHO_REJECT_COUNT];
     _Atomic double lua_bytes;              /* sampled each second: its Lua states' memory */

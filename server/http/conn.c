@@ -31,6 +31,8 @@
 #include "core/list.h"
 #include "core/log.h"
 #include "core/metrics.h"
+#include "core/proxies.h"
+#include "core/proxyproto.h"
 #include "http/conn_int.h"
 #include "http/context.h"
 #include "http/http.h"
@@ -64,6 +66,16 @@
  * turn of the loop goes on.
  */
 #define FILE_BYTES_PER_EVENT (512 * 1024)
+
+/*
+ * Who counted a connection's address against --max-conns-per-ip (c->ip_count),
+ * so that its close gives back exactly what was counted.
+ */
+enum {
+    IP_COUNT_LISTENER,  /* the listener, at accept: released through ctx->conn_gone */
+    IP_COUNT_NONE,      /* nobody: a --proxy-protocol connection before (or without) its count */
+    IP_COUNT_HERE       /* its PROXY source, through ctx->count_ip once the header was read */
+};
 
 /* What the timeout of the connection's event means (c->timer). */
 enum {
@@ -404,7 +416,9 @@ static void close_conn(struct tycho_conn *c)
             ERR_clear_error();
         }
         close(c->fd);
-        ctx->conn_gone(ctx, peer_sockaddr(c, &peer));
+        if (c->ip_count == IP_COUNT_HERE)
+            ctx->count_ip(ctx, peer_sockaddr(c, &peer), false);
+        ctx->conn_gone(ctx, c->ip_count == IP_COUNT_LISTENER ? peer_sockaddr(c, &peer) : NULL);
     }
     tycho_exchange_release(c);
     if (c->upgraded)
@@ -684,6 +698,134 @@ static void read_and_serve(struct tycho_conn *c)
 }
 
 /*
+ * --proxy-protocol: a connection that did not begin with a good PROXY header
+ * is closed without an answer (the balancer in front of it would pass an
+ * answer on to a client that did nothing wrong); counted, and logged at most
+ * once a minute.
+ */
+static void proxy_failed(struct tycho_conn *c, const char *reason)
+{
+    static _Atomic long last_log_s;
+    char remote[64];
+
+    tycho_stat_add(&c->ctx->stats.proxy_errors, 1);
+    if (tycho_log_allow(&last_log_s, 60)) {
+        tycho_conn_peer(c, remote, sizeof(remote));
+        tycho_log_warn("--proxy-protocol: closed a connection from %s: %s (logged at most once "
+                       "a minute; tycho_proxy_protocol_errors_total counts them)",
+                       remote, reason);
+    }
+    close_conn(c);
+}
+
+/* Waits for the rest of the PROXY header, until --header-timeout from the connect. */
+static int arm_proxy(struct tycho_conn *c)
+{
+    long left = c->born_ms + c->ctx->cfg->header_timeout_ms - tycho_ctx_now_ms(c->ctx);
+    struct timeval tv;
+
+    if (left < 0)
+        left = 0;
+    tv.tv_sec = left / 1000;
+    tv.tv_usec = (left % 1000) * 1000;
+    return arm(c, EV_READ, TIMER_DEADLINE, &tv);
+}
+
+/*
+ * The client behind a PROXY header, counted against --max-conns-per-ip now
+ * that it is known (the listener counted nobody). Past the bound: the 503 a
+ * plain connection gets at accept (a TLS one is just closed); TYCHO_ERR.
+ */
+static int count_source(struct tycho_conn *c)
+{
+    struct sockaddr_storage ss;
+    char busy[TYCHO_BUSY_BYTES];
+
+    if (!c->ctx->count_ip)
+        return TYCHO_OK;
+    if (c->ctx->count_ip(c->ctx, peer_sockaddr(c, &ss), true) == TYCHO_OK) {
+        c->ip_count = IP_COUNT_HERE;
+        return TYCHO_OK;
+    }
+    if (c->ssl) {
+        close_conn(c);
+        return TYCHO_ERR;
+    }
+    /* A failed send means the client is gone already; the linger lets it read the 503. */
+    send(c->fd, busy, tycho_http_busy(busy, sizeof(busy), tycho_ctx_date(c->ctx)), MSG_NOSIGNAL);
+    c->linger = true;
+    finish(c);
+    return TYCHO_ERR;
+}
+
+/*
+ * Reads the PROXY header a --proxy-protocol connection begins with: peeks at
+ * what came, and takes from the socket exactly the header's bytes, so that
+ * what follows it (a request, a TLS ClientHello) is read by the normal path.
+ * While the header is incomplete, what came of it (all of it the header's)
+ * is taken and kept in c->input, so that the socket is not readable again
+ * until more comes. Once it is complete the connection's peer is the
+ * header's source (a LOCAL or UNKNOWN header keeps the socket's peer), and
+ * requests are served.
+ */
+static void read_proxy_header(struct tycho_conn *c)
+{
+    struct tycho_ctx *ctx = c->ctx;
+    unsigned char *buf = (unsigned char *)ctx->rbuf;
+    size_t kept = c->input.len, take;
+    struct tycho_proxyproto h;
+    enum tycho_proxyproto_result r;
+    ssize_t n;
+
+    /* kept < TYCHO_PROXYPROTO_MAX_BYTES: it is a proper prefix of an acceptable header. */
+    memcpy(buf, c->input.data + c->input.off, kept);
+    do {
+        n = recv(c->fd, buf + kept, TYCHO_PROXYPROTO_MAX_BYTES - kept, MSG_PEEK);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        return;                       /* the event stays armed */
+    if (n <= 0) {
+        proxy_failed(c, n < 0 ? "reset before its PROXY header was complete"
+                        : kept ? "closed within its PROXY header" : "closed with no PROXY header");
+        return;
+    }
+    r = tycho_proxyproto_parse(buf, kept + (size_t)n, &h);
+    if (r == TYCHO_PROXYPROTO_BAD) {
+        proxy_failed(c, h.reason);
+        return;
+    }
+    take = r == TYCHO_PROXYPROTO_OK ? h.len - kept : (size_t)n;
+    do {
+        n = recv(c->fd, buf + kept, take, 0);
+    } while (n < 0 && errno == EINTR);
+    if (n != (ssize_t)take) {
+        close_conn(c);                /* the kernel gave back less than it showed: gone */
+        return;
+    }
+    tycho_stat_add(&ctx->stats.bytes_in, (unsigned long)take);
+    if (r == TYCHO_PROXYPROTO_MORE) {
+        if (tycho_buf_append(&c->input, buf + kept, take) < 0 || arm_proxy(c) < 0)
+            close_conn(c);
+        return;
+    }
+    tycho_buf_dispose(&c->input);
+    c->proxy_wait = false;
+    if (!h.local) {
+        c->peer_family = (unsigned char)h.family;
+        memcpy(c->peer_addr, h.src, h.family == AF_INET6 ? 16 : 4);
+    }
+    if (tycho_log_min_level == TYCHO_LOG_DEBUG) {
+        char remote[64];
+        tycho_conn_peer(c, remote, sizeof(remote));
+        tycho_log(TYCHO_LOG_DEBUG, "worker %d: PROXY v%d header: the client is %s%s",
+                  ctx->worker_id, h.version, remote, h.local ? " (LOCAL or UNKNOWN: the peer)" : "");
+    }
+    if (count_source(c) < 0)
+        return;
+    read_and_serve(c);                /* what followed the header is left in the socket */
+}
+
+/*
  * The connection's timeout fired: a request that did not arrive in time gets
  * 408 and a lingering close; an idle connection, or one whose client takes
  * no output, is closed.
@@ -692,6 +834,10 @@ static void timed_out(struct tycho_conn *c)
 {
     struct tycho_ctx *ctx = c->ctx;
 
+    if (c->proxy_wait) {
+        proxy_failed(c, "no complete PROXY header within --header-timeout");
+        return;
+    }
     if (c->timer == TIMER_BODY) {
         /* A quiet spell while the handler waits for its body: its read fails (408). */
         if (wants_body(c)) {
@@ -800,6 +946,10 @@ static void on_event(evutil_socket_t fd, short what, void *arg)
         timed_out(c);
         return;
     }
+    if ((what & EV_READ) && c->proxy_wait) {
+        read_proxy_header(c);
+        return;
+    }
     if ((what & EV_READ) && c->waiting) {
         watch_while_waiting(c);
         return;
@@ -833,6 +983,8 @@ void tycho_conn_open(struct tycho_ctx *ctx, int fd, const struct sockaddr *peer,
                      socklen_t peer_len, bool tls)
 {
     struct tycho_conn *c = tycho_pool_get(&ctx->conn_pool);
+    /* --metrics-addr's connections (metrics_only) never carry a PROXY header. */
+    bool proxied = !ctx->metrics_only && tycho_config_proxied(ctx->cfg, tls);
     SSL *ssl = NULL;
 
     (void)peer_len;
@@ -842,7 +994,7 @@ void tycho_conn_open(struct tycho_ctx *ctx, int fd, const struct sockaddr *peer,
     }
     if (!c && tls) {
         close(fd);                    /* a TLS client would read the plain 503 as garbage */
-        ctx->conn_gone(ctx, peer);
+        ctx->conn_gone(ctx, proxied ? NULL : peer);
         return;
     }
     if (!c) {
@@ -850,7 +1002,7 @@ void tycho_conn_open(struct tycho_ctx *ctx, int fd, const struct sockaddr *peer,
         /* A failed send means the client is gone already. */
         send(fd, busy, tycho_http_busy(busy, sizeof(busy), tycho_ctx_date(ctx)), MSG_NOSIGNAL);
         close(fd);
-        ctx->conn_gone(ctx, peer);
+        ctx->conn_gone(ctx, proxied ? NULL : peer);
         return;
     }
     c->ctx = ctx;
@@ -867,6 +1019,22 @@ void tycho_conn_open(struct tycho_ctx *ctx, int fd, const struct sockaddr *peer,
     }
     tycho_http_init(&c->http, ctx->cfg);
     tycho_list_push_front(&ctx->conns, &c->link);
+    if (proxied) {
+        struct tycho_ip ip;
+        c->ip_count = IP_COUNT_NONE;  /* the listener did not count it: its client comes */
+        c->proxy_wait = true;
+        if (!tycho_ip_from(c->peer_family, c->peer_addr, &ip) ||
+            !tycho_proxies_trust(ctx->cfg->trusted_proxies, &ip)) {
+            proxy_failed(c, "the peer is not one of --trusted-proxies");
+            return;
+        }
+        if (arm_proxy(c) < 0) {
+            close_conn(c);
+            return;
+        }
+        read_proxy_header(c);         /* it is usually here already */
+        return;
+    }
     if (arm(c, EV_READ, TIMER_FIRST, ctx->first_tv) < 0) {
         close_conn(c);
         return;

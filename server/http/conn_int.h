@@ -45,6 +45,8 @@ struct tycho_conn {
     short ev_what;                     /* EV_READ or EV_WRITE: what ev waits for; 0: none */
     unsigned char timer;               /* TIMER_*: what ev's timeout stands for now */
     unsigned char peer_family;         /* AF_INET or AF_INET6 */
+    unsigned char ip_count;            /* IP_COUNT_*: who counted peer_addr (conn.c) */
+    bool proxy_wait;                   /* --proxy-protocol: its header is not read yet */
     bool closing;                      /* close once pending output is written */
     bool peer_eof;                     /* the client closed its side */
     bool linger;                       /* input may still be coming: close lingering */
@@ -61,7 +63,7 @@ struct tycho_conn {
     int file_fd;                       /* owned while sending_file: a file body (app.static) */
     off_t file_off;                    /* the next file byte to send */
     size_t file_left;                  /* file bytes still to send */
-    unsigned char peer_addr[16];
+    unsigned char peer_addr[16];       /* the client: the socket peer, or the PROXY source */
     time_t linger_until;               /* lingering ends by then, however much keeps coming */
     long born_ms;                      /* when it was accepted (worker clock) */
     long req_started_ms;               /* when the next request's first bytes came */

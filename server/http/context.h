@@ -76,8 +76,19 @@ struct tycho_ctx {
     const struct tycho_config *cfg;  /* owner: borrowed, read-only */
     struct event_base *base;         /* owner: borrowed: the loop every event here is on */
     struct tycho_app app;            /* owner: where requests go */
-    /* owner: a connection has closed; the owner gives back what the listener counted. */
+    /*
+     * owner: a connection has closed; the owner gives back what the listener
+     * counted: the connection, and peer's per-address count (peer NULL: the
+     * listener counted no address: a connection on a --proxy-protocol listener).
+     */
     void (*conn_gone)(struct tycho_ctx *ctx, const struct sockaddr *peer);
+    /*
+     * owner: counts one connection more (add) or fewer from peer against
+     * --max-conns-per-ip: a --proxy-protocol connection's client, known only
+     * once its header is read. TYCHO_ERR when adding passes the bound (nothing
+     * is counted then). NULL: no per-address bound.
+     */
+    int (*count_ip)(struct tycho_ctx *ctx, const struct sockaddr *peer, bool add);
     struct tycho_pool conn_pool;     /* of struct tycho_conn */
     struct tycho_pool req_pool;      /* of struct tycho_req */
     char *rbuf;                      /* read scratch, TYCHO_READ_BYTES */

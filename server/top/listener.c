@@ -106,8 +106,11 @@ static void on_closed(struct tycho_msg *list, void *arg)
 
     for (m = list; m; m = next) {
         next = m->next;
-        if (m->type == TYCHO_MSG_CLOSED && l->per_ip)
+        if (m->type == TYCHO_MSG_CLOSED && l->per_ip) {
+            pthread_mutex_lock(&l->shared->per_ip_lock);
             tycho_iplimit_remove(l->per_ip, (struct sockaddr *)&m->peer);
+            pthread_mutex_unlock(&l->shared->per_ip_lock);
+        }
         free(m);
     }
 }
@@ -122,11 +125,13 @@ static int count_ip(struct tycho_listener *l, const struct sockaddr *peer)
         return 0;
     /* Closes the workers reported since the last event count before this connection does. */
     tycho_mq_drain(l->inbox);
+    pthread_mutex_lock(&l->shared->per_ip_lock);
     n = tycho_iplimit_add(l->per_ip, peer);
+    if (n > l->shared->cfg->max_conns_per_ip)
+        tycho_iplimit_remove(l->per_ip, peer);
+    pthread_mutex_unlock(&l->shared->per_ip_lock);
     if (n >= 0 && n <= l->shared->cfg->max_conns_per_ip)
         return 0;
-    if (n >= 0)
-        tycho_iplimit_remove(l->per_ip, peer);
     atomic_fetch_add_explicit(&l->shared->refused_ip, 1, memory_order_relaxed);
     if (tycho_log_allow(&last_log_s, 60))
         tycho_log_warn("--max-conns-per-ip %d reached by a client: its new connections get 503 "
@@ -146,7 +151,8 @@ static void dispatch(struct tycho_listener *l, int fd, const struct sockaddr *pe
         refuse(l, fd, tls);
         return;
     }
-    if (count_ip(l, peer) < 0) {
+    /* A --proxy-protocol client is counted by its worker, once its header says who it is. */
+    if (!tycho_config_proxied(l->shared->cfg, tls) && count_ip(l, peer) < 0) {
         atomic_fetch_sub_explicit(&l->shared->open_conns, 1, memory_order_relaxed);
         refuse_quietly(l, fd, tls);
         return;
@@ -357,6 +363,8 @@ int tycho_listener_bind(struct tycho_listener *l, struct event_base *base,
             return TYCHO_ERR;
         }
         shared->main_inbox = l->inbox;
+        pthread_mutex_init(&shared->per_ip_lock, NULL);
+        shared->per_ip = l->per_ip;
     }
     if (!l->accept_ev || !l->pause_ev || (l->tls_fd >= 0 && !l->tls_accept_ev)) {
         snprintf(err, TYCHO_ERR_LEN, "tycho: out of memory setting up the listener");
@@ -398,6 +406,10 @@ void tycho_listener_free_counts(struct tycho_listener *l)
         free(l->inbox);
         l->inbox = NULL;
         l->shared->main_inbox = NULL;
+    }
+    if (l->shared && l->shared->per_ip) {
+        l->shared->per_ip = NULL;
+        pthread_mutex_destroy(&l->shared->per_ip_lock);
     }
     tycho_iplimit_free(l->per_ip);
     l->per_ip = NULL;

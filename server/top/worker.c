@@ -9,6 +9,7 @@
 #include "http/conn.h"
 #include "http/http.h"
 #include "core/log.h"
+#include "core/iplimit.h"
 #include "lua/bind.h"
 #include "lua/gen.h"
 
@@ -35,7 +36,7 @@ void tycho_worker_conn_gone(struct tycho_shared *shared, const struct sockaddr *
     struct tycho_msg *m;
 
     atomic_fetch_sub_explicit(&shared->open_conns, 1, memory_order_relaxed);
-    if (!shared->main_inbox)
+    if (!peer || !shared->main_inbox)
         return;
     if (!(m = calloc(1, sizeof(*m)))) {
         tycho_log_error("out of memory reporting a close: that address keeps one connection "
@@ -47,6 +48,39 @@ void tycho_worker_conn_gone(struct tycho_shared *shared, const struct sockaddr *
     memcpy(&m->peer, peer, peer->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
                                                        : sizeof(struct sockaddr_in));
     tycho_mq_push(shared->main_inbox, m);
+}
+
+int tycho_worker_count_ip(struct tycho_shared *shared, const struct sockaddr *peer, bool add)
+{
+    static _Atomic long last_log_s;
+    int n, max = shared->cfg->max_conns_per_ip;
+
+    if (!shared->per_ip || (peer->sa_family != AF_INET && peer->sa_family != AF_INET6))
+        return TYCHO_OK;
+    pthread_mutex_lock(&shared->per_ip_lock);
+    if (!add) {
+        tycho_iplimit_remove(shared->per_ip, peer);
+        pthread_mutex_unlock(&shared->per_ip_lock);
+        return TYCHO_OK;
+    }
+    n = tycho_iplimit_add(shared->per_ip, peer);
+    if (n > max)
+        tycho_iplimit_remove(shared->per_ip, peer);
+    pthread_mutex_unlock(&shared->per_ip_lock);
+    if (n >= 0 && n <= max)
+        return TYCHO_OK;
+    atomic_fetch_add_explicit(&shared->refused_ip, 1, memory_order_relaxed);
+    if (tycho_log_allow(&last_log_s, 60))
+        tycho_log_warn("--max-conns-per-ip %d reached by a client behind --proxy-protocol: its "
+                       "new connections get 503 (logged at most once a minute)", max);
+    return TYCHO_ERR;
+}
+
+/* ctx->count_ip: as ctx_conn_gone. */
+static int ctx_count_ip(struct tycho_ctx *ctx, const struct sockaddr *peer, bool add)
+{
+    return tycho_worker_count_ip(tycho_container_of(ctx, struct tycho_worker, ctx)->shared, peer,
+                                 add);
 }
 
 /* ctx->conn_gone: the worker's context knows no worker; this is how it reaches it. */
@@ -181,7 +215,8 @@ static void on_inbox(struct tycho_msg *list, void *arg)
         if (m->type == TYCHO_MSG_NEW_CONN) {
             if (w->ctx.draining) {
                 close(m->fd);         /* accepted just before the stop */
-                tycho_worker_conn_gone(w->shared, (struct sockaddr *)&m->peer);
+                tycho_worker_conn_gone(w->shared, tycho_config_proxied(w->cfg, m->tls)
+                                                      ? NULL : (struct sockaddr *)&m->peer);
             } else {
                 tycho_conn_open(&w->ctx, m->fd, (struct sockaddr *)&m->peer, sizeof(m->peer),
                                 m->tls);
@@ -267,6 +302,7 @@ int tycho_worker_setup(struct tycho_worker *w, int id, struct tycho_shared *shar
     ec = NULL;
     set_inbox_open(w, true);
     w->ctx.conn_gone = ctx_conn_gone;
+    w->ctx.count_ip = ctx_count_ip;
     if (tycho_access_enabled()) {
         struct timeval second = {1, 0};
         if (!(w->access_ev = event_new(w->base, -1, EV_PERSIST, on_access_flush, w)) ||
@@ -451,7 +487,7 @@ void tycho_worker_give_conn(struct tycho_worker *w, int fd, const struct sockadd
 
     if (!m && tls) {
         close(fd);                    /* a TLS client would read the plain 503 as garbage */
-        tycho_worker_conn_gone(w->shared, peer);
+        tycho_worker_conn_gone(w->shared, tycho_config_proxied(w->cfg, tls) ? NULL : peer);
         return;
     }
     if (!m) {
@@ -459,7 +495,7 @@ void tycho_worker_give_conn(struct tycho_worker *w, int fd, const struct sockadd
         tycho_http_date_line(date, sizeof(date), time(NULL));
         send(fd, busy, tycho_http_busy(busy, sizeof(busy), date), MSG_NOSIGNAL);
         close(fd);
-        tycho_worker_conn_gone(w->shared, peer);
+        tycho_worker_conn_gone(w->shared, tycho_config_proxied(w->cfg, tls) ? NULL : peer);
         return;
     }
     m->type = TYCHO_MSG_NEW_CONN;

@@ -24,6 +24,7 @@ struct event_base;
 struct event;
 struct tycho_gen;
 struct tycho_conn;
+struct tycho_iplimit;
 
 /* State shared by every thread; counters are atomic, the rest read-only after start. */
 struct tycho_shared {
@@ -33,6 +34,12 @@ struct tycho_shared {
     _Atomic unsigned long refused;  /* connections refused by --max-conns */
     _Atomic unsigned long refused_ip; /* connections refused by --max-conns-per-ip */
     struct tycho_mq *main_inbox;    /* main's queue for CLOSED; NULL without --max-conns-per-ip */
+    /*
+     * --max-conns-per-ip's table (the listener's), NULL without it; under
+     * per_ip_lock, because workers count --proxy-protocol clients themselves.
+     */
+    struct tycho_iplimit *per_ip;
+    pthread_mutex_t per_ip_lock;    /* initialised by the listener when per_ip is set */
     _Atomic unsigned long reloads;  /* script reloads that succeeded (main writes) */
     _Atomic unsigned long reload_failures; /* and failed */
     _Atomic unsigned long generation; /* the generation being served */
@@ -72,10 +79,19 @@ void tycho_worker_give_conn(struct tycho_worker *w, int fd, const struct sockadd
 
 /*
  * Accounts for the close of a connection from peer that the listener counted:
- * the open-connection count, and the per-address count through main's inbox.
- * Any thread.
+ * the open-connection count, and the per-address count through main's inbox
+ * (peer NULL: none, the listener counted no address for it). Any thread.
  */
 void tycho_worker_conn_gone(struct tycho_shared *shared, const struct sockaddr *peer);
+
+/*
+ * Counts one connection more (add) or fewer from peer in --max-conns-per-ip's
+ * table directly, under its lock: for a --proxy-protocol connection, whose
+ * client is known only on its worker, after its header. TYCHO_ERR when adding
+ * passes the bound (then nothing is counted; it is counted as refused and
+ * logged at most once a minute). A no-op without --max-conns-per-ip. Any thread.
+ */
+int tycho_worker_count_ip(struct tycho_shared *shared, const struct sockaddr *peer, bool add);
 
 /*
  * Sends STOP to every worker, joins them and frees the array. Returns
