@@ -1,8 +1,10 @@
 /*
  * iplimit.h: open connections per client address, for --max-conns-per-ip.
  * An open-addressing hash table sized once for the most addresses that can
- * be open at a time (--max-conns), so it never grows. Main thread only:
- * the listener counts on accept, workers report closes by message.
+ * be open at a time (--max-conns), so it never grows. Not locked itself:
+ * its owner (top/listener.c) serialises every call with shared->per_ip_lock.
+ * The listener counts on accept and workers report closes by message; a
+ * --proxy-protocol connection's client is counted and released by its worker.
  */
 #ifndef TYCHO_IPLIMIT_H
 #define TYCHO_IPLIMIT_H
