@@ -78,7 +78,8 @@ static const struct flag flags[] = {
      "port, tls-port or port,tls-port: every connection on\n"
      "these listeners starts with a PROXY protocol v1 or v2\n"
      "header from one of --trusted-proxies (needs it), which\n"
-     "gives the client's address; others are closed"},
+     "gives the client's address; others are closed\n"
+     "unanswered"},
     {"--max-body", "BYTES", NUM(FLAG_SIZE, 0, 1099511627776.0, max_body_bytes), "1048576", NULL,
      "largest request body; larger gets 413"},
     {"--max-header-bytes", "BYTES", NUM(FLAG_SIZE, 256, 16777216, max_header_bytes), "16384",
