@@ -18,6 +18,14 @@
  * idle TLS connection holds no buffer either; its file bodies are read and
  * written through the SSL (no sendfile).
  *
+ * A connection on a --proxy-protocol listener begins with a PROXY header
+ * (core/proxyproto.h) from a peer in --trusted-proxies (another peer is closed
+ * at once): read_proxy_header peeks at it and takes exactly its bytes from the
+ * socket, before any other read (the TLS handshake's included), then makes its
+ * source the connection's peer and counts it against --max-conns-per-ip
+ * (ctx->count_ip; c->ip_count says what the close gives back). A connection
+ * without a good header within --header-timeout is closed unanswered.
+ *
  * A large file body (app.static) is the one piece of output that is not in
  * a buffer: the connection takes the response's descriptor and sends it with
  * sendfile(2) once the bytes before it (its head, earlier responses) have
@@ -818,7 +826,7 @@ static void read_proxy_header(struct tycho_conn *c)
         char remote[64];
         tycho_conn_peer(c, remote, sizeof(remote));
         tycho_log(TYCHO_LOG_DEBUG, "worker %d: PROXY v%d header: the client is %s%s",
-                  ctx->worker_id, h.version, remote, h.local ? " (LOCAL or UNKNOWN: the peer)" : "");
+                  ctx->worker_id, h.version, remote, h.local ? " (the peer: LOCAL, UNKNOWN)" : "");
     }
     if (count_source(c) < 0)
         return;
