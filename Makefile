@@ -6,7 +6,7 @@
 #   make valgrind   the integration tests with the server under valgrind
 #   make bench      Tycho against nginx + Lua, and Go for pgquery/redisget/wsecho (installs what it needs)
 #   make fuzz       the fuzz targets (requests and backend responses with their framing oracle,
-#                   WebSocket frames), FUZZ_SECONDS (60) each
+#                   WebSocket frames, PROXY protocol headers), FUZZ_SECONDS (60) each
 #   make install    PREFIX=/usr/local (default) and DESTDIR: $(PREFIX)/bin/tycho, the man page
 #                   $(PREFIX)/share/man/man1/tycho.1, the example scripts in
 #                   $(PREFIX)/share/tycho/scripts/ and the README with docs/*.md (the Lua API,
@@ -67,6 +67,8 @@ FUZZ_RESPONSE_SRCS := tests/fuzz/fuzz_response.c server/http/framing.c
 FUZZ_RESPONSE_BIN := obj-fuzz/fuzz_response
 FUZZ_WS_SRCS := tests/fuzz/fuzz_ws.c server/http/ws.c server/core/buf.c
 FUZZ_WS_BIN := obj-fuzz/fuzz_ws
+FUZZ_PROXYPROTO_SRCS := tests/fuzz/fuzz_proxyproto.c server/core/proxyproto.c
+FUZZ_PROXYPROTO_BIN := obj-fuzz/fuzz_proxyproto
 FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined \
   -fno-sanitize-recover=undefined -Iserver
 
@@ -172,9 +174,10 @@ test:
 
 # Every suite runs even if an earlier one failed; the last line totals them all.
 check: $(TYCHO) $(UNIT_BINS) $(INTEGRATION_BINS) $(FUZZ_BIN) $(FUZZ_RESPONSE_BIN) $(FUZZ_WS_BIN) \
-       $(DOC_SERVERS)
+       $(FUZZ_PROXYPROTO_BIN) $(DOC_SERVERS)
 	@OBJ_DIR=$(BUILD) DOC_SERVERS=$(DOC_SERVERS) FUZZ_BIN=$(FUZZ_BIN) FUZZ_RESPONSE_BIN=$(FUZZ_RESPONSE_BIN) \
-	  FUZZ_WS_BIN=$(FUZZ_WS_BIN) FUZZ_SECONDS=$(FUZZ_SMOKE_SECONDS) \
+	  FUZZ_WS_BIN=$(FUZZ_WS_BIN) FUZZ_PROXYPROTO_BIN=$(FUZZ_PROXYPROTO_BIN) \
+	  FUZZ_SECONDS=$(FUZZ_SMOKE_SECONDS) \
 	  sh tests/run_all.sh ./$(TYCHO) $(UNIT_BINS) -- $(INTEGRATION_BINS)
 
 unit: $(UNIT_BINS)
@@ -236,8 +239,8 @@ clean:
 -include $(OBJS:.o=.d)
 
 # The request-path fuzz target (libFuzzer, clang, ASan + UBSan) with its framing oracle
-# (tests/fuzz/oracle.h), the backend-response target (fuzz_response.c) and the WebSocket frame
-# path's (fuzz_ws.c). `make fuzz` runs each for FUZZ_SECONDS over its seeds and a corpus kept in
+# (tests/fuzz/oracle.h), the backend-response target (fuzz_response.c), the WebSocket frame
+# path's (fuzz_ws.c) and the PROXY protocol parser's (fuzz_proxyproto.c). `make fuzz` runs each for FUZZ_SECONDS over its seeds and a corpus kept in
 # obj-fuzz/; `make test` runs each for FUZZ_SMOKE_SECONDS (tests/fuzz/run.sh).
 $(FUZZ_BIN): $(FUZZ_SRCS) tests/fuzz/oracle.h $(wildcard server/*/*.h)
 	@mkdir -p $(@D)
@@ -251,15 +254,23 @@ $(FUZZ_WS_BIN): $(FUZZ_WS_SRCS) $(wildcard server/*/*.h)
 	@mkdir -p $(@D)
 	clang $(FUZZ_CFLAGS) -o $@ $(FUZZ_WS_SRCS) -lwslay -lcrypto
 
+$(FUZZ_PROXYPROTO_BIN): $(FUZZ_PROXYPROTO_SRCS) server/core/proxyproto.h
+	@mkdir -p $(@D)
+	clang $(FUZZ_CFLAGS) -o $@ $(FUZZ_PROXYPROTO_SRCS)
+
 # Each target for FUZZ_SECONDS: requests, backend responses, WebSocket frames, each with its own
 # corpus.
 fuzz:
 	@$(MAKE) --no-print-directory deps PKGS="$(PKGS) $(FUZZ_PKGS)"
-	@$(MAKE) --no-print-directory $(FUZZ_BIN) $(FUZZ_RESPONSE_BIN) $(FUZZ_WS_BIN)
-	@mkdir -p obj-fuzz/corpus obj-fuzz/corpus-response obj-fuzz/corpus-ws
+	@$(MAKE) --no-print-directory $(FUZZ_BIN) $(FUZZ_RESPONSE_BIN) $(FUZZ_WS_BIN) \
+	  $(FUZZ_PROXYPROTO_BIN)
+	@mkdir -p obj-fuzz/corpus obj-fuzz/corpus-response obj-fuzz/corpus-ws \
+	  obj-fuzz/corpus-proxyproto
 	$(FUZZ_BIN) -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -print_final_stats=1 \
 	  -artifact_prefix=obj-fuzz/ obj-fuzz/corpus tests/fuzz/seeds
 	$(FUZZ_RESPONSE_BIN) -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -print_final_stats=1 \
 	  -artifact_prefix=obj-fuzz/ obj-fuzz/corpus-response tests/fuzz/seeds-response
 	$(FUZZ_WS_BIN) -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -print_final_stats=1 \
 	  -artifact_prefix=obj-fuzz/ obj-fuzz/corpus-ws tests/fuzz/seeds-ws
+	$(FUZZ_PROXYPROTO_BIN) -max_total_time=$(FUZZ_SECONDS) -max_len=8192 -print_final_stats=1 \
+	  -artifact_prefix=obj-fuzz/ obj-fuzz/corpus-proxyproto tests/fuzz/seeds-proxyproto

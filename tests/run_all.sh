@@ -2,8 +2,9 @@
 # tests/run_all.sh TYCHO UNIT_BINS... -- INTEGRATION_BINS...
 # Runs every suite (all of them, even after a failure), then prints the total
 # of their summary lines as the last line: `N passed, M failed`.
-# FUZZ_BIN, FUZZ_RESPONSE_BIN, FUZZ_WS_BIN (and FUZZ_SECONDS) in the environment: the fuzz
-# targets run too; OBJ_DIR: the layering check (tests/layers.sh) runs over the objects there.
+# FUZZ_BIN, FUZZ_RESPONSE_BIN, FUZZ_WS_BIN, FUZZ_PROXYPROTO_BIN (and FUZZ_SECONDS) in the
+# environment: the fuzz targets run too; OBJ_DIR: the layering check (tests/layers.sh) runs
+# over the objects there.
 # Exit status 0 only if every suite passed.
 tycho=$1
 shift
@@ -69,6 +70,9 @@ run "the Lua examples of README.md and docs/*.md" sh tests/docs/examples.sh "$ty
 [ -n "${FUZZ_WS_BIN:-}" ] &&
     run "fuzz target for WebSocket frames, with its oracles (${FUZZ_SECONDS:-10} s)" \
         sh tests/fuzz/run.sh "$FUZZ_WS_BIN" "${FUZZ_SECONDS:-10}" tests/fuzz/seeds-ws
+[ -n "${FUZZ_PROXYPROTO_BIN:-}" ] &&
+    run "fuzz target for PROXY protocol headers, with its oracles (${FUZZ_SECONDS:-10} s)" \
+        sh tests/fuzz/run.sh "$FUZZ_PROXYPROTO_BIN" "${FUZZ_SECONDS:-10}" tests/fuzz/seeds-proxyproto
 
 echo "== all suites"
 echo "$total_passed passed, $total_failed failed"
