@@ -786,7 +786,8 @@ static void read_proxy_header(struct tycho_conn *c)
     ssize_t n;
 
     /* kept < TYCHO_PROXYPROTO_MAX_BYTES: it is a proper prefix of an acceptable header. */
-    memcpy(buf, c->input.data + c->input.off, kept);
+    if (kept)
+        memcpy(buf, c->input.data + c->input.off, kept);
     do {
         n = recv(c->fd, buf + kept, TYCHO_PROXYPROTO_MAX_BYTES - kept, MSG_PEEK);
     } while (n < 0 && errno == EINTR);
