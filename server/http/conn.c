@@ -867,12 +867,13 @@ void tycho_conn_open(struct tycho_ctx *ctx, int fd, const struct sockaddr *peer,
     }
     tycho_http_init(&c->http, ctx->cfg);
     tycho_list_push_front(&ctx->conns, &c->link);
-    if (arm(c, EV_READ, TIMER_FIRST, ctx->first_tv) < 0) {
+    /*
+     * Read on the first readiness: accepted as soon as the handshake ends, the
+     * connection rarely has its request yet, and a read now would mostly cost
+     * a recv that returns EAGAIN.
+     */
+    if (arm(c, EV_READ, TIMER_FIRST, ctx->first_tv) < 0)
         close_conn(c);
-        return;
-    }
-    /* Clients send right after connecting: the request is usually here already. */
-    read_and_serve(c);
 }
 
 void tycho_conn_close_all(struct tycho_ctx *ctx)
@@ -896,6 +897,13 @@ void tycho_conn_drain(struct tycho_ctx *ctx)
         }
         if (c->lingering || in_flight(c))
             continue;                 /* it finishes (or its linger ends) by itself */
+        /*
+         * New, no request yet: its client connected before the stop and its
+         * first request is on the way (a restart with --reuseport must not
+         * drop it). It is answered with Connection: close, or times out.
+         */
+        if (c->nrequests == 0)
+            continue;
         c->linger = true;             /* its client may be sending a request right now */
         finish(c);
     }
