@@ -5,6 +5,7 @@
 #include "core/iplimit.h"
 
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,8 +15,14 @@ struct slot {
     int count;                 /* 0: empty */
 };
 
+/*
+ * One lock for the table: it is held for a probe of a few slots (tens of
+ * nanoseconds) once per accept and once per close, against tens of
+ * microseconds of kernel work per connection, so the workers do not queue on it.
+ */
 struct tycho_iplimit {
-    struct slot *slots;        /* owned */
+    pthread_mutex_t lock;
+    struct slot *slots;        /* owned; under lock */
     size_t mask;               /* slots - 1; a power of two at least twice the addresses */
     size_t used;               /* slots with a count */
 };
@@ -32,6 +39,7 @@ struct tycho_iplimit *tycho_iplimit_new(unsigned max_addrs)
         return NULL;
     }
     t->mask = n - 1;
+    pthread_mutex_init(&t->lock, NULL);
     return t;
 }
 
@@ -39,6 +47,7 @@ void tycho_iplimit_free(struct tycho_iplimit *t)
 {
     if (!t)
         return;
+    pthread_mutex_destroy(&t->lock);
     free(t->slots);
     free(t);
 }
@@ -76,30 +85,11 @@ static size_t find(const struct tycho_iplimit *t, const unsigned char key[16])
     return i;
 }
 
-int tycho_iplimit_add(struct tycho_iplimit *t, const struct sockaddr *sa)
+/* Under t->lock: one fewer for key; an address that reaches 0 leaves the table. */
+static void remove_locked(struct tycho_iplimit *t, const unsigned char key[16])
 {
-    unsigned char key[16];
-    size_t i;
+    size_t i = find(t, key), j;
 
-    key_of(sa, key);
-    i = find(t, key);
-    if (!t->slots[i].count) {
-        /* Keep one empty slot at least, so find always ends. */
-        if (t->used + 1 >= t->mask + 1)
-            return -1;
-        memcpy(t->slots[i].addr, key, 16);
-        t->used++;
-    }
-    return ++t->slots[i].count;
-}
-
-void tycho_iplimit_remove(struct tycho_iplimit *t, const struct sockaddr *sa)
-{
-    unsigned char key[16];
-    size_t i, j;
-
-    key_of(sa, key);
-    i = find(t, key);
     if (!t->slots[i].count || --t->slots[i].count > 0)
         return;
     t->used--;
@@ -113,4 +103,43 @@ void tycho_iplimit_remove(struct tycho_iplimit *t, const struct sockaddr *sa)
             i = j;
         }
     }
+}
+
+/* Under t->lock: one more for key; how many now, or -1 when the table is full. */
+static int add_locked(struct tycho_iplimit *t, const unsigned char key[16])
+{
+    size_t i = find(t, key);
+
+    if (!t->slots[i].count) {
+        /* Keep one empty slot at least, so find always ends. */
+        if (t->used + 1 >= t->mask + 1)
+            return -1;
+        memcpy(t->slots[i].addr, key, 16);
+        t->used++;
+    }
+    return ++t->slots[i].count;
+}
+
+int tycho_iplimit_add(struct tycho_iplimit *t, const struct sockaddr *sa, int limit)
+{
+    unsigned char key[16];
+    int n;
+
+    key_of(sa, key);
+    pthread_mutex_lock(&t->lock);
+    n = add_locked(t, key);
+    if (n > limit)
+        remove_locked(t, key);
+    pthread_mutex_unlock(&t->lock);
+    return n;
+}
+
+void tycho_iplimit_remove(struct tycho_iplimit *t, const struct sockaddr *sa)
+{
+    unsigned char key[16];
+
+    key_of(sa, key);
+    pthread_mutex_lock(&t->lock);
+    remove_locked(t, key);
+    pthread_mutex_unlock(&t->lock);
 }

@@ -88,11 +88,10 @@ void tycho_mq_dispose(struct tycho_mq *q)
         return;
     for (m = q->head; m; m = next) {
         next = m->next;
-        if (m->type == TYCHO_MSG_NEW_CONN)
-            close(m->fd);
         if (m->type == TYCHO_MSG_BROADCAST)
             free(m->payload);         /* a broadcast that came as the worker stopped */
-        if (m->type != TYCHO_MSG_STOP && m->type != TYCHO_MSG_WORK_DONE)
+        if (m->type != TYCHO_MSG_STOP && m->type != TYCHO_MSG_ACCEPT &&
+            m->type != TYCHO_MSG_WORK_DONE)
             free(m);                  /* WORK_DONE: the owner drains its queue before this */
     }
     q->head = q->tail = NULL;

@@ -2,8 +2,8 @@
  * mq.h: the cross-thread message queue. A mutex-protected intrusive list plus
  * an eventfd whose read event lives in the receiver's event_base. Any thread
  * may push; only the receiver's thread runs the callback. The sender allocates
- * each NEW_CONN, CLOSED and BROADCAST message (and a BROADCAST's payload) and the
- * receiver frees it; STOP is embedded in the worker.
+ * each RELOAD and BROADCAST message (and a BROADCAST's payload) and the
+ * receiver frees it; ACCEPT and STOP are embedded in the worker.
  */
 #ifndef TYCHO_MQ_H
 #define TYCHO_MQ_H
@@ -16,9 +16,8 @@ struct event_base;
 struct event;
 
 enum tycho_msg_type {
-    TYCHO_MSG_NEW_CONN, /* fd and peer: a connection the listener accepted */
+    TYCHO_MSG_ACCEPT,   /* start accepting from the listening sockets */
     TYCHO_MSG_STOP,     /* leave the event loop */
-    TYCHO_MSG_CLOSED,   /* to main: a connection from peer closed (--max-conns-per-ip) */
     TYCHO_MSG_RELOAD,   /* build the scripts anew as generation `generation` and switch to it */
     TYCHO_MSG_BROADCAST, /* a WebSocket broadcast from another worker: payload */
     TYCHO_MSG_WORK_DONE /* work handed back to its owner: the message is the first member of
@@ -28,9 +27,6 @@ enum tycho_msg_type {
 struct tycho_msg {
     struct tycho_msg *next;     /* the queue's link */
     enum tycho_msg_type type;
-    int fd;                     /* NEW_CONN: owned by the message until received */
-    bool tls;                   /* NEW_CONN: it came on --tls-port */
-    struct sockaddr_storage peer; /* NEW_CONN, CLOSED: the client's address */
     unsigned long generation;   /* RELOAD */
     void *payload;              /* BROADCAST: owned by the message; the receiver frees it */
 };
@@ -61,8 +57,8 @@ int tycho_mq_push(struct tycho_mq *q, struct tycho_msg *msg);
 void tycho_mq_drain(struct tycho_mq *q);
 
 /*
- * Frees queued messages (closing the fds of NEW_CONN ones, freeing the payload of BROADCAST
- * ones) and the event; STOP messages are not allocated and are left alone. Receiver's thread,
+ * Frees queued messages (and the payload of BROADCAST ones) and the event; ACCEPT and STOP
+ * messages are not allocated and are left alone. Receiver's thread,
  * after its loop.
  */
 void tycho_mq_dispose(struct tycho_mq *q);

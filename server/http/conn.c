@@ -23,7 +23,8 @@
  * at once): read_proxy_header peeks at it and takes exactly its bytes from the
  * socket, before any other read (the TLS handshake's included), then makes its
  * source the connection's peer and counts it against --max-conns-per-ip
- * (ctx->count_ip; c->ip_count says what the close gives back). A connection
+ * (ctx->count_ip; c->ip_uncounted until then: the close gives back no
+ * address before, exactly that one after). A connection
  * without a good header within --header-timeout is closed unanswered.
  *
  * A large file body (app.static) is the one piece of output that is not in
@@ -74,16 +75,6 @@
  * turn of the loop goes on.
  */
 #define FILE_BYTES_PER_EVENT (512 * 1024)
-
-/*
- * Who counted a connection's address against --max-conns-per-ip (c->ip_count),
- * so that its close gives back exactly what was counted.
- */
-enum {
-    IP_COUNT_LISTENER,  /* the listener, at accept: released through ctx->conn_gone */
-    IP_COUNT_NONE,      /* nobody: a --proxy-protocol connection before (or without) its count */
-    IP_COUNT_HERE       /* its PROXY source, through ctx->count_ip once the header was read */
-};
 
 /* What the timeout of the connection's event means (c->timer). */
 enum {
@@ -424,9 +415,8 @@ static void close_conn(struct tycho_conn *c)
             ERR_clear_error();
         }
         close(c->fd);
-        if (c->ip_count == IP_COUNT_HERE)
-            ctx->count_ip(ctx, peer_sockaddr(c, &peer), false);
-        ctx->conn_gone(ctx, c->ip_count == IP_COUNT_LISTENER ? peer_sockaddr(c, &peer) : NULL);
+        /* The address counted: the peer's at accept, or the PROXY source after its header. */
+        ctx->conn_gone(ctx, c->ip_uncounted ? NULL : peer_sockaddr(c, &peer));
     }
     tycho_exchange_release(c);
     if (c->upgraded)
@@ -749,10 +739,8 @@ static int count_source(struct tycho_conn *c)
     struct sockaddr_storage ss;
     char busy[TYCHO_BUSY_BYTES];
 
-    if (!c->ctx->count_ip)
-        return TYCHO_OK;
-    if (c->ctx->count_ip(c->ctx, peer_sockaddr(c, &ss), true) == TYCHO_OK) {
-        c->ip_count = IP_COUNT_HERE;
+    if (!c->ctx->count_ip || c->ctx->count_ip(c->ctx, peer_sockaddr(c, &ss)) == TYCHO_OK) {
+        c->ip_uncounted = false;      /* its close gives back this address */
         return TYCHO_OK;
     }
     if (c->ssl) {
@@ -1030,26 +1018,25 @@ void tycho_conn_open(struct tycho_ctx *ctx, int fd, const struct sockaddr *peer,
     tycho_list_push_front(&ctx->conns, &c->link);
     if (proxied) {
         struct tycho_ip ip;
-        c->ip_count = IP_COUNT_NONE;  /* the listener did not count it: its client comes */
+        c->ip_uncounted = true;       /* its client is counted once the header names it */
         c->proxy_wait = true;
         if (!tycho_ip_from(c->peer_family, c->peer_addr, &ip) ||
             !tycho_proxies_trust(ctx->cfg->trusted_proxies, &ip)) {
             proxy_failed(c, "the peer is not one of --trusted-proxies");
             return;
         }
-        if (arm_proxy(c) < 0) {
+        /* The header is read on the first readiness, as a request is below. */
+        if (arm_proxy(c) < 0)
             close_conn(c);
-            return;
-        }
-        read_proxy_header(c);         /* it is usually here already */
         return;
     }
-    if (arm(c, EV_READ, TIMER_FIRST, ctx->first_tv) < 0) {
+    /*
+     * Read on the first readiness: accepted as soon as the handshake ends, the
+     * connection rarely has its request yet, and a read now would mostly cost
+     * a recv that returns EAGAIN.
+     */
+    if (arm(c, EV_READ, TIMER_FIRST, ctx->first_tv) < 0)
         close_conn(c);
-        return;
-    }
-    /* Clients send right after connecting: the request is usually here already. */
-    read_and_serve(c);
 }
 
 void tycho_conn_close_all(struct tycho_ctx *ctx)
@@ -1073,6 +1060,13 @@ void tycho_conn_drain(struct tycho_ctx *ctx)
         }
         if (c->lingering || in_flight(c))
             continue;                 /* it finishes (or its linger ends) by itself */
+        /*
+         * New, no request yet: its client connected before the stop and its
+         * first request is on the way (a restart with --reuseport must not
+         * drop it). It is answered with Connection: close, or times out.
+         */
+        if (c->nrequests == 0)
+            continue;
         c->linger = true;             /* its client may be sending a request right now */
         finish(c);
     }

@@ -45,7 +45,7 @@ struct tycho_conn {
     short ev_what;                     /* EV_READ or EV_WRITE: what ev waits for; 0: none */
     unsigned char timer;               /* TIMER_*: what ev's timeout stands for now */
     unsigned char peer_family;         /* AF_INET or AF_INET6 */
-    unsigned char ip_count;            /* IP_COUNT_*: who counted peer_addr (conn.c) */
+    bool ip_uncounted;                 /* --proxy-protocol: no address counted per IP (yet) */
     bool proxy_wait;                   /* --proxy-protocol: its header is not read yet */
     bool closing;                      /* close once pending output is written */
     bool peer_eof;                     /* the client closed its side */

@@ -77,18 +77,20 @@ struct tycho_ctx {
     struct event_base *base;         /* owner: borrowed: the loop every event here is on */
     struct tycho_app app;            /* owner: where requests go */
     /*
-     * owner: a connection has closed; the owner gives back what the listener
-     * counted: the connection, and peer's per-address count (peer NULL: the
-     * listener counted no address: a connection on a --proxy-protocol listener).
+     * owner: a connection has closed; the owner gives back what was counted:
+     * the connection, and peer's per-address count (peer NULL: no address was
+     * counted: a --proxy-protocol connection closed before its header named
+     * its client, or refused by count_ip).
      */
     void (*conn_gone)(struct tycho_ctx *ctx, const struct sockaddr *peer);
     /*
-     * owner: counts one connection more (add) or fewer from peer against
-     * --max-conns-per-ip: a --proxy-protocol connection's client, known only
-     * once its header is read. TYCHO_ERR when adding passes the bound (nothing
-     * is counted then). NULL: no per-address bound.
+     * owner: counts one connection more from peer against --max-conns-per-ip:
+     * a --proxy-protocol connection's client, known only once its header is
+     * read (accepting counted no address for it); conn_gone(peer) gives it
+     * back. TYCHO_ERR when that passes the bound (nothing is counted then).
+     * NULL: no per-address bound.
      */
-    int (*count_ip)(struct tycho_ctx *ctx, const struct sockaddr *peer, bool add);
+    int (*count_ip)(struct tycho_ctx *ctx, const struct sockaddr *peer);
     struct tycho_pool conn_pool;     /* of struct tycho_conn */
     struct tycho_pool req_pool;      /* of struct tycho_req */
     char *rbuf;                      /* read scratch, TYCHO_READ_BYTES */

@@ -159,7 +159,7 @@ static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
 static int serve(struct tycho_config *cfg)
 {
     struct tycho_shared shared = {.cfg = cfg};
-    struct tycho_listener listener = {.fd = -1};
+    struct tycho_listener listener = {.fd = -1, .tls_fd = -1};
     struct tycho_worker *workers = NULL;
     struct event_base *base = NULL;
     struct event *sigint = NULL, *sigterm = NULL, *sighup = NULL, *sigusr1 = NULL;
@@ -206,7 +206,7 @@ static int serve(struct tycho_config *cfg)
         fprintf(stderr, "%s\n", err);
         goto out;
     }
-    if (tycho_listener_bind(&listener, base, &shared, err) < 0) {
+    if (tycho_listener_bind(&listener, &shared, err) < 0) {
         fprintf(stderr, "%s\n", err);
         goto out;
     }
@@ -229,10 +229,7 @@ static int serve(struct tycho_config *cfg)
         goto out;
     }
     rl.workers = workers;
-    if (tycho_listener_enable(&listener, workers, cfg->workers) < 0) {
-        fprintf(stderr, "tycho: cannot set up the listener\n");
-        goto out;
-    }
+    tycho_workers_accept(workers, cfg->workers);
     {
         char host[INET6_ADDRSTRLEN] = "";
         const char *open, *close;
@@ -269,12 +266,13 @@ out:
     tycho_watch_free(watch);
     for (int i = 0; i < TYCHO_TLS_WATCHES; i++)
         tycho_watch_free(cert_watch[i]);
-    tycho_listener_dispose(&listener);
+    tycho_listener_stop(&listener);
     if (tycho_workers_stop(workers, cfg->workers) < 0) {
         /* A worker is stuck in Lua: nothing it owns can be freed safely. */
         tycho_log_error("exiting without the stuck worker(s)");
         _exit(1);
     }
+    tycho_listener_dispose(&listener);
     tycho_listener_free_counts(&listener);
     tycho_tls_unload();               /* the workers' connections are closed */
     tycho_metrics_set_shared(NULL);

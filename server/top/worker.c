@@ -8,8 +8,8 @@
 #include "http/access.h"
 #include "http/conn.h"
 #include "http/http.h"
-#include "core/log.h"
 #include "core/iplimit.h"
+#include "core/log.h"
 #include "lua/bind.h"
 #include "lua/gen.h"
 
@@ -33,60 +33,25 @@ static int started; /* workers that reported, under start_lock */
 
 void tycho_worker_conn_gone(struct tycho_shared *shared, const struct sockaddr *peer)
 {
-    struct tycho_msg *m;
-
     atomic_fetch_sub_explicit(&shared->open_conns, 1, memory_order_relaxed);
-    if (!peer || !shared->main_inbox)
-        return;
-    if (!(m = calloc(1, sizeof(*m)))) {
-        tycho_log_error("out of memory reporting a close: that address keeps one connection "
-                        "counted against --max-conns-per-ip");
-        return;
-    }
-    m->type = TYCHO_MSG_CLOSED;
-    m->fd = -1;
-    memcpy(&m->peer, peer, peer->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
-                                                       : sizeof(struct sockaddr_in));
-    tycho_mq_push(shared->main_inbox, m);
+    if (peer && shared->per_ip && (peer->sa_family == AF_INET || peer->sa_family == AF_INET6))
+        tycho_iplimit_remove(shared->per_ip, peer);
 }
 
-int tycho_worker_count_ip(struct tycho_shared *shared, const struct sockaddr *peer, bool add)
+/* ctx->count_ip: a --proxy-protocol connection's client, counted as accepting counts a peer. */
+static int ctx_count_ip(struct tycho_ctx *ctx, const struct sockaddr *peer)
 {
-    static _Atomic long last_log_s;
-    int n, max = shared->cfg->max_conns_per_ip;
-
-    if (!shared->per_ip || (peer->sa_family != AF_INET && peer->sa_family != AF_INET6))
-        return TYCHO_OK;
-    pthread_mutex_lock(&shared->per_ip_lock);
-    if (!add) {
-        tycho_iplimit_remove(shared->per_ip, peer);
-        pthread_mutex_unlock(&shared->per_ip_lock);
-        return TYCHO_OK;
-    }
-    n = tycho_iplimit_add(shared->per_ip, peer);
-    if (n > max)
-        tycho_iplimit_remove(shared->per_ip, peer);
-    pthread_mutex_unlock(&shared->per_ip_lock);
-    if (n >= 0 && n <= max)
-        return TYCHO_OK;
-    atomic_fetch_add_explicit(&shared->refused_ip, 1, memory_order_relaxed);
-    if (tycho_log_allow(&last_log_s, 60))
-        tycho_log_warn("--max-conns-per-ip %d reached by a client behind --proxy-protocol: its "
-                       "new connections get 503 (logged at most once a minute)", max);
-    return TYCHO_ERR;
-}
-
-/* ctx->count_ip: as ctx_conn_gone. */
-static int ctx_count_ip(struct tycho_ctx *ctx, const struct sockaddr *peer, bool add)
-{
-    return tycho_worker_count_ip(tycho_container_of(ctx, struct tycho_worker, ctx)->shared, peer,
-                                 add);
+    return tycho_acceptor_count_ip(&tycho_container_of(ctx, struct tycho_worker, ctx)->acceptor,
+                                   peer);
 }
 
 /* ctx->conn_gone: the worker's context knows no worker; this is how it reaches it. */
 static void ctx_conn_gone(struct tycho_ctx *ctx, const struct sockaddr *peer)
 {
-    tycho_worker_conn_gone(tycho_container_of(ctx, struct tycho_worker, ctx)->shared, peer);
+    struct tycho_worker *w = tycho_container_of(ctx, struct tycho_worker, ctx);
+
+    tycho_acceptor_closed(&w->acceptor);
+    tycho_worker_conn_gone(w->shared, peer);
 }
 
 static void on_drain_timeout(evutil_socket_t fd, short what, void *arg)
@@ -179,7 +144,6 @@ static void fanout(const struct tycho_ws_broadcast *b)
         }
         memcpy(m->payload, b, size);
         m->type = TYCHO_MSG_BROADCAST;
-        m->fd = -1;
         if (tycho_mq_push(&w->inbox, m) < 0) {
             free(m->payload);
             free(m);
@@ -212,17 +176,11 @@ static void on_inbox(struct tycho_msg *list, void *arg)
 
     for (m = list; m; m = next) {
         next = m->next;
-        if (m->type == TYCHO_MSG_NEW_CONN) {
-            if (w->ctx.draining) {
-                close(m->fd);         /* accepted just before the stop */
-                tycho_worker_conn_gone(w->shared, tycho_config_proxied(w->cfg, m->tls)
-                                                      ? NULL : (struct sockaddr *)&m->peer);
-            } else {
-                tycho_conn_open(&w->ctx, m->fd, (struct sockaddr *)&m->peer, sizeof(m->peer),
-                                m->tls);
-            }
-            free(m);
+        if (m->type == TYCHO_MSG_ACCEPT) {
+            if (!w->ctx.draining)     /* embedded in the worker, like STOP */
+                tycho_acceptor_start(&w->acceptor);
         } else if (m->type == TYCHO_MSG_STOP) {
+            tycho_acceptor_stop(&w->acceptor);
             start_drain(w);           /* the stop message is embedded in the worker */
         } else if (m->type == TYCHO_MSG_RELOAD) {
             reload(w, m->generation);
@@ -293,6 +251,7 @@ int tycho_worker_setup(struct tycho_worker *w, int id, struct tycho_shared *shar
         tycho_ctx_init(&w->ctx, cfg, w->base, id, (unsigned)cfg->max_conns,
                        tycho_conn_bytes()) < 0 ||
         tycho_mq_init(&w->inbox, w->base, on_inbox, w) < 0 ||
+        tycho_acceptor_init(&w->acceptor, w->base, &w->ctx, shared, w->inbox.efd) < 0 ||
         !(w->trim_ev = event_new(w->base, -1, EV_PERSIST, on_trim, w)) ||
         event_add(w->trim_ev, &every) < 0) {
         snprintf(err, TYCHO_ERR_LEN, "worker %d: out of memory or file descriptors", id);
@@ -350,6 +309,7 @@ void tycho_worker_teardown(struct tycho_worker *w)
     if (w->metrics_ev)
         event_free(w->metrics_ev);
     w->metrics_ev = NULL;
+    tycho_acceptor_dispose(&w->acceptor);
     if (w->base)
         tycho_conn_close_all(&w->ctx);
     tycho_gen_free(w->gen);
@@ -413,7 +373,6 @@ int tycho_workers_reload(struct tycho_worker *ws, int n, unsigned long generatio
             continue;
         }
         m->type = TYCHO_MSG_RELOAD;
-        m->fd = -1;
         m->generation = generation;
         if (tycho_mq_push(&ws[i].inbox, m) < 0) {
             free(m);
@@ -480,30 +439,12 @@ struct tycho_worker *tycho_workers_start(int n, struct tycho_shared *shared, cha
     return NULL;
 }
 
-void tycho_worker_give_conn(struct tycho_worker *w, int fd, const struct sockaddr *peer,
-                            socklen_t peer_len, bool tls)
+void tycho_workers_accept(struct tycho_worker *ws, int n)
 {
-    struct tycho_msg *m = malloc(sizeof(*m));
-
-    if (!m && tls) {
-        close(fd);                    /* a TLS client would read the plain 503 as garbage */
-        tycho_worker_conn_gone(w->shared, tycho_config_proxied(w->cfg, tls) ? NULL : peer);
-        return;
+    for (int i = 0; i < n; i++) {
+        ws[i].accept_msg.type = TYCHO_MSG_ACCEPT;
+        tycho_mq_push(&ws[i].inbox, &ws[i].accept_msg);
     }
-    if (!m) {
-        char busy[TYCHO_BUSY_BYTES], date[48];
-        tycho_http_date_line(date, sizeof(date), time(NULL));
-        send(fd, busy, tycho_http_busy(busy, sizeof(busy), date), MSG_NOSIGNAL);
-        close(fd);
-        tycho_worker_conn_gone(w->shared, tycho_config_proxied(w->cfg, tls) ? NULL : peer);
-        return;
-    }
-    m->type = TYCHO_MSG_NEW_CONN;
-    m->fd = fd;
-    m->tls = tls;
-    memset(&m->peer, 0, sizeof(m->peer));
-    memcpy(&m->peer, peer, peer_len < sizeof(m->peer) ? peer_len : sizeof(m->peer));
-    tycho_mq_push(&w->inbox, m);
 }
 
 int tycho_workers_stop(struct tycho_worker *ws, int n)

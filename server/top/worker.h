@@ -19,12 +19,13 @@
 #include "core/metrics.h"
 #include "core/mq.h"
 #include "core/pool.h"
+#include "top/acceptor.h"
 
 struct event_base;
 struct event;
 struct tycho_gen;
-struct tycho_conn;
 struct tycho_iplimit;
+struct tycho_conn;
 
 /* State shared by every thread; counters are atomic, the rest read-only after start. */
 struct tycho_shared {
@@ -33,13 +34,9 @@ struct tycho_shared {
     _Atomic long refused_log_s;     /* rate limit of the "max-conns reached" line */
     _Atomic unsigned long refused;  /* connections refused by --max-conns */
     _Atomic unsigned long refused_ip; /* connections refused by --max-conns-per-ip */
-    struct tycho_mq *main_inbox;    /* main's queue for CLOSED; NULL without --max-conns-per-ip */
-    /*
-     * --max-conns-per-ip's table (the listener's), NULL without it; under
-     * per_ip_lock, because workers count --proxy-protocol clients themselves.
-     */
-    struct tycho_iplimit *per_ip;
-    pthread_mutex_t per_ip_lock;    /* initialised by the listener when per_ip is set */
+    struct tycho_iplimit *per_ip;   /* counts per address; NULL without --max-conns-per-ip */
+    int listen_fds[2];              /* --port's and --tls-port's sockets, which every worker */
+    int nlisten;                    /* accepts from: 0 (tycho --request, test), 1 or 2 */
     _Atomic unsigned long reloads;  /* script reloads that succeeded (main writes) */
     _Atomic unsigned long reload_failures; /* and failed */
     _Atomic unsigned long generation; /* the generation being served */
@@ -52,12 +49,14 @@ struct tycho_worker {
     struct tycho_shared *shared;     /* borrowed */
     pthread_t thread;
     struct event_base *base;         /* owned (ctx.base borrows it) */
-    struct tycho_mq inbox;           /* owned; receives NEW_CONN and STOP */
+    struct tycho_mq inbox;           /* owned; receives ACCEPT, STOP, RELOAD, BROADCAST */
+    struct tycho_acceptor acceptor;  /* owned: its accepting from the listening sockets */
     bool inbox_open;                 /* broadcasts may be pushed to it (under fanout_lock) */
     struct tycho_gen *gen;           /* owned: the current script generation (and retired ones) */
     unsigned long generation;        /* its number: 1 at start, one more per reload */
     struct event *trim_ev;           /* owned: periodic pool trim */
     struct tycho_msg stop_msg;       /* STOP needs no allocation, so stopping cannot fail */
+    struct tycho_msg accept_msg;     /* nor does ACCEPT */
     struct event *access_ev;         /* owned: writes ctx.access_buf out every second */
     struct event *metrics_ev;        /* owned: samples the gauges each second (--metrics) */
     unsigned metrics_round;          /* sampling rounds so far */
@@ -73,25 +72,19 @@ struct tycho_worker {
  */
 struct tycho_worker *tycho_workers_start(int n, struct tycho_shared *shared, char *err);
 
-/* Hands an accepted fd to worker w (main thread). Closes fd itself if it cannot. */
-void tycho_worker_give_conn(struct tycho_worker *w, int fd, const struct sockaddr *peer,
-                            socklen_t peer_len, bool tls);
+/*
+ * Main thread, once every worker started: each begins accepting from
+ * shared->listen_fds in its own loop.
+ */
+void tycho_workers_accept(struct tycho_worker *ws, int n);
 
 /*
- * Accounts for the close of a connection from peer that the listener counted:
- * the open-connection count, and the per-address count through main's inbox
- * (peer NULL: none, the listener counted no address for it). Any thread.
+ * Accounts for the close of a connection from peer that a worker's acceptor
+ * counted: the open-connection count and the per-address count (peer NULL:
+ * none was counted, a --proxy-protocol connection whose header did not name
+ * its client). Any thread.
  */
 void tycho_worker_conn_gone(struct tycho_shared *shared, const struct sockaddr *peer);
-
-/*
- * Counts one connection more (add) or fewer from peer in --max-conns-per-ip's
- * table directly, under its lock: for a --proxy-protocol connection, whose
- * client is known only on its worker, after its header. TYCHO_ERR when adding
- * passes the bound (then nothing is counted; it is counted as refused and
- * logged at most once a minute). A no-op without --max-conns-per-ip. Any thread.
- */
-int tycho_worker_count_ip(struct tycho_shared *shared, const struct sockaddr *peer, bool add);
 
 /*
  * Sends STOP to every worker, joins them and frees the array. Returns

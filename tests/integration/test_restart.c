@@ -7,13 +7,20 @@
  * then READY=1 on SIGHUP, STOPPING=1 on SIGTERM) reach the socket named by
  * $NOTIFY_SOCKET, here a datagram socket of the test standing in for
  * systemd; and socket activation (LISTEN_FDS), with a listening socket the
- * test passes at fd 3. Ends with `N passed, M failed`.
+ * test passes at fd 3, which a stopping Tycho leaves listening for the
+ * next one. Under load (clients opening new connections without pause), an
+ * upgrade with --reuseport (the new one started, the old one stopped) fails
+ * no request, with net.ipv4.tcp_migrate_req=1 (the test sets it when it can,
+ * and puts the old value back). Ends with `N passed, M failed`.
  */
 #include "harness.h"
 #include "support.h"
 #include "client.h"
 
 #include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <sys/un.h>
 
 static char dir[] = "/tmp/tycho-restart-XXXXXX";
@@ -87,6 +94,120 @@ static void test_reuseport(void)
     }
     is_int(server_stop(&b), 0, "the new instance stops on SIGTERM (exit 0)");
     server_cleanup(&b);
+}
+
+/* ---- an upgrade under load ---- */
+
+#define LOAD_THREADS 4
+#define LOAD_MAX_PER_THREAD 50000     /* a bound on top of the time bound */
+
+struct load {
+    int port;
+    atomic_bool stop;
+    atomic_long served, refused, failed, by_a, by_b;
+};
+
+/* A client: a new connection per request, GET /who, until told to stop (60 s at most). */
+static void *load_loop(void *arg)
+{
+    struct load *l = arg;
+    long long until = now_ms() + 60000;
+
+    for (int i = 0; i < LOAD_MAX_PER_THREAD && !atomic_load(&l->stop) && now_ms() < until; i++) {
+        struct client c;
+        struct response r;
+        if (client_connect(&c, l->port) < 0) {
+            atomic_fetch_add(&l->refused, 1);
+            continue;
+        }
+        if (exchange(&c, "GET /who HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", &r) == 0 &&
+            r.status == 200) {
+            atomic_fetch_add(&l->served, 1);
+            atomic_fetch_add(r.body && strcmp(r.body, "A") == 0 ? &l->by_a : &l->by_b, 1);
+        } else {
+            atomic_fetch_add(&l->failed, 1);
+        }
+        response_free(&r);
+        client_close(&c);
+    }
+    return NULL;
+}
+
+/* net.ipv4.tcp_migrate_req set to want; the old value in *old. 0, or -1 when it cannot be. */
+static int set_migrate_req(const char *want, char *old, size_t cap)
+{
+    const char *path = "/proc/sys/net/ipv4/tcp_migrate_req";
+    FILE *f = fopen(path, "r");
+    int rc = -1;
+
+    if (!f || !fgets(old, (int)cap, f)) {
+        if (f)
+            fclose(f);
+        return -1;
+    }
+    fclose(f);
+    old[strcspn(old, "\n")] = '\0';
+    if ((f = fopen(path, "w"))) {
+        rc = fputs(want, f) < 0 ? -1 : 0;
+        rc |= fclose(f);
+    }
+    return rc;
+}
+
+/*
+ * A runs with --reuseport; four clients connect without pause; B starts on
+ * the port, A gets SIGTERM and drains; the clients go on for a moment. The
+ * kernel moves the connections waiting in A's accept queue to B
+ * (tcp_migrate_req), and A answers those it accepted before the stop.
+ */
+static void test_upgrade_under_load(void)
+{
+    struct server a, b;
+    struct load l = {0};
+    pthread_t threads[LOAD_THREADS];
+    char port_arg[16], old[16];
+    const char *args_a[] = {"--port", "0", "--reuseport", "--workers", "2", dir, NULL};
+    int started = 0;
+
+    if (set_migrate_req("1", old, sizeof old) < 0) {
+        note("skipped: an upgrade under load needs net.ipv4.tcp_migrate_req=1, which this "
+             "test cannot set here (not root, or a kernel before 5.14)");
+        return;
+    }
+    if (start_instance(&a, "A", args_a) < 0) {
+        ok(0, "under load: A starts");
+        set_migrate_req(old, old, sizeof old);
+        return;
+    }
+    l.port = a.port;
+    snprintf(port_arg, sizeof port_arg, "%d", a.port);
+    for (int i = 0; i < LOAD_THREADS; i++)
+        started += pthread_create(&threads[i], NULL, load_loop, &l) == 0;
+    sleep_ms(n_wrap ? 3000 : 500);
+    {
+        const char *args_b[] = {"--port", port_arg, "--reuseport", "--workers", "2", dir, NULL};
+        if (start_instance(&b, "B", args_b) < 0)
+            ok(0, "under load: B starts beside A");
+    }
+    sleep_ms(n_wrap ? 3000 : 500);
+    is_int(server_stop(&a), 0, "under load: A stops on SIGTERM (exit 0)");
+    sleep_ms(n_wrap ? 3000 : 500);
+    atomic_store(&l.stop, true);
+    for (int i = 0; i < started; i++)
+        pthread_join(threads[i], NULL);
+    note("under load: %ld requests served (%ld by A, %ld by B), %ld refused, %ld failed",
+         atomic_load(&l.served), atomic_load(&l.by_a), atomic_load(&l.by_b),
+         atomic_load(&l.refused), atomic_load(&l.failed));
+    ok(atomic_load(&l.by_a) > 0 && atomic_load(&l.by_b) > 0,
+       "under load: both instances served some of the requests");
+    is_int(atomic_load(&l.refused), 0, "under load: the upgrade refused no connection");
+    is_int(atomic_load(&l.failed), 0, "under load: the upgrade failed no request");
+    if (b.pid > 0)
+        is_int(server_stop(&b), 0, "under load: B stops (exit 0)");
+    server_cleanup(&a);
+    server_cleanup(&b);
+    if (set_migrate_req(old, port_arg, sizeof port_arg) < 0)
+        note("could not put net.ipv4.tcp_migrate_req back to %s", old);
 }
 
 /* Reads datagrams from fd until one holds want (up to timeout_ms); 1 when seen. */
@@ -173,7 +294,7 @@ static void test_activation(void)
 {
     struct sockaddr_in sa = {.sin_family = AF_INET};
     socklen_t len = sizeof sa;
-    int lfd = socket(AF_INET, SOCK_STREAM, 0), one = 1, rc;
+    int lfd = socket(AF_INET, SOCK_STREAM, 0), one = 1, rc, keep;
     char script[1024], body[64], cmd[1024], out[4096];
     const char *saved = tycho_binary;
     struct server s;
@@ -190,6 +311,7 @@ static void test_activation(void)
     }
     if (lfd != 3)
         close(lfd);
+    keep = dup(3);                    /* systemd keeps its copy across restarts */
     snprintf(script, sizeof script, "LISTEN_PID=$$ LISTEN_FDS=1 exec %s --workers 1 %s",
              saved, dir);
     {
@@ -199,14 +321,43 @@ static void test_activation(void)
         tycho_binary = saved;
     }
     close(3);                         /* the server has its own copy */
-    if (!ok(rc == 0, "LISTEN_FDS=1: the server starts on the passed socket"))
+    if (!ok(rc == 0, "LISTEN_FDS=1: the server starts on the passed socket")) {
+        close(keep);
         return;
+    }
     is_int(s.port, ntohs(sa.sin_port), "it listens on the passed socket's port");
     ok(strstr(s.out, "sockets from systemd") != NULL, "its listening line says so");
     who(s.port, body, sizeof body);
     is_str(body, "S", "it serves on the passed socket");
     is_int(server_stop(&s), 0, "it stops (exit 0)");
     server_cleanup(&s);
+
+    /* The stopped server left the socket listening: a connection made now waits for the next. */
+    {
+        struct client c;
+        struct response r;
+        int port = ntohs(sa.sin_port);
+        rc = dup2(keep, 3) == 3 ? 0 : -1;   /* first, so that the client's fd is not 3 */
+        ok(client_connect(&c, port) == 0 &&
+               client_sends(&c, "GET /who HTTP/1.1\r\nHost: t\r\n\r\n") == 0,
+           "between two servers, a client connects to the passed socket and sends");
+        if (rc == 0) {
+            const char *args[] = {"-c", script, NULL};
+            tycho_binary = "/bin/sh";
+            rc = start_instance(&s, "T", args);
+            tycho_binary = saved;
+            close(3);
+        }
+        if (ok(rc == 0, "the next server starts on the same passed socket")) {
+            read_response(&c, &r, 0);
+            is_str(r.body ? r.body : "", "T", "and answers the client that connected meanwhile");
+            response_free(&r);
+            is_int(server_stop(&s), 0, "the next server stops (exit 0)");
+        }
+        server_cleanup(&s);
+        client_close(&c);
+    }
+    close(keep);
 
     snprintf(cmd, sizeof cmd, "sh -c 'LISTEN_PID=$$ LISTEN_FDS=2 exec %s --workers 1 %s' "
              "3</dev/null 4</dev/null 2>&1", tycho_binary, dir);
@@ -232,6 +383,7 @@ int main(int argc, char **argv)
     if (app_dir_make(dir, app_lua) < 0)
         return test_summary();
     test_reuseport();
+    test_upgrade_under_load();
     test_notify();
     test_activation();
     app_dir_remove(dir);
