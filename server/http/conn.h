@@ -25,7 +25,11 @@ size_t tycho_conn_bytes(void);
  * Takes over the accepted, non-blocking fd from the listener; tls: it came
  * on --tls-port (http/tls.h has the certificates). On failure (pool
  * exhausted, out of memory) answers 503 (a TLS one is just closed) and
- * closes fd. Never fails otherwise.
+ * closes fd. Never fails otherwise. On a --proxy-protocol listener
+ * (tycho_config_proxied; not for a metrics_only ctx) peer must be one of
+ * --trusted-proxies and the connection begin with a PROXY header, whose
+ * source then stands for peer everywhere; peer's address must not have been
+ * counted for --max-conns-per-ip (ctx->count_ip counts the source).
  */
 void tycho_conn_open(struct tycho_ctx *ctx, int fd, const struct sockaddr *peer,
                      socklen_t peer_len, bool tls);
