@@ -17,13 +17,14 @@
  * for its exit, start it again on its port, wait until HAProxy sees it up)
  * and then upgrades one in place (a new process beside it on the same port
  * with --reuseport, then SIGTERM to the old one, frozen a moment before so
- * that connections wait in its accept queue when it stops). It checks: no request of the load failed (each
- * one a 200 saying "ada 127.0.0.2 appN"), both instances served, a session
- * made by logging in on one instance is good on the other and after the
- * restarts, and every /me and /login line of every access log names
- * 127.0.0.2. What HAProxy had to retry for that (connects refused,
- * connections closed before a response) is printed per step from its
- * counters: those are what the restarts cost without the balancer.
+ * that connections wait in its accept queue when it stops). It checks: no
+ * request of the load failed (each one a 200 saying "ada 127.0.0.2 appN"),
+ * both instances served, a session made by logging in on one instance is
+ * good on the other and after the restarts, and every /me and /login line
+ * of every access log names 127.0.0.2. What HAProxy had to retry for that
+ * (connects refused, connections closed before a response) is printed per
+ * step from its counters: those are what the restarts cost without the
+ * balancer; so is what clients straight to the upgraded port saw.
  *
  * Everything started here is stopped by its PID and the temp dirs removed
  * (with TYCHO_CLUSTER_KEEP set, the test's own is left, with HAProxy's log,
