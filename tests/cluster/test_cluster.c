@@ -24,7 +24,8 @@
  * of every access log names 127.0.0.2. What HAProxy had to retry for that
  * (connects refused, connections closed before a response) is printed per
  * step from its counters: those are what the restarts cost without the
- * balancer; so is what clients straight to the upgraded port saw.
+ * balancer; so is what clients straight to the upgraded port saw. Where
+ * nginx is installed, docs/deploy.md's nginx block is run too (with_nginx).
  *
  * Everything started here is stopped by its PID and the temp dirs removed
  * (with TYCHO_CLUSTER_KEEP set, the test's own is left, with HAProxy's log,
@@ -725,6 +726,112 @@ static void check_access_logs(void)
     }
 }
 
+/* srv_launch()'s readiness check for nginx: its port takes a connection. */
+static int port_open(const void *ctx)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET};
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), up;
+
+    sa.sin_port = htons((unsigned short)*(const int *)ctx);
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    up = fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
+    if (fd >= 0)
+        close(fd);
+    return up;
+}
+
+/* Replaces the first from in *text (malloc'd) with to. 0, or -1 when from is not there. */
+static int replace(char **text, const char *from, const char *to)
+{
+    char *at = strstr(*text, from), *out;
+    size_t head, len;
+
+    if (!at)
+        return -1;
+    head = (size_t)(at - *text);
+    len = strlen(*text) - strlen(from) + strlen(to);
+    if (!(out = malloc(len + 1)))
+        return -1;
+    snprintf(out, len + 1, "%.*s%s%s", (int)head, *text, to, at + strlen(from));
+    free(*text);
+    *text = out;
+    return 0;
+}
+
+/*
+ * nginx instead of HAProxy, when it is installed (NGINX, default
+ * /usr/sbin/nginx): docs/deploy.md's nginx block with its addresses made
+ * loopback ones, in an http block of the test's own. Requests from
+ * CLIENT_ADDR reach both instances with the client's address; with one
+ * instance stopped, every request is passed to the other.
+ */
+static void with_nginx(const char *top, const char *cookie)
+{
+    const char *bin = getenv("NGINX") ? getenv("NGINX") : "/usr/sbin/nginx";
+    char path[256], conf[128], a[64], b[64], listen[64], want[64], body[256], *doc, *block;
+    const char *argv[] = {bin, "-p", dir, "-c", conf, NULL};
+    pid_t pid = -1;
+    int port, seen[2] = {0, 0}, all = 1;
+    FILE *f;
+
+    if (access(bin, X_OK) != 0) {
+        note("nginx: %s is not installed, so docs/deploy.md's nginx block is not run here "
+             "(Debian: apt-get install nginx)", bin);
+        return;
+    }
+    snprintf(path, sizeof path, "%s/docs/deploy.md", top);
+    doc = slurp(path, NULL);
+    block = doc ? fenced_block(doc, "```nginx") : NULL;
+    free(doc);
+    if (!ok(block != NULL, "nginx: docs/deploy.md has an nginx block"))
+        return;
+    port = srv_free_port();
+    snprintf(listen, sizeof listen, "listen 127.0.0.1:%d;", port);
+    snprintf(a, sizeof a, "127.0.0.1:%d", inst[0].port);
+    snprintf(b, sizeof b, "127.0.0.1:%d", inst[1].port);
+    if (!ok(replace(&block, "listen 80;", listen) == 0 &&
+                replace(&block, "10.0.0.11:8080", a) == 0 &&
+                replace(&block, "10.0.0.12:8080", b) == 0,
+            "nginx: the block listens on port 80 and names 10.0.0.11:8080 and 10.0.0.12:8080")) {
+        free(block);
+        return;
+    }
+    snprintf(conf, sizeof conf, "%s/nginx.conf", dir);
+    if ((f = fopen(conf, "w"))) {
+        fprintf(f, "daemon off;\npid %s/nginx.pid;\nerror_log %s/nginx.log;\nevents {}\n"
+                "http {\naccess_log off;\nclient_body_temp_path %s;\nproxy_temp_path %s;\n"
+                "fastcgi_temp_path %s;\nuwsgi_temp_path %s;\nscgi_temp_path %s;\n%s}\n",
+                dir, dir, dir, dir, dir, dir, dir, block);
+        fclose(f);
+    }
+    free(block);
+    snprintf(path, sizeof path, "%s/nginx.out", dir);
+    if (!ok(srv_launch(&pid, argv, &self, dir, path, port_open, &port, "nginx") == 0,
+            "nginx: starts with the doc's block")) {
+        srv_note_log(path);
+        return;
+    }
+    snprintf(want, sizeof want, "ada %s app", CLIENT_ADDR);
+    for (int i = 0; i < 20; i++) {
+        me(port, cookie, "X-Forwarded-For: 6.6.6.6\r\n", body, sizeof body);
+        all &= strncmp(body, want, strlen(want)) == 0;
+        if (strncmp(body, want, strlen(want)) == 0)
+            seen[strcmp(body + strlen(want), "1") == 0 ? 0 : 1] = 1;
+    }
+    ok(all, "nginx: every request answered with the session's user and the client's address");
+    ok(seen[0] && seen[1], "nginx: both instances answer");
+    is_int(server_stop(&inst[1].proc), 0, "nginx: app2 stops (exit 0)");
+    server_cleanup(&inst[1].proc);
+    all = 1;
+    for (int i = 0; i < 20; i++) {
+        me(port, cookie, "", body, sizeof body);
+        all &= strcmp(body, "ada 127.0.0.2 app1") == 0;
+    }
+    ok(all, "nginx: with app2 stopped, every request is passed to app1 (proxy_next_upstream)");
+    ok(start_instance(&inst[1], &inst[1].proc) == 0, "nginx: app2 starts again");
+    is_int(srv_signal_stop(&pid, SIGQUIT, "nginx"), 0, "nginx: stops (exit 0)");
+}
+
 static void run(const char *top)
 {
     char cookie[256], cookie2[256], body[256], want[128];
@@ -788,6 +895,8 @@ static void run(const char *top)
     me(lb_port, cookie2, "", body, sizeof body);
     ok(strncmp(body, "bob 127.0.0.2 app", 17) == 0,
        "after the restarts, the session made on app2 is good through HAProxy");
+
+    with_nginx(top, cookie);
 
     /* Stopping writes out what the access logs hold. */
     for (int i = 0; i < 2; i++) {
