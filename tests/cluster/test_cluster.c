@@ -3,11 +3,12 @@
  * docs/deploy.md sets them up, on 127.0.0.x only. It starts Redis (the
  * session store; as nobody under root), two instances of an app (POST
  * /login puts the user in a Redis-backed session, GET /me answers the
- * session's user, req.remote_addr and the instance's name) with --health,
- * --trusted-proxies 127.0.0.1/32, --reuseport and an access log each, and
- * HAProxy (Debian's haproxy) with TOP/contrib/haproxy.cfg, the file that
- * TOP/docs/deploy.md shows (checked to be the same bytes), behind a global
- * section of the test's own (its stats socket in the temp dir).
+ * session's user, req.remote_addr, req.scheme and the instance's name)
+ * with --health, --trusted-proxies 127.0.0.1/32, --reuseport and an access
+ * log each, and HAProxy (Debian's haproxy) with TOP/contrib/haproxy.cfg,
+ * the file that TOP/docs/deploy.md shows (checked to be the same bytes),
+ * behind a global section of the test's own (its stats socket in the temp
+ * dir).
  *
  * Clients bound to 127.0.0.2 (the "real client"; HAProxy connects to Tycho
  * from 127.0.0.1) send GET /me through HAProxy without a pause, half of them
@@ -18,7 +19,7 @@
  * and then upgrades one in place (a new process beside it on the same port
  * with --reuseport, then SIGTERM to the old one, frozen a moment before so
  * that connections wait in its accept queue when it stops). It checks: no
- * request of the load failed (each one a 200 saying "ada 127.0.0.2 appN"),
+ * request of the load failed (each a 200 saying "ada 127.0.0.2 http appN"),
  * both instances served, a session made by logging in on one instance is
  * good on the other and after the restarts, and every /me and /login line
  * of every access log names 127.0.0.2. What HAProxy had to retry for that
@@ -45,6 +46,8 @@
 #define LOAD_MAX_PER_CLIENT 50000   /* requests: the load's bound in count */
 #define LOAD_MAX_MS 60000           /* and in time; the steps take about 15 s */
 #define LOAD_PAUSE_US 500           /* between two requests of a client */
+/* What a client may send itself; behind a proxy, neither may be taken. */
+#define SPOOFED "X-Forwarded-For: 6.6.6.6\r\nX-Forwarded-Proto: https\r\n"
 #define UP_WAIT_MS 20000            /* HAProxy seeing an instance up (rise 2 x inter 1 s) */
 
 static const char app_lua[] =
@@ -62,7 +65,8 @@ static const char app_lua[] =
     "    return 'slow done'\n"
     "end)\n"
     "app.get('/me', function(req, res)\n"
-    "    return (req.session.user or '-') .. ' ' .. req.remote_addr .. ' ' .. instance\n"
+    "    return (req.session.user or '-') .. ' ' .. req.remote_addr .. ' ' .. req.scheme ..\n"
+    "        ' ' .. instance\n"
     "end)\n";
 
 static struct srv_user self;
@@ -85,6 +89,11 @@ static struct instance inst[2] = {{"app1", 0, {.pid = -1}, 0}, {"app2", 0, {.pid
 /* ======================================================================
  * Files
  * ====================================================================== */
+
+static int starts(const char *s, const char *prefix)
+{
+    return strncmp(s, prefix, strlen(prefix)) == 0;
+}
 
 /* The first fenced block opened by fence ("```haproxy") in md, malloc'd, or NULL. */
 static char *fenced_block(const char *md, const char *fence)
@@ -426,7 +435,7 @@ static struct load loads[LOAD_CLIENTS];
  * The body of one load client: GET /me with the cookie to port until the
  * stop pipe closes, LOAD_MAX_PER_CLIENT requests or LOAD_MAX_MS.
  * keep_alive: one connection for as long as it lasts; else a connection per
- * request. A request fails unless it gets a 200 "ada 127.0.0.2 appN"; it is
+ * request. A request fails unless it gets a 200 "ada 127.0.0.2 http appN"; it is
  * never sent again. Prints each failure (the first 20) and last the line
  * "sent S ok O failed F app1 A app2 B".
  */
@@ -439,7 +448,7 @@ static void load_client(int stop_fd, int port, const char *cookie, int keep_aliv
 
     snprintf(req, sizeof req, "GET /me HTTP/1.1\r\nHost: t\r\nCookie: %s\r\n%s\r\n", cookie,
              keep_alive ? "" : "Connection: close\r\n");
-    snprintf(want, sizeof want, "ada %s app", CLIENT_ADDR);
+    snprintf(want, sizeof want, "ada %s http app", CLIENT_ADDR);
     while (sent < LOAD_MAX_PER_CLIENT && now_ms() < deadline) {
         struct pollfd p = {stop_fd, POLLIN, 0};
         struct response r;
@@ -811,9 +820,9 @@ static void with_nginx(const char *top, const char *cookie)
         srv_note_log(path);
         return;
     }
-    snprintf(want, sizeof want, "ada %s app", CLIENT_ADDR);
+    snprintf(want, sizeof want, "ada %s http app", CLIENT_ADDR);
     for (int i = 0; i < 20; i++) {
-        me(port, cookie, "X-Forwarded-For: 6.6.6.6\r\n", body, sizeof body);
+        me(port, cookie, SPOOFED, body, sizeof body);
         all &= strncmp(body, want, strlen(want)) == 0;
         if (strncmp(body, want, strlen(want)) == 0)
             seen[strcmp(body + strlen(want), "1") == 0 ? 0 : 1] = 1;
@@ -825,7 +834,7 @@ static void with_nginx(const char *top, const char *cookie)
     all = 1;
     for (int i = 0; i < 20; i++) {
         me(port, cookie, "", body, sizeof body);
-        all &= strcmp(body, "ada 127.0.0.2 app1") == 0;
+        all &= strcmp(body, "ada 127.0.0.2 http app1") == 0;
     }
     ok(all, "nginx: with app2 stopped, every request is passed to app1 (proxy_next_upstream)");
     ok(start_instance(&inst[1], &inst[1].proc) == 0, "nginx: app2 starts again");
@@ -850,19 +859,19 @@ static void run(const char *top)
     ok(login(inst[1].port, "bob", cookie2, sizeof cookie2, body, sizeof body) == 0,
        "log in on app2 directly");
     me(inst[0].port, cookie2, "", body, sizeof body);
-    is_str(body, "bob 127.0.0.2 app1", "the session made on app2 is good on app1");
+    is_str(body, "bob 127.0.0.2 http app1", "the session made on app2 is good on app1");
 
     /* Through HAProxy: the client's address comes from X-Forwarded-For. */
     if (!ok(login(lb_port, "ada", cookie, sizeof cookie, body, sizeof body) == 0,
             "log in through HAProxy"))
         return;
-    ok(strncmp(body, "logged in on app", 16) == 0, "the login was served by an instance");
+    ok(starts(body, "logged in on app"), "the login was served by an instance");
     me(lb_port, cookie, "", body, sizeof body);
-    ok(strncmp(body, "ada 127.0.0.2 app", 17) == 0,
+    ok(starts(body, "ada 127.0.0.2 http app"),
        "through HAProxy: the session's user and the client's address (127.0.0.2)");
-    me(lb_port, cookie, "X-Forwarded-For: 6.6.6.6\r\n", body, sizeof body);
-    ok(strncmp(body, "ada 127.0.0.2 app", 17) == 0,
-       "an X-Forwarded-For the client sent itself is not taken");
+    me(lb_port, cookie, SPOOFED, body, sizeof body);
+    ok(starts(body, "ada 127.0.0.2 http app"),
+       "an X-Forwarded-For or X-Forwarded-Proto the client sent itself is not taken");
 
     /* Half the clients keep their connection to HAProxy, half make one per request. */
     for (int i = 0; i < LOAD_CLIENTS; i++)
@@ -888,12 +897,12 @@ static void run(const char *top)
 
     /* The sessions outlived every process that served them. */
     for (int i = 0; i < 2; i++) {
-        snprintf(want, sizeof want, "ada 127.0.0.2 %s", inst[i].name);
+        snprintf(want, sizeof want, "ada 127.0.0.2 http %s", inst[i].name);
         me(inst[i].port, cookie, "", body, sizeof body);
         is_str(body, want, what(inst[i].name, "after the restarts, the session is still good"));
     }
     me(lb_port, cookie2, "", body, sizeof body);
-    ok(strncmp(body, "bob 127.0.0.2 app", 17) == 0,
+    ok(starts(body, "bob 127.0.0.2 http app"),
        "after the restarts, the session made on app2 is good through HAProxy");
 
     with_nginx(top, cookie);
