@@ -44,7 +44,7 @@
 #define CLIENT_ADDR "127.0.0.2"
 #define LOAD_CLIENTS 4
 #define LOAD_MAX_PER_CLIENT 50000   /* requests: the load's bound in count */
-#define LOAD_MAX_MS 60000           /* and in time; the steps take about 15 s */
+#define LOAD_MAX_MS 60000           /* and in time; the steps take about 10 s */
 #define LOAD_PAUSE_US 500           /* between two requests of a client */
 /* What a client may send itself; behind a proxy, neither may be taken. */
 #define SPOOFED "X-Forwarded-For: 6.6.6.6\r\nX-Forwarded-Proto: https\r\n"
