@@ -2,6 +2,8 @@
 #   make            build ./tycho
 #   make run        install missing Debian packages, build, serve scripts/ on 127.0.0.1:8080
 #   make test       install missing Debian packages, build, run every test (and `tycho test scripts`)
+#   make test-cluster  two Tycho instances behind HAProxy with Redis sessions, under load through
+#                   restarts and an upgrade (tests/cluster/test_cluster.c); also part of `make test`
 #   make asan       every test again under -fsanitize=address,undefined
 #   make valgrind   the integration tests with the server under valgrind
 #   make bench      Tycho against nginx + Lua, and Go for pgquery/redisget/wsecho (installs what it needs)
@@ -28,8 +30,10 @@ PKGS := gcc make libc6-dev pkg-config libevent-dev libhttp-parser-dev libluajit2
         zlib1g-dev libwslay-dev ca-certificates
 # clang and its libFuzzer runtime build the fuzz target, which `make test` runs briefly.
 FUZZ_PKGS := clang libclang-rt-14-dev
+# haproxy is the load balancer of the cluster test (CLUSTER_PKGS).
+CLUSTER_PKGS := haproxy redis-server
 TEST_PKGS := prometheus luarocks curl man-db groff-base mandoc postgresql redis-server \
-             python3-websockets openssl $(FUZZ_PKGS)
+             python3-websockets openssl $(FUZZ_PKGS) $(CLUSTER_PKGS)
 
 BUILD ?= obj
 CC ?= cc
@@ -56,6 +60,8 @@ UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/unit/%)
 INTEGRATION_SRCS := $(wildcard tests/integration/test_*.c)
 INTEGRATION_BINS := $(INTEGRATION_SRCS:tests/integration/%.c=$(BUILD)/integration/%)
 TYCHO := $(if $(filter obj,$(BUILD)),tycho,$(BUILD)/tycho)
+# The cluster test (see `test-cluster` below).
+CLUSTER_BIN := $(BUILD)/cluster/test_cluster
 # The fuzz target (see `fuzz` below), built by clang whatever BUILD is.
 FUZZ_SECONDS ?= 60
 FUZZ_SMOKE_SECONDS ?= 10
@@ -72,8 +78,8 @@ FUZZ_PROXYPROTO_BIN := obj-fuzz/fuzz_proxyproto
 FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined \
   -fno-sanitize-recover=undefined -Iserver
 
-.PHONY: all deps build run test check unit integration asan valgrind bench fuzz clean install \
-        uninstall
+.PHONY: all deps build run test test-cluster check unit integration asan valgrind bench fuzz \
+        clean install uninstall
 
 all: deps
 	@$(MAKE) --no-print-directory build
@@ -164,6 +170,18 @@ $(BUILD)/integration/test_%: tests/integration/test_%.c tests/harness.h tests/in
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS_ALL) -Itests $(LDFLAGS_ALL) -o $@ $< -lpthread -lz -lssl -lcrypto
 
+# Two instances behind HAProxy (contrib/haproxy.cfg, as docs/deploy.md shows it), sessions in
+# Redis, a load through restarts and a --reuseport upgrade: tests/cluster/test_cluster.c.
+$(CLUSTER_BIN): tests/cluster/test_cluster.c tests/harness.h tests/integration/support.h \
+                tests/integration/client.h tests/integration/servers.h
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS_ALL) -Itests $(LDFLAGS_ALL) -o $@ $<
+
+test-cluster:
+	@$(MAKE) --no-print-directory deps PKGS="$(PKGS) $(CLUSTER_PKGS)"
+	@$(MAKE) --no-print-directory $(TYCHO) $(CLUSTER_BIN)
+	$(CLUSTER_BIN) ./$(TYCHO) .
+
 run: deps
 	@$(MAKE) --no-print-directory build
 	./tycho scripts/
@@ -174,10 +192,10 @@ test:
 
 # Every suite runs even if an earlier one failed; the last line totals them all.
 check: $(TYCHO) $(UNIT_BINS) $(INTEGRATION_BINS) $(FUZZ_BIN) $(FUZZ_RESPONSE_BIN) $(FUZZ_WS_BIN) \
-       $(FUZZ_PROXYPROTO_BIN) $(DOC_SERVERS)
+       $(FUZZ_PROXYPROTO_BIN) $(DOC_SERVERS) $(CLUSTER_BIN)
 	@OBJ_DIR=$(BUILD) DOC_SERVERS=$(DOC_SERVERS) FUZZ_BIN=$(FUZZ_BIN) FUZZ_RESPONSE_BIN=$(FUZZ_RESPONSE_BIN) \
 	  FUZZ_WS_BIN=$(FUZZ_WS_BIN) FUZZ_PROXYPROTO_BIN=$(FUZZ_PROXYPROTO_BIN) \
-	  FUZZ_SECONDS=$(FUZZ_SMOKE_SECONDS) \
+	  FUZZ_SECONDS=$(FUZZ_SMOKE_SECONDS) CLUSTER_BIN=$(CLUSTER_BIN) \
 	  sh tests/run_all.sh ./$(TYCHO) $(UNIT_BINS) -- $(INTEGRATION_BINS)
 
 unit: $(UNIT_BINS)

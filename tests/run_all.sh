@@ -4,7 +4,8 @@
 # of their summary lines as the last line: `N passed, M failed`.
 # FUZZ_BIN, FUZZ_RESPONSE_BIN, FUZZ_WS_BIN, FUZZ_PROXYPROTO_BIN (and FUZZ_SECONDS) in the
 # environment: the fuzz targets run too; OBJ_DIR: the layering check (tests/layers.sh) runs
-# over the objects there.
+# over the objects there; CLUSTER_BIN: the cluster test (two instances behind HAProxy,
+# tests/cluster/test_cluster.c).
 # Exit status 0 only if every suite passed.
 tycho=$1
 shift
@@ -61,6 +62,9 @@ run "tycho test and tycho new" sh tests/lua/test_runner.sh "$tycho"
 run "make install, the man page, LuaRocks" sh tests/install/run.sh "$tycho"
 run "the flags in --help, man/tycho.1 and docs/cli.md" sh tests/docs/flags.sh "$tycho"
 run "the Lua examples of README.md and docs/*.md" sh tests/docs/examples.sh "$tycho"
+[ -n "${CLUSTER_BIN:-}" ] &&
+    run "two instances behind HAProxy: restarts and an upgrade under load (make test-cluster)" \
+        "$CLUSTER_BIN" "$tycho" .
 [ -n "${FUZZ_BIN:-}" ] &&
     run "fuzz target for requests, with its framing oracle (${FUZZ_SECONDS:-10} s)" \
         sh tests/fuzz/run.sh "$FUZZ_BIN" "${FUZZ_SECONDS:-10}" tests/fuzz/seeds

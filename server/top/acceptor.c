@@ -14,9 +14,11 @@
  * a worker that is idle whenever a connection comes would take them all,
  * and with them all the later requests of keep-alive connections and
  * WebSockets. A worker holding more than its share of the open connections
- * (one more than the average) therefore moves its entry to the back of the
+ * (more than the average) therefore moves its entry to the back of the
  * queue after an accept (EPOLL_CTL_DEL then ADD), so that the next
- * connection goes to another waiting worker first.
+ * connection goes to another waiting worker first: idle workers take turns.
+ * A connection that comes between the two calls waits in the queue for
+ * another worker, or for this one, which finds the socket ready on ADD.
  *
  * The open-connection count is an atomic shared by the workers, the
  * per-address counts a table under one lock (core/iplimit.h), so both
@@ -160,7 +162,7 @@ static void keep_balance(struct tycho_acceptor *a, int lfd)
     int n = a->shared->cfg->workers;
     int total = atomic_load_explicit(&a->shared->open_conns, memory_order_relaxed);
 
-    if (n > 1 && a->open * n > total + n)
+    if (n > 1 && a->open * n > total)
         make_exclusive(a, lfd);
 }
 

@@ -4,9 +4,9 @@
  * Serve: parse flags; load the scripts once in a scratch generation (so a
  * load error is reported once, with file:line, before anything starts);
  * bind; start the workers (each loads its own generation) and wait for all;
- * print the address and routes; enable the listener; run the main loop
- * until SIGINT/SIGTERM; then stop accepting, stop and join the workers,
- * free everything in reverse order.
+ * tell them to accept; print the address and routes; run the main loop
+ * until SIGINT/SIGTERM; then shut the sockets down, stop and join the
+ * workers, close the sockets, free everything in reverse order.
  */
 #include "http/access.h"
 #include "lua/bind.h"

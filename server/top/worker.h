@@ -1,9 +1,9 @@
 /*
  * worker.h: worker threads. Each worker owns an event_base (NOLOCK), an inbox
  * queue, its script generation and the context its connections take (pools,
- * scratch buffers, counters: http/context.h); only its own thread touches them. Main
- * starts the workers, hands them connections through their inboxes and stops
- * them with a STOP message.
+ * scratch buffers, counters: http/context.h) and its acceptor (top/acceptor.h);
+ * only its own thread touches them. Main starts the workers, tells them to
+ * accept (ACCEPT), to reload (RELOAD) and to stop (STOP) through their inboxes.
  */
 #ifndef TYCHO_WORKER_H
 #define TYCHO_WORKER_H
