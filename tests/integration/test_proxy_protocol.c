@@ -10,7 +10,9 @@
  * in --trusted-proxies are each closed without an answer while the next good
  * connection is served, and tycho_proxy_protocol_errors_total counts them;
  * --max-conns-per-ip counts the PROXY source (two sources through the same
- * peer are not limited together; a close releases its source); curl's
+ * peer are not limited together; a close releases its source); a real HAProxy
+ * (send-proxy, send-proxy-v2, to --port and --tls-port, its health checks with
+ * check-send-proxy counted as no error) with the client on 127.0.0.2; curl's
  * --haproxy-protocol; the start errors. The test PKI is made at test time by
  * tests/integration/tls/mkcerts.sh; the app is written into a temporary
  * directory. Ends with `N passed, M failed`.
@@ -22,6 +24,8 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <stdbool.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -340,7 +344,8 @@ static ssize_t tls_send(struct client *t, const void *buf, size_t len)
  * handshake on the non-blocking socket (polling) and GET /who. Returns the
  * body in out, or -1 when the handshake failed.
  */
-static int tls_who(int port, const void *hdr, size_t len, bool split, char *out, size_t cap)
+static int tls_who(int port, const char *src, const void *hdr, size_t len, bool split, char *out,
+                   size_t cap)
 {
     struct client c;
     struct response r;
@@ -348,7 +353,7 @@ static int tls_who(int port, const void *hdr, size_t len, bool split, char *out,
     int rc = -1;
 
     out[0] = '\0';
-    if (client_connect(&c, port) < 0)
+    if (client_connect_from(&c, port, src) < 0)
         return -1;
     if (len && split) {
         client_send(&c, hdr, len / 2);
@@ -391,16 +396,126 @@ static void test_tls(int tls_port)
     char line[160], body[256];
     size_t n = v2_inet(b, "198.51.100.20");
 
-    is_int(tls_who(tls_port, b, n, false, body, sizeof body), 0, "TLS: v2, then the handshake");
+    is_int(tls_who(tls_port, NULL, b, n, false, body, sizeof body), 0,
+           "TLS: v2, then the handshake");
     is_str(body, "198.51.100.20 https", "TLS: v2: the source, over https");
     v1_line("203.0.113.21", line, sizeof line);
-    is_int(tls_who(tls_port, line, strlen(line), true, body, sizeof body), 0,
+    is_int(tls_who(tls_port, NULL, line, strlen(line), true, body, sizeof body), 0,
            "TLS: v1 in two writes, then the handshake");
     is_str(body, "203.0.113.21 https", "TLS: v1: the source");
-    is_int(tls_who(tls_port, NULL, 0, false, body, sizeof body), -1,
+    is_int(tls_who(tls_port, NULL, NULL, 0, false, body, sizeof body), -1,
            "TLS: a handshake without a header fails (closed)");
     errors_made++;
-    is_int(tls_who(tls_port, b, n, false, body, sizeof body), 0, "TLS: the next good one works");
+    is_int(tls_who(tls_port, NULL, b, n, false, body, sizeof body), 0,
+           "TLS: the next good one works");
+}
+
+/* ---- A real balancer: HAProxy in TCP mode with send-proxy and send-proxy-v2 ---- */
+
+#define HAPROXY "/usr/sbin/haproxy"
+
+/* A free port on 127.0.0.1 (bound, read, closed: the kernel does not hand it out at once). */
+static int free_port(void)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET};
+    socklen_t len = sizeof sa;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), port = -1;
+
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0 &&
+        getsockname(fd, (struct sockaddr *)&sa, &len) == 0)
+        port = ntohs(sa.sin_port);
+    if (fd >= 0)
+        close(fd);
+    return port;
+}
+
+/*
+ * HAProxy in front of the server: 127.0.0.1:v1 -> port with send-proxy,
+ * :v2 -> port with send-proxy-v2, :tls -> tls_port with send-proxy-v2 (TLS
+ * passed through); each server line health-checked every 100 ms with
+ * check-send-proxy, as docs/operations.md advises. The client connects from
+ * 127.0.0.2: that is the address the server must see.
+ */
+static void test_haproxy(int port, int tls_port)
+{
+    char cfg_path[] = "/tmp/tycho-pp-haproxy-XXXXXX", log_path[64], body[256];
+    int v1 = free_port(), v2 = free_port(), tls = free_port(), fd = -1, up = 0;
+    pid_t pid;
+    FILE *f;
+
+    if (access(HAPROXY, X_OK) != 0) {
+        note("no %s: the HAProxy checks are skipped (make test installs it)", HAPROXY);
+        return;
+    }
+    if (!ok(v1 > 0 && v2 > 0 && tls > 0 && (fd = mkstemp(cfg_path)) >= 0, "HAProxy: its ports"))
+        return;
+    snprintf(log_path, sizeof log_path, "%s.log", cfg_path);
+    f = fdopen(fd, "w");
+    if (!f) {
+        close(fd);
+        unlink(cfg_path);
+        ok(0, "HAProxy: its configuration is written");
+        return;
+    }
+    fprintf(f, "global\n    maxconn 64\n"
+            "defaults\n    mode tcp\n    timeout connect 5s\n    timeout client 30s\n"
+            "    timeout server 30s\n"
+            "frontend v1\n    bind 127.0.0.1:%d\n    default_backend v1\n"
+            "backend v1\n    server t 127.0.0.1:%d send-proxy check check-send-proxy inter 100\n"
+            "frontend v2\n    bind 127.0.0.1:%d\n    default_backend v2\n"
+            "backend v2\n    server t 127.0.0.1:%d send-proxy-v2 check check-send-proxy inter 100\n"
+            "frontend tls\n    bind 127.0.0.1:%d\n    default_backend tls\n"
+            "backend tls\n"
+            "    server t 127.0.0.1:%d send-proxy-v2 check check-send-proxy inter 100\n",
+            v1, port, v2, port, tls, tls_port);
+    fclose(f);
+    pid = fork();
+    if (pid == 0) {
+        int out = open(log_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        if (out >= 0) {
+            dup2(out, 1);
+            dup2(out, 2);
+        }
+        execl(HAPROXY, "haproxy", "-f", cfg_path, "-db", (char *)NULL);
+        _exit(127);
+    }
+    if (!ok(pid > 0, "HAProxy: started")) {
+        unlink(cfg_path);
+        return;
+    }
+    /* Up once its frontend accepts and a request goes through (bounded: 10 s). */
+    for (int i = 0; i < 100 && !up; i++) {
+        struct client c;
+        struct response r;
+        memset(&r, 0, sizeof r);
+        if (client_connect_from(&c, v2, "127.0.0.2") == 0 && exchange(&c, who_close, &r) == 0 &&
+            r.status == 200)
+            up = 1;
+        response_free(&r);
+        client_close(&c);
+        if (!up)
+            sleep_ms(100);
+    }
+    if (ok(up, "HAProxy: a request goes through it")) {
+        expect_via(v1, "127.0.0.2", "", 0, who_close, "127.0.0.2 http",
+                   "HAProxy send-proxy (v1): the client's address, not HAProxy's");
+        expect_via(v2, "127.0.0.2", "", 0, who_close, "127.0.0.2 http",
+                   "HAProxy send-proxy-v2: the client's address");
+        is_int(tls_who(tls, "127.0.0.2", NULL, 0, false, body, sizeof body), 0,
+               "HAProxy send-proxy-v2 to --tls-port: the handshake goes through");
+        is_str(body, "127.0.0.2 https", "HAProxy send-proxy-v2 to --tls-port: the client, https");
+        sleep_ms(400);                /* a few rounds of its health checks, which send LOCAL */
+    } else {
+        size_t len = 0;
+        char *log = slurp(log_path, &len);
+        note("haproxy's output:\n%s", log ? log : "(none)");
+        free(log);
+    }
+    kill(pid, SIGTERM);
+    waitpid(pid, NULL, 0);
+    unlink(cfg_path);
+    unlink(log_path);
 }
 
 /* tycho_proxy_protocol_errors_total, through a PROXY connection (the port needs one). */
@@ -547,8 +662,10 @@ int main(int argc, char **argv)
         test_forwarded(s.port);
         test_malformed(s.port);
         test_untrusted(s.port);
-        if (ok(tls_port > 0, "the banner names the https port") && client_ctx)
+        if (ok(tls_port > 0, "the banner names the https port") && client_ctx) {
             test_tls(tls_port);
+            test_haproxy(s.port, tls_port);
+        }
         is_int(proxy_errors(s.port), errors_made,
                "tycho_proxy_protocol_errors_total counts every connection closed so");
         ok(log_has_line(&s, "--proxy-protocol: closed a connection", "logged at most once"),
