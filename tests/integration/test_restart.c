@@ -1,17 +1,19 @@
 /*
  * test_restart.c TYCHO_BINARY FIXTURE_DIR: what a restart without refusing
  * connections stands on, over real sockets against the real binary:
- * --reuseport lets a second Tycho bind the port of a running one (without
- * it the second is refused), both serve, and the old one stops on SIGTERM
- * while the new one goes on; systemd's notifications (READY=1, RELOADING=1
- * then READY=1 on SIGHUP, STOPPING=1 on SIGTERM) reach the socket named by
- * $NOTIFY_SOCKET, here a datagram socket of the test standing in for
- * systemd; and socket activation (LISTEN_FDS), with a listening socket the
- * test passes at fd 3, which a stopping Tycho leaves listening for the
- * next one. Under load (clients opening new connections without pause), an
- * upgrade with --reuseport (the new one started, the old one stopped) fails
- * no request, with net.ipv4.tcp_migrate_req=1 (the test sets it when it can,
- * and puts the old value back). Ends with `N passed, M failed`.
+ * --reuseport lets a second Tycho bind the port of a running one (without it
+ * the second is refused), both serve, and the old one stops on SIGTERM while
+ * the new one goes on; a stop answers a connection made before it whose
+ * request comes after, and one that never sends ends it at --header-timeout;
+ * systemd's notifications (READY=1, RELOADING=1 then READY=1 on SIGHUP,
+ * STOPPING=1 on SIGTERM) reach the socket named by $NOTIFY_SOCKET, here a
+ * datagram socket of the test standing in for systemd; and socket activation
+ * (LISTEN_FDS), with a listening socket the test passes at fd 3, which a
+ * stopping Tycho leaves listening for the next one. Under load (clients
+ * opening new connections without pause), an upgrade with --reuseport (the new
+ * one started, the old one stopped) fails no request, with
+ * net.ipv4.tcp_migrate_req=1 (the test sets it when it can, and puts the old
+ * value back). Ends with `N passed, M failed`.
  */
 #include "harness.h"
 #include "support.h"
@@ -94,6 +96,48 @@ static void test_reuseport(void)
     }
     is_int(server_stop(&b), 0, "the new instance stops on SIGTERM (exit 0)");
     server_cleanup(&b);
+}
+
+/*
+ * A stop with new connections whose first request has not come: one sends it
+ * after SIGTERM and is answered (Connection: close); one never sends and is
+ * closed at --header-timeout (1 s), so the stop does not last --drain-timeout.
+ */
+static void test_stop_new_connections(void)
+{
+    struct server s;
+    struct client late, silent;
+    struct response r;
+    const char *args[] = {"--port", "0", "--workers", "2", "--header-timeout", "1",
+                          "--drain-timeout", "20", dir, NULL};
+    long long t0;
+
+    if (start_instance(&s, "S", args) < 0) {
+        ok(0, "stop with new connections: the server starts");
+        return;
+    }
+    if (client_connect(&late, s.port) < 0 || client_connect(&silent, s.port) < 0) {
+        ok(0, "stop with new connections: connect");
+        server_stop(&s);
+        server_cleanup(&s);
+        return;
+    }
+    sleep_ms(n_wrap ? 2000 : 200);     /* accepted by now */
+    t0 = now_ms();
+    kill(s.pid, SIGTERM);
+    sleep_ms(200);
+    client_sends(&late, "GET /who HTTP/1.1\r\nHost: t\r\n\r\n");
+    read_response(&late, &r, 0);
+    if (expect_status(&r, 200, "stop: a connection made before it, request sent after, answered"))
+        expect_header(&r, "Connection", "close", "stop: that answer says Connection: close");
+    response_free(&r);
+    client_close(&late);
+    is_int(server_stop(&s), 0, "stop with a connection that never sends: exit 0");
+    note("stop with a connection that never sends: %lld ms", now_ms() - t0);
+    ok(now_ms() - t0 < 10000, "stop: a connection that never sends ends at --header-timeout, "
+                              "not --drain-timeout");
+    client_close(&silent);
+    server_cleanup(&s);
 }
 
 /* ---- an upgrade under load ---- */
@@ -383,6 +427,7 @@ int main(int argc, char **argv)
     if (app_dir_make(dir, app_lua) < 0)
         return test_summary();
     test_reuseport();
+    test_stop_new_connections();
     test_upgrade_under_load();
     test_notify();
     test_activation();
