@@ -49,7 +49,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define MAX_LINGERING 1024 /* per worker */
+#define MAX_LINGERING 1024 /* refused sockets lingering at once, over all the workers */
 #define LINGER_ROUNDS 4    /* each waits up to 500 ms for input to drop */
 
 static void on_linger(evutil_socket_t fd, short what, void *arg);
@@ -92,7 +92,7 @@ static void refuse_quietly(struct tycho_acceptor *a, int fd, bool tls)
         return;
     }
     send(fd, busy, tycho_http_busy(busy, sizeof(busy), tycho_ctx_date(a->ctx)), MSG_NOSIGNAL);
-    if (a->lingering >= MAX_LINGERING) {
+    if (a->lingering >= MAX_LINGERING / a->shared->cfg->workers + 1) {
         close(fd);
         return;
     }
