@@ -63,6 +63,8 @@
 #include <unistd.h>
 
 /* Reads per event before yielding to other connections. */
+/* How long a new connection that has sent nothing may wait for its first request in a stop. */
+#define DRAIN_GRACE_MS 1000
 #define READS_PER_EVENT 4
 /* Input kept (unparsed) while a handler waits, before the connection stops reading. */
 #define KEPT_INPUT_BYTES (64 * 1024)
@@ -1047,6 +1049,27 @@ void tycho_conn_close_all(struct tycho_ctx *ctx)
         close_conn(tycho_container_of(first, struct tycho_conn, link));
 }
 
+/*
+ * Stopping: a new connection that has not sent a byte of a request gets
+ * DRAIN_GRACE_MS (at most --header-timeout) for its first one, not the whole
+ * --header-timeout, which would hold the stop. Bytes that come renew its
+ * timers as usual.
+ */
+static void give_grace(struct tycho_conn *c)
+{
+    long ms = c->ctx->cfg->header_timeout_ms;
+    struct timeval tv;
+
+    if (c->started || c->tls_want_write)
+        return;
+    if (ms > DRAIN_GRACE_MS)
+        ms = DRAIN_GRACE_MS;
+    tv.tv_sec = ms / 1000;
+    tv.tv_usec = (ms % 1000) * 1000;
+    if (arm(c, EV_READ, TIMER_DEADLINE, &tv) < 0)
+        close_conn(c);
+}
+
 void tycho_conn_drain(struct tycho_ctx *ctx)
 {
     struct tycho_list *node, *next;
@@ -1063,10 +1086,13 @@ void tycho_conn_drain(struct tycho_ctx *ctx)
         /*
          * New, no request yet: its client connected before the stop and its
          * first request is on the way (a restart with --reuseport must not
-         * drop it). It is answered with Connection: close, or times out.
+         * drop it). It is answered with Connection: close; one that sends
+         * nothing within a moment (a browser's preconnect) is closed then.
          */
-        if (c->nrequests == 0)
+        if (c->nrequests == 0) {
+            give_grace(c);
             continue;
+        }
         c->linger = true;             /* its client may be sending a request right now */
         finish(c);
     }

@@ -43,7 +43,8 @@ void tycho_conn_close_all(struct tycho_ctx *ctx);
 /*
  * Starts a graceful stop of ctx's connections: idle keep-alive connections are closed now;
  * those with a request in flight, and new ones whose first request has not come yet, finish
- * it (its response says Connection: close) and close. ctx's loop is broken when the last one has closed.
+ * it (its response says Connection: close) and close. ctx's loop is broken when the last one
+ * has closed.
  */
 void tycho_conn_drain(struct tycho_ctx *ctx);
 

@@ -613,6 +613,7 @@ static void read_opts(lua_State *L, int idx, struct ws_obj *o, struct tycho_ws_l
 /*
  * _accept(res, opts) -> ws, or nil, status, why: checks the handshake of
  * res's request and answers 101; the connection is the WebSocket's from then.
+ * While the server stops: nil, 503, "server stopping".
  */
 static int ws_accept(lua_State *L)
 {
@@ -627,6 +628,13 @@ static int ws_accept(lua_State *L)
     luaL_checktype(L, 2, LUA_TTABLE);
     if (!r)
         return luaL_error(L, "app.ws: the request has ended");
+    /* A stop: a WebSocket opened now would be closed (1001) at once. */
+    if (tycho_stream_stopping(r)) {
+        lua_pushnil(L);
+        lua_pushinteger(L, 503);
+        lua_pushstring(L, "server stopping");
+        return 3;
+    }
     if ((status = tycho_ws_handshake(r, accept, sizeof(accept), &why)) != 0) {
         lua_pushnil(L);
         lua_pushinteger(L, status);

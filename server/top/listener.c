@@ -162,7 +162,8 @@ int tycho_listener_bind(struct tycho_listener *l, struct tycho_shared *shared, c
         tycho_listener_dispose(l);
         return TYCHO_ERR;
     }
-    if (cfg->max_conns_per_ip > 0 && !(shared->per_ip = tycho_iplimit_new((unsigned)cfg->max_conns))) {
+    if (cfg->max_conns_per_ip > 0 &&
+        !(shared->per_ip = tycho_iplimit_new((unsigned)cfg->max_conns))) {
         snprintf(err, TYCHO_ERR_LEN, "tycho: out of memory setting up --max-conns-per-ip");
         tycho_listener_dispose(l);
         return TYCHO_ERR;

@@ -1,17 +1,19 @@
 /*
  * test_restart.c TYCHO_BINARY FIXTURE_DIR: what a restart without refusing
  * connections stands on, over real sockets against the real binary:
- * --reuseport lets a second Tycho bind the port of a running one (without
- * it the second is refused), both serve, and the old one stops on SIGTERM
- * while the new one goes on; systemd's notifications (READY=1, RELOADING=1
- * then READY=1 on SIGHUP, STOPPING=1 on SIGTERM) reach the socket named by
- * $NOTIFY_SOCKET, here a datagram socket of the test standing in for
- * systemd; and socket activation (LISTEN_FDS), with a listening socket the
- * test passes at fd 3, which a stopping Tycho leaves listening for the
- * next one. Under load (clients opening new connections without pause), an
- * upgrade with --reuseport (the new one started, the old one stopped) fails
- * no request, with net.ipv4.tcp_migrate_req=1 (the test sets it when it can,
- * and puts the old value back). Ends with `N passed, M failed`.
+ * --reuseport lets a second Tycho bind the port of a running one (without it
+ * the second is refused), both serve, and the old one stops on SIGTERM while
+ * the new one goes on; a stop answers a connection made before it whose
+ * request comes after, and closes one that sends nothing within a second;
+ * systemd's notifications (READY=1, RELOADING=1 then READY=1 on SIGHUP,
+ * STOPPING=1 on SIGTERM) reach the socket named by $NOTIFY_SOCKET, here a
+ * datagram socket of the test standing in for systemd; and socket activation
+ * (LISTEN_FDS), with a listening socket the test passes at fd 3, which a
+ * stopping Tycho leaves listening for the next one. Under load (clients
+ * opening new connections without pause), an upgrade with --reuseport (the new
+ * one started, the old one stopped) fails no request, with
+ * net.ipv4.tcp_migrate_req=1 (the test sets it when it can, and puts the old
+ * value back). Ends with `N passed, M failed`.
  */
 #include "harness.h"
 #include "support.h"
@@ -28,7 +30,8 @@ static char dir[] = "/tmp/tycho-restart-XXXXXX";
 static const char app_lua[] =
     "local app = require 'tycho'\n"
     "local name = os.getenv('TYCHO_TEST_INSTANCE') or '?'\n"
-    "app.get('/who', function() return name end)\n";
+    "app.get('/who', function() return name end)\n"
+    "app.ws('/ws', function(ws) ws:send('hi') end)\n";
 
 /* Starts an instance named name (its /who answers it) with args. 0, or -1. */
 static int start_instance(struct server *s, const char *name, const char *const *args)
@@ -94,6 +97,60 @@ static void test_reuseport(void)
     }
     is_int(server_stop(&b), 0, "the new instance stops on SIGTERM (exit 0)");
     server_cleanup(&b);
+}
+
+/*
+ * A stop with new connections whose first request has not come: one sends it
+ * after SIGTERM and is answered (Connection: close), one sends a WebSocket
+ * handshake and is answered 503; one never sends and is
+ * closed after a second's grace, so the stop lasts neither --header-timeout
+ * (10 s by default) nor --drain-timeout.
+ */
+static void test_stop_new_connections(void)
+{
+    struct server s;
+    struct client late, silent, upgrade;
+    struct response r;
+    const char *args[] = {"--port", "0", "--workers", "2", "--drain-timeout", "20", dir, NULL};
+    long long t0;
+
+    if (start_instance(&s, "S", args) < 0) {
+        ok(0, "stop with new connections: the server starts");
+        return;
+    }
+    if (client_connect(&late, s.port) < 0 || client_connect(&silent, s.port) < 0 ||
+        client_connect(&upgrade, s.port) < 0) {
+        ok(0, "stop with new connections: connect");
+        server_stop(&s);
+        server_cleanup(&s);
+        return;
+    }
+    sleep_ms(n_wrap ? 2000 : 200);     /* accepted by now */
+    t0 = now_ms();
+    kill(s.pid, SIGTERM);
+    wait_for_log(&s, "SIGTERM: stopping", io_timeout_ms);
+    sleep_ms(n_wrap ? 300 : 100);     /* the workers have begun their drain */
+    /* Both within the second a new connection has: the request, and a WebSocket handshake. */
+    client_sends(&late, "GET /who HTTP/1.1\r\nHost: t\r\n\r\n");
+    client_sends(&upgrade, "GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\n"
+                           "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                           "Sec-WebSocket-Version: 13\r\n\r\n");
+    read_response(&late, &r, 0);
+    if (expect_status(&r, 200, "stop: a connection made before it, request sent after, answered"))
+        expect_header(&r, "Connection", "close", "stop: that answer says Connection: close");
+    response_free(&r);
+    client_close(&late);
+    read_response(&upgrade, &r, 0);
+    expect_status(&r, 503, "stop: a WebSocket handshake after SIGTERM is answered 503");
+    expect_body(&r, "server stopping\n", "stop: 503 server stopping");
+    response_free(&r);
+    client_close(&upgrade);
+    is_int(server_stop(&s), 0, "stop with a connection that never sends: exit 0");
+    note("stop with a connection that never sends: %lld ms", now_ms() - t0);
+    ok(now_ms() - t0 < (n_wrap ? 9000 : 5000), "stop: a connection that never sends is closed "
+       "after a second, not at --header-timeout or --drain-timeout");
+    client_close(&silent);
+    server_cleanup(&s);
 }
 
 /* ---- an upgrade under load ---- */
@@ -383,6 +440,7 @@ int main(int argc, char **argv)
     if (app_dir_make(dir, app_lua) < 0)
         return test_summary();
     test_reuseport();
+    test_stop_new_connections();
     test_upgrade_under_load();
     test_notify();
     test_activation();
