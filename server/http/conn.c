@@ -833,6 +833,10 @@ static void timed_out(struct tycho_conn *c)
 {
     struct tycho_ctx *ctx = c->ctx;
 
+    if (c->proxy_wait && ctx->draining && c->input.len == 0) {
+        close_conn(c);                /* silent through a stop's grace (give_grace): no error */
+        return;
+    }
     if (c->proxy_wait) {
         proxy_failed(c, "no complete PROXY header within --header-timeout");
         return;
