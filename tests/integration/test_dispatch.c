@@ -200,10 +200,19 @@ int main(int argc, char **argv)
         rc = server_start(&s, args);
         ok(rc == 0, "two workers start");
     }
-    if (rc == 0) {
+    if (rc == 0 && n_wrap) {
+        /*
+         * valgrind runs one thread at a time, and a thread spinning in Lua holds
+         * it for long stretches: the other worker's answers come seconds late,
+         * which says nothing about dispatch (this runs natively and under ASan).
+         */
+        note("skipped under TYCHO_WRAP: the stuck handler (a spinning thread starves the others "
+             "under valgrind)");
+    } else if (rc == 0) {
         test_stuck_handler(s.port);
-        is_int(server_stop(&s), 0, "two workers: exit status 0");
     }
+    if (rc == 0)
+        is_int(server_stop(&s), 0, "two workers: exit status 0");
     server_cleanup(&s);
     {
         const char *args[] = {"--port", "0", "--workers", "2", "--max-conns", "6", dir, NULL};
