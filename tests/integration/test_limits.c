@@ -444,6 +444,11 @@ static void test_stuck_worker(struct server *s)
        "a worker stuck in a handler: the process still exits (status 1) after SIGTERM");
     if (exited && WIFEXITED(status))
         note("stuck worker: exit status %d", WEXITSTATUS(status));
+    else if (exited && WIFSIGNALED(status))
+        note("stuck worker: ended by signal %d", WTERMSIG(status));
+    else
+        note("stuck worker: still running %lld ms after SIGTERM", now_ms() - (until -
+             (n_wrap ? 180000 : 20000)));
     if (!exited) {
         kill(s->pid, SIGKILL);
         waitpid(s->pid, &status, 0);
