@@ -19,7 +19,8 @@ app.get("/users/:id", function(req, res)
   res:json({ id = req.params.id, q = req.query.q })
 end)
 
+-- req:get_header finds one header without building the req.headers table.
 app.post("/echo", function(req, res)
-  res:header("Content-Type", req.headers["content-type"] or "application/octet-stream")
+  res:header("Content-Type", req:get_header("Content-Type") or "application/octet-stream")
   res:send(req.body)
 end)

@@ -35,13 +35,6 @@ void tycho_bind_app(lua_State *L);
  */
 void tycho_bind_objects(lua_State *L);
 
-/*
- * bind_req.c: after a request's coroutine returned, errored or yielded for
- * good: the req and res objects stop pointing at r, and are no longer kept
- * alive for it. Never raises, allocates nothing.
- */
-void tycho_bind_release(lua_State *L, struct tycho_req *r);
-
 /* bind_http.c: adds tycho.http to the module table on top. May raise. */
 void tycho_bind_http(lua_State *L);
 
@@ -61,8 +54,18 @@ int tycho_bind_set_secret(const char *secret, size_t len);
 void tycho_bind_seed(lua_State *L);
 /* bind_json.c: adds tycho.json to the module table on top. May raise. */
 void tycho_bind_json(lua_State *L);
-/* bind_json.c: tycho.json.encode(value) -> text, as a lua_CFunction (res:json uses it). */
+/* bind_json.c: tycho.json.encode(value) -> text, as a lua_CFunction. */
 int tycho_json_encode(lua_State *L);
+/*
+ * bind_json.c: encodes the value at idx of L as tycho.json.encode does and
+ * hands the text to done(arg, text, len), without making a Lua string: the
+ * text lives until done returns (res:json copies it into the response).
+ * Leaves one value pushed on L (where a grown buffer was kept). Raises as
+ * tycho.json.encode does, without the caller's position, and whatever done
+ * raises.
+ */
+typedef void (*tycho_json_done)(void *arg, const char *text, size_t len);
+void tycho_json_encode_to(lua_State *L, int idx, tycho_json_done done, void *arg);
 /* bind_json.c: tycho.json.decode(text) -> value, or nil and why, as a lua_CFunction. */
 int tycho_json_decode(lua_State *L);
 /* bind_redis.c: adds tycho.redis to the module table on top. May raise. */

@@ -36,6 +36,8 @@ struct enc {
     char *data;
     size_t len, cap;
     char stack[4096];
+    int keep;                         /* the stack slot where a grown buffer is kept */
+    bool where;                       /* errors name the caller's line (a Lua caller's) */
     /*
      * Where the value being written is, for errors, made only then: per
      * level, the stack index of its key (an object's) or minus its position
@@ -54,7 +56,7 @@ static void grow(struct enc *e, size_t n)
     char *data = lua_newuserdata(e->L, cap);
 
     memcpy(data, e->data, e->len);
-    lua_replace(e->L, 2);             /* the old one (if any) may go now */
+    lua_replace(e->L, e->keep);       /* the old one (if any) may go now */
     e->data = data;
     e->cap = cap;
 }
@@ -89,7 +91,14 @@ static int fail(struct enc *e, const char *fmt, const char *a, const char *b)
         n += (size_t)(e->at[i] < 0 ? snprintf(path + n, sizeof(path) - n, "[%d]", -e->at[i])
                                    : snprintf(path + n, sizeof(path) - n, ".%s",
                                               lua_tostring(L, e->at[i])));
-    return luaL_error(L, fmt, path, a, b);
+    if (e->where) {
+        luaL_where(L, 1);
+        lua_pushfstring(L, fmt, path, a, b);
+        lua_concat(L, 2);
+    } else {
+        lua_pushfstring(L, fmt, path, a, b);
+    }
+    return lua_error(L);
 }
 
 /* A JSON string: quotes, \" \\ \n \r \t, other control bytes as \u00XX; the rest as is. */
@@ -267,20 +276,38 @@ static void encode_value(struct enc *e, int idx, int depth)
     fail(e, "tycho.json.encode: %s is a %s, which JSON cannot hold%s", luaL_typename(L, idx), "");
 }
 
-/* tycho.json.encode(value) -> the JSON text (res:json's encoder too). */
-int tycho_json_encode(lua_State *L)
+static void encode(lua_State *L, int idx, tycho_json_done done, void *arg, bool where)
 {
     struct enc e;
 
-    luaL_checkany(L, 1);
-    lua_settop(L, 2);                 /* 2: where a grown buffer is kept */
+    lua_pushnil(L);                   /* where a grown buffer is kept */
+    e.keep = lua_gettop(L);
+    e.where = where;
     e.L = L;
     e.depth = 0;
     e.data = e.stack;
     e.len = 0;
     e.cap = sizeof(e.stack);
-    encode_value(&e, 1, 0);
-    lua_pushlstring(L, e.data, e.len);
+    encode_value(&e, idx, 0);
+    done(arg, e.data, e.len);
+}
+
+void tycho_json_encode_to(lua_State *L, int idx, tycho_json_done done, void *arg)
+{
+    encode(L, idx, done, arg, false);
+}
+
+static void push_text(void *arg, const char *text, size_t len)
+{
+    lua_pushlstring(arg, text, len);
+}
+
+/* tycho.json.encode(value) -> the JSON text. */
+int tycho_json_encode(lua_State *L)
+{
+    luaL_checkany(L, 1);
+    lua_settop(L, 1);
+    encode(L, 1, push_text, L, true);
     return 1;
 }
 

@@ -1,11 +1,12 @@
 /*
  * bind_req.c: the `req` object a handler receives. A userdata holding a
- * pointer to the request context; tycho_bind_release sets it to NULL when the
- * request ends, so a stashed req raises "request finished" instead of reading
- * freed memory. Fields are made when read: strings are pushed on each read,
- * tables (query, params, headers) are built on first read and cached in the
- * userdata's environment table. Runs on the worker thread inside the request
- * coroutine; raises only on misuse.
+ * tycho_obj_box (task.h): the request's slot in its task and the slot's
+ * serial when the object was made. The task bumps the serial when the
+ * request ends, so a stashed req raises "request finished" instead of
+ * reading freed memory. Fields are made when read: strings are pushed on each
+ * read, tables (query, params, headers) are built on first read and cached in
+ * the userdata's environment table. Runs on the worker thread inside the
+ * request coroutine; raises only on misuse.
  */
 #include "lua/bind.h"
 #include "lua/task.h"
@@ -15,6 +16,7 @@
 
 #include <ctype.h>
 #include <lauxlib.h>
+#include <stdbool.h>
 #include <string.h>
 #include <strings.h>
 
@@ -29,26 +31,18 @@ static const char *const builtin_fields[] = {"id", "path", "body", "query", "met
                                              "headers", "remote_addr", "query_string",
                                              "cookies", "scheme", NULL};
 
-/*
- * Registry key of the anchor table: lightuserdata(r) -> req and
- * lightuserdata(r + 1) -> res while the request runs. It keeps the two
- * userdata alive until tycho_bind_release has set their pointers to NULL,
- * even when the handler dropped every reference to them (a GC in the middle
- * of the handler would otherwise free them before C writes into them).
- */
-static const char anchors_key = 0;
-
 /* Returns the live request behind the req at idx; raises on misuse. */
 static struct tycho_req *check_req(lua_State *L, int idx)
 {
-    void **box = lua_touserdata(L, idx);
+    const struct tycho_obj_box *box = lua_touserdata(L, idx);
+    struct tycho_req *r;
 
     if (!box || !lua_getmetatable(L, idx) || !lua_rawequal(L, -1, UP_REQ_MT))
         luaL_typerror(L, idx, "tycho.req");
     lua_pop(L, 1);
-    if (!*box)
+    if (!(r = tycho_obj_req(box)))
         luaL_error(L, "request finished: this req belongs to a request that has ended");
-    return *box;
+    return r;
 }
 
 static int hex_value(int c)
@@ -177,6 +171,34 @@ static int req_query_all(lua_State *L)
     return 1;
 }
 
+/*
+ * req:get_header(name) -> the value of header name (any spelling; repeated
+ * headers joined with ", ", as in req.headers), or nil: found in C, without
+ * building the req.headers table.
+ */
+static int req_get_header(lua_State *L)
+{
+    struct tycho_req *r = check_req(L, 1);
+    size_t len;
+    const char *name = luaL_checklstring(L, 2, &len);
+    bool found = false;
+
+    for (unsigned i = 0; i < r->nheaders; i++) {
+        const struct tycho_header *h = &r->headers[i];
+        if (h->name_len != len || strncasecmp(h->name, name, len) != 0)
+            continue;
+        if (found)
+            lua_pushliteral(L, ", ");
+        lua_pushlstring(L, h->value, h->value_len);
+        if (found)
+            lua_concat(L, 3);
+        found = true;
+    }
+    if (!found)
+        lua_pushnil(L);
+    return 1;
+}
+
 /* tycho_form_all(body, name) / tycho_form(body): a urlencoded body read as req.query is. */
 static int form_pairs(lua_State *L)
 {
@@ -202,11 +224,18 @@ static void push_params(lua_State *L, const struct tycho_req *r)
     }
 }
 
-/* Pushes s lower-cased. */
+/* Pushes s lower-cased (a header name: on the C stack when short, as nearly all are). */
 static void push_lower(lua_State *L, const char *s, size_t len)
 {
+    char small[64];
     luaL_Buffer b;
 
+    if (len <= sizeof(small)) {
+        for (size_t i = 0; i < len; i++)
+            small[i] = (char)tolower((unsigned char)s[i]);
+        lua_pushlstring(L, small, len);
+        return;
+    }
     luaL_buffinit(L, &b);
     for (size_t i = 0; i < len; i++)
         luaL_addchar(&b, (char)tolower((unsigned char)s[i]));
@@ -468,14 +497,14 @@ static int req_streamed(lua_State *L)
 
 /* req's methods written in C (the prelude wraps the _ ones and adds the rest). */
 static const luaL_Reg req_c_methods[] = {
-    {"query_all", req_query_all}, {"_read", req_read},       {"_wait_body", req_wait_body},
-    {"_streamed", req_streamed},  {NULL, NULL},
+    {"query_all", req_query_all}, {"get_header", req_get_header}, {"_read", req_read},
+    {"_wait_body", req_wait_body}, {"_streamed", req_streamed},    {NULL, NULL},
 };
 
 static int req_tostring(lua_State *L)
 {
-    void **box = lua_touserdata(L, 1);
-    struct tycho_req *r = box ? *box : NULL;
+    const struct tycho_obj_box *box = lua_touserdata(L, 1);
+    struct tycho_req *r = box ? tycho_obj_req(box) : NULL;
 
     if (!r)
         lua_pushliteral(L, "tycho.req (finished)");
@@ -491,72 +520,36 @@ static int req_tostring(lua_State *L)
 /* Upvalues of new_objects. */
 #define UP_NEW_REQ_MT lua_upvalueindex(1)
 #define UP_NEW_RES_MT lua_upvalueindex(2)
-#define UP_NEW_ANCHORS lua_upvalueindex(3)
-#define UP_NEW_NO_CACHE lua_upvalueindex(4)
 
-/* new_objects(r): the req and res objects for one request (called by the prelude). */
+/*
+ * new_objects(r): the req and res objects for one request (called by the
+ * prelude). Both take new_objects' environment, the "no cache yet" marker
+ * (lua_newuserdata gives a userdata the running C function's), so req needs
+ * no lua_setfenv until a table field is read. Nothing anchors them: they
+ * reach r through its task's slot, which forgets r when the request ends.
+ */
 static int new_objects(lua_State *L)
 {
-    struct tycho_req *r = lua_touserdata(L, 1);
-    void **req_box, **res_box;
+    struct tycho_req_objects *slot = tycho_task_objects(lua_touserdata(L, 1));
+    struct tycho_obj_box *req_box, *res_box;
 
-    req_box = lua_newuserdata(L, sizeof(void *));       /* 2 */
-    *req_box = NULL;
+    req_box = lua_newuserdata(L, sizeof(*req_box));       /* 2 */
+    req_box->slot = slot;
+    req_box->serial = slot->serial;
     lua_pushvalue(L, UP_NEW_REQ_MT);
     lua_setmetatable(L, 2);
-    /* Its environment is the "no cache yet" marker until a table field is read. */
-    lua_pushvalue(L, UP_NEW_NO_CACHE);
-    lua_setfenv(L, 2);
-    res_box = lua_newuserdata(L, sizeof(void *));       /* 3 */
-    *res_box = NULL;
+    res_box = lua_newuserdata(L, sizeof(*res_box));       /* 3 */
+    res_box->slot = slot;
+    res_box->serial = slot->serial;
     lua_pushvalue(L, UP_NEW_RES_MT);
     lua_setmetatable(L, 3);
-    lua_pushlightuserdata(L, r);
-    lua_pushvalue(L, 2);
-    lua_rawset(L, UP_NEW_ANCHORS);
-    lua_pushlightuserdata(L, (char *)r + 1);
-    lua_pushvalue(L, 3);
-    lua_rawset(L, UP_NEW_ANCHORS);
-    /* Only now, with everything that could raise done, do they point at r. */
-    *req_box = r;
-    *res_box = r;
-    tycho_task_objects(r)->req_box = req_box;
-    tycho_task_objects(r)->res_box = res_box;
+    slot->res_mt = lua_topointer(L, UP_NEW_RES_MT);
     return 2;
-}
-
-/* Removes the anchor at key from the table on top, without allocating. */
-static void unanchor(lua_State *L, void *key)
-{
-    lua_pushlightuserdata(L, key);
-    lua_rawget(L, -2);
-    if (!lua_isnil(L, -1)) {
-        lua_pushlightuserdata(L, key);
-        lua_pushnil(L);
-        lua_rawset(L, -4);    /* an existing key: setting nil allocates nothing */
-    }
-    lua_pop(L, 1);
-}
-
-void tycho_bind_release(lua_State *L, struct tycho_req *r)
-{
-    struct tycho_req_objects *o = tycho_task_objects(r);
-
-    if (o->req_box)
-        *o->req_box = NULL;
-    if (o->res_box)
-        *o->res_box = NULL;
-    o->req_box = o->res_box = NULL;
-    lua_pushlightuserdata(L, (void *)&anchors_key);
-    lua_rawget(L, LUA_REGISTRYINDEX);
-    unanchor(L, r);
-    unanchor(L, (char *)r + 1);
-    lua_pop(L, 1);
 }
 
 void tycho_bind_objects(lua_State *L)
 {
-    int req_mt, headers_mt, no_cache, anchors, methods;
+    int req_mt, headers_mt, no_cache, methods;
 
     luaL_newmetatable(L, "tycho.req");
     req_mt = lua_gettop(L);
@@ -566,13 +559,7 @@ void tycho_bind_objects(lua_State *L)
     lua_setfield(L, headers_mt, "__index");
     lua_newtable(L);
     no_cache = lua_gettop(L);
-    lua_pushlightuserdata(L, (void *)&anchors_key);
-    lua_newtable(L);
-    lua_pushvalue(L, -1);
-    lua_insert(L, -3);
-    lua_rawset(L, LUA_REGISTRYINDEX);
-    anchors = lua_gettop(L);
-    lua_newtable(L);                  /* req's methods: query_all here, the rest in the prelude */
+    lua_newtable(L);                  /* req's methods: query_all, get_header, the prelude's */
     methods = lua_gettop(L);
     lua_pushvalue(L, req_mt);
     luaL_setfuncs(L, req_c_methods, 1);  /* each with the req metatable as its upvalue */
@@ -596,9 +583,9 @@ void tycho_bind_objects(lua_State *L)
 
     lua_pushvalue(L, req_mt);
     tycho_bind_res_metatable(L);    /* pushes res_mt */
-    lua_pushvalue(L, anchors);
-    lua_pushvalue(L, no_cache);
-    lua_pushcclosure(L, new_objects, 4);
+    lua_pushcclosure(L, new_objects, 2);
+    lua_pushvalue(L, no_cache);     /* its environment: the one of the userdata it makes */
+    lua_setfenv(L, -2);
     lua_replace(L, req_mt);
     lua_pushvalue(L, methods);
     lua_replace(L, req_mt + 1);

@@ -1,8 +1,9 @@
 /*
  * bind_res.c: the `res` object a handler receives: status, header, send,
- * json, redirect. Like req, a userdata holding a pointer that is NULL once
- * the request ended. The response is built in the request context (strings
- * copied into its arena) and written by conn.c after the handler returns.
+ * json, redirect. Like req, a userdata holding a tycho_obj_box (task.h)
+ * that stops reaching the request once it ended. The response is built in
+ * the request context (strings copied into its arena) and written by conn.c
+ * after the handler returns.
  * Worker thread, inside the request coroutine. Misuse raises (a 500); no
  * function here holds a resource when it raises (arena memory belongs to
  * the request and goes with it).
@@ -19,19 +20,19 @@
 #include <strings.h>
 
 #define UP_RES_MT lua_upvalueindex(1)
-#define UP_JSON_ENCODE lua_upvalueindex(2)
 
 /* Returns the live request behind the res at idx; raises on misuse. */
 static struct tycho_req *check_res(lua_State *L, int idx)
 {
-    void **box = lua_touserdata(L, idx);
+    const struct tycho_obj_box *box = lua_touserdata(L, idx);
+    struct tycho_req *r;
 
     if (!box || !lua_getmetatable(L, idx) || !lua_rawequal(L, -1, UP_RES_MT))
         luaL_typerror(L, idx, "tycho.res");
     lua_pop(L, 1);
-    if (!*box)
+    if (!(r = tycho_obj_req(box)))
         luaL_error(L, "request finished: this res belongs to a request that has ended");
-    return *box;
+    return r;
 }
 
 /*
@@ -221,18 +222,40 @@ static int res_send(lua_State *L)
     return 1;
 }
 
-/* res:json(value) -> res. Encodes with lua-cjson; an unencodable value raises. */
+struct json_body {
+    lua_State *L;
+    struct tycho_req *r;
+    char *body;
+    size_t len;
+};
+
+/* res:json's encoder hands the text here: copied into the request's arena, no Lua string. */
+static void json_to_body(void *arg, const char *text, size_t len)
+{
+    struct json_body *jb = arg;
+
+    if (!(jb->body = tycho_arena_alloc(&jb->r->arena, len)))   /* JSON text is never empty */
+        luaL_error(jb->L, "res:json: out of memory");
+    memcpy(jb->body, text, len);
+    jb->len = len;
+}
+
+/* res:json(value) -> res. Encodes as tycho.json.encode does; an unencodable value raises. */
 static int res_json(lua_State *L)
 {
-    struct tycho_req *r = check_no_body(L, "json");
+    struct json_body jb = {L, check_no_body(L, "json"), NULL, 0};
 
     luaL_checkany(L, 2);
-    lua_pushvalue(L, UP_JSON_ENCODE);
-    lua_pushvalue(L, 2);
-    lua_call(L, 1, 1);
-    if (!(r->res_flags & TYCHO_RES_CONTENT_TYPE))
-        add_header(L, r, "res:json", "Content-Type", 12, "application/json", 16);
-    set_body(L, r, -1);
+    lua_settop(L, 2);
+    tycho_json_encode_to(L, 2, json_to_body, &jb);
+    /* A header known to be valid: added without add_header's checks. */
+    if (!(jb.r->res_flags & TYCHO_RES_CONTENT_TYPE) &&
+        tycho_http_add_header(jb.r, "Content-Type", 12, "application/json", 16) < 0)
+        luaL_error(L, "res:json: out of memory");
+    jb.r->res_flags |= TYCHO_RES_CONTENT_TYPE;
+    jb.r->res_body = jb.body;
+    jb.r->res_body_len = jb.len;
+    jb.r->res_flags |= TYCHO_RES_SENT;
     lua_settop(L, 1);
     return 1;
 }
@@ -359,9 +382,9 @@ static int res_closed(lua_State *L)
 
 static int res_tostring(lua_State *L)
 {
-    void **box = lua_touserdata(L, 1);
+    const struct tycho_obj_box *box = lua_touserdata(L, 1);
 
-    lua_pushstring(L, box && *box ? "tycho.res" : "tycho.res (finished)");
+    lua_pushstring(L, box && tycho_obj_req(box) ? "tycho.res" : "tycho.res (finished)");
     return 1;
 }
 
@@ -370,26 +393,20 @@ static const luaL_Reg res_methods[] = {
     {"add_header", res_add_header}, {"get_header", res_get_header},
     {"get_status", res_get_status}, {"send", res_send},
     {"redirect", res_redirect},     {"write", res_write},
-    {"_drain", res_drain},          {"_closed", res_closed},
+    {"json", res_json},             {"_drain", res_drain},
+    {"_closed", res_closed},
     {NULL, NULL},
 };
 
 void tycho_bind_res_metatable(lua_State *L)
 {
-    int mt, methods;
+    int mt;
 
     luaL_newmetatable(L, "tycho.res");
     mt = lua_gettop(L);
-    lua_newtable(L);
-    methods = lua_gettop(L);
+    lua_newtable(L);                  /* the methods */
     lua_pushvalue(L, mt);
     luaL_setfuncs(L, res_methods, 1);
-
-    lua_pushvalue(L, mt);
-    lua_pushcfunction(L, tycho_json_encode);
-    lua_pushcclosure(L, res_json, 2);
-    lua_setfield(L, methods, "json");
-
     lua_setfield(L, mt, "__index");   /* pops methods */
     lua_pushcfunction(L, res_tostring);
     lua_setfield(L, mt, "__tostring");

@@ -55,11 +55,12 @@ static void upload_end(struct tycho_defer *d)
 /* The live request behind the req at 1; raises on misuse. */
 static struct tycho_req *check_req(lua_State *L)
 {
-    void **box = luaL_checkudata(L, 1, "tycho.req");
+    const struct tycho_obj_box *box = luaL_checkudata(L, 1, "tycho.req");
+    struct tycho_req *r = tycho_obj_req(box);
 
-    if (!*box)
+    if (!r)
         luaL_error(L, "request finished: this req belongs to a request that has ended");
-    return *box;
+    return r;
 }
 
 /* The upload at 2, one of r's; raises otherwise. */

@@ -32,7 +32,7 @@
 struct ws_obj {
     struct tycho_wait w;           /* first: task.c's handle is this struct */
     struct tycho_ws *ws;           /* owned */
-    void **res_box;                /* the request's res: *res_box is NULL once it ended */
+    const struct tycho_obj_box *res_box; /* the request's res (kept alive by the ws's env) */
     struct event timer;            /* a wait's bound (ping, idle, close); assigned once */
     bool timer_added;
     double idle_timeout;           /* seconds without input before closing; 0: none */
@@ -57,9 +57,11 @@ static struct ws_obj *check_obj(lua_State *L, int idx)
 /* The request behind a live ws; raises once it has ended. */
 static struct tycho_req *req_of(lua_State *L, struct ws_obj *o, const char *fn)
 {
-    if (!o->ws || !*o->res_box)
+    struct tycho_req *r = o->ws ? tycho_obj_req(o->res_box) : NULL;
+
+    if (!r)
         luaL_error(L, "%s: this WebSocket has ended (its handler returned)", fn);
-    return *o->res_box;
+    return r;
 }
 
 /* Sends the frames the protocol has made. The push's verdict: OK, FULL or ERR. */
@@ -121,7 +123,7 @@ static void leave_all(struct ws_obj *o)
 /* Sends one broadcast message to o (its request live); false when o could not take it. */
 static bool deliver_to(struct ws_obj *o, const char *msg, size_t len, bool binary)
 {
-    struct tycho_req *r = *o->res_box;
+    struct tycho_req *r = tycho_obj_req(o->res_box);
 
     if (!r || r->stream_closed || !tycho_ws_can_send(o->ws))
         return false;
@@ -237,7 +239,7 @@ static int ws_gc(lua_State *L)
 /* Takes back everything a wait set: the connection's callbacks and the timer. */
 static void disarm(struct ws_obj *o)
 {
-    struct tycho_req *r = *o->res_box;
+    struct tycho_req *r = tycho_obj_req(o->res_box);
 
     if (r) {
         r->on_input = NULL;
@@ -306,7 +308,7 @@ static double next_deadline(const struct ws_obj *o)
 static void wait_start(struct tycho_wait *w)
 {
     struct ws_obj *o = (struct ws_obj *)w;
-    struct tycho_req *r = *o->res_box;
+    struct tycho_req *r = tycho_obj_req(o->res_box);
     double due = next_deadline(o);
 
     if (o->drain_only) {
@@ -553,7 +555,7 @@ static int ws_close(lua_State *L)
 static int ws_finish(lua_State *L)
 {
     struct ws_obj *o = check_obj(L, 1);
-    struct tycho_req *r = o->ws ? *o->res_box : NULL;
+    struct tycho_req *r = o->ws ? tycho_obj_req(o->res_box) : NULL;
 
     leave_all(o);
     if (r && !r->stream_closed)
@@ -617,8 +619,8 @@ static void read_opts(lua_State *L, int idx, struct ws_obj *o, struct tycho_ws_l
  */
 static int ws_accept(lua_State *L)
 {
-    void **box = luaL_checkudata(L, 1, "tycho.res");
-    struct tycho_req *r = *box;
+    const struct tycho_obj_box *box = luaL_checkudata(L, 1, "tycho.res");
+    struct tycho_req *r = tycho_obj_req(box);
     char accept[TYCHO_WS_ACCEPT_LEN];
     const char *why = NULL;
     struct tycho_ws_limits lim;
@@ -672,7 +674,7 @@ static int ws_tostring(lua_State *L)
 {
     struct ws_obj *o = check_obj(L, 1);
 
-    lua_pushstring(L, o->ws && *o->res_box ? "tycho.ws" : "tycho.ws (ended)");
+    lua_pushstring(L, o->ws && tycho_obj_req(o->res_box) ? "tycho.ws" : "tycho.ws (ended)");
     return 1;
 }
 

@@ -302,7 +302,6 @@ struct tycho_gen *tycho_gen_new(const char *dir_arg, int worker_id, char *err)
     g->vm.worker_id = worker_id;
     g->vm.dir = g->dir;
     g->vm.router = g->router;         /* routes may be added until the scripts have loaded */
-    g->vm.release = tycho_bind_release;
     g->vm.idle = on_idle;
     g->vm.idle_arg = g;
     g->dispatch_ref = g->handlers_ref = g->seal_ref = LUA_NOREF;
@@ -452,6 +451,7 @@ static void gen_free_one(struct tycho_gen *g)
     tycho_sqlite_owner_free(g->vm.sqlite);  /* waits for queries whose client left */
     if (g->vm.L)
         lua_close(g->vm.L);   /* also frees the cached coroutines, and closes app.static's mounts */
+    tycho_task_free_tasks(&g->vm);    /* after lua_close: a req or res box points into a task */
     tycho_router_free(g->router);
     free(g->vm.statics);
     free(g->vm.route_opts);

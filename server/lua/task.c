@@ -34,6 +34,7 @@ struct tycho_task {
     struct tycho_req_objects objects; /* a request's req and res objects (bind_req.c) */
     struct tycho_defer *defers;    /* what must be let go of when it ends (tycho_task_defer) */
     bool sleeping;                 /* yielded in tycho.sleep; wake is armed */
+    bool yielded;                  /* it has waited: only then can wake be armed */
     struct tycho_wait *wait;       /* yielded in tycho_task_wait; its work is under way */
     struct timeval sleep_tv;       /* what tycho.sleep asked for, armed once the yield is done */
     struct event wake;             /* assigned once, when the task is made */
@@ -217,8 +218,9 @@ static void task_put(struct tycho_task *t)
     struct tycho_vm *vm = t->vm;
 
     assert(vm->live_tasks > 0);
-    if (vm->base)
+    if (vm->base && t->yielded)
         event_del(&t->wake);          /* never back on the list with a wake-up pending */
+    t->yielded = false;
     while (t->defers) {               /* a transaction still open, say: rolled back */
         struct tycho_defer *d = t->defers;
         t->defers = d->next;
@@ -227,13 +229,19 @@ static void task_put(struct tycho_task *t)
     }
     t->r = NULL;
     t->timer = NULL;
-    t->objects.req_box = t->objects.res_box = NULL;
     t->sleeping = false;
     t->wait = NULL;
     t->next_free = vm->free_tasks;
     vm->free_tasks = t;
     if (--vm->live_tasks == 0 && vm->retired && vm->idle)
         vm->idle(vm);
+}
+
+/* The request's req and res objects stop reaching it: a stashed one raises "request finished". */
+static void release_objects(struct tycho_task *t)
+{
+    t->objects.serial++;
+    t->objects.r = NULL;
 }
 
 /*
@@ -253,7 +261,7 @@ static void abandon(struct tycho_task *t)
         t->wait->cancel(t->wait);
     t->wait = NULL;
     if (t->r) {
-        vm->release(vm->L, t->r);
+        release_objects(t);
         t->r->app = NULL;
     }
     if (t->timer) {
@@ -357,19 +365,36 @@ static void collect_table(struct tycho_task *t, lua_State *co)
 }
 
 /*
+ * Whether the userdata at idx of co is the res object of t's request (made
+ * under serial): a res (by its metatable) whose box is t's slot at serial.
+ */
+static bool is_own_res(struct tycho_task *t, lua_State *co, int idx, uint64_t serial)
+{
+    const struct tycho_obj_box *b;
+    bool res;
+
+    if (!t->objects.res_mt || !lua_getmetatable(co, idx))
+        return false;
+    res = lua_topointer(co, -1) == t->objects.res_mt;
+    lua_pop(co, 1);
+    b = lua_touserdata(co, idx);
+    return res && b->slot == &t->objects && b->serial == serial;
+}
+
+/*
  * A normal return of a request's coroutine: a string is the body, a table
  * is answered as JSON, res itself (return res:json(...)) and nil send what
- * res holds; once the body is set, a returned value is ignored. res_box:
- * the request's res object, for telling it apart.
+ * res holds; once the body is set, a returned value is ignored. serial: the
+ * objects' serial while the request ran, for telling its res apart.
  */
-static void collect_result(struct tycho_task *t, const void *res_box)
+static void collect_result(struct tycho_task *t, uint64_t serial)
 {
     struct tycho_req *r = t->r;
     lua_State *co = t->t.co;
     int type = lua_gettop(co) > 0 ? lua_type(co, 1) : LUA_TNIL;
 
     if (type == LUA_TNIL || (r->res_flags & TYCHO_RES_SENT) ||
-        (type == LUA_TUSERDATA && lua_touserdata(co, 1) == res_box))
+        (type == LUA_TUSERDATA && is_own_res(t, co, 1, serial)))
         return;
     if (type == LUA_TTABLE) {
         collect_table(t, co);
@@ -412,7 +437,7 @@ static enum tycho_run step(struct tycho_task *t, int nargs)
     lua_State *co = t->t.co;
     struct tycho_task *outer = vm->current;
     int rc;
-    const void *res_box;
+    uint64_t serial;
 
     vm->current = t;
     rc = lua_resume(co, nargs);
@@ -425,7 +450,7 @@ static enum tycho_run step(struct tycho_task *t, int nargs)
     if (rc == LUA_YIELD && lua_gettop(co) == 1 && lua_touserdata(co, 1) == &sleep_token) {
         lua_settop(co, 0);
         if (event_add(&t->wake, &t->sleep_tv) == 0) {
-            t->sleeping = true;
+            t->sleeping = t->yielded = true;
             return TYCHO_RUN_PENDING;
         }
         rc = LUA_ERRRUN;
@@ -435,16 +460,17 @@ static enum tycho_run step(struct tycho_task *t, int nargs)
     if (rc == LUA_YIELD && lua_gettop(co) == 2 && lua_touserdata(co, 1) == &wait_token) {
         t->wait = lua_touserdata(co, 2);
         t->wait->task_ = t;
+        t->yielded = true;            /* set first: start may wake t at once */
         lua_settop(co, 0);
         t->wait->start(t->wait);
         return TYCHO_RUN_PENDING;
     }
-    res_box = t->objects.res_box;     /* release forgets it */
+    serial = t->objects.serial;       /* the release bumps it */
     if (t->r)
-        vm->release(vm->L, t->r);     /* a stashed req/res must not reach r any more */
+        release_objects(t);           /* a stashed req/res must not reach r any more */
     if (rc == 0) {
         if (t->r)
-            collect_result(t, res_box);
+            collect_result(t, serial);
         keep_thread(vm, &t->t);
         return TYCHO_RUN_DONE;
     }
@@ -505,6 +531,7 @@ enum tycho_run tycho_task_run(struct tycho_vm *vm, struct tycho_req *r, tycho_ta
     }
     assert(!r->app && "a request runs one handler at a time");
     t->r = r;
+    t->objects.r = r;
     r->app = t;
     if (step(t, push(t->t.co, r, arg)) == TYCHO_RUN_PENDING)
         return TYCHO_RUN_PENDING;
@@ -756,6 +783,10 @@ void tycho_task_free_all(struct tycho_vm *vm)
             abandon(tm->task);        /* a run that waits: its wake-up and its work go too */
         timer_free(tm);
     }
+}
+
+void tycho_task_free_tasks(struct tycho_vm *vm)
+{
     while (vm->free_tasks) {
         struct tycho_task *t = vm->free_tasks;
         vm->free_tasks = t->next_free;

@@ -12,6 +12,7 @@
 
 #include <lua.h>
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "http/context.h"
 #include "lua/vm.h"
@@ -68,12 +69,32 @@ struct tycho_defer {
 void tycho_task_defer(lua_State *L, struct tycho_defer *d);
 void tycho_task_undefer(lua_State *L, struct tycho_defer *d);
 
-/* The req and res objects' pointer slots of a request whose task runs (bind_req.c). */
+/*
+ * How a request's req and res objects (bind_req.c) reach it: each holds a
+ * tycho_obj_box, the slot of the task that runs the request and the slot's
+ * serial when they were made. When the request ends the task bumps the
+ * serial and clears r, so every box made before stops reaching the request
+ * at once: nothing keeps the userdata alive for C, nothing writes into them.
+ * A slot lives as long as its vm (tasks are reused, and freed only after
+ * lua_close), so a box kept past its request still points at valid memory.
+ * Worker thread only.
+ */
 struct tycho_req_objects {
-    void **req_box;
-    void **res_box;
+    struct tycho_req *r;              /* the request while its handler runs; NULL after */
+    uint64_t serial;                  /* bumped when a request ends: 64 bits never wrap */
+    const void *res_mt;               /* the res metatable: tells a returned res apart */
+};
+struct tycho_obj_box {
+    struct tycho_req_objects *slot;
+    uint64_t serial;                  /* slot->serial when the object was made */
 };
 struct tycho_req_objects *tycho_task_objects(struct tycho_req *r);
+
+/* The request behind a req or res box; NULL once that request has ended. */
+static inline struct tycho_req *tycho_obj_req(const struct tycho_obj_box *b)
+{
+    return b->serial == b->slot->serial ? b->slot->r : NULL;
+}
 
 /*
  * Whether the code running on L is r's own handler (its coroutine), not a
@@ -133,8 +154,11 @@ int tycho_task_start_functions(struct tycho_vm *vm);
 /* Retires vm: its timers stop and timer runs that wait are abandoned. */
 void tycho_task_retire(struct tycho_vm *vm);
 
-/* Frees vm's timers and idle tasks (before its state is closed; requests were cancelled). */
+/* Frees vm's timers (before its state is closed; requests were cancelled). */
 void tycho_task_free_all(struct tycho_vm *vm);
+
+/* Frees vm's idle tasks: after lua_close, as req and res objects point into them. */
+void tycho_task_free_tasks(struct tycho_vm *vm);
 
 /* The metatable (registry name) of the error value tycho.abort raises. */
 #define TYCHO_ABORT_MT "tycho.abort"

@@ -51,12 +51,6 @@ struct tycho_vm {
     struct tycho_route_opts *route_opts;
     unsigned nroute_opts;          /* entries in route_opts: the highest such id + 1 */
     bool retired;                  /* a newer generation serves: no new timers */
-    /*
-     * Called when a request's coroutine is done with r (returned, failed or
-     * abandoned): its req and res objects must stop reaching r. Set by the
-     * generation (bind_req.c's tycho_bind_release). Never raises.
-     */
-    void (*release)(lua_State *L, struct tycho_req *r);
     /* The encoder of a table a handler returns (JSON: value at 1 -> text); the generation's. */
     lua_CFunction encode_json;
     /* Called when a retired vm's last task has ended (from a task_put). */

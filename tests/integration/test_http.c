@@ -175,6 +175,13 @@ static void test_headers(int port)
     if (expect_status(&r, 200, "headers"))
         expect_body(&r, "abc|abc|abc|text/x-fixture|text/x-fixture|one, two|nil", "headers");
     response_free(&r);
+    fetch(port,
+          "GET /get-header HTTP/1.1\r\nHost: t\r\nX-Custom: abc\r\ncontent-type: text/x-fixture\r\n"
+          "X-Multi: one\r\nx-multi: two\r\n\r\n",
+          &r);
+    if (expect_status(&r, 200, "req:get_header"))
+        expect_body(&r, "abc|abc|text/x-fixture|one, two|nil|nil", "req:get_header");
+    response_free(&r);
 }
 
 static void test_bodies(int port)
@@ -815,7 +822,8 @@ static void test_lua_errors(const struct server *s)
 {
     static const char *const paths[] = {"/error",       "/error-nested", "/send-twice",
                                         "/error-table", "/error-nil",    "/status-1xx",
-                                        "/header-split", "/return-function", "/use-stashed"};
+                                        "/header-split", "/return-function", "/use-stashed",
+                                        "/use-stashed-res"};
     static const char *const secrets[] = {"boom", "30_errors", "traceback", "attempt to",
                                           "missing", "second"};
     struct client c;
@@ -830,6 +838,10 @@ static void test_lua_errors(const struct server *s)
     /* /use-stashed reads a req kept from /stash; the same connection reaches the same worker. */
     exchange(&c, "GET /stash HTTP/1.1\r\nHost: t\r\n\r\n", &r);
     expect_status(&r, 200, "/stash");
+    response_free(&r);
+    exchange(&c, "GET /stashed-names HTTP/1.1\r\nHost: t\r\n\r\n", &r);
+    if (expect_status(&r, 200, "/stashed-names"))
+        expect_body(&r, "tycho.req (finished)|tycho.res (finished)", "/stashed-names");
     response_free(&r);
     for (i = 0; i < sizeof paths / sizeof paths[0]; i++) {
         snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: t\r\n\r\n", paths[i]);
@@ -867,6 +879,8 @@ static void test_lua_errors(const struct server *s)
        "log: returning a function is an error");
     ok(wait_for_log(s, "request finished", io_timeout_ms),
        "log: a stashed req raises \"request finished\"");
+    ok(wait_for_log(s, "this res belongs to a request that has ended", io_timeout_ms),
+       "log: a stashed res raises \"request finished\"");
     if (!wait_for_log(s, "30_errors.lua:15", 0))
         note_server_stderr(s, 3000);
 

@@ -68,6 +68,15 @@ app.get("/headers", function(req, res)
     }, "|")
 end)
 
+-- The same lookups with req:get_header (found in C, no table).
+app.get("/get-header", function(req, res)
+    return table.concat({
+        tostring(req:get_header("x-custom")), tostring(req:get_header("X-CUSTOM")),
+        tostring(req:get_header("Content-Type")), tostring(req:get_header("x-multi")),
+        tostring(req:get_header("x-absent")), tostring(req:get_header("x-custo")),
+    }, "|")
+end)
+
 -- Body echo (Content-Length or chunked); X-Body-Length is #req.body.
 app.post("/echo", function(req, res)
     res:header("X-Body-Length", tostring(#req.body))

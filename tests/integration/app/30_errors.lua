@@ -42,12 +42,21 @@ app.get("/return-function", function(req, res)
     return function() end
 end)
 
-local stashed
+local stashed, stashed_res
 app.get("/stash", function(req, res)
-    stashed = req
+    stashed, stashed_res = req, res
     return "stashed"
 end)
 
 app.get("/use-stashed", function(req, res)
     return stashed.path -- the stashed req belongs to a finished request
+end)
+
+app.get("/use-stashed-res", function(req, res)
+    stashed_res:status(201) -- so does the stashed res
+    return "not reached"
+end)
+
+app.get("/stashed-names", function(req, res)
+    return tostring(stashed) .. "|" .. tostring(stashed_res)
 end)
