@@ -54,6 +54,13 @@ int tycho_bind_set_secret(const char *secret, size_t len);
 void tycho_bind_seed(lua_State *L);
 /* bind_json.c: adds tycho.json to the module table on top. May raise. */
 void tycho_bind_json(lua_State *L);
+/*
+ * bind_res.c: json_body(value, lightuserdata r), a lua_CFunction: what a
+ * handler returned as a table becomes r's body as res:json(value) makes it.
+ * Raises on an unencodable value.
+ */
+int tycho_bind_json_body(lua_State *L);
+
 /* bind_json.c: tycho.json.encode(value) -> text, as a lua_CFunction. */
 int tycho_json_encode(lua_State *L);
 /*

@@ -240,24 +240,40 @@ static void json_to_body(void *arg, const char *text, size_t len)
     jb->len = len;
 }
 
+/*
+ * The value at idx, encoded as JSON, becomes r's body, with Content-Type
+ * application/json unless one was set. Raises on an unencodable value.
+ */
+static void json_into(lua_State *L, struct tycho_req *r, int idx)
+{
+    struct json_body jb = {L, r, NULL, 0};
+
+    tycho_json_encode_to(L, idx, json_to_body, &jb);
+    /* A header known to be valid: added without add_header's checks. */
+    if (!(r->res_flags & TYCHO_RES_CONTENT_TYPE) &&
+        tycho_http_add_header(r, "Content-Type", 12, "application/json", 16) < 0)
+        luaL_error(L, "res:json: out of memory");
+    r->res_flags |= TYCHO_RES_CONTENT_TYPE | TYCHO_RES_SENT;
+    r->res_body = jb.body;
+    r->res_body_len = jb.len;
+}
+
 /* res:json(value) -> res. Encodes as tycho.json.encode does; an unencodable value raises. */
 static int res_json(lua_State *L)
 {
-    struct json_body jb = {L, check_no_body(L, "json"), NULL, 0};
+    struct tycho_req *r = check_no_body(L, "json");
 
     luaL_checkany(L, 2);
     lua_settop(L, 2);
-    tycho_json_encode_to(L, 2, json_to_body, &jb);
-    /* A header known to be valid: added without add_header's checks. */
-    if (!(jb.r->res_flags & TYCHO_RES_CONTENT_TYPE) &&
-        tycho_http_add_header(jb.r, "Content-Type", 12, "application/json", 16) < 0)
-        luaL_error(L, "res:json: out of memory");
-    jb.r->res_flags |= TYCHO_RES_CONTENT_TYPE;
-    jb.r->res_body = jb.body;
-    jb.r->res_body_len = jb.len;
-    jb.r->res_flags |= TYCHO_RES_SENT;
+    json_into(L, r, 2);
     lua_settop(L, 1);
     return 1;
+}
+
+int tycho_bind_json_body(lua_State *L)
+{
+    json_into(L, lua_touserdata(L, 2), 1);
+    return 0;
 }
 
 /* res:redirect(url[, code]) -> res. code: 300..399, default 302. */

@@ -156,7 +156,8 @@ static int setup_state(lua_State *L)
     tycho_bind_crypto(L);
     tycho_bind_json(L);
     tycho_bind_upload(L);
-    g->vm.encode_json = tycho_json_encode;
+    lua_pushcfunction(L, tycho_bind_json_body);
+    g->vm.json_body_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     tycho_bind_seed(L);               /* never the same math.random in two workers or loads */
     if (luaL_loadbuffer(L, tycho_prelude_lua, sizeof(tycho_prelude_lua) - 1, "=tycho.prelude"))
         return lua_error(L);
@@ -304,7 +305,7 @@ struct tycho_gen *tycho_gen_new(const char *dir_arg, int worker_id, char *err)
     g->vm.router = g->router;         /* routes may be added until the scripts have loaded */
     g->vm.idle = on_idle;
     g->vm.idle_arg = g;
-    g->dispatch_ref = g->handlers_ref = g->seal_ref = LUA_NOREF;
+    g->dispatch_ref = g->handlers_ref = g->seal_ref = g->vm.json_body_ref = LUA_NOREF;
     args.g = g;
     args.dir = dir;
     if (lua_cpcall(g->vm.L, setup_state, &args) != 0) {

@@ -328,40 +328,20 @@ static bool aborted(struct tycho_req *r, lua_State *co)
     return true;
 }
 
-/* A normal return of a request's coroutine: a string result is the body. */
 /*
- * A table returned by a handler: answered as JSON (the generation's
- * encoder), with Content-Type application/json unless one was set. The
- * table is at 1 on co; an encoding error fails the request.
+ * A table returned by a handler: answered as JSON, as res:json answers it
+ * (the generation's function), with Content-Type application/json unless one
+ * was set. The table is at 1 on co; an encoding error fails the request.
  */
 static void collect_table(struct tycho_task *t, lua_State *co)
 {
-    struct tycho_req *r = t->r;
-    size_t len;
-    const char *s;
-    char *body;
-
-    lua_pushcfunction(co, t->vm->encode_json);
+    lua_rawgeti(co, LUA_REGISTRYINDEX, t->vm->json_body_ref);
     lua_pushvalue(co, 1);
-    if (lua_pcall(co, 1, 1, 0) != 0) {
+    lua_pushlightuserdata(co, t->r);
+    if (lua_pcall(co, 2, 0, 0) != 0) {
         log_error(t, co, NULL);
-        fail_request(r);
-        return;
+        fail_request(t->r);
     }
-    s = lua_tolstring(co, -1, &len);
-    body = len ? tycho_arena_alloc(&r->arena, len) : NULL;
-    if ((len && !body) ||
-        (!(r->res_flags & TYCHO_RES_CONTENT_TYPE) &&
-         tycho_http_add_header(r, "Content-Type", 12, "application/json", 16) < 0)) {
-        log_error(t, co, "out of memory copying the response body");
-        fail_request(r);
-        return;
-    }
-    if (len)                          /* JSON text is never empty; memcpy takes no NULL */
-        memcpy(body, s, len);
-    r->res_flags |= TYCHO_RES_CONTENT_TYPE | TYCHO_RES_SENT;
-    r->res_body = body;
-    r->res_body_len = len;
 }
 
 /*

@@ -51,8 +51,11 @@ struct tycho_vm {
     struct tycho_route_opts *route_opts;
     unsigned nroute_opts;          /* entries in route_opts: the highest such id + 1 */
     bool retired;                  /* a newer generation serves: no new timers */
-    /* The encoder of a table a handler returns (JSON: value at 1 -> text); the generation's. */
-    lua_CFunction encode_json;
+    /*
+     * Registry ref of the function that makes a table a handler returned its
+     * request's body (JSON: value, lightuserdata r); the generation's.
+     */
+    int json_body_ref;
     /* Called when a retired vm's last task has ended (from a task_put). */
     void (*idle)(struct tycho_vm *vm);
     void *idle_arg;
