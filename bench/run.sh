@@ -1850,7 +1850,9 @@ done
 cpu_goal plaintext floor 1.15
 cpu_goal "plaintext conn-close" nginx 1.0
 idle_v=${IDLE_KA[tycho]:-${IDLE_PLAIN[tycho]:-}}
-goal "idle: tycho bytes per idle keep-alive conn" "$idle_v" \
+idle_from=idle
+[[ -z ${IDLE_KA[tycho]:-} && -n ${IDLE_PLAIN[tycho]:-} ]] && idle_from=tlsplain
+goal "$idle_from: tycho bytes per idle keep-alive conn" "$idle_v" \
     "(nginx ${IDLE_KA[nginx]:-${IDLE_PLAIN[nginx]:--}}, floor ${IDLE_KA[floor]:--})" 400
 if [[ -n $AA_MAX ]]; then
     echo "  noise of this run (A/A, tycho2 vs tycho median CPU us/req): up to ${AA_MAX} %" \
