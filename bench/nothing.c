@@ -124,31 +124,49 @@ static char *put_ok(char *o, int close_it)
     return o + len;
 }
 
-/* The value of header NAME (lower case, with ':') in the head [p, end), or NULL. */
-static const char *header(const char *p, const char *end, const char *name, size_t nlen)
-{
-    for (;;) {
-        const char *nl = memchr(p, '\n', (size_t)(end - p));
-        if (!nl)
-            return NULL;
-        p = nl + 1;
-        if ((size_t)(end - p) > nlen && strncasecmp(p, name, nlen) == 0) {
-            p += nlen;
-            while (p < end && (*p == ' ' || *p == '\t'))
-                p++;
-            return p;
-        }
-    }
-}
-
+/* Is TOK (lower case) in the header value [v, end)? */
 static int token(const char *v, const char *end, const char *tok)
 {
-    const char *eol = memchr(v, '\r', (size_t)(end - v));
     size_t n = strlen(tok);
-    for (; eol && v + n <= eol; v++)
+    for (; v + n <= end; v++)
         if (strncasecmp(v, tok, n) == 0)
             return 1;
     return 0;
+}
+
+/* One complete head [p, h) (it ends with "\r\n\r\n"), read in one pass over its lines:
+ * 0 = answer and keep the connection, 1 = answer and close, 2 = bad (400 and close). */
+static int judge(const char *p, const char *h)
+{
+    const char *l, *eol = memchr(p, '\n', (size_t)(h - p));
+    int close_it;
+    if (eol - p < 14 || memcmp(p, "GET ", 4) != 0)
+        return 2;
+    /* HTTP/1.0 closes unless it asks for keep-alive */
+    close_it = memcmp(eol - 9, "HTTP/1.0\r", 9) == 0;
+    for (l = eol + 1; l < h - 2; l = eol + 1) {
+        size_t n;
+        eol = memchr(l, '\n', (size_t)(h - l));
+        n = (size_t)(eol - l);
+        if ((l[0] | 0x20) == 'c') {
+            if (n > 15 && strncasecmp(l, "content-length:", 15) == 0) {
+                const char *v = l + 15;
+                while (*v == ' ' || *v == '\t')
+                    v++;
+                if (*v != '0')
+                    return 2;
+            } else if (n > 11 && strncasecmp(l, "connection:", 11) == 0) {
+                if (token(l + 11, eol, "close"))
+                    close_it = 1;
+                else if (token(l + 11, eol, "keep-alive"))
+                    close_it = 0;
+            }
+        } else if ((l[0] | 0x20) == 't' && n > 18 &&
+                   strncasecmp(l, "transfer-encoding:", 18) == 0) {
+            return 2;
+        }
+    }
+    return close_it;
 }
 
 static void conn_close(struct conn *c)
@@ -164,23 +182,18 @@ static int serve(struct conn *c, const char *p, size_t n)
 {
     const char *end = p + n;
     char *o = obuf;
-    int close_it = 0, http10;
+    int close_it = 0;
     while (!close_it) {
-        const char *h = memmem(p, (size_t)(end - p), "\r\n\r\n", 4), *v;
+        const char *h = memmem(p, (size_t)(end - p), "\r\n\r\n", 4);
         if (!h)
             break;
         h += 4;
-        if (end - p < 4 || memcmp(p, "GET ", 4) != 0 ||
-            ((v = header(p, h, "content-length:", 15)) && *v != '0') ||
-            header(p, h, "transfer-encoding:", 18)) {
+        close_it = judge(p, h);
+        if (close_it == 2) {
             memcpy(o, bad, bad_len);
             o += bad_len;
-            close_it = 1;
             break;
         }
-        v = header(p, h, "connection:", 11);
-        http10 = memmem(p, (size_t)(h - p), " HTTP/1.0\r", 10) != NULL;
-        close_it = v ? token(v, h, "close") || (http10 && !token(v, h, "keep-alive")) : http10;
         o = put_ok(o, close_it);
         p = h;
     }
