@@ -6,7 +6,8 @@
 #                   restarts and an upgrade (tests/cluster/test_cluster.c); also part of `make test`
 #   make asan       every test again under -fsanitize=address,undefined
 #   make valgrind   the integration tests with the server under valgrind
-#   make bench      Tycho against nginx + Lua, and Go for pgquery/redisget/wsecho (installs what it needs)
+#   make bench      Tycho against nginx + Lua, a do-nothing floor, itself (A/A) and Go for
+#                   pgquery/redisget/wsecho; goals at the end (~45 min; installs what it needs)
 #   make fuzz       the fuzz targets (requests and backend responses with their framing oracle,
 #                   WebSocket frames, PROXY protocol headers), FUZZ_SECONDS (60) each
 #   make install    PREFIX=/usr/local (default) and DESTDIR: $(PREFIX)/bin/tycho, the man page

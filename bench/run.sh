@@ -1,31 +1,44 @@
 #!/usr/bin/env bash
-# bench/run.sh: Tycho vs nginx + Lua (ngx_http_lua, content_by_lua_block), and
-# for the two data workloads (pgquery, redisget) and WebSocket echo (wsecho) vs a
-# Go server too.
+# bench/run.sh: Tycho vs nginx + Lua (ngx_http_lua, content_by_lua_block), vs a
+# do-nothing epoll server (the floor: bench/nothing.c) in plaintext, c1000 and
+# close, and for the two data workloads (pgquery, redisget) and WebSocket echo
+# (wsecho) vs a Go server too; with every run an A/A pair (Tycho against a
+# second instance of itself) that shows the run's noise, and a goals block.
 #
 # Usage:   bench/run.sh ./tycho scripts/        (this is what `make bench` runs)
-# Env:     BENCH_SECONDS  seconds per measured run          (default 10)
-#          BENCH_ROUNDS   measured runs per server/workload (default 2)
+# Env:     BENCH_SECONDS  seconds per measured run          (default 5)
+#          BENCH_ROUNDS   measured runs per server/workload in EACH of the two
+#                         passes (default 5: 10 rounds per server in all; 1..20,
+#                         a warning under 5)
 #          BENCH_WARMUP   seconds of warm-up per server/workload (default 2)
-#          BENCH_SERVERS  "tycho nginx go" (default); "nginx" alone tests the
-#                         harness without a Tycho binary (the tycho args are
+#          BENCH_SERVERS  "tycho nginx go floor" (default); "nginx" alone tests
+#                         the harness without a Tycho binary (the tycho args are
 #                         then ignored); go takes part in pgquery, redisget and
-#                         wsecho only
+#                         wsecho only, floor in plaintext, c1000, close and idle
 #          BENCH_WORKLOADS subset to run, e.g. "plaintext close" (default: all
-#                         of plaintext json users echo c1000 close proxy ops
-#                         jsongz pgquery redisget wsecho tlsplain tlsclose)
+#                         of plaintext json users echo c1000 close idle proxy
+#                         ops jsongz pgquery redisget wsecho tlsplain tlsclose)
+#          BENCH_AA       1 (default): tycho2, a second instance of the tycho
+#                         binary, in every workload tycho is in (the A/A pair);
+#                         0 leaves it out (quicker, but the run's noise is not
+#                         shown: for trying the harness, not for numbers)
 #          BENCH_BASELINE  PATH of another Tycho binary (default: none), for a
 #                         before/after comparison: see "Before/after" below
-# Default total: 14 workloads x 2 servers x (2 x 10 s + 2 s) (+ tycho-plain in ops,
-# + go in the data workloads and wsecho, no nginx in pgquery) + checks = ~12 minutes
-# (BENCH_BASELINE adds one server to every workload).
+# Default total: 14 measured workloads, 48 server slots (tycho, tycho2 and nginx
+# in most; floor in 3; go in 3; tycho-plain in ops; no nginx in pgquery) x
+# (2 warm-up + 2 x 5 rounds x 5 s = 52 s) + idle + checks = ~45 minutes
+# (BENCH_BASELINE adds 14 slots, ~12 minutes; BENCH_AA=0 takes 14 away).
+# Quick check of the harness (numbers meaningless):
+#   BENCH_SECONDS=1 BENCH_ROUNDS=1 BENCH_WARMUP=0 BENCH_AA=0 \
+#       BENCH_WORKLOADS="plaintext close idle" bench/run.sh ./tycho scripts/
 # Needs nginx, libnginx-mod-http-lua, lua-cjson (not pulled in by the Lua
-# module), wrk, curl; for pgquery/redisget also postgresql, redis-server and,
+# module), wrk, curl, a C compiler (cc: bench/nothing.c, bench/wsload.c, and
+# bench/idleconns.c with libssl-dev for idle, tlsplain and tlsclose); for
+# pgquery/redisget also postgresql, redis-server and,
 # for the go server, golang-go with Debian's packaged pgx v4, redigo and
-# fasthttp sources; for wsecho a C compiler (cc) and, for the go server, golang-go
-# with Debian's gorilla/websocket sources; for tlsplain/tlsclose openssl, and cc
-# with libssl-dev (bench/idleconns.c): installed with apt-get when missing and
-# run as root.
+# fasthttp sources; for wsecho, for the go server, golang-go
+# with Debian's gorilla/websocket sources; for tlsplain/tlsclose openssl:
+# installed with apt-get when missing and run as root.
 #
 # What it does
 # - Both servers serve the same app with ONE worker each: Tycho as
@@ -151,50 +164,91 @@
 #   plain ones and with both (0.5 s after the last is ready): growth / 1000 =
 #   bytes per idle connection, printed under the table. Bounded: one request per
 #   connection, 10 s socket timeouts, an alarm at 180 s; SIGTERM ends it.
+# - The floor (server "floor"): bench/nothing.c, compiled here with cc -O2 into
+#   the temp dir, one thread, level-triggered epoll, answering every GET with
+#   the bytes Tycho sends for GET /plaintext (same header set and sizes, Date
+#   cached per second) and nothing else: what the sockets alone cost. It runs
+#   in plaintext, c1000, close and idle, pinned to CPU 0 as the servers are,
+#   and gets a table of its own (Tycho vs the floor) under nginx's.
+# - idle: memory per idle keep-alive connection, no wrk: on fresh servers
+#   (tycho, base, nginx, floor), bench/idleconns.c (on CPU 1) opens 1000
+#   connections to the HTTP port, each sending one GET /plaintext and reading
+#   its answer, then silent; the server's VmRSS (Tycho's process, nginx's
+#   worker) read before and 0.5 s after the last is ready: growth / 1000 =
+#   bytes per idle connection, printed under the tables and in the goals.
 # - Per workload, a FRESH process of each server is started (so peak RSS is
 #   that workload's), its answer to the workload's request is checked with curl
 #   (status 200 + expected body; the script aborts if wrong), each gets a
-#   warm-up run, then measured runs alternate tycho, nginx, nginx, tycho,
-#   tycho, nginx... (odd rounds in that order, even rounds in reverse; tycho,
-#   base, nginx, nginx, base, tycho... with BENCH_BASELINE; tycho, nginx, go in
-#   pgquery, redisget and wsecho).
+#   warm-up run, then the measured runs, in two passes of BENCH_ROUNDS rounds
+#   each, every round running each server once, one after the other. The
+#   "list": BENCH_SERVERS' order with tycho2 and base right after tycho, so by
+#   default tycho, tycho2, base, nginx, go, floor (those taking part;
+#   tycho-plain last in ops).
+#   Pass 1: odd rounds in the list's order, even rounds in reverse.
+#   Pass 2 (swapped): odd rounds in reverse, even rounds in the list's order.
+#   So every pair of servers runs as many rounds in one order as in the other
+#   (with the default 5: pass 1 is F R F R F, pass 2 R F R F R), and no server
+#   always goes first or always runs right after the same one. The servers
+#   keep running between the passes (same processes, no new warm-up).
 # - Per run: req/s and p99 latency (wrk --latency), wrk's non-2xx and socket
 #   errors, and server CPU time (utime+stime from /proc/PID/stat read just
 #   before and just after wrk) divided by the requests wrk completed, in
 #   microseconds. For nginx, CPU is master + worker (the master is idle); for
-#   go, its process (all its threads).
+#   go and the floor, its process (all its threads).
 #   Kernel work done in softirq on wrk's CPU (much of loopback TCP) is not in
-#   it, for either server.
+#   it, for any server.
 #   After the last run, peak RSS = VmHWM from /proc/PID/status: Tycho's process
 #   (its worker is a thread), nginx's worker process (child of the master).
-# - The table shows, per server, the BEST round (highest req/s); p99 and CPU
-#   per request are from that same round. All rounds are printed as progress
-#   on stderr. ratio = tycho/nginx req/s (>1: Tycho faster); CPU ratio =
-#   nginx/tycho CPU us/req (>1: Tycho cheaper per request). The go table
-#   under it: the same with go in nginx's place.
-#   Under the tables, a line per workload gives every server's CPU us/req as
-#   the MEDIAN over its rounds (steadier on a shared machine than one round).
+# - The tables show, per server, the MEDIAN over all rounds of both passes of
+#   req/s, p99 and CPU us/req, and the MINIMUM CPU us/req of any round (the
+#   least disturbed one). Every round is printed as progress on stderr.
+#   ratio = tycho/peer median req/s (>1: Tycho faster); CPU ratio = tycho/peer
+#   median CPU us/req (<1: Tycho cheaper). Tables: Tycho vs nginx (every
+#   workload), vs go (the data workloads and wsecho), vs the floor (plaintext,
+#   c1000, close). Under them a line per workload gives every server's CPU
+#   us/req as median (min, rounds).
+# - A/A (BENCH_AA=1, the default): tycho2 is the tycho binary again, started,
+#   checked and run exactly as tycho is (same arguments, scripts, flags in ops
+#   and TLS), its rounds interleaved with the others'. One line per workload,
+#   "A/A WORKLOAD", compares it with tycho: median CPU us/req (and %), min vs
+#   min, median req/s. Any difference there is the noise of THIS run: a
+#   difference between tycho and another server (or base) smaller than it
+#   means nothing. Not in the tables; the idle measure and tlsplain's idle
+#   measure leave it out.
+# - Goals, at the end of the output, each from the MEDIAN CPU us/req over the
+#   rounds (the ratio of the per-round minimums beside it, for reference):
+#   tycho/nginx CPU us/req <= 0.75 in each keep-alive workload (plaintext,
+#   json, users, echo, c1000); tycho/floor <= 1.15 in plaintext; tycho/nginx
+#   <= 1.0 in close; bytes per idle keep-alive connection <= 400 (from idle,
+#   else from tlsplain's plain measure; nginx's and the floor's beside it).
+#   Each says met, NOT met, or n/a (a workload or server not in the run); then
+#   the largest A/A difference of the run (the margin a ratio near its goal
+#   must beat) and how many goals were met.
 # - The machine should be otherwise idle: the script warns when it is not
 #   (anything else on CPU 0 or 1 skews every number).
 # - Before/after: BENCH_BASELINE=PATH adds a server "base" to EVERY workload:
 #   the Tycho binary at PATH, run exactly as tycho is (same arguments, same
 #   scripts/ and bench/proxy/ from this tree, --metrics and --access-log in
 #   ops), started, checked and measured the same way, its rounds interleaved
-#   with the others' (tycho, base, nginx, tycho, base, nginx...). It is not in
-#   the table; after it, one line per workload gives tycho/base req/s (best
-#   rounds) and the CPU us/req of each as the MEDIAN over its rounds, with
-#   tycho's change relative to base in % (+: tycho costs more per request).
-#   Use more rounds than the default 2 and keep the old binary out of the
-#   build tree (a rebuild during the run would change it), e.g.
+#   with the others' in both passes (its place in the list: after tycho2). It
+#   is not in the tables; after them, one line per workload gives tycho/base
+#   median req/s, and the CPU us/req of each as the MEDIAN over its rounds and
+#   as the least of any round, with tycho's change relative to base in %
+#   (+: tycho costs more per request); with idle, the bytes per idle
+#   connection of each. Keep the old binary out of the build tree (a rebuild
+#   during the run would change it), e.g.
 #     cp tycho /tmp/tycho-old   # before the change; then build the new one
-#     BENCH_BASELINE=/tmp/tycho-old BENCH_SERVERS=tycho BENCH_ROUNDS=5 \
+#     BENCH_BASELINE=/tmp/tycho-old BENCH_SERVERS=tycho \
 #         BENCH_WORKLOADS="plaintext echo" bench/run.sh ./tycho scripts/
-#   Pointing BENCH_BASELINE at the same binary as tycho gives an A/A line:
-#   the difference it shows is the noise of the machine, the least that a
-#   before/after difference must exceed to mean anything. Needs tycho in
-#   BENCH_SERVERS; nginx is optional.
-# - Nothing is written to the repo: the table goes to stdout, logs to a temp
-#   dir removed on exit. Only the PIDs this script started are ever signalled.
+#   Read each before/after line against the A/A line of its workload. Needs
+#   tycho in BENCH_SERVERS; nginx is optional.
+# - Nothing is written to the repo: the tables go to stdout, logs, builds
+#   (nothing, wsload, idleconns, the go servers) and every other file to ONE
+#   temp dir (mktemp -d /tmp/tycho-bench.XXXXXX), removed on every way out:
+#   the end, an error (die, a wrong answer), SIGINT, SIGTERM or SIGHUP (a
+#   signal that comes while wrk runs takes effect when that run ends, at most
+#   BENCH_SECONDS + 30 s later); a second signal does not cut the cleanup
+#   short. Only the PIDs this script started are ever signalled.
 # Exit status: 0 when every run completed; 1 on bad setup, a wrong answer or a
 # server that died during the bench.
 
@@ -204,22 +258,31 @@ die() { echo "bench: ERROR: $*" >&2; exit 1; }
 log() { echo "bench: $*" >&2; }
 
 # ---------------------------------------------------------------- arguments
-BENCH_SECONDS=${BENCH_SECONDS:-10}
-BENCH_ROUNDS=${BENCH_ROUNDS:-2}
+BENCH_SECONDS=${BENCH_SECONDS:-5}
+BENCH_ROUNDS=${BENCH_ROUNDS:-5}
 BENCH_WARMUP=${BENCH_WARMUP:-2}
-BENCH_SERVERS=${BENCH_SERVERS:-tycho nginx go}
-KNOWN_WORKLOADS="plaintext json users echo c1000 close proxy ops jsongz pgquery redisget wsecho tlsplain tlsclose"
+BENCH_SERVERS=${BENCH_SERVERS:-tycho nginx go floor}
+KNOWN_WORKLOADS="plaintext json users echo c1000 close idle proxy ops jsongz pgquery redisget"
+KNOWN_WORKLOADS+=" wsecho tlsplain tlsclose"
 BENCH_WORKLOADS=${BENCH_WORKLOADS:-$KNOWN_WORKLOADS}
 BENCH_BASELINE=${BENCH_BASELINE:-}
+BENCH_AA=${BENCH_AA:-1}
 for v in BENCH_SECONDS BENCH_ROUNDS BENCH_WARMUP; do
     [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a whole number, got '${!v}'"
 done
 ((BENCH_SECONDS >= 1 && BENCH_SECONDS <= 600)) || die "BENCH_SECONDS must be 1..600"
 ((BENCH_ROUNDS >= 1 && BENCH_ROUNDS <= 20)) || die "BENCH_ROUNDS must be 1..20"
 ((BENCH_WARMUP <= 60)) || die "BENCH_WARMUP must be 0..60"
+[[ $BENCH_AA == 0 || $BENCH_AA == 1 ]] || die "BENCH_AA must be 0 or 1, got '$BENCH_AA'"
+((BENCH_ROUNDS >= 5)) ||
+    log "WARNING: BENCH_ROUNDS=$BENCH_ROUNDS: under 5 rounds per pass, medians are not trustworthy"
+TOTAL_ROUNDS=$((2 * BENCH_ROUNDS))   # two passes, the second in the swapped order
 SERVERS=()
 for s in $BENCH_SERVERS; do
-    case $s in tycho|nginx|go) SERVERS+=("$s") ;; *) die "BENCH_SERVERS: unknown server '$s'" ;; esac
+    case $s in
+    tycho | nginx | go | floor) SERVERS+=("$s") ;;
+    *) die "BENCH_SERVERS: unknown server '$s'" ;;
+    esac
 done
 ((${#SERVERS[@]} > 0)) || die "BENCH_SERVERS is empty"
 has_server() { local s; for s in "${SERVERS[@]}"; do [[ $s == "$1" ]] && return 0; done; return 1; }
@@ -233,6 +296,14 @@ has_workload wsecho && WS=1
 # tlsplain and tlsclose need a certificate (made in the temp dir) and openssl
 TLS=0
 if has_workload tlsplain || has_workload tlsclose; then TLS=1; fi
+# idle (and tlsplain) hold idle connections with bench/idleconns.c (built with -lssl)
+IDLE=0
+has_workload idle && IDLE=1
+# the floor (bench/nothing.c) takes part in plaintext, c1000, close and idle
+FLOOR=0
+if has_server floor; then
+    for w in plaintext c1000 close idle; do has_workload "$w" && FLOOR=1; done
+fi
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ECHO_LUA=$BENCH_DIR/echo.lua
@@ -254,7 +325,9 @@ WSLOAD_SRC=$BENCH_DIR/wsload.c
 MKCERTS=$BENCH_DIR/../tests/integration/tls/mkcerts.sh
 ((TLS == 0)) || [[ -f $MKCERTS ]] || die "missing $MKCERTS"
 IDLECONNS_SRC=$BENCH_DIR/idleconns.c
-((TLS == 0)) || [[ -f $IDLECONNS_SRC ]] || die "missing $IDLECONNS_SRC"
+((TLS == 0 && IDLE == 0)) || [[ -f $IDLECONNS_SRC ]] || die "missing $IDLECONNS_SRC"
+NOTHING_SRC=$BENCH_DIR/nothing.c
+((FLOOR == 0)) || [[ -f $NOTHING_SRC ]] || die "missing $NOTHING_SRC"
 
 TYCHO=""; SCRIPTS=""
 if has_server tycho; then
@@ -309,8 +382,13 @@ need_install() {
     fi
     if ((TLS)); then
         command -v openssl >/dev/null || return 0
+    fi
+    if ((TLS || IDLE)); then
         command -v cc >/dev/null || return 0
         [[ -f /usr/include/openssl/ssl.h ]] || return 0
+    fi
+    if ((FLOOR)); then
+        command -v cc >/dev/null || return 0
     fi
     if ((WS)); then
         command -v cc >/dev/null || return 0
@@ -340,8 +418,9 @@ if need_install; then
     ((DATA)) && has_server go && PKGS="$PKGS golang-go $GO_PKGS"
     ((WS)) && ! command -v cc >/dev/null && PKGS="$PKGS gcc libc6-dev"
     ((TLS)) && ! command -v openssl >/dev/null && PKGS="$PKGS openssl"
-    ((TLS)) && ! command -v cc >/dev/null && PKGS="$PKGS gcc libc6-dev"
-    ((TLS)) && [[ ! -f /usr/include/openssl/ssl.h ]] && PKGS="$PKGS libssl-dev"
+    ((TLS || IDLE || FLOOR)) && ! command -v cc >/dev/null && [[ $PKGS != *gcc* ]] &&
+        PKGS="$PKGS gcc libc6-dev"
+    ((TLS || IDLE)) && [[ ! -f /usr/include/openssl/ssl.h ]] && PKGS="$PKGS libssl-dev"
     ((WS)) && has_server go && PKGS="$PKGS golang-go $GO_WS_PKG"
     if ((EUID != 0)); then
         echo "bench: missing tools; install them as root with:" >&2
@@ -411,7 +490,10 @@ stop_pid() {   # PID [SIGNAL]: SIGNAL (default TERM), wait up to 5 s, then KILL;
 # shellcheck disable=SC2317  # called from the EXIT trap
 cleanup() {
     local pid w
-    trap - EXIT INT TERM
+    # bounded (each stop_pid: 7 s at most); not to be cut short by a second signal, or the
+    # temp dir would stay
+    trap - EXIT
+    trap '' INT TERM HUP
     for pid in "${STARTED_PIDS[@]}"; do stop_pid "$pid"; done
     # postgres: SIGINT is its fast shutdown (SIGTERM would wait for its clients)
     for pid in "${DATA_PIDS[@]}"; do stop_pid "${pid%%:*}" "${pid#*:}"; done
@@ -423,8 +505,11 @@ cleanup() {
     done
     rm -rf "$TMP"
 }
+# every way out (die, exit, the end, SIGINT, SIGTERM, SIGHUP) goes through cleanup, which
+# removes $TMP; a signal that comes while wrk runs is acted on when wrk ends (bounded:
+# BENCH_SECONDS + 30 s)
 trap cleanup EXIT
-trap 'log "interrupted"; exit 130' INT TERM
+trap 'log "interrupted"; exit 130' INT TERM HUP
 
 forget_pid() {
     local keep=() p
@@ -932,7 +1017,7 @@ idle_hold() {
     HOLD_PID=$!
     STARTED_PIDS+=("$HOLD_PID")
     for ((i = 0; i < 600; i++)); do
-        grep -q '^idleconns conns [0-9]* ready$' "$out" && return 0
+        grep -q '^idleconns conns [0-9]* ready$' "$out" 2>/dev/null && return 0
         is_alive "$HOLD_PID" || break
         sleep 0.1
     done
@@ -963,7 +1048,26 @@ idle_measure() {
     IDLE_PLAIN[$s]=$(((r1 - r0) * 1024 / IDLE_CONNS))
     log "$s idle connections: VmRSS $r0 kB, +$IDLE_CONNS plain $r1 kB, +$IDLE_CONNS TLS ${r2:-?} kB"
 }
-declare -A IDLE_PLAIN IDLE_TLS
+# idle_ka SERVER PORT RSS_PID: the workload idle: the server's VmRSS growth per idle
+# keep-alive connection, IDLE_CONNS plain ones (one request each); sets IDLE_KA[SERVER]
+idle_ka() {
+    local s=$1 port=$2 rpid=$3 r0 r1
+    r0=$(vm_rss_kb "$rpid")
+    idle_hold "$port" "$TMP/idle-$s-ka.out" || return 1
+    sleep 0.5
+    r1=$(vm_rss_kb "$rpid")
+    stop_pid "$HOLD_PID"; forget_pid "$HOLD_PID"
+    IDLE_KA[$s]=$(((r1 - r0) * 1024 / IDLE_CONNS))
+    log "$s idle connections: VmRSS $r0 kB, +$IDLE_CONNS plain $r1 kB: ${IDLE_KA[$s]} B each"
+}
+declare -A IDLE_PLAIN IDLE_TLS IDLE_KA
+# the floor: bench/nothing.c, a do-nothing epoll server
+NOTHING=""
+build_nothing() {
+    NOTHING=$TMP/nothing
+    cc -O2 -Wall -Wextra -o "$NOTHING" "$NOTHING_SRC" >"$TMP/nothing-build.log" 2>&1 ||
+        { cat "$TMP/nothing-build.log" >&2; die "compiling bench/nothing.c failed"; }
+}
 WSLOAD=""
 build_wsload() {
     WSLOAD=$TMP/wsload
@@ -982,6 +1086,7 @@ build_gows() {
 takes_part() {
     case $1 in
     go) [[ $3 == data || $3 == ws ]] ;;
+    floor) [[ $2 == /plaintext && ($3 == "" || $3 == close || $3 == idle) ]] ;;
     nginx) [[ $2 != /db && ($2 != /cache || -n $NGX_REDIS_LUADIR) && ($2 != /ws || -n $NGX_WS_LUADIR) ]] ;;
     *) return 0 ;;
     esac
@@ -998,7 +1103,7 @@ start_server() {
     [[ $extra == ws ]] && scripts=$WS_SCRIPTS
     [[ $extra == gzip && $name != nginx ]] && ops=(--gzip --gzip-level 1 --gzip-min-bytes 1024)
     [[ $name == base ]] && bin=$BASE
-    [[ $extra == ops && ($name == tycho || $name == base) ]] &&
+    [[ $extra == ops && ($name == tycho || $name == base || $name == tycho2) ]] &&
         ops=(--metrics /metrics --access-log "$TMP/$name-$tag-access.log")
     port=$(free_port) || die "no free port found"
     SRV_PORT=$port
@@ -1010,7 +1115,7 @@ start_server() {
             ops=(--tls-cert "$TLS_DIR/server.pem" --tls-key "$TLS_DIR/server.key" --tls-port "$tport")
     fi
     case $name in
-    tycho | tycho-plain | base)
+    tycho | tycho2 | tycho-plain | base)
         SRV_LOG=$TMP/$name-$tag.log
         TYCHO_BENCH_BACKEND=$BACKEND_PORT DATABASE_URL=$DATABASE_URL_BENCH REDIS_URL=$REDIS_URL_BENCH \
             taskset -c 0 "$bin" --workers 1 --port "$port" "${ops[@]}" "$scripts" \
@@ -1070,6 +1175,16 @@ start_server() {
         SRV_MEAS_CPU=("$SRV_PID")
         SRV_MEAS_RSS=$SRV_PID
         ;;
+    floor)
+        SRV_LOG=$TMP/floor-$tag.log
+        taskset -c 0 "$NOTHING" -p "$port" >"$SRV_LOG" 2>&1 </dev/null &
+        SRV_PID=$!
+        STARTED_PIDS+=("$SRV_PID")
+        wait_ready "$SRV_PID" "$port" "$SRV_LOG" ||
+            die "floor ($NOTHING) did not start listening on 127.0.0.1:$port within 10 s"
+        SRV_MEAS_CPU=("$SRV_PID")
+        SRV_MEAS_RSS=$SRV_PID
+        ;;
     esac
 }
 
@@ -1085,6 +1200,7 @@ ALL_WORKLOADS=(
     "echo|echo 1KiB POST|64|/echo|post"
     "c1000|plaintext 1000c|1000|/plaintext|"
     "close|plaintext conn-close|16|/plaintext|close"
+    "idle|idle keep-alive|1000|/plaintext|idle"
     "proxy|proxy (pooled)|64|/proxy|proxy"
     "ops|plaintext +log+metrics|64|/plaintext|ops"
     "jsongz|json 3.5KiB gzip|64|/users.json|gzip"
@@ -1230,15 +1346,28 @@ run_wrk() {
     timeout -k 5 $((secs + 30)) taskset -c 1 wrk "${args[@]}" "$scheme://127.0.0.1:$port$path" >"$out" 2>&1
 }
 
-declare -A R_RPS R_P99 R_CPU R_RSS R_ERR R_NOTE
+# R_*: per "server,workload", the medians over rounds (R_CPUMIN: the least CPU us/req of
+# any round; R_N: rounds measured)
+declare -A R_RPS R_P99 R_CPU R_CPUMIN R_N R_RSS R_ERR R_NOTE
 declare -A SKIPPED   # "server,workload" -> 1: the server does not take part (n/a in the table)
 # every measured round's req/s and CPU us/req, space-separated, per "server,workload"
 # (the before/after lines take medians of them)
-declare -A ROUNDS_RPS ROUNDS_CPU
+declare -A ROUNDS_RPS ROUNDS_CPU ROUNDS_P99
 # the data workloads: PostgreSQL's or Redis' CPU us/req in each round, per "server,workload"
 declare -A ROUNDS_DSCPU
 # the TLS workloads: what each server negotiated (tls_probe), per "server,workload"
 declare -A TLS_INFO
+median() {   # VALUES... -> "median count" (2 decimals; "-" values skipped; "- 0" if none)
+    printf '%s\n' "$@" | awk '$1 != "" && $1 != "-"' | sort -g |
+        awk '{ v[NR] = $1 }
+             END { if (NR == 0) { print "- 0"; exit }
+                   m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+                   printf "%.2f %d\n", m, NR }'
+}
+minimum() {   # VALUES... -> the least (2 decimals; "-" values skipped; "-" if none)
+    printf '%s\n' "$@" | awk '$1 != "" && $1 != "-"' | sort -g |
+        awk 'NR == 1 { printf "%.2f\n", $1; found = 1 } END { if (!found) print "-" }'
+}
 fmt_kb() { awk -v k="$1" 'BEGIN { if (k == "" || k < 0) print "-"; else printf "%.1f MiB", k / 1024 }'; }
 
 # Is anything else using the CPUs? (1 s sample of /proc/stat)
@@ -1261,8 +1390,13 @@ check_idle() {
 }
 IDLE_WARNINGS=0
 
-log "servers: ${SERVERS[*]}; ${BENCH_ROUNDS} round(s) x ${BENCH_SECONDS}s + ${BENCH_WARMUP}s warm-up per server per workload; server on CPU 0, wrk -t1 on CPU 1; tmp $TMP"
+AA_NOTE=""
+((BENCH_AA)) && has_server tycho && AA_NOTE=" + tycho2 (A/A)"
+log "servers: ${SERVERS[*]}$AA_NOTE; 2 passes x ${BENCH_ROUNDS} round(s) x ${BENCH_SECONDS}s" \
+    "+ ${BENCH_WARMUP}s warm-up per server per workload; server on CPU 0, wrk -t1 on CPU 1;" \
+    "tmp $TMP"
 [[ -n $TYCHO ]] && log "tycho: $TYCHO $SCRIPTS"
+[[ -n $AA_NOTE ]] && log "tycho2 (A/A, BENCH_AA=1): a second instance of $TYCHO, run as tycho"
 if [[ -n $BASE ]]; then
     log "base (BENCH_BASELINE, in every workload): $BASE $SCRIPTS"
     [[ $BASE -ef $TYCHO ]] && log "base is the same binary as tycho: an A/A run, its before/after lines show the machine's noise"
@@ -1274,8 +1408,9 @@ for wl in "${WORKLOADS[@]}"; do
 done
 if ((TLS)); then
     make_certs
-    build_idleconns
 fi
+((TLS || IDLE)) && build_idleconns
+((FLOOR)) && build_nothing
 if ((WS)); then
     build_wsload
     has_server go && build_gows
@@ -1297,17 +1432,31 @@ for wl in "${WORKLOADS[@]}"; do
     # --metrics and --access-log is measured under the same conditions.
     # BENCH_BASELINE: base right after tycho in every workload, for the same reason.
     # go: only in the data workloads; nginx: not in pgquery (see the top)
+    # BENCH_AA: tycho2, a second instance of tycho's binary, right after tycho (the A/A pair)
     WL_SERVERS=()
     for s in "${SERVERS[@]}"; do
         if ! takes_part "$s" "$path" "$extra"; then SKIPPED[$s,$wname]=1; continue; fi
         WL_SERVERS+=("$s")
+        if [[ $s == tycho ]] && ((BENCH_AA)) && [[ $extra != idle ]]; then WL_SERVERS+=(tycho2); fi
         if [[ $s == tycho && -n $BASE ]]; then WL_SERVERS+=(base); fi
     done
     [[ $extra == ops ]] && has_server tycho && WL_SERVERS+=(tycho-plain)
+    # idle: memory per idle keep-alive connection, nothing else (no rounds)
+    if [[ $extra == idle ]]; then
+        for s in "${WL_SERVERS[@]}"; do
+            start_server "$s" "w${wi}" "$extra"
+            check_answer "$s" "$SRV_PORT" "$path" "$extra"
+            idle_ka "$s" "$SRV_PORT" "$SRV_MEAS_RSS" ||
+                log "WARNING: $s: no idle-connection measure"
+            stop_pid "$SRV_PID"; forget_pid "$SRV_PID"
+        done
+        continue
+    fi
     # tlsplain: memory per idle connection, on fresh servers of their own (so that neither
     # the measured rounds' peak RSS nor their heap is touched by it)
     if [[ $extra == tls ]]; then
         for s in "${WL_SERVERS[@]}"; do
+            [[ $s == tycho2 ]] && continue
             start_server "$s" "w${wi}idle" "$extra"
             idle_measure "$s" "$SRV_PORT" "$SRV_TLS_PORT" "$SRV_MEAS_RSS" ||
                 log "WARNING: $s: no idle-connection measure"
@@ -1316,7 +1465,7 @@ for wl in "${WORKLOADS[@]}"; do
     fi
     declare -A PID PORT MEAS_RSS LOGF
     declare -A MEAS_CPU
-    declare -A CTYPE BEST_RPS
+    declare -A CTYPE
     for s in "${WL_SERVERS[@]}"; do
         start_server "$s" "w$wi" "$extra"
         PID[$s]=$SRV_PID; PORT[$s]=$SRV_PORT; MEAS_RSS[$s]=$SRV_MEAS_RSS; LOGF[$s]=$SRV_LOG
@@ -1331,8 +1480,9 @@ for wl in "${WORKLOADS[@]}"; do
         fi
         log "$s pid $SRV_PID (measured: cpu ${SRV_MEAS_CPU[*]}, rss $SRV_MEAS_RSS) port $SRV_PORT: $([[ $extra == ws ]] && echo '101, echoes' || echo '200 OK'), Content-Type '$CHECK_CTYPE', body '$CHECK_BODY'"
         R_RPS[$s,$wname]=""; R_P99[$s,$wname]=""; R_CPU[$s,$wname]=""; R_RSS[$s,$wname]=""
-        R_ERR[$s,$wname]=0; R_NOTE[$s,$wname]=""; BEST_RPS[$s]=-1
-        ROUNDS_RPS[$s,$wname]=""; ROUNDS_CPU[$s,$wname]=""
+        R_CPUMIN[$s,$wname]=""; R_N[$s,$wname]=0
+        R_ERR[$s,$wname]=0; R_NOTE[$s,$wname]=""
+        ROUNDS_RPS[$s,$wname]=""; ROUNDS_CPU[$s,$wname]=""; ROUNDS_P99[$s,$wname]=""
     done
     for s in nginx go; do
         if [[ -n ${CTYPE[tycho]+x} && -n ${CTYPE[$s]+x} && ${CTYPE[tycho]} != "${CTYPE[$s]}" ]]; then
@@ -1351,11 +1501,14 @@ for wl in "${WORKLOADS[@]}"; do
                 log "WARNING: $s warm-up: wrk exited non-zero"
         done
     fi
-    for ((r = 1; r <= BENCH_ROUNDS; r++)); do
-        # odd rounds in the order above, even rounds in reverse: no server always goes
-        # first or always runs right after the same one
+    for ((r = 1; r <= TOTAL_ROUNDS; r++)); do
+        # pass 1 (rounds 1..BENCH_ROUNDS): odd rounds in the order above, even rounds in
+        # reverse; pass 2 (the next BENCH_ROUNDS): swapped, odd rounds in reverse, even
+        # rounds in the order above. Every pair runs as many rounds in one order as in the
+        # other, and no server always goes first or always runs right after the same one.
+        pass=$(((r - 1) / BENCH_ROUNDS + 1)); pr=$(((r - 1) % BENCH_ROUNDS + 1))
         ORDER=("${WL_SERVERS[@]}")
-        if ((r % 2 == 0)); then
+        if (((pr % 2 == 0) != (pass == 2))); then
             ORDER=()
             for ((i = ${#WL_SERVERS[@]} - 1; i >= 0; i--)); do ORDER+=("${WL_SERVERS[i]}"); done
         fi
@@ -1401,15 +1554,29 @@ for wl in "${WORKLOADS[@]}"; do
                 ROUNDS_DSCPU[$s,$wname]+="$ds_us "
                 ds_note="  $DS_NAME cpu $ds_us us/req"
             fi
-            log "$(printf '%-5s round %d: %10.0f req/s  p99 %8.2f ms  %9d reqs  cpu %6s us/req  non-2xx %d  socket errors: %s%s' \
-                "$s" "$r" "$rps" "$p99" "$reqs" "$cpu_us" "$non2xx" "$sdesc" "$ds_note")"
-            if awk -v a="$rps" -v b="${BEST_RPS[$s]}" 'BEGIN { exit !(a > b) }'; then
-                BEST_RPS[$s]=$rps
-                R_RPS[$s,$wname]=$rps; R_P99[$s,$wname]=$p99; R_CPU[$s,$wname]=$cpu_us
-            fi
+            [[ $p99 == -1 ]] || ROUNDS_P99[$s,$wname]+="$p99 "
+            log "$(printf '%-6s pass %d round %d: %10.0f req/s  p99 %8.2f ms  %9d reqs' \
+                "$s" "$pass" "$pr" "$rps" "$p99" "$reqs")" \
+                "$(printf ' cpu %6s us/req' "$cpu_us")" \
+                "$(printf ' non-2xx %d  socket errors: %s%s' "$non2xx" "$sdesc" "$ds_note")"
         done
     done
     for s in "${WL_SERVERS[@]}"; do
+        # the tables' numbers: medians over every round of both passes, and the least CPU
+        # per request of any round
+        # shellcheck disable=SC2086
+        read -r m n <<<"$(median ${ROUNDS_RPS[$s,$wname]})"
+        if ((n > 0)); then
+            R_RPS[$s,$wname]=$m; R_N[$s,$wname]=$n
+            # shellcheck disable=SC2086
+            read -r m _ <<<"$(median ${ROUNDS_P99[$s,$wname]})"
+            R_P99[$s,$wname]=$m
+            # shellcheck disable=SC2086
+            read -r m _ <<<"$(median ${ROUNDS_CPU[$s,$wname]})"
+            R_CPU[$s,$wname]=$m
+            # shellcheck disable=SC2086
+            R_CPUMIN[$s,$wname]=$(minimum ${ROUNDS_CPU[$s,$wname]})
+        fi
         if is_alive "${MEAS_RSS[$s]}"; then
             R_RSS[$s,$wname]=$(vm_hwm_kb "${MEAS_RSS[$s]}")
         fi
@@ -1423,7 +1590,7 @@ for wl in "${WORKLOADS[@]}"; do
         stop_pid "${PID[$s]}"
         forget_pid "${PID[$s]}"
     done
-    unset PID PORT MEAS_RSS LOGF MEAS_CPU CTYPE BEST_RPS
+    unset PID PORT MEAS_RSS LOGF MEAS_CPU CTYPE
 done
 
 # ---------------------------------------------------------------- table
@@ -1434,67 +1601,113 @@ cell() {   # server workload kind
     [[ -n ${R_NOTE[$s,$w]} && -z ${R_RPS[$s,$w]} ]] && { echo "${R_NOTE[$s,$w]}"; return; }
     case $k in
     rps) awk -v v="${R_RPS[$s,$w]}" 'BEGIN { if (v == "") print "-"; else printf "%.0f", v }' ;;
-    p99) awk -v v="${R_P99[$s,$w]}" 'BEGIN { if (v == "" || v < 0) print "-"; else printf "%.2f ms", v }' ;;
+    p99) awk -v v="${R_P99[$s,$w]}" \
+        'BEGIN { if (v == "" || v == "-") print "-"; else printf "%.2f ms", v }' ;;
     rss) fmt_kb "${R_RSS[$s,$w]}" ;;
     cpu) echo "${R_CPU[$s,$w]:--}" ;;
+    cpumin) echo "${R_CPUMIN[$s,$w]:--}" ;;
     esac
 }
 ratio() {   # a/b with 2 decimals, '-' if either missing
     awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || a == "-" || b == "-" || b + 0 == 0) print "-"; else printf "%.2f", a / b }'
 }
-median() {   # VALUES... -> "median count" (2 decimals; "-" values skipped; "- 0" if none)
-    printf '%s\n' "$@" | awk '$1 != "" && $1 != "-"' | sort -g |
-        awk '{ v[NR] = $1 }
-             END { if (NR == 0) { print "- 0"; exit }
-                   m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
-                   printf "%.2f %d\n", m, NR }'
+pct() {   # a against b in % ("+4.1 %": a is 4.1 % more than b), '-' if either missing
+    awk -v a="$1" -v b="$2" 'BEGIN {
+        if (a == "" || b == "" || a == "-" || b == "-" || b + 0 == 0) print "-"
+        else printf "%+.1f %%", (a / b - 1) * 100 }'
 }
 
-row() { printf '| %-20s | %11s | %11s | %5s | %9s | %9s | %9s | %9s | %10s | %10s | %9s |\n' "$@"; }
+row() {
+    printf '| %-20s | %11s | %11s | %5s | %9s | %9s | %9s | %9s | %7s | %7s | %7s | %7s | %7s |\n' \
+        "$@"
+}
 peer_table() {   # PEER SHORT TITLE WORKLOAD_NAMES...: tycho vs PEER, a row per workload
     local p=$1 short=$2 title=$3 wname
     shift 3
     echo
     echo "$title"
-    echo "ratio = tycho/$p req/s (>1: Tycho faster); CPU ratio = $p/tycho CPU us/req (>1: Tycho cheaper); RSS = peak (VmHWM) over the workload"
-    row workload "tycho req/s" "$p req/s" ratio "tycho p99" "$p p99" "tycho RSS" "$p RSS" "tycho CPU" "$p CPU" "CPU ratio"
-    row "" "" "" "" "" "" "" "" "us/req" "us/req" "$short/tyc"
-    printf '|%s|\n' "----------------------+-------------+-------------+-------+-----------+-----------+-----------+-----------+------------+------------+-----------"
+    echo "req/s, p99 and CPU us/req (med) are MEDIANS over the rounds of both passes, CPU min" \
+        "the least of any round; ratio = tycho/$p req/s (>1: Tycho faster); CPU ratio =" \
+        "tycho/$p median CPU us/req (<1: Tycho cheaper); RSS = peak (VmHWM) over the workload"
+    row workload "tycho req/s" "$p req/s" ratio "tycho p99" "$p p99" "tycho RSS" "$p RSS" \
+        "tycho" "tycho" "$short" "$short" "CPU"
+    row "" "" "" "" "" "" "" "" "CPU med" "CPU min" "CPU med" "CPU min" "tyc/$short"
+    printf '|%s%s|\n' "----------------------+-------------+-------------+-------+-----------+" \
+        "-----------+-----------+-----------+---------+---------+---------+---------+---------"
     for wname in "$@"; do
         row "$wname" \
             "$(cell tycho "$wname" rps)" "$(cell "$p" "$wname" rps)" \
             "$(ratio "${R_RPS[tycho,$wname]:-}" "${R_RPS[$p,$wname]:-}")" \
             "$(cell tycho "$wname" p99)" "$(cell "$p" "$wname" p99)" \
             "$(cell tycho "$wname" rss)" "$(cell "$p" "$wname" rss)" \
-            "$(cell tycho "$wname" cpu)" "$(cell "$p" "$wname" cpu)" \
-            "$(ratio "${R_CPU[$p,$wname]:-}" "${R_CPU[tycho,$wname]:-}")"
+            "$(cell tycho "$wname" cpu)" "$(cell tycho "$wname" cpumin)" \
+            "$(cell "$p" "$wname" cpu)" "$(cell "$p" "$wname" cpumin)" \
+            "$(ratio "${R_CPU[tycho,$wname]:-}" "${R_CPU[$p,$wname]:-}")"
     done
 }
-ALL_NAMES=(); GO_NAMES=()
+ALL_NAMES=(); GO_NAMES=(); FLOOR_NAMES=()
 for wl in "${WORKLOADS[@]}"; do
-    IFS='|' read -r wname _ _ _ <<<"$wl"
+    IFS='|' read -r wname _ _ extra <<<"$wl"
+    [[ $extra == idle ]] && continue   # no rounds: a line under the tables
     ALL_NAMES+=("$wname")
     has_server go && [[ -z ${SKIPPED[go,$wname]:-} ]] && GO_NAMES+=("$wname")
+    has_server floor && [[ -z ${SKIPPED[floor,$wname]:-} ]] && FLOOR_NAMES+=("$wname")
 done
-peer_table nginx ngx "Tycho vs nginx+Lua: 1 worker each (server on CPU 0, wrk -t1 on CPU 1), best of $BENCH_ROUNDS x ${BENCH_SECONDS}s (highest req/s; p99 and CPU from that round)" \
-    "${ALL_NAMES[@]}"
+ROUNDS_DESC="2 passes x $BENCH_ROUNDS rounds x ${BENCH_SECONDS}s"
+ROUNDS_DESC+=" ($TOTAL_ROUNDS rounds per server, interleaved)"
+if ((${#ALL_NAMES[@]} > 0)); then
+    peer_table nginx ngx "Tycho vs nginx+Lua: 1 worker each (server on CPU 0, wrk -t1 on CPU 1), \
+$ROUNDS_DESC" "${ALL_NAMES[@]}"
+fi
 if ((${#GO_NAMES[@]} > 0)); then
-    peer_table go go "Tycho vs Go (bench/gopeer: fasthttp, pgx v4 pgxpool, redigo, pools of 16; bench/gows: gorilla/websocket; GOMAXPROCS=1), both on CPU 0 (wrk or wsload, PostgreSQL, Redis on CPU 1), best of $BENCH_ROUNDS x ${BENCH_SECONDS}s" \
-        "${GO_NAMES[@]}"
+    peer_table go go "Tycho vs Go (bench/gopeer: fasthttp, pgx v4 pgxpool, redigo, pools of 16; \
+bench/gows: gorilla/websocket; GOMAXPROCS=1), both on CPU 0 (wrk or wsload, PostgreSQL, Redis on \
+CPU 1), $ROUNDS_DESC" "${GO_NAMES[@]}"
+fi
+if ((${#FLOOR_NAMES[@]} > 0)); then
+    peer_table floor flr "Tycho vs the floor (bench/nothing.c: one thread, epoll, the same answer \
+bytes, nothing else done), both on CPU 0, $ROUNDS_DESC" "${FLOOR_NAMES[@]}"
 fi
 echo
-# CPU us/req as the median over every round, per server: steadier than the best round's
-# on a shared machine (the tables pick rounds by req/s)
+# A/A: tycho against tycho2, a second instance of the same binary run the same way, its
+# rounds interleaved with the others': the differences are this run's noise
+AA_MAX=""; AA_MAX_WL=""
+if ((BENCH_AA)) && has_server tycho; then
+    for wname in "${ALL_NAMES[@]}"; do
+        if [[ -z ${R_CPU[tycho,$wname]:-} || -z ${R_CPU[tycho2,$wname]:-} ]]; then
+            echo "A/A $wname: n/a" \
+                "(tycho ${R_NOTE[tycho,$wname]:-${R_N[tycho,$wname]:-0} rounds}," \
+                "tycho2 ${R_NOTE[tycho2,$wname]:-${R_N[tycho2,$wname]:-0} rounds})"
+            continue
+        fi
+        t=${R_CPU[tycho,$wname]}; t2=${R_CPU[tycho2,$wname]}
+        tm=${R_CPUMIN[tycho,$wname]}; t2m=${R_CPUMIN[tycho2,$wname]}
+        tr=${R_RPS[tycho,$wname]}; t2r=${R_RPS[tycho2,$wname]}
+        echo "A/A $wname (tycho vs tycho2, same binary, ${R_N[tycho,$wname]} rounds each):" \
+            "CPU us/req median $t vs $t2 ($(pct "$t2" "$t"))," \
+            "min $tm vs $t2m ($(pct "$t2m" "$tm"));" \
+            "req/s median $(printf '%.0f' "$tr") vs $(printf '%.0f' "$t2r") ($(pct "$t2r" "$tr"))"
+        aad=$(awk -v a="$t2" -v b="$t" 'BEGIN {
+            if (b + 0 == 0) print ""
+            else { d = (a / b - 1) * 100; printf "%.1f", d < 0 ? -d : d } }')
+        if [[ -n $aad ]] &&
+            { [[ -z $AA_MAX ]] || awk -v a="$aad" -v m="$AA_MAX" 'BEGIN { exit !(a > m) }'; }; then
+            AA_MAX=$aad; AA_MAX_WL=$wname
+        fi
+    done
+else
+    echo "A/A: off (BENCH_AA=$BENCH_AA$(has_server tycho || echo ', no tycho')):" \
+        "this run's noise is not shown"
+fi
+# CPU us/req per server: the median and the least over every round
 for wl in "${WORKLOADS[@]}"; do
     IFS='|' read -r wname _ _ _ <<<"$wl"
     line=""
-    for s in tycho base tycho-plain nginx go; do
-        [[ -n ${ROUNDS_CPU[$s,$wname]:-} ]] || continue
-        # shellcheck disable=SC2086
-        read -r m n <<<"$(median ${ROUNDS_CPU[$s,$wname]})"
-        line+=" $s $m"
+    for s in tycho tycho2 base tycho-plain nginx go floor; do
+        [[ -n ${R_CPU[$s,$wname]:-} ]] || continue
+        line+=" $s ${R_CPU[$s,$wname]} (${R_CPUMIN[$s,$wname]}, ${R_N[$s,$wname]})"
     done
-    [[ -n $line ]] && echo "CPU us/req in $wname, median over rounds:$line"
+    [[ -n $line ]] && echo "CPU us/req in $wname, median (min, rounds):$line"
 done
 # wsecho's columns mean messages, not requests
 for wl in "${WORKLOADS[@]}"; do
@@ -1518,13 +1731,22 @@ for wl in "${WORKLOADS[@]}"; do
     [[ $extra == tlsclose ]] && (($(printf '%s\n' $resumes | sort -u | wc -l) > 1)) &&
         echo "WARNING: in $wname the servers resume TLS sessions differently when reconnected to as wrk does: one makes more full handshakes than the other"
 done
+# idle: the memory of an idle keep-alive connection
+line=""
+for s in tycho base nginx floor; do
+    [[ -n ${IDLE_KA[$s]:-} ]] && line+="${line:+, }$s ${IDLE_KA[$s]} B"
+done
+[[ -n $line ]] && echo "Memory per idle keep-alive connection (idle: $IDLE_CONNS held open at" \
+    "once, each after one GET /plaintext; server VmRSS growth / $IDLE_CONNS, fresh servers): $line"
 # tlsplain: the memory of an idle keep-alive connection, plain and TLS
 line=""
 for s in tycho base nginx; do
     [[ -n ${IDLE_PLAIN[$s]:-} ]] || continue
     line+="${line:+; }$s plain ${IDLE_PLAIN[$s]} B, TLS ${IDLE_TLS[$s]:-?} B"
 done
-[[ -n $line ]] && echo "Memory per idle keep-alive connection ($IDLE_CONNS plain then $IDLE_CONNS TLS held open at once, each after one request; server VmRSS growth / $IDLE_CONNS, fresh servers): $line"
+[[ -n $line ]] && echo "Memory per idle keep-alive connection in tlsplain ($IDLE_CONNS plain then" \
+    "$IDLE_CONNS TLS held open at once, each after one request; server VmRSS growth /" \
+    "$IDLE_CONNS, fresh servers): $line"
 # The data workloads: what PostgreSQL or Redis spent per request (on CPU 1, in no table)
 for wl in "${WORKLOADS[@]}"; do
     IFS='|' read -r wname _ path extra <<<"$wl"
@@ -1538,38 +1760,46 @@ for wl in "${WORKLOADS[@]}"; do
     done
     [[ -n $line ]] && echo "$([[ $path == /db ]] && echo PostgreSQL || echo Redis) CPU us/req in $wname (median over rounds, on CPU 1 with wrk, not in the tables):$line"
 done
-# Before/after (BENCH_BASELINE): tycho against base, rounds interleaved in every workload.
-# req/s from each one's best round, as in the table; CPU us/req as the MEDIAN over rounds,
-# less swayed than one round by a disturbance on the machine.
+# Before/after (BENCH_BASELINE): tycho against base, rounds interleaved in every workload;
+# req/s and CPU us/req as MEDIANS over rounds, and the least CPU us/req of any round.
 if [[ -n $BASE ]]; then
-    echo "before/after: tycho = $TYCHO, base = $BASE (BENCH_BASELINE), rounds interleaved; CPU us/req = median over rounds, % = tycho vs base (+: tycho costs more per request)"
-    for wl in "${WORKLOADS[@]}"; do
-        IFS='|' read -r wname _ _ _ <<<"$wl"
-        # shellcheck disable=SC2086
-        read -r t_cpu t_n <<<"$(median ${ROUNDS_CPU[tycho,$wname]:-})"
-        # shellcheck disable=SC2086
-        read -r b_cpu b_n <<<"$(median ${ROUNDS_CPU[base,$wname]:-})"
-        if [[ $t_cpu == - || $b_cpu == - ]]; then
-            echo "before/after $wname: n/a (tycho ${R_NOTE[tycho,$wname]:-$t_n round(s)}, base ${R_NOTE[base,$wname]:-$b_n round(s)})"
+    echo "before/after: tycho = $TYCHO, base = $BASE (BENCH_BASELINE), rounds interleaved;" \
+        "req/s and CPU us/req = medians over rounds, min = least CPU us/req of any round;" \
+        "% = tycho vs base (+: tycho costs more per request)"
+    for wname in "${ALL_NAMES[@]}"; do
+        if [[ -z ${R_CPU[tycho,$wname]:-} || -z ${R_CPU[base,$wname]:-} ]]; then
+            echo "before/after $wname: n/a" \
+                "(tycho ${R_NOTE[tycho,$wname]:-${R_N[tycho,$wname]:-0} round(s)}," \
+                "base ${R_NOTE[base,$wname]:-${R_N[base,$wname]:-0} round(s)})"
             continue
         fi
-        rounds="median of $t_n rounds each"
-        ((t_n == b_n)) || rounds="median of $t_n rounds (tycho) and $b_n (base)"
-        pct=$(awk -v t="$t_cpu" -v b="$b_cpu" 'BEGIN { if (b + 0 == 0) print "-"; else printf "%+.1f %%", (t / b - 1) * 100 }')
-        echo "before/after $wname: tycho/base req/s $(ratio "${R_RPS[tycho,$wname]:-}" "${R_RPS[base,$wname]:-}") (best rounds), CPU us/req base $b_cpu tycho $t_cpu -> $pct ($rounds)"
+        t=${R_CPU[tycho,$wname]}; b=${R_CPU[base,$wname]}
+        tm=${R_CPUMIN[tycho,$wname]}; bm=${R_CPUMIN[base,$wname]}
+        tn=${R_N[tycho,$wname]}; bn=${R_N[base,$wname]}
+        rounds="$tn rounds each"
+        ((tn == bn)) || rounds="$tn rounds (tycho) and $bn (base)"
+        echo "before/after $wname:" \
+            "tycho/base req/s $(ratio "${R_RPS[tycho,$wname]}" "${R_RPS[base,$wname]}")," \
+            "CPU us/req median base $b tycho $t -> $(pct "$t" "$b")," \
+            "min base $bm tycho $tm -> $(pct "$tm" "$bm") ($rounds)"
     done
-    echo
+    [[ -n ${IDLE_KA[base]:-} && -n ${IDLE_KA[tycho]:-} ]] &&
+        echo "before/after idle: bytes per idle keep-alive connection" \
+            "base ${IDLE_KA[base]} tycho ${IDLE_KA[tycho]}"
 fi
+echo
 any=0
 # every server measured, the table's and the extra ones (base, tycho-plain in ops)
 ALL_MEASURED=("${SERVERS[@]}")
 [[ -n $BASE ]] && ALL_MEASURED+=(base)
 has_server tycho && ALL_MEASURED+=(tycho-plain)
+((BENCH_AA)) && has_server tycho && ALL_MEASURED+=(tycho2)
 for wl in "${WORKLOADS[@]}"; do
     IFS='|' read -r wname _ _ _ <<<"$wl"
     for s in "${ALL_MEASURED[@]}"; do
         if ((${R_ERR[$s,$wname]:-0} > 0)); then
-            echo "wrk errors: $s $wname: ${R_ERR[$s,$wname]} non-2xx + socket errors over $BENCH_ROUNDS round(s) (details above on stderr)"
+            echo "wrk errors: $s $wname: ${R_ERR[$s,$wname]} non-2xx + socket errors" \
+                "over $TOTAL_ROUNDS round(s) (details above on stderr)"
             any=1
         fi
         if [[ -n ${R_NOTE[$s,$wname]:-} ]]; then
@@ -1579,11 +1809,58 @@ for wl in "${WORKLOADS[@]}"; do
 done
 # What --metrics and --access-log cost Tycho: plaintext with both on against a plain tycho
 # whose rounds were interleaved with it in the same workload.
-ops=${R_RPS[tycho,plaintext +log+metrics]:-}
+ops_rps=${R_RPS[tycho,plaintext +log+metrics]:-}
 plain=${R_RPS[tycho-plain,plaintext +log+metrics]:-}
-if [[ -n $ops && -n $plain ]]; then
-    echo "tycho with --metrics and --access-log vs without (plaintext, rounds interleaved): req/s $(printf '%.0f' "$ops") vs $(printf '%.0f' "$plain") (ratio $(ratio "$ops" "$plain")), CPU ${R_CPU[tycho,plaintext +log+metrics]} vs ${R_CPU[tycho-plain,plaintext +log+metrics]} us/req (ratio $(ratio "${R_CPU[tycho,plaintext +log+metrics]}" "${R_CPU[tycho-plain,plaintext +log+metrics]}"))"
+if [[ -n $ops_rps && -n $plain ]]; then
+    oc=${R_CPU[tycho,plaintext +log+metrics]}; pc=${R_CPU[tycho-plain,plaintext +log+metrics]}
+    echo "tycho with --metrics and --access-log vs without (plaintext, rounds interleaved," \
+        "medians): req/s $(printf '%.0f' "$ops_rps") vs $(printf '%.0f' "$plain")" \
+        "(ratio $(ratio "$ops_rps" "$plain")), CPU $oc vs $pc us/req (ratio $(ratio "$oc" "$pc"))"
 fi
 ((any)) || echo "wrk errors: none (no non-2xx responses, no socket errors in measured rounds)"
 ((IDLE_WARNINGS == 0)) || echo "NOTE: other processes were using the CPUs during $IDLE_WARNINGS workload(s) (see stderr): treat these numbers as noisy"
+
+# ---------------------------------------------------------------- goals
+# Tycho's goals, each ratio from the MEDIAN CPU us/req over the rounds (the ratio of the
+# least CPU us/req of any round beside it, for reference); n/a when a side was not measured
+# (workload or server not in this run).
+GOALS_MET=0; GOALS_ALL=0
+goal() {   # LABEL VALUE MINVALUE LIMIT UNIT: one line, "met" when VALUE <= LIMIT
+    local label=$1 v=$2 vmin=$3 limit=$4 verdict
+    if [[ -z $v || $v == - ]]; then
+        verdict="n/a"
+    elif awk -v v="$v" -v l="$limit" 'BEGIN { exit !(v <= l) }'; then
+        verdict="met"; GOALS_MET=$((GOALS_MET + 1)); GOALS_ALL=$((GOALS_ALL + 1))
+    else
+        verdict="NOT met"; GOALS_ALL=$((GOALS_ALL + 1))
+    fi
+    printf '  %-46s %8s  %-18s goal <= %-5s %s\n' "$label" "${v:--}" "$vmin" "$limit" "$verdict"
+}
+cpu_goal() {   # WORKLOAD PEER LIMIT
+    local w=$1 p=$2
+    goal "$w: tycho/$p CPU us/req" "$(ratio "${R_CPU[tycho,$w]:-}" "${R_CPU[$p,$w]:-}")" \
+        "(min $(ratio "${R_CPUMIN[tycho,$w]:-}" "${R_CPUMIN[$p,$w]:-}"))" "$3"
+}
+echo
+echo "Goals (ratios of the MEDIAN CPU us/req over $TOTAL_ROUNDS rounds per server;" \
+    "in brackets the ratio of the least CPU us/req of any round):"
+for w in plaintext json users/:id "echo 1KiB POST" "plaintext 1000c"; do
+    cpu_goal "$w" nginx 0.75
+done
+cpu_goal plaintext floor 1.15
+cpu_goal "plaintext conn-close" nginx 1.0
+idle_v=${IDLE_KA[tycho]:-${IDLE_PLAIN[tycho]:-}}
+idle_from=idle
+[[ -z ${IDLE_KA[tycho]:-} && -n ${IDLE_PLAIN[tycho]:-} ]] && idle_from=tlsplain
+goal "$idle_from: tycho bytes per idle keep-alive conn" "$idle_v" \
+    "(nginx ${IDLE_KA[nginx]:-${IDLE_PLAIN[nginx]:--}}, floor ${IDLE_KA[floor]:--})" 400
+if [[ -n $AA_MAX ]]; then
+    echo "  noise of this run (A/A, tycho2 vs tycho median CPU us/req): up to ${AA_MAX} %" \
+        "($AA_MAX_WL); a ratio within that of its goal is not settled by this run"
+elif ((BENCH_AA)); then
+    echo "  noise of this run: no A/A measure (no tycho rounds)"
+else
+    echo "  noise of this run: not measured (BENCH_AA=0)"
+fi
+echo "Goals met: $GOALS_MET of $GOALS_ALL measured"
 exit "$STATUS"
