@@ -353,7 +353,7 @@ static int arm_read(struct tycho_conn *c)
         return arm(c, EV_READ, c->nrequests ? TIMER_IDLE : TIMER_FIRST,
                    c->nrequests ? ctx->idle_tv : ctx->first_tv);
     now = tycho_ctx_now_ms(ctx);
-    if (c->req && c->http.headers_done) {
+    if (c->req && c->req->http.headers_done) {
         if (!c->body_started_ms)
             c->body_started_ms = now;
         deadline = c->body_started_ms + cfg->body_timeout_ms;
@@ -487,7 +487,7 @@ static void drain(struct tycho_conn *c, short what)
 /* A request partly read, requests read and kept back, or output not yet taken. */
 static bool in_flight(const struct tycho_conn *c)
 {
-    return (c->req && c->http.in_message) || c->input.len > 0 || tycho_conn_output_waits(c);
+    return (c->req && c->req->http.in_message) || c->input.len > 0 || tycho_conn_output_waits(c);
 }
 
 /*
@@ -850,7 +850,7 @@ static void timed_out(struct tycho_conn *c)
         }
         return;                       /* (a handler busy otherwise is no reason to stop) */
     }
-    if (c->timer == TIMER_DEADLINE && c->req && c->http.in_message) {
+    if (c->timer == TIMER_DEADLINE && c->req && c->req->http.in_message) {
         /* A request that did not arrive in time (blank lines alone just close). */
         ctx->timeouts++;
         tycho_stat_add(&ctx->stats.rejected[TYCHO_REJECT_TIMEOUT], 1);
@@ -1020,7 +1020,6 @@ void tycho_conn_open(struct tycho_ctx *ctx, int fd, const struct sockaddr *peer,
         tycho_conn_peer(c, remote, sizeof(remote));
         tycho_log(TYCHO_LOG_DEBUG, "worker %d: connection from %s", ctx->worker_id, remote);
     }
-    tycho_http_init(&c->http, ctx->cfg);
     tycho_list_push_front(&ctx->conns, &c->link);
     if (proxied) {
         struct tycho_ip ip;
@@ -1128,7 +1127,6 @@ int tycho_conn_run_local(struct tycho_ctx *ctx, const char *bytes, size_t len,
     tycho_list_init(&c->link);        /* not among the open connections */
     c->local_out = out;
     c->born_ms = tycho_ctx_now_ms(ctx);
-    tycho_http_init(&c->http, ctx->cfg);
     /* What is ready to run first: the app.on_worker_start functions. */
     event_base_loop(ctx->base, EVLOOP_NONBLOCK);
     used = tycho_exchange_feed(c, bytes, len);
@@ -1150,7 +1148,7 @@ int tycho_conn_run_local(struct tycho_ctx *ctx, const char *bytes, size_t len,
         evtimer_del(&deadline);
     if (c->waiting)
         rc = TYCHO_CONN_LATE;         /* close_conn abandons the handler */
-    else if (c->req && c->http.in_message && !c->closing)
+    else if (c->req && c->req->http.in_message && !c->closing)
         tycho_exchange_answer_simple(c, 400, "", false, true); /* the bytes ended mid-request */
     close_conn(c);
     return rc;

@@ -152,8 +152,10 @@ static struct tycho_req *take_req(struct tycho_conn *c)
 {
     struct tycho_req *r = tycho_pool_get(&c->ctx->req_pool);
 
-    if (r)
+    if (r) {
         r->conn = c;
+        tycho_http_init(&r->http, c->ctx->cfg); /* each request is parsed from a fresh start */
+    }
     if (!c->started) {
         /* Blank lines before a request count too: they cannot hold the connection open. */
         c->started = true;
@@ -244,9 +246,10 @@ static void end_request(struct tycho_conn *c, bool keep_alive)
     ctx->requests++;
     c->nrequests++;
     c->started = false;
+    /* Nothing is parsed after an error (a streamed body that failed): the next parser is fresh. */
+    if (c->req && c->req->http.state == TYCHO_HTTP_ERROR)
+        c->closing = true;
     tycho_exchange_release(c);
-    if (c->http.state != TYCHO_HTTP_ERROR)
-        tycho_http_next(&c->http);    /* (a streamed body that failed: the connection closes) */
 }
 
 /*
@@ -631,7 +634,7 @@ void tycho_exchange_start(struct tycho_conn *c)
 void tycho_exchange_pull_body(struct tycho_conn *c)
 {
     struct tycho_req *r = c->req;
-    struct tycho_http *h = &c->http;
+    struct tycho_http *h = &r->http;
 
     while (c->input.len > 0 && !r->body_done && !r->body_error) {
         size_t room = r->body_discard ? c->input.len : TYCHO_BODY_BUF_BYTES - r->sbuf_len;
@@ -689,10 +692,10 @@ size_t tycho_exchange_feed(struct tycho_conn *c, const char *data, size_t len)
             c->linger = true;
             return total - len;
         }
-        n = tycho_http_parse(&c->http, c->req, data, len);
+        n = tycho_http_parse(&c->req->http, c->req, data, len);
         data += n;
         len -= n;
-        switch (c->http.state) {
+        switch (c->req->http.state) {
         case TYCHO_HTTP_HEAD:
             at_head(c);
             break;
@@ -700,13 +703,19 @@ size_t tycho_exchange_feed(struct tycho_conn *c, const char *data, size_t len)
             serve(c);
             break;
         case TYCHO_HTTP_ERROR:
-            refuse(c, c->http.error_status);
+            refuse(c, c->req->http.error_status);
             return total - len;
         case TYCHO_HTTP_MORE:
             if (!c->req->stream_body)
                 send_continue(c, c->req);
-            if (!c->http.in_message)
-                tycho_exchange_release(c);       /* only blank lines so far */
+            /*
+             * Only blank lines so far: the context goes back, and the next
+             * one's parser starts afresh, which is the state it is in now,
+             * unless the last byte was the CR of a CRLF whose LF is still to
+             * come (the strict check waits for it): then it is kept.
+             */
+            if (!c->req->http.in_message && n > 0 && data[-1] != '\r')
+                tycho_exchange_release(c);
             return total - len;
         }
     }
