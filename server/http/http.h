@@ -81,6 +81,8 @@ struct tycho_req {
     struct tycho_arena arena;      /* owned: every string below lives here */
     struct tycho_conn *conn;       /* borrowed: the connection it came on */
     struct tycho_http http;        /* the parser, from the request's first byte to its end */
+    long body_started_ms;          /* the connection's clock: when its head was complete; 0
+                                      before (the --body-timeout deadline counts from it) */
 
     /* The request, filled by the parser. */
     const char *method;            /* static string, e.g. "GET" */
@@ -218,7 +220,10 @@ void tycho_http_init(struct tycho_http *h, const struct tycho_config *cfg);
  */
 size_t tycho_http_parse(struct tycho_http *h, struct tycho_req *r, const char *data, size_t len);
 
-/* After DONE: lets the parser go on to the next request of the connection. */
+/*
+ * After DONE: lets the parser go on to the next request of the connection.
+ * (The server does not: each request's context comes with a fresh parser.)
+ */
 void tycho_http_next(struct tycho_http *h);
 
 /* "OK", "Not Found", ... for a status code; "Unknown" for codes without one. */
