@@ -90,6 +90,14 @@ enum {
     TIMER_LINGER     /* lingering close */
 };
 
+/*
+ * Every open connection pays for this struct, an idle one mostly for it
+ * (the aim: at most 400 bytes of RSS per idle keep-alive connection; malloc
+ * adds 8 bytes and rounds to 16). A field that only some connections need
+ * goes in struct tycho_conn_extra.
+ */
+_Static_assert(sizeof(struct tycho_conn) <= 296, "struct tycho_conn grew: see conn_int.h");
+
 size_t tycho_conn_bytes(void)
 {
     return sizeof(struct tycho_conn);
