@@ -104,17 +104,6 @@ size_t tycho_conn_bytes(void)
 }
 
 /*
- * Not from a pool: few connections need one at a time (TLS, a large file
- * body, a lingering close), and it is freed with the connection.
- */
-struct tycho_conn_extra *tycho_conn_extra(struct tycho_conn *c)
-{
-    if (!c->extra)
-        c->extra = calloc(1, sizeof(*c->extra));
-    return c->extra;
-}
-
-/*
  * After a send or sendfile that took nothing (n <= 0): 0 to try again
  * (EINTR), 1 when the socket is full for now, -1 when the peer is gone.
  */
@@ -729,11 +718,6 @@ static void read_and_serve(struct tycho_conn *c)
     next_wait(c);
 }
 
-void tycho_conn_resume(struct tycho_conn *c)
-{
-    read_and_serve(c);
-}
-
 /*
  * --proxy-protocol: a connection that did not begin with a good PROXY header
  * is closed without an answer (the balancer in front of it would pass an
@@ -1052,6 +1036,7 @@ void tycho_conn_open(struct tycho_ctx *ctx, int fd, const struct sockaddr *peer,
         return;
     }
     c->ctx = ctx;
+    ctx->conn_resume = read_and_serve;
     c->fd = fd;
     c->born_ms = tycho_ctx_now_ms(ctx);
     tycho_stat_add(&ctx->stats.conns, 1);
@@ -1163,6 +1148,7 @@ int tycho_conn_run_local(struct tycho_ctx *ctx, const char *bytes, size_t len,
     if (!c)
         return TYCHO_ERR;
     c->ctx = ctx;
+    ctx->conn_resume = read_and_serve; /* not called: --request's output is not a socket */
     c->fd = -1;
     tycho_list_init(&c->link);        /* not among the open connections */
     c->local_out = out;

@@ -2,9 +2,9 @@
  * conn_int.h: the inside of a client connection, shared by the two halves of
  * the connection: conn.c (the socket: reading, writing, sendfile, timeouts,
  * lingering, closing) and exchange.c (the requests: parse, route, hand to
- * the application, answer, end each request). exchange.c uses the inline
- * helpers here and the few conn.c functions declared below (writing, reading
- * on, the extra parts, going on after a handler that waited). Nothing else
+ * the application, answer, end each request). exchange.c never calls into
+ * conn.c (server/layers: conn.c calls it): it uses the inline helpers here,
+ * and ctx->conn_resume to go on after a handler that waited. Nothing else
  * includes it. A connection belongs to its worker's thread.
  */
 #ifndef TYCHO_CONN_INT_H
@@ -12,6 +12,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdlib.h>
 #include <sys/types.h>
 #include <time.h>
 
@@ -93,6 +94,18 @@ struct tycho_conn {
     struct tycho_buf input;            /* owned: read but not parsed yet (back-pressure) */
 };
 
+/*
+ * c's extra: allocated (zeroed) the first time, freed by the close; NULL when
+ * memory ran out (the caller then closes, or answers 503). Not from a pool:
+ * few connections need one at a time.
+ */
+static inline struct tycho_conn_extra *tycho_conn_extra(struct tycho_conn *c)
+{
+    if (!c->extra)
+        c->extra = calloc(1, sizeof(*c->extra));
+    return c->extra;
+}
+
 /* c's TLS, or NULL for a plain connection. */
 static inline SSL *tycho_conn_ssl(const struct tycho_conn *c)
 {
@@ -167,18 +180,6 @@ static inline bool tycho_conn_keeps_alive(struct tycho_conn *c)
  * ends the connection). A no-op for --request.
  */
 int tycho_conn_push(struct tycho_conn *c);
-
-/*
- * conn.c: c's extra (allocated the first time, zeroed), or NULL when memory
- * ran out (the caller then closes, or answers 503).
- */
-struct tycho_conn_extra *tycho_conn_extra(struct tycho_conn *c);
-
-/*
- * conn.c: goes on after a handler that waited has been answered: writes,
- * then answers the requests kept back meanwhile and reads what came.
- */
-void tycho_conn_resume(struct tycho_conn *c);
 
 /*
  * conn.c: reads again, for a connection whose handler reads its input

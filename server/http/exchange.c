@@ -407,7 +407,7 @@ static void on_request_done(struct tycho_req *r)
     respond(c);
     if (c->local_out)
         return;                       /* --request: run_local sees waiting is over */
-    tycho_conn_resume(c);                     /* requests kept back meanwhile, then what came */
+    c->ctx->conn_resume(c);           /* requests kept back meanwhile, then what came */
 }
 
 /* Answers a request for a path the server answers itself (--health, --metrics), without Lua. */
