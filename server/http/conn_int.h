@@ -55,7 +55,8 @@ struct tycho_conn_extra {
  * connection costs this struct and libevent's bookkeeping for its socket, so
  * it holds only what every open connection needs: its parser state lives in
  * its request context (http.h) while a request is in progress, its rarely
- * used parts in its extra, and its flags are bits.
+ * used parts in its extra, and its flags are bits. The pool links a free
+ * connection through the word that holds ctx while it is open.
  */
 struct tycho_conn {
     union {
@@ -89,7 +90,7 @@ struct tycho_conn {
     long born_ms;                      /* when it was accepted (worker clock) */
     long req_started_ms;               /* when the next request's first bytes came */
     long write_wait_ms;                /* when output began to wait; 0 when none waits */
-    struct event ev;                   /* embedded, so a connection is one allocation */
+    struct event ev;                   /* embedded: no allocation of its own */
     struct tycho_buf pending;          /* owned: output the socket has not taken */
     struct tycho_buf input;            /* owned: read but not parsed yet (back-pressure) */
 };
