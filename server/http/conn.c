@@ -57,6 +57,7 @@
 #include <netinet/tcp.h>
 #include <openssl/err.h>
 #include <stdbool.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/sendfile.h>
 #include <time.h>
@@ -89,6 +90,14 @@ enum {
     TIMER_LINGER     /* lingering close */
 };
 
+/*
+ * Every open connection pays for this struct, an idle one mostly for it
+ * (the aim: at most 400 bytes of RSS per idle keep-alive connection; malloc
+ * adds 8 bytes and rounds to 16). A field that only some connections need
+ * goes in struct tycho_conn_extra.
+ */
+_Static_assert(sizeof(struct tycho_conn) <= 296, "struct tycho_conn grew: see conn_int.h");
+
 size_t tycho_conn_bytes(void)
 {
     return sizeof(struct tycho_conn);
@@ -110,7 +119,7 @@ static void count_handshake(struct tycho_conn *c)
 {
     c->tls_counted = true;
     tycho_stat_add(&c->ctx->stats.tls_handshakes, 1);
-    if (SSL_session_reused(c->ssl))
+    if (SSL_session_reused(c->extra->ssl))
         tycho_stat_add(&c->ctx->stats.tls_resumed, 1);
 }
 
@@ -122,16 +131,17 @@ static void count_handshake(struct tycho_conn *c)
  */
 static ssize_t tls_recv(struct tycho_conn *c, char *buf, size_t len)
 {
+    SSL *ssl = c->extra->ssl;
     int n, e;
 
     ERR_clear_error();
     c->tls_want_write = false;
-    n = SSL_read(c->ssl, buf, (int)len);
-    if (!c->tls_counted && SSL_is_init_finished(c->ssl))
+    n = SSL_read(ssl, buf, (int)len);
+    if (!c->tls_counted && SSL_is_init_finished(ssl))
         count_handshake(c);
     if (n > 0)
         return n;
-    e = SSL_get_error(c->ssl, n);
+    e = SSL_get_error(ssl, n);
     if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
         /*
          * WANT_WRITE: the handshake's reply did not fit in the socket. Reading
@@ -149,7 +159,7 @@ static ssize_t tls_recv(struct tycho_conn *c, char *buf, size_t len)
     if (e == SSL_ERROR_SSL && tycho_log_min_level == TYCHO_LOG_DEBUG) {
         unsigned long err = ERR_peek_last_error();
         tycho_log(TYCHO_LOG_DEBUG, "worker %d: TLS %s: %s", c->ctx->worker_id,
-                  SSL_is_init_finished(c->ssl) ? "error" : "handshake failed",
+                  SSL_is_init_finished(ssl) ? "error" : "handshake failed",
                   err ? ERR_reason_error_string(err) : "unknown");
     }
     if (e != SSL_ERROR_SYSCALL || errno == 0 || errno == EAGAIN || errno == EINTR)
@@ -160,20 +170,21 @@ static ssize_t tls_recv(struct tycho_conn *c, char *buf, size_t len)
 /* The same, inline for the plain socket: a plain connection's reads pay no call for TLS. */
 static inline ssize_t conn_recv(struct tycho_conn *c, char *buf, size_t len)
 {
-    return c->ssl ? tls_recv(c, buf, len) : recv(c->fd, buf, len, 0);
+    return tycho_conn_ssl(c) ? tls_recv(c, buf, len) : recv(c->fd, buf, len, 0);
 }
 
 /* Writes through the connection's TLS as send(2) does (errno EAGAIN, EPIPE). */
 static ssize_t tls_send(struct tycho_conn *c, const char *data, size_t len)
 {
+    SSL *ssl = c->extra->ssl;
     int n, e;
 
     ERR_clear_error();
     /* A write the socket did not take is sent again from the same bytes (c->pending). */
-    n = SSL_write(c->ssl, data, len > INT_MAX ? INT_MAX : (int)len);
+    n = SSL_write(ssl, data, len > INT_MAX ? INT_MAX : (int)len);
     if (n > 0)
         return n;
-    e = SSL_get_error(c->ssl, n);
+    e = SSL_get_error(ssl, n);
     errno = e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ ? EAGAIN : EPIPE;
     return -1;
 }
@@ -181,7 +192,7 @@ static ssize_t tls_send(struct tycho_conn *c, const char *data, size_t len)
 /* Writes through the connection's TLS, or to the socket, as send(2) does. */
 static inline ssize_t conn_send(struct tycho_conn *c, const char *data, size_t len, int flags)
 {
-    return c->ssl ? tls_send(c, data, len) : send(c->fd, data, len, flags);
+    return tycho_conn_ssl(c) ? tls_send(c, data, len) : send(c->fd, data, len, flags);
 }
 
 /*
@@ -217,30 +228,31 @@ static int send_some(struct tycho_conn *c, struct tycho_buf *buf, bool more)
  */
 static int send_file_tls(struct tycho_conn *c)
 {
+    struct tycho_conn_extra *x = c->extra;
     size_t budget = FILE_BYTES_PER_EVENT;
 
-    while (c->file_left > 0 && budget > 0 && c->pending.len == 0) {
-        size_t want = c->file_left < TLS_FILE_PIECE_BYTES ? c->file_left : TLS_FILE_PIECE_BYTES;
+    while (x->file_left > 0 && budget > 0 && c->pending.len == 0) {
+        size_t want = x->file_left < TLS_FILE_PIECE_BYTES ? x->file_left : TLS_FILE_PIECE_BYTES;
         char *room = tycho_buf_reserve(&c->pending, want);
         ssize_t n;
         if (!room)
             return TYCHO_ERR;
-        n = pread(c->file_fd, room, want, c->file_off);
+        n = pread(x->file_fd, room, want, x->file_off);
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0)
             return TYCHO_ERR;         /* the file shrank after its length was sent */
         c->pending.len += (size_t)n;
-        c->file_off += n;
-        c->file_left -= (size_t)n;
+        x->file_off += n;
+        x->file_left -= (size_t)n;
         budget -= (size_t)n;
         if (send_some(c, &c->pending, false) < 0)
             return TYCHO_ERR;
     }
     if (c->pending.len == 0)
         tycho_buf_dispose(&c->pending);
-    if (c->file_left == 0) {
-        close(c->file_fd);
+    if (x->file_left == 0) {
+        close(x->file_fd);
         c->sending_file = false;
     }
     return TYCHO_OK;
@@ -254,24 +266,25 @@ static int send_file_tls(struct tycho_conn *c)
  */
 static int send_file(struct tycho_conn *c)
 {
+    struct tycho_conn_extra *x = c->extra;
     size_t budget = FILE_BYTES_PER_EVENT;
     int stalled;
 
-    if (c->ssl)
+    if (x->ssl)
         return send_file_tls(c);
-    while (c->file_left > 0 && budget > 0) {
-        ssize_t n = sendfile(c->fd, c->file_fd, &c->file_off,
-                             c->file_left < budget ? c->file_left : budget);
+    while (x->file_left > 0 && budget > 0) {
+        ssize_t n = sendfile(c->fd, x->file_fd, &x->file_off,
+                             x->file_left < budget ? x->file_left : budget);
         if (n > 0) {
-            c->file_left -= (size_t)n;
+            x->file_left -= (size_t)n;
             budget -= (size_t)n;
             tycho_stat_add(&c->ctx->stats.bytes_out, (unsigned long)n);
         } else if ((stalled = send_stalled(n)) != 0) {
             return stalled > 0 ? TYCHO_OK : TYCHO_ERR;
         }
     }
-    if (c->file_left == 0) {
-        close(c->file_fd);
+    if (x->file_left == 0) {
+        close(x->file_fd);
         c->sending_file = false;
     }
     return TYCHO_OK;
@@ -349,25 +362,27 @@ static int arm_read(struct tycho_conn *c)
     long now, deadline;
     struct timeval left;
 
-    if (!c->started && !c->ssl)
+    if (!c->started && !tycho_conn_ssl(c))
         return arm(c, EV_READ, c->nrequests ? TIMER_IDLE : TIMER_FIRST,
                    c->nrequests ? ctx->idle_tv : ctx->first_tv);
     now = tycho_ctx_now_ms(ctx);
-    if (c->req && c->http.headers_done) {
-        if (!c->body_started_ms)
-            c->body_started_ms = now;
-        deadline = c->body_started_ms + cfg->body_timeout_ms;
-    } else if (c->ssl && c->nrequests == 0) {
+    if (c->req && c->req->http.headers_done) {
+        if (!c->req->body_started_ms)
+            c->req->body_started_ms = now;
+        deadline = c->req->body_started_ms + cfg->body_timeout_ms;
+    } else if (tycho_conn_ssl(c) && c->nrequests == 0) {
         deadline = c->born_ms + cfg->header_timeout_ms;
     } else if (c->started) {
         deadline = c->req_started_ms + cfg->header_timeout_ms;
     } else {
         /* TLS, kept alive: --idle-timeout from the end of its last response. */
-        if (c->idle_nreq != c->nrequests || !c->idle_since_ms) {
-            c->idle_since_ms = now;
-            c->idle_nreq = c->nrequests;
+        struct tycho_conn_extra *x = c->extra;
+        assert(x && x->ssl && "a plain connection waiting idle returned above");
+        if (x->idle_nreq != c->nrequests || !x->idle_since_ms) {
+            x->idle_since_ms = now;
+            x->idle_nreq = c->nrequests;
         }
-        deadline = c->idle_since_ms + cfg->idle_timeout_ms;
+        deadline = x->idle_since_ms + cfg->idle_timeout_ms;
     }
     deadline = deadline > now ? deadline - now : 0;
     left.tv_sec = deadline / 1000;
@@ -391,7 +406,7 @@ static void close_conn(struct tycho_conn *c)
 {
     struct tycho_ctx *ctx = c->ctx;
 
-    assert(ctx && "a connection closed twice (it is back in the pool)");
+    assert(c->link.next && "a connection closed twice (it is back in the pool)");
     if (c->ev_what)
         event_del(&c->ev);
     if (ctx->out_owner == c) {
@@ -408,12 +423,13 @@ static void close_conn(struct tycho_conn *c)
             tycho_log(TYCHO_LOG_DEBUG, "worker %d: connection from %s closed after %u requests",
                       ctx->worker_id, remote, c->nrequests);
         }
-        if (c->ssl) {
+        SSL *ssl = tycho_conn_ssl(c);
+        if (ssl) {
             /* close_notify, if the socket takes it now (a client that left will not read it). */
             ERR_clear_error();
-            if (!c->lingering && SSL_is_init_finished(c->ssl))
-                SSL_shutdown(c->ssl);
-            SSL_free(c->ssl);
+            if (!c->lingering && SSL_is_init_finished(ssl))
+                SSL_shutdown(ssl);
+            SSL_free(ssl);
             ERR_clear_error();
         }
         close(c->fd);
@@ -424,7 +440,8 @@ static void close_conn(struct tycho_conn *c)
     if (c->upgraded)
         tycho_stat_add(&ctx->stats.websockets_open, (unsigned long)-1); /* wraps: one less */
     if (c->sending_file)
-        close(c->file_fd);            /* a client gone (or timed out) mid-file */
+        close(c->extra->file_fd);     /* a client gone (or timed out) mid-file */
+    free(c->extra);
     tycho_buf_dispose(&c->pending);
     tycho_buf_dispose(&c->input);
     tycho_list_remove(&c->link);
@@ -445,14 +462,16 @@ static void close_conn(struct tycho_conn *c)
 static void finish(struct tycho_conn *c)
 {
     struct timeval linger = {LINGER_MS / 1000, (LINGER_MS % 1000) * 1000};
+    struct tycho_conn_extra *x;
 
-    if (c->fd < 0 || !c->linger || c->peer_eof) {
+    /* With no memory for the linger's deadline it is closed at once, as when shutdown fails. */
+    if (c->fd < 0 || !c->linger || c->peer_eof || !(x = tycho_conn_extra(c))) {
         close_conn(c);
         return;
     }
-    if (c->ssl && SSL_is_init_finished(c->ssl)) {
+    if (x->ssl && SSL_is_init_finished(x->ssl)) {
         ERR_clear_error();
-        SSL_shutdown(c->ssl);         /* close_notify goes before the write side shuts */
+        SSL_shutdown(x->ssl);         /* close_notify goes before the write side shuts */
         ERR_clear_error();
     }
     if (shutdown(c->fd, SHUT_WR) < 0) {
@@ -460,7 +479,7 @@ static void finish(struct tycho_conn *c)
         return;
     }
     c->lingering = true;
-    c->linger_until = time(NULL) + (LINGER_MS + 999) / 1000;
+    x->linger_until = time(NULL) + (LINGER_MS + 999) / 1000;
     if (arm(c, EV_READ, TIMER_LINGER, &linger) < 0)
         close_conn(c);
 }
@@ -472,8 +491,9 @@ static void finish(struct tycho_conn *c)
  */
 static void drain(struct tycho_conn *c, short what)
 {
-    for (int i = 0; i < READS_PER_EVENT && !(what & EV_TIMEOUT) && time(NULL) < c->linger_until;
-         i++) {
+    time_t until = c->extra->linger_until;
+
+    for (int i = 0; i < READS_PER_EVENT && !(what & EV_TIMEOUT) && time(NULL) < until; i++) {
         ssize_t n = recv(c->fd, c->ctx->rbuf, TYCHO_READ_BYTES, 0);
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
             return;
@@ -487,7 +507,8 @@ static void drain(struct tycho_conn *c, short what)
 /* A request partly read, requests read and kept back, or output not yet taken. */
 static bool in_flight(const struct tycho_conn *c)
 {
-    return (c->req && c->http.in_message) || c->input.len > 0 || tycho_conn_output_waits(c);
+    return (c->req && c->req->http.in_message) || c->input.len > 0 ||
+           tycho_conn_output_waits(c);
 }
 
 /*
@@ -505,8 +526,8 @@ static void resume_clock(struct tycho_conn *c)
     if (waited <= 0)
         return;
     c->req_started_ms += waited;
-    if (c->body_started_ms)
-        c->body_started_ms += waited;
+    if (c->req && c->req->body_started_ms)
+        c->req->body_started_ms += waited;
 }
 
 /* Calls the callback in *slot once (it is cleared first: it may set itself again). */
@@ -674,7 +695,7 @@ static void read_and_serve(struct tycho_conn *c)
                 tycho_buf_append(&c->input, ctx->rbuf + used, (size_t)n - used) < 0)
                 c->closing = true;    /* no memory to keep it: answer what we have, close */
             /* A short read emptied the socket; TLS reads a record at a time, so it goes on. */
-            if ((size_t)n < TYCHO_READ_BYTES && !c->ssl)
+            if ((size_t)n < TYCHO_READ_BYTES && !tycho_conn_ssl(c))
                 break;
         } else if (n == 0) {
             c->closing = true;        /* the client is done; answer what was read, then close */
@@ -745,7 +766,7 @@ static int count_source(struct tycho_conn *c)
         c->ip_uncounted = false;      /* its close gives back this address */
         return TYCHO_OK;
     }
-    if (c->ssl) {
+    if (tycho_conn_ssl(c)) {
         close_conn(c);
         return TYCHO_ERR;
     }
@@ -850,7 +871,7 @@ static void timed_out(struct tycho_conn *c)
         }
         return;                       /* (a handler busy otherwise is no reason to stop) */
     }
-    if (c->timer == TIMER_DEADLINE && c->req && c->http.in_message) {
+    if (c->timer == TIMER_DEADLINE && c->req && c->req->http.in_message) {
         /* A request that did not arrive in time (blank lines alone just close). */
         ctx->timeouts++;
         tycho_stat_add(&ctx->stats.rejected[TYCHO_REJECT_TIMEOUT], 1);
@@ -904,7 +925,7 @@ static void watch_while_waiting(struct tycho_conn *c)
     n = conn_recv(c, ctx->rbuf, TYCHO_READ_BYTES);
     if (n > 0) {
         tycho_stat_add(&ctx->stats.bytes_in, (unsigned long)n);
-        if (c->ssl && SSL_pending(c->ssl) > 0)
+        if (tycho_conn_ssl(c) && SSL_pending(c->extra->ssl) > 0)
             event_active(&c->ev, EV_READ, 0); /* decrypted bytes the socket will not signal */
         if (tycho_buf_append(&c->input, ctx->rbuf, (size_t)n) < 0) {
             close_conn(c);
@@ -988,12 +1009,18 @@ void tycho_conn_open(struct tycho_ctx *ctx, int fd, const struct sockaddr *peer,
     struct tycho_conn *c = tycho_pool_get(&ctx->conn_pool);
     /* --metrics-addr's connections (metrics_only) never carry a PROXY header. */
     bool proxied = !ctx->metrics_only && tycho_config_proxied(ctx->cfg, tls);
-    SSL *ssl = NULL;
 
     (void)peer_len;
-    if (c && tls && !(ssl = tycho_tls_accept(fd))) {
-        tycho_pool_put(&ctx->conn_pool, c);
-        c = NULL;
+    if (c && tls) {
+        /* A TLS connection has its extra from the start: its SSL lives there. */
+        struct tycho_conn_extra *x = calloc(1, sizeof(*x));
+        if (x && (x->ssl = tycho_tls_accept(fd))) {
+            c->extra = x;
+        } else {
+            free(x);
+            tycho_pool_put(&ctx->conn_pool, c);
+            c = NULL;
+        }
     }
     if (!c && tls) {
         close(fd);                    /* a TLS client would read the plain 503 as garbage */
@@ -1009,9 +1036,8 @@ void tycho_conn_open(struct tycho_ctx *ctx, int fd, const struct sockaddr *peer,
         return;
     }
     c->ctx = ctx;
-    c->resume = read_and_serve;
+    ctx->conn_resume = read_and_serve;
     c->fd = fd;
-    c->ssl = ssl;
     c->born_ms = tycho_ctx_now_ms(ctx);
     tycho_stat_add(&ctx->stats.conns, 1);
     set_peer(c, peer);
@@ -1020,7 +1046,6 @@ void tycho_conn_open(struct tycho_ctx *ctx, int fd, const struct sockaddr *peer,
         tycho_conn_peer(c, remote, sizeof(remote));
         tycho_log(TYCHO_LOG_DEBUG, "worker %d: connection from %s", ctx->worker_id, remote);
     }
-    tycho_http_init(&c->http, ctx->cfg);
     tycho_list_push_front(&ctx->conns, &c->link);
     if (proxied) {
         struct tycho_ip ip;
@@ -1123,12 +1148,11 @@ int tycho_conn_run_local(struct tycho_ctx *ctx, const char *bytes, size_t len,
     if (!c)
         return TYCHO_ERR;
     c->ctx = ctx;
-    c->resume = read_and_serve;       /* not called: --request's output is not a socket */
+    ctx->conn_resume = read_and_serve; /* not called: --request's output is not a socket */
     c->fd = -1;
     tycho_list_init(&c->link);        /* not among the open connections */
     c->local_out = out;
     c->born_ms = tycho_ctx_now_ms(ctx);
-    tycho_http_init(&c->http, ctx->cfg);
     /* What is ready to run first: the app.on_worker_start functions. */
     event_base_loop(ctx->base, EVLOOP_NONBLOCK);
     used = tycho_exchange_feed(c, bytes, len);
@@ -1150,7 +1174,7 @@ int tycho_conn_run_local(struct tycho_ctx *ctx, const char *bytes, size_t len,
         evtimer_del(&deadline);
     if (c->waiting)
         rc = TYCHO_CONN_LATE;         /* close_conn abandons the handler */
-    else if (c->req && c->http.in_message && !c->closing)
+    else if (c->req && c->req->http.in_message && !c->closing)
         tycho_exchange_answer_simple(c, 400, "", false, true); /* the bytes ended mid-request */
     close_conn(c);
     return rc;

@@ -3,15 +3,16 @@
  * the connection: conn.c (the socket: reading, writing, sendfile, timeouts,
  * lingering, closing) and exchange.c (the requests: parse, route, hand to
  * the application, answer, end each request). exchange.c never calls into
- * conn.c: it uses the inline helpers here, and conn.c's resume callback to
- * go on after a handler that waited. Nothing else includes it. A connection
- * belongs to its worker's thread.
+ * conn.c (server/layers: conn.c calls it): it uses the inline helpers here,
+ * and ctx->conn_resume to go on after a handler that waited. Nothing else
+ * includes it. A connection belongs to its worker's thread.
  */
 #ifndef TYCHO_CONN_INT_H
 #define TYCHO_CONN_INT_H
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdlib.h>
 #include <sys/types.h>
 #include <time.h>
 
@@ -32,56 +33,90 @@
  */
 #define TYCHO_CONN_OUT_HIGH_BYTES (256 * 1024)
 
-/* A client connection; it belongs to its worker's thread. */
+/*
+ * The parts of a connection that only some connections need: TLS, a file
+ * body being sent, a lingering close. They are allocated (tycho_conn_extra)
+ * when first needed, and freed at the close: an idle plain keep-alive
+ * connection does not carry them. A connection on --tls-port has them from
+ * its accept.
+ */
+struct tycho_conn_extra {
+    SSL *ssl;                          /* owned: TLS, for a connection on --tls-port; else NULL */
+    int file_fd;                       /* owned while c->sending_file: a file body (app.static) */
+    unsigned idle_nreq;                /* TLS: c->nrequests when idle_since_ms was taken */
+    off_t file_off;                    /* the next file byte to send */
+    size_t file_left;                  /* file bytes still to send */
+    long idle_since_ms;                /* TLS, kept alive: when it began to wait (idle deadline) */
+    time_t linger_until;               /* lingering ends by then, however much keeps coming */
+};
+
+/*
+ * A client connection; it belongs to its worker's thread. An idle keep-alive
+ * connection costs this struct and libevent's bookkeeping for its socket, so
+ * it holds only what every open connection needs: its parser state lives in
+ * its request context (http.h) while a request is in progress, its rarely
+ * used parts in its extra, and its flags are bits. The pool links a free
+ * connection through the word that holds ctx while it is open.
+ */
 struct tycho_conn {
-    void *_pool_next;                  /* the pool's link while free */
-    struct tycho_ctx *ctx;             /* borrowed: the owning worker's context */
-    struct tycho_list link;            /* in ctx->conns while open */
+    union {
+        void *_pool_next;              /* the pool's link while free */
+        struct tycho_ctx *ctx;         /* borrowed, while open: the owning worker's context */
+    };
+    struct tycho_list link;            /* in ctx->conns while open; zeroed once closed */
     struct tycho_req *req;             /* from the worker's pool while a request is in progress */
     struct tycho_buf *local_out;       /* borrowed: --request output, else NULL */
+    struct tycho_conn_extra *extra;    /* owned: its rarely used parts, once needed; else NULL */
     int fd;                            /* owned; -1 for --request */
-    SSL *ssl;                          /* owned: TLS, for a connection on --tls-port; else NULL */
     unsigned nrequests;                /* answered on this connection */
     short ev_what;                     /* EV_READ or EV_WRITE: what ev waits for; 0: none */
     unsigned char timer;               /* TIMER_*: what ev's timeout stands for now */
     unsigned char peer_family;         /* AF_INET or AF_INET6 */
-    bool ip_uncounted;                 /* --proxy-protocol: no address counted per IP (yet) */
-    bool proxy_wait;                   /* --proxy-protocol: its header is not read yet */
-    bool closing;                      /* close once pending output is written */
-    bool peer_eof;                     /* the client closed its side */
-    bool linger;                       /* input may still be coming: close lingering */
-    bool lingering;                    /* write side shut; dropping input until EOF or timeout */
-    bool nodelay;                      /* TCP_NODELAY is set */
-    bool started;                      /* bytes of the next request came (blank lines too) */
-    bool waiting;                      /* its handler waits (tycho.sleep); nothing is read */
-    bool upgraded;                     /* a WebSocket: its handler reads the input itself */
-    bool tls_counted;                  /* its TLS handshake is done and counted */
-    bool tls_want_write;               /* TLS must write before it can read on (a handshake) */
-    unsigned idle_nreq;                /* TLS: nrequests when idle_since_ms was taken */
-    bool stream_start;                 /* a stream_body route's head is in: start its handler */
-    bool sending_file;                 /* file_fd is open and its bytes are the next output */
-    int file_fd;                       /* owned while sending_file: a file body (app.static) */
-    off_t file_off;                    /* the next file byte to send */
-    size_t file_left;                  /* file bytes still to send */
+    bool ip_uncounted : 1;             /* --proxy-protocol: no address counted per IP (yet) */
+    bool proxy_wait : 1;               /* --proxy-protocol: its header is not read yet */
+    bool closing : 1;                  /* close once pending output is written */
+    bool peer_eof : 1;                 /* the client closed its side */
+    bool linger : 1;                   /* input may still be coming: close lingering */
+    bool lingering : 1;                /* write side shut; dropping input until EOF or timeout */
+    bool nodelay : 1;                  /* TCP_NODELAY is set */
+    bool started : 1;                  /* bytes of the next request came (blank lines too) */
+    bool waiting : 1;                  /* its handler waits (tycho.sleep); nothing is read */
+    bool upgraded : 1;                 /* a WebSocket: its handler reads the input itself */
+    bool tls_counted : 1;              /* its TLS handshake is done and counted */
+    bool tls_want_write : 1;           /* TLS must write before it can read on (a handshake) */
+    bool stream_start : 1;             /* a stream_body route's head is in: start its handler */
+    bool sending_file : 1;             /* extra's file_fd is open; its bytes are the next output */
     unsigned char peer_addr[16];       /* the client: the socket peer, or the PROXY source */
-    time_t linger_until;               /* lingering ends by then, however much keeps coming */
     long born_ms;                      /* when it was accepted (worker clock) */
     long req_started_ms;               /* when the next request's first bytes came */
-    long body_started_ms;              /* when its head was complete; 0 before */
     long write_wait_ms;                /* when output began to wait; 0 when none waits */
-    long idle_since_ms;                /* TLS, kept alive: when it began to wait (idle deadline) */
-    struct event ev;                   /* embedded, so a connection is one allocation */
-    struct tycho_http http;            /* parser state */
+    struct event ev;                   /* embedded: no allocation of its own */
     struct tycho_buf pending;          /* owned: output the socket has not taken */
     struct tycho_buf input;            /* owned: read but not parsed yet (back-pressure) */
-    /* conn.c: go on after a handler that waited has been answered (write, read what came). */
-    void (*resume)(struct tycho_conn *c);
 };
+
+/*
+ * c's extra: allocated (zeroed) the first time, freed by the close; NULL when
+ * memory ran out (the caller then closes, or answers 503). Not from a pool:
+ * few connections need one at a time.
+ */
+static inline struct tycho_conn_extra *tycho_conn_extra(struct tycho_conn *c)
+{
+    if (!c->extra)
+        c->extra = calloc(1, sizeof(*c->extra));
+    return c->extra;
+}
+
+/* c's TLS, or NULL for a plain connection. */
+static inline SSL *tycho_conn_ssl(const struct tycho_conn *c)
+{
+    return c->extra ? c->extra->ssl : NULL;
+}
 
 /* The Date line for c's responses: with --hsts's header after it on a TLS connection. */
 static inline const char *tycho_conn_date(struct tycho_conn *c)
 {
-    return c->ssl && c->ctx->cfg->hsts_max_age_s >= 0 ? tycho_ctx_date_hsts(c->ctx)
+    return tycho_conn_ssl(c) && c->ctx->cfg->hsts_max_age_s >= 0 ? tycho_ctx_date_hsts(c->ctx)
                                                        : tycho_ctx_date(c->ctx);
 }
 

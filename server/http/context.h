@@ -98,6 +98,14 @@ struct tycho_ctx {
     struct tycho_conn *out_owner;    /* the connection whose bytes out holds; NULL when empty */
     struct tycho_gzip *gzip;         /* owned: compressor of whole responses; NULL until used */
     struct tycho_list conns;         /* open connections */
+    /*
+     * conn.c's, set each time it opens a connection here: goes on with a
+     * connection once the handler it waited for has been answered (writes,
+     * answers the requests kept back, reads what came). exchange.c calls it
+     * through this pointer: conn.c calls exchange.c, so it cannot call back
+     * (server/layers: no two files depend on each other).
+     */
+    void (*conn_resume)(struct tycho_conn *c);
     unsigned long requests;          /* requests answered (for the stop log line) */
     unsigned long timeouts;          /* requests or writes cut off by a timeout */
     unsigned long long next_request_id; /* generated X-Request-Id: random start, then +1 */

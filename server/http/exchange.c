@@ -52,7 +52,7 @@ static size_t ipv4_text(const unsigned char *a, char *buf)
 /* Here, not in conn.c: the access log line needs it, and exchange.c calls nothing of conn.c. */
 bool tycho_conn_is_tls(const struct tycho_conn *c)
 {
-    return c && c->ssl;
+    return c && tycho_conn_ssl(c);
 }
 
 size_t tycho_conn_peer(const struct tycho_conn *c, char *buf, size_t buf_len)
@@ -152,13 +152,14 @@ static struct tycho_req *take_req(struct tycho_conn *c)
 {
     struct tycho_req *r = tycho_pool_get(&c->ctx->req_pool);
 
-    if (r)
+    if (r) {
         r->conn = c;
+        tycho_http_init(&r->http, c->ctx->cfg); /* each request is parsed from a fresh start */
+    }
     if (!c->started) {
         /* Blank lines before a request count too: they cannot hold the connection open. */
         c->started = true;
         c->req_started_ms = tycho_ctx_now_ms(c->ctx);
-        c->body_started_ms = 0;
     }
     return r;
 }
@@ -244,9 +245,10 @@ static void end_request(struct tycho_conn *c, bool keep_alive)
     ctx->requests++;
     c->nrequests++;
     c->started = false;
+    /* Nothing is parsed after an error (a streamed body that failed): the next parser is fresh. */
+    if (c->req && c->req->http.state == TYCHO_HTTP_ERROR)
+        c->closing = true;
     tycho_exchange_release(c);
-    if (c->http.state != TYCHO_HTTP_ERROR)
-        tycho_http_next(&c->http);    /* (a streamed body that failed: the connection closes) */
 }
 
 /*
@@ -279,13 +281,15 @@ static int read_file_into(struct tycho_buf *out, int fd, off_t off, size_t len)
  * --request), else the connection takes the descriptor and sends it after
  * what is queued. A small file that can no longer be read whole (it shrank
  * since its size was taken) turns the response into a 500 before any of it
- * goes out. Returns the bytes the connection took to send itself (not in
- * the output), for the access log.
+ * goes out (a large one with no memory left to send it, a 503). Returns the
+ * bytes the connection took to send itself (not in the output), for the
+ * access log.
  */
 static size_t queue_file(struct tycho_conn *c, struct tycho_req *r, size_t before,
                          bool keep_alive)
 {
     struct tycho_buf *out = tycho_conn_out(c);
+    struct tycho_conn_extra *x;
     size_t len = r->res_body_len;
     char id[150];
 
@@ -300,9 +304,18 @@ static size_t queue_file(struct tycho_conn *c, struct tycho_req *r, size_t befor
                                      true);
         return 0;
     }
-    c->file_fd = r->file_fd;
-    c->file_off = (off_t)r->file_off;
-    c->file_left = len;
+    if (!(x = tycho_conn_extra(c))) {
+        /* No memory for the sending state: 503, as when no context is left, and close. */
+        out->len = before;
+        r->status = 503;
+        tycho_stat_add(&c->ctx->stats.rejected[TYCHO_REJECT_OUT_OF_MEMORY], 1);
+        tycho_exchange_answer_simple(c, 503, tycho_answer_id_line(r, id, sizeof(id)), false,
+                                     true);
+        return 0;
+    }
+    x->file_fd = r->file_fd;
+    x->file_off = (off_t)r->file_off;
+    x->file_left = len;
     c->sending_file = true;
     r->file_open = false;             /* the connection owns the descriptor now */
     return len;
@@ -394,7 +407,7 @@ static void on_request_done(struct tycho_req *r)
     respond(c);
     if (c->local_out)
         return;                       /* --request: run_local sees waiting is over */
-    c->resume(c);                     /* requests kept back meanwhile, then what came */
+    c->ctx->conn_resume(c);           /* requests kept back meanwhile, then what came */
 }
 
 /* Answers a request for a path the server answers itself (--health, --metrics), without Lua. */
@@ -631,7 +644,7 @@ void tycho_exchange_start(struct tycho_conn *c)
 void tycho_exchange_pull_body(struct tycho_conn *c)
 {
     struct tycho_req *r = c->req;
-    struct tycho_http *h = &c->http;
+    struct tycho_http *h = &r->http;
 
     while (c->input.len > 0 && !r->body_done && !r->body_error) {
         size_t room = r->body_discard ? c->input.len : TYCHO_BODY_BUF_BYTES - r->sbuf_len;
@@ -689,10 +702,10 @@ size_t tycho_exchange_feed(struct tycho_conn *c, const char *data, size_t len)
             c->linger = true;
             return total - len;
         }
-        n = tycho_http_parse(&c->http, c->req, data, len);
+        n = tycho_http_parse(&c->req->http, c->req, data, len);
         data += n;
         len -= n;
-        switch (c->http.state) {
+        switch (c->req->http.state) {
         case TYCHO_HTTP_HEAD:
             at_head(c);
             break;
@@ -700,13 +713,19 @@ size_t tycho_exchange_feed(struct tycho_conn *c, const char *data, size_t len)
             serve(c);
             break;
         case TYCHO_HTTP_ERROR:
-            refuse(c, c->http.error_status);
+            refuse(c, c->req->http.error_status);
             return total - len;
         case TYCHO_HTTP_MORE:
             if (!c->req->stream_body)
                 send_continue(c, c->req);
-            if (!c->http.in_message)
-                tycho_exchange_release(c);       /* only blank lines so far */
+            /*
+             * Only blank lines so far: the context goes back, and the next
+             * one's parser starts afresh, which is the state it is in now,
+             * unless the last byte was the CR of a CRLF whose LF is still to
+             * come (the strict check waits for it): then it is kept.
+             */
+            if (!c->req->http.in_message && n > 0 && data[-1] != '\r')
+                tycho_exchange_release(c);
             return total - len;
         }
     }

@@ -39,6 +39,39 @@ struct tycho_header {
 #define TYCHO_RES_STREAM 0x40      /* res:write began: the head went out, the body follows */
 #define TYCHO_RES_CONTENT_ENCODING 0x80 /* the handler set Content-Encoding */
 
+/* What tycho_http_parse left behind. */
+enum tycho_http_state {
+    TYCHO_HTTP_MORE,    /* needs more bytes */
+    TYCHO_HTTP_HEAD,    /* the head is in and a body follows (r->body_follows): route it,
+                           then feed on (the body goes to r->body, or to r->sbuf when
+                           r->stream_body; TYCHO_BODY_BUF_BYTES of it at most then) */
+    TYCHO_HTTP_DONE,    /* a whole request is in the context; call tycho_http_next after it */
+    TYCHO_HTTP_ERROR    /* bad input; error_status says what to answer, then close */
+};
+
+#define TYCHO_HTTP_PARSER_BYTES 32
+
+/* The buffer of a streamed request body: what the server holds of it at most. */
+#define TYCHO_BODY_BUF_BYTES (64 * 1024)
+
+/*
+ * Parser state of one request, embedded in its context (struct tycho_req
+ * below): it is set up when the context is taken for a request's first byte
+ * and goes with it, so an idle keep-alive connection holds none.
+ */
+struct tycho_http {
+    _Alignas(8) unsigned char _parser[TYCHO_HTTP_PARSER_BYTES]; /* an http_parser */
+    const struct tycho_config *cfg; /* borrowed, read-only */
+    struct tycho_req *req;          /* borrowed: the context being filled */
+    enum tycho_http_state state;
+    int error_status;               /* 400, 413, 414, 431, 501, 505 when state is ERROR */
+    bool in_message;                /* bytes of a request have been seen */
+    bool last_was_value;            /* the previous header callback was a value */
+    bool headers_done;              /* the head is complete: later fields are trailers */
+    bool head_told;                 /* HEAD was reported for this request */
+    struct tycho_framing framing;   /* the strict check every byte passes before the parser */
+};
+
 /*
  * One request and its response. Pooled per worker; every field below
  * _pool_next is reset (tycho_req_reset) before the context goes back.
@@ -47,6 +80,9 @@ struct tycho_req {
     void *_pool_next;              /* the pool's link while free */
     struct tycho_arena arena;      /* owned: every string below lives here */
     struct tycho_conn *conn;       /* borrowed: the connection it came on */
+    struct tycho_http http;        /* the parser, from the request's first byte to its end */
+    long body_started_ms;          /* the connection's clock: when its head was complete; 0
+                                      before (the --body-timeout deadline counts from it) */
 
     /* The request, filled by the parser. */
     const char *method;            /* static string, e.g. "GET" */
@@ -170,39 +206,10 @@ void tycho_req_reset(struct tycho_req *r);
 const struct tycho_header *tycho_req_header(const struct tycho_req *r, const char *name,
                                             size_t name_len);
 
-/* What tycho_http_parse left behind. */
-enum tycho_http_state {
-    TYCHO_HTTP_MORE,    /* needs more bytes */
-    TYCHO_HTTP_HEAD,    /* the head is in and a body follows (r->body_follows): route it,
-                           then feed on (the body goes to r->body, or to r->sbuf when
-                           r->stream_body; TYCHO_BODY_BUF_BYTES of it at most then) */
-    TYCHO_HTTP_DONE,    /* a whole request is in the context; call tycho_http_next after it */
-    TYCHO_HTTP_ERROR    /* bad input; error_status says what to answer, then close */
-};
-
-#define TYCHO_HTTP_PARSER_BYTES 32
-
-/* The buffer of a streamed request body: what the server holds of it at most. */
-#define TYCHO_BODY_BUF_BYTES (64 * 1024)
-
-/* Per-connection parser state, embedded in the connection. */
-struct tycho_http {
-    _Alignas(8) unsigned char _parser[TYCHO_HTTP_PARSER_BYTES]; /* an http_parser */
-    const struct tycho_config *cfg; /* borrowed, read-only */
-    struct tycho_req *req;          /* borrowed: the context being filled */
-    enum tycho_http_state state;
-    int error_status;               /* 400, 413, 414, 431, 501, 505 when state is ERROR */
-    bool in_message;                /* bytes of a request have been seen */
-    bool last_was_value;            /* the previous header callback was a value */
-    bool headers_done;              /* the head is complete: later fields are trailers */
-    bool head_told;                 /* HEAD was reported for this request */
-    struct tycho_framing framing;   /* the strict check every byte passes before the parser */
-};
-
 /* Sets process-wide parser limits from cfg. Main thread, before workers start. */
 void tycho_http_global_init(const struct tycho_config *cfg);
 
-/* Prepares h for a new connection. */
+/* Prepares h for a new request (its context was just taken from the pool). */
 void tycho_http_init(struct tycho_http *h, const struct tycho_config *cfg);
 
 /*
@@ -213,7 +220,10 @@ void tycho_http_init(struct tycho_http *h, const struct tycho_config *cfg);
  */
 size_t tycho_http_parse(struct tycho_http *h, struct tycho_req *r, const char *data, size_t len);
 
-/* After DONE: lets the parser go on to the next request of the connection. */
+/*
+ * After DONE: lets the parser go on to the next request of the connection.
+ * (The server does not: each request's context comes with a fresh parser.)
+ */
 void tycho_http_next(struct tycho_http *h);
 
 /* "OK", "Not Found", ... for a status code; "Unknown" for codes without one. */

@@ -522,6 +522,41 @@ static void test_pipelining(int port)
     }
 }
 
+/*
+ * Empty lines before a request, their CR and LF in separate reads: the
+ * request context taken for them goes back between requests, but not between
+ * a CR and its LF, which the strict check still waits for.
+ */
+static void test_split_blank_lines(int port)
+{
+    static const char *const pieces[] = {"\r", "\n\r", "\n", "\r",
+                                         "\nGET /query?n=1 HTTP/1.1\r\nHost: t\r\n\r\n"};
+    struct client c;
+    struct response r;
+
+    if (client_connect(&c, port) < 0) {
+        ok(0, "split blank lines: connect");
+        return;
+    }
+    for (size_t i = 0; i < sizeof(pieces) / sizeof(pieces[0]); i++) {
+        client_sends(&c, pieces[i]);
+        sleep_ms(50);
+    }
+    read_response(&c, &r, 0);
+    if (expect_status(&r, 200, "split blank lines: CR and LF apart, then a request"))
+        expect_body(&r, "n=1", "split blank lines: its answer");
+    response_free(&r);
+    /* The same after a first request on the connection (a kept-alive one). */
+    client_sends(&c, "\r");
+    sleep_ms(50);
+    client_sends(&c, "\nGET /query?n=2 HTTP/1.1\r\nHost: t\r\n\r\n");
+    read_response(&c, &r, 0);
+    if (expect_status(&r, 200, "split blank lines: after a request too"))
+        expect_body(&r, "n=2", "split blank lines: its answer after a request");
+    response_free(&r);
+    client_close(&c);
+}
+
 static void test_connection_handling(int port)
 {
     struct client c;
@@ -1525,6 +1560,7 @@ int main(int argc, char **argv)
         test_responses(s.port);
         test_methods(s.port);
         test_pipelining(s.port);
+        test_split_blank_lines(s.port);
         test_connection_handling(s.port);
         test_malformed(s.port);
         test_smuggling(s.port);
