@@ -126,6 +126,12 @@ void tycho_framing_next(struct tycho_framing *f)
     f->_gated = true;
     f->_chunked = false;
     f->_chunk_left = 0;
+    f->_fields = 0;
+}
+
+unsigned tycho_framing_fields(const struct tycho_framing *f)
+{
+    return f->_fields;
 }
 
 bool tycho_framing_refused(const struct tycho_framing *f)
@@ -312,9 +318,10 @@ static enum scan_result scan(struct tycho_framing *f, const unsigned char *d, si
         case ST_FIELD_START:
             if (c == '\r')
                 state = ST_END_LF;
-            else if (cls[c] & C_TCHAR)
+            else if (cls[c] & C_TCHAR) {
                 state = ST_NAME;
-            else
+                f->_fields++;
+            } else
                 goto refused;             /* SP/HTAB here is obs-fold; ':' an empty name */
             break;
         case ST_NAME:
@@ -392,8 +399,10 @@ static void begin_body(struct tycho_framing *f, const struct http_parser *p)
     }
 }
 
-size_t tycho_framing_execute(struct tycho_framing *f, struct http_parser *p,
-                             const struct http_parser_settings *s, const char *data, size_t len)
+size_t tycho_framing_execute_request(struct tycho_framing *f, struct http_parser *p,
+                                     const struct http_parser_settings *s,
+                                     const struct tycho_framing_sink *sink, const char *data,
+                                     size_t len)
 {
     size_t used = 0;
 
@@ -401,8 +410,15 @@ size_t tycho_framing_execute(struct tycho_framing *f, struct http_parser *p,
         size_t valid = len - used, n;
         enum scan_result sr = SCAN_MORE;
 
-        if (f->_gated)
+        if (f->_gated) {
+            bool in_head = !f->_chunked;  /* (a head's end returns below before its body) */
             sr = scan(f, (const unsigned char *)data + used, len - used, &valid);
+            if (sink && in_head && valid &&
+                sink->head(sink->arg, data + used, valid) != 0) {
+                f->_bad = true;
+                return used;
+            }
+        }
         /* (No call with 0 bytes: to http-parser that means the peer closed.) */
         n = valid ? http_parser_execute(p, s, data + used, valid) : 0;
         used += n;
@@ -422,6 +438,12 @@ size_t tycho_framing_execute(struct tycho_framing *f, struct http_parser *p,
         }
     }
     return used;
+}
+
+size_t tycho_framing_execute(struct tycho_framing *f, struct http_parser *p,
+                             const struct http_parser_settings *s, const char *data, size_t len)
+{
+    return tycho_framing_execute_request(f, p, s, NULL, data, len);
 }
 
 void tycho_te_add(struct tycho_te_list *te, const char *value, size_t len)

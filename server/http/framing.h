@@ -40,6 +40,7 @@ enum tycho_framing_kind {
 /* One message's framing check, fed the same bytes as the parser. Fields are private. */
 struct tycho_framing {
     uint64_t _chunk_left;      /* data bytes of the current chunk still to come */
+    unsigned _fields;          /* field lines begun in the head (or trailers) so far */
     unsigned char _state;      /* where in the grammar the next byte is */
     unsigned char _index;      /* position within a fixed token ("HTTP/1.1", a status) */
     unsigned char _kind;       /* an enum tycho_framing_kind */
@@ -73,6 +74,31 @@ void tycho_framing_next(struct tycho_framing *f);
  */
 size_t tycho_framing_execute(struct tycho_framing *f, struct http_parser *p,
                              const struct http_parser_settings *s, const char *data, size_t len);
+
+/*
+ * Where a request's head goes besides the parser: head(arg, at, len) gets
+ * every byte of the head (from the first byte after the previous message,
+ * blank lines included, to the LF of the empty line that ends it) once it has
+ * passed the check and before the parser sees it, in order, in as many pieces
+ * as it arrives in; chunked trailers are not given. A non-zero return stops
+ * the message as a refused byte would (the caller says why).
+ */
+struct tycho_framing_sink {
+    int (*head)(void *arg, const char *at, size_t len);
+    void *arg;
+};
+
+/* tycho_framing_execute for a request's bytes, giving the head to sink as well. */
+size_t tycho_framing_execute_request(struct tycho_framing *f, struct http_parser *p,
+                                     const struct http_parser_settings *s,
+                                     const struct tycho_framing_sink *sink, const char *data,
+                                     size_t len);
+
+/*
+ * Field lines begun in the current head so far (a field name's first byte
+ * was checked), whether or not the head is complete.
+ */
+unsigned tycho_framing_fields(const struct tycho_framing *f);
 
 /* Whether the check refused a byte of the current message. */
 bool tycho_framing_refused(const struct tycho_framing *f);
