@@ -41,12 +41,15 @@ enum tycho_framing_kind {
 struct tycho_framing {
     uint64_t _chunk_left;      /* data bytes of the current chunk still to come */
     unsigned _fields;          /* field lines begun in the head (or trailers) so far */
+    unsigned _max_head;        /* with _skip: the parser's head limit (max header size) */
     unsigned char _state;      /* where in the grammar the next byte is */
     unsigned char _index;      /* position within a fixed token ("HTTP/1.1", a status) */
     unsigned char _kind;       /* an enum tycho_framing_kind */
     bool _gated;               /* bytes go through the check (head, chunked body) */
     bool _chunked;             /* the check is in a chunked body (or its trailers) */
     bool _bad;                 /* a byte broke the grammar: nothing more is parsed */
+    bool _skip;                /* a request head's fields the parser ignores skip it */
+    bool _skipping;            /* the bytes being checked are of such a field line */
 };
 
 /*
@@ -93,6 +96,21 @@ size_t tycho_framing_execute_request(struct tycho_framing *f, struct http_parser
                                      const struct http_parser_settings *s,
                                      const struct tycho_framing_sink *sink, const char *data,
                                      size_t len);
+
+/*
+ * Lets the field lines of f's request heads that http-parser would only pass
+ * on (every field whose name does not begin with Connection,
+ * Proxy-Connection, Content-Length, Transfer-Encoding or Upgrade, any case:
+ * the names it matches, the only fields that change its state) go to the
+ * sink alone, not through the parser, whose cost is per byte. A line is
+ * skipped only when its whole name is in the bytes at hand; any other goes
+ * to the parser, which then sees a head of whole lines that frames the
+ * request as the full head does. Skipped bytes still count against the
+ * parser's head limit, max_head_bytes (what http_parser_set_max_header_size
+ * was given): past it the parser fails with HPE_HEADER_OVERFLOW as it would
+ * have. For a connection's requests, after tycho_framing_init.
+ */
+void tycho_framing_skip_fields(struct tycho_framing *f, unsigned max_head_bytes);
 
 /*
  * Field lines begun in the current head so far (a field name's first byte

@@ -533,6 +533,8 @@ void tycho_http_init(struct tycho_http *h, const struct tycho_config *cfg)
     PARSER(h)->data = h;
     h->cfg = cfg;
     tycho_framing_init(&h->framing, TYCHO_FRAMING_REQUEST);
+    /* The glue reads every field from the head's copy: the parser needs only those it matches. */
+    tycho_framing_skip_fields(&h->framing, (unsigned)cfg->max_header_bytes);
     h->state = TYCHO_HTTP_MORE;
 }
 

@@ -295,6 +295,20 @@ static const struct parse_case good[] = {
     {"HEAD", "HEAD /r HTTP/1.1\r\nHost: a\r\n\r\n", "HEAD /r q=- v1.1 ka1 hd1 ec0 |Host:a body=\n"},
     {"OPTIONS *", "OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n",
      "OPTIONS * q=- v1.1 ka1 hd0 ec0 |Host:a body=\n"},
+    /* Fields http-parser does not read reach the glue without it (framing.h): all are kept. */
+    {"long fields the parser is not given, around those it reads",
+     "POST /s HTTP/1.1\r\nHost: a-long-host.example.com\r\nUser-Agent: Mozilla/5.0 (X11)\r\n"
+     "Content-Length: 3\r\nAccept-Language: en-US,en;q=0.5\r\nUpgrade-Insecure-Requests: 1\r\n"
+     "Connection: close\r\nSec-Fetch-Dest: document-long\r\n\r\nabc",
+     "POST /s q=- v1.1 ka0 hd0 ec0 |Host:a-long-host.example.com |User-Agent:Mozilla/5.0 (X11) "
+     "|Content-Length:3 |Accept-Language:en-US,en;q=0.5 |Upgrade-Insecure-Requests:1 "
+     "|Connection:close |Sec-Fetch-Dest:document-long body=abc\n"},
+    {"long fields around Transfer-Encoding: chunked",
+     "POST /c HTTP/1.1\r\nX-Long-Field-Name: some long value\r\nHost: a\r\n"
+     "Transfer-Encoding: chunked\r\nX-After-It-Long: another long value\r\n\r\n"
+     "2\r\nhi\r\n0\r\nX-Trailer-Field-Long: dropped\r\n\r\n",
+     "POST /c q=- v1.1 ka1 hd0 ec0 |X-Long-Field-Name:some long value |Host:a "
+     "|Transfer-Encoding:chunked |X-After-It-Long:another long value body=hi\n"},
     {"blank lines before the request", "\r\n\r\nGET /late HTTP/1.1\r\nHost: a\r\n\r\n",
      "GET /late q=- v1.1 ka1 hd0 ec0 |Host:a body=\n"},
     /* RFC 9110 5.5: leading and trailing whitespace is not part of a field value. */
@@ -399,6 +413,14 @@ static const struct parse_case bad[] = {
     {"overflowing chunk size",
      "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
      "fffffffffffffffffffff\r\n",
+     "ERROR 400\n"},
+    {"two Content-Length among long fields",
+     "POST / HTTP/1.1\r\nX-Padding-Field: 0123456789abcdef\r\nContent-Length: 5\r\nHost: a\r\n"
+     "X-Padding-Field2: 0123456789abcdef\r\nContent-Length: 6\r\n\r\nhello!",
+     "ERROR 400\n"},
+    {"a long field name that begins with Transfer-Encoding",
+     "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding-Extra: something long\r\n"
+     "Content-Length: 1\r\n\r\nx",
      "ERROR 400\n"},
     {"good request, then missing Host",
      "GET /ok HTTP/1.1\r\nHost: a\r\n\r\nGET /next HTTP/1.1\r\n\r\n",
