@@ -31,6 +31,7 @@
 #include <arpa/inet.h>
 #include <http_parser.h>
 #include <limits.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -87,23 +88,38 @@ static bool valid_request_id(const char *s, size_t len)
     return true;
 }
 
+/*
+ * Writes v as 16 lower-case hex digits into dst, without a loop per digit:
+ * the nibbles are spread one to a byte, then turned into digits all at once.
+ */
+static void put_hex16(char *dst, unsigned long long v)
+{
+    for (int half = 0; half < 2; half++) {
+        uint64_t x = (uint32_t)(v >> (half ? 0 : 32)), letters;
+
+        x = (x | x << 16) & 0x0000ffff0000ffffULL;
+        x = (x | x << 8) & 0x00ff00ff00ff00ffULL;
+        x = (x | x << 4) & 0x0f0f0f0f0f0f0f0fULL;   /* nibble i of x in byte i */
+        letters = ((x + 0x0606060606060606ULL) >> 4) & 0x0101010101010101ULL; /* nibbles > 9 */
+        x += 0x3030303030303030ULL + letters * ('a' - '0' - 10);
+        x = __builtin_bswap64(x);                    /* the most significant digit first */
+        memcpy(dst + 8 * half, &x, 8);
+    }
+}
+
 void tycho_req_assign_id(struct tycho_req *r, unsigned long long *next)
 {
-    static const char hex[] = "0123456789abcdef";
     const struct tycho_header *h = r->fields_indexed
                                        ? (r->request_id_at ? &r->headers[r->request_id_at - 1]
                                                            : NULL)
                                        : tycho_req_header(r, "x-request-id", 12);
-    unsigned long long v;
 
     if (h && valid_request_id(h->value, h->value_len)) {
         r->id = h->value;
         r->id_len = h->value_len;
         return;
     }
-    v = (*next)++;
-    for (int i = 15; i >= 0; i--, v >>= 4)
-        r->id_buf[i] = hex[v & 15];
+    put_hex16(r->id_buf, (*next)++);
     r->id_buf[16] = '\0';
     r->id = r->id_buf;
     r->id_len = 16;

@@ -787,6 +787,44 @@ static void out_is(struct tycho_buf *out, const char *want, const char *what)
 #define DATE "Date: Thu, 01 Jan 1970 00:00:00 GMT\r\n"
 #define TEXT "Content-Type: text/plain; charset=utf-8\r\n"
 
+/* The request id: the client's valid X-Request-Id, else 16 hex digits of the counter. */
+static void test_request_id(void)
+{
+    static const char raw[] = "GET / HTTP/1.1\r\nHost: a\r\nX-Request-ID: abc-1.2:3\r\n\r\n";
+    static const struct {
+        unsigned long long v;
+        const char *want;
+    } ids[] = {
+        {0, "0000000000000000"},
+        {0x0123456789abcdefULL, "0123456789abcdef"},
+        {0xfedcba9876543210ULL, "fedcba9876543210"},
+        {0xffffffffffffffffULL, "ffffffffffffffff"},
+        {0xa0000000000000f9ULL, "a0000000000000f9"},
+    };
+    struct session s;
+
+    for (size_t i = 0; i < sizeof(ids) / sizeof(ids[0]); i++) {
+        struct tycho_req *r = calloc(1, sizeof(*r));
+        unsigned long long next = ids[i].v;
+        if (!r || tycho_req_init(r) < 0)
+            return;
+        tycho_req_assign_id(r, &next);
+        is_str(r->id, ids[i].want, "a generated id is the counter in hex");
+        ok(r->id_len == 16 && next == ids[i].v + 1, "the counter moves on");
+        tycho_req_dispose(r);
+        free(r);
+    }
+    session_start(&s);
+    tycho_http_parse(&s.h, s.r, raw, sizeof(raw) - 1);
+    if (ok(s.h.state == TYCHO_HTTP_DONE, "a request with X-Request-ID")) {
+        unsigned long long next = 7;
+        tycho_req_assign_id(s.r, &next);
+        ok(s.r->id_len == 9 && memcmp(s.r->id, "abc-1.2:3", 9) == 0 && next == 7,
+           "the client's id is taken, any case of the name");
+    }
+    session_end(&s);
+}
+
 static void test_write_response(void)
 {
     struct tycho_buf out = {0};
@@ -957,6 +995,7 @@ int main(void)
     test_limits();
     test_absolute_form_empty_path();
     test_req_context();
+    test_request_id();
     test_write_response();
     test_write_simple();
     return test_summary();
