@@ -228,6 +228,26 @@ static bool worth_skipping(const unsigned char *d, size_t len)
     return len >= SKIP_MIN_BYTES && !memchr(d, '\n', SKIP_MIN_BYTES - 1);
 }
 
+/*
+ * An origin-form target ("/" and then any target bytes) is all http-parser
+ * reads of the request line's target, and it takes any target bytes after
+ * the '/' (http_parser.c 2.9, parse_url_char from s_req_path: each visible
+ * ASCII or obs-text byte is a path, query or fragment byte); the glue reads
+ * the target from the head's copy. So the parser can be given "/" alone, which
+ * pays (it spends a function call per target byte) once TARGET_SKIP_BYTES
+ * follow the '/' in the bytes at hand (d[0..len)).
+ */
+#define TARGET_SKIP_BYTES 8
+static bool target_worth_skipping(const unsigned char *d, size_t len)
+{
+    if (len < TARGET_SKIP_BYTES)
+        return false;
+    for (size_t i = 0; i < TARGET_SKIP_BYTES; i++)
+        if (!(cls[d[i]] & C_TARGET))
+            return false;
+    return true;
+}
+
 /* Skips bytes of class want from d[*i]; false when the data ran out first. */
 static inline bool skip_class(const unsigned char *d, size_t len, size_t *i, unsigned want)
 {
@@ -329,12 +349,21 @@ static enum scan_result scan(struct tycho_framing *f, const unsigned char *d, si
             if (!(cls[c] & C_TARGET))
                 goto refused;             /* a second SP, a control byte */
             state = ST_TARGET;
+            if (c == '/' && f->_skip && target_worth_skipping(d + i + 1, len - i - 1)) {
+                f->_skipping = true;
+                i++;                      /* the parser gets the '/' */
+                goto skip_from;
+            }
             break;
         case ST_TARGET:
             if (!skip_class(d, len, &i, C_TARGET))
                 goto more;
             if (d[i] != ' ')
                 goto refused;
+            if (f->_skipping) {
+                f->_skipping = false;
+                goto resume;              /* the parser gets the SP and the rest of the line */
+            }
             state = ST_REQ_VERSION;
             f->_index = 0;
             break;

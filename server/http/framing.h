@@ -98,14 +98,15 @@ size_t tycho_framing_execute_request(struct tycho_framing *f, struct http_parser
                                      size_t len);
 
 /*
- * Lets the field lines of f's request heads that http-parser would only pass
- * on (every field whose name does not begin with Connection,
+ * Lets the bytes of an origin-form target after its '/' (http-parser takes any
+ * there, and reads none), and the field lines of f's request heads that
+ * http-parser would only pass on (every field whose name does not begin with Connection,
  * Proxy-Connection, Content-Length, Transfer-Encoding or Upgrade, any case:
  * the names it matches, the only fields that change its state) go to the
  * sink alone, not through the parser, whose cost is per byte. A line is
  * skipped only when its whole name is in the bytes at hand; any other goes
  * to the parser, which then sees a head of whole lines that frames the
- * request as the full head does. Skipped bytes still count against the
+ * request as the full head does, with the target "/". Skipped bytes still count against the
  * parser's head limit, max_head_bytes (what http_parser_set_max_header_size
  * was given): past it the parser fails with HPE_HEADER_OVERFLOW as it would
  * have. For a connection's requests, after tycho_framing_init.

@@ -309,6 +309,13 @@ static const struct parse_case good[] = {
      "2\r\nhi\r\n0\r\nX-Trailer-Field-Long: dropped\r\n\r\n",
      "POST /c q=- v1.1 ka1 hd0 ec0 |X-Long-Field-Name:some long value |Host:a "
      "|Transfer-Encoding:chunked |X-After-It-Long:another long value body=hi\n"},
+    /* A long origin-form target: http-parser is given "/" alone (framing.h). */
+    {"long target with a query and a fragment",
+     "GET /a/long/path/\xc3\xa9t\xc3\xa9?q=1&x=%20?y#frag#x HTTP/1.1\r\nHost: a\r\n\r\n",
+     "GET /a/long/path/\xc3\xa9t\xc3\xa9 q=q=1&x=%20?y#frag#x v1.1 ka1 hd0 ec0 |Host:a body=\n"},
+    {"long target with a fragment, no query",
+     "GET /a/long/path#fragment HTTP/1.1\r\nHost: a\r\n\r\n",
+     "GET /a/long/path q=- v1.1 ka1 hd0 ec0 |Host:a body=\n"},
     {"blank lines before the request", "\r\n\r\nGET /late HTTP/1.1\r\nHost: a\r\n\r\n",
      "GET /late q=- v1.1 ka1 hd0 ec0 |Host:a body=\n"},
     /* RFC 9110 5.5: leading and trailing whitespace is not part of a field value. */
@@ -422,6 +429,12 @@ static const struct parse_case bad[] = {
      "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding-Extra: something long\r\n"
      "Content-Length: 1\r\n\r\nx",
      "ERROR 400\n"},
+    {"control byte in a long target", "GET /abcdefghijkl\x01m HTTP/1.1\r\nHost: a\r\n\r\n",
+     "ERROR 400\n"},
+    {"two spaces after a long target", "GET /abcdefghijklm  HTTP/1.1\r\nHost: a\r\n\r\n",
+     "ERROR 400\n"},
+    {"CONNECT with a long origin-form target",
+     "CONNECT /abcdefghijklm HTTP/1.1\r\nHost: a\r\n\r\n", "ERROR 400\n"},
     {"good request, then missing Host",
      "GET /ok HTTP/1.1\r\nHost: a\r\n\r\nGET /next HTTP/1.1\r\n\r\n",
      "GET /ok q=- v1.1 ka1 hd0 ec0 |Host:a body=\nERROR 400\n"},
