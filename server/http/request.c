@@ -155,21 +155,23 @@ static int on_message_begin(http_parser *p)
     return 0;
 }
 
-/* RFC 9110 token characters: what a header name may hold (no space before the colon). */
-static bool is_tchar(unsigned char c)
-{
-    static const char extra[] = "!#$%&'*+-.^_`|~";
-
-    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-           (c && strchr(extra, c));
-}
+/*
+ * RFC 9110 5.6.2 tchar: what a header name or a method may hold (GNU range
+ * designators, as in framing.c): one lookup a byte.
+ */
+static const bool tchar[256] = {
+    ['0' ... '9'] = true, ['a' ... 'z'] = true, ['A' ... 'Z'] = true,
+    ['!'] = true, ['#'] = true, ['$'] = true, ['%'] = true, ['&'] = true, ['\''] = true,
+    ['*'] = true, ['+'] = true, ['-'] = true, ['.'] = true, ['^'] = true, ['_'] = true,
+    ['`'] = true, ['|'] = true, ['~'] = true,
+};
 
 bool tycho_http_is_token(const char *s, size_t len)
 {
     if (len == 0)
         return false;
     for (size_t i = 0; i < len; i++)
-        if (!is_tchar((unsigned char)s[i]))
+        if (!tchar[(unsigned char)s[i]])
             return false;
     return true;
 }

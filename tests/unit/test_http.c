@@ -13,6 +13,7 @@
  * exact bytes. Single-threaded. Ends with the harness line `N passed, M failed`.
  */
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <limits.h>
 #include <stdio.h>
@@ -800,6 +801,23 @@ static void out_is(struct tycho_buf *out, const char *want, const char *what)
 #define DATE "Date: Thu, 01 Jan 1970 00:00:00 GMT\r\n"
 #define TEXT "Content-Type: text/plain; charset=utf-8\r\n"
 
+/* tycho_http_is_token against RFC 9110 5.6.2's tchar, byte by byte. */
+static void test_is_token(void)
+{
+    static const char extra[] = "!#$%&'*+-.^_`|~";
+    int wrong = 0;
+
+    for (int c = 0; c < 256; c++) {
+        char s[3] = {'a', (char)c, 'b'};
+        bool want = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                    (c != 0 && strchr(extra, c) != NULL);
+        wrong += tycho_http_is_token(s, 3) != want;
+    }
+    ok(wrong == 0, "each byte is a token byte exactly when RFC 9110 says so");
+    ok(!tycho_http_is_token("", 0), "the empty string is no token");
+    ok(tycho_http_is_token("Content-Type", 12), "a header name is a token");
+}
+
 /* The request id: the client's valid X-Request-Id, else 16 hex digits of the counter. */
 static void test_request_id(void)
 {
@@ -1009,6 +1027,7 @@ int main(void)
     test_absolute_form_empty_path();
     test_req_context();
     test_request_id();
+    test_is_token();
     test_write_response();
     test_write_simple();
     return test_summary();
