@@ -136,6 +136,7 @@ void tycho_framing_next(struct tycho_framing *f)
     f->_chunk_left = 0;
     f->_fields = 0;
     f->_skipping = false;
+    f->_whole = false;
 }
 
 void tycho_framing_skip_fields(struct tycho_framing *f, unsigned max_head_bytes)
@@ -349,7 +350,8 @@ static enum scan_result scan(struct tycho_framing *f, const unsigned char *d, si
             if (!(cls[c] & C_TARGET))
                 goto refused;             /* a second SP, a control byte */
             state = ST_TARGET;
-            if (c == '/' && f->_skip && target_worth_skipping(d + i + 1, len - i - 1)) {
+            if (c == '/' && f->_skip &&
+                (f->_whole || target_worth_skipping(d + i + 1, len - i - 1))) {
                 f->_skipping = true;
                 i++;                      /* the parser gets the '/' */
                 goto skip_from;
@@ -429,7 +431,7 @@ static enum scan_result scan(struct tycho_framing *f, const unsigned char *d, si
                 goto refused;             /* RFC 9112 5.1: no whitespace before the colon */
             }
             skip = f->_skip && !f->_chunked && whole && !parser_field(d + i, name_end - i) &&
-                   (f->_skipping || worth_skipping(d + i, len - i));
+                   (f->_skipping || f->_whole || worth_skipping(d + i, len - i));
             if (skip != f->_skipping) {
                 f->_skipping = skip;
                 if (skip)
@@ -525,12 +527,81 @@ static void begin_body(struct tycho_framing *f, const struct http_parser *p)
     }
 }
 
+/* What the parser is given of a head checked whole: at most this much (else the long way). */
+#define WHOLE_HEAD_PARSER_BYTES 512
+
+/*
+ * A request head that is whole in data[0..len), from its first byte: it is
+ * checked first, and the parser then gets what it reads of it (as the long
+ * way would give it, see tycho_framing_skip_fields: the target "/" and the
+ * fields it matches) in one call, copied together, instead of one call per
+ * run between skipped bytes; so every other field line is skipped, however
+ * short. Returns the bytes used (up to the head's end, or fewer when the
+ * parser failed: then nothing more is parsed), or 0 with f as it was when the
+ * head is not whole here, breaks the grammar, or would go past the head limit
+ * or the copy's room: the long way then checks and parses it.
+ */
+static size_t parse_whole_head(struct tycho_framing *f, struct http_parser *p,
+                               const struct http_parser_settings *s,
+                               const struct tycho_framing_sink *sink, const char *data,
+                               size_t len)
+{
+    const struct tycho_framing before = *f;
+    char parsed[WHOLE_HEAD_PARSER_BYTES];
+    size_t at = 0, parsed_len = 0, skipped = 0, n;
+    enum scan_result sr;
+
+    f->_whole = true;
+    do {
+        bool skipping = f->_skipping;
+        size_t valid;
+
+        sr = scan(f, (const unsigned char *)data + at, len - at, &valid);
+        if (sr == SCAN_MORE || sr == SCAN_BAD)
+            goto long_way;
+        if (skipping) {
+            skipped += valid;
+        } else {
+            if (valid > sizeof(parsed) - parsed_len)
+                goto long_way;
+            memcpy(parsed + parsed_len, data + at, valid);
+            parsed_len += valid;
+        }
+        at += valid;
+    } while (sr != SCAN_END);
+    f->_whole = false;
+    /* Over the limit: the long way fails it where the parser would. */
+    if (at > f->_max_head - p->nread)
+        goto long_way;
+    if (sink->head(sink->arg, data, at) != 0) {
+        f->_bad = true;
+        return 0;
+    }
+    p->nread += (uint32_t)skipped;    /* counted as the parser counts a head's bytes */
+    n = http_parser_execute(p, s, parsed, parsed_len);
+    if (n < parsed_len || (HTTP_PARSER_ERRNO(p) != HPE_OK && HTTP_PARSER_ERRNO(p) != HPE_PAUSED))
+        return 0;                     /* failed (the message is bad: no byte is parsed on) */
+    if (HTTP_PARSER_ERRNO(p) == HPE_OK)
+        begin_body(f, p);             /* (paused: the message is over, and f restarted) */
+    return at;
+long_way:
+    *f = before;
+    return 0;
+}
+
 size_t tycho_framing_execute_request(struct tycho_framing *f, struct http_parser *p,
                                      const struct http_parser_settings *s,
                                      const struct tycho_framing_sink *sink, const char *data,
                                      size_t len)
 {
     size_t used = 0;
+
+    /* A head that begins here: checked and parsed whole, when it is whole here. */
+    if (sink && f->_skip && f->_state == ST_START && f->_gated && !f->_chunked && p->nread == 0) {
+        used = parse_whole_head(f, p, s, sink, data, len);
+        if (used || f->_bad || HTTP_PARSER_ERRNO(p) != HPE_OK)
+            return used;
+    }
 
     while (used < len && !f->_bad) {
         size_t valid = len - used, n;

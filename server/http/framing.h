@@ -50,6 +50,7 @@ struct tycho_framing {
     bool _bad;                 /* a byte broke the grammar: nothing more is parsed */
     bool _skip;                /* a request head's fields the parser ignores skip it */
     bool _skipping;            /* the bytes being checked are of such a field line */
+    bool _whole;               /* the head is being checked whole (skips however short) */
 };
 
 /*
@@ -109,7 +110,11 @@ size_t tycho_framing_execute_request(struct tycho_framing *f, struct http_parser
  * request as the full head does, with the target "/". Skipped bytes still count against the
  * parser's head limit, max_head_bytes (what http_parser_set_max_header_size
  * was given): past it the parser fails with HPE_HEADER_OVERFLOW as it would
- * have. For a connection's requests, after tycho_framing_init.
+ * have. A head whole in one call's bytes, from its first byte, is checked
+ * first and the parser then gets what it reads of it copied together, in one
+ * call, so every other field line is skipped, however short (the parser
+ * sees the same bytes the piecewise way would give it). For a connection's
+ * requests, after tycho_framing_init.
  */
 void tycho_framing_skip_fields(struct tycho_framing *f, unsigned max_head_bytes);
 

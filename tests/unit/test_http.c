@@ -801,6 +801,30 @@ static void out_is(struct tycho_buf *out, const char *want, const char *what)
 #define DATE "Date: Thu, 01 Jan 1970 00:00:00 GMT\r\n"
 #define TEXT "Content-Type: text/plain; charset=utf-8\r\n"
 
+/*
+ * Heads whose parts for the parser do not fit the copy a whole head is parsed
+ * from (an absolute-form target of 600 bytes; many Content-Length fields):
+ * they are parsed piece by piece, as a head split over reads is.
+ */
+static void test_long_parser_parts(void)
+{
+    static char raw[2048], want[2048];
+    char path[601];
+    int n;
+
+    memset(path, 'p', sizeof(path) - 1);
+    path[0] = '/';
+    path[sizeof(path) - 1] = '\0';
+    n = snprintf(raw, sizeof(raw), "GET http://h%s?q HTTP/1.1\r\nHost: h\r\n\r\n", path);
+    snprintf(want, sizeof(want), "GET %s q=q v1.1 ka1 hd0 ec0 |Host:h body=\n", path);
+    check_parse("a 600-byte absolute-form target", raw, (size_t)n, want);
+    n = snprintf(raw, sizeof(raw), "POST /x HTTP/1.1\r\nHost: h\r\n");
+    for (int i = 0; i < 30; i++)
+        n += snprintf(raw + n, sizeof(raw) - (size_t)n, "Content-Length: 1\r\n");
+    n += snprintf(raw + n, sizeof(raw) - (size_t)n, "\r\nx");
+    check_parse("30 Content-Length fields", raw, (size_t)n, "ERROR 400\n");
+}
+
 /* tycho_http_is_token against RFC 9110 5.6.2's tchar, byte by byte. */
 static void test_is_token(void)
 {
@@ -1028,6 +1052,7 @@ int main(void)
     test_req_context();
     test_request_id();
     test_is_token();
+    test_long_parser_parts();
     test_write_response();
     test_write_simple();
     return test_summary();
