@@ -106,7 +106,13 @@ enum state {
 };
 
 /* What one scan found. */
-enum scan_result { SCAN_MORE, SCAN_END, SCAN_BAD };
+enum scan_result {
+    SCAN_MORE,      /* all of it is valid so far */
+    SCAN_END,       /* the head or chunked body ends at the byte before *valid */
+    SCAN_BAD,       /* d[*valid] breaks the grammar */
+    SCAN_SKIP,      /* d[*valid] begins field lines to skip (_skipping is set) */
+    SCAN_RESUME     /* d[*valid] begins a line for the parser after skipped ones */
+};
 
 /* The fixed parts of start lines: '#' stands for a DIGIT. */
 static const char request_version[] = "HTTP/#.#\r";
@@ -116,6 +122,8 @@ void tycho_framing_init(struct tycho_framing *f, enum tycho_framing_kind kind)
 {
     f->_kind = (unsigned char)kind;
     f->_bad = false;
+    f->_skip = false;
+    f->_max_head = 0;
     tycho_framing_next(f);
 }
 
@@ -126,6 +134,20 @@ void tycho_framing_next(struct tycho_framing *f)
     f->_gated = true;
     f->_chunked = false;
     f->_chunk_left = 0;
+    f->_fields = 0;
+    f->_skipping = false;
+    f->_whole = false;
+}
+
+void tycho_framing_skip_fields(struct tycho_framing *f, unsigned max_head_bytes)
+{
+    f->_skip = f->_kind == TYCHO_FRAMING_REQUEST;
+    f->_max_head = max_head_bytes;
+}
+
+unsigned tycho_framing_fields(const struct tycho_framing *f)
+{
+    return f->_fields;
 }
 
 bool tycho_framing_refused(const struct tycho_framing *f)
@@ -155,6 +177,76 @@ static int after_ext_item(unsigned char c)
     if (cls[c] & C_WS)
         return ST_EXT_BWS;
     return -1;
+}
+
+/* Whether name begins with lower (letters and '-'), in any case: name holds token bytes. */
+static inline bool name_begins(const unsigned char *name, size_t len, const char *lower,
+                               size_t lower_len)
+{
+    if (len < lower_len)
+        return false;
+    for (size_t i = 0; i < lower_len; i++)
+        if ((name[i] | 0x20) != (unsigned char)lower[i])
+            return false;             /* (no token byte but a letter ORs into a letter or '-') */
+    return true;
+}
+
+/*
+ * Whether http-parser matches a field name (n bytes) as one that changes its
+ * state. Its name matching (http_parser.c 2.9, s_header_field) starts on c,
+ * p, t or u and ends in a matched state only for these names, whole: one
+ * byte more and the field is general; but Transfer-Encoding sets a flag as
+ * soon as its last byte matches, so any name that begins with it counts too.
+ */
+static bool parser_field(const unsigned char *name, size_t n)
+{
+    switch (name[0] | 0x20) {
+    case 'c':
+        return (n == 10 && name_begins(name, n, "connection", 10)) ||
+               (n == 14 && name_begins(name, n, "content-length", 14));
+    case 'p':
+        return n == 16 && name_begins(name, n, "proxy-connection", 16);
+    case 't':
+        return name_begins(name, n, "transfer-encoding", 17);
+    case 'u':
+        return n == 7 && name_begins(name, n, "upgrade", 7);
+    default:
+        return false;
+    }
+}
+
+/*
+ * Whether skipping begins to pay at the line d[0..len) begins: the parser is
+ * called once more for the lines after a skipped run, which costs about what
+ * it spends on a line of 20 bytes (measured with callgrind); so a run begins
+ * only at a line of SKIP_MIN_BYTES (with its CRLF), and goes on over shorter
+ * ones.
+ */
+#define SKIP_MIN_BYTES 16
+
+static bool worth_skipping(const unsigned char *d, size_t len)
+{
+    return len >= SKIP_MIN_BYTES && !memchr(d, '\n', SKIP_MIN_BYTES - 1);
+}
+
+/*
+ * An origin-form target ("/" and then any target bytes) is all http-parser
+ * reads of the request line's target, and it takes any target bytes after
+ * the '/' (http_parser.c 2.9, parse_url_char from s_req_path: each visible
+ * ASCII or obs-text byte is a path, query or fragment byte); the glue reads
+ * the target from the head's copy. So the parser can be given "/" alone, which
+ * pays (it spends a function call per target byte) once TARGET_SKIP_BYTES
+ * follow the '/' in the bytes at hand (d[0..len)).
+ */
+#define TARGET_SKIP_BYTES 8
+static bool target_worth_skipping(const unsigned char *d, size_t len)
+{
+    if (len < TARGET_SKIP_BYTES)
+        return false;
+    for (size_t i = 0; i < TARGET_SKIP_BYTES; i++)
+        if (!(cls[d[i]] & C_TARGET))
+            return false;
+    return true;
 }
 
 /* Skips bytes of class want from d[*i]; false when the data ran out first. */
@@ -258,12 +350,22 @@ static enum scan_result scan(struct tycho_framing *f, const unsigned char *d, si
             if (!(cls[c] & C_TARGET))
                 goto refused;             /* a second SP, a control byte */
             state = ST_TARGET;
+            if (c == '/' && f->_skip &&
+                (f->_whole || target_worth_skipping(d + i + 1, len - i - 1))) {
+                f->_skipping = true;
+                i++;                      /* the parser gets the '/' */
+                goto skip_from;
+            }
             break;
         case ST_TARGET:
             if (!skip_class(d, len, &i, C_TARGET))
                 goto more;
             if (d[i] != ' ')
                 goto refused;
+            if (f->_skipping) {
+                f->_skipping = false;
+                goto resume;              /* the parser gets the SP and the rest of the line */
+            }
             state = ST_REQ_VERSION;
             f->_index = 0;
             break;
@@ -309,14 +411,39 @@ static enum scan_result scan(struct tycho_framing *f, const unsigned char *d, si
                 goto refused;
             state = ST_FIELD_START;
             break;
-        case ST_FIELD_START:
-            if (c == '\r')
+        case ST_FIELD_START: {
+            size_t name_end = i;
+            bool whole, skip;
+
+            if (c == '\r') {
+                if (f->_skipping) {
+                    f->_skipping = false;
+                    goto resume;          /* the parser gets the empty line */
+                }
                 state = ST_END_LF;
-            else if (cls[c] & C_TCHAR)
-                state = ST_NAME;
-            else
+                break;
+            }
+            if (!(cls[c] & C_TCHAR))
                 goto refused;             /* SP/HTAB here is obs-fold; ':' an empty name */
+            whole = skip_class(d, len, &name_end, C_TCHAR);
+            if (whole && d[name_end] != ':') {
+                i = name_end;
+                goto refused;             /* RFC 9112 5.1: no whitespace before the colon */
+            }
+            skip = f->_skip && !f->_chunked && whole && !parser_field(d + i, name_end - i) &&
+                   (f->_skipping || f->_whole || worth_skipping(d + i, len - i));
+            if (skip != f->_skipping) {
+                f->_skipping = skip;
+                if (skip)
+                    goto skip_from;
+                goto resume;
+            }
+            f->_fields++;
+            /* The name was read: on to its value (the loop's i++ passes the colon). */
+            i = name_end - !whole;
+            state = whole ? ST_VALUE : ST_NAME;
             break;
+        }
         case ST_NAME:
             if (!skip_class(d, len, &i, C_TCHAR))
                 goto more;
@@ -379,6 +506,14 @@ refused:
     f->_state = (unsigned char)state;
     *valid = i;
     return SCAN_BAD;
+skip_from:
+    f->_state = (unsigned char)state;
+    *valid = i;
+    return SCAN_SKIP;
+resume:
+    f->_state = (unsigned char)state;
+    *valid = i;
+    return SCAN_RESUME;
 }
 
 /* After a head passed: the parser knows the body's framing; checks a chunked one too. */
@@ -392,17 +527,108 @@ static void begin_body(struct tycho_framing *f, const struct http_parser *p)
     }
 }
 
-size_t tycho_framing_execute(struct tycho_framing *f, struct http_parser *p,
-                             const struct http_parser_settings *s, const char *data, size_t len)
+/* What the parser is given of a head checked whole: at most this much (else the long way). */
+#define WHOLE_HEAD_PARSER_BYTES 512
+
+/*
+ * A request head that is whole in data[0..len), from its first byte: it is
+ * checked first, and the parser then gets what it reads of it (as the long
+ * way would give it, see tycho_framing_skip_fields: the target "/" and the
+ * fields it matches) in one call, copied together, instead of one call per
+ * run between skipped bytes; so every other field line is skipped, however
+ * short. Returns the bytes used (up to the head's end, or fewer when the
+ * parser failed: then nothing more is parsed), or 0 with f as it was when the
+ * head is not whole here, breaks the grammar, or would go past the head limit
+ * or the copy's room: the long way then checks and parses it.
+ */
+static size_t parse_whole_head(struct tycho_framing *f, struct http_parser *p,
+                               const struct http_parser_settings *s,
+                               const struct tycho_framing_sink *sink, const char *data,
+                               size_t len)
+{
+    const struct tycho_framing before = *f;
+    char parsed[WHOLE_HEAD_PARSER_BYTES];
+    size_t at = 0, parsed_len = 0, skipped = 0, n;
+    enum scan_result sr;
+
+    f->_whole = true;
+    do {
+        bool skipping = f->_skipping;
+        size_t valid;
+
+        sr = scan(f, (const unsigned char *)data + at, len - at, &valid);
+        if (sr == SCAN_MORE || sr == SCAN_BAD)
+            goto long_way;
+        if (skipping) {
+            skipped += valid;
+        } else {
+            if (valid > sizeof(parsed) - parsed_len)
+                goto long_way;
+            memcpy(parsed + parsed_len, data + at, valid);
+            parsed_len += valid;
+        }
+        at += valid;
+    } while (sr != SCAN_END);
+    f->_whole = false;
+    /* Over the limit: the long way fails it where the parser would. */
+    if (at > f->_max_head - p->nread)
+        goto long_way;
+    if (sink->head(sink->arg, data, at) != 0) {
+        f->_bad = true;
+        return 0;
+    }
+    p->nread += (uint32_t)skipped;    /* counted as the parser counts a head's bytes */
+    n = http_parser_execute(p, s, parsed, parsed_len);
+    if (n < parsed_len || (HTTP_PARSER_ERRNO(p) != HPE_OK && HTTP_PARSER_ERRNO(p) != HPE_PAUSED))
+        return 0;                     /* failed (the message is bad: no byte is parsed on) */
+    if (HTTP_PARSER_ERRNO(p) == HPE_OK)
+        begin_body(f, p);             /* (paused: the message is over, and f restarted) */
+    return at;
+long_way:
+    *f = before;
+    return 0;
+}
+
+size_t tycho_framing_execute_request(struct tycho_framing *f, struct http_parser *p,
+                                     const struct http_parser_settings *s,
+                                     const struct tycho_framing_sink *sink, const char *data,
+                                     size_t len)
 {
     size_t used = 0;
+
+    /* A head that begins here: checked and parsed whole, when it is whole here. */
+    if (sink && f->_skip && f->_state == ST_START && f->_gated && !f->_chunked && p->nread == 0) {
+        used = parse_whole_head(f, p, s, sink, data, len);
+        if (used || f->_bad || HTTP_PARSER_ERRNO(p) != HPE_OK)
+            return used;
+    }
 
     while (used < len && !f->_bad) {
         size_t valid = len - used, n;
         enum scan_result sr = SCAN_MORE;
 
-        if (f->_gated)
+        if (f->_gated) {
+            bool in_head = !f->_chunked;  /* (a head's end returns below before its body) */
+            bool skipped = f->_skipping;  /* the bytes checked now are not for the parser */
             sr = scan(f, (const unsigned char *)data + used, len - used, &valid);
+            if (sink && in_head && valid &&
+                sink->head(sink->arg, data + used, valid) != 0) {
+                f->_bad = true;
+                return used;
+            }
+            if (skipped) {
+                /* Counted as the parser counts a head's bytes, against its limit. */
+                if (valid > f->_max_head - p->nread) {
+                    p->http_errno = HPE_HEADER_OVERFLOW;
+                    return used;
+                }
+                p->nread += (uint32_t)valid;
+                used += valid;
+                if (sr == SCAN_BAD)
+                    f->_bad = true;
+                continue;
+            }
+        }
         /* (No call with 0 bytes: to http-parser that means the peer closed.) */
         n = valid ? http_parser_execute(p, s, data + used, valid) : 0;
         used += n;
@@ -422,6 +648,12 @@ size_t tycho_framing_execute(struct tycho_framing *f, struct http_parser *p,
         }
     }
     return used;
+}
+
+size_t tycho_framing_execute(struct tycho_framing *f, struct http_parser *p,
+                             const struct http_parser_settings *s, const char *data, size_t len)
+{
+    return tycho_framing_execute_request(f, p, s, NULL, data, len);
 }
 
 void tycho_te_add(struct tycho_te_list *te, const char *value, size_t len)

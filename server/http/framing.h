@@ -40,12 +40,17 @@ enum tycho_framing_kind {
 /* One message's framing check, fed the same bytes as the parser. Fields are private. */
 struct tycho_framing {
     uint64_t _chunk_left;      /* data bytes of the current chunk still to come */
+    unsigned _fields;          /* field lines begun in the head (or trailers) so far */
+    unsigned _max_head;        /* with _skip: the parser's head limit (max header size) */
     unsigned char _state;      /* where in the grammar the next byte is */
     unsigned char _index;      /* position within a fixed token ("HTTP/1.1", a status) */
     unsigned char _kind;       /* an enum tycho_framing_kind */
     bool _gated;               /* bytes go through the check (head, chunked body) */
     bool _chunked;             /* the check is in a chunked body (or its trailers) */
     bool _bad;                 /* a byte broke the grammar: nothing more is parsed */
+    bool _skip;                /* a request head's fields the parser ignores skip it */
+    bool _skipping;            /* the bytes being checked are of such a field line */
+    bool _whole;               /* the head is being checked whole (skips however short) */
 };
 
 /*
@@ -73,6 +78,51 @@ void tycho_framing_next(struct tycho_framing *f);
  */
 size_t tycho_framing_execute(struct tycho_framing *f, struct http_parser *p,
                              const struct http_parser_settings *s, const char *data, size_t len);
+
+/*
+ * Where a request's head goes besides the parser: head(arg, at, len) gets
+ * every byte of the head (from the first byte after the previous message,
+ * blank lines included, to the LF of the empty line that ends it) once it has
+ * passed the check and before the parser sees it, in order, in as many pieces
+ * as it arrives in; chunked trailers are not given. A non-zero return stops
+ * the message as a refused byte would (the caller says why).
+ */
+struct tycho_framing_sink {
+    int (*head)(void *arg, const char *at, size_t len);
+    void *arg;
+};
+
+/* tycho_framing_execute for a request's bytes, giving the head to sink as well. */
+size_t tycho_framing_execute_request(struct tycho_framing *f, struct http_parser *p,
+                                     const struct http_parser_settings *s,
+                                     const struct tycho_framing_sink *sink, const char *data,
+                                     size_t len);
+
+/*
+ * Lets the bytes of an origin-form target after its '/' (http-parser takes any
+ * there, and reads none), and the field lines of f's request heads that
+ * http-parser would only pass on (every field whose name does not begin with Connection,
+ * Proxy-Connection, Content-Length, Transfer-Encoding or Upgrade, any case:
+ * the names it matches, the only fields that change its state) go to the
+ * sink alone, not through the parser, whose cost is per byte. A line is
+ * skipped only when its whole name is in the bytes at hand; any other goes
+ * to the parser, which then sees a head of whole lines that frames the
+ * request as the full head does, with the target "/". Skipped bytes still count against the
+ * parser's head limit, max_head_bytes (what http_parser_set_max_header_size
+ * was given): past it the parser fails with HPE_HEADER_OVERFLOW as it would
+ * have. A head whole in one call's bytes, from its first byte, is checked
+ * first and the parser then gets what it reads of it copied together, in one
+ * call, so every other field line is skipped, however short (the parser
+ * sees the same bytes the piecewise way would give it). For a connection's
+ * requests, after tycho_framing_init.
+ */
+void tycho_framing_skip_fields(struct tycho_framing *f, unsigned max_head_bytes);
+
+/*
+ * Field lines begun in the current head so far (a field name's first byte
+ * was checked), whether or not the head is complete.
+ */
+unsigned tycho_framing_fields(const struct tycho_framing *f);
 
 /* Whether the check refused a byte of the current message. */
 bool tycho_framing_refused(const struct tycho_framing *f);

@@ -95,6 +95,12 @@ struct tycho_req {
     size_t query_len;
     struct tycho_header *headers;  /* arena array */
     unsigned nheaders, headers_cap;
+    char *head;                    /* arena: the head's bytes as they came (url, headers point
+                                      into it) */
+    size_t head_len;
+    /* Fields the server reads itself, found as the head was split: index + 1; 0: none. */
+    unsigned expect_at, request_id_at;
+    bool fields_indexed;           /* the two above were filled (the parser made r) */
     char *body;                    /* arena; NULL when empty */
     size_t body_len;
     unsigned char http_major, http_minor;

@@ -9,11 +9,16 @@
  * good in the callbacks; what remains here is meaning: the URL, Host,
  * Transfer-Encoding with the version, Expect, the limits.
  *
- * The parser delivers each field in pieces that may span reads, so every
- * callback appends into the request arena (the bytes at `at` are valid only
- * during the callback). The head size limit is the parser's own (see
- * tycho_http_global_init); the URL and body limits are enforced inside the
- * callbacks (a Content-Length over the limit is the caller's to refuse at
+ * The head does not come through the parser's data callbacks (a crossing
+ * for every piece of the URL, of each name and of each value): framing.c
+ * hands every byte of the head to on_head_bytes before the parser sees it,
+ * which appends it to r->head in the request arena (bytes may span reads),
+ * and on_headers_complete splits that copy, whose grammar the check has
+ * already proven, into the URL and the fields in one pass, finding the
+ * fields the server reads itself on the way. The head size limit is the
+ * parser's own (see tycho_http_global_init), the field count is framing.c's
+ * count of field lines; the body limit is enforced in on_body (a
+ * Content-Length over the limit is the caller's to refuse at
  * TYCHO_HTTP_HEAD, where the route that sets the limit is known): a callback
  * stores the status to answer in h->error_status and returns non-zero,
  * which stops the parser. A complete message pauses the parser so that
@@ -26,6 +31,7 @@
 #include <arpa/inet.h>
 #include <http_parser.h>
 #include <limits.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,7 +42,6 @@
 _Static_assert(sizeof(http_parser) <= TYCHO_HTTP_PARSER_BYTES, "grow TYCHO_HTTP_PARSER_BYTES");
 
 #define ARENA_FIRST_BYTES 4096
-#define FIRST_HEADERS 16
 
 #define PARSER(h) ((http_parser *)(void *)(h)->_parser)
 
@@ -83,20 +88,38 @@ static bool valid_request_id(const char *s, size_t len)
     return true;
 }
 
+/*
+ * Writes v as 16 lower-case hex digits into dst, without a loop per digit:
+ * the nibbles are spread one to a byte, then turned into digits all at once.
+ */
+static void put_hex16(char *dst, unsigned long long v)
+{
+    for (int half = 0; half < 2; half++) {
+        uint64_t x = (uint32_t)(v >> (half ? 0 : 32)), letters;
+
+        x = (x | x << 16) & 0x0000ffff0000ffffULL;
+        x = (x | x << 8) & 0x00ff00ff00ff00ffULL;
+        x = (x | x << 4) & 0x0f0f0f0f0f0f0f0fULL;   /* nibble i of x in byte i */
+        letters = ((x + 0x0606060606060606ULL) >> 4) & 0x0101010101010101ULL; /* nibbles > 9 */
+        x += 0x3030303030303030ULL + letters * ('a' - '0' - 10);
+        x = __builtin_bswap64(x);                    /* the most significant digit first */
+        memcpy(dst + 8 * half, &x, 8);
+    }
+}
+
 void tycho_req_assign_id(struct tycho_req *r, unsigned long long *next)
 {
-    static const char hex[] = "0123456789abcdef";
-    const struct tycho_header *h = tycho_req_header(r, "x-request-id", 12);
-    unsigned long long v;
+    const struct tycho_header *h = r->fields_indexed
+                                       ? (r->request_id_at ? &r->headers[r->request_id_at - 1]
+                                                           : NULL)
+                                       : tycho_req_header(r, "x-request-id", 12);
 
     if (h && valid_request_id(h->value, h->value_len)) {
         r->id = h->value;
         r->id_len = h->value_len;
         return;
     }
-    v = (*next)++;
-    for (int i = 15; i >= 0; i--, v >>= 4)
-        r->id_buf[i] = hex[v & 15];
+    put_hex16(r->id_buf, (*next)++);
     r->id_buf[16] = '\0';
     r->id = r->id_buf;
     r->id_len = 16;
@@ -132,95 +155,40 @@ static int on_message_begin(http_parser *p)
     return 0;
 }
 
-static int on_url(http_parser *p, const char *at, size_t len)
-{
-    struct tycho_http *h = state_of(p);
-    struct tycho_req *r = h->req;
-    char *url;
-
-    if (r->url_len + len > h->cfg->max_header_bytes)
-        return fail(h, 414);
-    if (!(url = tycho_arena_append(&r->arena, r->url, r->url_len, at, len)))
-        return fail(h, 503);
-    r->url = url;
-    r->url_len += len;
-    return 0;
-}
-
-/* Starts a new header entry, growing the array by doubling. */
-static int new_header(struct tycho_http *h)
-{
-    struct tycho_req *r = h->req;
-
-    if (r->nheaders >= (unsigned)h->cfg->max_headers)
-        return fail(h, 431);
-    if (r->nheaders == r->headers_cap) {
-        unsigned cap = r->headers_cap ? r->headers_cap * 2 : FIRST_HEADERS;
-        struct tycho_header *grown = tycho_arena_alloc(&r->arena, sizeof(*grown) * cap);
-        if (!grown)
-            return fail(h, 503);
-        if (r->nheaders)
-            memcpy(grown, r->headers, sizeof(*grown) * r->nheaders);
-        r->headers = grown;
-        r->headers_cap = cap;
-    }
-    memset(&r->headers[r->nheaders++], 0, sizeof(struct tycho_header));
-    return 0;
-}
-
-/* RFC 9110 token characters: what a header name may hold (no space before the colon). */
-static bool is_tchar(unsigned char c)
-{
-    static const char extra[] = "!#$%&'*+-.^_`|~";
-
-    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-           (c && strchr(extra, c));
-}
+/*
+ * RFC 9110 5.6.2 tchar: what a header name or a method may hold (GNU range
+ * designators, as in framing.c): one lookup a byte.
+ */
+static const bool tchar[256] = {
+    ['0' ... '9'] = true, ['a' ... 'z'] = true, ['A' ... 'Z'] = true,
+    ['!'] = true, ['#'] = true, ['$'] = true, ['%'] = true, ['&'] = true, ['\''] = true,
+    ['*'] = true, ['+'] = true, ['-'] = true, ['.'] = true, ['^'] = true, ['_'] = true,
+    ['`'] = true, ['|'] = true, ['~'] = true,
+};
 
 bool tycho_http_is_token(const char *s, size_t len)
 {
     if (len == 0)
         return false;
     for (size_t i = 0; i < len; i++)
-        if (!is_tchar((unsigned char)s[i]))
+        if (!tchar[(unsigned char)s[i]])
             return false;
     return true;
 }
 
-static int on_header_field(http_parser *p, const char *at, size_t len)
+/* The head's bytes as framing.c lets them through: appended to r->head. */
+static int on_head_bytes(void *arg, const char *at, size_t len)
 {
-    struct tycho_http *h = state_of(p);
-    struct tycho_header *hd;
-    char *name;
+    struct tycho_http *h = arg;
+    struct tycho_req *r = h->req;
+    char *head = tycho_arena_append(&r->arena, r->head, r->head_len, at, len);
 
-    if (h->headers_done)
-        return 0;                     /* chunked trailers are not kept */
-    /* framing.c let through only token bytes. */
-    if ((h->last_was_value || h->req->nheaders == 0) && new_header(h) < 0)
+    if (!head) {
+        h->error_status = 503;
         return -1;
-    h->last_was_value = false;
-    hd = &h->req->headers[h->req->nheaders - 1];
-    if (!(name = tycho_arena_append(&h->req->arena, (char *)hd->name, hd->name_len, at, len)))
-        return fail(h, 503);
-    hd->name = name;
-    hd->name_len += len;
-    return 0;
-}
-
-static int on_header_value(http_parser *p, const char *at, size_t len)
-{
-    struct tycho_http *h = state_of(p);
-    struct tycho_header *hd = &h->req->headers[h->req->nheaders - 1];
-    char *value;
-
-    if (h->headers_done)
-        return 0;
-    /* framing.c let through no control byte but HTAB (RFC 9110 5.5). */
-    h->last_was_value = true;
-    if (!(value = tycho_arena_append(&h->req->arena, (char *)hd->value, hd->value_len, at, len)))
-        return fail(h, 503);
-    hd->value = value;
-    hd->value_len += len;
+    }
+    r->head = head;
+    r->head_len += len;
     return 0;
 }
 
@@ -270,15 +238,101 @@ static int split_url(struct tycho_req *r)
     return 0;
 }
 
-/* The parser drops leading white space of a value; RFC 9110 5.5 drops trailing too. */
-static void trim_values(struct tycho_req *r)
+/* Whether name is lower, which holds letters and '-' only (name: token bytes, framing.c). */
+static inline bool is_name(const char *name, size_t len, const char *lower, size_t lower_len)
 {
-    for (unsigned i = 0; i < r->nheaders; i++) {
+    if (len != lower_len)
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if ((unsigned char)(name[i] | 0x20) != (unsigned char)lower[i])
+            return false;             /* (no token byte but a letter ORs into a letter or '-') */
+    return true;
+}
+
+/* What the pass over the field names found of the fields that frame the request. */
+struct framing_fields {
+    const struct tycho_header *host; /* the last Host field */
+    unsigned hosts;
+    struct tycho_te_list te;         /* every Transfer-Encoding field */
+};
+
+/* Whether c is SP or HTAB: white space around a field value (RFC 9110 5.5). */
+static inline bool is_ows(char c)
+{
+    return c == ' ' || c == '\t';
+}
+
+/*
+ * Splits the head in r->head into the URL and the fields. framing.c has
+ * checked every byte of it: blank lines (CRLF), the request line (method SP
+ * target SP "HTTP/d.d" CRLF), field lines (a token name, ':', value bytes
+ * without CR or LF, CRLF) and the empty line; no folding. So the split needs
+ * no checks: the target is between the first SP and the SP ten bytes before
+ * the line's LF, a name ends at its line's first ':', a value at its CR.
+ * The value loses the white space around it (the parser's callbacks dropped
+ * the leading, RFC 9110 5.5 the trailing). In the same pass over the names:
+ * Host, Transfer-Encoding (into ff), Expect and X-Request-Id (r's indexes).
+ * Returns 0, or the status to answer: 431 over --max-headers, 503 out of memory.
+ */
+static int split_head(struct tycho_http *h, struct tycho_req *r, struct framing_fields *ff)
+{
+    const char *s = r->head, *end = r->head + r->head_len, *lf;
+    unsigned n = tycho_framing_fields(&h->framing);
+
+    while (*s == '\r')
+        s += 2;                       /* blank lines before the request line */
+    r->url = memchr(s, ' ', (size_t)(end - s)) + 1;
+    lf = memchr(r->url, '\n', (size_t)(end - r->url));
+    r->url_len = (size_t)(lf - (sizeof(" HTTP/1.1\r") - 1) - r->url);
+    r->fields_indexed = true;
+    if (n > (unsigned)h->cfg->max_headers)
+        return 431;
+    if (n && !(r->headers = tycho_arena_alloc(&r->arena, sizeof(*r->headers) * n)))
+        return 503;
+    r->headers_cap = n;
+    for (unsigned i = 0; i < n; i++) {
         struct tycho_header *hd = &r->headers[i];
-        while (hd->value_len && (hd->value[hd->value_len - 1] == ' ' ||
-                                 hd->value[hd->value_len - 1] == '\t'))
-            hd->value_len--;
+        const char *name = lf + 1, *colon = memchr(name, ':', (size_t)(end - name));
+        const char *v = colon + 1, *ve;
+        size_t len = (size_t)(colon - name);
+
+        lf = memchr(v, '\n', (size_t)(end - v));
+        ve = lf - 1;                  /* the CR */
+        while (v < ve && is_ows(*v))
+            v++;
+        while (ve > v && is_ows(ve[-1]))
+            ve--;
+        hd->name = name;
+        hd->name_len = len;
+        hd->value = v;
+        hd->value_len = (size_t)(ve - v);
+        /* Only the lengths of the names looked for are compared further. */
+        switch (len) {
+        case 4:
+            if (is_name(name, len, "host", 4)) {
+                ff->host = hd;
+                ff->hosts++;
+            }
+            break;
+        case 6:
+            if (!r->expect_at && is_name(name, len, "expect", 6))
+                r->expect_at = i + 1;
+            break;
+        case 12:
+            if (!r->request_id_at && is_name(name, len, "x-request-id", 12))
+                r->request_id_at = i + 1;
+            break;
+        case 17:
+            if (is_name(name, len, "transfer-encoding", 17))
+                tycho_te_add(&ff->te, hd->value, hd->value_len);
+            break;
+        default:
+            break;
+        }
     }
+    r->nheaders = n;
+    assert(lf + 3 == end && lf[1] == '\r' && "the head ends with its empty line");
+    return 0;
 }
 
 /*
@@ -357,31 +411,19 @@ static bool host_value_ok(const char *s, size_t len)
 }
 
 /*
- * The fields that decide how the request is read, checked in one pass:
+ * The fields that decide how the request is read, as split_head found them:
  * exactly one valid Host (none is allowed on HTTP/1.0, RFC 9112 3.2), and
  * a Transfer-Encoding that is exactly chunked, on HTTP/1.1 only (6.1), which
  * http-parser reads as chunked too. Returns 0 or the status to answer.
  */
-static int framing_fields_status(const struct tycho_req *r, const http_parser *p)
+static int framing_fields_status(const struct tycho_req *r, const http_parser *p,
+                                 const struct framing_fields *ff)
 {
-    const struct tycho_header *host = NULL;
-    struct tycho_te_list te = {0};
-    unsigned hosts = 0;
-
-    for (unsigned i = 0; i < r->nheaders; i++) {
-        const struct tycho_header *hd = &r->headers[i];
-        if (hd->name_len == 4 && strncasecmp(hd->name, "host", 4) == 0) {
-            host = hd;
-            hosts++;
-        } else if (hd->name_len == 17 && strncasecmp(hd->name, "transfer-encoding", 17) == 0) {
-            tycho_te_add(&te, hd->value, hd->value_len);
-        }
-    }
-    if (hosts > 1 || (hosts == 0 && r->http_minor != 0))
+    if (ff->hosts > 1 || (ff->hosts == 0 && r->http_minor != 0))
         return 400;
-    if (host && !host_value_ok(host->value, host->value_len))
+    if (ff->host && !host_value_ok(ff->host->value, ff->host->value_len))
         return 400;
-    switch (tycho_te_verdict(&te)) {
+    switch (tycho_te_verdict(&ff->te)) {
     case TYCHO_TE_NONE:
         return 0;
     case TYCHO_TE_CHUNKED:
@@ -400,10 +442,12 @@ static int on_headers_complete(http_parser *p)
     struct tycho_http *h = state_of(p);
     struct tycho_req *r = h->req;
     const struct tycho_header *expect;
+    struct framing_fields ff = {0};
     int status;
 
     h->headers_done = true;
-    trim_values(r);
+    if ((status = split_head(h, r, &ff)) != 0)
+        return fail(h, status);
     r->method = http_method_str((enum http_method)p->method);
     r->method_len = strlen(r->method);
     r->http_major = (unsigned char)p->http_major;
@@ -427,13 +471,13 @@ static int on_headers_complete(http_parser *p)
         return fail(h, 400);
     if (r->http_major != 1)
         return fail(h, 505);
-    if ((status = framing_fields_status(r, p)) != 0)
+    if ((status = framing_fields_status(r, p, &ff)) != 0)
         return fail(h, status);
     /* The body limit depends on the route (stream_body): the caller checks it at HEAD. */
     r->content_length = (p->flags & F_CHUNKED) ? ULLONG_MAX : p->content_length;
     r->body_follows = (p->flags & F_CHUNKED) || (p->content_length != ULLONG_MAX &&
                                                  p->content_length > 0);
-    expect = tycho_req_header(r, "expect", 6);
+    expect = r->expect_at ? &r->headers[r->expect_at - 1] : NULL;
     if (expect) {
         if (expect->value_len != 12 || strncasecmp(expect->value, "100-continue", 12) != 0)
             return fail(h, 417);
@@ -485,9 +529,6 @@ static int on_message_complete(http_parser *p)
 
 static const http_parser_settings settings = {
     .on_message_begin = on_message_begin,
-    .on_url = on_url,
-    .on_header_field = on_header_field,
-    .on_header_value = on_header_value,
     .on_headers_complete = on_headers_complete,
     .on_body = on_body,
     .on_message_complete = on_message_complete,
@@ -510,6 +551,8 @@ void tycho_http_init(struct tycho_http *h, const struct tycho_config *cfg)
     PARSER(h)->data = h;
     h->cfg = cfg;
     tycho_framing_init(&h->framing, TYCHO_FRAMING_REQUEST);
+    /* The glue reads every field from the head's copy: the parser needs only those it matches. */
+    tycho_framing_skip_fields(&h->framing, (unsigned)cfg->max_header_bytes);
     h->state = TYCHO_HTTP_MORE;
 }
 
@@ -526,24 +569,42 @@ static int status_for(enum http_errno err)
     }
 }
 
+/* Whether the first parsed bytes of r's head (its copy) hold the request line's end. */
+static bool request_line_ended(const struct tycho_req *r, size_t parsed)
+{
+    size_t i = 0;
+
+    if (parsed > r->head_len)
+        parsed = r->head_len;
+    while (i + 1 < parsed && r->head[i] == '\r')
+        i += 2;                       /* blank lines before it */
+    return i < parsed && memchr(r->head + i, '\n', parsed - i) != NULL;
+}
+
 size_t tycho_http_parse(struct tycho_http *h, struct tycho_req *r, const char *data, size_t len)
 {
     http_parser *p = PARSER(h);
-    size_t n;
+    const struct tycho_framing_sink sink = {on_head_bytes, h};
+    size_t n, head_before = r->head_len;
     enum http_errno err;
 
     assert(h->state != TYCHO_HTTP_ERROR && "nothing may be fed after ERROR");
     h->req = r;
-    n = tycho_framing_execute(&h->framing, p, &settings, data, len);
+    n = tycho_framing_execute_request(&h->framing, p, &settings, &sink, data, len);
     err = HTTP_PARSER_ERRNO(p);
     if (h->state == TYCHO_HTTP_DONE)
         return n;
-    if (err != HPE_OK || tycho_framing_refused(&h->framing)) {
+    /* Past --max-headers before the head is complete (on_headers_complete counts a whole one). */
+    if (!h->headers_done && !h->error_status &&
+        tycho_framing_fields(&h->framing) > (unsigned)h->cfg->max_headers)
+        h->error_status = 431;
+    if (err != HPE_OK || tycho_framing_refused(&h->framing) || h->error_status) {
         h->state = TYCHO_HTTP_ERROR;
         if (!h->error_status)
             h->error_status = err == HPE_OK ? 400 : status_for(err);
         /* Over the head limit before any header: the request line, i.e. the URL, is too long. */
-        if (err == HPE_HEADER_OVERFLOW && r->nheaders == 0)
+        if (err == HPE_HEADER_OVERFLOW && !h->headers_done &&
+            !request_line_ended(r, head_before + n))
             h->error_status = 414;
         return n;
     }

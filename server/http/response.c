@@ -12,46 +12,73 @@
 #include <strings.h>
 #include <time.h>
 
+/* The statuses with a reason phrase; X(code, reason). */
+#define REASONS(X) \
+    X(100, "Continue") \
+    X(101, "Switching Protocols") \
+    X(200, "OK") \
+    X(201, "Created") \
+    X(202, "Accepted") \
+    X(204, "No Content") \
+    X(206, "Partial Content") \
+    X(301, "Moved Permanently") \
+    X(302, "Found") \
+    X(303, "See Other") \
+    X(304, "Not Modified") \
+    X(307, "Temporary Redirect") \
+    X(308, "Permanent Redirect") \
+    X(400, "Bad Request") \
+    X(401, "Unauthorized") \
+    X(403, "Forbidden") \
+    X(404, "Not Found") \
+    X(405, "Method Not Allowed") \
+    X(408, "Request Timeout") \
+    X(409, "Conflict") \
+    X(410, "Gone") \
+    X(411, "Length Required") \
+    X(413, "Content Too Large") \
+    X(414, "URI Too Long") \
+    X(415, "Unsupported Media Type") \
+    X(416, "Range Not Satisfiable") \
+    X(417, "Expectation Failed") \
+    X(422, "Unprocessable Content") \
+    X(429, "Too Many Requests") \
+    X(431, "Request Header Fields Too Large") \
+    X(500, "Internal Server Error") \
+    X(501, "Not Implemented") \
+    X(502, "Bad Gateway") \
+    X(503, "Service Unavailable") \
+    X(504, "Gateway Timeout") \
+    X(505, "HTTP Version Not Supported")
+
 const char *tycho_http_reason(int status)
 {
     switch (status) {
-    case 100: return "Continue";
-    case 101: return "Switching Protocols";
-    case 200: return "OK";
-    case 201: return "Created";
-    case 202: return "Accepted";
-    case 204: return "No Content";
-    case 206: return "Partial Content";
-    case 301: return "Moved Permanently";
-    case 302: return "Found";
-    case 303: return "See Other";
-    case 304: return "Not Modified";
-    case 307: return "Temporary Redirect";
-    case 308: return "Permanent Redirect";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 409: return "Conflict";
-    case 410: return "Gone";
-    case 411: return "Length Required";
-    case 413: return "Content Too Large";
-    case 414: return "URI Too Long";
-    case 415: return "Unsupported Media Type";
-    case 416: return "Range Not Satisfiable";
-    case 417: return "Expectation Failed";
-    case 422: return "Unprocessable Content";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    case 505: return "HTTP Version Not Supported";
-    default: return "Unknown";
+#define X(code, reason) \
+    case code:          \
+        return reason;
+        REASONS(X)
+#undef X
+    default:
+        return "Unknown";
+    }
+}
+
+/*
+ * The whole status line of a status with a reason phrase, made by the
+ * compiler ("HTTP/1.1 200 OK\r\n"), and its length; NULL for another code.
+ */
+static const char *status_line(int status, size_t *len)
+{
+    switch (status) {
+#define X(code, reason)                                          \
+    case code:                                                   \
+        *len = sizeof("HTTP/1.1 " #code " " reason "\r\n") - 1; \
+        return "HTTP/1.1 " #code " " reason "\r\n";
+        REASONS(X)
+#undef X
+    default:
+        return NULL;
     }
 }
 
@@ -94,19 +121,21 @@ enum body_framing { BY_LENGTH, BY_CHUNKS, BY_CLOSE };
 static int write_head(struct tycho_buf *out, const struct tycho_req *r, const char *date_line,
                       bool keep_alive, enum body_framing framing, size_t body_len)
 {
-    const char *reason = tycho_http_reason(r->status);
-    size_t reason_len = strlen(reason), date_len = strlen(date_line);
+    size_t line_len = 0, date_len = strlen(date_line);
+    const char *line = status_line(r->status, &line_len);
     bool no_body = bodyless(r->status);
-    size_t max = 64 + reason_len + date_len + r->res_headers_len + body_len + 96 + 32 + r->id_len;
+    size_t max = 64 + line_len + date_len + r->res_headers_len + body_len + 96 + 32 + r->id_len;
     char *start = tycho_buf_reserve(out, max), *w = start;
 
     if (!start)
         return TYCHO_ERR;
-    PUT("HTTP/1.1 ");
-    w += put_uint(w, (size_t)r->status);
-    *w++ = ' ';
-    PUTN(reason, reason_len);
-    PUT("\r\n");
+    if (line) {
+        PUTN(line, line_len);
+    } else {
+        PUT("HTTP/1.1 ");
+        w += put_uint(w, (size_t)r->status);   /* (an int: 20 bytes hold it, in the 64) */
+        PUT(" Unknown\r\n");
+    }
     if (!(r->res_flags & TYCHO_RES_SERVER))
         PUT("Server: tycho\r\n");
     PUTN(date_line, date_len);

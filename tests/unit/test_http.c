@@ -13,6 +13,7 @@
  * exact bytes. Single-threaded. Ends with the harness line `N passed, M failed`.
  */
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <limits.h>
 #include <stdio.h>
@@ -295,6 +296,27 @@ static const struct parse_case good[] = {
     {"HEAD", "HEAD /r HTTP/1.1\r\nHost: a\r\n\r\n", "HEAD /r q=- v1.1 ka1 hd1 ec0 |Host:a body=\n"},
     {"OPTIONS *", "OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n",
      "OPTIONS * q=- v1.1 ka1 hd0 ec0 |Host:a body=\n"},
+    /* Fields http-parser does not read reach the glue without it (framing.h): all are kept. */
+    {"long fields the parser is not given, around those it reads",
+     "POST /s HTTP/1.1\r\nHost: a-long-host.example.com\r\nUser-Agent: Mozilla/5.0 (X11)\r\n"
+     "Content-Length: 3\r\nAccept-Language: en-US,en;q=0.5\r\nUpgrade-Insecure-Requests: 1\r\n"
+     "Connection: close\r\nSec-Fetch-Dest: document-long\r\n\r\nabc",
+     "POST /s q=- v1.1 ka0 hd0 ec0 |Host:a-long-host.example.com |User-Agent:Mozilla/5.0 (X11) "
+     "|Content-Length:3 |Accept-Language:en-US,en;q=0.5 |Upgrade-Insecure-Requests:1 "
+     "|Connection:close |Sec-Fetch-Dest:document-long body=abc\n"},
+    {"long fields around Transfer-Encoding: chunked",
+     "POST /c HTTP/1.1\r\nX-Long-Field-Name: some long value\r\nHost: a\r\n"
+     "Transfer-Encoding: chunked\r\nX-After-It-Long: another long value\r\n\r\n"
+     "2\r\nhi\r\n0\r\nX-Trailer-Field-Long: dropped\r\n\r\n",
+     "POST /c q=- v1.1 ka1 hd0 ec0 |X-Long-Field-Name:some long value |Host:a "
+     "|Transfer-Encoding:chunked |X-After-It-Long:another long value body=hi\n"},
+    /* A long origin-form target: http-parser is given "/" alone (framing.h). */
+    {"long target with a query and a fragment",
+     "GET /a/long/path/\xc3\xa9t\xc3\xa9?q=1&x=%20?y#frag#x HTTP/1.1\r\nHost: a\r\n\r\n",
+     "GET /a/long/path/\xc3\xa9t\xc3\xa9 q=q=1&x=%20?y#frag#x v1.1 ka1 hd0 ec0 |Host:a body=\n"},
+    {"long target with a fragment, no query",
+     "GET /a/long/path#fragment HTTP/1.1\r\nHost: a\r\n\r\n",
+     "GET /a/long/path q=- v1.1 ka1 hd0 ec0 |Host:a body=\n"},
     {"blank lines before the request", "\r\n\r\nGET /late HTTP/1.1\r\nHost: a\r\n\r\n",
      "GET /late q=- v1.1 ka1 hd0 ec0 |Host:a body=\n"},
     /* RFC 9110 5.5: leading and trailing whitespace is not part of a field value. */
@@ -400,6 +422,20 @@ static const struct parse_case bad[] = {
      "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
      "fffffffffffffffffffff\r\n",
      "ERROR 400\n"},
+    {"two Content-Length among long fields",
+     "POST / HTTP/1.1\r\nX-Padding-Field: 0123456789abcdef\r\nContent-Length: 5\r\nHost: a\r\n"
+     "X-Padding-Field2: 0123456789abcdef\r\nContent-Length: 6\r\n\r\nhello!",
+     "ERROR 400\n"},
+    {"a long field name that begins with Transfer-Encoding",
+     "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding-Extra: something long\r\n"
+     "Content-Length: 1\r\n\r\nx",
+     "ERROR 400\n"},
+    {"control byte in a long target", "GET /abcdefghijkl\x01m HTTP/1.1\r\nHost: a\r\n\r\n",
+     "ERROR 400\n"},
+    {"two spaces after a long target", "GET /abcdefghijklm  HTTP/1.1\r\nHost: a\r\n\r\n",
+     "ERROR 400\n"},
+    {"CONNECT with a long origin-form target",
+     "CONNECT /abcdefghijklm HTTP/1.1\r\nHost: a\r\n\r\n", "ERROR 400\n"},
     {"good request, then missing Host",
      "GET /ok HTTP/1.1\r\nHost: a\r\n\r\nGET /next HTTP/1.1\r\n\r\n",
      "GET /ok q=- v1.1 ka1 hd0 ec0 |Host:a body=\nERROR 400\n"},
@@ -765,6 +801,85 @@ static void out_is(struct tycho_buf *out, const char *want, const char *what)
 #define DATE "Date: Thu, 01 Jan 1970 00:00:00 GMT\r\n"
 #define TEXT "Content-Type: text/plain; charset=utf-8\r\n"
 
+/*
+ * Heads whose parts for the parser do not fit the copy a whole head is parsed
+ * from (an absolute-form target of 600 bytes; many Content-Length fields):
+ * they are parsed piece by piece, as a head split over reads is.
+ */
+static void test_long_parser_parts(void)
+{
+    static char raw[2048], want[2048];
+    char path[601];
+    int n;
+
+    memset(path, 'p', sizeof(path) - 1);
+    path[0] = '/';
+    path[sizeof(path) - 1] = '\0';
+    n = snprintf(raw, sizeof(raw), "GET http://h%s?q HTTP/1.1\r\nHost: h\r\n\r\n", path);
+    snprintf(want, sizeof(want), "GET %s q=q v1.1 ka1 hd0 ec0 |Host:h body=\n", path);
+    check_parse("a 600-byte absolute-form target", raw, (size_t)n, want);
+    n = snprintf(raw, sizeof(raw), "POST /x HTTP/1.1\r\nHost: h\r\n");
+    for (int i = 0; i < 30; i++)
+        n += snprintf(raw + n, sizeof(raw) - (size_t)n, "Content-Length: 1\r\n");
+    n += snprintf(raw + n, sizeof(raw) - (size_t)n, "\r\nx");
+    check_parse("30 Content-Length fields", raw, (size_t)n, "ERROR 400\n");
+}
+
+/* tycho_http_is_token against RFC 9110 5.6.2's tchar, byte by byte. */
+static void test_is_token(void)
+{
+    static const char extra[] = "!#$%&'*+-.^_`|~";
+    int wrong = 0;
+
+    for (int c = 0; c < 256; c++) {
+        char s[3] = {'a', (char)c, 'b'};
+        bool want = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                    (c != 0 && strchr(extra, c) != NULL);
+        wrong += tycho_http_is_token(s, 3) != want;
+    }
+    ok(wrong == 0, "each byte is a token byte exactly when RFC 9110 says so");
+    ok(!tycho_http_is_token("", 0), "the empty string is no token");
+    ok(tycho_http_is_token("Content-Type", 12), "a header name is a token");
+}
+
+/* The request id: the client's valid X-Request-Id, else 16 hex digits of the counter. */
+static void test_request_id(void)
+{
+    static const char raw[] = "GET / HTTP/1.1\r\nHost: a\r\nX-Request-ID: abc-1.2:3\r\n\r\n";
+    static const struct {
+        unsigned long long v;
+        const char *want;
+    } ids[] = {
+        {0, "0000000000000000"},
+        {0x0123456789abcdefULL, "0123456789abcdef"},
+        {0xfedcba9876543210ULL, "fedcba9876543210"},
+        {0xffffffffffffffffULL, "ffffffffffffffff"},
+        {0xa0000000000000f9ULL, "a0000000000000f9"},
+    };
+    struct session s;
+
+    for (size_t i = 0; i < sizeof(ids) / sizeof(ids[0]); i++) {
+        struct tycho_req *r = calloc(1, sizeof(*r));
+        unsigned long long next = ids[i].v;
+        if (!r || tycho_req_init(r) < 0)
+            return;
+        tycho_req_assign_id(r, &next);
+        is_str(r->id, ids[i].want, "a generated id is the counter in hex");
+        ok(r->id_len == 16 && next == ids[i].v + 1, "the counter moves on");
+        tycho_req_dispose(r);
+        free(r);
+    }
+    session_start(&s);
+    tycho_http_parse(&s.h, s.r, raw, sizeof(raw) - 1);
+    if (ok(s.h.state == TYCHO_HTTP_DONE, "a request with X-Request-ID")) {
+        unsigned long long next = 7;
+        tycho_req_assign_id(s.r, &next);
+        ok(s.r->id_len == 9 && memcmp(s.r->id, "abc-1.2:3", 9) == 0 && next == 7,
+           "the client's id is taken, any case of the name");
+    }
+    session_end(&s);
+}
+
 static void test_write_response(void)
 {
     struct tycho_buf out = {0};
@@ -935,6 +1050,9 @@ int main(void)
     test_limits();
     test_absolute_form_empty_path();
     test_req_context();
+    test_request_id();
+    test_is_token();
+    test_long_parser_parts();
     test_write_response();
     test_write_simple();
     return test_summary();
