@@ -170,12 +170,15 @@
 #   cached per second) and nothing else: what the sockets alone cost. It runs
 #   in plaintext, c1000, close and idle, pinned to CPU 0 as the servers are,
 #   and gets a table of its own (Tycho vs the floor) under nginx's.
-# - idle: memory per idle keep-alive connection, no wrk: on fresh servers
-#   (tycho, base, nginx, floor), bench/idleconns.c (on CPU 1) opens 1000
-#   connections to the HTTP port, each sending one GET /plaintext and reading
-#   its answer, then silent; the server's VmRSS (Tycho's process, nginx's
-#   worker) read before and 0.5 s after the last is ready: growth / 1000 =
-#   bytes per idle connection, printed under the tables and in the goals.
+# - idle: memory per idle keep-alive connection: on fresh servers (tycho,
+#   base, nginx, floor), first 2 s of wrk on ONE keep-alive connection (as a
+#   server in service has answered requests before: the garbage and pools
+#   that answering leaves are not what an idle connection holds), then
+#   bench/idleconns.c (on CPU 1) opens 1000 connections to the HTTP port, each
+#   sending one GET /plaintext and reading its answer, then silent; the
+#   server's VmRSS (Tycho's process, nginx's worker) read before and 0.5 s
+#   after the last is ready: growth / 1000 = bytes per idle connection,
+#   printed under the tables and in the goals.
 # - Per workload, a FRESH process of each server is started (so peak RSS is
 #   that workload's), its answer to the workload's request is checked with curl
 #   (status 200 + expected body; the script aborts if wrong), each gets a
@@ -1049,9 +1052,14 @@ idle_measure() {
     log "$s idle connections: VmRSS $r0 kB, +$IDLE_CONNS plain $r1 kB, +$IDLE_CONNS TLS ${r2:-?} kB"
 }
 # idle_ka SERVER PORT RSS_PID: the workload idle: the server's VmRSS growth per idle
-# keep-alive connection, IDLE_CONNS plain ones (one request each); sets IDLE_KA[SERVER]
+# keep-alive connection, IDLE_CONNS plain ones (one request each); sets IDLE_KA[SERVER].
+# First IDLE_WARMUP_S of wrk on one connection: a server in service has answered requests
+# before, and what answering leaves (Lua garbage until its next collection, pools) is not
+# memory that an idle connection holds.
+IDLE_WARMUP_S=2
 idle_ka() {
     local s=$1 port=$2 rpid=$3 r0 r1
+    run_wrk "$s" "$port" 1 /plaintext "" "$IDLE_WARMUP_S" "$TMP/idle-$s-warmup.out"
     r0=$(vm_rss_kb "$rpid")
     idle_hold "$port" "$TMP/idle-$s-ka.out" || return 1
     sleep 0.5
@@ -1737,7 +1745,8 @@ for s in tycho base nginx floor; do
     [[ -n ${IDLE_KA[$s]:-} ]] && line+="${line:+, }$s ${IDLE_KA[$s]} B"
 done
 [[ -n $line ]] && echo "Memory per idle keep-alive connection (idle: $IDLE_CONNS held open at" \
-    "once, each after one GET /plaintext; server VmRSS growth / $IDLE_CONNS, fresh servers): $line"
+    "once, each after one GET /plaintext; server VmRSS growth / $IDLE_CONNS, fresh servers" \
+    "after ${IDLE_WARMUP_S} s of wrk on one connection): $line"
 # tlsplain: the memory of an idle keep-alive connection, plain and TLS
 line=""
 for s in tycho base nginx; do

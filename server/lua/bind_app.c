@@ -184,8 +184,8 @@ static int mount_gc(lua_State *L)
 static int static_handler(lua_State *L)
 {
     struct tycho_static *m = lua_touserdata(L, lua_upvalueindex(1));
-    void **box = luaL_checkudata(L, 2, "tycho.res");
-    struct tycho_req *r = *box;
+    const struct tycho_obj_box *box = luaL_checkudata(L, 2, "tycho.res");
+    struct tycho_req *r = tycho_obj_req(box);
 
     if (!r)
         return luaL_error(L, "request finished: this res belongs to a request that has ended");
