@@ -24,6 +24,9 @@
 #                         shown: for trying the harness, not for numbers)
 #          BENCH_BASELINE  PATH of another Tycho binary (default: none), for a
 #                         before/after comparison: see "Before/after" below
+#          BENCH_BASELINE_SCRIPTS  the scripts directory base serves instead of
+#                         tycho's (default: the same), e.g. the scripts/ of the
+#                         older tree when the current one uses a newer function
 # Default total: 14 measured workloads, 48 server slots (tycho, tycho2 and nginx
 # in most; floor in 3; go in 3; tycho-plain in ops; no nginx in pgquery) x
 # (2 warm-up + 2 x 5 rounds x 5 s = 52 s) + idle + checks = ~45 minutes
@@ -350,6 +353,13 @@ if [[ -n $BENCH_BASELINE ]]; then
     [[ $BASE == */* ]] || BASE=./$BASE
     [[ -f $BASE && -x $BASE ]] || die "BENCH_BASELINE '$BENCH_BASELINE' is not an executable file"
     BASE=$(cd "$(dirname "$BASE")" && pwd)/$(basename "$BASE")
+    # BENCH_BASELINE_SCRIPTS: the scripts directory base serves (default: tycho's), for an
+    # older binary that lacks a Lua function the current scripts/ uses
+    BASE_SCRIPTS=${BENCH_BASELINE_SCRIPTS:-}
+    if [[ -n $BASE_SCRIPTS ]]; then
+        [[ -d $BASE_SCRIPTS ]] || die "BENCH_BASELINE_SCRIPTS '$BASE_SCRIPTS' is not a directory"
+        BASE_SCRIPTS=$(cd "$BASE_SCRIPTS" && pwd)
+    fi
 fi
 # tlsplain and tlsclose need a Tycho that serves HTTPS (--tls-port): checked before any run
 if ((TLS)); then
@@ -1111,6 +1121,7 @@ start_server() {
     [[ $extra == ws ]] && scripts=$WS_SCRIPTS
     [[ $extra == gzip && $name != nginx ]] && ops=(--gzip --gzip-level 1 --gzip-min-bytes 1024)
     [[ $name == base ]] && bin=$BASE
+    [[ $name == base && -n $BASE_SCRIPTS && $scripts == "$SCRIPTS" ]] && scripts=$BASE_SCRIPTS
     [[ $extra == ops && ($name == tycho || $name == base || $name == tycho2) ]] &&
         ops=(--metrics /metrics --access-log "$TMP/$name-$tag-access.log")
     port=$(free_port) || die "no free port found"
@@ -1406,7 +1417,7 @@ log "servers: ${SERVERS[*]}$AA_NOTE; 2 passes x ${BENCH_ROUNDS} round(s) x ${BEN
 [[ -n $TYCHO ]] && log "tycho: $TYCHO $SCRIPTS"
 [[ -n $AA_NOTE ]] && log "tycho2 (A/A, BENCH_AA=1): a second instance of $TYCHO, run as tycho"
 if [[ -n $BASE ]]; then
-    log "base (BENCH_BASELINE, in every workload): $BASE $SCRIPTS"
+    log "base (BENCH_BASELINE, in every workload): $BASE ${BASE_SCRIPTS:-$SCRIPTS}"
     [[ $BASE -ef $TYCHO ]] && log "base is the same binary as tycho: an A/A run, its before/after lines show the machine's noise"
 fi
 has_server nginx && log "nginx: $("$NGINX_BIN" -v 2>&1)"
