@@ -320,9 +320,9 @@ static void on_event(evutil_socket_t fd, short what, void *arg);
 
 /*
  * Makes ev wait for what (EV_READ or EV_WRITE) with the timeout tv standing
- * for timer. The event is persistent, so libevent re-arms the timeout after
- * each callback (an inactivity timeout); only a deadline (TIMER_DEADLINE) is
- * re-added with what is left of it each time.
+ * for timer, or none (tv NULL). The event is persistent, so libevent re-arms
+ * the timeout after each callback (an inactivity timeout); only a deadline
+ * (TIMER_DEADLINE) is re-added with what is left of it each time.
  */
 static int arm(struct tycho_conn *c, short what, unsigned char timer, const struct timeval *tv)
 {
@@ -336,13 +336,97 @@ static int arm(struct tycho_conn *c, short what, unsigned char timer, const stru
     } else if (c->timer == timer && timer != TIMER_DEADLINE) {
         return TYCHO_OK;
     } else if (!tv) {
-        /* event_add with no timeval keeps a pending timeout: it must go (a waiting handler). */
-        event_del(&c->ev);
+        /*
+         * No timeout from now: the pending one goes, and so does the interval
+         * libevent keeps for a persistent event (event_add(NULL) and event_del
+         * leave it, and the next readable event would arm it again: a handler
+         * that waits would be timed out). The event stays in epoll.
+         */
+        if (event_remove_timer(&c->ev) < 0)
+            return TYCHO_ERR;
+        c->timer = timer;
+        return TYCHO_OK;
     }
     if (event_add(&c->ev, tv) < 0)
         return TYCHO_ERR;
     c->ev_what = what;
     c->timer = timer;
+    return TYCHO_OK;
+}
+
+/* ---- the idle timeout of plain keep-alive connections (context.h: idle_check) ---- */
+
+static void timed_out(struct tycho_conn *c);
+
+/* Whether c waits idle for its next request, timed by idle_check. */
+static bool waits_idle(const struct tycho_conn *c)
+{
+    return c->timer == TIMER_IDLE && !c->started && !c->lingering;
+}
+
+static void arm_idle_check(struct tycho_ctx *ctx, long delay_ms)
+{
+    struct timeval tv = {delay_ms / 1000, (delay_ms % 1000) * 1000};
+
+    if (event_add(&ctx->idle_check, &tv) == 0)
+        ctx->idle_check_armed = true;
+}
+
+/*
+ * idle_check's time: the idle connections whose --idle-timeout is over are
+ * closed, oldest first, until one is not; the check is then armed for that
+ * one's deadline. Connections that do not wait idle are moved to the back on
+ * the way (once each: the walk stops at the first one moved), so that those
+ * busy for long do not lengthen every check.
+ */
+static void on_idle_check(evutil_socket_t fd, short what, void *arg)
+{
+    struct tycho_ctx *ctx = arg;
+    long now = tycho_ctx_now_ms(ctx), timeout = ctx->cfg->idle_timeout_ms;
+    struct tycho_list *node, *first_moved = NULL;
+
+    (void)fd;
+    (void)what;
+    ctx->idle_check_armed = false;
+    while ((node = tycho_list_first(&ctx->conns)) && node != first_moved) {
+        struct tycho_conn *c = tycho_container_of(node, struct tycho_conn, link);
+        if (!waits_idle(c)) {
+            tycho_list_remove(node);
+            tycho_list_push_back(&ctx->conns, node);
+            if (!first_moved)
+                first_moved = node;
+        } else if (c->idle_since_ms + timeout <= now) {
+            timed_out(c);             /* an idle connection: closed, so off the list */
+            assert(tycho_list_first(&ctx->conns) != node && "a timed-out idle connection closes");
+        } else {
+            arm_idle_check(ctx, c->idle_since_ms + timeout - now);
+            return;
+        }
+    }
+}
+
+/*
+ * c waits idle for its next request: no timeout of its own (its event waits
+ * for reading only); it moves to the back of ctx->conns with the time it
+ * began, and idle_check is armed if it was not. Per request this is a few
+ * stores, where a timeout of its own would be re-added by libevent each time.
+ */
+static int arm_idle(struct tycho_conn *c)
+{
+    struct tycho_ctx *ctx = c->ctx;
+
+    if (c->ev_what != EV_READ || c->timer != TIMER_IDLE)
+        if (arm(c, EV_READ, TIMER_IDLE, NULL) < 0)
+            return TYCHO_ERR;
+    c->idle_since_ms = tycho_ctx_now_ms(ctx);
+    tycho_list_remove(&c->link);
+    tycho_list_push_back(&ctx->conns, &c->link);
+    if (!ctx->idle_check_assigned) {
+        evtimer_assign(&ctx->idle_check, ctx->base, on_idle_check, ctx);
+        ctx->idle_check_assigned = true;
+    }
+    if (!ctx->idle_check_armed)
+        arm_idle_check(ctx, ctx->cfg->idle_timeout_ms);
     return TYCHO_OK;
 }
 
@@ -363,8 +447,7 @@ static int arm_read(struct tycho_conn *c)
     struct timeval left;
 
     if (!c->started && !tycho_conn_ssl(c))
-        return arm(c, EV_READ, c->nrequests ? TIMER_IDLE : TIMER_FIRST,
-                   c->nrequests ? ctx->idle_tv : ctx->first_tv);
+        return c->nrequests ? arm_idle(c) : arm(c, EV_READ, TIMER_FIRST, ctx->first_tv);
     now = tycho_ctx_now_ms(ctx);
     if (c->req && c->req->http.headers_done) {
         if (!c->req->body_started_ms)

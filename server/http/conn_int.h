@@ -88,7 +88,10 @@ struct tycho_conn {
     bool sending_file : 1;             /* extra's file_fd is open; its bytes are the next output */
     unsigned char peer_addr[16];       /* the client: the socket peer, or the PROXY source */
     long born_ms;                      /* when it was accepted (worker clock) */
-    long req_started_ms;               /* when the next request's first bytes came */
+    union {
+        long req_started_ms;           /* c->started: when the request's first bytes came */
+        long idle_since_ms;            /* plain, waiting idle (TIMER_IDLE): since when */
+    };
     long write_wait_ms;                /* when output began to wait; 0 when none waits */
     struct event ev;                   /* embedded: no allocation of its own */
     struct tycho_buf pending;          /* owned: output the socket has not taken */

@@ -25,8 +25,7 @@ int tycho_ctx_init(struct tycho_ctx *ctx, const struct tycho_config *cfg, struct
      * The connection timeouts as libevent common timeouts: thousands of
      * connections sharing one duration sit in one queue, O(1) to re-arm.
      */
-    struct timeval first = ms_tv(cfg->header_timeout_ms), idle = ms_tv(cfg->idle_timeout_ms),
-                   write = ms_tv(cfg->write_timeout_ms);
+    struct timeval first = ms_tv(cfg->header_timeout_ms), write = ms_tv(cfg->write_timeout_ms);
 
     ctx->worker_id = worker_id;
     ctx->cfg = cfg;
@@ -37,14 +36,17 @@ int tycho_ctx_init(struct tycho_ctx *ctx, const struct tycho_config *cfg, struct
     tycho_pool_init(&ctx->req_pool, sizeof(struct tycho_req), max_conns, tycho_req_init,
                     tycho_req_dispose);
     ctx->first_tv = event_base_init_common_timeout(base, &first);
-    ctx->idle_tv = event_base_init_common_timeout(base, &idle);
     ctx->write_tv = event_base_init_common_timeout(base, &write);
     ctx->rbuf = malloc(TYCHO_READ_BYTES);
-    return ctx->rbuf && ctx->first_tv && ctx->idle_tv && ctx->write_tv ? TYCHO_OK : TYCHO_ERR;
+    ctx->idle_check_assigned = ctx->idle_check_armed = false;
+    return ctx->rbuf && ctx->first_tv && ctx->write_tv ? TYCHO_OK : TYCHO_ERR;
 }
 
 void tycho_ctx_dispose(struct tycho_ctx *ctx)
 {
+    if (ctx->idle_check_assigned)
+        event_del(&ctx->idle_check);
+    ctx->idle_check_assigned = ctx->idle_check_armed = false;
     tycho_pool_dispose(&ctx->conn_pool);
     tycho_pool_dispose(&ctx->req_pool);
     tycho_buf_dispose(&ctx->out);

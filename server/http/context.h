@@ -10,6 +10,7 @@
 #ifndef TYCHO_CONTEXT_H
 #define TYCHO_CONTEXT_H
 
+#include <event2/event_struct.h>
 #include <stdbool.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -115,8 +116,17 @@ struct tycho_ctx {
     bool draining;                   /* stopping: no new requests, in-flight ones finish */
     bool metrics_only;               /* owner: it serves --metrics-addr: the metrics path only */
     const struct timeval *first_tv;  /* owner: common timeouts (libevent): --header-timeout, */
-    const struct timeval *idle_tv;   /* --idle-timeout, */
     const struct timeval *write_tv;  /* --write-timeout */
+    /*
+     * owner (conn.c): the --idle-timeout of plain keep-alive connections, one
+     * timer for all of them rather than a timeout each, which libevent would
+     * re-add on every request. A connection that begins to wait idle moves to
+     * the back of conns, so the oldest idle one comes first; idle_check fires
+     * at its deadline. idle_check is assigned on first use.
+     */
+    struct event idle_check;
+    bool idle_check_assigned;
+    bool idle_check_armed;
     time_t date_sec;                 /* second date_line was made for */
     char date_line[48];              /* "Date: ...\r\n" */
     time_t hsts_sec;                 /* second date_hsts was made for */

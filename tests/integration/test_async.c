@@ -283,7 +283,10 @@ static void test_shared_dict(int port)
  * A handler may wait longer than the read timeouts: they are for a client
  * sending, not for the server working. With --header-timeout 1 and
  * --idle-timeout 1, a handler sleeping 2.5 s answers, on a connection's
- * first request and on a later one (the timer armed for reading used to stay).
+ * first request and on a later one (the timer armed for reading used to stay);
+ * and when the next request comes while it sleeps (libevent used to arm the
+ * reading's timeout again on that readable event, and the connection closed
+ * after 1 s with neither answer).
  */
 static void test_wait_past_timeouts(void)
 {
@@ -303,6 +306,15 @@ static void test_wait_past_timeouts(void)
         response_free(&r);
         exchange(&c, "GET /sleep?s=2.5 HTTP/1.1\r\nHost: t\r\n\r\n", &r);
         expect_status(&r, 200, "a second request waiting past --idle-timeout");
+        response_free(&r);
+        client_sends(&c, "GET /sleep?s=2.5 HTTP/1.1\r\nHost: t\r\n\r\n");
+        usleep(300 * 1000);           /* the handler sleeps: the next request comes meanwhile */
+        client_sends(&c, "GET /sleep?s=0 HTTP/1.1\r\nHost: t\r\n\r\n");
+        read_response(&c, &r, 0);
+        expect_status(&r, 200, "a request waiting past --idle-timeout, the next one sent meanwhile");
+        response_free(&r);
+        read_response(&c, &r, 0);
+        expect_status(&r, 200, "the request sent while the one before waited");
         response_free(&r);
         client_close(&c);
     } else {

@@ -117,6 +117,48 @@ static void test_idle(int port)
     client_close(&quiet);
 }
 
+/*
+ * Several idle connections (--idle-timeout 1.5): each is closed once its own
+ * last answer is 1.5 s old, not before, and a request restarts its clock (one
+ * timer serves them all, oldest first).
+ */
+static void test_idle_several(int port)
+{
+    static const char req[] = "GET /hello HTTP/1.1\r\nHost: t\r\n\r\n";
+    struct client c[3];
+    struct response r;
+    long long last[3];
+    int n = 0;
+
+    for (; n < 3; n++) {
+        if (client_connect(&c[n], port) < 0)
+            break;
+        exchange(&c[n], req, &r);
+        last[n] = now_ms();
+        expect_status(&r, 200, "idle, several: a request");
+        response_free(&r);
+        usleep(300 * 1000);
+    }
+    if (n < 3) {
+        ok(0, "idle, several: connect");
+        while (n > 0)
+            client_close(&c[--n]);
+        return;
+    }
+    exchange(&c[1], req, &r);         /* the middle one's clock starts again */
+    last[1] = now_ms();
+    expect_status(&r, 200, "idle, several: a second request on the middle one");
+    response_free(&r);
+    for (int i = 0; i < 3; i++) {
+        ok(client_wait_closed(&c[i], 8000) == 1,
+           what("idle, several", "connection %d closed by --idle-timeout", i + 1));
+        ok(now_ms() - last[i] >= 1400,
+           what("idle, several", "connection %d closed 1.5 s after its last answer, not before "
+                "(%lld ms)", i + 1, now_ms() - last[i]));
+        client_close(&c[i]);
+    }
+}
+
 /* A client that reads nothing while output waits is closed at --write-timeout. */
 static void test_write_timeout(int port)
 {
@@ -481,6 +523,7 @@ int main(int argc, char **argv)
         test_blank_line_drip(s.port);
         test_slow_body(s.port);
         test_idle(s.port);
+        test_idle_several(s.port);
         test_write_timeout(s.port);
         test_requests_per_conn(s.port);
         test_lifetime(s.port);
