@@ -294,8 +294,22 @@ void tycho_http_remove_header(struct tycho_req *r, const char *name, size_t name
 int tycho_http_add_header(struct tycho_req *r, const char *name, size_t name_len,
                           const char *value, size_t value_len)
 {
-    size_t old = r->res_headers_len;
-    char *line = tycho_arena_append(&r->arena, r->res_headers, old, name, name_len);
+    size_t old = r->res_headers_len, n = name_len + 2 + value_len + 2;
+    char small[256], *line;
+
+    /* Nearly every line fits here: made whole, it is one append. */
+    if (n <= sizeof(small)) {
+        memcpy(small, name, name_len);
+        memcpy(small + name_len, ": ", 2);
+        memcpy(small + name_len + 2, value, value_len);
+        memcpy(small + n - 2, "\r\n", 2);
+        if (!(line = tycho_arena_append(&r->arena, r->res_headers, old, small, n)))
+            return TYCHO_ERR;
+        r->res_headers = line;
+        r->res_headers_len = old + n;
+        return TYCHO_OK;
+    }
+    line = tycho_arena_append(&r->arena, r->res_headers, old, name, name_len);
 
     /* Appends grow in place while the header block is the arena's newest allocation. */
     line = line ? tycho_arena_append(&r->arena, line, old + name_len, ": ", 2) : NULL;
