@@ -45,6 +45,21 @@ static struct tycho_req *check_req(lua_State *L, int idx)
     return r;
 }
 
+/*
+ * The live request behind the req at 1 of a metamethod (__index,
+ * __newindex): the VM calls these only for a userdata whose metatable is
+ * req's (hidden behind __metatable), so only the end of its request is
+ * checked. Raises "request finished".
+ */
+static struct tycho_req *self_req(lua_State *L)
+{
+    struct tycho_req *r = tycho_obj_req(lua_touserdata(L, 1));
+
+    if (!r)
+        luaL_error(L, "request finished: this req belongs to a request that has ended");
+    return r;
+}
+
 static int hex_value(int c)
 {
     return isdigit(c) ? c - '0' : (tolower(c) - 'a' + 10);
@@ -311,7 +326,7 @@ static int push_cached(lua_State *L, const struct tycho_req *r, const char *key,
 
 static int req_index(lua_State *L)
 {
-    struct tycho_req *r = check_req(L, 1);
+    struct tycho_req *r = self_req(L);
     size_t len;
     const char *k = lua_tolstring(L, 2, &len);
     char addr[64];
@@ -390,7 +405,7 @@ static int req_newindex(lua_State *L)
 {
     const char *k = luaL_checkstring(L, 2);
 
-    check_req(L, 1);
+    self_req(L);
     for (int i = 0; builtin_fields[i]; i++)
         if (strcmp(k, builtin_fields[i]) == 0)
             return luaL_error(L, "req.%s is read-only (set a field of your own: req.user = ...)",
