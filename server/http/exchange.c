@@ -719,13 +719,10 @@ size_t tycho_exchange_feed(struct tycho_conn *c, const char *data, size_t len)
             if (!c->req->stream_body)
                 send_continue(c, c->req);
             /*
-             * Only blank lines so far: the context goes back, and the next
-             * one's parser starts afresh, which is the state it is in now,
-             * unless the last byte was the CR of a CRLF whose LF is still to
-             * come (the strict check waits for it): then it is kept.
+             * Only blank lines so far: the context stays, so that its parser
+             * goes on counting them against --max-header-bytes across reads
+             * (and --header-timeout bounds how long they may come).
              */
-            if (!c->req->http.in_message && n > 0 && data[-1] != '\r')
-                tycho_exchange_release(c);
             return total - len;
         }
     }

@@ -1374,6 +1374,23 @@ static void test_small_limits(int port)
     expect_header_limit(port, 1100, 431, "~1150 bytes of headers (limit 1024)");
     expect_header_limit(port, 5000, 431, "~5 KB of headers (limit 1024)");
 
+    /* blank lines before a request count too, however many reads bring them */
+    if (client_connect(&c, port) == 0) {
+        char blank[200];
+        for (size_t i = 0; i < sizeof blank; i += 2)
+            memcpy(blank + i, "\r\n", 2);
+        for (int i = 0; i < 6; i++) {
+            client_send(&c, blank, sizeof blank);
+            usleep(20 * 1000);        /* each its own read */
+        }
+        exchange(&c, "GET /hello HTTP/1.1\r\nHost: t\r\n\r\n", &r);
+        ok(r.status == 431 || r.status == 414,
+           what("1200 bytes of blank lines in 6 sends (limit 1024)", "status 431 or 414 (got %d)",
+                r.status));
+        response_free(&r);
+        client_close(&c);
+    }
+
     /* the request line counts too */
     n = (size_t)snprintf(req, sizeof req, "GET /query?pad=");
     memset(req + n, 'u', 1200);
