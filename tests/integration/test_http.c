@@ -524,8 +524,8 @@ static void test_pipelining(int port)
 
 /*
  * Empty lines before a request, their CR and LF in separate reads: the
- * request context taken for them goes back between requests, but not between
- * a CR and its LF, which the strict check still waits for.
+ * request context taken for them stays until the request (its parser counts
+ * them), and the strict check waits for the LF of a CR.
  */
 static void test_split_blank_lines(int port)
 {
