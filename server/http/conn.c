@@ -1159,6 +1159,9 @@ void tycho_conn_close_all(struct tycho_ctx *ctx)
 
     while ((first = tycho_list_first(&ctx->conns)))
         close_conn(tycho_container_of(first, struct tycho_conn, link));
+    if (ctx->idle_check_assigned)
+        event_del(&ctx->idle_check);  /* before its base goes (the owner frees it next) */
+    ctx->idle_check_assigned = ctx->idle_check_armed = false;
 }
 
 /*

@@ -37,7 +37,7 @@ void tycho_conn_open(struct tycho_ctx *ctx, int fd, const struct sockaddr *peer,
 /* Whether c is a TLS connection (req.scheme "https"). */
 bool tycho_conn_is_tls(const struct tycho_conn *c);
 
-/* Closes every open connection of ctx (shutdown). */
+/* Closes every open connection of ctx and stops its idle check (shutdown, before the base goes). */
 void tycho_conn_close_all(struct tycho_ctx *ctx);
 
 /*

@@ -44,9 +44,6 @@ int tycho_ctx_init(struct tycho_ctx *ctx, const struct tycho_config *cfg, struct
 
 void tycho_ctx_dispose(struct tycho_ctx *ctx)
 {
-    if (ctx->idle_check_assigned)
-        event_del(&ctx->idle_check);
-    ctx->idle_check_assigned = ctx->idle_check_armed = false;
     tycho_pool_dispose(&ctx->conn_pool);
     tycho_pool_dispose(&ctx->req_pool);
     tycho_buf_dispose(&ctx->out);

@@ -122,7 +122,8 @@ struct tycho_ctx {
      * timer for all of them rather than a timeout each, which libevent would
      * re-add on every request. A connection that begins to wait idle moves to
      * the back of conns, so the oldest idle one comes first; idle_check fires
-     * at its deadline. idle_check is assigned on first use.
+     * at its deadline. idle_check is assigned on first use, and deleted by
+     * tycho_conn_close_all (the base may be gone by tycho_ctx_dispose).
      */
     struct event idle_check;
     bool idle_check_assigned;
