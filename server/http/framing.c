@@ -321,6 +321,7 @@ static enum scan_result scan(struct tycho_framing *f, const unsigned char *d, si
     size_t i = 0;
     int state = f->_state;
     bool bad = false;
+    enum scan_result result;
 
     while (i < len) {
         unsigned char c = d[i];
@@ -503,17 +504,17 @@ more:
     *valid = len;
     return SCAN_MORE;
 refused:
-    f->_state = (unsigned char)state;
-    *valid = i;
-    return SCAN_BAD;
+    result = SCAN_BAD;
+    goto stop;
 skip_from:
-    f->_state = (unsigned char)state;
-    *valid = i;
-    return SCAN_SKIP;
+    result = SCAN_SKIP;
+    goto stop;
 resume:
+    result = SCAN_RESUME;
+stop:                                 /* at d[i], which the result is about */
     f->_state = (unsigned char)state;
     *valid = i;
-    return SCAN_RESUME;
+    return result;
 }
 
 /* After a head passed: the parser knows the body's framing; checks a chunked one too. */

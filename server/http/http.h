@@ -45,7 +45,7 @@ enum tycho_http_state {
     TYCHO_HTTP_HEAD,    /* the head is in and a body follows (r->body_follows): route it,
                            then feed on (the body goes to r->body, or to r->sbuf when
                            r->stream_body; TYCHO_BODY_BUF_BYTES of it at most then) */
-    TYCHO_HTTP_DONE,    /* a whole request is in the context; call tycho_http_next after it */
+    TYCHO_HTTP_DONE,    /* a whole request is in the context; the next one gets a fresh context */
     TYCHO_HTTP_ERROR    /* bad input; error_status says what to answer, then close */
 };
 
@@ -225,12 +225,6 @@ void tycho_http_init(struct tycho_http *h, const struct tycho_config *cfg);
  * after ERROR nothing more may be fed: answer error_status and close.
  */
 size_t tycho_http_parse(struct tycho_http *h, struct tycho_req *r, const char *data, size_t len);
-
-/*
- * After DONE: lets the parser go on to the next request of the connection.
- * (The server does not: each request's context comes with a fresh parser.)
- */
-void tycho_http_next(struct tycho_http *h);
 
 /* "OK", "Not Found", ... for a status code; "Unknown" for codes without one. */
 const char *tycho_http_reason(int status);

@@ -617,20 +617,3 @@ size_t tycho_http_parse(struct tycho_http *h, struct tycho_req *r, const char *d
     return n;
 }
 
-void tycho_http_next(struct tycho_http *h)
-{
-    http_parser_pause(PARSER(h), 0);
-    /*
-     * http-parser counts head bytes in nread and resets it after a head or a
-     * chunk-size line, but not after trailers, and its count is not stored
-     * when on_message_complete pauses it: start the next head from zero, so
-     * that the limit does not depend on how the bytes came.
-     */
-    PARSER(h)->nread = 0;
-    h->state = TYCHO_HTTP_MORE;
-    h->in_message = false;
-    h->last_was_value = false;
-    h->headers_done = false;
-    h->head_told = false;
-    h->req = NULL;
-}

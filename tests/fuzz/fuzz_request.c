@@ -107,7 +107,7 @@ static int feed(struct tycho_http *h, struct tycho_req *r, struct tycho_buf *out
         if (!r->keep_alive)
             return -1;
         tycho_req_reset(r);
-        tycho_http_next(h);
+        tycho_http_init(h, &cfg);     /* each request's context parses from a fresh start */
     }
     return 0;
 }

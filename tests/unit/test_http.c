@@ -4,8 +4,9 @@
  *
  * Parsing is table-driven. Each raw input is fed (a) in one piece, (b) one
  * byte at a time and (c) split into two pieces at every byte boundary, the
- * way conn.c's feed() drives the parser: parse, and after DONE record the
- * request, reset the context, tycho_http_next() and go on with the remaining
+ * way exchange.c drives the parser: parse, and after DONE record the
+ * request, reset the context, start a fresh parser (tycho_http_init, as each
+ * request's context does) and go on with the remaining
  * bytes; after ERROR stop. Every completed request is written down as one
  * line of text (method, path, query, version, keep-alive, HEAD, Expect,
  * headers, body), an error as "ERROR <status>", so all feeding modes must
@@ -123,7 +124,7 @@ static void feed(struct session *s, const char *data, size_t len)
         case TYCHO_HTTP_DONE:
             record(s, s->r);
             tycho_req_reset(s->r);
-            tycho_http_next(&s->h);
+            tycho_http_init(&s->h, &cfg);
             break;
         case TYCHO_HTTP_ERROR:
             say(s, "ERROR %d\n", s->h.error_status);
@@ -770,8 +771,8 @@ static void test_req_context(void)
     ok(s.r->app == NULL, "reset: no application state");
     ok(s.r->arena.first != NULL && s.r->arena.used == 0, "reset keeps the arena's first block");
 
-    /* Parse the same request again after next(). */
-    tycho_http_next(&s.h);
+    /* Parse the same request again with a fresh parser, as the next request's context has. */
+    tycho_http_init(&s.h, &cfg);
     is_int(s.h.state, TYCHO_HTTP_MORE, "next: MORE");
     n = tycho_http_parse(&s.h, s.r, raw, 5);
     is_int(n, 5, "partial input consumed");
